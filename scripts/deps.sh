@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages pipedit builds, tests and runs with. Idempotent: installs only what is
+# missing, and runs apt-get update only when something is.
+set -euo pipefail
+pkgs=(cmake make gcc clang libclang-rt-14-dev pkg-config
+      libjansson-dev libopenblas-dev
+      libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg liburing-dev
+      libmicrohttpd-dev python3 python3-numpy curl wrk)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "deps: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+echo "deps: installing ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,83 @@
+/* A minimal test harness: each test is a function; a test passes when none of its checks failed.
+ * main() runs the tests it lists with PD_RUN and ends with pd_test_summary(), which prints
+ * "N passed, N failed" and returns the exit status (0 when all passed). */
+#ifndef PD_TEST_H
+#define PD_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine/status.h"
+
+static int pd_test_failed_checks, pd_test_passed, pd_test_failed;
+
+#define PD_CHECK(cond)                                                                             \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                      \
+            pd_test_failed_checks++;                                                               \
+        }                                                                                          \
+    } while (0)
+
+#define PD_CHECK_MSG(cond, ...)                                                                    \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "  FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                      \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+            pd_test_failed_checks++;                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* Checks a pd_status expression is PD_OK, printing the error message otherwise. */
+#define PD_CHECK_OK(expr)                                                                          \
+    do {                                                                                           \
+        pd_status st_ = (expr);                                                                    \
+        PD_CHECK_MSG(st_ == PD_OK, "%s: %s", pd_status_name(st_), pd_error_msg());                 \
+    } while (0)
+
+/* Checks a pd_status expression fails with the given status and a non-empty message. */
+#define PD_CHECK_ERR(expr, want)                                                                   \
+    do {                                                                                           \
+        pd_status st_ = (expr);                                                                    \
+        PD_CHECK_MSG(st_ == (want), "got %s (%s), want %s", pd_status_name(st_), pd_error_msg(),  \
+                     pd_status_name(want));                                                        \
+        PD_CHECK_MSG(st_ == PD_OK || pd_error_msg()[0], "error without a message");                \
+    } while (0)
+
+#define PD_RUN(fn)                                                                                 \
+    do {                                                                                           \
+        int before_ = pd_test_failed_checks;                                                       \
+        fn();                                                                                      \
+        if (pd_test_failed_checks == before_) {                                                    \
+            pd_test_passed++;                                                                      \
+            printf("ok   %s\n", #fn);                                                              \
+        } else {                                                                                   \
+            pd_test_failed++;                                                                      \
+            printf("FAIL %s\n", #fn);                                                              \
+        }                                                                                          \
+        fflush(stdout);                                                                            \
+    } while (0)
+
+/* For parameterised cases: run one named case. */
+#define PD_RUN_CASE(name, call)                                                                    \
+    do {                                                                                           \
+        int before_ = pd_test_failed_checks;                                                       \
+        call;                                                                                      \
+        if (pd_test_failed_checks == before_) {                                                    \
+            pd_test_passed++;                                                                      \
+            printf("ok   %s\n", name);                                                             \
+        } else {                                                                                   \
+            pd_test_failed++;                                                                      \
+            printf("FAIL %s\n", name);                                                             \
+        }                                                                                          \
+        fflush(stdout);                                                                            \
+    } while (0)
+
+static inline int pd_test_summary(void) {
+    printf("%d passed, %d failed\n", pd_test_passed, pd_test_failed);
+    return pd_test_failed ? 1 : 0;
+}
+
+#endif
