@@ -18,6 +18,7 @@ const char *pd_status_name(pd_status st) {
     case PD_ERR_DEVICE: return "device";
     case PD_ERR_CANCELLED: return "cancelled";
     case PD_ERR_TIMEOUT: return "timeout";
+    case PD_ERR_BUSY: return "busy";
     }
     return "unknown";
 }

@@ -24,6 +24,7 @@ typedef enum pd_status {
     PD_ERR_DEVICE = -7,      /* an accelerator or communication failure */
     PD_ERR_CANCELLED = -8,   /* the caller's cancel flag was seen */
     PD_ERR_TIMEOUT = -9,     /* a wait ran past its deadline */
+    PD_ERR_BUSY = -10,       /* a bounded queue or pool is full; retry later */
 } pd_status;
 
 /* Stable short name of a status ("invalid", "io", ...). Never NULL. */

@@ -1,0 +1,85 @@
+/* Text to video as a library: tokenizer + text encoder -> flow-matching sampler over the DiT (with
+ * classifier-free guidance) -> streaming VAE decode -> MP4 (+ thumbnail).
+ *
+ * The stages are separate calls so the daemon's workers can run each one in its own process (the text
+ * stage, the denoise group, the decode group); pd_pipeline_generate() chains them in one process.
+ * Every long call reports progress through a callback and checks *cancel at each step boundary,
+ * returning PD_ERR_CANCELLED when it is set. */
+#ifndef PD_MODELS_PIPELINE_H
+#define PD_MODELS_PIPELINE_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "engine/backend.h"
+
+typedef enum pd_sampler_kind { PD_SAMPLER_UNIPC = 0, PD_SAMPLER_EULER = 1 } pd_sampler_kind;
+
+/* Parses "unipc" / "euler"; PD_ERR_INVALID otherwise. */
+pd_status pd_sampler_kind_parse(const char *s, pd_sampler_kind *out);
+const char *pd_sampler_kind_name(pd_sampler_kind k);
+
+typedef struct pd_gen_params {
+    const char *prompt;          /* required, UTF-8 */
+    const char *negative_prompt; /* NULL or "" = empty prompt for the unconditional branch */
+    uint64_t seed;               /* resolved by the caller */
+    int width, height;           /* pixels, multiples of 16 */
+    int frames;                  /* 4k + 1 */
+    int steps;                   /* >= 1 */
+    float guidance;              /* CFG scale; <= 1 disables the unconditional branch */
+    float shift;                 /* flow shift (> 0) */
+    pd_sampler_kind sampler;
+    int fps;                     /* output frame rate (> 0) */
+} pd_gen_params;
+
+/* Stages reported through progress callbacks. */
+typedef enum pd_stage { PD_STAGE_TEXT = 0, PD_STAGE_DENOISE, PD_STAGE_DECODE, PD_STAGE_ENCODE, PD_STAGE_COUNT } pd_stage;
+const char *pd_stage_name(pd_stage s); /* "text", "denoise", "decode", "encode" */
+
+/* step counts 1..total within a stage (for decode: latent frames decoded). */
+typedef void (*pd_progress_fn)(void *ud, pd_stage stage, int step, int total);
+
+/* Which parts of a model folder to load (a decode worker needs only the VAE). */
+enum { PD_PART_TEXT = 1, PD_PART_DIT = 2, PD_PART_VAE = 4, PD_PART_ALL = 7 };
+
+typedef struct pd_pipeline pd_pipeline;
+
+/* Loads the requested parts of a Wan2.1 model folder (diffusers layout as written by
+ * `pipedit mkmodel`, or real checkpoints) onto backend be, which must outlive the pipeline.
+ * Errors name the file at fault: PD_ERR_IO, PD_ERR_FORMAT, PD_ERR_NOT_FOUND, PD_ERR_UNSUPPORTED. */
+pd_status pd_pipeline_load(const char *model_dir, pd_backend *be, unsigned parts, pd_pipeline **out);
+void pd_pipeline_free(pd_pipeline *pl);
+
+/* Checks params against the model and the documented bounds (size multiple of 16 and within
+ * limits, frames 4k+1, steps >= 1, ...). PD_ERR_INVALID with a message naming the field. */
+pd_status pd_pipeline_validate(const pd_pipeline *pl, const pd_gen_params *p);
+
+/* Latent shape (16, T, H/8, W/8) for params, T = (frames - 1) / 4 + 1. */
+void pd_pipeline_latent_shape(const pd_gen_params *p, int64_t shape[4]);
+
+/* Encodes a prompt: ctx_out is allocated here as a host f32 tensor (L, text_dim), L the real token
+ * count (<= 512). The caller frees it with pd_tensor_free. */
+pd_status pd_pipeline_encode_text(pd_pipeline *pl, const char *prompt, pd_tensor *ctx_out);
+
+/* Runs the sampler: seeded noise -> steps of the DiT (batch 2 with CFG) -> latent_out, a host f32
+ * tensor (16, T, H/8, W/8) allocated here. ctx_uncond may be NULL when guidance <= 1. */
+pd_status pd_pipeline_denoise(pd_pipeline *pl, const pd_gen_params *p, const pd_tensor *ctx_cond,
+                              const pd_tensor *ctx_uncond, pd_tensor *latent_out, pd_progress_fn progress,
+                              void *ud, const atomic_int *cancel);
+
+/* Decodes a latent and writes an MP4 (H.264, yuv420p, fps) to mp4_path and, when thumb_path is not
+ * NULL, the first frame as PNG. Files appear complete or not at all (temporary name + rename). */
+pd_status pd_pipeline_decode(pd_pipeline *pl, const pd_tensor *latent, int fps, const char *mp4_path,
+                             const char *thumb_path, pd_progress_fn progress, void *ud, const atomic_int *cancel);
+
+/* Seconds spent per stage by the last pd_pipeline_generate. */
+typedef struct pd_gen_timings {
+    double seconds[PD_STAGE_COUNT];
+    double denoise_step_seconds; /* mean per step */
+} pd_gen_timings;
+
+/* All stages in order. timings may be NULL. */
+pd_status pd_pipeline_generate(pd_pipeline *pl, const pd_gen_params *p, const char *mp4_path, const char *thumb_path,
+                               pd_progress_fn progress, void *ud, const atomic_int *cancel, pd_gen_timings *timings);
+
+#endif

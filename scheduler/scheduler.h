@@ -1,0 +1,87 @@
+/* The scheduler: admission, the job queue, pipeline formation (DeDiVAE) and worker supervision.
+ *
+ * It runs inside the daemon process. It spawns one worker process per configured device, splits them
+ * into a text stage, a denoise group and a decode group, and moves each job through
+ * text -> denoise -> decode so that the decode of job k runs while job k+1 denoises. Workers get small
+ * control messages over Unix sockets (proto/); latents travel from the denoise group to the decode
+ * group over shared memory, never over the control channel.
+ *
+ * Everything the scheduler has to say about a job comes back through one callback, called from the
+ * scheduler's own thread(s); the callback must not block for long and must not call back into the
+ * scheduler. The daemon owns the job table, the journal and HTTP; the scheduler owns execution. */
+#ifndef PD_SCHEDULER_H
+#define PD_SCHEDULER_H
+
+#include <stdbool.h>
+
+#include "models/pipeline.h"
+
+typedef struct pd_scheduler_config {
+    const char *model_dir;     /* model folder every worker loads (required) */
+    const char *worker_exe;    /* path of the `pipedit` binary whose `worker` command runs a worker */
+    const char *run_dir;       /* folder for Unix sockets and shared-memory names (created if absent) */
+    int n_devices;             /* worker processes for the denoise and decode groups (>= 1) */
+    int n_decode;              /* decode group size; 0 = chosen from measured stage times */
+    int threads_per_worker;    /* CPU backend threads in each worker (0 = 1) */
+    int queue_capacity;        /* jobs admitted but not yet started; a full queue is PD_ERR_BUSY */
+    double worker_timeout_s;   /* a worker silent for this long is declared dead and restarted */
+} pd_scheduler_config;
+
+typedef enum pd_job_event_kind {
+    PD_JOB_EVENT_STARTED = 0,  /* left the queue */
+    PD_JOB_EVENT_STAGE,        /* entered stage ev->stage at ev->t */
+    PD_JOB_EVENT_PROGRESS,     /* ev->progress changed (0-100), ev->step / ev->total within ev->stage */
+    PD_JOB_EVENT_COMPLETED,    /* the MP4 (and thumbnail) are in place */
+    PD_JOB_EVENT_FAILED,       /* ev->error_code ("cancelled", "worker_died", "invalid", ...), ev->error_message */
+} pd_job_event_kind;
+
+typedef struct pd_job_event {
+    pd_job_event_kind kind;
+    const char *job_id;
+    pd_stage stage;
+    int step, total;
+    int progress;              /* 0-100 over the whole job */
+    double t;                  /* CLOCK_REALTIME seconds when it happened */
+    const char *error_code;    /* FAILED only */
+    const char *error_message; /* FAILED only */
+} pd_job_event;
+
+typedef void (*pd_job_event_fn)(void *ud, const pd_job_event *ev);
+
+typedef struct pd_scheduler_stats {
+    int queued, running;       /* jobs waiting, jobs in some stage */
+    int workers_up, workers_total;
+    int n_denoise, n_decode;   /* current group split */
+    bool ready;                /* every group has a loaded, warmed-up worker */
+    double stage_seconds_mean[PD_STAGE_COUNT]; /* measured, for the split rule and metrics */
+} pd_scheduler_stats;
+
+typedef struct pd_scheduler pd_scheduler;
+
+/* Spawns the workers and returns at once; readiness comes later (pd_scheduler_stats().ready).
+ * Errors: PD_ERR_INVALID (config), PD_ERR_IO (spawn, sockets), PD_ERR_NOMEM. */
+pd_status pd_scheduler_create(const pd_scheduler_config *cfg, pd_job_event_fn fn, void *ud, pd_scheduler **out);
+
+/* Admits a job; params and paths are copied. Jobs start in submission order.
+ * PD_ERR_BUSY when the queue is full, PD_ERR_INVALID for a duplicate id, PD_ERR_CANCELLED while
+ * draining. */
+pd_status pd_scheduler_submit(pd_scheduler *s, const char *job_id, const pd_gen_params *p, const char *mp4_path,
+                              const char *thumb_path);
+
+/* Cancels a queued or running job; it fails with error code "cancelled" (at the next denoising step
+ * boundary when running). PD_ERR_NOT_FOUND when the job is not live. */
+pd_status pd_scheduler_cancel(pd_scheduler *s, const char *job_id);
+
+/* 0-based position of a queued job, -1 when it is not queued. */
+int pd_scheduler_queue_position(pd_scheduler *s, const char *job_id);
+
+void pd_scheduler_stats_get(pd_scheduler *s, pd_scheduler_stats *out);
+
+/* Stops admitting and waits up to timeout_s for queued and running jobs to finish. Returns
+ * PD_ERR_TIMEOUT if some are still live (they stay queued for the next start). */
+pd_status pd_scheduler_drain(pd_scheduler *s, double timeout_s);
+
+/* Stops the workers and frees everything; live jobs get no further events. */
+void pd_scheduler_destroy(pd_scheduler *s);
+
+#endif
