@@ -2,6 +2,8 @@
 #   make test   installs missing Debian packages, builds the sanitizer tree and runs every test
 #   make build  release build into build/bin/
 #   make bench  release build, then the CPU benchmarks (results under bench/results/)
+#   make run    release build, then pipeditd on the embedded tiny model (data in $PIPEDIT_DATA, default ./data;
+#               more flags in RUN_FLAGS, e.g. make run RUN_FLAGS='--port 9000')
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 CI ?=
@@ -12,7 +14,7 @@ else
   WERROR :=
 endif
 
-.PHONY: all deps build test bench clean
+.PHONY: all deps build test bench run clean
 
 all: build
 
@@ -30,6 +32,12 @@ test: deps
 
 bench: build
 	bash bench/run_cpu.sh
+
+PIPEDIT_DATA ?= ./data
+RUN_FLAGS ?=
+
+run: build
+	build/bin/pipeditd --data-dir $(PIPEDIT_DATA) $(RUN_FLAGS)
 
 clean:
 	rm -rf build build-asan

@@ -9,7 +9,10 @@
  * unknown dtype) with a message naming the file and the tensor.
  *
  * Tensors handed out are views into the read-only mapping: valid until pd_st_close(); never write
- * through them. */
+ * through them. (A tensor whose stored bytes are not aligned to its element size, which no common
+ * writer produces, is copied once into an aligned buffer owned by the pd_st; a 0-byte tensor's data
+ * is some valid pointer.) Dtypes read: F32, BF16, F16, I32 and I64 (token ids); any other is
+ * PD_ERR_UNSUPPORTED. */
 #ifndef PD_SAFETENSORS_H
 #define PD_SAFETENSORS_H
 
@@ -23,6 +26,11 @@ typedef struct pd_st pd_st;
  * directory holding exactly one of those (an index is preferred over a lone file).
  * Errors: PD_ERR_IO (missing/unreadable), PD_ERR_FORMAT, PD_ERR_UNSUPPORTED, PD_ERR_NOMEM. */
 pd_status pd_st_open(const char *path, pd_st **out);
+/* Opens a safetensors image already in memory (fuzzing, embedded models): the same validation as
+ * pd_st_open. Nothing is copied: data must stay valid and unchanged until pd_st_close(). name is used
+ * in messages and by pd_st_path ("<memory>" when NULL). */
+pd_status pd_st_open_memory(const void *data, size_t size, const char *name, pd_st **out);
+/* Releases the mapping and everything handed out. NULL is a no-op. */
 void pd_st_close(pd_st *st);
 
 /* Number of tensors and the name of tensor i (0 <= i < count), in a stable sorted order. */
@@ -37,7 +45,8 @@ pd_status pd_st_get(const pd_st *st, const char *name, pd_tensor *out);
 pd_status pd_st_get_shaped(const pd_st *st, const char *name, int ndim, const int64_t *shape, pd_tensor *out);
 /* Value of a "__metadata__" string entry, or NULL. */
 const char *pd_st_metadata(const pd_st *st, const char *key);
-/* The path the checkpoint was opened from. */
+/* The file the checkpoint was opened from: the .safetensors file or the index (for a directory
+ * argument, the one picked inside it). */
 const char *pd_st_path(const pd_st *st);
 
 /* ---- writing ---- */
@@ -48,11 +57,15 @@ pd_status pd_st_writer_create(pd_st_writer **out);
 /* Adds a tensor (copied now; any strides; stored in its own dtype). A duplicate name is
  * PD_ERR_INVALID. */
 pd_status pd_st_writer_add(pd_st_writer *w, const char *name, const pd_tensor *t);
-/* Adds a "__metadata__" string entry. */
+/* Adds (or replaces) a "__metadata__" string entry. */
 pd_status pd_st_writer_metadata(pd_st_writer *w, const char *key, const char *value);
-/* Writes the file atomically (a temporary name in the same folder, fsync, rename), tensors in
- * name order, data 8-byte aligned. */
+/* Writes the file atomically (a temporary name in the same folder, fsync, rename, fsync of the
+ * folder): header keys in name order, padded with spaces so the data starts 8-byte aligned; tensors
+ * back to back, widest dtype first then by name, so each starts aligned to its element size. On any
+ * failure (PD_ERR_IO naming the path, e.g. a full disk) the temporary file is removed and an existing
+ * file at path is left as it was. The writer may be saved again or freed. */
 pd_status pd_st_writer_save(pd_st_writer *w, const char *path);
+/* Frees the writer and its copies. NULL is a no-op. */
 void pd_st_writer_free(pd_st_writer *w);
 
 #endif

@@ -220,15 +220,24 @@ pd_status pd_tensor_copy(pd_tensor *dst, const pd_tensor *src) {
             d += idx[i] * dst->stride[i];
         }
         int64_t ss = nd ? src->stride[nd - 1] : (int64_t)es, ds = nd ? dst->stride[nd - 1] : (int64_t)ed;
-        for (int64_t j = 0; j < inner; j++) {
-            const char *sp = s + j * ss;
-            char *dp = d + j * ds;
-            if (src->dtype == dst->dtype) {
-                memcpy(dp, sp, es);
-            } else {
-                float f;
-                pd_convert_to_f32(&f, sp, src->dtype, 1);
-                pd_convert_from_f32(dp, dst->dtype, &f, 1);
+        bool rows = ss == (int64_t)es && ds == (int64_t)ed; /* both innermost dims contiguous */
+        if (rows && src->dtype == dst->dtype) {
+            memcpy(d, s, (size_t)inner * es);
+        } else if (rows && dst->dtype == PD_DTYPE_F32) {
+            pd_convert_to_f32((float *)d, s, src->dtype, inner);
+        } else if (rows && src->dtype == PD_DTYPE_F32) {
+            pd_convert_from_f32(d, dst->dtype, (const float *)s, inner);
+        } else {
+            for (int64_t j = 0; j < inner; j++) {
+                const char *sp = s + j * ss;
+                char *dp = d + j * ds;
+                if (src->dtype == dst->dtype) {
+                    memcpy(dp, sp, es);
+                } else {
+                    float f;
+                    pd_convert_to_f32(&f, sp, src->dtype, 1);
+                    pd_convert_from_f32(dp, dst->dtype, &f, 1);
+                }
             }
         }
         for (int i = nd - 2; i >= 0; i--) {

@@ -50,9 +50,27 @@ typedef struct pd_pipeline pd_pipeline;
 pd_status pd_pipeline_load(const char *model_dir, pd_backend *be, unsigned parts, pd_pipeline **out);
 void pd_pipeline_free(pd_pipeline *pl);
 
+/* The documented bounds pd_pipeline_validate enforces. */
+#define PD_GEN_MIN_SIDE 16            /* width and height: multiples of 16 in 16..4096 */
+#define PD_GEN_MAX_SIDE 4096
+#define PD_GEN_MAX_FRAMES 1024        /* frames: 4k + 1 in 1..1024 */
+#define PD_GEN_MAX_STEPS 1000         /* steps: 1..1000 */
+#define PD_GEN_MAX_GUIDANCE 50.0f     /* guidance: 0..50 */
+#define PD_GEN_MAX_SHIFT 100.0f       /* shift: (0, 100] */
+#define PD_GEN_MAX_FPS 120            /* fps: 1..120 */
+#define PD_GEN_MAX_PROMPT_BYTES (256 << 10) /* prompt: 1..this many bytes, not only white space;
+                                             * the negative prompt: 0..this many */
+
 /* Checks params against the model and the documented bounds (size multiple of 16 and within
- * limits, frames 4k+1, steps >= 1, ...). PD_ERR_INVALID with a message naming the field. */
+ * limits, frames 4k+1, steps >= 1, ...). PD_ERR_INVALID with a message naming the field.
+ * pl may be NULL: then only the documented bounds are checked (a front end can reject a request
+ * before loading anything). */
 pd_status pd_pipeline_validate(const pd_pipeline *pl, const pd_gen_params *p);
+
+/* Fills every field of *p but prompt and seed (left as they are) with the defaults of the preset
+ * matching the loaded model (by its DiT dims; the embedded default preset when none matches, or
+ * when pl is NULL): size, frames, steps, guidance, shift, fps, UniPC, an empty negative prompt. */
+void pd_pipeline_default_params(const pd_pipeline *pl, pd_gen_params *p);
 
 /* Latent shape (16, T, H/8, W/8) for params, T = (frames - 1) / 4 + 1. */
 void pd_pipeline_latent_shape(const pd_gen_params *p, int64_t shape[4]);

@@ -30,7 +30,9 @@ typedef struct pd_scheduler_config {
 typedef enum pd_job_event_kind {
     PD_JOB_EVENT_STARTED = 0,  /* left the queue */
     PD_JOB_EVENT_STAGE,        /* entered stage ev->stage at ev->t */
-    PD_JOB_EVENT_PROGRESS,     /* ev->progress changed (0-100), ev->step / ev->total within ev->stage */
+    PD_JOB_EVENT_PROGRESS,     /* ev->progress changed (0-100), ev->step / ev->total within ev->stage.
+                                * Mapping: text 0, denoise step s of S -> 90 s / S, decode (and encode)
+                                * step d of D -> 90 + 10 d / D capped at 99, completed 100. */
     PD_JOB_EVENT_COMPLETED,    /* the MP4 (and thumbnail) are in place */
     PD_JOB_EVENT_FAILED,       /* ev->error_code ("cancelled", "worker_died", "invalid", ...), ev->error_message */
 } pd_job_event_kind;

@@ -1,0 +1,259 @@
+#include "daemon/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+typedef enum { CT_INT, CT_SIZE, CT_DOUBLE, CT_STR, CT_KEYS } cfg_type;
+
+typedef struct cfg_entry {
+    const char *name;
+    cfg_type type;
+    size_t off;
+    const char *def;   /* default, as text, parsed like any other source */
+    double lo, hi;     /* bounds for numbers; for strings hi is unused */
+    const char *help;
+} cfg_entry;
+
+#define F(field) offsetof(pd_config, field)
+static const cfg_entry cfg_table[] = {
+    {"host", CT_STR, F(host), "127.0.0.1", 0, 0, "address to listen on (0.0.0.0 for every interface)"},
+    {"port", CT_INT, F(port), "8000", 0, 65535, "TCP port (0 = any free port, logged at start)"},
+    {"http_threads", CT_INT, F(http_threads), "4", 1, 256, "HTTP threads (libmicrohttpd thread pool over epoll)"},
+    {"max_connections", CT_INT, F(max_connections), "512", 1, 100000, "open connections at most; more are refused"},
+    {"connection_timeout_s", CT_INT, F(connection_timeout_s), "60", 1, 3600, "idle connections are closed after this"},
+    {"body_limit", CT_SIZE, F(body_limit), "1048576", 1024, 64.0 * 1024 * 1024, "largest request body in bytes; larger is 413"},
+    {"data_dir", CT_STR, F(data_dir), "./data", 0, 0, "journal and outputs (videos/<id>.mp4, .png)"},
+    {"output_ttl_s", CT_DOUBLE, F(output_ttl_s), "86400", 1, 365.0 * 86400, "finished videos are deleted this long after completion"},
+    {"housekeeping_interval_s", CT_DOUBLE, F(housekeeping_interval_s), "30", 0.1, 3600, "period of the expiry sweep"},
+    {"model_dir", CT_STR, F(model_dir), "", 0, 0, "model folder; empty = the embedded tiny model"},
+    {"model_name", CT_STR, F(model_name), "", 0, 0, "model id clients send; empty = the model's preset name"},
+    {"worker_exe", CT_STR, F(worker_exe), "", 0, 0, "the pipedit binary workers run; empty = next to pipeditd"},
+    {"run_dir", CT_STR, F(run_dir), "", 0, 0, "sockets and shared memory names; empty = <data_dir>/run"},
+    {"workers", CT_INT, F(workers), "1", 1, 64, "worker processes (devices) for denoise and decode"},
+    {"decode_workers", CT_INT, F(decode_workers), "0", 0, 63, "decode group size; 0 = from measured stage times"},
+    {"threads_per_worker", CT_INT, F(threads_per_worker), "0", 0, 256, "CPU backend threads per worker; 0 = 1"},
+    {"worker_timeout_s", CT_DOUBLE, F(worker_timeout_s), "120", 1, 86400, "a silent worker is restarted after this"},
+    {"queue_capacity", CT_INT, F(queue_capacity), "32", 1, 100000, "jobs waiting at most; more are 429"},
+    {"max_prompt_bytes", CT_INT, F(max_prompt_bytes), "8192", 1, 1 << 20, "longest prompt (and negative prompt) in bytes"},
+    {"max_width", CT_INT, F(max_width), "1280", 16, 8192, "widest output in pixels"},
+    {"max_height", CT_INT, F(max_height), "1280", 16, 8192, "tallest output in pixels"},
+    {"max_frames", CT_INT, F(max_frames), "129", 1, 4097, "most frames per video"},
+    {"max_steps", CT_INT, F(max_steps), "100", 1, 10000, "most denoising steps"},
+    {"max_seconds", CT_DOUBLE, F(max_seconds), "20", 0.1, 3600, "longest video in seconds"},
+    {"retry_after_s", CT_INT, F(retry_after_s), "5", 1, 3600, "Retry-After sent with 429 and 503"},
+    {"poll_after_ms", CT_INT, F(poll_after_ms), "1000", 10, 600000, "openai-poll-after-ms sent on retrieve"},
+    {"drain_timeout_s", CT_DOUBLE, F(drain_timeout_s), "30", 0, 86400, "on SIGTERM, wait this long for live jobs"},
+    {"api_keys", CT_KEYS, F(api_keys), "", 0, 0, "bearer keys (comma separated in env/flags); empty = no auth"},
+    {"log_level", CT_STR, F(log_level), "info", 0, 0, "error, warn, info or debug"},
+};
+#undef F
+#define N_ENTRIES (sizeof cfg_table / sizeof cfg_table[0])
+
+static const cfg_entry *cfg_find(const char *key) {
+    char norm[64];
+    size_t n = strlen(key);
+    if (n >= sizeof norm) return NULL;
+    for (size_t i = 0; i <= n; i++) norm[i] = key[i] == '-' ? '_' : key[i];
+    if (!strcmp(norm, "model")) snprintf(norm, sizeof norm, "model_dir"); /* pipeditd --model DIR */
+    for (size_t i = 0; i < N_ENTRIES; i++)
+        if (!strcmp(cfg_table[i].name, norm)) return &cfg_table[i];
+    return NULL;
+}
+
+static pd_status set_keys(pd_config *cfg, const char *value) {
+    int n = 0;
+    const char *p = value;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        while (len && isspace((unsigned char)*p)) p++, len--;
+        while (len && isspace((unsigned char)p[len - 1])) len--;
+        if (len) {
+            if (n == PD_CONFIG_MAX_KEYS) return pd_error_set(PD_ERR_INVALID, "api_keys: at most %d keys", PD_CONFIG_MAX_KEYS);
+            if (len >= sizeof cfg->api_keys[0] || len < 8)
+                return pd_error_set(PD_ERR_INVALID, "api_keys: each key must be 8 to %zu characters", sizeof cfg->api_keys[0] - 1);
+            memcpy(cfg->api_keys[n], p, len);
+            cfg->api_keys[n][len] = 0;
+            n++;
+        }
+        if (!e) break;
+        p = e + 1;
+    }
+    cfg->n_api_keys = n;
+    return PD_OK;
+}
+
+static pd_status set_entry(pd_config *cfg, const cfg_entry *e, const char *value) {
+    char *base = (char *)cfg + e->off;
+    if (e->type == CT_STR) {
+        if (strlen(value) >= PD_CONFIG_STR_MAX) return pd_error_set(PD_ERR_INVALID, "%s: longer than %d bytes", e->name, PD_CONFIG_STR_MAX - 1);
+        if (!strcmp(e->name, "log_level") && strcmp(value, "error") && strcmp(value, "warn") && strcmp(value, "info") &&
+            strcmp(value, "debug"))
+            return pd_error_set(PD_ERR_INVALID, "log_level: '%s' is not error, warn, info or debug", value);
+        size_t cap = !strcmp(e->name, "log_level") ? sizeof cfg->log_level : PD_CONFIG_STR_MAX;
+        snprintf(base, cap, "%s", value);
+        return PD_OK;
+    }
+    if (e->type == CT_KEYS) return set_keys(cfg, value);
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    while (*end && isspace((unsigned char)*end)) end++;
+    if (!*value || *end || errno || !isfinite(v)) return pd_error_set(PD_ERR_INVALID, "%s: '%s' is not a number", e->name, value);
+    if (e->type != CT_DOUBLE && v != floor(v)) return pd_error_set(PD_ERR_INVALID, "%s: '%s' is not an integer", e->name, value);
+    if (v < e->lo || v > e->hi) return pd_error_set(PD_ERR_INVALID, "%s: %s is outside [%g, %g]", e->name, value, e->lo, e->hi);
+    if (e->type == CT_INT) *(int *)base = (int)v;
+    else if (e->type == CT_SIZE) *(size_t *)base = (size_t)v;
+    else *(double *)base = v;
+    return PD_OK;
+}
+
+void pd_config_defaults(pd_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < N_ENTRIES; i++) {
+        pd_status st = set_entry(cfg, &cfg_table[i], cfg_table[i].def);
+        PD_ASSERT(st == PD_OK);
+    }
+}
+
+pd_status pd_config_set(pd_config *cfg, const char *key, const char *value) {
+    const cfg_entry *e = cfg_find(key);
+    if (!e) return pd_error_set(PD_ERR_NOT_FOUND, "unknown setting '%s' (pipeditd --help lists them)", key);
+    return set_entry(cfg, e, value);
+}
+
+pd_status pd_config_load_file(pd_config *cfg, const char *path) {
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) return pd_error_set(PD_ERR_IO, "config %s: line %d: %s", path, jerr.line, jerr.text);
+    pd_status st = PD_OK;
+    if (!json_is_object(root)) {
+        st = pd_error_set(PD_ERR_INVALID, "config %s: the top level must be an object", path);
+        goto done;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        if (key[0] == '_') continue; /* "_comment" keys document the file */
+        const cfg_entry *e = cfg_find(key);
+        if (!e) {
+            st = pd_error_set(PD_ERR_INVALID, "config %s: unknown key '%s'", path, key);
+            goto done;
+        }
+        char buf[PD_CONFIG_MAX_KEYS * 130];
+        if (e->type == CT_KEYS && json_is_array(v)) {
+            size_t i, off = 0;
+            json_t *k;
+            buf[0] = 0;
+            json_array_foreach(v, i, k) {
+                if (!json_is_string(k) || strchr(json_string_value(k), ',') ||
+                    json_string_length(k) + 2 > sizeof buf - off) {
+                    st = pd_error_set(PD_ERR_INVALID, "config %s: api_keys must be an array of strings without commas", path);
+                    goto done;
+                }
+                off += (size_t)snprintf(buf + off, sizeof buf - off, "%s%s", i ? "," : "", json_string_value(k));
+            }
+        } else if (json_is_string(v) && e->type != CT_KEYS) {
+            if (e->type != CT_STR) {
+                st = pd_error_set(PD_ERR_INVALID, "config %s: '%s' must be a number, not a string", path, key);
+                goto done;
+            }
+            snprintf(buf, sizeof buf, "%s", json_string_value(v));
+            if (json_string_length(v) >= PD_CONFIG_STR_MAX) {
+                st = pd_error_set(PD_ERR_INVALID, "config %s: '%s' is too long", path, key);
+                goto done;
+            }
+        } else if (json_is_number(v) && (e->type == CT_INT || e->type == CT_SIZE || e->type == CT_DOUBLE)) {
+            snprintf(buf, sizeof buf, "%.17g", json_number_value(v));
+        } else {
+            st = pd_error_set(PD_ERR_INVALID, "config %s: '%s' has the wrong type", path, key);
+            goto done;
+        }
+        st = set_entry(cfg, e, buf);
+        if (st) {
+            pd_error_prefix(st, "config %s", path);
+            goto done;
+        }
+    }
+done:
+    json_decref(root);
+    return st;
+}
+
+pd_status pd_config_load_env(pd_config *cfg) {
+    for (size_t i = 0; i < N_ENTRIES; i++) {
+        char name[80] = "PIPEDIT_";
+        size_t n = strlen(name);
+        for (const char *p = cfg_table[i].name; *p && n + 1 < sizeof name; p++) name[n++] = (char)toupper((unsigned char)*p);
+        name[n] = 0;
+        const char *v = getenv(name);
+        if (!v) continue;
+        pd_status st = set_entry(cfg, &cfg_table[i], v);
+        if (st) return pd_error_prefix(st, "environment %s", name);
+    }
+    return PD_OK;
+}
+
+const char *pd_config_find_file(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc) return argv[i + 1];
+        if (!strncmp(argv[i], "--config=", 9)) return argv[i] + 9;
+    }
+    const char *env = getenv("PIPEDIT_CONFIG");
+    return env && *env ? env : NULL;
+}
+
+pd_status pd_config_load_args(pd_config *cfg, int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2)) return pd_error_set(PD_ERR_INVALID, "unexpected argument '%s'", a);
+        char key[64];
+        const char *val;
+        const char *eq = strchr(a, '=');
+        if (eq) {
+            size_t n = (size_t)(eq - a - 2);
+            if (n >= sizeof key) return pd_error_set(PD_ERR_NOT_FOUND, "unknown flag '%s'", a);
+            memcpy(key, a + 2, n);
+            key[n] = 0;
+            val = eq + 1;
+        } else {
+            snprintf(key, sizeof key, "%s", a + 2);
+            if (i + 1 >= argc) return pd_error_set(PD_ERR_INVALID, "flag '%s' needs a value", a);
+            val = argv[++i];
+        }
+        if (!strcmp(key, "config")) continue;
+        pd_status st = pd_config_set(cfg, key, val);
+        if (st) return pd_error_prefix(st, "flag --%s", key);
+    }
+    return PD_OK;
+}
+
+void pd_config_print_help(FILE *f) {
+    for (size_t i = 0; i < N_ENTRIES; i++) {
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s", cfg_table[i].name);
+        for (char *p = flag + 2; *p; p++)
+            if (*p == '_') *p = '-';
+        fprintf(f, "  %-26s %s (default \"%s\")\n", flag, cfg_table[i].help, cfg_table[i].def);
+    }
+}
+
+void pd_config_log(const pd_config *cfg) {
+    for (size_t i = 0; i < N_ENTRIES; i++) {
+        const cfg_entry *e = &cfg_table[i];
+        const char *base = (const char *)cfg + e->off;
+        switch (e->type) {
+        case CT_INT: PD_DEBUG("config", "%s = %d", e->name, *(const int *)base); break;
+        case CT_SIZE: PD_DEBUG("config", "%s = %zu", e->name, *(const size_t *)base); break;
+        case CT_DOUBLE: PD_DEBUG("config", "%s = %g", e->name, *(const double *)base); break;
+        case CT_STR: PD_DEBUG("config", "%s = \"%s\"", e->name, base); break;
+        case CT_KEYS: PD_DEBUG("config", "%s = %d key(s)", e->name, cfg->n_api_keys); break;
+        }
+    }
+}

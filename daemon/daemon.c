@@ -1,0 +1,622 @@
+#include "daemon/daemon.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "daemon/http.h"
+#include "daemon/sse.h"
+#include "models/model_dir.h"
+
+double pd_daemon_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- model resolution ---- */
+
+/* The preset whose DiT matches the folder's transformer/config.json (dim and layers); request
+ * defaults come from it. NULL when no preset matches. */
+static const pd_model_preset *preset_of_dir(const char *dir) {
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/transformer/config.json", dir) >= (int)sizeof path) return NULL;
+    json_t *c = json_load_file(path, 0, NULL);
+    if (!c) return NULL;
+    long long heads = json_integer_value(json_object_get(c, "num_attention_heads"));
+    long long hd = json_integer_value(json_object_get(c, "attention_head_dim"));
+    long long layers = json_integer_value(json_object_get(c, "num_layers"));
+    json_decref(c);
+    static const char *const names[] = {"tiny", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const pd_model_preset *p = pd_model_preset_find(names[i]);
+        if (p && p->dit.heads * p->dit.head_dim == heads * hd && p->dit.layers == layers) return p;
+    }
+    return NULL;
+}
+
+static pd_status resolve_model(pd_daemon *d) {
+    const pd_config *c = &d->cfg;
+    if (!c->model_dir[0]) {
+        PD_TRY(pd_model_dir_default(d->model_dir, sizeof d->model_dir));
+        d->preset = pd_model_preset_default();
+        if (snprintf(d->model_name, sizeof d->model_name, "%s", c->model_name[0] ? c->model_name : d->preset->name) >=
+            (int)sizeof d->model_name)
+            return pd_error_set(PD_ERR_INVALID, "model_name is longer than %zu bytes", sizeof d->model_name - 1);
+        return PD_OK;
+    }
+    if (!realpath(c->model_dir, d->model_dir)) return pd_error_set(PD_ERR_IO, "model_dir %s: %s", c->model_dir, strerror(errno));
+    d->preset = preset_of_dir(d->model_dir);
+    if (!d->preset) {
+        PD_WARN("daemon", "%s matches no known preset; request defaults are the tiny preset's", d->model_dir);
+        d->preset = pd_model_preset_default();
+    }
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", d->model_dir);
+    if (snprintf(d->model_name, sizeof d->model_name, "%s", c->model_name[0] ? c->model_name : basename(tmp)) >= (int)sizeof d->model_name)
+        return pd_error_set(PD_ERR_INVALID, "model name '%s' is longer than %zu bytes (set model_name)", basename(tmp), sizeof d->model_name - 1);
+    return PD_OK;
+}
+
+static void fill_limits(pd_daemon *d) {
+    const pd_config *c = &d->cfg;
+    const pd_model_preset *p = d->preset;
+    pd_api_limits *l = &d->limits;
+    l->model_name = d->model_name;
+    l->max_prompt_bytes = c->max_prompt_bytes;
+    l->max_width = c->max_width;
+    l->max_height = c->max_height;
+    l->max_frames = c->max_frames;
+    l->max_steps = c->max_steps;
+    l->max_seconds = c->max_seconds;
+    l->default_width = p->default_width;
+    l->default_height = p->default_height;
+    l->default_frames = p->default_frames;
+    l->default_steps = p->default_steps;
+    l->default_fps = p->fps;
+    l->default_guidance = p->default_guidance;
+    l->default_shift = p->default_shift;
+}
+
+static void job_finish(pd_job *j, pd_job_status s, double t, double ttl) {
+    j->status = s;
+    j->stage = -1;
+    j->completed_at = t;
+    j->expires_at = t + ttl;
+    if (s == PD_JOB_COMPLETED) j->progress = 100;
+}
+
+pd_status pd_daemon_open(pd_daemon *d, const pd_config *cfg) {
+    memset(d, 0, sizeof *d);
+    d->cfg = *cfg;
+    d->started_at = pd_daemon_now();
+    pthread_mutex_init(&d->lock, NULL);
+    pd_jobs_init(&d->jobs);
+    pd_metrics_init(&d->metrics);
+    atomic_init(&d->draining, false);
+
+    PD_TRY(resolve_model(d));
+    fill_limits(d);
+    PD_TRY(pd_store_init(&d->store, cfg->data_dir));
+    if (cfg->run_dir[0]) snprintf(d->run_dir, sizeof d->run_dir, "%s", cfg->run_dir);
+    else snprintf(d->run_dir, sizeof d->run_dir, "%s/run", cfg->data_dir);
+    if (cfg->worker_exe[0]) {
+        snprintf(d->worker_exe, sizeof d->worker_exe, "%s", cfg->worker_exe);
+    } else {
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n < 0) return pd_error_set(PD_ERR_IO, "readlink /proc/self/exe: %s (set worker_exe)", strerror(errno));
+        self[n] = 0;
+        snprintf(d->worker_exe, sizeof d->worker_exe, "%s/pipedit", dirname(self));
+    }
+
+    /* Rebuild the table from the journal, settle what the last run left, and rewrite it compactly. */
+    snprintf(d->journal_path, sizeof d->journal_path, "%s/journal.jsonl", cfg->data_dir);
+    size_t n_rec, n_bad;
+    PD_TRY(pd_journal_replay(d->journal_path, &d->jobs, &n_rec, &n_bad));
+    double now = pd_daemon_now();
+    int expired = 0, requeued = 0, lost = 0;
+    for (size_t i = 0; i < d->jobs.n;) {
+        pd_job *j = d->jobs.v[i];
+        if (j->expires_at > 0 && j->expires_at <= now) {
+            pd_store_remove(&d->store, j->id);
+            pd_jobs_remove(&d->jobs, j->id);
+            expired++;
+            continue;
+        }
+        if (j->status == PD_JOB_COMPLETED && !pd_store_has_video(&d->store, j->id)) {
+            job_finish(j, PD_JOB_FAILED, now, cfg->output_ttl_s);
+            snprintf(j->error_code, sizeof j->error_code, "output_missing");
+            snprintf(j->error_message, sizeof j->error_message, "the video file was missing when the daemon restarted");
+            lost++;
+        } else if (j->status == PD_JOB_QUEUED || j->status == PD_JOB_IN_PROGRESS) {
+            j->status = PD_JOB_QUEUED;
+            j->progress = 0;
+            j->started_at = 0;
+            requeued++;
+        }
+        i++;
+    }
+    PD_TRY(pd_journal_compact(d->journal_path, &d->jobs));
+    PD_TRY(pd_journal_open(d->journal_path, &d->journal));
+    PD_INFO("daemon", "journal %s: %zu records (%zu skipped), %zu jobs kept, %d expired, %d to run again, %d lost outputs",
+            d->journal_path, n_rec, n_bad, d->jobs.n, expired, requeued, lost);
+    PD_INFO("daemon", "model %s (%s), serving it as '%s'", d->model_dir, d->preset->name, d->model_name);
+    return PD_OK;
+}
+
+/* ---- scheduler events ---- */
+
+static void on_job_event(void *ud, const pd_job_event *ev) {
+    pd_daemon *d = ud;
+    json_t *rec = NULL;
+    bool sync = false, orphan = false;
+    PD_DEBUG("daemon", "event %d for %s: stage %d step %d/%d progress %d", (int)ev->kind, ev->job_id, (int)ev->stage, ev->step, ev->total,
+             ev->progress);
+    pthread_mutex_lock(&d->lock);
+    pd_job *j = pd_jobs_find(&d->jobs, ev->job_id);
+    if (!j) {
+        /* Deleted while running: whatever it still wrote goes too. */
+        orphan = ev->kind == PD_JOB_EVENT_COMPLETED && pd_job_id_valid(ev->job_id);
+        pthread_mutex_unlock(&d->lock);
+        if (orphan) pd_store_remove(&d->store, ev->job_id);
+        return;
+    }
+    if (j->status == PD_JOB_COMPLETED || j->status == PD_JOB_FAILED) {
+        pthread_mutex_unlock(&d->lock);
+        return;
+    }
+    double ttl = d->cfg.output_ttl_s;
+    switch (ev->kind) {
+    case PD_JOB_EVENT_STARTED:
+        j->status = PD_JOB_IN_PROGRESS;
+        j->started_at = ev->t;
+        rec = pd_journal_rec_start(j->id, ev->t);
+        break;
+    case PD_JOB_EVENT_STAGE:
+        j->status = PD_JOB_IN_PROGRESS;
+        if ((int)ev->stage != j->stage) {
+            if (j->stage >= 0) pd_metrics_stage(&d->metrics, (pd_stage)j->stage, ev->t - j->stage_started_at);
+            j->stage = (int)ev->stage;
+            j->stage_started_at = ev->t;
+            j->step = j->total = 0;
+        }
+        if (ev->progress > j->progress) j->progress = ev->progress > 99 ? 99 : ev->progress;
+        break;
+    case PD_JOB_EVENT_PROGRESS:
+        j->status = PD_JOB_IN_PROGRESS;
+        if (ev->stage == PD_STAGE_DENOISE && j->stage == PD_STAGE_DENOISE && ev->step > j->step)
+            pd_metrics_steps(&d->metrics, ev->step - j->step);
+        /* Workers report sub-stages (encode inside decode) through progress: a later stage closes
+         * the current one; a report from an earlier stage changes nothing but the numbers. */
+        if ((int)ev->stage > j->stage) {
+            if (j->stage >= 0) pd_metrics_stage(&d->metrics, (pd_stage)j->stage, ev->t - j->stage_started_at);
+            j->stage = (int)ev->stage;
+            j->stage_started_at = ev->t;
+        }
+        j->step = ev->step;
+        j->total = ev->total;
+        /* 100 means completed, which only the COMPLETED event says. */
+        if (ev->progress > j->progress) j->progress = ev->progress > 99 ? 99 : ev->progress;
+        break;
+    case PD_JOB_EVENT_COMPLETED:
+        if (j->stage >= 0) pd_metrics_stage(&d->metrics, (pd_stage)j->stage, ev->t - j->stage_started_at);
+        job_finish(j, PD_JOB_COMPLETED, ev->t, ttl);
+        pd_metrics_job_finished(&d->metrics, PD_JOB_COMPLETED, false);
+        rec = pd_journal_rec_complete(j->id, ev->t, j->expires_at);
+        sync = true;
+        break;
+    case PD_JOB_EVENT_FAILED:
+        job_finish(j, PD_JOB_FAILED, ev->t, ttl);
+        snprintf(j->error_code, sizeof j->error_code, "%s", ev->error_code ? ev->error_code : "failed");
+        snprintf(j->error_message, sizeof j->error_message, "%s", ev->error_message ? ev->error_message : "generation failed");
+        pd_metrics_job_finished(&d->metrics, PD_JOB_FAILED, !strcmp(j->error_code, "cancelled"));
+        rec = pd_journal_rec_fail(j->id, ev->t, j->expires_at, j->error_code, j->error_message);
+        sync = true;
+        break;
+    }
+    j->version++;
+    pd_daemon_wake_streams_locked(d);
+    pthread_mutex_unlock(&d->lock);
+    if (rec) {
+        pd_status st = pd_journal_append(d->journal, rec, sync);
+        if (st) PD_ERROR("daemon", "%s", pd_error_msg());
+    }
+    if (ev->kind == PD_JOB_EVENT_FAILED) PD_INFO("daemon", "%s failed: %s: %s", ev->job_id, ev->error_code ? ev->error_code : "", ev->error_message ? ev->error_message : "");
+    if (ev->kind == PD_JOB_EVENT_COMPLETED) PD_INFO("daemon", "%s completed", ev->job_id);
+}
+
+static void paths_of(pd_daemon *d, const char *id, char *mp4, char *png) {
+    pd_store_path(&d->store, id, PD_STORE_VIDEO, mp4);
+    pd_store_path(&d->store, id, PD_STORE_THUMBNAIL, png);
+}
+
+/* Marks a job failed (and journals it) when it cannot be handed to the scheduler. */
+static void fail_job(pd_daemon *d, const char *id, const char *code, const char *msg) {
+    double now = pd_daemon_now();
+    pthread_mutex_lock(&d->lock);
+    pd_job *j = pd_jobs_find(&d->jobs, id);
+    if (j) {
+        job_finish(j, PD_JOB_FAILED, now, d->cfg.output_ttl_s);
+        snprintf(j->error_code, sizeof j->error_code, "%s", code);
+        snprintf(j->error_message, sizeof j->error_message, "%s", msg);
+        pd_metrics_job_finished(&d->metrics, PD_JOB_FAILED, !strcmp(code, "cancelled"));
+        j->version++;
+        pd_daemon_wake_streams_locked(d);
+    }
+    double exp = j ? j->expires_at : now;
+    pthread_mutex_unlock(&d->lock);
+    if (j) pd_journal_append(d->journal, pd_journal_rec_fail(id, now, exp, code, msg), true);
+}
+
+/* Hands backlog jobs to the scheduler in order while its queue has room. Returns how many remain. */
+static size_t submit_backlog(pd_daemon *d) {
+    for (;;) {
+        char id[PD_JOB_ID_LEN + 1];
+        pd_job_request req;
+        pthread_mutex_lock(&d->lock);
+        if (d->n_backlog == 0) {
+            pthread_mutex_unlock(&d->lock);
+            return 0;
+        }
+        snprintf(id, sizeof id, "%s", d->backlog[0]);
+        pd_job *j = pd_jobs_find(&d->jobs, id);
+        bool live = j && j->status == PD_JOB_QUEUED;
+        pd_status cst = live ? pd_job_request_copy(&req, &j->req) : PD_OK;
+        pthread_mutex_unlock(&d->lock);
+        pd_status st = PD_OK;
+        if (live && cst == PD_OK) {
+            char mp4[PATH_MAX], png[PATH_MAX];
+            paths_of(d, id, mp4, png);
+            st = pd_scheduler_submit(d->sched, id, &req.p, mp4, png);
+            pd_job_request_free(&req);
+            if (st == PD_ERR_BUSY) {
+                pthread_mutex_lock(&d->lock);
+                size_t left = d->n_backlog;
+                pthread_mutex_unlock(&d->lock);
+                return left;
+            }
+            if (st) {
+                PD_WARN("daemon", "%s could not be re-submitted: %s", id, pd_error_msg());
+                fail_job(d, id, "requeue_failed", "the job could not be queued again after a restart");
+            } else {
+                PD_INFO("daemon", "%s re-submitted after restart", id);
+            }
+        } else if (live) {
+            return 1; /* out of memory: try again at the next tick */
+        }
+        pthread_mutex_lock(&d->lock);
+        if (d->n_backlog && !strcmp(d->backlog[0], id)) {
+            memmove(d->backlog, d->backlog + 1, (d->n_backlog - 1) * sizeof *d->backlog);
+            d->n_backlog--;
+        }
+        pthread_mutex_unlock(&d->lock);
+    }
+}
+
+/* Takes id off the backlog; true when it was there. d->lock must be held. */
+static bool backlog_remove_locked(pd_daemon *d, const char *id) {
+    for (size_t i = 0; i < d->n_backlog; i++)
+        if (!strcmp(d->backlog[i], id)) {
+            memmove(d->backlog + i, d->backlog + i + 1, (d->n_backlog - i - 1) * sizeof *d->backlog);
+            d->n_backlog--;
+            return true;
+        }
+    return false;
+}
+
+pd_status pd_daemon_start_scheduler(pd_daemon *d) {
+    pd_scheduler_config sc = {
+        .model_dir = d->model_dir,
+        .worker_exe = d->worker_exe,
+        .run_dir = d->run_dir,
+        .n_devices = d->cfg.workers,
+        .n_decode = d->cfg.decode_workers,
+        .threads_per_worker = d->cfg.threads_per_worker,
+        .queue_capacity = d->cfg.queue_capacity,
+        .worker_timeout_s = d->cfg.worker_timeout_s,
+    };
+    pd_status st = pd_scheduler_create(&sc, on_job_event, d, &d->sched);
+    if (st) return pd_error_prefix(st, "cannot start workers");
+
+    /* Jobs the last run left queued or running go first, in creation order; those the queue has no
+     * room for wait in the backlog, and new requests get 429 until it is empty. */
+    pthread_mutex_lock(&d->lock);
+    d->backlog = calloc(d->jobs.n + 1, sizeof *d->backlog);
+    for (size_t i = 0; d->backlog && i < d->jobs.n; i++)
+        if (d->jobs.v[i]->status == PD_JOB_QUEUED) snprintf(d->backlog[d->n_backlog++], PD_JOB_ID_LEN + 1, "%s", d->jobs.v[i]->id);
+    pthread_mutex_unlock(&d->lock);
+    if (!d->backlog) return pd_error_set(PD_ERR_NOMEM, "out of memory re-submitting jobs");
+    size_t left = submit_backlog(d);
+    if (left) PD_INFO("daemon", "%zu recovered jobs wait for room in the queue", left);
+    return PD_OK;
+}
+
+/* ---- operations ---- */
+
+static int not_found(pd_api_error *err, const char *id) {
+    return pd_api_error_set(err, 404, "id", "video_not_found", "no video with id '%.60s'", id);
+}
+
+void pd_daemon_add_queue_position(pd_daemon *d, json_t *v) {
+    const char *status = json_string_value(json_object_get(v, "status"));
+    if (!d->sched || !status || strcmp(status, "queued")) return;
+    int pos = pd_scheduler_queue_position(d->sched, json_string_value(json_object_get(v, "id")));
+    if (pos >= 0) json_object_set_new(v, "queue_position", json_integer(pos));
+}
+
+int pd_daemon_create_video(pd_daemon *d, pd_job_request *req, json_t **out, pd_api_error *err) {
+    if (atomic_load(&d->draining))
+        return pd_api_error_set(err, 503, NULL, "shutting_down", "the server is shutting down; retry against another instance");
+    if (!d->sched) return pd_api_error_set(err, 503, NULL, "not_ready", "the server has no workers");
+    pd_scheduler_stats stats;
+    pd_scheduler_stats_get(d->sched, &stats);
+    pthread_mutex_lock(&d->lock);
+    size_t backlog = d->n_backlog;
+    pthread_mutex_unlock(&d->lock);
+    if (backlog)
+        return pd_api_error_set(err, 429, NULL, "queue_full", "%zu jobs from before a restart are waiting to be queued; retry later", backlog);
+    if (stats.queued >= d->cfg.queue_capacity)
+        return pd_api_error_set(err, 429, NULL, "queue_full", "the queue is full (%d jobs waiting); retry later", stats.queued);
+    char id[PD_JOB_ID_LEN + 1];
+    if (pd_job_id_new(id)) return pd_api_error_set(err, 503, NULL, "internal_error", "%s", pd_error_msg());
+    if (!req->seed_given) {
+        uint32_t r;
+        if (pd_random_bytes(&r, sizeof r)) return pd_api_error_set(err, 503, NULL, "internal_error", "%s", pd_error_msg());
+        req->p.seed = r;
+    }
+    pd_job_request copy;
+    if (pd_job_request_copy(&copy, req)) return pd_api_error_set(err, 503, NULL, "out_of_memory", "out of memory");
+
+    pthread_mutex_lock(&d->lock);
+    pd_job *j;
+    pd_status st = pd_jobs_add(&d->jobs, id, 0, req, &j);
+    json_t *rec = NULL;
+    if (st == PD_OK) {
+        j->created_at = (double)(long long)pd_daemon_now();
+        rec = pd_journal_rec_job(j);
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (st) {
+        pd_job_request_free(&copy);
+        return pd_api_error_set(err, 503, NULL, "internal_error", "%s", pd_error_msg());
+    }
+    /* On disk before anyone is told the job exists. */
+    st = pd_journal_append(d->journal, rec, true);
+    if (st == PD_OK) {
+        char mp4[PATH_MAX], png[PATH_MAX];
+        paths_of(d, id, mp4, png);
+        st = pd_scheduler_submit(d->sched, id, &copy.p, mp4, png);
+        if (st) {
+            pd_status sub = st;
+            const char *msg = pd_error_msg();
+            if (sub == PD_ERR_BUSY) pd_api_error_set(err, 429, NULL, "queue_full", "the queue is full; retry later");
+            else if (sub == PD_ERR_CANCELLED) pd_api_error_set(err, 503, NULL, "shutting_down", "the server is shutting down");
+            else pd_api_error_set(err, 503, NULL, "scheduler_error", "the job could not be queued: %s", msg);
+            pd_journal_append(d->journal, pd_journal_rec_delete(id), true);
+        }
+    } else {
+        PD_ERROR("daemon", "%s", pd_error_msg());
+        pd_api_error_set(err, 503, NULL, "journal_error", "the job could not be recorded: %s", pd_error_msg());
+    }
+    pd_job_request_free(&copy);
+    pthread_mutex_lock(&d->lock);
+    if (st) {
+        pd_jobs_remove(&d->jobs, id);
+        pthread_mutex_unlock(&d->lock);
+        return err->http_status;
+    }
+    j = pd_jobs_find(&d->jobs, id);
+    *out = j ? pd_api_video_json(j, -1) : NULL;
+    pthread_mutex_unlock(&d->lock);
+    if (!*out) return not_found(err, id); /* deleted in the meantime */
+    pd_daemon_add_queue_position(d, *out);
+    PD_INFO("daemon", "%s queued", id);
+    return 200;
+}
+
+int pd_daemon_get_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err) {
+    pthread_mutex_lock(&d->lock);
+    pd_job *j = pd_jobs_find(&d->jobs, id);
+    *out = j ? pd_api_video_json(j, -1) : NULL;
+    pthread_mutex_unlock(&d->lock);
+    if (!j) return not_found(err, id);
+    if (!*out) return pd_api_error_set(err, 503, NULL, "out_of_memory", "out of memory");
+    pd_daemon_add_queue_position(d, *out);
+    return 200;
+}
+
+int pd_daemon_list_videos(pd_daemon *d, const char *after, int limit, bool ascending, json_t **out, pd_api_error *err) {
+    json_t *data = json_array();
+    if (!data) return pd_api_error_set(err, 503, NULL, "out_of_memory", "out of memory");
+    pthread_mutex_lock(&d->lock);
+    long n = (long)d->jobs.n, start = ascending ? 0 : n - 1;
+    if (after) {
+        long k = pd_jobs_index(&d->jobs, after);
+        if (k < 0) {
+            pthread_mutex_unlock(&d->lock);
+            json_decref(data);
+            return pd_api_error_set(err, 400, "after", "invalid_value", "'after' names no video (it may have been deleted)");
+        }
+        start = ascending ? k + 1 : k - 1;
+    }
+    long step = ascending ? 1 : -1, i = start;
+    for (; i >= 0 && i < n && (long)json_array_size(data) < limit; i += step)
+        json_array_append_new(data, pd_api_video_json(d->jobs.v[i], -1));
+    bool more = i >= 0 && i < n;
+    pthread_mutex_unlock(&d->lock);
+    size_t k;
+    json_t *v;
+    json_array_foreach(data, k, v) pd_daemon_add_queue_position(d, v);
+    size_t cnt = json_array_size(data);
+    json_t *first = cnt ? json_object_get(json_array_get(data, 0), "id") : NULL;
+    json_t *last = cnt ? json_object_get(json_array_get(data, cnt - 1), "id") : NULL;
+    *out = json_pack("{s:s, s:o, s:O?, s:O?, s:b}", "object", "list", "data", data, "first_id", first, "last_id", last, "has_more", more);
+    return *out ? 200 : pd_api_error_set(err, 503, NULL, "out_of_memory", "out of memory");
+}
+
+int pd_daemon_cancel_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err) {
+    pthread_mutex_lock(&d->lock);
+    pd_job *j = pd_jobs_find(&d->jobs, id);
+    pd_job_status s = j ? j->status : PD_JOB_FAILED;
+    pthread_mutex_unlock(&d->lock);
+    if (!j) return not_found(err, id);
+    if (s == PD_JOB_COMPLETED) return pd_api_error_set(err, 400, "id", "invalid_state", "video '%s' has already completed", id);
+    if (s != PD_JOB_FAILED) {
+        pthread_mutex_lock(&d->lock);
+        bool waiting = backlog_remove_locked(d, id);
+        pthread_mutex_unlock(&d->lock);
+        if (waiting) {
+            fail_job(d, id, "cancelled", "cancelled by request");
+        } else if (d->sched) {
+            pd_status st = pd_scheduler_cancel(d->sched, id);
+            if (st && st != PD_ERR_NOT_FOUND) PD_WARN("daemon", "cancel %s: %s", id, pd_error_msg());
+            else PD_INFO("daemon", "%s cancel requested", id);
+        }
+    }
+    return pd_daemon_get_video(d, id, out, err);
+}
+
+int pd_daemon_delete_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err) {
+    pthread_mutex_lock(&d->lock);
+    pd_job *j = pd_jobs_find(&d->jobs, id);
+    bool live = j && (j->status == PD_JOB_QUEUED || j->status == PD_JOB_IN_PROGRESS);
+    pthread_mutex_unlock(&d->lock);
+    if (!j) return not_found(err, id);
+    if (live && d->sched) {
+        pd_status st = pd_scheduler_cancel(d->sched, id);
+        if (st && st != PD_ERR_NOT_FOUND) PD_WARN("daemon", "cancel %s: %s", id, pd_error_msg());
+    }
+    pthread_mutex_lock(&d->lock);
+    backlog_remove_locked(d, id);
+    bool removed = pd_jobs_remove(&d->jobs, id);
+    pd_daemon_wake_streams_locked(d);
+    pthread_mutex_unlock(&d->lock);
+    if (!removed) return not_found(err, id); /* a concurrent delete won */
+    pd_status st = pd_journal_append(d->journal, pd_journal_rec_delete(id), true);
+    if (st) PD_ERROR("daemon", "%s", pd_error_msg());
+    pd_store_remove(&d->store, id);
+    PD_INFO("daemon", "%s deleted", id);
+    *out = json_pack("{s:s, s:s, s:b}", "id", id, "object", "video.deleted", "deleted", 1);
+    return *out ? 200 : pd_api_error_set(err, 503, NULL, "out_of_memory", "out of memory");
+}
+
+int pd_daemon_content_path(pd_daemon *d, const char *id, pd_store_variant v, char *path, pd_api_error *err) {
+    pthread_mutex_lock(&d->lock);
+    pd_job *j = pd_jobs_find(&d->jobs, id);
+    pd_job_status s = j ? j->status : PD_JOB_FAILED;
+    pthread_mutex_unlock(&d->lock);
+    if (!j) return not_found(err, id);
+    if (s != PD_JOB_COMPLETED)
+        return pd_api_error_set(err, 404, "id", "video_not_ready", "video '%s' is %s; content exists once it has completed", id,
+                                pd_job_status_name(s));
+    pd_store_path(&d->store, id, v, path);
+    return 200;
+}
+
+bool pd_daemon_ready(pd_daemon *d, pd_scheduler_stats *stats) {
+    memset(stats, 0, sizeof *stats);
+    if (d->sched) pd_scheduler_stats_get(d->sched, stats);
+    return stats->ready && !atomic_load(&d->draining);
+}
+
+void pd_daemon_gauges(pd_daemon *d, pd_metrics_gauges *g) {
+    memset(g, 0, sizeof *g);
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = 0; i < d->jobs.n; i++) g->jobs[d->jobs.v[i]->status]++;
+    pthread_mutex_unlock(&d->lock);
+    pd_scheduler_stats s;
+    pd_daemon_ready(d, &s);
+    g->queue_depth = s.queued;
+    g->running = s.running;
+    g->workers_up = s.workers_up;
+    g->workers_total = s.workers_total;
+    g->n_denoise = s.n_denoise;
+    g->n_decode = s.n_decode;
+    g->ready = s.ready;
+    g->draining = atomic_load(&d->draining);
+    g->uptime_s = pd_daemon_now() - d->started_at;
+}
+
+/* ---- housekeeping and shutdown ---- */
+
+static bool job_known(void *ud, const char *id) {
+    pd_daemon *d = ud;
+    pthread_mutex_lock(&d->lock);
+    bool k = pd_jobs_find(&d->jobs, id) != NULL;
+    pthread_mutex_unlock(&d->lock);
+    return k;
+}
+
+void pd_daemon_housekeep(pd_daemon *d, bool sweep) {
+    if (d->sched && !atomic_load(&d->draining)) submit_backlog(d);
+    double now = pd_daemon_now();
+    char(*gone)[PD_JOB_ID_LEN + 1] = NULL;
+    size_t n_gone = 0;
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = 0; i < d->jobs.n;) {
+        pd_job *j = d->jobs.v[i];
+        bool done = j->status == PD_JOB_COMPLETED || j->status == PD_JOB_FAILED;
+        if (done && j->expires_at > 0 && j->expires_at <= now) {
+            void *g = realloc(gone, (n_gone + 1) * sizeof *gone);
+            if (!g) break;
+            gone = g;
+            snprintf(gone[n_gone++], PD_JOB_ID_LEN + 1, "%s", j->id);
+            pd_jobs_remove(&d->jobs, j->id);
+            continue;
+        }
+        i++;
+    }
+    pd_daemon_wake_streams_locked(d); /* keep-alives */
+    pthread_mutex_unlock(&d->lock);
+    for (size_t i = 0; i < n_gone; i++) {
+        pd_store_remove(&d->store, gone[i]);
+        pd_journal_append(d->journal, pd_journal_rec_delete(gone[i]), false);
+        PD_INFO("daemon", "%s expired", gone[i]);
+    }
+    free(gone);
+    if (sweep) {
+        int k = pd_store_sweep_orphans(&d->store, 120, job_known, d);
+        if (k) PD_INFO("daemon", "removed %d orphaned output files", k);
+    }
+}
+
+void pd_daemon_shutdown(pd_daemon *d) {
+    atomic_store(&d->draining, true);
+    if (d->sched) {
+        pd_scheduler_stats s;
+        pd_scheduler_stats_get(d->sched, &s);
+        PD_INFO("daemon", "draining: %d queued, %d running, waiting up to %g s", s.queued, s.running, d->cfg.drain_timeout_s);
+        pd_status st = pd_scheduler_drain(d->sched, d->cfg.drain_timeout_s);
+        if (st == PD_ERR_TIMEOUT) PD_WARN("daemon", "drain timed out; unfinished jobs stay journaled and run after the next start");
+        else if (st) PD_WARN("daemon", "drain: %s", pd_error_msg());
+    }
+    pd_http_stop(d);
+    if (d->sched) {
+        pd_scheduler_destroy(d->sched);
+        d->sched = NULL;
+    }
+    int left = 0;
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = 0; i < d->jobs.n; i++) left += d->jobs.v[i]->status == PD_JOB_QUEUED || d->jobs.v[i]->status == PD_JOB_IN_PROGRESS;
+    pthread_mutex_unlock(&d->lock);
+    PD_INFO("daemon", "stopped; %d unfinished job(s) journaled for the next start", left);
+}
+
+void pd_daemon_close(pd_daemon *d) {
+    pd_http_stop(d);
+    if (d->sched) pd_scheduler_destroy(d->sched);
+    d->sched = NULL;
+    pd_journal_close(d->journal);
+    d->journal = NULL;
+    pd_jobs_free(&d->jobs);
+    free(d->backlog);
+    d->backlog = NULL;
+    pd_metrics_free(&d->metrics);
+    pthread_mutex_destroy(&d->lock);
+}

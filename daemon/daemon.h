@@ -1,0 +1,101 @@
+/* The daemon's state (all of it, in one struct) and the operations the HTTP routes perform on it.
+ *
+ * Threads: libmicrohttpd's pool answers requests; the scheduler's thread(s) deliver job events; the
+ * main thread waits for signals and runs housekeeping (expiry, orphan sweep, event-stream
+ * keep-alives) once per tick. d->lock guards the jobs table and the list of waiting event streams.
+ * The scheduler is never called with d->lock held, because the scheduler calls back into the daemon
+ * (pd_job_event) from its own threads while holding its locks. */
+#ifndef PD_DAEMON_DAEMON_H
+#define PD_DAEMON_DAEMON_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include <jansson.h>
+
+#include "daemon/api.h"
+#include "daemon/config.h"
+#include "daemon/jobs.h"
+#include "daemon/journal.h"
+#include "daemon/metrics.h"
+#include "daemon/store.h"
+#include "models/presets.h"
+#include "scheduler/scheduler.h"
+
+struct MHD_Daemon;
+typedef struct pd_sse_stream pd_sse_stream;
+
+typedef struct pd_daemon {
+    pd_config cfg;
+    pd_api_limits limits;
+    const pd_model_preset *preset;   /* request defaults */
+    char model_dir[PATH_MAX];
+    char model_name[128];
+    char journal_path[PATH_MAX];
+    char run_dir[PATH_MAX];
+    char worker_exe[PATH_MAX];
+    double started_at;
+
+    pthread_mutex_t lock;            /* guards jobs and sse_waiters */
+    pd_jobs jobs;
+    pd_sse_stream *sse_waiters;      /* suspended event streams, resumed when any job changes */
+    bool http_stopping;              /* event streams end instead of waiting */
+    char (*backlog)[PD_JOB_ID_LEN + 1]; /* recovered jobs the scheduler's queue had no room for yet, in order */
+    size_t n_backlog;
+
+    pd_journal *journal;
+    pd_store store;
+    pd_metrics metrics;
+    pd_scheduler *sched;
+    struct MHD_Daemon *mhd;
+    atomic_bool draining;            /* SIGTERM seen: not ready, not admitting */
+} pd_daemon;
+
+/* Prepares d from cfg: resolves the model (cfg->model_dir, or the embedded tiny model), creates the
+ * data folders, replays and compacts the journal and drops expired jobs. Starts no threads.
+ * Errors: PD_ERR_IO, PD_ERR_INVALID, PD_ERR_NOMEM with a message naming the file or setting. */
+pd_status pd_daemon_open(pd_daemon *d, const pd_config *cfg);
+
+/* Starts the scheduler (which spawns the workers) and re-submits the jobs the journal left queued
+ * or running. Errors from pd_scheduler_create, prefixed "cannot start workers". */
+pd_status pd_daemon_start_scheduler(pd_daemon *d);
+
+/* One housekeeping pass: expires outputs past their TTL, sweeps orphaned files, and wakes event
+ * streams so they send a keep-alive. Called periodically by the main thread. */
+void pd_daemon_housekeep(pd_daemon *d, bool sweep);
+
+/* Shutdown: stops admitting and reporting ready, waits up to drain_timeout_s for live jobs, stops the
+ * workers and the HTTP server. Jobs still live stay in the journal and run after the next start. */
+void pd_daemon_shutdown(pd_daemon *d);
+
+/* Frees everything (after pd_daemon_shutdown, or after a failed open/start). */
+void pd_daemon_close(pd_daemon *d);
+
+/* ---- operations behind the routes; each returns 200 (or the status it answers with) and fills
+ *      *out with a new JSON reference, or fills err and returns err->http_status. ---- */
+/* Admits a job: journals it (on disk before returning) and submits it to the scheduler. The
+ * request is consumed (moved into the table, or left for the caller to free when refused; freeing a
+ * consumed request is harmless). 429 when the queue is full, 503 while draining. */
+int pd_daemon_create_video(pd_daemon *d, pd_job_request *req, json_t **out, pd_api_error *err);
+int pd_daemon_get_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err);
+int pd_daemon_list_videos(pd_daemon *d, const char *after, int limit, bool ascending, json_t **out, pd_api_error *err);
+int pd_daemon_cancel_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err);
+int pd_daemon_delete_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err);
+/* Path of a completed job's output file; 404 when the job is unknown or not completed. */
+int pd_daemon_content_path(pd_daemon *d, const char *id, pd_store_variant v, char *path, pd_api_error *err);
+/* Sets "queue_position" on a Video object whose status is queued; call without d->lock. */
+void pd_daemon_add_queue_position(pd_daemon *d, json_t *video);
+/* Samples the gauges for /metrics. */
+void pd_daemon_gauges(pd_daemon *d, pd_metrics_gauges *g);
+/* The scheduler's readiness and worker counts, and whether the daemon is draining. */
+bool pd_daemon_ready(pd_daemon *d, pd_scheduler_stats *stats);
+
+/* Resumes every waiting event stream; d->lock must be held. */
+void pd_daemon_wake_streams_locked(pd_daemon *d);
+
+/* Current time, unix seconds. */
+double pd_daemon_now(void);
+
+#endif

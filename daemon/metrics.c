@@ -1,0 +1,162 @@
+#include "daemon/metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Stage times span milliseconds (tiny model on a CPU) to minutes (50 steps of a 14B DiT). */
+static const double bucket_le[PD_METRICS_BUCKETS] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
+
+void pd_metrics_init(pd_metrics *m) {
+    memset(m, 0, sizeof *m);
+    pthread_mutex_init(&m->mu, NULL);
+}
+
+void pd_metrics_free(pd_metrics *m) { pthread_mutex_destroy(&m->mu); }
+
+void pd_metrics_request(pd_metrics *m, const char *route, const char *method, int code) {
+    pthread_mutex_lock(&m->mu);
+    int i = 0;
+    for (; i < m->n_series; i++) {
+        pd_metrics_series *s = &m->series[i];
+        if (s->code == code && s->route == route && s->method == method) break;
+    }
+    if (i == m->n_series) {
+        if (i == PD_METRICS_MAX_SERIES) {
+            m->series_dropped++;
+            pthread_mutex_unlock(&m->mu);
+            return;
+        }
+        m->series[i] = (pd_metrics_series){route, method, code, 0};
+        m->n_series++;
+    }
+    m->series[i].count++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void pd_metrics_stage(pd_metrics *m, pd_stage stage, double seconds) {
+    if (stage < 0 || stage >= PD_STAGE_COUNT || !(seconds >= 0)) return;
+    pthread_mutex_lock(&m->mu);
+    pd_metrics_hist *h = &m->stage[stage];
+    for (int b = 0; b < PD_METRICS_BUCKETS; b++)
+        if (seconds <= bucket_le[b]) {
+            h->buckets[b]++;
+            break;
+        }
+    h->count++;
+    h->sum += seconds;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void pd_metrics_steps(pd_metrics *m, int n) {
+    if (n <= 0) return;
+    pthread_mutex_lock(&m->mu);
+    m->denoise_steps += (uint64_t)n;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void pd_metrics_job_finished(pd_metrics *m, pd_job_status s, bool cancelled) {
+    pthread_mutex_lock(&m->mu);
+    m->jobs_finished[s]++;
+    if (cancelled) m->jobs_cancelled++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+typedef struct buf {
+    char *s;
+    size_t n, cap;
+    bool oom;
+} buf;
+
+static void bprintf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bprintf(buf *b, const char *fmt, ...) {
+    if (b->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
+        va_end(ap);
+        if (k < 0) {
+            b->oom = true;
+            return;
+        }
+        if ((size_t)k < b->cap - b->n) {
+            b->n += (size_t)k;
+            return;
+        }
+        size_t cap = b->cap * 2 + (size_t)k;
+        char *s = realloc(b->s, cap);
+        if (!s) {
+            b->oom = true;
+            return;
+        }
+        b->s = s;
+        b->cap = cap;
+    }
+}
+
+char *pd_metrics_render(pd_metrics *m, const pd_metrics_gauges *g) {
+    buf b = {malloc(8192), 0, 8192, false};
+    if (!b.s) return NULL;
+    b.s[0] = 0;
+    pthread_mutex_lock(&m->mu);
+    bprintf(&b, "# HELP pipedit_http_requests_total HTTP requests answered, by route template, method and status code.\n"
+                "# TYPE pipedit_http_requests_total counter\n");
+    for (int i = 0; i < m->n_series; i++) {
+        const pd_metrics_series *s = &m->series[i];
+        bprintf(&b, "pipedit_http_requests_total{route=\"%s\",method=\"%s\",code=\"%d\"} %llu\n", s->route, s->method, s->code,
+                (unsigned long long)s->count);
+    }
+    bprintf(&b, "# HELP pipedit_jobs_finished_total Jobs that reached a final status since start.\n"
+                "# TYPE pipedit_jobs_finished_total counter\n");
+    for (int s = PD_JOB_COMPLETED; s <= PD_JOB_FAILED; s++)
+        bprintf(&b, "pipedit_jobs_finished_total{status=\"%s\"} %llu\n", pd_job_status_name((pd_job_status)s),
+                (unsigned long long)m->jobs_finished[s]);
+    bprintf(&b, "# HELP pipedit_jobs_cancelled_total Jobs cancelled (counted as failed too).\n"
+                "# TYPE pipedit_jobs_cancelled_total counter\npipedit_jobs_cancelled_total %llu\n",
+            (unsigned long long)m->jobs_cancelled);
+    bprintf(&b, "# HELP pipedit_denoise_steps_total Denoising steps finished.\n"
+                "# TYPE pipedit_denoise_steps_total counter\npipedit_denoise_steps_total %llu\n",
+            (unsigned long long)m->denoise_steps);
+    bprintf(&b, "# HELP pipedit_stage_duration_seconds Time a job spent in each stage.\n"
+                "# TYPE pipedit_stage_duration_seconds histogram\n");
+    for (int st = 0; st < PD_STAGE_COUNT; st++) {
+        const pd_metrics_hist *h = &m->stage[st];
+        const char *name = pd_stage_name((pd_stage)st);
+        uint64_t cum = 0;
+        for (int k = 0; k < PD_METRICS_BUCKETS; k++) {
+            cum += h->buckets[k];
+            bprintf(&b, "pipedit_stage_duration_seconds_bucket{stage=\"%s\",le=\"%g\"} %llu\n", name, bucket_le[k], (unsigned long long)cum);
+        }
+        bprintf(&b, "pipedit_stage_duration_seconds_bucket{stage=\"%s\",le=\"+Inf\"} %llu\n", name, (unsigned long long)h->count);
+        bprintf(&b, "pipedit_stage_duration_seconds_sum{stage=\"%s\"} %.6f\n", name, h->sum);
+        bprintf(&b, "pipedit_stage_duration_seconds_count{stage=\"%s\"} %llu\n", name, (unsigned long long)h->count);
+    }
+    pthread_mutex_unlock(&m->mu);
+    bprintf(&b, "# HELP pipedit_jobs Jobs in the jobs table by status.\n# TYPE pipedit_jobs gauge\n");
+    for (int s = 0; s < PD_JOB_STATUS_COUNT; s++)
+        bprintf(&b, "pipedit_jobs{status=\"%s\"} %d\n", pd_job_status_name((pd_job_status)s), g->jobs[s]);
+    bprintf(&b, "# HELP pipedit_queue_depth Jobs admitted and waiting to start.\n# TYPE pipedit_queue_depth gauge\npipedit_queue_depth %d\n",
+            g->queue_depth);
+    bprintf(&b, "# HELP pipedit_jobs_running Jobs in some stage.\n# TYPE pipedit_jobs_running gauge\npipedit_jobs_running %d\n", g->running);
+    bprintf(&b, "# HELP pipedit_workers_up Worker processes alive and loaded.\n# TYPE pipedit_workers_up gauge\npipedit_workers_up %d\n",
+            g->workers_up);
+    bprintf(&b, "# HELP pipedit_workers_total Worker processes configured.\n# TYPE pipedit_workers_total gauge\npipedit_workers_total %d\n",
+            g->workers_total);
+    bprintf(&b, "# HELP pipedit_group_size Devices in each pipeline group.\n# TYPE pipedit_group_size gauge\n"
+                "pipedit_group_size{group=\"denoise\"} %d\npipedit_group_size{group=\"decode\"} %d\n",
+            g->n_denoise, g->n_decode);
+    bprintf(&b, "# HELP pipedit_ready 1 when every worker group is loaded and the daemon is not draining.\n"
+                "# TYPE pipedit_ready gauge\npipedit_ready %d\n",
+            g->ready && !g->draining);
+    bprintf(&b, "# HELP pipedit_draining 1 while shutting down.\n# TYPE pipedit_draining gauge\npipedit_draining %d\n", g->draining);
+    bprintf(&b, "# HELP pipedit_uptime_seconds Seconds since the daemon started.\n# TYPE pipedit_uptime_seconds gauge\n"
+                "pipedit_uptime_seconds %.3f\n",
+            g->uptime_s);
+    if (b.oom) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
+}

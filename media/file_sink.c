@@ -1,0 +1,174 @@
+#include "media/file_sink.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <libgen.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SINK_SLOTS 4
+#define SINK_PATH 4096
+
+typedef struct sink_slot {
+    void *buf;
+    size_t cap, len;
+    int64_t offset;
+    bool busy;
+} sink_slot;
+
+struct pd_file_sink {
+    char final_path[SINK_PATH], tmp_path[SINK_PATH + 32], dir[SINK_PATH];
+    int fd;
+    bool uring;
+    struct io_uring ring;
+    sink_slot slot[SINK_SLOTS];
+    int inflight;
+    pd_status err; // first write error, sticky
+};
+
+/* Records the first failure; its message stays the one the caller sees. */
+static pd_status sink_fail(pd_file_sink *s, int e, const char *what) {
+    if (s->err == PD_OK) s->err = pd_error_set(PD_ERR_IO, "%s %s: %s", what, s->final_path, strerror(e));
+    return s->err;
+}
+
+static pd_status sink_pwrite_all(pd_file_sink *s, int64_t off, const uint8_t *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = pwrite(s->fd, p, n, off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return sink_fail(s, errno, "writing");
+        if (w == 0) return sink_fail(s, ENOSPC, "writing");
+        p += w, n -= (size_t)w, off += w;
+    }
+    return PD_OK;
+}
+
+/* Waits for one completion. A short write finishes synchronously (rare: signals, near-full disks). */
+static pd_status sink_reap_one(pd_file_sink *s) {
+    struct io_uring_cqe *cqe;
+    int rc;
+    do rc = io_uring_wait_cqe(&s->ring, &cqe);
+    while (rc == -EINTR);
+    if (rc < 0) { // the ring is unusable: stop waiting (queue_exit cancels what is left)
+        s->inflight = 0;
+        return sink_fail(s, -rc, "waiting for a write to");
+    }
+    sink_slot *sl = &s->slot[io_uring_cqe_get_data64(cqe)];
+    int res = cqe->res;
+    io_uring_cqe_seen(&s->ring, cqe);
+    s->inflight--;
+    sl->busy = false;
+    if (res < 0) return sink_fail(s, -res, "writing");
+    if ((size_t)res < sl->len) return sink_pwrite_all(s, sl->offset + res, (uint8_t *)sl->buf + res, sl->len - (size_t)res);
+    return PD_OK;
+}
+
+pd_status pd_file_sink_open(const char *final_path, unsigned flags, pd_file_sink **out) {
+    *out = NULL;
+    size_t n = final_path ? strlen(final_path) : 0;
+    if (n == 0 || n >= SINK_PATH) return pd_error_set(PD_ERR_INVALID, "bad output path \"%s\"", final_path ? final_path : "");
+    pd_file_sink *s = calloc(1, sizeof *s);
+    if (!s) return pd_error_set(PD_ERR_NOMEM, "out of memory opening %s", final_path);
+    s->fd = -1;
+    memcpy(s->final_path, final_path, n + 1);
+    char a[SINK_PATH], b[SINK_PATH];
+    memcpy(a, final_path, n + 1);
+    memcpy(b, final_path, n + 1);
+    snprintf(s->dir, sizeof s->dir, "%s", dirname(a));
+    snprintf(s->tmp_path, sizeof s->tmp_path, "%s/.%s.tmp.XXXXXX", s->dir, basename(b));
+    s->fd = mkostemp(s->tmp_path, O_CLOEXEC);
+    if (s->fd < 0) {
+        pd_status st = pd_error_set(PD_ERR_IO, "cannot create a file in %s for %s: %s", s->dir, final_path, strerror(errno));
+        free(s);
+        return st;
+    }
+    if (!(flags & PD_FILE_SINK_PWRITE)) {
+        int rc = io_uring_queue_init(SINK_SLOTS * 2, &s->ring, 0);
+        if (rc == 0) s->uring = true;
+        else PD_WARN("media", "io_uring unavailable (%s): writing %s with pwrite", strerror(-rc), final_path);
+    }
+    *out = s;
+    return PD_OK;
+}
+
+const char *pd_file_sink_temp_path(const pd_file_sink *s) { return s->tmp_path; }
+const char *pd_file_sink_final_path(const pd_file_sink *s) { return s->final_path; }
+int pd_file_sink_uses_uring(const pd_file_sink *s) { return s->uring; }
+
+pd_status pd_file_sink_write(pd_file_sink *s, int64_t offset, const void *buf, size_t n) {
+    if (s->err != PD_OK) return s->err;
+    if (offset < 0) return pd_error_set(PD_ERR_INVALID, "negative write offset for %s", s->final_path);
+    if (n == 0) return PD_OK;
+    if (!s->uring) return sink_pwrite_all(s, offset, buf, n);
+    int k = -1;
+    for (;;) {
+        for (int i = 0; i < SINK_SLOTS && k < 0; i++)
+            if (!s->slot[i].busy) k = i;
+        if (k >= 0) break;
+        PD_TRY(sink_reap_one(s));
+    }
+    sink_slot *sl = &s->slot[k];
+    if (sl->cap < n) {
+        void *nb = realloc(sl->buf, n);
+        if (!nb) return pd_error_set(PD_ERR_NOMEM, "out of memory writing %s", s->final_path);
+        sl->buf = nb, sl->cap = n;
+    }
+    memcpy(sl->buf, buf, n);
+    sl->len = n, sl->offset = offset;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+    PD_ASSERT(sqe); // the ring has twice as many entries as slots
+    io_uring_prep_write(sqe, s->fd, sl->buf, (unsigned)n, (uint64_t)offset);
+    io_uring_sqe_set_data64(sqe, (uint64_t)k);
+    int rc = io_uring_submit(&s->ring);
+    if (rc < 0) return sink_fail(s, -rc, "submitting a write to");
+    sl->busy = true;
+    s->inflight++;
+    return PD_OK;
+}
+
+pd_status pd_file_sink_flush(pd_file_sink *s) {
+    while (s->uring && s->inflight > 0) {
+        pd_status st = sink_reap_one(s);
+        if (st != PD_OK && s->inflight == 0) return st;
+    }
+    return s->err;
+}
+
+static void sink_release(pd_file_sink *s) {
+    if (s->uring) io_uring_queue_exit(&s->ring);
+    if (s->fd >= 0) close(s->fd);
+    for (int i = 0; i < SINK_SLOTS; i++) free(s->slot[i].buf);
+    free(s);
+}
+
+void pd_file_sink_abort(pd_file_sink *s) {
+    if (!s) return;
+    while (s->uring && s->inflight > 0) (void)sink_reap_one(s);
+    unlink(s->tmp_path);
+    sink_release(s);
+}
+
+pd_status pd_file_sink_commit(pd_file_sink *s) {
+    pd_status st = pd_file_sink_flush(s);
+    if (st == PD_OK && fchmod(s->fd, 0644) != 0) st = sink_fail(s, errno, "setting the mode of");
+    if (st == PD_OK && fsync(s->fd) != 0) st = sink_fail(s, errno, "syncing");
+    if (st == PD_OK && close(s->fd) != 0) st = sink_fail(s, errno, "closing");
+    if (st == PD_OK) s->fd = -1;
+    if (st == PD_OK && rename(s->tmp_path, s->final_path) != 0) st = sink_fail(s, errno, "renaming into place");
+    if (st != PD_OK) {
+        pd_file_sink_abort(s);
+        return st;
+    }
+    int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) { // makes the rename durable; failing here cannot undo it
+        (void)fsync(dfd);
+        close(dfd);
+    }
+    sink_release(s);
+    return PD_OK;
+}

@@ -1,0 +1,393 @@
+#include "models/pipeline.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "media/image_writer.h"
+#include "media/video_writer.h"
+#include "models/presets.h"
+#include "models/sampler/noise.h"
+#include "models/sampler/sampler.h"
+#include "models/text/tokenizer.h"
+#include "models/text/umt5.h"
+#include "models/wan/dit.h"
+#include "models/wan/vae.h"
+
+/* x264's bitstream (and the settings string it embeds) depends on its thread count: one fixed count
+ * keeps a seed's MP4 identical whatever the machine or --threads. */
+#define PD_PIPELINE_ENCODER_THREADS 1
+
+struct pd_pipeline {
+    pd_backend *be;
+    unsigned parts;
+    pd_tokenizer *tok;
+    pd_umt5 *te;
+    pd_wan_dit *dit;
+    pd_wan_vae *vae;
+    double decode_s, encode_s; /* split of the last pd_pipeline_decode */
+};
+
+static double pd_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+const char *pd_stage_name(pd_stage s) {
+    switch (s) {
+    case PD_STAGE_TEXT: return "text";
+    case PD_STAGE_DENOISE: return "denoise";
+    case PD_STAGE_DECODE: return "decode";
+    case PD_STAGE_ENCODE: return "encode";
+    case PD_STAGE_COUNT: break;
+    }
+    return "unknown";
+}
+
+/* ---- loading ---- */
+
+void pd_pipeline_free(pd_pipeline *pl) {
+    if (!pl) return;
+    pd_tokenizer_free(pl->tok);
+    pd_umt5_free(pl->te);
+    pd_wan_dit_free(pl->dit);
+    pd_wan_vae_free(pl->vae);
+    free(pl);
+}
+
+pd_status pd_pipeline_load(const char *model_dir, pd_backend *be, unsigned parts, pd_pipeline **out) {
+    *out = NULL;
+    if (!model_dir || !*model_dir) return pd_error_set(PD_ERR_INVALID, "model folder: empty path");
+    if (!parts || (parts & ~(unsigned)PD_PART_ALL)) return pd_error_set(PD_ERR_INVALID, "model parts: bad mask %#x", parts);
+    struct stat sb;
+    if (stat(model_dir, &sb)) return pd_error_set(PD_ERR_NOT_FOUND, "model folder %s: %s", model_dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) return pd_error_set(PD_ERR_INVALID, "model folder %s: not a folder", model_dir);
+    pd_pipeline *pl = calloc(1, sizeof *pl);
+    if (!pl) return pd_error_set(PD_ERR_NOMEM, "out of memory loading %s", model_dir);
+    pl->be = be;
+    pl->parts = parts;
+    pd_status st = PD_OK;
+    if (parts & PD_PART_TEXT) {
+        st = pd_tokenizer_load(model_dir, &pl->tok);
+        if (!st) st = pd_umt5_load(model_dir, be, &pl->te);
+    }
+    if (!st && (parts & PD_PART_DIT)) st = pd_wan_dit_load(model_dir, be, &pl->dit);
+    if (!st && (parts & PD_PART_VAE)) st = pd_wan_vae_load(model_dir, be, &pl->vae);
+    /* the parts must fit together */
+    if (!st && pl->te && pl->dit && pd_umt5_config_of(pl->te)->d_model != pd_wan_dit_get_config(pl->dit)->text_dim)
+        st = pd_error_set(PD_ERR_FORMAT, "%s: the text encoder's width %d differs from the transformer's text_dim %d",
+                          model_dir, pd_umt5_config_of(pl->te)->d_model, pd_wan_dit_get_config(pl->dit)->text_dim);
+    if (!st && pl->dit) {
+        const pd_wan_dit_config *c = pd_wan_dit_get_config(pl->dit);
+        if (c->in_channels != 16 || c->out_channels != 16)
+            st = pd_error_set(PD_ERR_UNSUPPORTED, "%s: transformer has %d/%d latent channels; Wan2.1 text-to-video has 16",
+                              model_dir, c->in_channels, c->out_channels);
+        else if (c->patch[0] != 1 || c->patch[1] != 2 || c->patch[2] != 2)
+            st = pd_error_set(PD_ERR_UNSUPPORTED, "%s: transformer patch (%d, %d, %d); only (1, 2, 2) is supported", model_dir,
+                              c->patch[0], c->patch[1], c->patch[2]);
+    }
+    if (!st && pl->vae) {
+        if (pd_wan_vae_get_config(pl->vae)->z_dim != 16 || pd_wan_vae_spatial_factor(pl->vae) != 8 ||
+            pd_wan_vae_frames_for(pl->vae, 2) != 5)
+            st = pd_error_set(PD_ERR_UNSUPPORTED, "%s: VAE is not Wan2.1's (16 latent channels, 8x spatial and 4x temporal upsampling)",
+                              model_dir);
+    }
+    if (st) {
+        pd_pipeline_free(pl);
+        return st;
+    }
+    *out = pl;
+    return PD_OK;
+}
+
+/* ---- parameters ---- */
+
+void pd_pipeline_default_params(const pd_pipeline *pl, pd_gen_params *p) {
+    const pd_model_preset *pre = pd_model_preset_default();
+    if (pl && pl->dit) {
+        const pd_wan_dit_config *c = pd_wan_dit_get_config(pl->dit);
+        static const char *const names[] = {"tiny", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b"};
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            const pd_model_preset *q = pd_model_preset_find(names[i]);
+            if (q && q->dit.dim == c->dim && q->dit.layers == c->layers && q->dit.heads == c->heads) pre = q;
+        }
+    }
+    p->negative_prompt = "";
+    p->width = pre->default_width;
+    p->height = pre->default_height;
+    p->frames = pre->default_frames;
+    p->steps = pre->default_steps;
+    p->guidance = pre->default_guidance;
+    p->shift = pre->default_shift;
+    p->sampler = PD_SAMPLER_UNIPC;
+    p->fps = pre->fps;
+}
+
+static bool pd_blank(const char *s) {
+    for (; *s; s++)
+        if (!isspace((unsigned char)*s)) return false;
+    return true;
+}
+
+static pd_status pd_check_side(const char *name, int v) {
+    if (v < PD_GEN_MIN_SIDE || v > PD_GEN_MAX_SIDE || v % 16)
+        return pd_error_set(PD_ERR_INVALID, "%s: %d must be a multiple of 16 in %d..%d", name, v, PD_GEN_MIN_SIDE,
+                            PD_GEN_MAX_SIDE);
+    return PD_OK;
+}
+
+pd_status pd_pipeline_validate(const pd_pipeline *pl, const pd_gen_params *p) {
+    if (!p->prompt) return pd_error_set(PD_ERR_INVALID, "prompt: missing");
+    size_t len = strnlen(p->prompt, (size_t)PD_GEN_MAX_PROMPT_BYTES + 1);
+    if (len > (size_t)PD_GEN_MAX_PROMPT_BYTES)
+        return pd_error_set(PD_ERR_INVALID, "prompt: longer than %d bytes", PD_GEN_MAX_PROMPT_BYTES);
+    if (pd_blank(p->prompt)) return pd_error_set(PD_ERR_INVALID, "prompt: must not be empty");
+    if (p->negative_prompt && strnlen(p->negative_prompt, (size_t)PD_GEN_MAX_PROMPT_BYTES + 1) > (size_t)PD_GEN_MAX_PROMPT_BYTES)
+        return pd_error_set(PD_ERR_INVALID, "negative_prompt: longer than %d bytes", PD_GEN_MAX_PROMPT_BYTES);
+    PD_TRY(pd_check_side("width", p->width));
+    PD_TRY(pd_check_side("height", p->height));
+    if (p->frames < 1 || p->frames > PD_GEN_MAX_FRAMES || (p->frames - 1) % 4)
+        return pd_error_set(PD_ERR_INVALID, "frames: %d must be 4k+1 (1, 5, 9, ..., 81, ...) in 1..%d", p->frames,
+                            PD_GEN_MAX_FRAMES);
+    if (p->steps < 1 || p->steps > PD_GEN_MAX_STEPS)
+        return pd_error_set(PD_ERR_INVALID, "steps: %d must be in 1..%d", p->steps, PD_GEN_MAX_STEPS);
+    if (!(p->guidance >= 0.0f && p->guidance <= PD_GEN_MAX_GUIDANCE))
+        return pd_error_set(PD_ERR_INVALID, "guidance: %g must be in 0..%g", (double)p->guidance, (double)PD_GEN_MAX_GUIDANCE);
+    if (!(p->shift > 0.0f && p->shift <= PD_GEN_MAX_SHIFT))
+        return pd_error_set(PD_ERR_INVALID, "shift: %g must be in (0, %g]", (double)p->shift, (double)PD_GEN_MAX_SHIFT);
+    if (p->sampler != PD_SAMPLER_UNIPC && p->sampler != PD_SAMPLER_EULER)
+        return pd_error_set(PD_ERR_INVALID, "sampler: unknown kind %d (unipc or euler)", (int)p->sampler);
+    if (p->fps < 1 || p->fps > PD_GEN_MAX_FPS)
+        return pd_error_set(PD_ERR_INVALID, "fps: %d must be in 1..%d", p->fps, PD_GEN_MAX_FPS);
+    if (pl && pl->dit) {
+        int64_t shape[4];
+        pd_wan_dit_grid grid;
+        pd_pipeline_latent_shape(p, shape);
+        pd_status st = pd_wan_dit_grid_of(pd_wan_dit_get_config(pl->dit), shape[1], shape[2], shape[3], &grid);
+        if (st) return pd_error_prefix(st, "%dx%d, %d frames", p->width, p->height, p->frames);
+    }
+    return PD_OK;
+}
+
+void pd_pipeline_latent_shape(const pd_gen_params *p, int64_t shape[4]) {
+    shape[0] = 16;
+    shape[1] = (p->frames - 1) / 4 + 1;
+    shape[2] = p->height / 8;
+    shape[3] = p->width / 8;
+}
+
+/* ---- text ---- */
+
+pd_status pd_pipeline_encode_text(pd_pipeline *pl, const char *prompt, pd_tensor *ctx_out) {
+    memset(ctx_out, 0, sizeof *ctx_out);
+    if (!pl->te || !pl->tok) return pd_error_set(PD_ERR_INVALID, "encode_text: the pipeline was loaded without the text encoder");
+    int32_t ids[PD_TOKENIZER_MAX_TOKENS];
+    int n = 0;
+    PD_TRY(pd_tokenizer_encode(pl->tok, prompt ? prompt : "", prompt ? strlen(prompt) : 0, PD_TOKENIZER_MAX_TOKENS, ids, &n));
+    return pd_umt5_encode(pl->te, ids, n, ctx_out);
+}
+
+/* ---- denoise ---- */
+
+static pd_status pd_check_context(const pd_tensor *c, const char *what, int text_dim, int text_len) {
+    if (!c || c->dtype != PD_DTYPE_F32 || c->ndim != 2 || c->device != PD_DEVICE_CPU || !pd_tensor_is_contiguous(c) ||
+        c->shape[1] != text_dim || c->shape[0] < 0 || c->shape[0] > text_len) {
+        char buf[96];
+        return pd_error_set(PD_ERR_INVALID, "denoise: %s context must be a host f32 (L <= %d, %d) tensor, got %s", what,
+                            text_len, text_dim, c ? pd_tensor_describe(c, buf, sizeof buf) : "none");
+    }
+    return PD_OK;
+}
+
+typedef struct pd_denoise_bufs {
+    pd_tensor lat, ctx, vel;  /* on the backend: (B, 16, T, h, w), (B, L, text_dim), (B, 16, T, h, w) */
+    pd_tensor lat_h, ctx_h, vel_h; /* host staging of the same shapes */
+    pd_sampler *sampler;
+} pd_denoise_bufs;
+
+static void pd_denoise_bufs_free(pd_backend *be, pd_denoise_bufs *b) {
+    pd_backend_tensor_free(be, &b->lat);
+    pd_backend_tensor_free(be, &b->ctx);
+    pd_backend_tensor_free(be, &b->vel);
+    pd_tensor_free(&b->lat_h);
+    pd_tensor_free(&b->ctx_h);
+    pd_tensor_free(&b->vel_h);
+    pd_sampler_free(b->sampler);
+}
+
+static pd_status pd_denoise_run(pd_pipeline *pl, const pd_gen_params *p, const pd_tensor *ctx_cond,
+                                const pd_tensor *ctx_uncond, pd_tensor *x_t, pd_denoise_bufs *b, pd_progress_fn progress,
+                                void *ud, const atomic_int *cancel) {
+    const pd_wan_dit_config *cfg = pd_wan_dit_get_config(pl->dit);
+    const int cfg_on = p->guidance > 1.0f;
+    const int64_t B = cfg_on ? 2 : 1;
+    int64_t shape[4];
+    pd_pipeline_latent_shape(p, shape);
+    PD_TRY(pd_tensor_alloc(x_t, PD_DTYPE_F32, 4, shape));
+    const int64_t n = pd_tensor_numel(x_t);
+    float *x = x_t->data;
+    pd_noise_fill(x, 0, n, p->seed);
+
+    /* Both contexts padded with zero rows to a common length: the DiT pads to text_len with zeros
+     * and attends to every row, so this changes nothing. */
+    int64_t L = ctx_cond->shape[0];
+    if (cfg_on && ctx_uncond->shape[0] > L) L = ctx_uncond->shape[0];
+    if (L < 1) L = 1;
+    const int64_t bshape[5] = {B, shape[0], shape[1], shape[2], shape[3]};
+    const int64_t cshape[3] = {B, L, cfg->text_dim};
+    PD_TRY(pd_backend_tensor_alloc(pl->be, &b->lat, PD_DTYPE_F32, 5, bshape));
+    PD_TRY(pd_backend_tensor_alloc(pl->be, &b->vel, PD_DTYPE_F32, 5, bshape));
+    PD_TRY(pd_backend_tensor_alloc(pl->be, &b->ctx, PD_DTYPE_F32, 3, cshape));
+    PD_TRY(pd_tensor_alloc(&b->lat_h, PD_DTYPE_F32, 5, bshape));
+    PD_TRY(pd_tensor_alloc(&b->vel_h, PD_DTYPE_F32, 5, bshape));
+    PD_TRY(pd_tensor_alloc(&b->ctx_h, PD_DTYPE_F32, 3, cshape));
+    const size_t row = sizeof(float) * (size_t)cfg->text_dim;
+    if (ctx_cond->shape[0]) memcpy(b->ctx_h.data, ctx_cond->data, row * (size_t)ctx_cond->shape[0]);
+    if (cfg_on && ctx_uncond->shape[0])
+        memcpy((float *)b->ctx_h.data + L * cfg->text_dim, ctx_uncond->data, row * (size_t)ctx_uncond->shape[0]);
+    PD_TRY(pd_backend_upload(pl->be, &b->ctx, &b->ctx_h));
+    PD_TRY(pd_sampler_create(p->sampler, p->steps, (double)p->shift, n, &b->sampler));
+
+    float *lat_h = b->lat_h.data, *vel_h = b->vel_h.data;
+    for (int i = 0; i < p->steps; i++) {
+        if (cancel && atomic_load(cancel)) return pd_error_set(PD_ERR_CANCELLED, "cancelled before step %d of %d", i + 1, p->steps);
+        for (int64_t k = 0; k < B; k++) memcpy(lat_h + k * n, x, sizeof(float) * (size_t)n);
+        PD_TRY(pd_backend_upload(pl->be, &b->lat, &b->lat_h));
+        const float t = pd_sampler_timestep(b->sampler, i);
+        const float ts[2] = {t, t};
+        pd_status st = pd_wan_dit_forward(pl->dit, &b->vel, &b->lat, ts, &b->ctx);
+        if (st) return pd_error_prefix(st, "denoise step %d of %d", i + 1, p->steps);
+        PD_TRY(pd_backend_download(pl->be, &b->vel_h, &b->vel));
+        if (cfg_on) pd_cfg_combine(vel_h, vel_h, vel_h + n, n, p->guidance); /* batch 0 cond, 1 uncond */
+        pd_sampler_step(b->sampler, x, vel_h, i);
+        if (progress) progress(ud, PD_STAGE_DENOISE, i + 1, p->steps);
+    }
+    return PD_OK;
+}
+
+pd_status pd_pipeline_denoise(pd_pipeline *pl, const pd_gen_params *p, const pd_tensor *ctx_cond,
+                              const pd_tensor *ctx_uncond, pd_tensor *latent_out, pd_progress_fn progress, void *ud,
+                              const atomic_int *cancel) {
+    memset(latent_out, 0, sizeof *latent_out);
+    if (!pl->dit) return pd_error_set(PD_ERR_INVALID, "denoise: the pipeline was loaded without the transformer");
+    PD_TRY(pd_pipeline_validate(pl, p));
+    const pd_wan_dit_config *cfg = pd_wan_dit_get_config(pl->dit);
+    PD_TRY(pd_check_context(ctx_cond, "conditional", cfg->text_dim, cfg->text_len));
+    if (p->guidance > 1.0f) PD_TRY(pd_check_context(ctx_uncond, "unconditional", cfg->text_dim, cfg->text_len));
+    pd_denoise_bufs b = {0};
+    pd_status st = pd_denoise_run(pl, p, ctx_cond, ctx_uncond, latent_out, &b, progress, ud, cancel);
+    pd_denoise_bufs_free(pl->be, &b);
+    if (st) pd_tensor_free(latent_out);
+    return st;
+}
+
+/* ---- decode ---- */
+
+typedef struct pd_decode_ctx {
+    pd_video_writer *vw;
+    pd_tensor first; /* frame 0, kept for the thumbnail */
+    int want_first;
+    double encode_s;
+    pd_progress_fn progress;
+    void *ud;
+} pd_decode_ctx;
+
+static pd_status pd_on_frame(void *ud, int64_t index, const pd_tensor *frame) {
+    pd_decode_ctx *dc = ud;
+    if (index == 0 && dc->want_first) {
+        PD_TRY(pd_tensor_alloc(&dc->first, PD_DTYPE_F32, 3, frame->shape));
+        PD_TRY(pd_tensor_copy(&dc->first, frame));
+    }
+    double t0 = pd_now();
+    pd_status st = pd_video_writer_add_frame(dc->vw, frame);
+    dc->encode_s += pd_now() - t0;
+    return st;
+}
+
+static void pd_on_latent_frame(void *ud, int done, int total) {
+    pd_decode_ctx *dc = ud;
+    if (dc->progress) dc->progress(dc->ud, PD_STAGE_DECODE, done, total);
+}
+
+pd_status pd_pipeline_decode(pd_pipeline *pl, const pd_tensor *latent, int fps, const char *mp4_path,
+                             const char *thumb_path, pd_progress_fn progress, void *ud, const atomic_int *cancel) {
+    pl->decode_s = pl->encode_s = 0;
+    if (!pl->vae) return pd_error_set(PD_ERR_INVALID, "decode: the pipeline was loaded without the VAE");
+    if (!latent || latent->dtype != PD_DTYPE_F32 || latent->ndim != 4 || latent->device != PD_DEVICE_CPU ||
+        !pd_tensor_is_contiguous(latent) || latent->shape[0] != 16 || latent->shape[1] < 1 ||
+        latent->shape[1] > (PD_GEN_MAX_FRAMES - 1) / 4 + 1 || latent->shape[2] < PD_GEN_MIN_SIDE / 8 ||
+        latent->shape[2] > PD_GEN_MAX_SIDE / 8 || latent->shape[3] < PD_GEN_MIN_SIDE / 8 ||
+        latent->shape[3] > PD_GEN_MAX_SIDE / 8) {
+        char buf[96];
+        return pd_error_set(PD_ERR_INVALID, "decode: latent must be a host f32 (16, T, H/8, W/8) tensor within the size limits, got %s",
+                            latent ? pd_tensor_describe(latent, buf, sizeof buf) : "none");
+    }
+    if (fps < 1 || fps > PD_GEN_MAX_FPS) return pd_error_set(PD_ERR_INVALID, "fps: %d must be in 1..%d", fps, PD_GEN_MAX_FPS);
+    const int W = (int)latent->shape[3] * 8, H = (int)latent->shape[2] * 8;
+    const int64_t frames = pd_wan_vae_frames_for(pl->vae, latent->shape[1]);
+    double t0 = pd_now();
+    pd_decode_ctx dc = {.want_first = thumb_path != NULL, .progress = progress, .ud = ud};
+    pd_status st = pd_video_writer_open(mp4_path, W, H, fps, PD_PIPELINE_ENCODER_THREADS, &dc.vw);
+    if (st) return st;
+    st = pd_wan_vae_decode(pl->vae, latent, pd_on_frame, pd_on_latent_frame, &dc, cancel);
+    /* Both files or neither: the thumbnail first, then the video; a failing video removes it. */
+    if (!st && thumb_path) st = pd_image_write_png(thumb_path, &dc.first);
+    if (st) {
+        pd_video_writer_abort(dc.vw);
+    } else {
+        double t1 = pd_now();
+        st = pd_video_writer_close(dc.vw);
+        dc.encode_s += pd_now() - t1;
+        if (st && thumb_path) unlink(thumb_path);
+    }
+    pd_tensor_free(&dc.first);
+    if (st) return st;
+    pl->encode_s = dc.encode_s;
+    pl->decode_s = pd_now() - t0 - dc.encode_s;
+    if (progress) progress(ud, PD_STAGE_ENCODE, (int)frames, (int)frames);
+    return PD_OK;
+}
+
+/* ---- all stages ---- */
+
+pd_status pd_pipeline_generate(pd_pipeline *pl, const pd_gen_params *p, const char *mp4_path, const char *thumb_path,
+                               pd_progress_fn progress, void *ud, const atomic_int *cancel, pd_gen_timings *timings) {
+    pd_gen_timings t = {0};
+    if (timings) *timings = t;
+    if ((pl->parts & PD_PART_ALL) != PD_PART_ALL)
+        return pd_error_set(PD_ERR_INVALID, "generate: the pipeline needs all of its parts loaded");
+    PD_TRY(pd_pipeline_validate(pl, p));
+    const int cfg_on = p->guidance > 1.0f;
+    pd_tensor cond = {0}, uncond = {0}, latent = {0};
+    double t0 = pd_now();
+    pd_status st = pd_pipeline_encode_text(pl, p->prompt, &cond);
+    if (!st && progress) progress(ud, PD_STAGE_TEXT, 1, cfg_on ? 2 : 1);
+    if (!st && cfg_on) {
+        st = pd_pipeline_encode_text(pl, p->negative_prompt ? p->negative_prompt : "", &uncond);
+        if (!st && progress) progress(ud, PD_STAGE_TEXT, 2, 2);
+    }
+    t.seconds[PD_STAGE_TEXT] = pd_now() - t0;
+    if (!st && cancel && atomic_load(cancel)) st = pd_error_set(PD_ERR_CANCELLED, "cancelled after the text stage");
+    if (!st) {
+        t0 = pd_now();
+        st = pd_pipeline_denoise(pl, p, &cond, cfg_on ? &uncond : NULL, &latent, progress, ud, cancel);
+        t.seconds[PD_STAGE_DENOISE] = pd_now() - t0;
+        t.denoise_step_seconds = t.seconds[PD_STAGE_DENOISE] / p->steps;
+    }
+    pd_tensor_free(&cond);
+    pd_tensor_free(&uncond);
+    if (!st) {
+        st = pd_pipeline_decode(pl, &latent, p->fps, mp4_path, thumb_path, progress, ud, cancel);
+        t.seconds[PD_STAGE_DECODE] = pl->decode_s;
+        t.seconds[PD_STAGE_ENCODE] = pl->encode_s;
+    }
+    pd_tensor_free(&latent);
+    if (!st && timings) *timings = t;
+    return st;
+}

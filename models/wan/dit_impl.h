@@ -1,0 +1,61 @@
+/* Private to models/wan/dit*.c: the DiT's weight struct and the one table of its tensors (name in
+ * each layout, shape, random-init scale) that the loader and the writer both walk. */
+#ifndef PD_WAN_DIT_IMPL_H
+#define PD_WAN_DIT_IMPL_H
+
+#include "engine/arena.h"
+#include "models/wan/dit.h"
+
+typedef struct pd_dit_linear {
+    pd_tensor w; // (N, K)
+    pd_tensor b; // (N)
+} pd_dit_linear;
+
+typedef struct pd_dit_attn {
+    pd_dit_linear q, k, v, o;
+    pd_tensor norm_q, norm_k; // (dim) RMSNorm over the full dim
+} pd_dit_attn;
+
+typedef struct pd_dit_block {
+    pd_tensor modulation; // (1, 6, dim)
+    pd_dit_attn self_attn, cross_attn;
+    pd_tensor cross_norm_w, cross_norm_b; // (dim) the affine LayerNorm before cross-attention
+    pd_dit_linear ffn0, ffn2;
+} pd_dit_block;
+
+typedef struct pd_dit_weights {
+    pd_dit_linear patch; // w viewed as (dim, in_channels * pt * ph * pw) after loading
+    pd_dit_linear text0, text2, time0, time2, time_proj, head;
+    pd_tensor head_modulation; // (1, 2, dim)
+    pd_dit_block *blocks;      // (layers)
+} pd_dit_weights;
+
+struct pd_wan_dit {
+    pd_wan_dit_config cfg;
+    pd_wan_layout layout;
+    char path[4200];
+    pd_backend *be;
+    pd_st *st;
+    pd_dit_weights w;
+    pd_tensor zeros; // (text_len, text_dim) f32 zeros: the context padding rows
+    pd_arena *arena;
+};
+
+/* One tensor of the checkpoint. */
+typedef struct pd_dit_tensor_spec {
+    char name[160];   /* full name in the requested layout, prefix included */
+    char key[160];    /* original-layout name without prefix: the random-init key */
+    int ndim;
+    int64_t shape[PD_MAX_DIMS];
+    float mean, std;  /* random-init distribution */
+    pd_tensor *slot;  /* where a loader stores it; NULL when walked without weights */
+} pd_dit_tensor_spec;
+
+typedef pd_status (*pd_dit_tensor_fn)(void *ud, const pd_dit_tensor_spec *s);
+
+/* Calls fn for every tensor of a DiT of config cfg in layout (names prefixed by prefix), in a fixed
+ * order; w may be NULL (slots are then NULL). Stops at and returns the first failing status. */
+pd_status pd_dit_each_tensor(const pd_wan_dit_config *cfg, pd_wan_layout layout, const char *prefix,
+                             pd_dit_weights *w, pd_dit_tensor_fn fn, void *ud);
+
+#endif

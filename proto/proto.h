@@ -1,0 +1,152 @@
+/* The control protocol between the scheduler (in the daemon) and its worker processes.
+ *
+ * Transport: a Unix stream socket per worker. Every message is one frame: a 4-byte little-endian
+ * payload length (1 .. PD_PROTO_MAX_FRAME), then the payload. The payload starts with a one-byte
+ * message kind and continues with that kind's fields in a fixed order: integers little-endian
+ * (u8/i32/u32/u64), floats as IEEE-754 f32/f64 bit patterns, strings as a u32 byte count followed by
+ * that many bytes (no NUL, bounded by the destination field). A frame must be consumed exactly by its
+ * fields; trailing bytes are an error.
+ *
+ * Handshake: the worker connects and sends HELLO (magic, version, pid, role); the scheduler checks
+ * magic and version and answers with its own HELLO carrying the heartbeat interval. Either side drops
+ * a peer whose first message is not a matching HELLO. The worker then loads its model parts, warms up
+ * and sends READY with the stage times it measured. After that the scheduler sends ASSIGN / CANCEL /
+ * SHUTDOWN and the worker answers with PROGRESS / DONE / ERROR and sends HEARTBEAT periodically.
+ *
+ * Only small messages travel here. Tensors go through named shared-memory segments (workers/comm/shm.h)
+ * whose names an ASSIGN carries. Every length read from the peer is bounded: a malformed, truncated,
+ * oversized or unknown message is a protocol error (PD_ERR_FORMAT) after which the caller drops the
+ * peer; decoding never reads outside the frame and never crashes. */
+#ifndef PD_PROTO_H
+#define PD_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/status.h"
+#include "models/pipeline.h"
+
+#define PD_PROTO_MAGIC 0x4b574450u /* "PDWK" */
+#define PD_PROTO_VERSION 1u
+#define PD_PROTO_MAX_FRAME (64 * 1024) /* payload bytes; larger length prefixes are rejected */
+#define PD_PROTO_ID_MAX 128            /* job id field, including the NUL */
+#define PD_PROTO_TEXT_MAX 16384        /* prompt / negative prompt, including the NUL */
+#define PD_PROTO_PATH_MAX 1024         /* file paths, including the NUL */
+#define PD_PROTO_SHM_MAX 64            /* shared-memory names, including the NUL */
+#define PD_PROTO_CODE_MAX 32           /* error codes ("cancelled", "invalid", ...), including the NUL */
+#define PD_PROTO_MSG_MAX 512           /* error messages, including the NUL (longer ones are cut on encode) */
+
+typedef enum pd_msg_kind {
+    PD_MSG_HELLO = 1,  /* both directions, first message: magic, version, pid, role / heartbeat_ms */
+    PD_MSG_READY,      /* worker: loaded and warmed up; stage_seconds holds the warm-up times */
+    PD_MSG_ASSIGN,     /* scheduler: run one stage of a job */
+    PD_MSG_PROGRESS,   /* worker: step of total done within stage */
+    PD_MSG_DONE,       /* worker: the assigned stage finished; seconds = its wall time */
+    PD_MSG_ERROR,      /* worker: the assigned stage (or start-up when job_id is "") failed */
+    PD_MSG_CANCEL,     /* scheduler: stop job_id at the next step boundary */
+    PD_MSG_HEARTBEAT,  /* worker: still alive */
+    PD_MSG_SHUTDOWN,   /* scheduler: finish nothing, exit */
+    PD_MSG_KIND_END
+} pd_msg_kind;
+
+/* What a worker process loads and runs. */
+typedef enum pd_worker_role {
+    PD_ROLE_TEXT = 0,  /* text encoder only */
+    PD_ROLE_DENOISE,   /* text encoder + DiT: encodes a job's prompts, then denoises it */
+    PD_ROLE_DECODE,    /* VAE only */
+    PD_ROLE_ALL,       /* everything: one worker runs whole jobs (N = 1) */
+    PD_ROLE_COUNT
+} pd_worker_role;
+
+/* "text", "denoise", "decode", "all". */
+const char *pd_worker_role_name(pd_worker_role r);
+/* Parses a role name; PD_ERR_INVALID naming the value otherwise. */
+pd_status pd_worker_role_parse(const char *s, pd_worker_role *out);
+
+/* One decoded message. Fields a kind does not carry are zero. Strings are NUL-terminated and owned by
+ * the struct (fixed buffers), so a pd_msg needs no cleanup; it is large (~40 KiB): keep it off small
+ * stacks or reuse one. */
+typedef struct pd_msg {
+    pd_msg_kind kind;
+    /* HELLO */
+    uint32_t magic, version;
+    int32_t pid;
+    int32_t role;          /* pd_worker_role (worker -> scheduler) */
+    int32_t heartbeat_ms;  /* scheduler -> worker */
+    /* READY: warm-up seconds per pd_stage (0 = not measured by this role) */
+    double stage_seconds[PD_STAGE_COUNT];
+    /* ASSIGN, PROGRESS, DONE, ERROR, CANCEL */
+    char job_id[PD_PROTO_ID_MAX];
+    int32_t stage;         /* pd_stage */
+    /* ASSIGN: the request (pd_gen_params fields) and where its tensors and files go */
+    char prompt[PD_PROTO_TEXT_MAX];
+    char negative_prompt[PD_PROTO_TEXT_MAX];
+    uint64_t seed;
+    int32_t width, height, frames, steps, fps;
+    float guidance, shift;
+    int32_t sampler;       /* pd_sampler_kind */
+    char shm_cond[PD_PROTO_SHM_MAX], shm_uncond[PD_PROTO_SHM_MAX], shm_latent[PD_PROTO_SHM_MAX];
+    char mp4_path[PD_PROTO_PATH_MAX], thumb_path[PD_PROTO_PATH_MAX]; /* thumb_path "" = none */
+    /* PROGRESS */
+    int32_t step, total;
+    /* DONE */
+    double seconds;
+    /* ERROR */
+    char code[PD_PROTO_CODE_MAX];
+    char message[PD_PROTO_MSG_MAX];
+} pd_msg;
+
+/* Clears m and sets its kind (and, for HELLO, magic and version). */
+void pd_msg_init(pd_msg *m, pd_msg_kind kind);
+
+/* Fills the pd_gen_params fields of an ASSIGN from p (strings copied). PD_ERR_INVALID when a string
+ * does not fit its field. */
+pd_status pd_msg_set_params(pd_msg *m, const pd_gen_params *p);
+/* A pd_gen_params view of an ASSIGN's fields; its strings point into m. */
+pd_gen_params pd_msg_params(const pd_msg *m);
+
+/* Copies src into a fixed field of size cap; PD_ERR_INVALID naming `what` when it does not fit. */
+pd_status pd_msg_set_str(char *dst, size_t cap, const char *src, const char *what);
+
+/* Encodes m as one frame (length prefix included) into buf of cap bytes and stores its size in *n.
+ * PD_ERR_INVALID for an unknown kind or a frame over PD_PROTO_MAX_FRAME. */
+pd_status pd_proto_encode(const pd_msg *m, uint8_t *buf, size_t cap, size_t *n);
+
+/* Decodes one payload (without its length prefix) of n bytes. PD_ERR_FORMAT with a message for
+ * anything malformed: unknown kind, a field running past the end, a string longer than its field or
+ * holding a NUL, trailing bytes. */
+pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m);
+
+/* Encodes m and writes the whole frame to a stream socket (retrying short writes and EINTR; never
+ * raises SIGPIPE). PD_ERR_IO when the peer is gone. Not thread-safe per fd: callers sharing a socket
+ * between threads serialise their sends. */
+pd_status pd_proto_send(int fd, const pd_msg *m);
+
+/* Incremental frame reader for one connection: bytes arrive in any pieces, messages come out whole. */
+typedef struct pd_proto_reader {
+    size_t len;                          /* bytes buffered */
+    uint8_t buf[4 + PD_PROTO_MAX_FRAME]; /* at most one frame */
+} pd_proto_reader;
+
+/* Empties the reader (after a reconnect). */
+void pd_proto_reader_reset(pd_proto_reader *r);
+
+/* Reads what one read(2) returns from fd into the reader. PD_OK when bytes arrived (or EINTR/EAGAIN),
+ * PD_ERR_IO when the peer closed the connection or the read failed. */
+pd_status pd_proto_reader_fill(pd_proto_reader *r, int fd);
+
+/* Appends bytes from memory (tests, fuzzing). PD_ERR_FORMAT when they do not fit the buffer, which
+ * only happens when the caller did not drain complete messages with pd_proto_reader_next. */
+pd_status pd_proto_reader_feed(pd_proto_reader *r, const uint8_t *data, size_t n);
+
+/* Takes the next complete message out of the reader: PD_OK with *got true and m filled, PD_OK with
+ * *got false when the frame is still incomplete, PD_ERR_FORMAT for a length prefix of 0 or over
+ * PD_PROTO_MAX_FRAME or an undecodable payload (the connection must then be dropped). */
+pd_status pd_proto_reader_next(pd_proto_reader *r, pd_msg *m, bool *got);
+
+/* Blocks until one whole message arrives on fd or timeout_ms passes (< 0: no limit).
+ * PD_ERR_TIMEOUT, PD_ERR_IO (peer closed), PD_ERR_FORMAT (bad frame). */
+pd_status pd_proto_recv(int fd, pd_proto_reader *r, pd_msg *m, int timeout_ms);
+
+#endif

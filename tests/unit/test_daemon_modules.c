@@ -1,0 +1,270 @@
+/* The daemon's server-free modules: request parsing (api), job ids (jobs), the journal's replay and
+ * compaction, the config table, and the API key comparison. Expected values come from DESIGN.md
+ * section 7 and the documented rules in daemon/api.h, not from running the code. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon/api.h"
+#include "daemon/config.h"
+#include "daemon/http.h"
+#include "daemon/jobs.h"
+#include "daemon/journal.h"
+#include "tests/unit/test.h"
+
+static const pd_api_limits lim = {
+    .model_name = "tiny", .max_prompt_bytes = 64, .max_width = 1280, .max_height = 720, .max_frames = 129,
+    .max_steps = 100, .max_seconds = 8, .default_width = 128, .default_height = 96, .default_frames = 9,
+    .default_steps = 8, .default_fps = 16, .default_guidance = 5, .default_shift = 5,
+};
+
+static int parse(const char *ct, const char *body, pd_job_request *r, pd_api_error *e) {
+    return pd_api_parse_create(&lim, ct, body, strlen(body), r, e);
+}
+
+static void test_seconds_to_frames(void) {
+    /* frames = 4 * round(seconds * fps / 4) + 1 */
+    static const struct { const char *body; int frames; const char *seconds; } cases[] = {
+        {"{\"prompt\":\"a\",\"seconds\":\"4\"}", 65, "4"},
+        {"{\"prompt\":\"a\",\"seconds\":4}", 65, "4"},
+        {"{\"prompt\":\"a\",\"seconds\":\"1\"}", 17, "1"},
+        {"{\"prompt\":\"a\",\"seconds\":0.5}", 9, "0.5"},
+        {"{\"prompt\":\"a\",\"seconds\":\"2\",\"fps\":24}", 49, "2"},
+        {"{\"prompt\":\"a\",\"seconds\":\"0.1\"}", 1, "0.1"},
+        {"{\"prompt\":\"a\"}", 9, "0.5625"},           /* the default 9 frames at 16 fps */
+        {"{\"prompt\":\"a\",\"num_frames\":33}", 33, "2.0625"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pd_job_request r;
+        pd_api_error e;
+        int rc = parse("application/json", cases[i].body, &r, &e);
+        PD_CHECK_MSG(rc == 0, "%s: %s", cases[i].body, e.message);
+        if (rc) continue;
+        PD_CHECK_MSG(r.p.frames == cases[i].frames, "%s: %d frames, want %d", cases[i].body, r.p.frames, cases[i].frames);
+        PD_CHECK_MSG(!strcmp(r.seconds, cases[i].seconds), "%s: seconds '%s', want '%s'", cases[i].body, r.seconds, cases[i].seconds);
+        pd_job_request_free(&r);
+    }
+}
+
+static void test_fields_and_defaults(void) {
+    pd_job_request r;
+    pd_api_error e;
+    int rc = parse(NULL, "{\"prompt\":\"a cat\",\"model\":\"tiny\",\"size\":\"832x480\",\"seed\":9007199254740993,"
+                         "\"negative_prompt\":\"blur\",\"num_inference_steps\":30,\"guidance_scale\":6.5,\"flow_shift\":8,"
+                         "\"sampler\":\"euler\",\"output_format\":\"mp4\",\"width\":null}", &r, &e);
+    PD_CHECK_MSG(rc == 0, "%s", e.message);
+    if (rc) return;
+    PD_CHECK(r.p.width == 832 && r.p.height == 480 && r.p.steps == 30 && r.p.sampler == PD_SAMPLER_EULER);
+    PD_CHECK(r.seed_given && r.p.seed == 9007199254740993ull);
+    PD_CHECK(fabsf(r.p.guidance - 6.5f) < 1e-6f && fabsf(r.p.shift - 8.0f) < 1e-6f && r.p.fps == 16);
+    PD_CHECK(!strcmp(r.p.prompt, "a cat") && !strcmp(r.p.negative_prompt, "blur") && !strcmp(r.model, "tiny"));
+    pd_job_request_free(&r);
+    rc = parse("application/json", "{\"prompt\":\"x\"}", &r, &e);
+    PD_CHECK(rc == 0 && !r.seed_given && r.p.width == 128 && r.p.height == 96 && r.p.steps == 8 && r.p.negative_prompt == NULL &&
+             r.p.sampler == PD_SAMPLER_UNIPC);
+    if (rc == 0) pd_job_request_free(&r);
+}
+
+static void test_rejections(void) {
+    static const struct { const char *body; const char *param; } cases[] = {
+        {"{\"prompt\":\"a\"", ""},
+        {"{}", "prompt"},
+        {"{\"prompt\":\"\"}", "prompt"},
+        {"{\"prompt\":\"0123456789012345678901234567890123456789012345678901234567890123456789\"}", "prompt"},
+        {"{\"prompt\":\"a\",\"model\":\"sora-2\"}", "model"},
+        {"{\"prompt\":\"a\",\"size\":\"720x1280\"}", "height"},
+        {"{\"prompt\":\"a\",\"size\":\"127x96\"}", "width"},
+        {"{\"prompt\":\"a\",\"size\":\"128 x 96\"}", "size"},
+        {"{\"prompt\":\"a\",\"size\":\"-128x96\"}", "size"},
+        {"{\"prompt\":\"a\",\"num_frames\":8}", "num_frames"},
+        {"{\"prompt\":\"a\",\"num_frames\":133}", "num_frames"},
+        {"{\"prompt\":\"a\",\"seconds\":\"9\"}", "seconds"},
+        {"{\"prompt\":\"a\",\"seconds\":\" 4\"}", "seconds"},
+        {"{\"prompt\":\"a\",\"seconds\":[4]}", "seconds"},
+        {"{\"prompt\":\"a\",\"num_inference_steps\":-1}", "num_inference_steps"},
+        {"{\"prompt\":\"a\",\"num_inference_steps\":101}", "num_inference_steps"},
+        {"{\"prompt\":\"a\",\"guidance_scale\":1e999}", ""},
+        {"{\"prompt\":\"a\",\"flow_shift\":-1}", "flow_shift"},
+        {"{\"prompt\":\"a\",\"extra\":1}", "extra"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pd_job_request r;
+        pd_api_error e;
+        int rc = parse("application/json", cases[i].body, &r, &e);
+        PD_CHECK_MSG(rc == 400 && e.http_status == 400, "%s: rc %d", cases[i].body, rc);
+        PD_CHECK_MSG(!strcmp(e.param, cases[i].param), "%s: param '%s', want '%s'", cases[i].body, e.param, cases[i].param);
+        PD_CHECK(e.message[0] && !strcmp(e.type, "invalid_request_error"));
+        PD_CHECK(r.prompt == NULL); /* nothing to free on failure */
+    }
+}
+
+static void test_multipart(void) {
+    const char *body = "preamble\r\n--b0undary\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na dog\r\non a beach\r\n"
+                       "--b0undary\r\nContent-Disposition: form-data; name=\"seconds\"\r\n\r\n1\r\n"
+                       "--b0undary\r\ncontent-disposition: form-data; name=\"seed\"\r\nContent-Type: text/plain\r\n\r\n12\r\n"
+                       "--b0undary\r\nContent-Disposition: form-data; name=\"guidance_scale\"\r\n\r\n2.5\r\n--b0undary--\r\n";
+    pd_job_request r;
+    pd_api_error e;
+    int rc = parse("multipart/form-data; charset=utf-8; boundary=\"b0undary\"", body, &r, &e);
+    PD_CHECK_MSG(rc == 0, "%s", e.message);
+    if (rc == 0) {
+        PD_CHECK(!strcmp(r.p.prompt, "a dog\r\non a beach"));
+        PD_CHECK(r.p.frames == 17 && r.seed_given && r.p.seed == 12 && fabsf(r.p.guidance - 2.5f) < 1e-6f);
+        pd_job_request_free(&r);
+    }
+    rc = parse("multipart/form-data; boundary=b0undary",
+               "--b0undary\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na\r\n--b0undary\r\n"
+               "Content-Disposition: form-data; name=\"num_frames\"\r\n\r\n5x\r\n--b0undary--",
+               &r, &e);
+    PD_CHECK(rc == 400 && !strcmp(e.param, "num_frames"));
+    rc = parse("multipart/form-data", "--x\r\n", &r, &e);
+    PD_CHECK(rc == 400 && !strcmp(e.code, "invalid_multipart"));
+    rc = parse("multipart/form-data; boundary=b", "--b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nno end", &r, &e);
+    PD_CHECK(rc == 400);
+}
+
+static void test_error_envelope(void) {
+    pd_api_error e;
+    PD_CHECK(pd_api_error_set(&e, 429, NULL, "queue_full", "full: %d", 3) == 429);
+    char *s = pd_api_dump(pd_api_error_json(&e));
+    PD_CHECK_MSG(s && !strcmp(s, "{\"error\":{\"message\":\"full: 3\",\"type\":\"rate_limit_error\",\"param\":null,\"code\":\"queue_full\"}}"),
+                 "%s", s ? s : "(null)");
+    free(s);
+}
+
+static void test_job_ids(void) {
+    char id[PD_JOB_ID_LEN + 1], id2[PD_JOB_ID_LEN + 1];
+    PD_CHECK_OK(pd_job_id_new(id));
+    PD_CHECK_OK(pd_job_id_new(id2));
+    PD_CHECK(strlen(id) == 38 && !strncmp(id, "video_", 6) && pd_job_id_valid(id) && strcmp(id, id2));
+    PD_CHECK(pd_job_id_valid("video_0123456789abcdef0123456789abcdef"));
+    static const char *const bad[] = {"", "video_", "video_0123456789abcdef0123456789abcde", "video_0123456789abcdef0123456789abcdef0",
+                                      "video_0123456789ABCDEF0123456789abcdef", "video_../../../../etc/passwd/0123456789ab",
+                                      "Video_0123456789abcdef0123456789abcdef", "video_0123456789abcdef0123456789abcde/"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) PD_CHECK_MSG(!pd_job_id_valid(bad[i]), "'%s' accepted", bad[i]);
+}
+
+static pd_job_request small_request(const char *prompt) {
+    pd_job_request r = {0};
+    r.prompt = strdup(prompt);
+    r.p.prompt = r.prompt;
+    r.p.width = 32, r.p.height = 32, r.p.frames = 5, r.p.steps = 2, r.p.fps = 16, r.p.guidance = 5, r.p.shift = 5, r.p.seed = 77;
+    snprintf(r.model, sizeof r.model, "tiny");
+    snprintf(r.seconds, sizeof r.seconds, "0.3125");
+    return r;
+}
+
+static void test_journal_replay(void) {
+    char dir[] = "/tmp/pd_journal_XXXXXX";
+    PD_CHECK(mkdtemp(dir) != NULL);
+    char path[256];
+    snprintf(path, sizeof path, "%s/journal.jsonl", dir);
+    pd_jobs t;
+    pd_jobs_init(&t);
+    pd_journal *jn;
+    PD_CHECK_OK(pd_journal_open(path, &jn));
+    const char *ids[4] = {"video_00000000000000000000000000000001", "video_00000000000000000000000000000002",
+                          "video_00000000000000000000000000000003", "video_00000000000000000000000000000004"};
+    for (int i = 0; i < 4; i++) {
+        pd_job_request r = small_request(i == 1 ? "quote \" and \xc3\xa9" : "p");
+        pd_job *j;
+        PD_CHECK_OK(pd_jobs_add(&t, ids[i], 0, &r, &j));
+        j->created_at = 1000 + i;
+        PD_CHECK_OK(pd_journal_append(jn, pd_journal_rec_job(j), i == 0));
+    }
+    PD_CHECK_OK(pd_journal_append(jn, pd_journal_rec_start(ids[0], 1010), false));
+    PD_CHECK_OK(pd_journal_append(jn, pd_journal_rec_complete(ids[0], 1020, 2020), true));
+    PD_CHECK_OK(pd_journal_append(jn, pd_journal_rec_start(ids[1], 1030), false));
+    PD_CHECK_OK(pd_journal_append(jn, pd_journal_rec_fail(ids[2], 1040, 2040, "cancelled", "by request"), false));
+    PD_CHECK_OK(pd_journal_append(jn, pd_journal_rec_delete(ids[3]), false));
+    pd_journal_close(jn);
+    /* A write torn by a crash. */
+    FILE *f = fopen(path, "a");
+    fputs("{\"op\":\"complete\",\"id\":\"video_000", f);
+    fclose(f);
+
+    pd_jobs back;
+    pd_jobs_init(&back);
+    size_t n, bad;
+    PD_CHECK_OK(pd_journal_replay(path, &back, &n, &bad));
+    PD_CHECK_MSG(n == 9 && bad == 1, "%zu records, %zu bad", n, bad);
+    PD_CHECK(back.n == 3 && back.next_seq == 5); /* seq 4 was used, then deleted */
+    pd_job *a = pd_jobs_find(&back, ids[0]), *b = pd_jobs_find(&back, ids[1]), *c = pd_jobs_find(&back, ids[2]);
+    PD_CHECK(a && a->status == PD_JOB_COMPLETED && a->progress == 100 && a->completed_at == 1020 && a->expires_at == 2020);
+    PD_CHECK(b && b->status == PD_JOB_IN_PROGRESS && b->started_at == 1030 && !strcmp(b->req.prompt, "quote \" and \xc3\xa9"));
+    PD_CHECK(c && c->status == PD_JOB_FAILED && !strcmp(c->error_code, "cancelled") && !strcmp(c->error_message, "by request"));
+    PD_CHECK(pd_jobs_find(&back, ids[3]) == NULL);
+    PD_CHECK(a && a->req.p.width == 32 && a->req.p.frames == 5 && a->req.p.seed == 77 && a->seq == 1 && a->created_at == 1000);
+
+    /* Compaction keeps exactly the same table, one line per job. */
+    PD_CHECK_OK(pd_journal_compact(path, &back));
+    pd_jobs again;
+    pd_jobs_init(&again);
+    PD_CHECK_OK(pd_journal_replay(path, &again, &n, &bad));
+    PD_CHECK(n == 3 && bad == 0 && again.n == 3);
+    for (size_t i = 0; i < again.n && i < back.n; i++) {
+        PD_CHECK(!strcmp(again.v[i]->id, back.v[i]->id) && again.v[i]->status == back.v[i]->status && again.v[i]->seq == back.v[i]->seq);
+        PD_CHECK(again.v[i]->expires_at == back.v[i]->expires_at && !strcmp(again.v[i]->req.prompt, back.v[i]->req.prompt));
+    }
+    pd_jobs_free(&t);
+    pd_jobs_free(&back);
+    pd_jobs_free(&again);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void test_config(void) {
+    pd_config c;
+    pd_config_defaults(&c);
+    PD_CHECK(c.port == 8000 && c.body_limit == 1048576 && !strcmp(c.data_dir, "./data") && c.n_api_keys == 0);
+    char path[] = "/tmp/pd_config_XXXXXX";
+    int fd = mkstemp(path);
+    PD_CHECK(fd >= 0);
+    const char *json = "{\"_comment\":\"x\",\"port\":9001,\"api_keys\":[\"key-aaaaaaaa\",\"key-bbbbbbbb\"],\"drain_timeout_s\":2.5}";
+    PD_CHECK(write(fd, json, strlen(json)) == (ssize_t)strlen(json));
+    close(fd);
+    PD_CHECK_OK(pd_config_load_file(&c, path));
+    PD_CHECK(c.port == 9001 && c.n_api_keys == 2 && c.drain_timeout_s == 2.5);
+    setenv("PIPEDIT_PORT", "9002", 1);
+    PD_CHECK_OK(pd_config_load_env(&c));
+    unsetenv("PIPEDIT_PORT");
+    PD_CHECK(c.port == 9002);
+    char *argv[] = {"pipeditd", "--port=9003", "--data-dir", "/srv/x", "--model", "/m", "--config", path};
+    PD_CHECK_OK(pd_config_load_args(&c, 8, argv));
+    PD_CHECK(c.port == 9003 && !strcmp(c.data_dir, "/srv/x") && !strcmp(c.model_dir, "/m"));
+    PD_CHECK_ERR(pd_config_set(&c, "port", "70000"), PD_ERR_INVALID);
+    PD_CHECK_ERR(pd_config_set(&c, "port", "80.5"), PD_ERR_INVALID);
+    PD_CHECK_ERR(pd_config_set(&c, "nonsense", "1"), PD_ERR_NOT_FOUND);
+    PD_CHECK_ERR(pd_config_set(&c, "api_keys", "short"), PD_ERR_INVALID);
+    PD_CHECK(c.port == 9003);
+    FILE *f = fopen(path, "w");
+    fputs("{\"prot\": 1}", f);
+    fclose(f);
+    PD_CHECK_ERR(pd_config_load_file(&c, path), PD_ERR_INVALID);
+    unlink(path);
+}
+
+static void test_api_keys(void) {
+    pd_config c;
+    pd_config_defaults(&c);
+    PD_CHECK(pd_http_key_ok(&c, NULL)); /* no keys configured: open */
+    PD_CHECK_OK(pd_config_set(&c, "api_keys", "first-key-123, second-key-456"));
+    PD_CHECK(pd_http_key_ok(&c, "Bearer first-key-123") && pd_http_key_ok(&c, "Bearer second-key-456"));
+    PD_CHECK(!pd_http_key_ok(&c, NULL) && !pd_http_key_ok(&c, "") && !pd_http_key_ok(&c, "Bearer "));
+    PD_CHECK(!pd_http_key_ok(&c, "Bearer first-key-12") && !pd_http_key_ok(&c, "Bearer first-key-1234"));
+    PD_CHECK(!pd_http_key_ok(&c, "bearer first-key-123") && !pd_http_key_ok(&c, "Basic first-key-123"));
+    PD_CHECK(!pd_http_key_ok(&c, "Bearer second-key-457"));
+}
+
+int main(void) {
+    PD_RUN(test_seconds_to_frames);
+    PD_RUN(test_fields_and_defaults);
+    PD_RUN(test_rejections);
+    PD_RUN(test_multipart);
+    PD_RUN(test_error_envelope);
+    PD_RUN(test_job_ids);
+    PD_RUN(test_journal_replay);
+    PD_RUN(test_config);
+    PD_RUN(test_api_keys);
+    return pd_test_summary();
+}

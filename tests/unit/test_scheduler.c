@@ -1,0 +1,745 @@
+/* The scheduler with real worker processes, real sockets and real shared memory, but synthetic stages:
+ * this program re-executes itself as `worker` with a pd_worker_stages table whose stages sleep a set
+ * time per step (PD_FAKE_STEP_MS per denoise step, PD_FAKE_FRAME_MS per decoded latent frame) and
+ * pass data that the test can check: the context is derived from the prompt, the latent from the
+ * context and the seed, and the "video" file holds the latent's sum, so a completed job proves that
+ * every tensor crossed shared memory intact. What is checked:
+ *  - the split rule (pure function) and its hysteresis;
+ *  - N = 2: 4 jobs complete, outputs correct, decode of job k overlaps denoise of job k + 1;
+ *  - N = 1: one worker runs everything and jobs do not overlap;
+ *  - a SIGKILLed worker fails its job with "worker_died", comes back, and the next job completes;
+ *  - a stopped (silent) worker is declared dead after worker_timeout_s;
+ *  - a full queue gives PD_ERR_BUSY, queue positions, duplicate ids, cancel of a queued job;
+ *  - cancel of a running job ends it as "cancelled" within a step;
+ *  - a request the worker rejects fails with its code; drain; the split re-plans from measured times. */
+#include <dirent.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "scheduler/scheduler.h"
+#include "scheduler/split.h"
+#include "tests/unit/test.h"
+#include "workers/worker.h"
+
+/* ---- the synthetic stages (run in the worker processes) ---- */
+
+static int env_int(const char *name, int dflt) {
+    const char *v = getenv(name);
+    return v ? atoi(v) : dflt;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* The value every element of a prompt's context row r, column c holds. */
+static float fake_ctx_value(const char *prompt, int r, int c) {
+    unsigned h = 0;
+    for (const char *p = prompt; *p; p++) h = h * 31u + (unsigned char)*p;
+    return (float)(h % 1000u) * 0.01f + (float)r + 0.125f * (float)c;
+}
+static int fake_ctx_rows(const char *prompt) { return 1 + (int)(strlen(prompt) % 5); }
+
+static double tensor_sum(const pd_tensor *t) {
+    double s = 0;
+    const float *d = t->data;
+    for (int64_t i = 0; i < pd_tensor_numel(t); i++) s += d[i];
+    return s;
+}
+
+static void fake_latent_shape(void *self, const pd_gen_params *p, int64_t shape[4]) {
+    shape[0] = 16;
+    shape[1] = (p->frames - 1) / 4 + 1;
+    shape[2] = p->height / 8;
+    shape[3] = p->width / 8;
+}
+
+static pd_status fake_load(void *self, const char *model_dir, int threads, unsigned parts) {
+    /* Tell the test which process holds which parts, so it can kill or stop one. */
+    const char *dir = getenv("PD_FAKE_PID_DIR");
+    if (dir) {
+        char path[512], tmp[520];
+        snprintf(path, sizeof path, "%s/%s.pid", dir, parts == PD_PART_VAE ? "decode" : "denoise");
+        snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+        FILE *f = fopen(tmp, "w");
+        if (f) {
+            fprintf(f, "%d\n", (int)getpid());
+            fclose(f);
+            rename(tmp, path);
+        }
+    }
+    return PD_OK;
+}
+
+static pd_status fake_validate(void *self, const pd_gen_params *p) {
+    if (p->width > 4096) return pd_error_set(PD_ERR_INVALID, "width %d is over the model's limit of 4096", p->width);
+    return PD_OK;
+}
+
+static pd_status fake_encode(void *self, const char *prompt, pd_tensor *out) {
+    int64_t shape[2] = {fake_ctx_rows(prompt), 8}; // (L, text_dim)
+    PD_TRY(pd_tensor_alloc(out, PD_DTYPE_F32, 2, shape));
+    float *d = out->data;
+    for (int r = 0; r < shape[0]; r++)
+        for (int c = 0; c < 8; c++) d[r * 8 + c] = fake_ctx_value(prompt, r, c);
+    return PD_OK;
+}
+
+static pd_status fake_denoise(void *self, const pd_gen_params *p, const pd_tensor *cond, const pd_tensor *uncond,
+                              pd_tensor *latent, pd_progress_fn progress, void *ud, const atomic_int *cancel) {
+    int ms = env_int("PD_FAKE_STEP_MS", 10);
+    for (int s = 1; s <= p->steps; s++) {
+        if (atomic_load(cancel)) return pd_error_set(PD_ERR_CANCELLED, "cancelled before step %d", s);
+        sleep_ms(ms);
+        progress(ud, PD_STAGE_DENOISE, s, p->steps);
+    }
+    int64_t shape[4];
+    fake_latent_shape(self, p, shape);
+    PD_TRY(pd_tensor_alloc(latent, PD_DTYPE_F32, 4, shape));
+    float v = (float)(p->seed % 100) + (float)tensor_sum(cond) + (uncond ? 2.0f * (float)tensor_sum(uncond) : 0.0f);
+    float *d = latent->data;
+    for (int64_t i = 0; i < pd_tensor_numel(latent); i++) d[i] = v;
+    return PD_OK;
+}
+
+static pd_status fake_decode(void *self, const pd_tensor *latent, int fps, const char *mp4, const char *thumb,
+                             pd_progress_fn progress, void *ud, const atomic_int *cancel) {
+    int ms = env_int("PD_FAKE_FRAME_MS", 10);
+    int t = (int)latent->shape[1];
+    for (int f = 1; f <= t; f++) {
+        if (atomic_load(cancel)) return pd_error_set(PD_ERR_CANCELLED, "cancelled before frame %d", f);
+        sleep_ms(ms);
+        progress(ud, PD_STAGE_DECODE, f, t);
+    }
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.part", mp4);
+    FILE *fp = fopen(tmp, "w");
+    if (!fp) return pd_error_set(PD_ERR_IO, "open %s", tmp);
+    fprintf(fp, "%.3f %lld %d\n", tensor_sum(latent), (long long)pd_tensor_numel(latent), fps);
+    fclose(fp);
+    rename(tmp, mp4);
+    if (thumb) {
+        fp = fopen(thumb, "w");
+        if (fp) fclose(fp);
+    }
+    return PD_OK;
+}
+
+static void fake_unload(void *self) {}
+
+static const pd_worker_stages fake_stages = {
+    .load = fake_load,
+    .validate = fake_validate,
+    .encode_text = fake_encode,
+    .denoise = fake_denoise,
+    .decode = fake_decode,
+    .latent_shape = fake_latent_shape,
+    .unload = fake_unload,
+};
+
+/* A worker that breaks the protocol (PD_FAKE_MODE): "garbage" sends random bytes after connecting,
+ * "version" a HELLO of a future protocol version, "oversize" a frame length over the limit. Each run
+ * appends its pid to $PD_FAKE_PID_DIR/bad.pids so the test can count restarts. */
+static int bad_worker(int argc, char **argv, const char *mode) {
+    const char *path = NULL;
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--socket")) path = argv[i + 1];
+    char pids[512];
+    snprintf(pids, sizeof pids, "%s/bad.pids", getenv("PD_FAKE_PID_DIR"));
+    FILE *f = fopen(pids, "a");
+    if (f) {
+        fprintf(f, "%d\n", (int)getpid());
+        fclose(f);
+    }
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path ? path : "");
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) return 1;
+    static uint8_t buf[4 + PD_PROTO_MAX_FRAME];
+    size_t n = 0;
+    if (!strcmp(mode, "garbage")) {
+        srand((unsigned)getpid());
+        n = 256;
+        for (size_t i = 0; i < n; i++) buf[i] = (uint8_t)rand();
+        buf[0] = 40, buf[1] = buf[2] = buf[3] = 0; /* a plausible length, then junk */
+    } else if (!strcmp(mode, "version")) {
+        pd_msg m;
+        pd_msg_init(&m, PD_MSG_HELLO);
+        m.version = PD_PROTO_VERSION + 1;
+        m.pid = (int32_t)getpid();
+        pd_proto_encode(&m, buf, sizeof buf, &n);
+    } else {
+        buf[0] = buf[1] = buf[2] = 0xff, buf[3] = 0x7f;
+        n = 4;
+    }
+    if (write(fd, buf, n) != (ssize_t)n) return 1;
+    char c;
+    while (read(fd, &c, 1) > 0) {} /* until the scheduler drops us */
+    return 3;
+}
+
+static int count_lines(const char *path) {
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    for (int c; f && (c = fgetc(f)) != EOF;) n += c == '\n';
+    if (f) fclose(f);
+    return n;
+}
+
+/* ---- event recording (the test side) ---- */
+
+typedef struct rec {
+    pd_job_event_kind kind;
+    char id[64];
+    pd_stage stage;
+    int step, total, progress;
+    double t;
+    char code[32], msg[600];
+} rec;
+
+static pthread_mutex_t ev_mu = PTHREAD_MUTEX_INITIALIZER;
+static rec evs[8192];
+static int n_evs;
+
+static void on_event(void *ud, const pd_job_event *ev) {
+    pthread_mutex_lock(&ev_mu);
+    if (n_evs < (int)(sizeof evs / sizeof evs[0])) {
+        rec *r = &evs[n_evs++];
+        r->kind = ev->kind;
+        snprintf(r->id, sizeof r->id, "%s", ev->job_id);
+        r->stage = ev->stage;
+        r->step = ev->step;
+        r->total = ev->total;
+        r->progress = ev->progress;
+        r->t = ev->t;
+        if (ev->kind == PD_JOB_EVENT_FAILED) {
+            snprintf(r->code, sizeof r->code, "%s", ev->error_code);
+            snprintf(r->msg, sizeof r->msg, "%s", ev->error_message);
+        }
+    }
+    pthread_mutex_unlock(&ev_mu);
+}
+
+static void reset_events(void) {
+    pthread_mutex_lock(&ev_mu);
+    n_evs = 0;
+    pthread_mutex_unlock(&ev_mu);
+}
+
+/* The first event of a kind for a job (stage >= 0 also matches the stage; step > 0 the step), or NULL. */
+static const rec *find_ev(const char *id, pd_job_event_kind kind, int stage, int step) {
+    const rec *out = NULL;
+    pthread_mutex_lock(&ev_mu);
+    for (int i = 0; i < n_evs && !out; i++)
+        if (evs[i].kind == kind && !strcmp(evs[i].id, id) && (stage < 0 || (int)evs[i].stage == stage) &&
+            (step <= 0 || evs[i].step == step))
+            out = &evs[i];
+    pthread_mutex_unlock(&ev_mu);
+    return out;
+}
+
+static const rec *final_ev(const char *id) {
+    const rec *r = find_ev(id, PD_JOB_EVENT_COMPLETED, -1, 0);
+    return r ? r : find_ev(id, PD_JOB_EVENT_FAILED, -1, 0);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static bool wait_final(const char *id, double timeout) {
+    double end = now_s() + timeout;
+    while (now_s() < end) {
+        if (final_ev(id)) return true;
+        sleep_ms(5);
+    }
+    return false;
+}
+
+static bool wait_ready(pd_scheduler *s, double timeout) {
+    double end = now_s() + timeout;
+    pd_scheduler_stats st;
+    while (now_s() < end) {
+        pd_scheduler_stats_get(s, &st);
+        if (st.ready) return true;
+        sleep_ms(10);
+    }
+    return false;
+}
+
+/* ---- fixtures ---- */
+
+static char exe[1024];
+static char tmpdir[256];
+
+static pd_scheduler *start(int n, int n_decode, int capacity, double timeout_s) {
+    char run[300];
+    snprintf(run, sizeof run, "%s/run", tmpdir);
+    pd_scheduler_config cfg = {.model_dir = tmpdir, .worker_exe = exe, .run_dir = run, .n_devices = n,
+                               .n_decode = n_decode, .threads_per_worker = 1, .queue_capacity = capacity,
+                               .worker_timeout_s = timeout_s};
+    pd_scheduler *s = NULL;
+    reset_events();
+    PD_CHECK_OK(pd_scheduler_create(&cfg, on_event, NULL, &s));
+    if (s) PD_CHECK_MSG(wait_ready(s, 30), "workers never became ready");
+    return s;
+}
+
+static pd_gen_params params(const char *prompt, int steps, int frames) {
+    return (pd_gen_params){.prompt = prompt, .negative_prompt = "ugly", .seed = 42, .width = 64, .height = 48,
+                           .frames = frames, .steps = steps, .guidance = 5.0f, .shift = 5.0f,
+                           .sampler = PD_SAMPLER_EULER, .fps = 16};
+}
+
+static void out_path(char *buf, size_t n, const char *id, const char *ext) {
+    snprintf(buf, n, "%s/%s.%s", tmpdir, id, ext);
+}
+
+static pd_status submit(pd_scheduler *s, const char *id, const pd_gen_params *p) {
+    char mp4[512], png[512];
+    out_path(mp4, sizeof mp4, id, "mp4");
+    out_path(png, sizeof png, id, "png");
+    return pd_scheduler_submit(s, id, p, mp4, png);
+}
+
+/* What the synthetic pipeline must have written for p, computed here from the definitions above. */
+static double expected_sum(const pd_gen_params *p) {
+    double cs = 0, us = 0;
+    for (int r = 0; r < fake_ctx_rows(p->prompt); r++)
+        for (int c = 0; c < 8; c++) cs += fake_ctx_value(p->prompt, r, c);
+    for (int r = 0; r < fake_ctx_rows(p->negative_prompt); r++)
+        for (int c = 0; c < 8; c++) us += fake_ctx_value(p->negative_prompt, r, c);
+    float v = (float)(p->seed % 100) + (float)cs + 2.0f * (float)us;
+    double numel = 16.0 * ((p->frames - 1) / 4 + 1) * (p->height / 8) * (p->width / 8);
+    return v * numel;
+}
+
+static bool output_ok(const char *id, const pd_gen_params *p) {
+    char mp4[512];
+    out_path(mp4, sizeof mp4, id, "mp4");
+    FILE *f = fopen(mp4, "r");
+    if (!f) return false;
+    double sum = 0;
+    long long numel = 0;
+    int fps = 0;
+    int k = fscanf(f, "%lf %lld %d", &sum, &numel, &fps);
+    fclose(f);
+    double want = expected_sum(p);
+    return k == 3 && fps == p->fps && fabs(sum - want) <= 1e-4 * fabs(want) + 1e-3;
+}
+
+static int read_pid(const char *role) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.pid", tmpdir, role);
+    FILE *f = fopen(path, "r");
+    int pid = 0;
+    if (f) {
+        if (fscanf(f, "%d", &pid) != 1) pid = 0;
+        fclose(f);
+    }
+    return pid;
+}
+
+/* ---- tests ---- */
+
+static void test_split_rule(void) {
+    PD_CHECK(pd_split_decode_workers(1, 0, 1, 1) == 0);
+    PD_CHECK(pd_split_decode_workers(2, 0, 10, 1) == 1);  /* clamped up */
+    PD_CHECK(pd_split_decode_workers(2, 0, 1, 10) == 1);  /* clamped down */
+    PD_CHECK(pd_split_decode_workers(8, 0, 3, 1) == 2);   /* 1/4 * 8 */
+    PD_CHECK(pd_split_decode_workers(8, 0, 1, 3) == 6);   /* 3/4 * 8 */
+    PD_CHECK(pd_split_decode_workers(8, 0, 1, 100) == 7); /* at most N - 1 */
+    PD_CHECK(pd_split_decode_workers(5, 0, 2, 3) == 3);   /* 0.6 * 5 = 3 */
+    PD_CHECK(pd_split_decode_workers(4, 3, 10, 1) == 3);  /* pinned wins */
+    PD_CHECK(pd_split_decode_workers(4, 9, 10, 1) == 3);  /* pinned, clamped */
+    PD_CHECK(pd_split_decode_workers(4, 0, 0, 1) == 1);   /* no timings yet */
+    PD_CHECK(pd_split_decode_workers(4, 0, NAN, 1) == 1);
+    /* Hysteresis: 8 workers at 1.58 decode-equivalents stays at 1; at 1.65 moves to 2. */
+    PD_CHECK(pd_split_replan(8, 0, 1, 8 - 1.58, 1.58) == 1);
+    PD_CHECK(pd_split_replan(8, 0, 1, 8 - 1.65, 1.65) == 2);
+    PD_CHECK(pd_split_replan(8, 0, 2, 8 - 1.42, 1.42) == 2);
+    PD_CHECK(pd_split_replan(8, 0, 2, 8 - 1.35, 1.35) == 1);
+    PD_CHECK(pd_split_replan(8, 0, 2, 0, 0) == 2); /* no timings: keep */
+}
+
+static void test_config_errors(void) {
+    pd_scheduler *s = NULL;
+    pd_scheduler_config cfg = {.model_dir = tmpdir, .worker_exe = exe, .run_dir = tmpdir, .n_devices = 2,
+                               .queue_capacity = 4};
+    cfg.n_devices = 0;
+    PD_CHECK_ERR(pd_scheduler_create(&cfg, on_event, NULL, &s), PD_ERR_INVALID);
+    cfg.n_devices = 2;
+    cfg.n_decode = 2;
+    PD_CHECK_ERR(pd_scheduler_create(&cfg, on_event, NULL, &s), PD_ERR_INVALID);
+    cfg.n_decode = 0;
+    cfg.queue_capacity = 0;
+    PD_CHECK_ERR(pd_scheduler_create(&cfg, on_event, NULL, &s), PD_ERR_INVALID);
+    cfg.queue_capacity = 4;
+    cfg.worker_exe = "/nonexistent/pipedit";
+    PD_CHECK_ERR(pd_scheduler_create(&cfg, on_event, NULL, &s), PD_ERR_IO);
+    PD_CHECK(s == NULL);
+}
+
+static void test_pipelined_overlap(void) {
+    setenv("PD_FAKE_STEP_MS", "40", 1);
+    setenv("PD_FAKE_FRAME_MS", "40", 1); /* 5 steps and 5 latent frames: denoise ~ decode ~ 0.2 s */
+    pd_scheduler *s = start(2, 0, 8, 10);
+    if (!s) return;
+    pd_scheduler_stats st;
+    pd_scheduler_stats_get(s, &st);
+    PD_CHECK(st.ready && st.workers_up == 2 && st.workers_total == 2 && st.n_denoise == 1 && st.n_decode == 1);
+    const char *ids[4] = {"job-a", "job-b", "job-c", "job-d"};
+    const char *prompts[4] = {"a red fox", "a blue whale in the sea", "", "x"};
+    pd_gen_params p[4];
+    for (int i = 0; i < 4; i++) {
+        p[i] = params(prompts[i], 5, 17);
+        PD_CHECK_OK(submit(s, ids[i], &p[i]));
+    }
+    for (int i = 0; i < 4; i++) {
+        PD_CHECK_MSG(wait_final(ids[i], 30), "%s did not finish", ids[i]);
+        const rec *c = find_ev(ids[i], PD_JOB_EVENT_COMPLETED, -1, 0);
+        PD_CHECK_MSG(c != NULL, "%s did not complete", ids[i]);
+        PD_CHECK_MSG(output_ok(ids[i], &p[i]), "%s: output does not hold the expected latent sum", ids[i]);
+        char png[512];
+        out_path(png, sizeof png, ids[i], "png");
+        PD_CHECK(access(png, F_OK) == 0);
+        /* Stage order and progress: started, text, denoise (0..90), decode (90..), completed at 100. */
+        const rec *e0 = find_ev(ids[i], PD_JOB_EVENT_STARTED, -1, 0);
+        const rec *et = find_ev(ids[i], PD_JOB_EVENT_STAGE, PD_STAGE_TEXT, 0);
+        const rec *en = find_ev(ids[i], PD_JOB_EVENT_STAGE, PD_STAGE_DENOISE, 0);
+        const rec *ed = find_ev(ids[i], PD_JOB_EVENT_STAGE, PD_STAGE_DECODE, 0);
+        const rec *p5 = find_ev(ids[i], PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 5);
+        const rec *d5 = find_ev(ids[i], PD_JOB_EVENT_PROGRESS, PD_STAGE_DECODE, 5);
+        PD_CHECK(e0 && et && en && ed && p5 && d5 && c);
+        if (e0 && et && en && ed && p5 && d5 && c) {
+            PD_CHECK(e0->t <= et->t && et->t <= en->t && en->t <= p5->t && p5->t <= ed->t && ed->t <= d5->t && d5->t <= c->t);
+            PD_CHECK(p5->progress == 90 && p5->total == 5 && d5->progress == 99 && c->progress == 100);
+            const rec *p2 = find_ev(ids[i], PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 2);
+            PD_CHECK(p2 && p2->progress == 36);
+        }
+    }
+    /* DeDiVAE: decode of job k runs while job k + 1 denoises. */
+    for (int k = 0; k + 1 < 4; k++) {
+        const rec *dec0 = find_ev(ids[k], PD_JOB_EVENT_STAGE, PD_STAGE_DECODE, 0);
+        const rec *dec1 = find_ev(ids[k], PD_JOB_EVENT_COMPLETED, -1, 0);
+        const rec *den0 = find_ev(ids[k + 1], PD_JOB_EVENT_STAGE, PD_STAGE_DENOISE, 0);
+        const rec *den1 = find_ev(ids[k + 1], PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 5);
+        PD_CHECK(dec0 && dec1 && den0 && den1);
+        if (dec0 && dec1 && den0 && den1) {
+            double overlap = fmin(dec1->t, den1->t) - fmax(dec0->t, den0->t);
+            PD_CHECK_MSG(overlap > 0.05, "decode of job %d and denoise of job %d overlap %.3f s", k, k + 1, overlap);
+        }
+    }
+    pd_scheduler_stats_get(s, &st);
+    PD_CHECK(st.queued == 0 && st.running == 0);
+    /* Live times replaced the warm-up ones: a denoise of 5 x 40 ms, a decode of 5 x 40 ms. */
+    PD_CHECK_MSG(st.stage_seconds_mean[PD_STAGE_DENOISE] > 0.19 && st.stage_seconds_mean[PD_STAGE_DENOISE] < 1.0,
+                 "denoise %.3f s", st.stage_seconds_mean[PD_STAGE_DENOISE]);
+    PD_CHECK_MSG(st.stage_seconds_mean[PD_STAGE_DECODE] > 0.19 && st.stage_seconds_mean[PD_STAGE_DECODE] < 1.0,
+                 "decode %.3f s", st.stage_seconds_mean[PD_STAGE_DECODE]);
+    pd_scheduler_destroy(s);
+    /* Every job's shared memory is gone. */
+    char shm_prefix[64];
+    snprintf(shm_prefix, sizeof shm_prefix, "pd-%d-", (int)getpid());
+    DIR *d = opendir("/dev/shm");
+    int left = 0;
+    for (struct dirent *de; d && (de = readdir(d));) left += !strncmp(de->d_name, shm_prefix, strlen(shm_prefix));
+    if (d) closedir(d);
+    PD_CHECK_MSG(left == 0, "%d shared-memory segments left", left);
+}
+
+static void test_single_worker_baseline(void) {
+    setenv("PD_FAKE_STEP_MS", "20", 1);
+    setenv("PD_FAKE_FRAME_MS", "20", 1);
+    pd_scheduler *s = start(1, 0, 8, 10);
+    if (!s) return;
+    pd_scheduler_stats st;
+    pd_scheduler_stats_get(s, &st);
+    PD_CHECK(st.ready && st.workers_total == 1 && st.n_denoise == 1 && st.n_decode == 1);
+    const char *ids[3] = {"one-a", "one-b", "one-c"};
+    pd_gen_params p = params("single", 3, 9);
+    for (int i = 0; i < 3; i++) PD_CHECK_OK(submit(s, ids[i], &p));
+    for (int i = 0; i < 3; i++) {
+        PD_CHECK(wait_final(ids[i], 30));
+        PD_CHECK(find_ev(ids[i], PD_JOB_EVENT_COMPLETED, -1, 0) != NULL);
+        PD_CHECK(output_ok(ids[i], &p));
+    }
+    /* One worker: each job finishes before the next one starts. */
+    for (int k = 0; k + 1 < 3; k++) {
+        const rec *c = find_ev(ids[k], PD_JOB_EVENT_COMPLETED, -1, 0);
+        const rec *n = find_ev(ids[k + 1], PD_JOB_EVENT_STAGE, PD_STAGE_TEXT, 0);
+        PD_CHECK(c && n && c->t <= n->t);
+    }
+    pd_scheduler_destroy(s);
+}
+
+static void test_worker_killed(void) {
+    setenv("PD_FAKE_STEP_MS", "50", 1);
+    setenv("PD_FAKE_FRAME_MS", "10", 1);
+    setenv("PD_FAKE_PID_DIR", tmpdir, 1);
+    pd_scheduler *s = start(2, 0, 8, 10);
+    if (!s) return;
+    int pid = read_pid("denoise");
+    PD_CHECK(pid > 0);
+    pd_gen_params p = params("doomed", 40, 5);
+    PD_CHECK_OK(submit(s, "kill-1", &p));
+    double end = now_s() + 20;
+    while (!find_ev("kill-1", PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 2) && now_s() < end) sleep_ms(5);
+    PD_CHECK(pid > 0 && kill(pid, SIGKILL) == 0);
+    PD_CHECK(wait_final("kill-1", 10));
+    const rec *f = find_ev("kill-1", PD_JOB_EVENT_FAILED, -1, 0);
+    PD_CHECK(f && !strcmp(f->code, "worker_died"));
+    if (f) {
+        PD_CHECK_MSG(strstr(f->msg, "denoise") && strstr(f->msg, "signal 9"), "message: %s", f->msg);
+        printf("     worker_died message: %s\n", f->msg);
+    }
+    /* It comes back (a new process) and the next job completes. */
+    PD_CHECK(wait_ready(s, 30));
+    PD_CHECK(read_pid("denoise") != pid);
+    pd_gen_params q = params("survivor", 3, 5);
+    PD_CHECK_OK(submit(s, "kill-2", &q));
+    PD_CHECK(wait_final("kill-2", 30));
+    PD_CHECK(find_ev("kill-2", PD_JOB_EVENT_COMPLETED, -1, 0) != NULL);
+    PD_CHECK(output_ok("kill-2", &q));
+    /* The decode worker dying mid-decode fails that job the same way. */
+    setenv("PD_FAKE_FRAME_MS", "300", 1); /* only new processes see it: restart the decoder first */
+    int dpid = read_pid("decode");
+    kill(dpid, SIGKILL);
+    end = now_s() + 30;
+    while ((read_pid("decode") == dpid || !wait_ready(s, 0.05)) && now_s() < end) sleep_ms(10);
+    dpid = read_pid("decode");
+    PD_CHECK_OK(submit(s, "kill-3", &q));
+    end = now_s() + 20;
+    while (!find_ev("kill-3", PD_JOB_EVENT_PROGRESS, PD_STAGE_DECODE, 1) && now_s() < end) sleep_ms(5);
+    PD_CHECK(dpid > 0 && kill(dpid, SIGKILL) == 0);
+    PD_CHECK(wait_final("kill-3", 10));
+    f = find_ev("kill-3", PD_JOB_EVENT_FAILED, -1, 0);
+    PD_CHECK(f && !strcmp(f->code, "worker_died") && strstr(f->msg, "decode"));
+    unsetenv("PD_FAKE_PID_DIR");
+    pd_scheduler_destroy(s);
+}
+
+static void test_silent_worker_timeout(void) {
+    setenv("PD_FAKE_STEP_MS", "50", 1);
+    setenv("PD_FAKE_FRAME_MS", "10", 1);
+    setenv("PD_FAKE_PID_DIR", tmpdir, 1);
+    pd_scheduler *s = start(2, 0, 8, 1.0);
+    if (!s) return;
+    int pid = read_pid("denoise");
+    pd_gen_params p = params("frozen", 100, 5);
+    PD_CHECK_OK(submit(s, "stop-1", &p));
+    double end = now_s() + 20;
+    while (!find_ev("stop-1", PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 1) && now_s() < end) sleep_ms(5);
+    double t0 = now_s();
+    PD_CHECK(pid > 0 && kill(pid, SIGSTOP) == 0);
+    PD_CHECK(wait_final("stop-1", 10));
+    double waited = now_s() - t0;
+    const rec *f = find_ev("stop-1", PD_JOB_EVENT_FAILED, -1, 0);
+    PD_CHECK(f && !strcmp(f->code, "worker_died") && strstr(f->msg, "silent"));
+    PD_CHECK_MSG(waited > 0.8 && waited < 5.0, "declared dead after %.2f s with a 1 s timeout", waited);
+    PD_CHECK(wait_ready(s, 30));
+    unsetenv("PD_FAKE_PID_DIR");
+    pd_scheduler_destroy(s);
+}
+
+static void test_queue_full_and_cancel_queued(void) {
+    setenv("PD_FAKE_STEP_MS", "50", 1);
+    setenv("PD_FAKE_FRAME_MS", "10", 1);
+    pd_scheduler *s = start(1, 0, 2, 10);
+    if (!s) return;
+    pd_gen_params p = params("long", 200, 5);
+    PD_CHECK_OK(submit(s, "q-run", &p));
+    double end = now_s() + 10;
+    while (!find_ev("q-run", PD_JOB_EVENT_STARTED, -1, 0) && now_s() < end) sleep_ms(5);
+    PD_CHECK_OK(submit(s, "q-1", &p));
+    PD_CHECK_OK(submit(s, "q-2", &p));
+    PD_CHECK_ERR(submit(s, "q-3", &p), PD_ERR_BUSY);
+    PD_CHECK_ERR(submit(s, "q-1", &p), PD_ERR_INVALID);  /* duplicate id */
+    PD_CHECK(pd_scheduler_queue_position(s, "q-1") == 0);
+    PD_CHECK(pd_scheduler_queue_position(s, "q-2") == 1);
+    PD_CHECK(pd_scheduler_queue_position(s, "q-run") == -1);
+    PD_CHECK(pd_scheduler_queue_position(s, "nope") == -1);
+    pd_scheduler_stats st;
+    pd_scheduler_stats_get(s, &st);
+    PD_CHECK(st.queued == 2 && st.running == 1);
+    /* Cancel of a queued job: gone from the queue at once, failed as cancelled. */
+    PD_CHECK_OK(pd_scheduler_cancel(s, "q-1"));
+    PD_CHECK(pd_scheduler_queue_position(s, "q-1") == -1);
+    PD_CHECK(pd_scheduler_queue_position(s, "q-2") == 0);
+    PD_CHECK(wait_final("q-1", 2));
+    const rec *f = find_ev("q-1", PD_JOB_EVENT_FAILED, -1, 0);
+    PD_CHECK(f && !strcmp(f->code, "cancelled"));
+    PD_CHECK(find_ev("q-1", PD_JOB_EVENT_STARTED, -1, 0) == NULL);
+    PD_CHECK_OK(submit(s, "q-3", &p)); /* room again */
+    PD_CHECK_ERR(pd_scheduler_cancel(s, "nope"), PD_ERR_NOT_FOUND);
+    PD_CHECK_ERR(pd_scheduler_submit(s, "", &p, "/tmp/x.mp4", NULL), PD_ERR_INVALID);
+    pd_scheduler_destroy(s); /* live jobs are dropped without further events */
+}
+
+static void test_cancel_running(void) {
+    setenv("PD_FAKE_STEP_MS", "100", 1);
+    setenv("PD_FAKE_FRAME_MS", "10", 1);
+    pd_scheduler *s = start(2, 0, 8, 10);
+    if (!s) return;
+    pd_gen_params p = params("to cancel", 50, 5);
+    PD_CHECK_OK(submit(s, "c-1", &p));
+    double end = now_s() + 20;
+    while (!find_ev("c-1", PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 3) && now_s() < end) sleep_ms(2);
+    double t0 = now_s();
+    PD_CHECK_OK(pd_scheduler_cancel(s, "c-1"));
+    PD_CHECK(wait_final("c-1", 5));
+    double took = now_s() - t0;
+    const rec *f = find_ev("c-1", PD_JOB_EVENT_FAILED, -1, 0);
+    PD_CHECK(f && !strcmp(f->code, "cancelled"));
+    PD_CHECK_MSG(took < 1.0, "cancel took %.3f s with 0.1 s steps", took);
+    /* At most the step in flight finished after the cancel. */
+    int last = 0;
+    pthread_mutex_lock(&ev_mu);
+    for (int i = 0; i < n_evs; i++)
+        if (!strcmp(evs[i].id, "c-1") && evs[i].kind == PD_JOB_EVENT_PROGRESS && evs[i].step > last) last = evs[i].step;
+    pthread_mutex_unlock(&ev_mu);
+    PD_CHECK_MSG(last <= 5, "ran to step %d", last);
+    /* The worker is free again. */
+    pd_gen_params q = params("after cancel", 2, 5);
+    PD_CHECK_OK(submit(s, "c-2", &q));
+    PD_CHECK(wait_final("c-2", 20));
+    PD_CHECK(find_ev("c-2", PD_JOB_EVENT_COMPLETED, -1, 0) != NULL);
+    pd_scheduler_destroy(s);
+}
+
+static void test_rejected_request_and_drain(void) {
+    setenv("PD_FAKE_STEP_MS", "10", 1);
+    setenv("PD_FAKE_FRAME_MS", "10", 1);
+    pd_scheduler *s = start(2, 0, 8, 10);
+    if (!s) return;
+    pd_gen_params bad = params("too wide", 2, 5);
+    bad.width = 8192;
+    PD_CHECK_OK(submit(s, "bad-1", &bad));
+    PD_CHECK(wait_final("bad-1", 10));
+    const rec *f = find_ev("bad-1", PD_JOB_EVENT_FAILED, -1, 0);
+    PD_CHECK(f && !strcmp(f->code, "invalid") && strstr(f->msg, "width"));
+    pd_gen_params p = params("drained", 3, 5);
+    PD_CHECK_OK(submit(s, "d-1", &p));
+    PD_CHECK_OK(submit(s, "d-2", &p));
+    PD_CHECK_OK(pd_scheduler_drain(s, 20));
+    PD_CHECK(find_ev("d-1", PD_JOB_EVENT_COMPLETED, -1, 0) && find_ev("d-2", PD_JOB_EVENT_COMPLETED, -1, 0));
+    PD_CHECK_ERR(submit(s, "d-3", &p), PD_ERR_CANCELLED);
+    pd_scheduler_destroy(s);
+}
+
+static void test_replan_from_timings(void) {
+    /* Decode far slower than denoise: with 3 workers the rule wants 2 decoders (0.9 * 3 = 2.7 -> 2). */
+    setenv("PD_FAKE_STEP_MS", "5", 1);
+    setenv("PD_FAKE_FRAME_MS", "150", 1);
+    pd_scheduler *s = start(3, 0, 8, 10);
+    if (!s) return;
+    pd_gen_params p = params("slow decode", 2, 5);
+    PD_CHECK_OK(submit(s, "r-1", &p));
+    PD_CHECK(wait_final("r-1", 30));
+    pd_scheduler_stats st = {0};
+    double end = now_s() + 30;
+    while (now_s() < end) {
+        pd_scheduler_stats_get(s, &st);
+        if (st.n_decode == 2 && st.ready && st.workers_up == 3) break;
+        sleep_ms(20);
+    }
+    PD_CHECK_MSG(st.n_decode == 2 && st.n_denoise == 1, "split %d+%d", st.n_denoise, st.n_decode);
+    PD_CHECK_OK(submit(s, "r-2", &p));
+    PD_CHECK(wait_final("r-2", 30));
+    PD_CHECK(find_ev("r-2", PD_JOB_EVENT_COMPLETED, -1, 0) != NULL);
+    pd_scheduler_destroy(s);
+    /* Pinned: the same timings leave the split alone. */
+    s = start(3, 1, 8, 10);
+    if (!s) return;
+    PD_CHECK_OK(submit(s, "r-3", &p));
+    PD_CHECK(wait_final("r-3", 30));
+    sleep_ms(300);
+    pd_scheduler_stats_get(s, &st);
+    PD_CHECK(st.n_decode == 1 && st.n_denoise == 2);
+    pd_scheduler_destroy(s);
+}
+
+static void test_protocol_errors_drop_the_worker(void) {
+    const char *modes[3] = {"garbage", "version", "oversize"};
+    setenv("PD_FAKE_PID_DIR", tmpdir, 1);
+    for (int k = 0; k < 3; k++) {
+        char pids[512], run[300];
+        snprintf(pids, sizeof pids, "%s/bad.pids", tmpdir);
+        unlink(pids);
+        setenv("PD_FAKE_MODE", modes[k], 1);
+        snprintf(run, sizeof run, "%s/run", tmpdir);
+        pd_scheduler_config cfg = {.model_dir = tmpdir, .worker_exe = exe, .run_dir = run, .n_devices = 1,
+                                   .queue_capacity = 4, .worker_timeout_s = 10};
+        pd_scheduler *s = NULL;
+        PD_CHECK_OK(pd_scheduler_create(&cfg, on_event, NULL, &s));
+        if (!s) continue;
+        /* Dropped at once and restarted (after a short backoff); never ready, never a crash. */
+        double end = now_s() + 10;
+        while (count_lines(pids) < 2 && now_s() < end) sleep_ms(20);
+        pd_scheduler_stats st;
+        pd_scheduler_stats_get(s, &st);
+        PD_CHECK_MSG(count_lines(pids) >= 2, "%s: the worker was started %d times", modes[k], count_lines(pids));
+        PD_CHECK(!st.ready && st.workers_up == 0);
+        pd_gen_params p = params("never runs", 1, 5);
+        PD_CHECK_OK(submit(s, "never", &p)); /* admitted, waits for a healthy worker */
+        pd_scheduler_stats_get(s, &st);
+        PD_CHECK(st.queued == 1);
+        pd_scheduler_destroy(s);
+        unsetenv("PD_FAKE_MODE"); /* the restarts read it too: only now is it safe to drop */
+    }
+    unsetenv("PD_FAKE_PID_DIR");
+}
+
+static void rm_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    for (struct dirent *de; (de = readdir(d));) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        struct stat sb;
+        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) rm_tree(p);
+        else unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "worker")) {
+        const char *mode = getenv("PD_FAKE_MODE");
+        if (mode) return bad_worker(argc - 1, argv + 1, mode);
+        return pd_worker_main(argc - 1, argv + 1, &fake_stages);
+    }
+    signal(SIGPIPE, SIG_IGN);
+    setenv("PIPEDIT_LOG", "warn", 0); /* the workers' start-up lines are noise here */
+    pd_log_set_level(PD_LOG_WARN);
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return 1;
+    exe[n] = 0;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/pd-test-sched-XXXXXX");
+    if (!mkdtemp(tmpdir)) return 1;
+    PD_RUN(test_split_rule);
+    PD_RUN(test_config_errors);
+    PD_RUN(test_pipelined_overlap);
+    PD_RUN(test_single_worker_baseline);
+    PD_RUN(test_worker_killed);
+    PD_RUN(test_silent_worker_timeout);
+    PD_RUN(test_queue_full_and_cancel_queued);
+    PD_RUN(test_cancel_running);
+    PD_RUN(test_rejected_request_and_drain);
+    PD_RUN(test_replan_from_timings);
+    PD_RUN(test_protocol_errors_drop_the_worker);
+    rm_tree(tmpdir);
+    return pd_test_summary();
+}

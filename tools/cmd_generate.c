@@ -1,0 +1,319 @@
+/* pipedit generate: text to video in one process (pd_pipeline_generate). Every argument is checked
+ * before the model is loaded, and the request against the model before any compute starts. */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/backend.h"
+#include "models/model_dir.h"
+#include "models/pipeline.h"
+#include "tools/commands.h"
+
+static void pd_generate_usage(FILE *f) {
+    fprintf(f,
+            "usage: pipedit generate --prompt TEXT --out OUT.mp4 [--model DIR] [--negative-prompt TEXT]\n"
+            "                        [--size WxH] [--frames N] [--steps N] [--guidance G] [--shift S]\n"
+            "                        [--sampler unipc|euler] [--seed S] [--fps N] [--threads N]\n"
+            "                        [--thumbnail OUT.png]\n"
+            "Generates a video from a text prompt and writes it as an H.264 MP4.\n"
+            "  --model DIR        a Wan2.1 model folder (diffusers layout); default: the embedded tiny model\n"
+            "  --prompt TEXT      what to show (required)\n"
+            "  --negative-prompt  what to steer away from (with guidance > 1)\n"
+            "  --size WxH         pixels, multiples of 16 in 16..4096 (default: the model's, tiny 128x96)\n"
+            "  --frames N         4k+1 frames, 1..1024 (default: the model's, tiny 9)\n"
+            "  --steps N          sampler steps, 1..1000 (default: the model's, tiny 8)\n"
+            "  --guidance G       classifier-free guidance scale, 0..50; <= 1 turns it off (default 5)\n"
+            "  --shift S          flow shift, (0, 100] (default 5)\n"
+            "  --sampler NAME     unipc (default) or euler\n"
+            "  --seed S           random seed, 0..2^64-1 (default: a random one, printed)\n"
+            "  --fps N            output frame rate, 1..120 (default 16)\n"
+            "  --threads N        CPU threads, 1..1024 (default: all cores); results do not depend on it\n"
+            "  --thumbnail PNG    also write the first frame as a PNG\n"
+            "  --out OUT.mp4      the video to write (written atomically)\n");
+}
+
+#define PD_GEN_ERR(...)                                                                            \
+    do {                                                                                           \
+        fprintf(stderr, "pipedit generate: " __VA_ARGS__);                                         \
+        fputc('\n', stderr);                                                                       \
+    } while (0)
+
+static int pd_parse_int(const char *opt, const char *v, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end) {
+        PD_GEN_ERR("%s must be an integer, got \"%s\"", opt, v);
+        return -1;
+    }
+    if (x < lo || x > hi) {
+        PD_GEN_ERR("%s must be in %ld..%ld, got %ld", opt, lo, hi, x);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+static int pd_parse_float(const char *opt, const char *v, float *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !isfinite(x) || fabs(x) > 1e30) {
+        PD_GEN_ERR("%s must be a number, got \"%s\"", opt, v);
+        return -1;
+    }
+    *out = (float)x;
+    return 0;
+}
+
+static int pd_parse_size(const char *v, int *w, int *h) {
+    char *x = strchr(v, 'x');
+    if (!x) x = strchr(v, 'X');
+    char wbuf[32];
+    size_t wl = x ? (size_t)(x - v) : 0;
+    if (!x || wl == 0 || wl >= sizeof wbuf) {
+        PD_GEN_ERR("--size must look like 832x480 (width x height), got \"%s\"", v);
+        return -1;
+    }
+    memcpy(wbuf, v, wl);
+    wbuf[wl] = 0;
+    if (pd_parse_int("--size width", wbuf, 0, INT_MAX, w) || pd_parse_int("--size height", x + 1, 0, INT_MAX, h)) return -1;
+    return 0;
+}
+
+/* The folder of path must exist and be writable: found now rather than after the whole compute. */
+static int pd_check_out_dir(const char *opt, const char *path) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!*path || (slash && !slash[1])) {
+        PD_GEN_ERR("%s needs a file name, got \"%s\"", opt, path);
+        return -1;
+    }
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    if (access(dir, W_OK | X_OK)) {
+        PD_GEN_ERR("%s: cannot write into folder %s: %s", opt, dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static atomic_int pd_generate_cancel;
+static void pd_on_sigint(int sig) { atomic_store(&pd_generate_cancel, 1); }
+
+typedef struct pd_progress_state {
+    int tty;
+    pd_stage last_stage;
+    int open_line;       /* a tty line without its newline */
+    double stage_start;  /* when last_stage began (monotonic seconds) */
+    double last_call;    /* the previous report, or the start: where a new stage begins */
+} pd_progress_state;
+
+static double pd_mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void pd_progress(void *ud, pd_stage stage, int step, int total) {
+    pd_progress_state *ps = ud;
+    double now = pd_mono();
+    if (stage != ps->last_stage) ps->stage_start = ps->last_call;
+    ps->last_call = now;
+    if (ps->tty) {
+        if (ps->open_line && stage != ps->last_stage) fputc('\n', stderr);
+        enum { W = 30 };
+        int fill = total > 0 ? (int)((int64_t)W * step / total) : W;
+        char bar[W + 1];
+        for (int i = 0; i < W; i++) bar[i] = i < fill ? '#' : '.';
+        bar[W] = 0;
+        double el = now - ps->stage_start;
+        fprintf(stderr, "\r%-8s [%s] %d/%d  %.1fs", pd_stage_name(stage), bar, step, total, el);
+        if (step > 0 && step < total) fprintf(stderr, ", ~%.0fs left ", el / step * (total - step));
+        else fprintf(stderr, "%12s", "");
+        ps->open_line = 1;
+        if (step >= total) {
+            fputc('\n', stderr);
+            ps->open_line = 0;
+        }
+    } else {
+        fprintf(stderr, "%s %d/%d\n", pd_stage_name(stage), step, total);
+    }
+    ps->last_stage = stage;
+    fflush(stderr);
+}
+
+int pd_cmd_generate(int argc, char **argv) {
+    const char *model = NULL, *out = NULL, *thumb = NULL, *prompt = NULL, *neg = NULL, *sampler = NULL;
+    int width = 0, height = 0, frames = 0, steps = 0, fps = 0, threads = 0;
+    float guidance = NAN, shift = NAN;
+    uint64_t seed = 0;
+    int seed_given = 0, size_given = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            pd_generate_usage(stdout);
+            return 0;
+        }
+        if (strncmp(a, "--", 2)) {
+            PD_GEN_ERR("unexpected argument \"%s\" (options start with --; quote the prompt)", a);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            PD_GEN_ERR("%s needs a value", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        int bad = 0;
+        if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--prompt")) prompt = v;
+        else if (!strcmp(a, "--negative-prompt")) neg = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--thumbnail")) thumb = v;
+        else if (!strcmp(a, "--sampler")) sampler = v;
+        else if (!strcmp(a, "--size")) bad = pd_parse_size(v, &width, &height), size_given = 1;
+        else if (!strcmp(a, "--frames")) bad = pd_parse_int(a, v, 1, PD_GEN_MAX_FRAMES, &frames);
+        else if (!strcmp(a, "--steps")) bad = pd_parse_int(a, v, 1, PD_GEN_MAX_STEPS, &steps);
+        else if (!strcmp(a, "--fps")) bad = pd_parse_int(a, v, 1, PD_GEN_MAX_FPS, &fps);
+        else if (!strcmp(a, "--threads")) bad = pd_parse_int(a, v, 1, 1024, &threads);
+        else if (!strcmp(a, "--guidance")) bad = pd_parse_float(a, v, &guidance);
+        else if (!strcmp(a, "--shift")) bad = pd_parse_float(a, v, &shift);
+        else if (!strcmp(a, "--seed")) {
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(v, &end, 10);
+            if (errno || end == v || *end || v[0] == '-' || v[0] == '+') {
+                PD_GEN_ERR("--seed must be an integer in 0..18446744073709551615, got \"%s\"", v);
+                return 2;
+            }
+            seed = s;
+            seed_given = 1;
+        } else {
+            PD_GEN_ERR("unknown option %s", a);
+            pd_generate_usage(stderr);
+            return 2;
+        }
+        if (bad) return 2;
+    }
+    if (!prompt) {
+        PD_GEN_ERR("--prompt TEXT is required");
+        pd_generate_usage(stderr);
+        return 2;
+    }
+    if (!out) {
+        PD_GEN_ERR("--out OUT.mp4 is required");
+        pd_generate_usage(stderr);
+        return 2;
+    }
+
+    /* The request: the defaults of the embedded model for now, the loaded model's later. */
+    pd_gen_params p;
+    pd_pipeline_default_params(NULL, &p);
+    pd_sampler_kind sk = PD_SAMPLER_UNIPC;
+    if (sampler && pd_sampler_kind_parse(sampler, &sk) != PD_OK) {
+        PD_GEN_ERR("--sampler must be unipc or euler, got \"%s\"", sampler);
+        return 2;
+    }
+#define PD_APPLY(p)                                                                                \
+    do {                                                                                           \
+        (p).prompt = prompt;                                                                       \
+        if (neg) (p).negative_prompt = neg;                                                        \
+        if (size_given) (p).width = width, (p).height = height;                                         \
+        if (frames) (p).frames = frames;                                                           \
+        if (steps) (p).steps = steps;                                                              \
+        if (fps) (p).fps = fps;                                                                    \
+        if (!isnan(guidance)) (p).guidance = guidance;                                             \
+        if (!isnan(shift)) (p).shift = shift;                                                      \
+        if (sampler) (p).sampler = sk;                                                             \
+    } while (0)
+    PD_APPLY(p);
+    if (pd_pipeline_validate(NULL, &p) != PD_OK) {
+        PD_GEN_ERR("%s", pd_error_msg());
+        return 2;
+    }
+    if (pd_check_out_dir("--out", out) || (thumb && pd_check_out_dir("--thumbnail", thumb))) return 2;
+
+    if (!seed_given) {
+        if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
+            PD_GEN_ERR("no random seed available (%s); pass --seed", strerror(errno));
+            return 1;
+        }
+        seed &= ((uint64_t)1 << 53) - 1; /* exact in a JSON number, so it can be replayed from any client */
+    }
+
+    char model_dir[4096];
+    if (model) {
+        snprintf(model_dir, sizeof model_dir, "%s", model);
+    } else if (pd_model_dir_default(model_dir, sizeof model_dir) != PD_OK) {
+        PD_GEN_ERR("embedded model: %s", pd_error_msg());
+        return 1;
+    }
+
+    pd_backend *be = NULL;
+    pd_pipeline *pl = NULL;
+    int rc = 1;
+    if (pd_backend_cpu_create(threads, &be) != PD_OK) {
+        PD_GEN_ERR("%s", pd_error_msg());
+        return 1;
+    }
+    if (pd_pipeline_load(model_dir, be, PD_PART_ALL, &pl) != PD_OK) {
+        PD_GEN_ERR("cannot load the model: %s", pd_error_msg());
+        goto done;
+    }
+    pd_pipeline_default_params(pl, &p);
+    PD_APPLY(p);
+#undef PD_APPLY
+    p.seed = seed;
+    if (pd_pipeline_validate(pl, &p) != PD_OK) {
+        PD_GEN_ERR("%s", pd_error_msg());
+        rc = 2;
+        goto done;
+    }
+    /* Ctrl-C cancels at the next step boundary; installed before anything is printed, so a
+     * caller that waits for output and then interrupts always gets the clean path. */
+    struct sigaction sa = {0}, old_sa;
+    sa.sa_handler = pd_on_sigint;
+    sigemptyset(&sa.sa_mask);
+    atomic_store(&pd_generate_cancel, 0);
+    sigaction(SIGINT, &sa, &old_sa);
+    printf("seed %" PRIu64 "\n", seed);
+    printf("%s: %dx%d, %d frames at %d fps, %d %s steps, guidance %g, shift %g, %d threads\n",
+           model ? model : "embedded tiny model", p.width, p.height, p.frames, p.fps, p.steps,
+           pd_sampler_kind_name(p.sampler), p.guidance, p.shift, pd_backend_threads(be));
+    fflush(stdout);
+
+    pd_progress_state ps = {.tty = isatty(STDERR_FILENO), .last_stage = PD_STAGE_COUNT, .last_call = pd_mono()};
+    pd_gen_timings t;
+    pd_status st = pd_pipeline_generate(pl, &p, out, thumb, pd_progress, &ps, &pd_generate_cancel, &t);
+    sigaction(SIGINT, &old_sa, NULL);
+    if (ps.open_line) fputc('\n', stderr);
+    if (st != PD_OK) {
+        PD_GEN_ERR("%s", st == PD_ERR_CANCELLED ? "cancelled" : pd_error_msg());
+        goto done;
+    }
+    double total = 0;
+    printf("stage      seconds\n");
+    for (int s = 0; s < PD_STAGE_COUNT; s++) {
+        total += t.seconds[s];
+        printf("%-9s %8.3f", pd_stage_name((pd_stage)s), t.seconds[s]);
+        if (s == PD_STAGE_DENOISE) printf("  (%.3f s/step)", t.denoise_step_seconds);
+        printf("\n");
+    }
+    printf("%-9s %8.3f\n", "total", total);
+    printf("wrote %s%s%s\n", out, thumb ? " and " : "", thumb ? thumb : "");
+    rc = 0;
+done:
+    pd_pipeline_free(pl);
+    pd_backend_free(be);
+    return rc;
+}

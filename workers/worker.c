@@ -1,0 +1,453 @@
+#include "workers/worker.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "workers/comm/shm.h"
+
+/* All of one worker process's state. */
+typedef struct worker {
+    const pd_worker_options *opt;
+    const pd_worker_stages *st;
+    int fd;
+    int heartbeat_ms;
+    pthread_mutex_t send_mu;  /* main, reader and heartbeat threads all send */
+    pthread_mutex_t mu;       /* guards the mailbox and current_job */
+    pthread_cond_t cv;
+    pd_msg *mail;             /* the next ASSIGN (the scheduler sends one at a time) */
+    bool has_mail;
+    bool stop;                /* SHUTDOWN, connection lost or protocol error */
+    char current_job[PD_PROTO_ID_MAX];
+    atomic_int cancel;
+    pd_msg *rx;               /* reader thread's message buffer */
+    pd_proto_reader *reader;
+    /* progress of the running stage */
+    const char *job_id;
+    pd_msg *tx;               /* main thread's message buffer */
+} worker;
+
+unsigned pd_worker_role_parts(pd_worker_role role) {
+    switch (role) {
+    case PD_ROLE_TEXT: return PD_PART_TEXT;
+    case PD_ROLE_DENOISE: return PD_PART_TEXT | PD_PART_DIT;
+    case PD_ROLE_DECODE: return PD_PART_VAE;
+    case PD_ROLE_ALL:
+    case PD_ROLE_COUNT: break;
+    }
+    return PD_PART_ALL;
+}
+
+static double now_mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static pd_status wsend(worker *w, const pd_msg *m) {
+    pthread_mutex_lock(&w->send_mu);
+    pd_status st = pd_proto_send(w->fd, m);
+    pthread_mutex_unlock(&w->send_mu);
+    return st;
+}
+
+static void set_stop(worker *w) {
+    pthread_mutex_lock(&w->mu);
+    w->stop = true;
+    atomic_store(&w->cancel, 1);
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void *reader_main(void *arg) {
+    worker *w = arg;
+    for (;;) {
+        pd_status st = pd_proto_recv(w->fd, w->reader, w->rx, -1);
+        if (st) {
+            if (st != PD_ERR_IO) PD_WARN("worker", "dropping the scheduler: %s", pd_error_msg());
+            break;
+        }
+        pd_msg *m = w->rx;
+        if (m->kind == PD_MSG_SHUTDOWN) break;
+        if (m->kind == PD_MSG_CANCEL) {
+            pthread_mutex_lock(&w->mu);
+            if (!strcmp(m->job_id, w->current_job)) atomic_store(&w->cancel, 1);
+            pthread_mutex_unlock(&w->mu);
+            continue;
+        }
+        if (m->kind == PD_MSG_ASSIGN) {
+            pthread_mutex_lock(&w->mu);
+            bool busy = w->has_mail;
+            if (!busy) {
+                memcpy(w->mail, m, sizeof *m);
+                w->has_mail = true;
+                snprintf(w->current_job, sizeof w->current_job, "%s", m->job_id);
+                atomic_store(&w->cancel, 0);
+                pthread_cond_broadcast(&w->cv);
+            }
+            pthread_mutex_unlock(&w->mu);
+            if (busy) {
+                PD_WARN("worker", "protocol error: a second ASSIGN (%s) before the first was taken", m->job_id);
+                break;
+            }
+            continue;
+        }
+        PD_WARN("worker", "protocol error: unexpected message kind %d from the scheduler", (int)m->kind);
+        break;
+    }
+    set_stop(w);
+    return NULL;
+}
+
+static void *heartbeat_main(void *arg) {
+    worker *w = arg;
+    pd_msg hb;
+    pd_msg_init(&hb, PD_MSG_HEARTBEAT);
+    pthread_mutex_lock(&w->mu);
+    while (!w->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long ns = ts.tv_nsec + (long)(w->heartbeat_ms % 1000) * 1000000L;
+        ts.tv_sec += w->heartbeat_ms / 1000 + ns / 1000000000L;
+        ts.tv_nsec = ns % 1000000000L;
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+        if (w->stop) break;
+        pthread_mutex_unlock(&w->mu);
+        pd_status st = wsend(w, &hb);
+        pthread_mutex_lock(&w->mu);
+        if (st) break;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+static void on_progress(void *ud, pd_stage stage, int step, int total) {
+    worker *w = ud;
+    pd_msg *m = w->tx;
+    pd_msg_init(m, PD_MSG_PROGRESS);
+    snprintf(m->job_id, sizeof m->job_id, "%s", w->job_id);
+    m->stage = stage;
+    m->step = step;
+    m->total = total;
+    wsend(w, m); /* a lost connection shows up in the reader thread, which sets cancel */
+}
+
+static void no_progress(void *ud, pd_stage stage, int step, int total) {}
+
+static pd_status check_cancel(worker *w) {
+    return atomic_load(&w->cancel) ? pd_error_set(PD_ERR_CANCELLED, "cancelled") : PD_OK;
+}
+
+/* text: prompt (and negative prompt under CFG) -> contexts in shared memory. */
+static pd_status run_text(worker *w, const pd_gen_params *p, const pd_msg *a) {
+    pd_tensor ctx = {0};
+    pd_shm seg;
+    PD_TRY(w->st->encode_text(w->st->self, p->prompt, &ctx));
+    pd_status st = pd_shm_create_from(a->shm_cond, &ctx, &seg);
+    pd_tensor_free(&ctx);
+    PD_TRY(st);
+    pd_shm_close(&seg);
+    if (p->guidance <= 1.0f) return check_cancel(w);
+    PD_TRY(check_cancel(w));
+    PD_TRY(w->st->encode_text(w->st->self, p->negative_prompt ? p->negative_prompt : "", &ctx));
+    st = pd_shm_create_from(a->shm_uncond, &ctx, &seg);
+    pd_tensor_free(&ctx);
+    PD_TRY(st);
+    pd_shm_close(&seg);
+    return check_cancel(w);
+}
+
+static pd_status run_denoise(worker *w, const pd_gen_params *p, const pd_msg *a) {
+    pd_shm cond = {0}, uncond = {0}, out = {0};
+    pd_tensor latent = {0};
+    pd_status st = pd_shm_open(a->shm_cond, &cond);
+    if (!st && p->guidance > 1.0f) st = pd_shm_open(a->shm_uncond, &uncond);
+    if (!st)
+        st = w->st->denoise(w->st->self, p, &cond.tensor, p->guidance > 1.0f ? &uncond.tensor : NULL, &latent,
+                            on_progress, w, &w->cancel);
+    if (!st) st = pd_shm_create_from(a->shm_latent, &latent, &out);
+    pd_tensor_free(&latent);
+    pd_shm_close(&out);
+    pd_shm_close(&uncond);
+    pd_shm_close(&cond);
+    return st;
+}
+
+static pd_status run_decode(worker *w, const pd_gen_params *p, const pd_msg *a) {
+    pd_shm lat;
+    PD_TRY(pd_shm_open(a->shm_latent, &lat));
+    pd_status st = w->st->decode(w->st->self, &lat.tensor, p->fps, a->mp4_path, a->thumb_path[0] ? a->thumb_path : NULL,
+                                 on_progress, w, &w->cancel);
+    pd_shm_close(&lat);
+    return st;
+}
+
+static bool role_runs(pd_worker_role role, pd_stage stage) {
+    switch (stage) {
+    case PD_STAGE_TEXT: return role != PD_ROLE_DECODE;
+    case PD_STAGE_DENOISE: return role == PD_ROLE_DENOISE || role == PD_ROLE_ALL;
+    case PD_STAGE_DECODE: return role == PD_ROLE_DECODE || role == PD_ROLE_ALL;
+    default: return false;
+    }
+}
+
+static pd_status run_assign(worker *w, const pd_msg *a) {
+    pd_gen_params p = pd_msg_params(a);
+    if (!role_runs(w->opt->role, (pd_stage)a->stage))
+        return pd_error_set(PD_ERR_INVALID, "a %s worker cannot run stage %d", pd_worker_role_name(w->opt->role), (int)a->stage);
+    w->job_id = a->job_id;
+    /* The first stage of a job checks the request against the model; later stages trust it. */
+    if (a->stage != PD_STAGE_DECODE) PD_TRY(w->st->validate(w->st->self, &p));
+    switch ((pd_stage)a->stage) {
+    case PD_STAGE_TEXT: return run_text(w, &p, a);
+    case PD_STAGE_DENOISE: return run_denoise(w, &p, a);
+    case PD_STAGE_DECODE: return run_decode(w, &p, a);
+    default: break;
+    }
+    return pd_error_set(PD_ERR_INVALID, "stage %d cannot be assigned", (int)a->stage);
+}
+
+/* One small run of every stage the role has, timed; also proves the loaded model works. */
+static pd_status warm_up(worker *w, double secs[PD_STAGE_COUNT]) {
+    pd_worker_role role = w->opt->role;
+    pd_gen_params p = {.prompt = "a warm-up", .negative_prompt = "", .seed = 1, .width = 64, .height = 64,
+                       .frames = 5, .steps = 2, .guidance = 5.0f, .shift = 5.0f, .sampler = PD_SAMPLER_EULER, .fps = 16};
+    pd_tensor cond = {0}, uncond = {0}, latent = {0};
+    pd_status st = PD_OK;
+    double t0 = now_mono();
+    if (role != PD_ROLE_DECODE) {
+        st = w->st->encode_text(w->st->self, p.prompt, &cond);
+        if (!st) st = w->st->encode_text(w->st->self, "", &uncond);
+        secs[PD_STAGE_TEXT] = now_mono() - t0;
+    }
+    if (!st && (role == PD_ROLE_DENOISE || role == PD_ROLE_ALL)) {
+        st = w->st->validate(w->st->self, &p);
+        t0 = now_mono();
+        if (!st) st = w->st->denoise(w->st->self, &p, &cond, &uncond, &latent, no_progress, NULL, &w->cancel);
+        secs[PD_STAGE_DENOISE] = now_mono() - t0;
+    }
+    if (!st && (role == PD_ROLE_DECODE || role == PD_ROLE_ALL)) {
+        if (!latent.data) {
+            int64_t shape[4];
+            w->st->latent_shape(w->st->self, &p, shape);
+            st = pd_tensor_alloc(&latent, PD_DTYPE_F32, 4, shape);
+        }
+        char path[PD_PROTO_PATH_MAX + 64];
+        const char *slash = strrchr(w->opt->socket_path, '/');
+        int dir_len = slash ? (int)(slash - w->opt->socket_path) : 1;
+        snprintf(path, sizeof path, "%.*s/warmup-%d.mp4", dir_len, slash ? w->opt->socket_path : ".", (int)getpid());
+        t0 = now_mono();
+        if (!st) st = w->st->decode(w->st->self, &latent, p.fps, path, NULL, no_progress, NULL, &w->cancel);
+        secs[PD_STAGE_DECODE] = now_mono() - t0;
+        unlink(path);
+    }
+    pd_tensor_free(&cond);
+    pd_tensor_free(&uncond);
+    pd_tensor_free(&latent);
+    return st ? pd_error_prefix(st, "warm-up") : PD_OK;
+}
+
+static pd_status connect_scheduler(const char *path, int *out) {
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof addr.sun_path)
+        return pd_error_set(PD_ERR_INVALID, "socket path '%s' is longer than %zu bytes", path, sizeof addr.sun_path - 1);
+    memcpy(addr.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return pd_error_set(PD_ERR_IO, "socket: %s", strerror(errno));
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        int e = errno;
+        close(fd);
+        return pd_error_set(PD_ERR_IO, "connect %s: %s", path, strerror(e));
+    }
+    *out = fd;
+    return PD_OK;
+}
+
+static void send_error(worker *w, const char *job_id, int stage, pd_status st) {
+    pd_msg *m = w->tx;
+    pd_msg_init(m, PD_MSG_ERROR);
+    snprintf(m->job_id, sizeof m->job_id, "%s", job_id);
+    m->stage = stage;
+    snprintf(m->code, sizeof m->code, "%s", pd_status_name(st));
+    snprintf(m->message, sizeof m->message, "%s", pd_error_msg());
+    wsend(w, m);
+}
+
+/* Waits for ASSIGNs and runs them until stop. */
+static void serve(worker *w) {
+    pd_msg *a = malloc(sizeof *a);
+    PD_ASSERT(a);
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        while (!w->has_mail && !w->stop) pthread_cond_wait(&w->cv, &w->mu);
+        if (w->stop) {
+            pthread_mutex_unlock(&w->mu);
+            break;
+        }
+        memcpy(a, w->mail, sizeof *a);
+        w->has_mail = false;
+        pthread_mutex_unlock(&w->mu);
+
+        double t0 = now_mono();
+        pd_status st = run_assign(w, a);
+        double secs = now_mono() - t0;
+        /* Before the reply: once DONE is out, the next ASSIGN (maybe the same job's next stage) may
+         * arrive at once and set current_job again; a late CANCEL for a finished stage is handled by
+         * the scheduler when it reads DONE. */
+        pthread_mutex_lock(&w->mu);
+        w->current_job[0] = 0;
+        pthread_mutex_unlock(&w->mu);
+        if (st == PD_OK) {
+            pd_msg *m = w->tx;
+            pd_msg_init(m, PD_MSG_DONE);
+            snprintf(m->job_id, sizeof m->job_id, "%s", a->job_id);
+            m->stage = a->stage;
+            m->seconds = secs;
+            wsend(w, m);
+        } else {
+            PD_INFO("worker", "job %s stage %d: %s: %s", a->job_id, (int)a->stage, pd_status_name(st), pd_error_msg());
+            send_error(w, a->job_id, a->stage, st);
+        }
+    }
+    free(a);
+}
+
+pd_status pd_worker_run(const pd_worker_options *opt, const pd_worker_stages *stages) {
+    worker w = {.opt = opt, .st = stages, .fd = -1};
+    pthread_mutex_init(&w.send_mu, NULL);
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    w.mail = malloc(sizeof *w.mail);
+    w.rx = malloc(sizeof *w.rx);
+    w.tx = malloc(sizeof *w.tx);
+    w.reader = malloc(sizeof *w.reader);
+    pd_status st = PD_OK;
+    bool threads = false, loaded = false;
+    pthread_t rd, hb;
+    if (!w.mail || !w.rx || !w.tx || !w.reader) {
+        st = pd_error_set(PD_ERR_NOMEM, "worker: out of memory");
+        goto out;
+    }
+    pd_proto_reader_reset(w.reader);
+    if ((st = connect_scheduler(opt->socket_path, &w.fd))) goto out;
+
+    pd_msg_init(w.tx, PD_MSG_HELLO);
+    w.tx->pid = (int32_t)getpid();
+    w.tx->role = opt->role;
+    if ((st = wsend(&w, w.tx))) goto out;
+    if ((st = pd_proto_recv(w.fd, w.reader, w.rx, 30000))) {
+        pd_error_prefix(st, "waiting for the scheduler's hello");
+        goto out;
+    }
+    if (w.rx->kind != PD_MSG_HELLO || w.rx->magic != PD_PROTO_MAGIC || w.rx->version != PD_PROTO_VERSION) {
+        st = pd_error_set(PD_ERR_FORMAT, "the scheduler answered with kind %d, magic 0x%08x, version %u (want hello, "
+                          "0x%08x, %u)", (int)w.rx->kind, w.rx->magic, w.rx->version, PD_PROTO_MAGIC, PD_PROTO_VERSION);
+        goto out;
+    }
+    w.heartbeat_ms = w.rx->heartbeat_ms < 10 ? 10 : w.rx->heartbeat_ms > 60000 ? 60000 : w.rx->heartbeat_ms;
+    if (pthread_create(&rd, NULL, reader_main, &w) != 0) {
+        st = pd_error_set(PD_ERR_NOMEM, "worker: cannot start the reader thread");
+        goto out;
+    }
+    if (pthread_create(&hb, NULL, heartbeat_main, &w) != 0) {
+        set_stop(&w);
+        shutdown(w.fd, SHUT_RDWR);
+        pthread_join(rd, NULL);
+        st = pd_error_set(PD_ERR_NOMEM, "worker: cannot start the heartbeat thread");
+        goto out;
+    }
+    threads = true;
+
+    PD_INFO("worker", "pid %d role %s: loading %s", (int)getpid(), pd_worker_role_name(opt->role), opt->model_dir);
+    st = stages->load(stages->self, opt->model_dir, opt->threads, pd_worker_role_parts(opt->role));
+    loaded = st == PD_OK;
+    double secs[PD_STAGE_COUNT] = {0};
+    if (!st) st = warm_up(&w, secs);
+    if (st) {
+        send_error(&w, "", 0, st);
+        goto out;
+    }
+    pd_msg_init(w.tx, PD_MSG_READY);
+    memcpy(w.tx->stage_seconds, secs, sizeof secs);
+    if ((st = wsend(&w, w.tx))) goto out;
+    PD_INFO("worker", "pid %d role %s: ready (warm-up text %.3f s, denoise %.3f s, decode %.3f s)", (int)getpid(),
+            pd_worker_role_name(opt->role), secs[PD_STAGE_TEXT], secs[PD_STAGE_DENOISE], secs[PD_STAGE_DECODE]);
+    serve(&w);
+
+out:
+    if (threads) {
+        set_stop(&w);
+        shutdown(w.fd, SHUT_RDWR);
+        pthread_join(rd, NULL);
+        pthread_join(hb, NULL);
+    }
+    if (loaded) stages->unload(stages->self);
+    if (w.fd >= 0) close(w.fd);
+    free(w.mail);
+    free(w.rx);
+    free(w.tx);
+    free(w.reader);
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    pthread_mutex_destroy(&w.send_mu);
+    return st;
+}
+
+static const char usage_text[] =
+    "usage: pipedit worker --socket PATH --role text|denoise|decode|all --model DIR [--threads N]\n"
+    "Runs one worker process of pipeditd's scheduler (started by the daemon, not by hand).\n";
+
+pd_status pd_worker_parse_args(int argc, char **argv, pd_worker_options *out) {
+    *out = (pd_worker_options){.role = PD_ROLE_ALL, .threads = 1};
+    bool have_role = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage_text, stdout);
+            return pd_error_set(PD_ERR_NOT_FOUND, "help");
+        }
+        if (i + 1 >= argc) return pd_error_set(PD_ERR_INVALID, "worker: %s needs a value", a);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--socket")) {
+            out->socket_path = v;
+        } else if (!strcmp(a, "--model")) {
+            out->model_dir = v;
+        } else if (!strcmp(a, "--role")) {
+            PD_TRY(pd_worker_role_parse(v, &out->role));
+            have_role = true;
+        } else if (!strcmp(a, "--threads")) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || n < 1 || n > 1024) return pd_error_set(PD_ERR_INVALID, "worker: --threads %s (want 1..1024)", v);
+            out->threads = (int)n;
+        } else {
+            return pd_error_set(PD_ERR_INVALID, "worker: unknown option %s", a);
+        }
+    }
+    if (!out->socket_path) return pd_error_set(PD_ERR_INVALID, "worker: --socket is required");
+    if (!out->model_dir) return pd_error_set(PD_ERR_INVALID, "worker: --model is required");
+    if (!have_role) return pd_error_set(PD_ERR_INVALID, "worker: --role is required");
+    return PD_OK;
+}
+
+int pd_worker_main(int argc, char **argv, const pd_worker_stages *stages) {
+    pd_worker_options opt;
+    pd_status st = pd_worker_parse_args(argc, argv, &opt);
+    if (st == PD_ERR_NOT_FOUND) return 0;
+    if (st) {
+        fprintf(stderr, "pipedit: %s\n%s", pd_error_msg(), usage_text);
+        return 2;
+    }
+    st = pd_worker_run(&opt, stages);
+    if (st) {
+        fprintf(stderr, "pipedit worker: %s\n", pd_error_msg());
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,72 @@
+/* A worker process: `pipedit worker --socket PATH --role text|denoise|decode|all --model DIR --threads N`.
+ *
+ * It connects to the scheduler's Unix socket, exchanges HELLO, loads only the model parts its role
+ * needs, warms up (one small run of each of its stages, timed), sends READY with those times and then
+ * waits on the control channel. For each ASSIGN it runs one stage, sending PROGRESS after every step and
+ * DONE (with the stage's wall time) or ERROR at the end. A reader thread handles CANCEL (a flag the
+ * stage checks at each step boundary) and SHUTDOWN; a heartbeat thread sends HEARTBEAT at the interval
+ * the scheduler's HELLO names. Tensors between stages go through shared memory (workers/comm/shm.h):
+ *   text:    prompt -> context (L, text_dim) f32 into shm_cond, negative prompt into shm_uncond
+ *            (only when guidance > 1)
+ *   denoise: shm_cond (+ shm_uncond) -> latent (16, T, H/8, W/8) f32 into shm_latent
+ *   decode:  shm_latent -> mp4_path (+ thumb_path)
+ *
+ * The stage work itself goes through a pd_worker_stages table so the protocol side can be exercised
+ * with synthetic stages; pd_worker_pipeline_stages() (workers/pipeline_stages.c) is the real one,
+ * running models/pipeline.h. */
+#ifndef PD_WORKERS_WORKER_H
+#define PD_WORKERS_WORKER_H
+
+#include <stdatomic.h>
+
+#include "models/pipeline.h"
+#include "proto/proto.h"
+
+typedef struct pd_worker_options {
+    const char *socket_path;
+    pd_worker_role role;
+    const char *model_dir;
+    int threads;              /* CPU backend threads (>= 1) */
+} pd_worker_options;
+
+/* The stage implementations a worker runs. self is the table's own context. Every call returns a
+ * pd_status with pd_error_set() on failure; PD_ERR_CANCELLED when *cancel was seen. */
+typedef struct pd_worker_stages {
+    void *self;
+    /* Loads the model parts (PD_PART_* bits) from model_dir with `threads` CPU threads. */
+    pd_status (*load)(void *self, const char *model_dir, int threads, unsigned parts);
+    /* Checks a request against the loaded model (PD_ERR_INVALID naming the field). */
+    pd_status (*validate)(void *self, const pd_gen_params *p);
+    /* ctx_out: host f32 (L, text_dim), allocated by the call, freed by the caller with pd_tensor_free. */
+    pd_status (*encode_text)(void *self, const char *prompt, pd_tensor *ctx_out);
+    /* latent_out: host f32 (16, T, H/8, W/8), allocated by the call. ctx_uncond NULL when guidance <= 1. */
+    pd_status (*denoise)(void *self, const pd_gen_params *p, const pd_tensor *ctx_cond, const pd_tensor *ctx_uncond,
+                         pd_tensor *latent_out, pd_progress_fn progress, void *ud, const atomic_int *cancel);
+    /* Writes the MP4 (and thumbnail when thumb_path is not NULL). */
+    pd_status (*decode)(void *self, const pd_tensor *latent, int fps, const char *mp4_path, const char *thumb_path,
+                        pd_progress_fn progress, void *ud, const atomic_int *cancel);
+    /* Latent shape (16, T, H/8, W/8) for p (used to warm up a decode-only worker). */
+    void (*latent_shape)(void *self, const pd_gen_params *p, int64_t shape[4]);
+    void (*unload)(void *self);
+} pd_worker_stages;
+
+/* The model parts (PD_PART_* bits) a role loads: text -> TEXT, denoise -> TEXT | DIT (a denoise
+ * worker encodes its job's prompts right before denoising), decode -> VAE, all -> everything. */
+unsigned pd_worker_role_parts(pd_worker_role role);
+
+/* Parses the worker command line (argv[0] = "worker"). On a usage error returns PD_ERR_INVALID with a
+ * message; `--help` returns PD_ERR_NOT_FOUND after printing usage to stdout. */
+pd_status pd_worker_parse_args(int argc, char **argv, pd_worker_options *out);
+
+/* Runs a worker until SHUTDOWN or until the scheduler's connection closes. Returns PD_OK on an orderly
+ * end, or the failure that ended it (connect, handshake, load or warm-up, with a message; a start-up
+ * failure is also sent to the scheduler as an ERROR with an empty job id). */
+pd_status pd_worker_run(const pd_worker_options *opt, const pd_worker_stages *stages);
+
+/* The stages of models/pipeline.h on the CPU backend. The table is static; one per process. */
+const pd_worker_stages *pd_worker_pipeline_stages(void);
+
+/* The `pipedit worker` command: parses args, runs pd_worker_run with stages, returns the exit code. */
+int pd_worker_main(int argc, char **argv, const pd_worker_stages *stages);
+
+#endif
