@@ -9,6 +9,9 @@
 
 #include <jansson.h>
 
+#include "models/pipeline.h"
+#include "proto/proto.h"
+
 typedef enum { CT_INT, CT_SIZE, CT_DOUBLE, CT_STR, CT_KEYS } cfg_type;
 
 typedef struct cfg_entry {
@@ -40,11 +43,11 @@ static const cfg_entry cfg_table[] = {
     {"threads_per_worker", CT_INT, F(threads_per_worker), "0", 0, 256, "CPU backend threads per worker; 0 = 1"},
     {"worker_timeout_s", CT_DOUBLE, F(worker_timeout_s), "120", 1, 86400, "a silent worker is restarted after this"},
     {"queue_capacity", CT_INT, F(queue_capacity), "32", 1, 100000, "jobs waiting at most; more are 429"},
-    {"max_prompt_bytes", CT_INT, F(max_prompt_bytes), "8192", 1, 1 << 20, "longest prompt (and negative prompt) in bytes"},
-    {"max_width", CT_INT, F(max_width), "1280", 16, 8192, "widest output in pixels"},
-    {"max_height", CT_INT, F(max_height), "1280", 16, 8192, "tallest output in pixels"},
-    {"max_frames", CT_INT, F(max_frames), "129", 1, 4097, "most frames per video"},
-    {"max_steps", CT_INT, F(max_steps), "100", 1, 10000, "most denoising steps"},
+    {"max_prompt_bytes", CT_INT, F(max_prompt_bytes), "8192", 1, PD_PROTO_TEXT_MAX - 1, "longest prompt (and negative prompt) in bytes"},
+    {"max_width", CT_INT, F(max_width), "1280", 16, PD_GEN_MAX_SIDE, "widest output in pixels"},
+    {"max_height", CT_INT, F(max_height), "1280", 16, PD_GEN_MAX_SIDE, "tallest output in pixels"},
+    {"max_frames", CT_INT, F(max_frames), "129", 1, PD_GEN_MAX_FRAMES, "most frames per video"},
+    {"max_steps", CT_INT, F(max_steps), "100", 1, PD_GEN_MAX_STEPS, "most denoising steps"},
     {"max_seconds", CT_DOUBLE, F(max_seconds), "20", 0.1, 3600, "longest video in seconds"},
     {"retry_after_s", CT_INT, F(retry_after_s), "5", 1, 3600, "Retry-After sent with 429 and 503"},
     {"poll_after_ms", CT_INT, F(poll_after_ms), "1000", 10, 600000, "openai-poll-after-ms sent on retrieve"},

@@ -6,9 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The parser is compiled into this file so it carries libFuzzer's coverage instrumentation (the
- * libraries are built without it); the archive's copy of api.o is then never linked. */
-#include "daemon/api.c"
+#include "daemon/api.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size == 0) return 0;

@@ -11,7 +11,9 @@
  *  - a stopped (silent) worker is declared dead after worker_timeout_s;
  *  - a full queue gives PD_ERR_BUSY, queue positions, duplicate ids, cancel of a queued job;
  *  - cancel of a running job ends it as "cancelled" within a step;
- *  - a request the worker rejects fails with its code; drain; the split re-plans from measured times. */
+ *  - a request the worker rejects fails with its code; drain; the split re-plans from measured times;
+ *  - a worker sending garbage, a wrong protocol version or an oversized frame is dropped and restarted
+ *    (the scheduler never becomes ready on it and does not crash). */
 #include <dirent.h>
 #include <math.h>
 #include <pthread.h>

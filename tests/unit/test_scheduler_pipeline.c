@@ -165,11 +165,23 @@ static int worker_pid(const char *role) {
 static void test_pipelined_jobs(void) {
     pd_scheduler *s = start(2, 8);
     if (!s) return;
+    /* Calibrate: one job gives this build's step and decode times; the burst then uses enough steps
+     * that a denoise takes twice a decode, so decode never becomes the bottleneck and job k + 1
+     * is denoising while job k decodes, however fast either stage is in this build. */
+    pd_gen_params cal = params("calibration", 4);
+    PD_CHECK_OK(submit(s, "cal", &cal));
+    PD_CHECK(wait_final("cal", 240) && find_ev("cal", PD_JOB_EVENT_COMPLETED, -1, 0));
+    pd_scheduler_stats st;
+    pd_scheduler_stats_get(s, &st);
+    double step_s = st.stage_seconds_mean[PD_STAGE_DENOISE] / 4, dec_s = st.stage_seconds_mean[PD_STAGE_DECODE];
+    int steps = step_s > 0 ? (int)ceil(2.0 * dec_s / step_s) : 10;
+    steps = steps < 4 ? 4 : steps > 80 ? 80 : steps;
+    printf("     calibration: %.3f s per step, decode %.3f s -> %d steps\n", step_s, dec_s, steps);
     const char *ids[4] = {"p-0", "p-1", "p-2", "p-3"};
     const char *prompts[4] = {"a red fox in the snow", "waves on a beach", "a city at night", "a tree"};
     pd_gen_params p[4];
     for (int i = 0; i < 4; i++) {
-        p[i] = params(prompts[i], 10); /* denoise a little longer than decode, so job k+1 denoises during decode k */
+        p[i] = params(prompts[i], steps);
         PD_CHECK_OK(submit(s, ids[i], &p[i]));
     }
     for (int i = 0; i < 4; i++) {
@@ -183,7 +195,7 @@ static void test_pipelined_jobs(void) {
         const rec *dec0 = find_ev(ids[k], PD_JOB_EVENT_STAGE, PD_STAGE_DECODE, 0);
         const rec *dec1 = find_ev(ids[k], PD_JOB_EVENT_COMPLETED, -1, 0);
         const rec *den0 = find_ev(ids[k + 1], PD_JOB_EVENT_STAGE, PD_STAGE_DENOISE, 0);
-        const rec *den1 = find_ev(ids[k + 1], PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 10);
+        const rec *den1 = find_ev(ids[k + 1], PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, steps);
         PD_CHECK(dec0 && dec1 && den0 && den1);
         if (dec0 && dec1 && den0 && den1) {
             double overlap = fmin(dec1->t, den1->t) - fmax(dec0->t, den0->t);
@@ -192,7 +204,6 @@ static void test_pipelined_jobs(void) {
             PD_CHECK_MSG(overlap > 0, "decode of job %d does not overlap denoise of job %d", k, k + 1);
         }
     }
-    pd_scheduler_stats st;
     pd_scheduler_stats_get(s, &st);
     PD_CHECK(st.stage_seconds_mean[PD_STAGE_DENOISE] > 0 && st.stage_seconds_mean[PD_STAGE_DECODE] > 0);
     printf("     stage means: text %.2f s, denoise %.2f s, decode %.2f s\n", st.stage_seconds_mean[PD_STAGE_TEXT],
