@@ -6,7 +6,7 @@
 # jobs left queued to completion.
 TEST_NAME=daemon_flow
 source "$(dirname "$0")/daemon_lib.sh"
-command -v ffprobe >/dev/null || skip "ffprobe is not installed"
+command -v ffprobe >/dev/null || fail "ffprobe is not installed (scripts/deps.sh installs it)"
 
 DATA=$T/data
 FLAGS=(--data-dir "$DATA" --queue-capacity 2 --drain-timeout-s 1 --poll-after-ms 250)

@@ -5,7 +5,7 @@
 # An unwritable or missing output folder is a clear error that leaves no file.
 set -euo pipefail
 : "${PIPEDIT_BIN:?}" "${PYTHON:?}" "${PIPEDIT_SRC:?}" "${PIPEDIT_TMP:?}"
-command -v ffprobe >/dev/null && command -v ffmpeg >/dev/null || { echo "ffmpeg/ffprobe not installed: skipped"; exit 77; }
+command -v ffprobe >/dev/null && command -v ffmpeg >/dev/null || { echo "FAIL: ffmpeg/ffprobe not installed (scripts/deps.sh installs them)"; exit 1; }
 mkdir -p "$PIPEDIT_TMP"
 work=$(mktemp -d "$PIPEDIT_TMP/decode_mp4.XXXXXX")
 trap 'rm -rf "$work"' EXIT

@@ -4,7 +4,7 @@
 # thumbnail, cancellation, and a clear error with no output for every invalid argument.
 set -uo pipefail
 : "${PIPEDIT_BIN:?}" "${PIPEDIT_TMP:?}"
-command -v ffprobe >/dev/null || { echo "ffprobe missing: skipped"; exit 77; }
+command -v ffprobe >/dev/null || { echo "FAIL: ffprobe not installed (scripts/deps.sh installs it)"; exit 1; }
 mkdir -p "$PIPEDIT_TMP"
 dir=$(mktemp -d "$PIPEDIT_TMP/generate.XXXXXX")
 trap 'rm -rf "$dir"' EXIT

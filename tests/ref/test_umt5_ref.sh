@@ -4,7 +4,7 @@
 # buckets), relative L2 error < 1e-4.
 set -eu
 : "${PIPEDIT_BIN:?}" "${PYTHON:?}" "${PIPEDIT_SRC:?}" "${PIPEDIT_TMP:?}"
-"$PYTHON" -c 'import numpy' 2>/dev/null || { echo "numpy missing: skip"; exit 77; }
+"$PYTHON" -c 'import numpy' 2>/dev/null || { echo "FAIL: numpy missing for $PYTHON (scripts/deps.sh installs python3-numpy)"; exit 1; }
 mkdir -p "$PIPEDIT_TMP"
 work=$(mktemp -d "$PIPEDIT_TMP/umt5_ref.XXXXXX")
 trap 'rm -rf "$work"' EXIT
