@@ -12,6 +12,8 @@
 #include "daemon/http.h"
 #include "daemon/sse.h"
 #include "models/model_dir.h"
+#include "models/presets.h"
+#include "models/wan/dit.h"
 
 double pd_daemon_now(void) {
     struct timespec ts;
@@ -25,19 +27,10 @@ double pd_daemon_now(void) {
  * defaults come from it. NULL when no preset matches. */
 static const pd_model_preset *preset_of_dir(const char *dir) {
     char path[PATH_MAX];
+    pd_wan_dit_config c;
     if (snprintf(path, sizeof path, "%s/transformer/config.json", dir) >= (int)sizeof path) return NULL;
-    json_t *c = json_load_file(path, 0, NULL);
-    if (!c) return NULL;
-    long long heads = json_integer_value(json_object_get(c, "num_attention_heads"));
-    long long hd = json_integer_value(json_object_get(c, "attention_head_dim"));
-    long long layers = json_integer_value(json_object_get(c, "num_layers"));
-    json_decref(c);
-    static const char *const names[] = {"tiny", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        const pd_model_preset *p = pd_model_preset_find(names[i]);
-        if (p && p->dit.heads * p->dit.head_dim == heads * hd && p->dit.layers == layers) return p;
-    }
-    return NULL;
+    if (pd_wan_dit_config_load(path, &c) != PD_OK) return NULL;
+    return pd_model_preset_match_dit(&c);
 }
 
 static pd_status resolve_model(pd_daemon *d) {
@@ -545,6 +538,7 @@ void pd_daemon_gauges(pd_daemon *d, pd_metrics_gauges *g) {
     g->workers_total = s.workers_total;
     g->n_denoise = s.n_denoise;
     g->n_decode = s.n_decode;
+    g->worker_memory_bytes = s.worker_memory_bytes;
     g->ready = s.ready;
     g->draining = atomic_load(&d->draining);
     g->uptime_s = pd_daemon_now() - d->started_at;

@@ -144,6 +144,9 @@ char *pd_metrics_render(pd_metrics *m, const pd_metrics_gauges *g) {
             g->workers_up);
     bprintf(&b, "# HELP pipedit_workers_total Worker processes configured.\n# TYPE pipedit_workers_total gauge\npipedit_workers_total %d\n",
             g->workers_total);
+    bprintf(&b, "# HELP pipedit_worker_memory_bytes Resident memory of the worker processes (the CPU backend's device memory).\n"
+                "# TYPE pipedit_worker_memory_bytes gauge\npipedit_worker_memory_bytes %.0f\n",
+            g->worker_memory_bytes);
     bprintf(&b, "# HELP pipedit_group_size Devices in each pipeline group.\n# TYPE pipedit_group_size gauge\n"
                 "pipedit_group_size{group=\"denoise\"} %d\npipedit_group_size{group=\"decode\"} %d\n",
             g->n_denoise, g->n_decode);

@@ -110,14 +110,8 @@ pd_status pd_pipeline_load(const char *model_dir, pd_backend *be, unsigned parts
 
 void pd_pipeline_default_params(const pd_pipeline *pl, pd_gen_params *p) {
     const pd_model_preset *pre = pd_model_preset_default();
-    if (pl && pl->dit) {
-        const pd_wan_dit_config *c = pd_wan_dit_get_config(pl->dit);
-        static const char *const names[] = {"tiny", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b"};
-        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-            const pd_model_preset *q = pd_model_preset_find(names[i]);
-            if (q && q->dit.dim == c->dim && q->dit.layers == c->layers && q->dit.heads == c->heads) pre = q;
-        }
-    }
+    const pd_model_preset *match = pl && pl->dit ? pd_model_preset_match_dit(pd_wan_dit_get_config(pl->dit)) : NULL;
+    if (match) pre = match;
     p->negative_prompt = "";
     p->width = pre->default_width;
     p->height = pre->default_height;

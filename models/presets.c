@@ -61,3 +61,11 @@ const pd_model_preset *pd_model_preset_find(const char *name) {
 }
 
 const pd_model_preset *pd_model_preset_default(void) { return &pd_presets[0]; }
+
+const pd_model_preset *pd_model_preset_match_dit(const pd_wan_dit_config *c) {
+    for (size_t i = 0; i < sizeof pd_presets / sizeof pd_presets[0]; i++) {
+        const pd_wan_dit_config *q = &pd_presets[i].dit;
+        if (q->dim == c->dim && q->heads == c->heads && q->layers == c->layers) return &pd_presets[i];
+    }
+    return NULL;
+}

@@ -63,6 +63,8 @@ typedef struct pd_model_preset {
 
 /* The preset of that name, or NULL. */
 const pd_model_preset *pd_model_preset_find(const char *name);
+/* The known preset whose DiT has the same dim, heads and layers as c, or NULL. */
+const pd_model_preset *pd_model_preset_match_dit(const pd_wan_dit_config *c);
 /* The embedded default ("tiny"). */
 const pd_model_preset *pd_model_preset_default(void);
 

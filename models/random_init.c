@@ -47,3 +47,12 @@ pd_status pd_random_tensor(pd_tensor *out, pd_dtype dt, int ndim, const int64_t 
     free(tmp);
     return PD_OK;
 }
+
+pd_status pd_random_tensor_write(pd_st_writer *w, const char *name, const char *key, pd_dtype dt, int ndim,
+                                 const int64_t *shape, uint64_t seed, float mean, float std) {
+    pd_tensor t;
+    PD_TRY(pd_random_tensor(&t, dt, ndim, shape, seed, key, mean, std));
+    pd_status st = pd_st_writer_add(w, name, &t);
+    pd_tensor_free(&t);
+    return st;
+}

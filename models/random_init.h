@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "engine/safetensors.h"
 #include "engine/tensor.h"
 
 /* Fills n floats with normal(mean, std) values keyed by (seed, name). */
@@ -16,5 +17,10 @@ void pd_random_uniform(float *dst, int64_t n, uint64_t seed, const char *name, f
  * keyed by (seed, name), rounded to dt. The caller frees it with pd_tensor_free. */
 pd_status pd_random_tensor(pd_tensor *out, pd_dtype dt, int ndim, const int64_t *shape, uint64_t seed,
                            const char *name, float mean, float std);
+
+/* Adds tensor `name` to a checkpoint writer with normal(mean, std) values keyed by (seed, key), stored as
+ * dt. key is usually name; writers of two name layouts pass one key so both get the same values. */
+pd_status pd_random_tensor_write(pd_st_writer *w, const char *name, const char *key, pd_dtype dt, int ndim,
+                                 const int64_t *shape, uint64_t seed, float mean, float std);
 
 #endif

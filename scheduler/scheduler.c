@@ -936,6 +936,19 @@ int pd_scheduler_queue_position(pd_scheduler *s, const char *job_id) {
     return pos;
 }
 
+/* VmRSS of a process in bytes, 0 when it cannot be read (the process just exited). */
+static size_t process_rss_bytes(pid_t pid) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t kib = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %zu kB", &kib) == 1) break;
+    fclose(f);
+    return kib * 1024;
+}
+
 void pd_scheduler_stats_get(pd_scheduler *s, pd_scheduler_stats *out) {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&s->mu);
@@ -955,7 +968,12 @@ void pd_scheduler_stats_get(pd_scheduler *s, pd_scheduler_stats *out) {
     }
     out->ready = den_up && dec_up;
     for (int i = 0; i < PD_STAGE_COUNT; i++) out->stage_seconds_mean[i] = stage_estimate(s, i);
+    pid_t pids[256]; /* n_devices is at most 256 (pd_scheduler_create) */
+    int n_pids = 0;
+    for (int i = 0; i < s->n && n_pids < 256; i++)
+        if (s->w[i].pid > 0) pids[n_pids++] = s->w[i].pid;
     pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < n_pids; i++) out->worker_memory_bytes += (double)process_rss_bytes(pids[i]);
 }
 
 pd_status pd_scheduler_drain(pd_scheduler *s, double timeout_s) {

@@ -56,6 +56,8 @@ typedef struct pd_scheduler_stats {
     int n_denoise, n_decode;   /* current group split */
     bool ready;                /* every group has a loaded, warmed-up worker */
     double stage_seconds_mean[PD_STAGE_COUNT]; /* measured, for the split rule and metrics */
+    double worker_memory_bytes; /* resident memory of the live worker processes together (the CPU
+                                 * backend's device memory; read from /proc) */
 } pd_scheduler_stats;
 
 typedef struct pd_scheduler pd_scheduler;

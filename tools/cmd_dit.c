@@ -3,22 +3,36 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/safetensors.h"
 #include "models/wan/dit.h"
 #include "tools/commands.h"
+#include "tools/sp_launch.h"
 
 static void pd_dit_usage(FILE *f) {
     fprintf(f, "usage: pipedit dit --model PATH --latent IN.safetensors --timestep T --context CTX.safetensors\n"
-               "                    --out OUT.safetensors [--threads N]\n"
-               "Runs one DiT evaluation (batch 1) and writes the velocity.\n"
+               "                    [--context-uncond CTX.safetensors] --out OUT.safetensors [--threads N]\n"
+               "                    [--sp N [--pipesp-chunk G] [--cfg-parallel] [--timeout S]]\n"
+               "Runs one DiT evaluation (batch 1, or the CFG pair) and writes the velocity.\n"
                "  --model PATH     model folder (uses transformer/), transformer folder, or a single\n"
                "                   .safetensors file with original (Comfy) names\n"
                "  --latent FILE    tensor \"latent\" (C, T, H, W), C = the model's in_channels (16)\n"
                "  --timestep T     model timestep (usually int(sigma * 1000))\n"
                "  --context FILE   tensor \"context\" (L, text_dim) or (1, L, text_dim), L <= 512\n"
-               "  --out FILE       receives tensor \"velocity\" (C, T, H, W) f32\n"
-               "  --threads N      CPU threads (default: all cores)\n");
+               "  --context-uncond FILE  a second context (tensor \"context\", same form): evaluates the CFG\n"
+               "                   pair (conditional, unconditional) on the same latent and timestep\n"
+               "  --out FILE       receives tensor \"velocity\" (C, T, H, W) f32, or (2, C, T, H, W) for the\n"
+               "                   pair (element 0 conditional, 1 unconditional)\n"
+               "  --threads N      CPU threads per process (default: all cores, divided among --sp ranks)\n"
+               "  --sp N           sequence parallelism over N local worker processes (1..64) joined by a\n"
+               "                   shared-memory communicator; rank 0 writes the output\n"
+               "  --pipesp-chunk G attention heads per PipeSP chunk: 0 = chosen from measurements (default),\n"
+               "                   1 = the paper's PipeSP, >= heads per rank = plain Ulysses\n"
+               "  --cfg-parallel   with --context-uncond and an even --sp N: ranks 0..N/2-1 evaluate the\n"
+               "                   conditional and the rest the unconditional (each half an SP group of N/2),\n"
+               "                   then partners exchange velocities\n"
+               "  --timeout S      seconds any rank waits for its peers before failing (default 120)\n");
 }
 
 /* Reads tensor `name` of a safetensors file into an f32 host tensor of its own shape. */
@@ -40,14 +54,132 @@ static int pd_dit_fail(const char *what) {
     return 1;
 }
 
+/* What every rank of an --sp run needs; inputs are read and checked by the parent before forking. */
+typedef struct pd_dit_sp_job {
+    const char *model, *out_path;
+    const pd_tensor *lat, *ctx; // (B, C, T, H, W), (B, L, text_dim) host f32
+    const float *ts;            // (B)
+    int ranks, threads, chunk;
+    bool cfg_parallel;
+    double timeout;
+    char names[PD_SP_LAUNCH_NAMES][64]; /* communicators: SP halves 0 and 1, the CFG pair group */
+} pd_dit_sp_job;
+
+static pd_status pd_dit_write_velocity(const char *path, const pd_tensor *vel) {
+    pd_st_writer *w = NULL;
+    pd_status st = pd_st_writer_create(&w);
+    if (st == PD_OK) st = pd_st_writer_add(w, "velocity", vel);
+    if (st == PD_OK) st = pd_st_writer_save(w, path);
+    pd_st_writer_free(w);
+    return st;
+}
+
+/* One rank of an --sp run (a child process): returns its exit status. */
+static int pd_dit_rank_main(const pd_dit_sp_job *job, int rank) {
+    const int m = job->cfg_parallel ? job->ranks / 2 : job->ranks, half = rank / m;
+    pd_backend *be = NULL;
+    pd_wan_dit *dit = NULL;
+    pd_comm *sp = NULL, *cfg = NULL;
+    pd_wan_dit_sp *e = NULL;
+    pd_tensor d_lat = {0}, d_ctx = {0}, d_vel = {0}, vel = {0};
+    const pd_wan_dit_sp_options opts = {.chunk_heads = job->chunk};
+    pd_status st = pd_backend_cpu_create(job->threads, &be);
+    if (st == PD_OK) st = pd_wan_dit_load(job->model, be, &dit);
+    if (st == PD_OK) st = pd_comm_shm_create(job->names[half], rank % m, m, job->timeout, &sp);
+    if (st == PD_OK && job->cfg_parallel) st = pd_comm_shm_create(job->names[2], rank, job->ranks, job->timeout, &cfg);
+    if (st == PD_OK) pd_sp_launch_fault_point(rank);
+    if (st == PD_OK) st = pd_wan_dit_sp_create(dit, sp, cfg, &opts, &e);
+    int64_t vs[5] = {job->lat->shape[0], pd_wan_dit_get_config(dit) ? pd_wan_dit_get_config(dit)->out_channels : 0,
+                     job->lat->shape[2], job->lat->shape[3], job->lat->shape[4]};
+    if (st == PD_OK) st = pd_backend_tensor_alloc(be, &d_lat, PD_DTYPE_F32, 5, job->lat->shape);
+    if (st == PD_OK) st = pd_backend_tensor_alloc(be, &d_ctx, PD_DTYPE_F32, 3, job->ctx->shape);
+    if (st == PD_OK) st = pd_backend_tensor_alloc(be, &d_vel, PD_DTYPE_F32, 5, vs);
+    if (st == PD_OK) st = pd_backend_upload(be, &d_lat, job->lat);
+    if (st == PD_OK) st = pd_backend_upload(be, &d_ctx, job->ctx);
+    if (st == PD_OK) st = pd_wan_dit_sp_forward(e, &d_vel, &d_lat, job->ts, &d_ctx);
+    if (st == PD_OK) st = pd_backend_synchronize(be);
+    if (st == PD_OK && rank == 0) {
+        pd_wan_dit_sp_stats s;
+        pd_wan_dit_sp_last_stats(e, &s);
+        PD_INFO("dit", "sp %d%s: g = %d of %d heads per rank, %.1f ms, attention %.1f ms, waiting %.1f ms, %.2f MB sent",
+                job->ranks, job->cfg_parallel ? " (cfg parallel)" : "", s.chunk_heads, s.heads_per_rank,
+                s.forward_s * 1e3, s.attn_s * 1e3, s.wait_s * 1e3, (double)s.bytes_sent / 1e6);
+        int b = job->lat->shape[0] == 1;
+        st = pd_tensor_alloc(&vel, PD_DTYPE_F32, 5 - b, vs + b);
+        pd_tensor v5 = vel;
+        v5.owns_data = false;
+        if (st == PD_OK) st = pd_tensor_reshape(&v5, 5, vs);
+        if (st == PD_OK) st = pd_backend_download(be, &v5, &d_vel);
+        if (st == PD_OK) st = pd_dit_write_velocity(job->out_path, &vel);
+    }
+    if (st != PD_OK) fprintf(stderr, "pipedit dit: rank %d: %s\n", rank, pd_error_msg());
+    pd_wan_dit_sp_free(e);
+    pd_comm_destroy(cfg);
+    pd_comm_destroy(sp);
+    if (be) {
+        pd_backend_tensor_free(be, &d_lat);
+        pd_backend_tensor_free(be, &d_ctx);
+        pd_backend_tensor_free(be, &d_vel);
+    }
+    pd_tensor_free(&vel);
+    pd_wan_dit_free(dit);
+    pd_backend_free(be);
+    return st == PD_OK ? 0 : 1;
+}
+
+/* Forks the ranks (tools/sp_launch.h) with fresh communicator names. */
+static int pd_dit_rank_entry(void *ud, int rank) { return pd_dit_rank_main(ud, rank); }
+
+static int pd_dit_run_sp(pd_dit_sp_job *job) {
+    pd_sp_launch_names(job->names);
+    return pd_sp_launch("pipedit dit", job->ranks, pd_dit_rank_entry, job, job->names);
+}
+
+/* Parses an integer option value in lo..hi; prints the error and returns false otherwise. */
+static bool pd_dit_int_arg(const char *opt, const char *v, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || end == v || *end || n < lo || n > hi) {
+        fprintf(stderr, "pipedit dit: %s must be an integer in %ld..%ld, got \"%s\"\n", opt, lo, hi, v);
+        return false;
+    }
+    *out = (int)n;
+    return true;
+}
+
+/* Reads and checks a context file into a (L, text_dim) tensor; prints the error on failure. */
+static bool pd_dit_read_context(const char *path, const pd_wan_dit_config *cfg, pd_tensor *ctx) {
+    char d[96];
+    if (pd_dit_read_input(path, "context", ctx) != PD_OK) {
+        pd_dit_fail("reading the context");
+        return false;
+    }
+    if (ctx->ndim == 3 && ctx->shape[0] == 1) {
+        int64_t s2[2] = {ctx->shape[1], ctx->shape[2]};
+        pd_tensor_reshape(ctx, 2, s2);
+    }
+    if (ctx->ndim != 2 || ctx->shape[1] != cfg->text_dim || ctx->shape[0] < 1 || ctx->shape[0] > cfg->text_len) {
+        fprintf(stderr, "pipedit dit: %s: context %s must be (L, %d) or (1, L, %d) with 1 <= L <= %d\n", path,
+                pd_tensor_describe(ctx, d, sizeof d), cfg->text_dim, cfg->text_dim, cfg->text_len);
+        return false;
+    }
+    return true;
+}
+
 int pd_cmd_dit(int argc, char **argv) {
-    const char *model = NULL, *latent_path = NULL, *ctx_path = NULL, *out_path = NULL, *ts = NULL;
-    int threads = 0;
+    const char *model = NULL, *latent_path = NULL, *ctx_path = NULL, *uctx_path = NULL, *out_path = NULL, *ts = NULL;
+    int threads = 0, sp_ranks = 0, chunk = 0, timeout = 120;
+    bool cfg_parallel = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             pd_dit_usage(stdout);
             return 0;
+        }
+        if (!strcmp(a, "--cfg-parallel")) {
+            cfg_parallel = true;
+            continue;
         }
         if (i + 1 >= argc) {
             fprintf(stderr, "pipedit dit: %s needs a value\n", a);
@@ -58,16 +190,17 @@ int pd_cmd_dit(int argc, char **argv) {
         if (!strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--latent")) latent_path = v;
         else if (!strcmp(a, "--context")) ctx_path = v;
+        else if (!strcmp(a, "--context-uncond")) uctx_path = v;
         else if (!strcmp(a, "--out")) out_path = v;
         else if (!strcmp(a, "--timestep")) ts = v;
         else if (!strcmp(a, "--threads")) {
-            char *end;
-            long n = strtol(v, &end, 10);
-            if (end == v || *end || n < 1 || n > 1024) {
-                fprintf(stderr, "pipedit dit: --threads must be an integer in 1..1024, got \"%s\"\n", v);
-                return 2;
-            }
-            threads = (int)n;
+            if (!pd_dit_int_arg(a, v, 1, 1024, &threads)) return 2;
+        } else if (!strcmp(a, "--sp")) {
+            if (!pd_dit_int_arg(a, v, 1, 64, &sp_ranks)) return 2;
+        } else if (!strcmp(a, "--pipesp-chunk")) {
+            if (!pd_dit_int_arg(a, v, 0, 4096, &chunk)) return 2;
+        } else if (!strcmp(a, "--timeout")) {
+            if (!pd_dit_int_arg(a, v, 1, 86400, &timeout)) return 2;
         } else {
             fprintf(stderr, "pipedit dit: unknown option %s\n", a);
             pd_dit_usage(stderr);
@@ -79,6 +212,10 @@ int pd_cmd_dit(int argc, char **argv) {
         pd_dit_usage(stderr);
         return 2;
     }
+    if (cfg_parallel && (!uctx_path || sp_ranks < 2 || sp_ranks % 2)) {
+        fprintf(stderr, "pipedit dit: --cfg-parallel needs --context-uncond and an even --sp N >= 2\n");
+        return 2;
+    }
     char *end;
     errno = 0;
     double tval = strtod(ts, &end);
@@ -86,19 +223,16 @@ int pd_cmd_dit(int argc, char **argv) {
         fprintf(stderr, "pipedit dit: --timestep must be a number in 0..1000, got \"%s\"\n", ts);
         return 2;
     }
-    float t = (float)tval;
+    const float tpair[2] = {(float)tval, (float)tval};
 
     int rc = 1;
     pd_backend *be = NULL;
     pd_wan_dit *dit = NULL;
-    pd_st_writer *w = NULL;
-    pd_tensor lat = {0}, ctx = {0}, vel_host = {0}, d_lat = {0}, d_ctx = {0}, d_vel = {0};
+    pd_tensor lat = {0}, ctx = {0}, uctx = {0}, ctx_b = {0}, vel_host = {0}, d_lat = {0}, d_ctx = {0}, d_vel = {0};
     if (pd_dit_read_input(latent_path, "latent", &lat) != PD_OK) return pd_dit_fail("reading the latent");
-    if (pd_dit_read_input(ctx_path, "context", &ctx) != PD_OK) {
-        rc = pd_dit_fail("reading the context");
-        goto done;
-    }
-    if (pd_backend_cpu_create(threads, &be) != PD_OK) {
+    /* With --sp the ranks run in child processes; this one only checks the inputs (one thread, so no
+     * thread pool is forked). */
+    if (pd_backend_cpu_create(sp_ranks ? 1 : threads, &be) != PD_OK) {
         rc = pd_dit_fail("backend");
         goto done;
     }
@@ -120,28 +254,62 @@ int pd_cmd_dit(int argc, char **argv) {
         rc = pd_dit_fail(latent_path);
         goto done;
     }
-    if (ctx.ndim == 3 && ctx.shape[0] == 1) {
-        int64_t s2[2] = {ctx.shape[1], ctx.shape[2]};
-        pd_tensor_reshape(&ctx, 2, s2);
+    const int group = cfg_parallel ? sp_ranks / 2 : sp_ranks;
+    if (sp_ranks && g.tokens < group) {
+        fprintf(stderr, "pipedit dit: %s has %lld tokens, fewer than the %d ranks of an SP group\n", latent_path,
+                (long long)g.tokens, group);
+        goto done;
     }
-    if (ctx.ndim != 2 || ctx.shape[1] != cfg->text_dim || ctx.shape[0] < 1 || ctx.shape[0] > cfg->text_len) {
-        fprintf(stderr, "pipedit dit: %s: context %s must be (L, %d) or (1, L, %d) with 1 <= L <= %d\n", ctx_path,
-                pd_tensor_describe(&ctx, d, sizeof d), cfg->text_dim, cfg->text_dim, cfg->text_len);
+    if (!pd_dit_read_context(ctx_path, cfg, &ctx)) goto done;
+    if (uctx_path && !pd_dit_read_context(uctx_path, cfg, &uctx)) goto done;
+
+    /* batch: 1, or the CFG pair with both contexts zero-padded to the longer length (the DiT pads to
+     * text_len with zeros anyway, so this changes nothing) */
+    const int64_t B = uctx_path ? 2 : 1, L = uctx_path && uctx.shape[0] > ctx.shape[0] ? uctx.shape[0] : ctx.shape[0];
+    int64_t ls[5] = {B, lat.shape[0], lat.shape[1], lat.shape[2], lat.shape[3]};
+    int64_t vs[5] = {B, cfg->out_channels, lat.shape[1], lat.shape[2], lat.shape[3]};
+    int64_t cs[3] = {B, L, cfg->text_dim};
+    pd_tensor lat_b = {0};
+    pd_status st = pd_tensor_alloc(&ctx_b, PD_DTYPE_F32, 3, cs);
+    if (st == PD_OK) st = pd_tensor_alloc(&lat_b, PD_DTYPE_F32, 5, ls);
+    for (int64_t b = 0; b < B && st == PD_OK; b++) {
+        const pd_tensor *src = b ? &uctx : &ctx;
+        pd_tensor dst = pd_tensor_slice(&ctx_b, 0, b, 1), rows = pd_tensor_slice(&dst, 1, 0, src->shape[0]);
+        int64_t rs[2] = {src->shape[0], src->shape[1]};
+        rows.ndim = 2, rows.shape[0] = rs[0], rows.shape[1] = rs[1], rows.stride[0] = rows.stride[1], rows.stride[1] = rows.stride[2];
+        st = pd_tensor_copy(&rows, src);
+        pd_tensor lb = pd_tensor_slice(&lat_b, 0, b, 1);
+        int64_t l4[4] = {lat.shape[0], lat.shape[1], lat.shape[2], lat.shape[3]};
+        if (st == PD_OK) st = pd_tensor_reshape(&lb, 4, l4);
+        if (st == PD_OK) st = pd_tensor_copy(&lb, &lat);
+    }
+    pd_tensor_free(&lat);
+    lat = lat_b;
+    if (st != PD_OK) {
+        rc = pd_dit_fail(NULL);
         goto done;
     }
 
-    int64_t ls[5] = {1, lat.shape[0], lat.shape[1], lat.shape[2], lat.shape[3]};
-    int64_t vs[5] = {1, cfg->out_channels, lat.shape[1], lat.shape[2], lat.shape[3]};
-    int64_t cs[3] = {1, ctx.shape[0], ctx.shape[1]};
-    pd_status st = pd_tensor_reshape(&lat, 5, ls);
-    if (st == PD_OK) st = pd_tensor_reshape(&ctx, 3, cs);
-    if (st == PD_OK) st = pd_backend_tensor_alloc(be, &d_lat, PD_DTYPE_F32, 5, ls);
+    if (sp_ranks) {
+        pd_wan_dit_free(dit);
+        dit = NULL;
+        pd_backend_free(be);
+        be = NULL;
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        pd_dit_sp_job job = {.model = model, .out_path = out_path, .lat = &lat, .ctx = &ctx_b, .ts = tpair,
+                             .ranks = sp_ranks, .chunk = chunk, .cfg_parallel = cfg_parallel, .timeout = timeout};
+        job.threads = threads ? threads : (int)(cores / sp_ranks < 1 ? 1 : cores / sp_ranks);
+        rc = pd_dit_run_sp(&job);
+        goto done;
+    }
+
+    st = pd_backend_tensor_alloc(be, &d_lat, PD_DTYPE_F32, 5, ls);
     if (st == PD_OK) st = pd_backend_tensor_alloc(be, &d_ctx, PD_DTYPE_F32, 3, cs);
     if (st == PD_OK) st = pd_backend_tensor_alloc(be, &d_vel, PD_DTYPE_F32, 5, vs);
-    if (st == PD_OK) st = pd_tensor_alloc(&vel_host, PD_DTYPE_F32, 4, vs + 1);
+    if (st == PD_OK) st = pd_tensor_alloc(&vel_host, PD_DTYPE_F32, 5 - (B == 1), vs + (B == 1));
     if (st == PD_OK) st = pd_backend_upload(be, &d_lat, &lat);
-    if (st == PD_OK) st = pd_backend_upload(be, &d_ctx, &ctx);
-    if (st == PD_OK) st = pd_wan_dit_forward(dit, &d_vel, &d_lat, &t, &d_ctx);
+    if (st == PD_OK) st = pd_backend_upload(be, &d_ctx, &ctx_b);
+    if (st == PD_OK) st = pd_wan_dit_forward(dit, &d_vel, &d_lat, tpair, &d_ctx);
     if (st == PD_OK) st = pd_backend_synchronize(be);
     if (st == PD_OK) {
         pd_tensor vh5 = vel_host;
@@ -149,16 +317,13 @@ int pd_cmd_dit(int argc, char **argv) {
         st = pd_tensor_reshape(&vh5, 5, vs);
         if (st == PD_OK) st = pd_backend_download(be, &vh5, &d_vel);
     }
-    if (st == PD_OK) st = pd_st_writer_create(&w);
-    if (st == PD_OK) st = pd_st_writer_add(w, "velocity", &vel_host);
-    if (st == PD_OK) st = pd_st_writer_save(w, out_path);
+    if (st == PD_OK) st = pd_dit_write_velocity(out_path, &vel_host);
     if (st != PD_OK) {
         rc = pd_dit_fail(NULL);
         goto done;
     }
     rc = 0;
 done:
-    pd_st_writer_free(w);
     if (be) {
         pd_backend_tensor_free(be, &d_lat);
         pd_backend_tensor_free(be, &d_ctx);
@@ -166,6 +331,8 @@ done:
     }
     pd_tensor_free(&lat);
     pd_tensor_free(&ctx);
+    pd_tensor_free(&uctx);
+    pd_tensor_free(&ctx_b);
     pd_tensor_free(&vel_host);
     pd_wan_dit_free(dit);
     pd_backend_free(be);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine/arena.h"
+#include "engine/json_file.h"
 #include "engine/safetensors.h"
 #include "models/model_dir.h"
 #include "models/random_init.h"
@@ -71,14 +72,8 @@ pd_status pd_umt5_config_load(const char *model_dir, pd_umt5_config *cfg) {
     char path[4200];
     if (snprintf(path, sizeof path, "%s/text_encoder/config.json", model_dir) >= (int)sizeof path)
         return pd_error_set(PD_ERR_INVALID, "model folder path too long: %s", model_dir);
-    json_error_t err;
-    json_t *root = json_load_file(path, 0, &err);
-    if (!root) {
-        FILE *f = fopen(path, "rb");
-        if (!f) return pd_error_set(PD_ERR_IO, "cannot open %s", path);
-        fclose(f);
-        return pd_error_set(PD_ERR_FORMAT, "%s: invalid JSON at line %d: %s", path, err.line, err.text);
-    }
+    json_t *root;
+    PD_TRY(pd_json_file_load(path, 1 << 20, &root));
     pd_status st = PD_OK;
     pd_umt5_config c = {0};
     if (!json_is_object(root)) st = pd_error_set(PD_ERR_FORMAT, "%s: not a JSON object", path);
@@ -327,11 +322,7 @@ typedef struct pd_umt5_writer {
 
 static pd_status pd_umt5_write_one(void *ud, const pd_umt5_spec *s) {
     pd_umt5_writer *uw = ud;
-    pd_tensor t;
-    PD_TRY(pd_random_tensor(&t, uw->dtype, s->ndim, s->shape, uw->seed, s->name, s->mean, s->std));
-    pd_status st = pd_st_writer_add(uw->w, s->name, &t);
-    pd_tensor_free(&t);
-    return st;
+    return pd_random_tensor_write(uw->w, s->name, s->name, uw->dtype, s->ndim, s->shape, uw->seed, s->mean, s->std);
 }
 
 static pd_status pd_umt5_write_config(const char *path, const pd_umt5_config *c, pd_dtype dtype) {

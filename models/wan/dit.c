@@ -79,7 +79,8 @@ static pd_status pd_dit_attend(pd_wan_dit *m, pd_tensor *att, const pd_tensor *q
 /* x (B, N, D) += one transformer block. e0 (B, 6, D); ctx (B, Lc, D) the projected text; freqs
  * (N, hd/2, 2) the RoPE table of x's tokens. */
 static pd_status pd_dit_block_forward(pd_wan_dit *m, const pd_dit_block *w, pd_tensor *x, const pd_tensor *e0,
-                              const pd_tensor *ctx, const pd_tensor *freqs, pd_dit_scratch *s) {
+                              const pd_tensor *ctx, const pd_tensor *freqs, pd_dit_scratch *s,
+                              const pd_dit_shard *shard) {
     pd_backend *be = m->be;
     const pd_wan_dit_config *c = &m->cfg;
     const float eps = c->eps;
@@ -103,7 +104,8 @@ static pd_status pd_dit_block_forward(pd_wan_dit *m, const pd_dit_block *w, pd_t
     pd_tensor q4 = pd_dit_view(&s->q, 4, hs), k4 = pd_dit_view(&s->k, 4, hs);
     PD_TRY(pd_op_rope(be, &q4, &q4, freqs));
     PD_TRY(pd_op_rope(be, &k4, &k4, freqs));
-    PD_TRY(pd_dit_attend(m, &s->att, &s->q, &s->k, &s->v));
+    if (shard) PD_TRY(shard->self_attn(shard->ud, &s->att, &s->q, &s->k, &s->v));
+    else PD_TRY(pd_dit_attend(m, &s->att, &s->q, &s->k, &s->v));
     PD_TRY(pd_op_linear(be, &s->o, &s->att, &sa->o.w, &sa->o.b));
     PD_TRY(pd_op_gated_add(be, x, &gate_msa, &s->o));
 
@@ -163,17 +165,19 @@ static pd_status pd_dit_alloc(pd_wan_dit *m, pd_tensor *t, int ndim, int64_t d0,
     return pd_arena_tensor(m->arena, t, PD_DTYPE_F32, ndim, shape);
 }
 
-/* Bytes of every activation one forward takes from the arena (each rounded to the arena's 64). */
-static size_t pd_dit_activation_bytes(const pd_wan_dit_config *c, int64_t B, int64_t N) {
+/* Bytes of every activation one forward takes from the arena (each rounded to the arena's 64), for
+ * N tokens of which this device computes n (n < N: a sequence-parallel shard). */
+static size_t pd_dit_activation_bytes(const pd_wan_dit_config *c, int64_t B, int64_t N, int64_t n) {
     const int64_t D = c->dim, Lc = c->text_len, P = (int64_t)c->patch[0] * c->patch[1] * c->patch[2];
+    const int64_t shard = n < N;
     const int64_t elems[] = {
-        B * N * c->in_channels * P, B * N * D,                       /* patches, x */
+        B * N * c->in_channels * P, shard * B * n * c->in_channels * P, B * n * D, /* patches, x */
         B, B * c->freq_dim, B * D, B * D, B * D, B * 6 * D,          /* time */
         B * Lc * c->text_dim, B * Lc * D, B * Lc * D,                /* text */
-        N * c->head_dim,                                             /* RoPE table */
-        B * 6 * D, B * N * D, B * N * D, B * N * D, B * N * D, B * N * D, B * N * D, /* block scratch */
-        B * Lc * D, B * Lc * D, B * N * c->ffn_dim,
-        B * D, B * D, B * N * c->out_channels * P,                   /* head */
+        n * c->head_dim,                                             /* RoPE table */
+        B * 6 * D, B * n * D, B * n * D, B * n * D, B * n * D, B * n * D, B * n * D, /* block scratch */
+        B * Lc * D, B * Lc * D, B * n * c->ffn_dim,
+        B * D, B * D, B * n * c->out_channels * P, shard * B * N * c->out_channels * P, /* head */
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof elems / sizeof elems[0]; i++) total += ((size_t)elems[i] * 4 + 63) & ~(size_t)63;
@@ -182,8 +186,8 @@ static size_t pd_dit_activation_bytes(const pd_wan_dit_config *c, int64_t B, int
 
 /* Makes the arena one chunk large enough for a (B, N) forward, so the first call allocates once and
  * no more than it needs; a larger shape later replaces it. */
-static pd_status pd_dit_reserve(pd_wan_dit *m, int64_t B, int64_t N, size_t *need_out) {
-    size_t need = pd_dit_activation_bytes(&m->cfg, B, N);
+static pd_status pd_dit_reserve(pd_wan_dit *m, int64_t B, int64_t N, int64_t n, size_t *need_out) {
+    size_t need = pd_dit_activation_bytes(&m->cfg, B, N, n);
     *need_out = need;
     if (m->arena && pd_arena_reserved(m->arena) >= need) return PD_OK;
     pd_arena_free(m->arena);
@@ -196,6 +200,11 @@ static pd_status pd_dit_reserve(pd_wan_dit *m, int64_t B, int64_t N, size_t *nee
 
 pd_status pd_wan_dit_forward(pd_wan_dit *m, pd_tensor *vel, const pd_tensor *latent, const float *timesteps,
                              const pd_tensor *context) {
+    return pd_dit_forward_shard(m, vel, latent, timesteps, context, NULL);
+}
+
+pd_status pd_dit_forward_shard(pd_wan_dit *m, pd_tensor *vel, const pd_tensor *latent, const float *timesteps,
+                               const pd_tensor *context, const pd_dit_shard *shard) {
     const pd_wan_dit_config *c = &m->cfg;
     pd_backend *be = m->be;
     pd_wan_dit_grid g;
@@ -203,20 +212,30 @@ pd_status pd_wan_dit_forward(pd_wan_dit *m, pd_tensor *vel, const pd_tensor *lat
     const int64_t B = latent->shape[0], N = g.tokens, D = c->dim, Lc = c->text_len, L = context->shape[1];
     const int64_t P = (int64_t)c->patch[0] * c->patch[1] * c->patch[2];
     const int *pt = c->patch;
+    /* this device's tokens [off, off + n) */
+    const int64_t off = shard ? shard->offset : 0, n = shard ? shard->count : N;
+    PD_ASSERT(off >= 0 && n >= 1 && off + n <= N);
     size_t need;
-    PD_TRY(pd_dit_reserve(m, B, N, &need));
+    PD_TRY(pd_dit_reserve(m, B, N, n, &need));
     pd_arena_reset(m->arena, 0);
     /* A fresh arena gets its single chunk at the first tensor; a reused one must not grow. */
     const size_t reserved = pd_arena_reserved(m->arena) ? pd_arena_reserved(m->arena) : need;
 
-    /* patch embedding: a Conv3d with kernel = stride = patch is a linear over each patch */
+    /* patch embedding: a Conv3d with kernel = stride = patch is a linear over each patch. A shard
+     * patchifies the whole (small) latent and keeps its token range. */
     pd_tensor patches, x;
     PD_TRY(pd_dit_alloc(m, &patches, 3, B, N, c->in_channels * P, 0)); // (B, N, Cin*P)
-    PD_TRY(pd_dit_alloc(m, &x, 3, B, N, D, 0));                        // (B, N, D)
     for (int64_t b = 0; b < B; b++) {
         pd_tensor pb = pd_dit_item(&patches, b), lb = pd_dit_item(latent, b);
         PD_TRY(pd_op_patchify(be, &pb, &lb, pt[0], pt[1], pt[2]));
     }
+    if (n < N) {
+        pd_tensor mine, range = pd_tensor_slice(&patches, 1, off, n);
+        PD_TRY(pd_dit_alloc(m, &mine, 3, B, n, c->in_channels * P, 0)); // (B, n, Cin*P)
+        PD_TRY(pd_op_copy(be, &mine, &range));
+        patches = mine;
+    }
+    PD_TRY(pd_dit_alloc(m, &x, 3, B, n, D, 0)); // (B, n, D)
     PD_TRY(pd_op_linear(be, &x, &patches, &m->w.patch.w, &m->w.patch.b));
 
     /* time: e (B, D) feeds the head, e0 (B, 6, D) the blocks */
@@ -258,24 +277,24 @@ pd_status pd_wan_dit_forward(pd_wan_dit *m, pd_tensor *vel, const pd_tensor *lat
     PD_TRY(pd_dit_alloc(m, &ctx, 3, B, Lc, D, 0));
     PD_TRY(pd_op_linear(be, &ctx, &c1, &m->w.text2.w, &m->w.text2.b));
 
-    /* RoPE table of this call's tokens: the whole sequence (offset 0). */
+    /* RoPE table of this device's tokens */
     pd_tensor freqs;
-    PD_TRY(pd_dit_alloc(m, &freqs, 3, N, c->head_dim / 2, 2, 0));
-    PD_TRY(pd_op_rope3d_freqs(be, &freqs, g.t, g.h, g.w, 0, c->rope_theta));
+    PD_TRY(pd_dit_alloc(m, &freqs, 3, n, c->head_dim / 2, 2, 0));
+    PD_TRY(pd_op_rope3d_freqs(be, &freqs, g.t, g.h, g.w, off, c->rope_theta));
 
     pd_dit_scratch s;
     PD_TRY(pd_dit_alloc(m, &s.mod, 3, B, 6, D, 0));
-    PD_TRY(pd_dit_alloc(m, &s.h, 3, B, N, D, 0));
-    PD_TRY(pd_dit_alloc(m, &s.q, 3, B, N, D, 0));
-    PD_TRY(pd_dit_alloc(m, &s.k, 3, B, N, D, 0));
-    PD_TRY(pd_dit_alloc(m, &s.v, 3, B, N, D, 0));
-    PD_TRY(pd_dit_alloc(m, &s.att, 3, B, N, D, 0));
-    PD_TRY(pd_dit_alloc(m, &s.o, 3, B, N, D, 0));
+    PD_TRY(pd_dit_alloc(m, &s.h, 3, B, n, D, 0));
+    PD_TRY(pd_dit_alloc(m, &s.q, 3, B, n, D, 0));
+    PD_TRY(pd_dit_alloc(m, &s.k, 3, B, n, D, 0));
+    PD_TRY(pd_dit_alloc(m, &s.v, 3, B, n, D, 0));
+    PD_TRY(pd_dit_alloc(m, &s.att, 3, B, n, D, 0));
+    PD_TRY(pd_dit_alloc(m, &s.o, 3, B, n, D, 0));
     PD_TRY(pd_dit_alloc(m, &s.ck, 3, B, Lc, D, 0));
     PD_TRY(pd_dit_alloc(m, &s.cv, 3, B, Lc, D, 0));
-    PD_TRY(pd_dit_alloc(m, &s.f, 3, B, N, c->ffn_dim, 0));
+    PD_TRY(pd_dit_alloc(m, &s.f, 3, B, n, c->ffn_dim, 0));
     for (int i = 0; i < c->layers; i++) {
-        pd_status st = pd_dit_block_forward(m, &m->w.blocks[i], &x, &e0v, &ctx, &freqs, &s);
+        pd_status st = pd_dit_block_forward(m, &m->w.blocks[i], &x, &e0v, &ctx, &freqs, &s, shard);
         if (st != PD_OK) return pd_error_prefix(st, "DiT block %d", i);
     }
 
@@ -289,8 +308,14 @@ pd_status pd_wan_dit_forward(pd_wan_dit *m, pd_tensor *vel, const pd_tensor *lat
     PD_TRY(pd_op_add(be, &hscale, &ev, &m1));
     PD_TRY(pd_op_layer_norm(be, &s.h, &x, NULL, NULL, c->eps));
     PD_TRY(pd_op_modulate(be, &s.h, &s.h, &hshift, &hscale));
-    PD_TRY(pd_dit_alloc(m, &out, 3, B, N, c->out_channels * P, 0)); // (B, N, P*Cout) ordered (pt, ph, pw, c)
+    PD_TRY(pd_dit_alloc(m, &out, 3, B, n, c->out_channels * P, 0)); // (B, n, P*Cout) ordered (pt, ph, pw, c)
     PD_TRY(pd_op_linear(be, &out, &s.h, &m->w.head.w, &m->w.head.b));
+    if (n < N) {
+        pd_tensor all;
+        PD_TRY(pd_dit_alloc(m, &all, 3, B, N, c->out_channels * P, 0)); // (B, N, P*Cout) every shard's rows
+        PD_TRY(shard->gather(shard->ud, &all, &out));
+        out = all;
+    }
     for (int64_t b = 0; b < B; b++) {
         pd_tensor vb = pd_dit_item(vel, b), ob = pd_dit_item(&out, b);
         PD_TRY(pd_op_unpatchify(be, &vb, &ob, pt[0], pt[1], pt[2]));

@@ -41,6 +41,23 @@ struct pd_wan_dit {
     pd_arena *arena;
 };
 
+/* How one forward is spread over a sequence-parallel group (dit_sp.c). This device computes tokens
+ * [offset, offset + count) of the N-token sequence; every op is local but two:
+ *  - self_attn: att (B, count, D) = attention over the whole sequence for this device's tokens, from
+ *    their q, k (RMS-normed, rotated) and v (B, count, D);
+ *  - gather: full (B, N, P*Cout) = every device's head outputs, from this one's (B, count, P*Cout).
+ * (gather is called only when count < N.) */
+typedef struct pd_dit_shard {
+    int64_t offset, count;
+    pd_status (*self_attn)(void *ud, pd_tensor *att, const pd_tensor *q, const pd_tensor *k, const pd_tensor *v);
+    pd_status (*gather)(void *ud, pd_tensor *full, const pd_tensor *local);
+    void *ud;
+} pd_dit_shard;
+
+/* pd_wan_dit_forward for one shard (shard NULL: the whole sequence on this device). */
+pd_status pd_dit_forward_shard(pd_wan_dit *m, pd_tensor *vel, const pd_tensor *latent, const float *timesteps,
+                               const pd_tensor *context, const pd_dit_shard *shard);
+
 /* One tensor of the checkpoint. */
 typedef struct pd_dit_tensor_spec {
     char name[160];   /* full name in the requested layout, prefix included */

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "engine/json_file.h"
 #include "models/wan/dit_impl.h"
 
 #define PD_DIT_MAX_CONFIG_BYTES (1 << 20)
@@ -118,13 +119,8 @@ static pd_status pd_dit_config_parse(json_t *root, const char *path, pd_wan_dit_
 }
 
 pd_status pd_wan_dit_config_load(const char *path, pd_wan_dit_config *cfg) {
-    struct stat sb;
-    if (stat(path, &sb) != 0) return pd_error_set(PD_ERR_IO, "%s: %s", path, strerror(errno));
-    if (sb.st_size > PD_DIT_MAX_CONFIG_BYTES)
-        return pd_error_set(PD_ERR_FORMAT, "%s: %lld bytes is larger than a config can be", path, (long long)sb.st_size);
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    if (!root) return pd_error_set(PD_ERR_FORMAT, "%s:%d: bad JSON: %s", path, jerr.line, jerr.text);
+    json_t *root;
+    PD_TRY(pd_json_file_load(path, PD_DIT_MAX_CONFIG_BYTES, &root));
     pd_status st = pd_dit_config_parse(root, path, cfg);
     json_decref(root);
     return st;

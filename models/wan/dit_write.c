@@ -14,11 +14,7 @@ typedef struct pd_dit_writer {
 
 static pd_status pd_dit_write_one(void *ud, const pd_dit_tensor_spec *s) {
     pd_dit_writer *dw = ud;
-    pd_tensor t;
-    PD_TRY(pd_random_tensor(&t, dw->dtype, s->ndim, s->shape, dw->seed, s->key, s->mean, s->std));
-    pd_status st = pd_st_writer_add(dw->w, s->name, &t);
-    pd_tensor_free(&t);
-    return st;
+    return pd_random_tensor_write(dw->w, s->name, s->key, dw->dtype, s->ndim, s->shape, dw->seed, s->mean, s->std);
 }
 
 /* diffusers WanTransformer3DModel config.json; text_len and the RoPE theta are fixed by the format. */

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "engine/arena.h"
+#include "engine/json_file.h"
 #include "engine/safetensors.h"
 #include "models/model_dir.h"
 #include "models/random_init.h"
@@ -117,11 +118,7 @@ typedef struct vae_walk {
 static pd_status vae_tensor(vae_walk *w, pd_tensor *dst, const char *name, int ndim, const int64_t *shape, float mean,
                             float std) {
     if (w->wr) {
-        pd_tensor t;
-        PD_TRY(pd_random_tensor(&t, w->dtype, ndim, shape, w->seed, name, mean, std));
-        pd_status st = pd_st_writer_add(w->wr, name, &t);
-        pd_tensor_free(&t);
-        return st;
+        return pd_random_tensor_write(w->wr, name, name, w->dtype, ndim, shape, w->seed, mean, std);
     }
     pd_wan_vae *v = w->v;
     pd_tensor host;
@@ -377,12 +374,8 @@ static pd_status vae_config_parse(json_t *root, const char *path, pd_wan_vae_con
 }
 
 pd_status pd_wan_vae_config_load(const char *path, pd_wan_vae_config *out) {
-    struct stat sb;
-    if (stat(path, &sb) != 0) return pd_error_set(PD_ERR_IO, "%s: %s", path, strerror(errno));
-    if (sb.st_size > (1 << 20)) return pd_error_set(PD_ERR_FORMAT, "%s: %lld bytes is too large for a config", path, (long long)sb.st_size);
-    json_error_t err;
-    json_t *root = json_load_file(path, 0, &err);
-    if (!root) return pd_error_set(PD_ERR_FORMAT, "%s:%d: %s", path, err.line, err.text);
+    json_t *root;
+    PD_TRY(pd_json_file_load(path, 1 << 20, &root));
     pd_status st = vae_config_parse(root, path, out);
     json_decref(root);
     return st;

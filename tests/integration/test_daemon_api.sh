@@ -183,6 +183,7 @@ assert got == want, ("POST 400 count", got, want)
 assert values.get('pipedit_http_requests_total{route="/v1/videos",method="POST",code="413"}') == 2
 assert values.get('pipedit_http_requests_total{route="/v1/videos",method="GET",code="401"}') == 2
 assert values['pipedit_workers_up'] >= 1 and values['pipedit_ready'] == 1
+assert values['pipedit_worker_memory_bytes'] > 1e6, values['pipedit_worker_memory_bytes']
 assert values['pipedit_queue_depth'] == 0
 for st in ("queued", "in_progress", "completed", "failed"):
     assert values['pipedit_jobs{status="%s"}' % st] == 0

@@ -191,9 +191,14 @@ static pd_status load_with_config(const char *json, pd_wan_dit **m) {
     return pd_wan_dit_load(dir, g_be, m);
 }
 
-#define CFG_HEAD "{\"_class_name\": \"WanTransformer3DModel\", \"patch_size\": [1, 2, 2], \"in_channels\": 16, " \
-                 "\"out_channels\": 16, \"text_dim\": 32, \"freq_dim\": 256, \"ffn_dim\": 256, \"eps\": 1e-6, "  \
-                 "\"cross_attn_norm\": true, \"qk_norm\": \"rms_norm_across_heads\", \"rope_max_seq_len\": 1024, "
+/* Keys every case shares; patch_size, eps and qk_norm are added per case (duplicate keys are an error). */
+#define CFG_BASE "{\"_class_name\": \"WanTransformer3DModel\", \"in_channels\": 16, \"out_channels\": 16, "      \
+                 "\"text_dim\": 32, \"freq_dim\": 256, \"ffn_dim\": 256, \"cross_attn_norm\": true, "            \
+                 "\"rope_max_seq_len\": 1024, "
+#define CFG_PATCH "\"patch_size\": [1, 2, 2], "
+#define CFG_EPS "\"eps\": 1e-6, "
+#define CFG_QK "\"qk_norm\": \"rms_norm_across_heads\", "
+#define CFG_HEAD CFG_BASE CFG_PATCH CFG_EPS CFG_QK
 
 static void test_bad_config(void) {
     pd_wan_dit *m = NULL;
@@ -208,11 +213,12 @@ static void test_bad_config(void) {
         {CFG_HEAD "\"num_attention_heads\": \"four\", \"attention_head_dim\": 32, \"num_layers\": 2}", "num_attention_heads", PD_ERR_FORMAT},
         {CFG_HEAD "\"num_attention_heads\": 4, \"num_layers\": 2}", "attention_head_dim", PD_ERR_FORMAT},
         {CFG_HEAD "\"num_attention_heads\": 4, \"attention_head_dim\": 31, \"num_layers\": 2}", "attention_head_dim", PD_ERR_FORMAT},
-        {CFG_HEAD "\"num_attention_heads\": 4, \"attention_head_dim\": 32, \"num_layers\": 2, \"eps\": -1}", "eps", PD_ERR_FORMAT},
-        {CFG_HEAD "\"num_attention_heads\": 4, \"attention_head_dim\": 32, \"num_layers\": 2, \"patch_size\": [1, 2]}", "patch_size", PD_ERR_FORMAT},
-        {CFG_HEAD "\"num_attention_heads\": 4, \"attention_head_dim\": 32, \"num_layers\": 2, \"qk_norm\": \"rms_norm\"}", "qk_norm", PD_ERR_UNSUPPORTED},
+        {CFG_BASE CFG_PATCH CFG_QK "\"num_attention_heads\": 4, \"attention_head_dim\": 32, \"num_layers\": 2, \"eps\": -1}", "eps", PD_ERR_FORMAT},
+        {CFG_BASE CFG_EPS CFG_QK "\"num_attention_heads\": 4, \"attention_head_dim\": 32, \"num_layers\": 2, \"patch_size\": [1, 2]}", "patch_size", PD_ERR_FORMAT},
+        {CFG_BASE CFG_PATCH CFG_EPS "\"num_attention_heads\": 4, \"attention_head_dim\": 32, \"num_layers\": 2, \"qk_norm\": \"rms_norm\"}", "qk_norm", PD_ERR_UNSUPPORTED},
         {CFG_HEAD "\"num_attention_heads\": 4, \"attention_head_dim\": 32, \"num_layers\": 2, \"image_dim\": 1280}", "image_dim", PD_ERR_UNSUPPORTED},
         {CFG_HEAD "\"num_attention_heads\": 4, \"attention_head_dim\": 32, \"num_layers\": 2", "bad JSON", PD_ERR_FORMAT},
+        {CFG_HEAD "\"num_attention_heads\": 4, \"attention_head_dim\": 32, \"num_layers\": 2, \"eps\": 1e-5}", "duplicate", PD_ERR_FORMAT},
         /* consistent JSON that does not match the tensors */
         {CFG_HEAD "\"num_attention_heads\": 4, \"attention_head_dim\": 32, \"num_layers\": 3}", "blocks.2.", PD_ERR_NOT_FOUND},
         {CFG_HEAD "\"num_attention_heads\": 2, \"attention_head_dim\": 32, \"num_layers\": 2}", "patch_embedding.weight", PD_ERR_FORMAT},
