@@ -31,7 +31,14 @@ struct pd_pipeline {
     pd_wan_dit *dit;
     pd_wan_vae *vae;
     double decode_s, encode_s; /* split of the last pd_pipeline_decode */
+    pd_dit_forward_fn dit_fn;  /* NULL: pd_wan_dit_forward on dit */
+    void *dit_ud;
 };
+
+void pd_pipeline_set_dit_forward(pd_pipeline *pl, pd_dit_forward_fn fn, void *ud) {
+    pl->dit_fn = fn;
+    pl->dit_ud = ud;
+}
 
 static double pd_now(void) {
     struct timespec ts;
@@ -255,7 +262,8 @@ static pd_status pd_denoise_run(pd_pipeline *pl, const pd_gen_params *p, const p
         PD_TRY(pd_backend_upload(pl->be, &b->lat, &b->lat_h));
         const float t = pd_sampler_timestep(b->sampler, i);
         const float ts[2] = {t, t};
-        pd_status st = pd_wan_dit_forward(pl->dit, &b->vel, &b->lat, ts, &b->ctx);
+        pd_status st = pl->dit_fn ? pl->dit_fn(pl->dit_ud, &b->vel, &b->lat, ts, &b->ctx)
+                                  : pd_wan_dit_forward(pl->dit, &b->vel, &b->lat, ts, &b->ctx);
         if (st) return pd_error_prefix(st, "denoise step %d of %d", i + 1, p->steps);
         PD_TRY(pd_backend_download(pl->be, &b->vel_h, &b->vel));
         if (cfg_on) pd_cfg_combine(vel_h, vel_h, vel_h + n, n, p->guidance); /* batch 0 cond, 1 uncond */

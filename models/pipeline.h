@@ -50,6 +50,13 @@ typedef struct pd_pipeline pd_pipeline;
 pd_status pd_pipeline_load(const char *model_dir, pd_backend *be, unsigned parts, pd_pipeline **out);
 void pd_pipeline_free(pd_pipeline *pl);
 
+/* The DiT evaluation the denoise loop calls, with pd_wan_dit_forward's contract (the pipeline's own
+ * loaded DiT is the default). A sequence-parallel rank sets pd_wan_dit_sp_forward here so every rank
+ * runs the same sampler loop over the group. fn NULL restores the default; ud is passed through. */
+typedef pd_status (*pd_dit_forward_fn)(void *ud, pd_tensor *velocity, const pd_tensor *latent, const float *timesteps,
+                                       const pd_tensor *context);
+void pd_pipeline_set_dit_forward(pd_pipeline *pl, pd_dit_forward_fn fn, void *ud);
+
 /* The documented bounds pd_pipeline_validate enforces. */
 #define PD_GEN_MIN_SIDE 16            /* width and height: multiples of 16 in 16..4096 */
 #define PD_GEN_MAX_SIDE 4096

@@ -16,14 +16,16 @@
 #include "engine/backend.h"
 #include "models/model_dir.h"
 #include "models/pipeline.h"
+#include "models/wan/dit.h"
 #include "tools/commands.h"
+#include "tools/sp_launch.h"
 
 static void pd_generate_usage(FILE *f) {
     fprintf(f,
             "usage: pipedit generate --prompt TEXT --out OUT.mp4 [--model DIR] [--negative-prompt TEXT]\n"
             "                        [--size WxH] [--frames N] [--steps N] [--guidance G] [--shift S]\n"
             "                        [--sampler unipc|euler] [--seed S] [--fps N] [--threads N]\n"
-            "                        [--thumbnail OUT.png]\n"
+            "                        [--thumbnail OUT.png] [--sp N [--pipesp-chunk G] [--cfg-parallel]]\n"
             "Generates a video from a text prompt and writes it as an H.264 MP4.\n"
             "  --model DIR        a Wan2.1 model folder (diffusers layout); default: the embedded tiny model\n"
             "  --prompt TEXT      what to show (required)\n"
@@ -38,6 +40,11 @@ static void pd_generate_usage(FILE *f) {
             "  --fps N            output frame rate, 1..120 (default 16)\n"
             "  --threads N        CPU threads, 1..1024 (default: all cores); results do not depend on it\n"
             "  --thumbnail PNG    also write the first frame as a PNG\n"
+            "  --sp N             run the DiT with sequence parallelism over N local worker processes\n"
+            "                     (1..64); every rank runs the sampler loop, rank 0 decodes and writes\n"
+            "  --pipesp-chunk G   heads per PipeSP chunk: 0 = measured (default), 1 = the paper's PipeSP\n"
+            "  --cfg-parallel     with an even --sp N and guidance > 1: conditional and unconditional\n"
+            "                     evaluations on the two halves of the ranks\n"
             "  --out OUT.mp4      the video to write (written atomically)\n");
 }
 
@@ -153,9 +160,70 @@ static void pd_progress(void *ud, pd_stage stage, int step, int total) {
     fflush(stderr);
 }
 
+/* One rank of a --sp run (a child process). */
+typedef struct pd_gen_sp_job {
+    const char *model_dir, *out, *thumb;
+    pd_gen_params p;
+    int ranks, threads, chunk;
+    bool cfg_parallel;
+    char names[PD_SP_LAUNCH_NAMES][64];
+} pd_gen_sp_job;
+
+static pd_status pd_gen_sp_forward(void *ud, pd_tensor *vel, const pd_tensor *lat, const float *ts, const pd_tensor *ctx) {
+    return pd_wan_dit_sp_forward(ud, vel, lat, ts, ctx);
+}
+
+static int pd_gen_rank_main(void *ud, int rank) {
+    const pd_gen_sp_job *job = ud;
+    const int m = job->cfg_parallel ? job->ranks / 2 : job->ranks;
+    pd_backend *be = NULL;
+    pd_pipeline *pl = NULL;
+    pd_wan_dit *dit = NULL;
+    pd_comm *sp = NULL, *cfg = NULL;
+    pd_wan_dit_sp *e = NULL;
+    pd_tensor cond = {0}, uncond = {0}, latent = {0};
+    const pd_wan_dit_sp_options opts = {.chunk_heads = job->chunk};
+    /* rank 0 decodes; the others need the text encoder and the DiT only */
+    pd_status st = pd_backend_cpu_create(job->threads, &be);
+    if (st == PD_OK) st = pd_pipeline_load(job->model_dir, be, rank ? PD_PART_TEXT | PD_PART_DIT : PD_PART_ALL, &pl);
+    if (st == PD_OK) st = pd_wan_dit_load(job->model_dir, be, &dit); /* mapped again: no copy on the CPU */
+    if (st == PD_OK) st = pd_comm_shm_create(job->names[rank / m], rank % m, m, 120.0, &sp);
+    if (st == PD_OK && job->cfg_parallel) st = pd_comm_shm_create(job->names[2], rank, job->ranks, 120.0, &cfg);
+    if (st == PD_OK) pd_sp_launch_fault_point(rank);
+    if (st == PD_OK) st = pd_wan_dit_sp_create(dit, sp, cfg, &opts, &e);
+    if (st == PD_OK) pd_pipeline_set_dit_forward(pl, pd_gen_sp_forward, e);
+    if (st == PD_OK && rank == 0) {
+        pd_progress_state ps = {.tty = isatty(STDERR_FILENO), .last_stage = PD_STAGE_COUNT, .last_call = pd_mono()};
+        pd_gen_timings t;
+        st = pd_pipeline_generate(pl, &job->p, job->out, job->thumb, pd_progress, &ps, NULL, &t);
+        if (ps.open_line) fputc('\n', stderr);
+        if (st == PD_OK)
+            printf("denoise %.3f s (%.3f s/step) over %d ranks%s; wrote %s\n", t.seconds[PD_STAGE_DENOISE],
+                   t.denoise_step_seconds, job->ranks, job->cfg_parallel ? " (CFG parallel)" : "", job->out);
+    } else if (st == PD_OK) {
+        const bool cfg_on = job->p.guidance > 1.0f;
+        st = pd_pipeline_encode_text(pl, job->p.prompt, &cond);
+        if (st == PD_OK && cfg_on)
+            st = pd_pipeline_encode_text(pl, job->p.negative_prompt ? job->p.negative_prompt : "", &uncond);
+        if (st == PD_OK) st = pd_pipeline_denoise(pl, &job->p, &cond, cfg_on ? &uncond : NULL, &latent, NULL, NULL, NULL);
+    }
+    if (st != PD_OK) PD_GEN_ERR("rank %d: %s", rank, pd_error_msg());
+    pd_tensor_free(&cond);
+    pd_tensor_free(&uncond);
+    pd_tensor_free(&latent);
+    pd_wan_dit_sp_free(e);
+    pd_comm_destroy(cfg);
+    pd_comm_destroy(sp);
+    pd_wan_dit_free(dit);
+    pd_pipeline_free(pl);
+    pd_backend_free(be);
+    return st == PD_OK ? 0 : 1;
+}
+
 int pd_cmd_generate(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *thumb = NULL, *prompt = NULL, *neg = NULL, *sampler = NULL;
-    int width = 0, height = 0, frames = 0, steps = 0, fps = 0, threads = 0;
+    int width = 0, height = 0, frames = 0, steps = 0, fps = 0, threads = 0, sp_ranks = 0, chunk = 0;
+    bool cfg_parallel = false;
     float guidance = NAN, shift = NAN;
     uint64_t seed = 0;
     int seed_given = 0, size_given = 0;
@@ -168,6 +236,10 @@ int pd_cmd_generate(int argc, char **argv) {
         if (strncmp(a, "--", 2)) {
             PD_GEN_ERR("unexpected argument \"%s\" (options start with --; quote the prompt)", a);
             return 2;
+        }
+        if (!strcmp(a, "--cfg-parallel")) {
+            cfg_parallel = true;
+            continue;
         }
         if (i + 1 >= argc) {
             PD_GEN_ERR("%s needs a value", a);
@@ -186,6 +258,8 @@ int pd_cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--steps")) bad = pd_parse_int(a, v, 1, PD_GEN_MAX_STEPS, &steps);
         else if (!strcmp(a, "--fps")) bad = pd_parse_int(a, v, 1, PD_GEN_MAX_FPS, &fps);
         else if (!strcmp(a, "--threads")) bad = pd_parse_int(a, v, 1, 1024, &threads);
+        else if (!strcmp(a, "--sp")) bad = pd_parse_int(a, v, 1, 64, &sp_ranks);
+        else if (!strcmp(a, "--pipesp-chunk")) bad = pd_parse_int(a, v, 0, 4096, &chunk);
         else if (!strcmp(a, "--guidance")) bad = pd_parse_float(a, v, &guidance);
         else if (!strcmp(a, "--shift")) bad = pd_parse_float(a, v, &shift);
         else if (!strcmp(a, "--seed")) {
@@ -262,7 +336,9 @@ int pd_cmd_generate(int argc, char **argv) {
     pd_backend *be = NULL;
     pd_pipeline *pl = NULL;
     int rc = 1;
-    if (pd_backend_cpu_create(threads, &be) != PD_OK) {
+    /* With --sp the ranks run in child processes; this one only checks the request (one thread, so
+     * no thread pool is forked). */
+    if (pd_backend_cpu_create(sp_ranks ? 1 : threads, &be) != PD_OK) {
         PD_GEN_ERR("%s", pd_error_msg());
         return 1;
     }
@@ -277,6 +353,25 @@ int pd_cmd_generate(int argc, char **argv) {
     if (pd_pipeline_validate(pl, &p) != PD_OK) {
         PD_GEN_ERR("%s", pd_error_msg());
         rc = 2;
+        goto done;
+    }
+    if (cfg_parallel && (sp_ranks < 2 || sp_ranks % 2 || p.guidance <= 1.0f)) {
+        PD_GEN_ERR("--cfg-parallel needs an even --sp N >= 2 and guidance > 1");
+        rc = 2;
+        goto done;
+    }
+    if (sp_ranks) {
+        pd_pipeline_free(pl);
+        pl = NULL;
+        pd_backend_free(be);
+        be = NULL;
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        pd_gen_sp_job job = {.model_dir = model_dir, .out = out, .thumb = thumb, .p = p, .ranks = sp_ranks,
+                             .chunk = chunk, .cfg_parallel = cfg_parallel};
+        job.threads = threads ? threads : (int)(cores / sp_ranks < 1 ? 1 : cores / sp_ranks);
+        printf("seed %" PRIu64 "\n", seed);
+        pd_sp_launch_names(job.names);
+        rc = pd_sp_launch("pipedit generate", sp_ranks, pd_gen_rank_main, &job, job.names);
         goto done;
     }
     /* Ctrl-C cancels at the next step boundary; installed before anything is printed, so a

@@ -4,11 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "tools/sp_launch.h"
+#include "workers/comm/comm.h"
 
 #define PD_SP_LAUNCH_MAX 64
 
@@ -81,12 +81,7 @@ int pd_sp_launch(const char *cmd, int ranks, int (*rank_main)(void *ud, int rank
     }
     if (stopped) {
         fprintf(stderr, "%s: the run over %d ranks failed; the other ranks were stopped\n", cmd, ranks);
-        /* the shm communicator names its segment /pd-comm-<name>; rank 0 removes it when it can */
-        for (int i = 0; i < PD_SP_LAUNCH_NAMES; i++) {
-            char seg[96];
-            snprintf(seg, sizeof seg, "/pd-comm-%s", names[i]);
-            (void)shm_unlink(seg);
-        }
+        for (int i = 0; i < PD_SP_LAUNCH_NAMES; i++) pd_comm_shm_unlink(names[i]); /* rank 0 could not */
     }
     return rc;
 }

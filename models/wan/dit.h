@@ -98,7 +98,7 @@ double pd_wan_dit_flops(const pd_wan_dit_config *cfg, int64_t B, int64_t T, int6
  * with PipeSP's pipelining of the all-to-alls into attention; DESIGN.md section 6). Every rank holds
  * the whole model and calls pd_wan_dit_sp_forward with the same inputs; every rank returns the whole
  * velocity, equal to pd_wan_dit_forward's on one device up to float rounding of the attention sums
- * (the same ops on the same values: in practice a relative error near 1e-7 in f32).
+ * (the same ops on the same values, summed in other blocks: relative errors of a few 1e-7 in f32).
  *
  * Sharding. The N tokens (t, h, w order) are cut into n contiguous ranges of balanced size: rank r
  * gets count_r = N/n tokens, plus one when r < N % n, starting at the sum of the counts before it
@@ -137,9 +137,7 @@ double pd_wan_dit_flops(const pd_wan_dit_config *cfg, int64_t B, int64_t T, int6
  * element 0 conditional, 1 unconditional) on every rank; the first half evaluates element 0 and the
  * second element 1, each as an SP group, and partners i and i + m exchange their velocities (one
  * all-to-all over cfg with only the partner's counts non-zero), so every rank returns both.
- *
- * The communicator calls go through a table so that this library does not link the serving one;
- * pd_wan_dit_sp_create fills it with the pd_comm_* functions. */
+ */
 #include "workers/comm/comm.h"
 
 typedef struct pd_wan_dit_sp pd_wan_dit_sp;
@@ -168,28 +166,13 @@ typedef struct pd_wan_dit_sp_stats {
     uint64_t bytes_sent, bytes_received, collectives;
 } pd_wan_dit_sp_stats;
 
-typedef struct pd_wan_dit_sp_comm_ops {
-    int (*rank)(const pd_comm *c);
-    int (*size)(const pd_comm *c);
-    pd_status (*alltoallv_async)(pd_comm *c, const void *send, const size_t *send_bytes, const size_t *send_off,
-                                 void *recv, const size_t *recv_bytes, const size_t *recv_off, pd_comm_req **req);
-    pd_status (*wait)(pd_comm *c, pd_comm_req *req);
-    pd_status (*allgather)(pd_comm *c, const void *send, void *recv, size_t bytes);
-} pd_wan_dit_sp_comm_ops;
-
 /* Makes the SP evaluator of model m (which must outlive it) over communicator sp (this rank's SP
  * group; size 1 is allowed and then communicates with itself only) and, for CFG parallelism, cfg
  * (NULL: none; else 2 * size(sp) ranks as described above). Both must outlive the evaluator.
  * opts may be NULL (all defaults). PD_ERR_INVALID for a bad option or mismatched communicators,
- * PD_ERR_NOMEM. pd_wan_dit_sp_create_ops takes the communicator functions explicitly. */
-pd_status pd_wan_dit_sp_create_ops(pd_wan_dit *m, pd_comm *sp, pd_comm *cfg, const pd_wan_dit_sp_comm_ops *ops,
-                                   const pd_wan_dit_sp_options *opts, pd_wan_dit_sp **out);
-static inline pd_status pd_wan_dit_sp_create(pd_wan_dit *m, pd_comm *sp, pd_comm *cfg,
-                                             const pd_wan_dit_sp_options *opts, pd_wan_dit_sp **out) {
-    static const pd_wan_dit_sp_comm_ops ops = {pd_comm_rank, pd_comm_size, pd_comm_alltoallv_async, pd_comm_wait,
-                                               pd_comm_allgather};
-    return pd_wan_dit_sp_create_ops(m, sp, cfg, &ops, opts, out);
-}
+ * PD_ERR_NOMEM. */
+pd_status pd_wan_dit_sp_create(pd_wan_dit *m, pd_comm *sp, pd_comm *cfg, const pd_wan_dit_sp_options *opts,
+                               pd_wan_dit_sp **out);
 /* Frees the evaluator (not the model or the communicators). NULL is a no-op. */
 void pd_wan_dit_sp_free(pd_wan_dit_sp *sp);
 

@@ -19,7 +19,6 @@ typedef struct pd_sp_slot {
 struct pd_wan_dit_sp {
     pd_wan_dit *m;
     pd_comm *comm, *cfg;
-    pd_wan_dit_sp_comm_ops ops;
     pd_wan_dit_sp_options opts;
     int rank, n;              /* in the SP group */
     pd_arena *arena;          /* per-layer exchange buffers, reset at every self-attention */
@@ -45,17 +44,17 @@ static double pd_sp_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-pd_status pd_wan_dit_sp_create_ops(pd_wan_dit *m, pd_comm *comm, pd_comm *cfg, const pd_wan_dit_sp_comm_ops *ops,
-                                   const pd_wan_dit_sp_options *opts, pd_wan_dit_sp **out) {
+pd_status pd_wan_dit_sp_create(pd_wan_dit *m, pd_comm *comm, pd_comm *cfg, const pd_wan_dit_sp_options *opts,
+                               pd_wan_dit_sp **out) {
     *out = NULL;
-    if (!m || !comm || !ops) return pd_error_set(PD_ERR_INVALID, "DiT SP: model, communicator and ops are required");
+    if (!m || !comm) return pd_error_set(PD_ERR_INVALID, "DiT SP: model and communicator are required");
     pd_wan_dit_sp_options o = {0};
     if (opts) o = *opts;
     if (o.chunk_heads < 0 || o.chunk_heads > PD_SP_MAX_CHUNK)
         return pd_error_set(PD_ERR_INVALID, "DiT SP: chunk_heads %d is outside 0..%d", o.chunk_heads, PD_SP_MAX_CHUNK);
-    const int n = ops->size(comm), rank = ops->rank(comm);
+    const int n = pd_comm_size(comm), rank = pd_comm_rank(comm);
     if (cfg) {
-        const int cn = ops->size(cfg), cr = ops->rank(cfg);
+        const int cn = pd_comm_size(cfg), cr = pd_comm_rank(cfg);
         if (cn != 2 * n || cr % n != rank)
             return pd_error_set(PD_ERR_INVALID,
                                 "DiT SP: CFG communicator rank %d of %d does not pair with SP rank %d of %d "
@@ -64,7 +63,7 @@ pd_status pd_wan_dit_sp_create_ops(pd_wan_dit *m, pd_comm *comm, pd_comm *cfg, c
     }
     pd_wan_dit_sp *sp = calloc(1, sizeof *sp);
     if (!sp) return pd_error_set(PD_ERR_NOMEM, "DiT SP: out of memory");
-    sp->m = m, sp->comm = comm, sp->cfg = cfg, sp->ops = *ops, sp->opts = o, sp->rank = rank, sp->n = n;
+    sp->m = m, sp->comm = comm, sp->cfg = cfg, sp->opts = o, sp->rank = rank, sp->n = n;
     sp->count = calloc((size_t)n, sizeof *sp->count);
     sp->offset = calloc((size_t)n, sizeof *sp->offset);
     sp->a2a = calloc(4 * (size_t)(n < 2 ? 2 : n), sizeof *sp->a2a);
@@ -122,7 +121,7 @@ static pd_status pd_sp_plan_chunks(pd_wan_dit_sp *sp, int g) {
 /* Issues an all-to-all, counts its bytes to and from other ranks and notes when it was issued. */
 static pd_status pd_sp_a2a(pd_wan_dit_sp *sp, pd_comm *c, const void *send, const size_t *sb, const size_t *so,
                            void *recv, const size_t *rb, const size_t *ro, pd_sp_slot *slot) {
-    const int me = sp->ops.rank(c), n = sp->ops.size(c);
+    const int me = pd_comm_rank(c), n = pd_comm_size(c);
     for (int p = 0; p < n; p++)
         if (p != me) sp->st.bytes_sent += sb[p], sp->st.bytes_received += rb[p];
     sp->st.collectives++;
@@ -138,13 +137,13 @@ static pd_status pd_sp_a2a(pd_wan_dit_sp *sp, pd_comm *c, const void *send, cons
         sp->tl[3 * slot->k] = pd_sp_now();
         sp->tl[3 * slot->k + 1] = sp->tl[3 * slot->k + 2] = sp->tl[3 * slot->k];
     }
-    return sp->ops.alltoallv_async(c, send, sb, so, recv, rb, ro, &slot->r);
+    return pd_comm_alltoallv_async(c, send, sb, so, recv, rb, ro, &slot->r);
 }
 
 static pd_status pd_sp_wait(pd_wan_dit_sp *sp, pd_comm *c, pd_sp_slot *slot) {
     if (!slot->r) return PD_OK;
     double t0 = pd_sp_now();
-    pd_status s = sp->ops.wait(c, slot->r);
+    pd_status s = pd_comm_wait(c, slot->r);
     double t1 = pd_sp_now();
     slot->r = NULL;
     sp->st.wait_s += t1 - t0;
@@ -160,7 +159,7 @@ static pd_status pd_sp_account(pd_wan_dit_sp *sp) {
     double *mine = malloc((size_t)(K ? K : 1) * sizeof *mine), *all = malloc((size_t)(K ? K : 1) * (size_t)sp->n * sizeof *all);
     pd_status s = mine && all ? PD_OK : pd_error_set(PD_ERR_NOMEM, "DiT SP: out of memory");
     for (int64_t k = 0; k < K && s == PD_OK; k++) mine[k] = sp->tl[3 * k];
-    if (s == PD_OK && K) s = sp->ops.allgather(sp->comm, mine, all, (size_t)K * sizeof *mine);
+    if (s == PD_OK && K) s = pd_comm_allgather(sp->comm, mine, all, (size_t)K * sizeof *mine);
     for (int64_t k = 0; k < K && s == PD_OK; k++) {
         double last = 0;
         for (int r = 0; r < sp->n; r++) last = fmax(last, all[(int64_t)r * K + k]);
@@ -178,7 +177,7 @@ static pd_status pd_sp_drain(pd_wan_dit_sp *sp, pd_status s) {
     snprintf(msg, sizeof msg, "%s", pd_error_msg());
     for (size_t i = 0; i < sp->reqs_cap; i++)
         if (sp->reqs[i].r) {
-            (void)sp->ops.wait(sp->comm, sp->reqs[i].r);
+            (void)pd_comm_wait(sp->comm, sp->reqs[i].r);
             sp->reqs[i].r = NULL;
         }
     return pd_error_set(s, "%s", msg);
@@ -371,8 +370,8 @@ static pd_status pd_sp_time_chunk(pd_wan_dit_sp *sp, int g, double *t_att, doubl
         if (s == PD_OK) s = pd_backend_synchronize(be);
         double t1 = pd_sp_now();
         pd_comm_req *req = NULL;
-        if (s == PD_OK) s = sp->ops.alltoallv_async(sp->comm, o.data, sb, so, r.data, rb, ro, &req);
-        if (s == PD_OK) s = sp->ops.wait(sp->comm, req);
+        if (s == PD_OK) s = pd_comm_alltoallv_async(sp->comm, o.data, sb, so, r.data, rb, ro, &req);
+        if (s == PD_OK) s = pd_comm_wait(sp->comm, req);
         double t2 = pd_sp_now();
         *t_att = fmin(*t_att, t1 - t0), *t_comm = fmin(*t_comm, t2 - t1);
     }
@@ -417,7 +416,7 @@ static pd_status pd_sp_calibrate(pd_wan_dit_sp *sp, int *g_out) {
     if (s == PD_OK) s = pd_sp_time_chunk(sp, h, &mine[2], &mine[3]);
     if (s == PD_OK) {
         sp->st.collectives++;
-        s = sp->ops.allgather(sp->comm, mine, all, sizeof mine);
+        s = pd_comm_allgather(sp->comm, mine, all, sizeof mine);
     }
     if (s != PD_OK) {
         free(all);
@@ -490,7 +489,7 @@ pd_status pd_wan_dit_sp_forward(pd_wan_dit_sp *sp, pd_tensor *vel, const pd_tens
             ctx->shape[0] != 2 || !pd_tensor_is_contiguous(vel))
             return pd_error_set(PD_ERR_INVALID, "DiT SP: CFG parallelism needs the CFG pair: latent, context and "
                                                 "velocity of batch 2");
-        const int crank = sp->ops.rank(sp->cfg), half = crank / sp->n, partner = (crank + sp->n) % (2 * sp->n);
+        const int crank = pd_comm_rank(sp->cfg), half = crank / sp->n, partner = (crank + sp->n) % (2 * sp->n);
         pd_tensor l1 = pd_tensor_slice(latent, 0, half, 1), c1 = pd_tensor_slice(ctx, 0, half, 1);
         pd_tensor v1 = pd_tensor_slice(vel, 0, half, 1);
         s = pd_sp_forward_group(sp, &v1, &l1, ts + half, &c1);

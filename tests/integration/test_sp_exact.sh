@@ -5,9 +5,11 @@
 # chunk sizes g (1, 2, the measured default), batch 1 and the CFG pair, with and without CFG
 # parallelism. The tiny model has 4 heads, so degree 3 exercises head padding (ranks own 2, 2 and 0
 # real heads); the latent (16, 3, 6, 10) has 3 x 3 x 5 = 45 tokens (T > 1, H != W), not divisible by
-# 2 or 4 (uneven shards). The single-device CFG pair is itself checked against two batch-1 runs.
+# 2 or 4 (uneven shards). The same weights split as 8 x 16 and 2 x 64 heads cover other paddings.
+# The single-device CFG pair is itself checked against two batch-1 runs.
 # Then faults: a rank killed before its first collective makes the command fail fast with a clear
 # message and a non-zero exit (no hang), and bad option combinations are usage errors.
+# (test_sp_generate.sh checks the whole sampler loop.)
 set -euo pipefail
 : "${PIPEDIT_BIN:?}" "${PYTHON:?}" "${PIPEDIT_SRC:?}" "${PIPEDIT_TMP:?}"
 mkdir -p "$PIPEDIT_TMP"
@@ -96,6 +98,37 @@ run cfgpar_2 "$work/ref2.safetensors" "${base[@]}" "${pair[@]}" --sp 2 --cfg-par
 run cfgpar_4_g1 "$work/ref2.safetensors" "${base[@]}" "${pair[@]}" --sp 4 --cfg-parallel --pipesp-chunk 1
 run cfgpar_6_g0 "$work/ref2.safetensors" "${base[@]}" "${pair[@]}" --sp 6 --cfg-parallel
 run cfgpar_8_g2 "$work/ref2.safetensors" "${base[@]}" "${pair[@]}" --sp 8 --cfg-parallel --pipesp-chunk 2
+
+# Other head counts, same weights (dim 128 kept, only the head split changes): 8 x 16 heads
+# (degree 3: ranks own 3, 3 and 2 real heads; g 2 leaves a padded slot in a chunk) and 2 x 64 heads
+# (degrees 3 and 4: ranks without any real head).
+for hh in "8 16" "2 64"; do
+    set -- $hh
+    cp -r "$work/model" "$work/model_h$1"
+    "$PYTHON" - "$work/model_h$1/transformer/config.json" "$1" "$2" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["num_attention_heads"], c["attention_head_dim"] = int(sys.argv[2]), int(sys.argv[3])
+json.dump(c, open(sys.argv[1], "w"))
+PY
+    hb=(--model "$work/model_h$1" --latent "$work/lat.safetensors" --timestep 613 --context "$work/ctx.safetensors")
+    "$pd" dit "${hb[@]}" --out "$work/ref_h$1.safetensors" --threads 1
+    run "h$1_sp3_g2" "$work/ref_h$1.safetensors" "${hb[@]}" --sp 3 --pipesp-chunk 2
+    run "h$1_sp4_g1" "$work/ref_h$1.safetensors" "${hb[@]}" --sp 4 --pipesp-chunk 1
+    run "h$1_sp3_g0" "$work/ref_h$1.safetensors" "${hb[@]}" --sp 3
+done
+if "$PYTHON" -c '
+import sys
+sys.path.insert(0, sys.argv[3])
+from dit_ref import st_read_file
+import numpy as np
+a = st_read_file(sys.argv[1])[0]["velocity"]; b = st_read_file(sys.argv[2])[0]["velocity"]
+sys.exit(0 if np.linalg.norm(a - b) / np.linalg.norm(b) > 1e-3 else 1)' \
+        "$work/ref_h8.safetensors" "$work/ref1.safetensors" "$PIPEDIT_SRC/tests/ref"; then
+    echo "ok: the 8-head split changes the velocity (the head count is in effect)"
+else
+    echo "FAIL: 8 x 16 heads gave the 4 x 32 velocity"; fails=$((fails + 1))
+fi
 
 # A rank dies: the command fails within seconds with a message naming it, and leaves no process.
 start=$(date +%s)

@@ -4,10 +4,10 @@
  * killed mid-collective (then the same name reused over its stale segment), an abort from another
  * thread, a mismatched send/recv, and argument errors. */
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -274,6 +274,8 @@ static void test_never_joins(void) {
 
 static int victim;
 
+static void die_by_sigkill(int sig) { raise(SIGKILL); }
+
 static void killed_rank_fn(int rank, int n, const char *name) {
     pd_comm *c = NULL;
     PD_CHECK_OK(pd_comm_shm_create(name, rank, n, 1.0, &c));
@@ -282,15 +284,23 @@ static void killed_rank_fn(int rank, int n, const char *name) {
     a2a a;
     a2a_init(&a, rank, n, 2, cnt_huge);
     if (rank == victim) {
-        /* The peers are inside the alltoallv by now; die once the first bytes have arrived here,
-         * with most of the 16 MiB per pair still to move. */
-        sleep_s(0.2);
+        /* Die inside the collective, deterministically: the send data is copied into a mapping with
+         * an unreadable page halfway through each peer's 16 MiB, and the fault there kills this
+         * process with SIGKILL while its communication thread is moving that data. */
+        size_t pg = (size_t)sysconf(_SC_PAGESIZE), len = (a.send_total + pg - 1) / pg * pg;
+        uint8_t *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        PD_CHECK(m != MAP_FAILED);
+        if (m == MAP_FAILED) return;
+        memcpy(m, a.send, a.send_total);
+        for (int p = 0; p < n; p++)
+            if (p != rank) mprotect(m + (a.so[p] + a.sb[p] / 2) / pg * pg, pg, PROT_NONE);
+        signal(SIGSEGV, die_by_sigkill);
+        signal(SIGBUS, die_by_sigkill);
+        sleep_s(0.2); /* the peers are inside the alltoallv by now */
         pd_comm_req *r = NULL;
-        pd_comm_alltoallv_async(c, a.send, a.sb, a.so, a.recv, a.rb, a.ro, &r);
-        int from = (victim + 1) % n;
-        volatile uint8_t *first = a.recv + a.ro[from];
-        while (*first == 0xEE) sched_yield();
-        raise(SIGKILL);
+        pd_comm_alltoallv_async(c, m, a.sb, a.so, a.recv, a.rb, a.ro, &r);
+        sleep_s(20); /* the communication thread's fault ends this process */
+        return;
     }
     double t0 = now_s();
     pd_status st = pd_comm_alltoallv(c, a.send, a.sb, a.so, a.recv, a.rb, a.ro);

@@ -197,7 +197,12 @@ static pd_status begin(pd_comm *c, pd_comm_req *r, pd_comm_req **async) {
         free(r);
         return aborted_error(c, op);
     }
-    pd_status st = c->be->start(c, r);
+    pd_status st = PD_OK;
+    if (!async && c->be->try_run && c->be->try_run(c, r, &st)) {
+        free(r);
+        return st ? failed(c, st) : PD_OK;
+    }
+    st = c->be->start(c, r);
     if (st) {
         free(r);
         return failed(c, st);

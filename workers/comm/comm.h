@@ -29,8 +29,21 @@ typedef struct pd_comm_req pd_comm_req;
 
 /* Joins (rank 0: creates) the shared-memory group `name` of `size` ranks. All ranks must call it
  * with the same name, size and timeout; it returns when every rank has joined, or PD_ERR_TIMEOUT.
- * name is a plain identifier (letters, digits, '_', '-'), at most 64 bytes. */
+ * name is a plain identifier (letters, digits, '_', '-'), at most 64 bytes.
+ * The group lives in the segment "/pd-comm-<name>"; rank 0 replaces one left by a crashed run (ranks
+ * that opened the stale one notice and join the new one). Asynchronous calls run in issue order on
+ * one communication thread per communicator; a blocking call with none in flight runs on the
+ * caller's thread. A shm wait fails when nothing moved for the timeout (a long
+ * transfer that keeps moving is not cut off), or within about 50 ms of a waited-for peer's death
+ * (the error names the peer's rank and pid). A mismatched call (other op, other byte count) fails
+ * with PD_ERR_DEVICE naming both sides instead of desynchronising the group. Sends are buffered up to
+ * a ring of 1 MiB per rank pair (smaller in groups over 8), so a send larger than that waits for
+ * its recv. */
 pd_status pd_comm_shm_create(const char *name, int rank, int size, double timeout_s, pd_comm **out);
+
+/* Removes the shared segment of group `name` if one is left (a run whose ranks were killed before
+ * rank 0 could destroy it). Harmless when there is none. */
+void pd_comm_shm_unlink(const char *name);
 
 /* NCCL: rank 0 makes the unique id (PD_COMM_NCCL_ID_BYTES bytes) and the daemon hands it to every
  * rank over the control channel. */

@@ -52,6 +52,9 @@ typedef struct pd_comm_ops {
     void (*abort)(pd_comm *c, const char *why);
     /* Stops using every request begun on c and frees the backend state (not c itself). */
     void (*destroy)(pd_comm *c);
+    /* Optional: runs a blocking call's r to completion on the calling thread and returns true with
+     * its status in *st, or returns false (nothing done) when r must go through start/finish. */
+    bool (*try_run)(pd_comm *c, pd_comm_req *r, pd_status *st);
     /* Optional: makes later calls wait for the work queued on `stream` so far. */
     void (*set_stream)(pd_comm *c, void *stream);
 } pd_comm_ops;

@@ -94,9 +94,9 @@ pd_status pd_comm__nccl_unique_id(uint8_t id[PD_COMM_NCCL_ID_BYTES]) {
 static void nccl_free(nccl_comm *s) {
     cudaSetDevice(s->device);
     if (s->comm) {
-        if (s->nccl_aborted || atomic_load(&s->abort_asked) || ncclCommFinalize(s->comm) != ncclSuccess ||
-            settle(s, "destroy") != PD_OK)
-            abort_now(s);
+        /* A healthy communicator flushes its work (finalize, non-blocking: settle) before it is freed. */
+        ncclResult_t f = s->nccl_aborted || atomic_load(&s->abort_asked) ? ncclInternalError : ncclCommFinalize(s->comm);
+        if ((f != ncclSuccess && f != ncclInProgress) || settle(s, "destroy") != PD_OK) abort_now(s);
         if (!s->nccl_aborted) ncclCommDestroy(s->comm);
     }
     if (s->scratch) cudaFree(s->scratch);
