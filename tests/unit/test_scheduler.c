@@ -27,6 +27,7 @@
 
 #include "scheduler/scheduler.h"
 #include "scheduler/split.h"
+#include "tests/unit/sched_events.h"
 #include "tests/unit/test.h"
 #include "workers/worker.h"
 
@@ -35,11 +36,6 @@
 static int env_int(const char *name, int dflt) {
     const char *v = getenv(name);
     return v ? atoi(v) : dflt;
-}
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 /* The value every element of a prompt's context row r, column c holds. */
@@ -194,89 +190,6 @@ static int count_lines(const char *path) {
     for (int c; f && (c = fgetc(f)) != EOF;) n += c == '\n';
     if (f) fclose(f);
     return n;
-}
-
-/* ---- event recording (the test side) ---- */
-
-typedef struct rec {
-    pd_job_event_kind kind;
-    char id[64];
-    pd_stage stage;
-    int step, total, progress;
-    double t;
-    char code[32], msg[600];
-} rec;
-
-static pthread_mutex_t ev_mu = PTHREAD_MUTEX_INITIALIZER;
-static rec evs[8192];
-static int n_evs;
-
-static void on_event(void *ud, const pd_job_event *ev) {
-    pthread_mutex_lock(&ev_mu);
-    if (n_evs < (int)(sizeof evs / sizeof evs[0])) {
-        rec *r = &evs[n_evs++];
-        r->kind = ev->kind;
-        snprintf(r->id, sizeof r->id, "%s", ev->job_id);
-        r->stage = ev->stage;
-        r->step = ev->step;
-        r->total = ev->total;
-        r->progress = ev->progress;
-        r->t = ev->t;
-        if (ev->kind == PD_JOB_EVENT_FAILED) {
-            snprintf(r->code, sizeof r->code, "%s", ev->error_code);
-            snprintf(r->msg, sizeof r->msg, "%s", ev->error_message);
-        }
-    }
-    pthread_mutex_unlock(&ev_mu);
-}
-
-static void reset_events(void) {
-    pthread_mutex_lock(&ev_mu);
-    n_evs = 0;
-    pthread_mutex_unlock(&ev_mu);
-}
-
-/* The first event of a kind for a job (stage >= 0 also matches the stage; step > 0 the step), or NULL. */
-static const rec *find_ev(const char *id, pd_job_event_kind kind, int stage, int step) {
-    const rec *out = NULL;
-    pthread_mutex_lock(&ev_mu);
-    for (int i = 0; i < n_evs && !out; i++)
-        if (evs[i].kind == kind && !strcmp(evs[i].id, id) && (stage < 0 || (int)evs[i].stage == stage) &&
-            (step <= 0 || evs[i].step == step))
-            out = &evs[i];
-    pthread_mutex_unlock(&ev_mu);
-    return out;
-}
-
-static const rec *final_ev(const char *id) {
-    const rec *r = find_ev(id, PD_JOB_EVENT_COMPLETED, -1, 0);
-    return r ? r : find_ev(id, PD_JOB_EVENT_FAILED, -1, 0);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static bool wait_final(const char *id, double timeout) {
-    double end = now_s() + timeout;
-    while (now_s() < end) {
-        if (final_ev(id)) return true;
-        sleep_ms(5);
-    }
-    return false;
-}
-
-static bool wait_ready(pd_scheduler *s, double timeout) {
-    double end = now_s() + timeout;
-    pd_scheduler_stats st;
-    while (now_s() < end) {
-        pd_scheduler_stats_get(s, &st);
-        if (st.ready) return true;
-        sleep_ms(10);
-    }
-    return false;
 }
 
 /* ---- fixtures ---- */
