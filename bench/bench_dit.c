@@ -88,19 +88,7 @@ static pd_status bench_one(const bench_case *c, pd_backend *be, const char *dir,
 int main(int argc, char **argv) {
     int threads = 0, runs = 5;
     const char *results = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--runs") && i + 1 < argc) runs = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--results") && i + 1 < argc) results = argv[++i];
-        else {
-            fprintf(stderr, "usage: bench_dit [--threads N] [--runs R (>= 3)] [--results DIR]\n");
-            return 2;
-        }
-    }
-    if (runs < 3 || runs > 1000 || threads < 0 || threads > 1024) {
-        fprintf(stderr, "bench_dit: --runs must be 3..1000 and --threads 0..1024\n");
-        return 2;
-    }
+    if (!pd_bench_parse_args(argc, argv, "bench_dit", &threads, &runs, 3, 1000, &results)) return 2;
     pd_log_set_level(PD_LOG_WARN);
     const pd_wan_dit_config tiny = pd_model_preset_default()->dit;
     pd_wan_dit_config mid = tiny;

@@ -73,19 +73,7 @@ static pd_status bench_size_run(pd_pipeline *pl, const bench_size *bs, const cha
 int main(int argc, char **argv) {
     int threads = 0, runs = 5;
     const char *results = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--runs") && i + 1 < argc) runs = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--results") && i + 1 < argc) results = argv[++i];
-        else {
-            fprintf(stderr, "usage: bench_generate [--threads N] [--runs R] [--results DIR]\n");
-            return 2;
-        }
-    }
-    if (runs < 1 || runs > 64 || threads < 0) {
-        fprintf(stderr, "bench_generate: --runs must be 1..64 and --threads >= 0\n");
-        return 2;
-    }
+    if (!pd_bench_parse_args(argc, argv, "bench_generate", &threads, &runs, 1, 64, &results)) return 2;
     char dir[] = "/tmp/bench_generate.XXXXXX";
     if (!mkdtemp(dir)) {
         perror("mkdtemp");

@@ -153,18 +153,7 @@ static pd_status single_once(void *ud) {
 int main(int argc, char **argv) {
     int runs = 3;
     const char *results = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--runs") && i + 1 < argc) runs = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--results") && i + 1 < argc) results = argv[++i];
-        else {
-            fprintf(stderr, "usage: bench_sp [--runs R (1..%d)] [--results DIR]\n", MAX_RUNS);
-            return 2;
-        }
-    }
-    if (runs < 1 || runs > MAX_RUNS) {
-        fprintf(stderr, "bench_sp: --runs must be 1..%d\n", MAX_RUNS);
-        return 2;
-    }
+    if (!pd_bench_parse_args(argc, argv, "bench_sp", NULL, &runs, 1, MAX_RUNS, &results)) return 2;
     pd_log_set_level(PD_LOG_ERROR);
     bench_env env = {.runs = runs, .cfg = pd_model_preset_default()->dit};
     env.cfg.dim = 512, env.cfg.heads = 8, env.cfg.head_dim = 64, env.cfg.layers = 2, env.cfg.ffn_dim = 1024;

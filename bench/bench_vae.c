@@ -113,13 +113,8 @@ int main(int argc, char **argv) {
     }
     int threads = 0, runs = 3;
     const char *results = NULL;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--runs")) runs = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--results")) results = argv[i + 1];
-    }
-    if (threads <= 0) threads = pd_bench_cpu_cores();
-    if (runs < 1 || runs > 50) runs = 3;
+    if (!pd_bench_parse_args(argc, argv, "bench_vae", &threads, &runs, 1, 50, &results)) return 2;
+    if (threads == 0) threads = pd_bench_cpu_cores();
     pd_log_set_level(PD_LOG_WARN);
     char self[1024], dir[] = "/tmp/bench_vae.XXXXXX", vae_dir[600];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);

@@ -324,3 +324,18 @@ const char *pd_bench_result_write(pd_bench_result *r, const char *dir) {
     if (!r->path) pd_error_set(PD_ERR_NOMEM, "out of memory");
     return r->path;
 }
+
+bool pd_bench_parse_args(int argc, char **argv, const char *prog, int *threads, int *runs, int min_runs,
+                         int max_runs, const char **results) {
+    for (int i = 1; i < argc; i++) {
+        if (threads && !strcmp(argv[i], "--threads") && i + 1 < argc) *threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--runs") && i + 1 < argc) *runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--results") && i + 1 < argc) *results = argv[++i];
+        else goto usage;
+    }
+    if (*runs >= min_runs && *runs <= max_runs && (!threads || (*threads >= 0 && *threads <= 1024))) return true;
+usage:
+    fprintf(stderr, "usage: %s%s [--runs R (%d..%d)] [--results DIR]\n", prog, threads ? " [--threads N (0..1024)]" : "",
+            min_runs, max_runs);
+    return false;
+}

@@ -27,6 +27,13 @@
 
 /* ---- timing ---- */
 
+/* The flags every CPU benchmark takes: --threads N (0 = all cores; pass threads NULL when the program
+ * has no such flag), --runs R within [min_runs, max_runs], --results DIR. *threads, *runs and *results
+ * keep their defaults when a flag is absent. An unknown flag or a value out of range prints a usage line
+ * naming the program and returns false (the caller exits 2). */
+bool pd_bench_parse_args(int argc, char **argv, const char *prog, int *threads, int *runs, int min_runs,
+                         int max_runs, const char **results);
+
 /* Seconds on the monotonic clock (an arbitrary origin; only differences mean anything). */
 double pd_bench_now(void);
 

@@ -29,7 +29,8 @@ static void sleep_s(double s) {
 }
 
 static void group_name(char *out, size_t n, const char *what) {
-    snprintf(out, n, "t%d-%s", (int)getpid(), what);
+    int k = snprintf(out, n, "t%d-%s", (int)getpid(), what);
+    PD_ASSERT(k > 0 && (size_t)k < n);
 }
 
 /* Forks n rank processes running fn; codes[r] gets the exit code (128 + signal when killed). A rank

@@ -109,7 +109,7 @@ static void test_f16_exhaustive(void) {
         float f = pd_f16_to_f32((uint16_t)h);
         double r = ref_f16_value((uint16_t)h);
         if (isnan(r)) bad_val += !isnan(f);
-        else bad_val += (double)f != r || signbit(f) != (h >> 15);
+        else bad_val += (double)f != r || (signbit(f) != 0) != (int)(h >> 15);
         uint16_t back = pd_f32_to_f16(f);
         if (isnan(r)) bad_rt += !((back & 0x7c00) == 0x7c00 && (back & 0x3ff));
         else bad_rt += back != h;
