@@ -3,14 +3,8 @@
 # (decoded with -count_frames), size, fps, moov before mdat; the thumbnail decodes as a 1-frame PNG; the
 # decoded pixels match the decoder's frames.
 # An unwritable or missing output folder is a clear error that leaves no file.
-set -euo pipefail
-: "${PIPEDIT_BIN:?}" "${PYTHON:?}" "${PIPEDIT_SRC:?}" "${PIPEDIT_TMP:?}"
+source "$(dirname "$0")/../lib/script_env.sh" decode_mp4
 command -v ffprobe >/dev/null && command -v ffmpeg >/dev/null || { echo "FAIL: ffmpeg/ffprobe not installed (scripts/deps.sh installs them)"; exit 1; }
-mkdir -p "$PIPEDIT_TMP"
-work=$(mktemp -d "$PIPEDIT_TMP/decode_mp4.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-pd="$PIPEDIT_BIN/pipedit"
-export PIPEDIT_LOG=warn
 fail=0
 check() { # name, got, want
   if [ "$2" == "$3" ]; then echo "ok   $1 = $2"; else echo "FAIL $1 = '$2', want '$3'"; fail=1; fi

@@ -10,14 +10,8 @@
 # Then faults: a rank killed before its first collective makes the command fail fast with a clear
 # message and a non-zero exit (no hang), and bad option combinations are usage errors.
 # (test_sp_generate.sh checks the whole sampler loop.)
-set -euo pipefail
-: "${PIPEDIT_BIN:?}" "${PYTHON:?}" "${PIPEDIT_SRC:?}" "${PIPEDIT_TMP:?}"
-mkdir -p "$PIPEDIT_TMP"
-work=$(mktemp -d "$PIPEDIT_TMP/sp_exact.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-pd="$PIPEDIT_BIN/pipedit"
+source "$(dirname "$0")/../lib/script_env.sh" sp_exact
 ref="$PIPEDIT_SRC/tests/ref/dit_ref.py"
-export PIPEDIT_LOG=warn
 
 "$pd" mkmodel --preset tiny --seed 11 --out "$work/model" --layout diffusers --dtype f32 >/dev/null
 "$PYTHON" "$ref" inputs --latent "$work/lat.safetensors" --context "$work/ctx.safetensors" \

@@ -2,14 +2,8 @@
 # `pipedit generate --sp N` (every rank runs the sampler loop with the sequence-parallel DiT; rank 0
 # decodes) gives the single-device video: degrees 2 and 3 (PipeSP g = 1) and CFG parallelism over 4
 # ranks, against one process with the same seed. A rank killed mid-run fails the command cleanly.
-set -euo pipefail
-: "${PIPEDIT_BIN:?}" "${PYTHON:?}" "${PIPEDIT_SRC:?}" "${PIPEDIT_TMP:?}"
+source "$(dirname "$0")/../lib/script_env.sh" sp_generate
 command -v ffmpeg >/dev/null || { echo "FAIL: ffmpeg not installed (scripts/deps.sh installs it)"; exit 1; }
-mkdir -p "$PIPEDIT_TMP"
-work=$(mktemp -d "$PIPEDIT_TMP/sp_generate.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-pd="$PIPEDIT_BIN/pipedit"
-export PIPEDIT_LOG=warn
 fails=0
 
 # The whole sampler loop: `pipedit generate --sp N` gives the single-device video. The MP4 is lossy

@@ -3,14 +3,8 @@
 # both tensor-name layouts, f32 and bf16 weights, two latent shapes (T > 1, H != W), context lengths
 # below 512, different timesteps; relative L2 error must stay below 1e-4. Then bad inputs must fail
 # with a clear message and a non-zero exit.
-set -euo pipefail
-: "${PIPEDIT_BIN:?}" "${PYTHON:?}" "${PIPEDIT_SRC:?}" "${PIPEDIT_TMP:?}"
-mkdir -p "$PIPEDIT_TMP"
-work=$(mktemp -d "$PIPEDIT_TMP/dit_ref.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-pd="$PIPEDIT_BIN/pipedit"
+source "$(dirname "$0")/../lib/script_env.sh" dit_ref
 ref="$PIPEDIT_SRC/tests/ref/dit_ref.py"
-export PIPEDIT_LOG=warn
 
 "$pd" mkmodel --preset tiny --seed 3 --out "$work/diff_f32" --layout diffusers --dtype f32
 "$pd" mkmodel --preset tiny --seed 4 --out "$work/orig_f32" --layout original --dtype f32

@@ -2,12 +2,8 @@
 # umT5 encoder vs the independent NumPy reference (tests/ref/umt5_ref.py): `pipedit encode-text` on
 # a tiny random model (f32 and bf16 weights), prompts of 1 to > 128 tokens (far relative-position
 # buckets), relative L2 error < 1e-4.
-set -eu
-: "${PIPEDIT_BIN:?}" "${PYTHON:?}" "${PIPEDIT_SRC:?}" "${PIPEDIT_TMP:?}"
+source "$(dirname "$0")/../lib/script_env.sh" umt5_ref
 "$PYTHON" -c 'import numpy' 2>/dev/null || { echo "FAIL: numpy missing for $PYTHON (scripts/deps.sh installs python3-numpy)"; exit 1; }
-mkdir -p "$PIPEDIT_TMP"
-work=$(mktemp -d "$PIPEDIT_TMP/umt5_ref.XXXXXX")
-trap 'rm -rf "$work"' EXIT
 
 long=""
 for i in $(seq 1 12); do

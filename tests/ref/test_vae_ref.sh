@@ -2,14 +2,8 @@
 # The Wan VAE decoder against the independent NumPy reference (tests/ref/vae_ref.py): tiny VAE in both
 # name layouts (a model folder and the bare original-names file), two latent shapes (T > 1, h != w);
 # streaming decode equals the whole-clip decode and yields 1 + 4 (T - 1) frames.
-set -euo pipefail
-: "${PIPEDIT_BIN:?}" "${PYTHON:?}" "${PIPEDIT_SRC:?}" "${PIPEDIT_TMP:?}"
-mkdir -p "$PIPEDIT_TMP"
-work=$(mktemp -d "$PIPEDIT_TMP/vae_ref.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-pd="$PIPEDIT_BIN/pipedit"
+source "$(dirname "$0")/../lib/script_env.sh" vae_ref
 ref="$PYTHON $PIPEDIT_SRC/tests/ref/vae_ref.py"
-export PIPEDIT_LOG=warn
 
 "$pd" mkmodel --out "$work/m_diff" --layout diffusers --seed 11 --dtype f32 >/dev/null
 "$pd" mkmodel --out "$work/m_orig" --layout original --seed 12 --dtype bf16 >/dev/null

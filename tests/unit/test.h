@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine/status.h"
@@ -74,6 +75,14 @@ static int pd_test_failed_checks, pd_test_passed, pd_test_failed;
         }                                                                                          \
         fflush(stdout);                                                                            \
     } while (0)
+
+/* Removes a test's scratch folder and everything in it (a message on failure, never fatal). */
+static inline void pd_test_rmtree(const char *dir) {
+    char cmd[4200];
+    if (!dir || !dir[0] || strchr(dir, '\'') || snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir) >= (int)sizeof cmd ||
+        system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir ? dir : "(null)");
+}
 
 static inline int pd_test_summary(void) {
     printf("%d passed, %d failed\n", pd_test_passed, pd_test_failed);

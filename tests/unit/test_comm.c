@@ -60,6 +60,16 @@ static void expect_all_ok(int n, const int *codes) {
     for (int r = 0; r < n; r++) PD_CHECK_MSG(codes[r] == 0, "rank %d exited with %d", r, codes[r]);
 }
 
+/* Runs fn on n ranks of a fresh group named after label; every rank must pass its checks. */
+static void run_all_ok(int n, const char *label, rank_fn fn) {
+    char name[64];
+    int codes[8];
+    PD_ASSERT(n <= 8);
+    group_name(name, sizeof name, label);
+    run_ranks(n, name, fn, codes);
+    expect_all_ok(n, codes);
+}
+
 /* The payload byte i from rank `from` to rank `to` in call `tag`. */
 static uint8_t val(int from, int to, size_t i, int tag) { return (uint8_t)(from * 31 + to * 17 + (int)(i * 7) + tag * 13 + 1); }
 
@@ -381,11 +391,7 @@ static void abort_rank_fn(int rank, int n, const char *name) {
 }
 
 static void test_abort(void) {
-    char name[64];
-    int codes[3];
-    group_name(name, sizeof name, "abort");
-    run_ranks(3, name, abort_rank_fn, codes);
-    expect_all_ok(3, codes);
+    run_all_ok(3, "abort", abort_rank_fn);
 }
 
 /* ---- a send and recv of different sizes are reported, not silently desynchronised ---- */
@@ -406,11 +412,7 @@ static void mismatch_rank_fn(int rank, int n, const char *name) {
 }
 
 static void test_mismatch(void) {
-    char name[64];
-    int codes[2];
-    group_name(name, sizeof name, "mismatch");
-    run_ranks(2, name, mismatch_rank_fn, codes);
-    expect_all_ok(2, codes);
+    run_all_ok(2, "mismatch", mismatch_rank_fn);
 }
 
 /* ---- a message sent just before its sender leaves is still delivered ---- */
@@ -440,11 +442,7 @@ static void leave_rank_fn(int rank, int n, const char *name) {
 }
 
 static void test_send_then_leave(void) {
-    char name[64];
-    int codes[2];
-    group_name(name, sizeof name, "leave");
-    run_ranks(2, name, leave_rank_fn, codes);
-    expect_all_ok(2, codes);
+    run_all_ok(2, "leave", leave_rank_fn);
 }
 
 /* ---- argument checks (one process, a group of one) ---- */

@@ -532,10 +532,6 @@ int main(void) {
     PD_RUN(test_get_errors);
     PD_RUN(test_python_written);
     int rc = pd_test_summary();
-    if (rc == 0) {
-        char cmd[400];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
-    }
+    if (rc == 0) pd_test_rmtree(tmpdir);
     return rc;
 }

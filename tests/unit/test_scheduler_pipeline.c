@@ -202,8 +202,6 @@ int main(void) {
     if (!mkdtemp(tmpdir)) return 1;
     PD_RUN(test_pipelined_jobs);
     PD_RUN(test_queue_full);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    pd_test_rmtree(tmpdir);
     return pd_test_summary();
 }

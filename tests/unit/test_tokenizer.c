@@ -401,7 +401,6 @@ int main(void) {
     PD_RUN(test_malformed);
     PD_RUN(test_expansion_bound);
     pd_tokenizer_free(tiny);
-    snprintf(mk, sizeof mk, "rm -rf '%s'", pd_tmp);
-    if (system(mk) != 0) fprintf(stderr, "could not remove %s\n", pd_tmp);
+    pd_test_rmtree(pd_tmp);
     return pd_test_summary();
 }

@@ -216,8 +216,6 @@ int main(void) {
     PD_RUN(test_config_bounds);
     PD_RUN(test_load_errors);
     pd_backend_free(be);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    pd_test_rmtree(dir);
     return pd_test_summary();
 }
