@@ -36,6 +36,12 @@ typedef struct pd_config {
     int decode_workers;
     int threads_per_worker;
     double worker_timeout_s;
+    char device[16];                    /* "cpu" or "cuda" (worker i uses cuda:i) */
+    /* sequence parallelism of the denoise group */
+    int sp_degree;
+    int cfg_parallel;                   /* 0 or 1 */
+    int pipesp_chunk;
+    double comm_timeout_s;
     /* admission and request bounds */
     int queue_capacity;
     int max_prompt_bytes;

@@ -320,6 +320,11 @@ pd_status pd_daemon_start_scheduler(pd_daemon *d) {
         .threads_per_worker = d->cfg.threads_per_worker ? d->cfg.threads_per_worker : default_worker_threads(d->cfg.workers),
         .queue_capacity = d->cfg.queue_capacity,
         .worker_timeout_s = d->cfg.worker_timeout_s,
+        .sp_degree = d->cfg.sp_degree,
+        .cfg_parallel = d->cfg.cfg_parallel != 0,
+        .pipesp_chunk = d->cfg.pipesp_chunk,
+        .comm_timeout_s = d->cfg.comm_timeout_s,
+        .device = d->cfg.device,
     };
     pd_status st = pd_scheduler_create(&sc, on_job_event, d, &d->sched);
     if (st) return pd_error_prefix(st, "cannot start workers");
@@ -538,6 +543,8 @@ void pd_daemon_gauges(pd_daemon *d, pd_metrics_gauges *g) {
     g->workers_total = s.workers_total;
     g->n_denoise = s.n_denoise;
     g->n_decode = s.n_decode;
+    g->sp_groups = s.sp_groups;
+    g->sp_groups_formed = s.sp_groups_formed;
     g->worker_memory_bytes = s.worker_memory_bytes;
     g->ready = s.ready;
     g->draining = atomic_load(&d->draining);

@@ -150,6 +150,9 @@ char *pd_metrics_render(pd_metrics *m, const pd_metrics_gauges *g) {
     bprintf(&b, "# HELP pipedit_group_size Devices in each pipeline group.\n# TYPE pipedit_group_size gauge\n"
                 "pipedit_group_size{group=\"denoise\"} %d\npipedit_group_size{group=\"decode\"} %d\n",
             g->n_denoise, g->n_decode);
+    bprintf(&b, "# HELP pipedit_sp_groups Sequence-parallel denoise groups configured, and those formed (communicators up).\n"
+                "# TYPE pipedit_sp_groups gauge\npipedit_sp_groups{state=\"configured\"} %d\npipedit_sp_groups{state=\"formed\"} %d\n",
+            g->sp_groups, g->sp_groups_formed);
     bprintf(&b, "# HELP pipedit_ready 1 when every worker group is loaded and the daemon is not draining.\n"
                 "# TYPE pipedit_ready gauge\npipedit_ready %d\n",
             g->ready && !g->draining);

@@ -43,6 +43,7 @@ typedef struct pd_metrics_gauges {
     int queue_depth, running;
     int workers_up, workers_total;
     int n_denoise, n_decode;
+    int sp_groups, sp_groups_formed; /* sequence-parallel denoise groups, and those with live communicators */
     double worker_memory_bytes;
     bool ready, draining;
     double uptime_s;

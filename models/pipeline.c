@@ -40,6 +40,8 @@ void pd_pipeline_set_dit_forward(pd_pipeline *pl, pd_dit_forward_fn fn, void *ud
     pl->dit_ud = ud;
 }
 
+pd_wan_dit *pd_pipeline_dit(pd_pipeline *pl) { return pl->dit; }
+
 static double pd_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -57,6 +57,11 @@ typedef pd_status (*pd_dit_forward_fn)(void *ud, pd_tensor *velocity, const pd_t
                                        const pd_tensor *context);
 void pd_pipeline_set_dit_forward(pd_pipeline *pl, pd_dit_forward_fn fn, void *ud);
 
+/* The pipeline's loaded DiT (NULL when it was loaded without PD_PART_DIT), e.g. to build a
+ * sequence-parallel evaluator over it; owned by the pipeline. */
+typedef struct pd_wan_dit pd_wan_dit;
+pd_wan_dit *pd_pipeline_dit(pd_pipeline *pl);
+
 /* The documented bounds pd_pipeline_validate enforces. */
 #define PD_GEN_MIN_SIDE 16            /* width and height: multiples of 16 in 16..4096 */
 #define PD_GEN_MAX_SIDE 4096

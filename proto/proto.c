@@ -152,6 +152,20 @@ pd_status pd_proto_encode(const pd_msg *m, uint8_t *buf, size_t cap, size_t *n) 
         put_str(&w, m->shm_latent, sizeof m->shm_latent);
         put_str(&w, m->mp4_path, sizeof m->mp4_path);
         put_str(&w, m->thumb_path, sizeof m->thumb_path);
+        put_u32(&w, m->group_gen);
+        put_i32(&w, m->rank);
+        break;
+    case PD_MSG_GROUP:
+        put_u32(&w, m->group_gen);
+        put_i32(&w, m->rank);
+        put_i32(&w, m->ranks);
+        put_i32(&w, m->chunk_heads);
+        put_i32(&w, m->cfg_parallel);
+        put_f64(&w, m->comm_timeout_s);
+        put_str(&w, m->comm_name, sizeof m->comm_name);
+        break;
+    case PD_MSG_JOINED:
+        put_u32(&w, m->group_gen);
         break;
     case PD_MSG_PROGRESS:
         put_str(&w, m->job_id, sizeof m->job_id);
@@ -278,6 +292,20 @@ pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
         get_str(&r, m->shm_latent, sizeof m->shm_latent, "assign.shm_latent");
         get_str(&r, m->mp4_path, sizeof m->mp4_path, "assign.mp4_path");
         get_str(&r, m->thumb_path, sizeof m->thumb_path, "assign.thumb_path");
+        m->group_gen = get_u32(&r, "assign.group_gen");
+        m->rank = get_i32(&r, "assign.rank");
+        break;
+    case PD_MSG_GROUP:
+        m->group_gen = get_u32(&r, "group.group_gen");
+        m->rank = get_i32(&r, "group.rank");
+        m->ranks = get_i32(&r, "group.ranks");
+        m->chunk_heads = get_i32(&r, "group.chunk_heads");
+        m->cfg_parallel = get_i32(&r, "group.cfg_parallel");
+        m->comm_timeout_s = get_f64(&r, "group.comm_timeout_s");
+        get_str(&r, m->comm_name, sizeof m->comm_name, "group.comm_name");
+        break;
+    case PD_MSG_JOINED:
+        m->group_gen = get_u32(&r, "joined.group_gen");
         break;
     case PD_MSG_PROGRESS:
         get_str(&r, m->job_id, sizeof m->job_id, "progress.job_id");
@@ -316,6 +344,15 @@ pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
         return pd_error_set(PD_ERR_FORMAT, "proto: worker role %d out of range", (int)m->role);
     if (m->kind == PD_MSG_ASSIGN && m->sampler != PD_SAMPLER_UNIPC && m->sampler != PD_SAMPLER_EULER)
         return pd_error_set(PD_ERR_FORMAT, "proto: sampler %d out of range", (int)m->sampler);
+    if ((m->kind == PD_MSG_ASSIGN || m->kind == PD_MSG_GROUP) && (m->rank < 0 || m->rank >= PD_PROTO_MAX_RANKS))
+        return pd_error_set(PD_ERR_FORMAT, "proto: rank %d out of range", (int)m->rank);
+    if (m->kind == PD_MSG_GROUP &&
+        (m->ranks < 1 || m->ranks > PD_PROTO_MAX_RANKS || m->rank >= m->ranks || m->chunk_heads < 0 ||
+         m->chunk_heads > 4096 || (m->cfg_parallel != 0 && m->cfg_parallel != 1) ||
+         !(m->comm_timeout_s > 0 && m->comm_timeout_s <= 86400) || !m->comm_name[0]))
+        return pd_error_set(PD_ERR_FORMAT, "proto: group message out of range (rank %d of %d, chunk %d, cfg %d, "
+                            "timeout %g s, name '%s')", (int)m->rank, (int)m->ranks, (int)m->chunk_heads,
+                            (int)m->cfg_parallel, m->comm_timeout_s, m->comm_name);
     return PD_OK;
 }
 

@@ -12,6 +12,9 @@
  * a peer whose first message is not a matching HELLO. The worker then loads its model parts, warms up
  * and sends READY with the stage times it measured. After that the scheduler sends ASSIGN / CANCEL /
  * SHUTDOWN and the worker answers with PROGRESS / DONE / ERROR and sends HEARTBEAT periodically.
+ * Workers of a sequence-parallel denoise group are also sent GROUP while idle (after READY and after
+ * every group failure) and answer JOINED once their communicators are up; every ASSIGN of a group job
+ * names the generation it expects, so a worker never computes on a stale group.
  *
  * Only small messages travel here. Tensors go through named shared-memory segments (workers/comm/shm.h)
  * whose names an ASSIGN carries. Every length read from the peer is bounded: a malformed, truncated,
@@ -28,7 +31,7 @@
 #include "models/pipeline.h"
 
 #define PD_PROTO_MAGIC 0x4b574450u /* "PDWK" */
-#define PD_PROTO_VERSION 1u
+#define PD_PROTO_VERSION 2u
 #define PD_PROTO_MAX_FRAME (64 * 1024) /* payload bytes; larger length prefixes are rejected */
 #define PD_PROTO_ID_MAX 128            /* job id field, including the NUL */
 #define PD_PROTO_TEXT_MAX 16384        /* prompt / negative prompt, including the NUL */
@@ -36,6 +39,7 @@
 #define PD_PROTO_SHM_MAX 64            /* shared-memory names, including the NUL */
 #define PD_PROTO_CODE_MAX 32           /* error codes ("cancelled", "invalid", ...), including the NUL */
 #define PD_PROTO_MSG_MAX 512           /* error messages, including the NUL (longer ones are cut on encode) */
+#define PD_PROTO_MAX_RANKS 64          /* ranks of one group (as the communicator's limit) */
 
 typedef enum pd_msg_kind {
     PD_MSG_HELLO = 1,  /* both directions, first message: magic, version, pid, role / heartbeat_ms */
@@ -47,6 +51,8 @@ typedef enum pd_msg_kind {
     PD_MSG_CANCEL,     /* scheduler: stop job_id at the next step boundary */
     PD_MSG_HEARTBEAT,  /* worker: still alive */
     PD_MSG_SHUTDOWN,   /* scheduler: finish nothing, exit */
+    PD_MSG_GROUP,      /* scheduler: leave any SP group, join group generation group_gen as rank of ranks */
+    PD_MSG_JOINED,     /* worker: joined group generation group_gen (a failed join is an ERROR, job "") */
     PD_MSG_KIND_END
 } pd_msg_kind;
 
@@ -88,6 +94,17 @@ typedef struct pd_msg {
     int32_t sampler;       /* pd_sampler_kind */
     char shm_cond[PD_PROTO_SHM_MAX], shm_uncond[PD_PROTO_SHM_MAX], shm_latent[PD_PROTO_SHM_MAX];
     char mp4_path[PD_PROTO_PATH_MAX], thumb_path[PD_PROTO_PATH_MAX]; /* thumb_path "" = none */
+    /* ASSIGN (the group generation the job runs on and this worker's rank in it; 0 and 0 outside
+     * a group), GROUP, JOINED */
+    uint32_t group_gen;
+    int32_t rank;
+    /* GROUP: the group's size, PipeSP chunk, CFG parallelism, collective timeout and the base name of
+     * its communicators (workers/sp_group.h) */
+    int32_t ranks;
+    int32_t chunk_heads;
+    int32_t cfg_parallel;  /* 0 or 1 */
+    double comm_timeout_s;
+    char comm_name[PD_PROTO_SHM_MAX];
     /* PROGRESS */
     int32_t step, total;
     /* DONE */

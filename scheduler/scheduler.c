@@ -14,7 +14,14 @@
  *  - Split: workers' warm-up times give the first estimate; each finished stage updates an exponential
  *    moving average (alpha 0.3) that replaces the warm-up figure for that stage. When the rule in
  *    scheduler/split.h asks for another split, one idle worker of the surplus group is restarted with the
- *    other role (one switch at a time). */
+ *    other role (one switch at a time).
+ *  - SP groups (sp_degree > 1): the first slots form groups of sp_degree consecutive denoise ranks;
+ *    a queued job takes a whole formed group: its text stage runs on the leader (rank 0), then every
+ *    rank gets the denoise ASSIGN. The job leaves the group when every rank has answered (DONE or
+ *    ERROR), so no rank ever runs two jobs' collectives. Any failure inside a group other than a
+ *    cancellation bumps the group's generation: once all its ranks are up again (a dead one
+ *    restarted), each is sent GROUP for the new generation and rejoins fresh communicators. A rank
+ *    that does not answer within the collective timeout (+10 s) after its job failed is killed. */
 #include "scheduler/scheduler.h"
 
 #include <errno.h>
@@ -37,6 +44,7 @@
 
 #include "proto/proto.h"
 #include "scheduler/split.h"
+#include "workers/comm/comm.h"
 #include "workers/comm/shm.h"
 
 extern char **environ;
@@ -52,6 +60,7 @@ typedef enum wstate {
     W_LOADING,   /* HELLO exchanged, loading + warming up */
     W_READY,     /* idle */
     W_BUSY,      /* running a stage of job */
+    W_JOINING,   /* GROUP sent; waiting for JOINED */
     W_EXITING,   /* SHUTDOWN sent (role switch or stop); reaped or killed at exit_deadline */
 } wstate;
 
@@ -64,6 +73,10 @@ typedef struct job {
     jstate state;
     int worker;         /* slot running it, -1 */
     bool cancel_req, cancel_sent;
+    int group;          /* SP group holding the job, -1 */
+    int pending;        /* group denoise: ranks that have not answered yet */
+    bool failed;        /* group denoise: FAILED already emitted; removed when pending reaches 0 */
+    double fail_deadline;
     struct job *next;
 } job;
 
@@ -79,7 +92,19 @@ typedef struct wslot {
     int fails;          /* consecutive deaths before READY (start-up backoff) */
     bool was_ready;
     job *job;
+    int group, rank;    /* SP group and rank in it; group -1 outside groups */
+    unsigned joined_gen;
+    char device[32];    /* --device of the worker */
 } wslot;
+
+typedef struct sgroup {
+    int first, size;    /* slots first .. first + size - 1; rank r is slot first + r */
+    unsigned gen;       /* generation its ranks must have joined; bumped on any failure */
+    bool joining;       /* GROUP sent for gen, JOINED not yet in from every rank */
+    double retry_at;    /* no GROUP before this (after a failed join) */
+    int join_fails;
+    job *job;           /* the job holding the group */
+} sgroup;
 
 typedef struct evrec {
     pd_job_event ev;
@@ -100,6 +125,9 @@ struct pd_scheduler {
     int wake[2];
     wslot *w;
     int n;
+    sgroup *g;                /* SP groups (sp_degree > 1) */
+    int n_groups, sp;
+    double comm_timeout_s;
     job *jobs;                /* submission order */
     uint64_t next_seq;
     evrec *ev;                /* queued events */
@@ -204,26 +232,46 @@ static void remove_job(pd_scheduler *s, job *j) {
             *pp = j->next;
             break;
         }
-    if (j->worker >= 0 && s->w[j->worker].job == j) s->w[j->worker].job = NULL;
+    for (int i = 0; i < s->n; i++)
+        if (s->w[i].job == j) s->w[i].job = NULL;
+    if (j->group >= 0 && s->g[j->group].job == j) s->g[j->group].job = NULL;
     unlink_job_shm(j);
     free(j->req);
     free(j);
     pthread_cond_broadcast(&s->idle_cv);
 }
 
-static void fail_job(pd_scheduler *s, job *j, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void fail_job(pd_scheduler *s, job *j, const char *code, const char *fmt, ...) {
+static void emit_failed(pd_scheduler *s, job *j, const char *code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+static void emit_failed(pd_scheduler *s, job *j, const char *code, const char *fmt, va_list ap) {
     evrec *r = push_event(s, PD_JOB_EVENT_FAILED, j);
     r->ev.stage = j->state == J_DECODE || j->state == J_WAIT_DECODE ? PD_STAGE_DECODE
                   : j->state == J_DENOISE                          ? PD_STAGE_DENOISE
                                                                    : PD_STAGE_TEXT;
     snprintf(r->code, sizeof r->code, "%s", code);
+    vsnprintf(r->msg, sizeof r->msg, fmt, ap);
+    PD_INFO("scheduler", "job %s failed (%s): %s", j->id, r->code, r->msg);
+}
+
+static void fail_job(pd_scheduler *s, job *j, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void fail_job(pd_scheduler *s, job *j, const char *code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(r->msg, sizeof r->msg, fmt, ap);
+    emit_failed(s, j, code, fmt, ap);
     va_end(ap);
-    PD_INFO("scheduler", "job %s failed (%s): %s", j->id, r->code, r->msg);
     remove_job(s, j);
+}
+
+/* A group denoise failed: the event goes out now, the job stays until every rank has answered. */
+static void fail_group_job(pd_scheduler *s, job *j, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void fail_group_job(pd_scheduler *s, job *j, const char *code, const char *fmt, ...) {
+    if (j->failed) return;
+    j->failed = true;
+    j->fail_deadline = now_mono() + s->comm_timeout_s + 10.0;
+    va_list ap;
+    va_start(ap, fmt);
+    emit_failed(s, j, code, fmt, ap);
+    va_end(ap);
 }
 
 static int count_jobs(const pd_scheduler *s, jstate st) {
@@ -263,6 +311,52 @@ static void schedule_restart(pd_scheduler *s, wslot *w) {
     w->was_ready = false;
 }
 
+/* ---- SP groups ---- */
+
+static void group_name(const pd_scheduler *s, int gi, unsigned gen, char *buf, size_t n) {
+    snprintf(buf, n, "pdg-%d-%u-%d-%u", (int)getpid(), s->instance, gi, gen);
+}
+
+/* Every rank up and joined to the current generation. */
+static bool group_formed(const pd_scheduler *s, const sgroup *g) {
+    if (g->joining) return false;
+    for (int r = 0; r < g->size; r++) {
+        const wslot *w = &s->w[g->first + r];
+        if (!slot_up(w) || w->joined_gen != g->gen) return false;
+    }
+    return true;
+}
+
+/* The group's communicators can no longer be trusted: the next formation uses a new generation.
+ * The old generation's segments are removed here (a killed rank 0 cannot). */
+static void group_break(pd_scheduler *s, sgroup *g, const char *why) {
+    char base[64], name[80];
+    group_name(s, (int)(g - s->g), g->gen, base, sizeof base);
+    static const char *const parts[3] = {"sp0", "sp1", "cfg"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "%s-%s", base, parts[i]);
+        pd_comm_shm_unlink(name);
+    }
+    g->gen++;
+    g->joining = false;
+    PD_WARN("scheduler", "SP group %d (workers %d..%d): %s; it will be re-formed as generation %u", (int)(g - s->g),
+            g->first, g->first + g->size - 1, why, g->gen);
+}
+
+/* One rank of group job j has answered (w) or is gone (w NULL). The last one releases the group. */
+static void group_rank_done(pd_scheduler *s, wslot *w, job *j) {
+    if (w) {
+        w->job = NULL;
+        if (w->state == W_BUSY) w->state = W_READY;
+    }
+    if (--j->pending > 0) return;
+    s->g[j->group].job = NULL;
+    j->worker = -1;
+    if (j->failed) remove_job(s, j);
+    else if (j->cancel_req) fail_job(s, j, "cancelled", "cancelled by request");
+    else j->state = J_WAIT_DECODE;
+}
+
 /* The worker is gone or must go: kill and reap it, fail its job, schedule its restart. */
 static void worker_lost(pd_scheduler *s, wslot *w, const char *reason) {
     char how[128] = "";
@@ -276,7 +370,20 @@ static void worker_lost(pd_scheduler *s, wslot *w, const char *reason) {
     close_conn(w);
     PD_WARN("scheduler", "worker %d (%s, pid %d): %s%s%s", w->index, pd_worker_role_name(w->role), (int)pid, reason,
             how[0] ? "; " : "", how);
-    if (w->job) {
+    if (w->group >= 0) {
+        char why[256];
+        snprintf(why, sizeof why, "rank %d (worker %d) lost", w->rank, w->index);
+        group_break(s, &s->g[w->group], why);
+    }
+    if (w->job && w->job->group >= 0 && w->job->state == J_DENOISE) {
+        job *j = w->job;
+        if (j->cancel_req) fail_group_job(s, j, "cancelled", "cancelled by request");
+        else
+            fail_group_job(s, j, "worker_died", "rank %d of SP group %d (worker %d, pid %d) failed during the denoise stage: "
+                           "%s%s%s; the group is being restarted", w->rank, w->group, w->index, (int)pid, reason,
+                           how[0] ? "; " : "", how);
+        group_rank_done(s, w, j);
+    } else if (w->job) {
         job *j = w->job;
         w->job = NULL;
         j->worker = -1;
@@ -295,7 +402,7 @@ static pd_status spawn_worker(pd_scheduler *s, wslot *w) {
     char threads[16];
     snprintf(threads, sizeof threads, "%d", s->cfg.threads_per_worker > 0 ? s->cfg.threads_per_worker : 1);
     char *argv[] = {s->worker_exe, "worker", "--socket", w->sock_path, "--role", (char *)pd_worker_role_name(w->role),
-                    "--model", s->model_dir, "--threads", threads, NULL};
+                    "--model", s->model_dir, "--threads", threads, "--device", w->device, NULL};
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
     sigset_t none, dfl;
@@ -361,6 +468,86 @@ static void assign(pd_scheduler *s, wslot *w, job *j, pd_stage stage) {
     send_to(s, w, m); /* on failure the job fails as worker_died */
 }
 
+/* The denoise stage of j on every rank of its group. */
+static void assign_group_denoise(pd_scheduler *s, sgroup *g, job *j) {
+    j->state = J_DENOISE;
+    j->worker = g->first;
+    j->cancel_sent = false;
+    j->pending = g->size;
+    ev_stage(s, j, PD_STAGE_DENOISE, 0);
+    for (int r = 0; r < g->size; r++) {
+        wslot *w = &s->w[g->first + r];
+        if (j->failed) { /* an earlier rank's send failed: the rest never start */
+            group_rank_done(s, NULL, j);
+            continue;
+        }
+        pd_msg *m = s->tx;
+        memcpy(m, j->req, sizeof *m);
+        m->kind = PD_MSG_ASSIGN;
+        m->stage = PD_STAGE_DENOISE;
+        m->group_gen = g->gen;
+        m->rank = r;
+        w->job = j;
+        w->state = W_BUSY;
+        send_to(s, w, m); /* on failure worker_lost fails the job and counts this rank as done */
+    }
+}
+
+/* Sends GROUP to every rank of each group whose ranks are all idle but not joined to its generation. */
+static void form_groups(pd_scheduler *s) {
+    if (s->stopping) return;
+    double now = now_mono();
+    for (int gi = 0; gi < s->n_groups; gi++) {
+        sgroup *g = &s->g[gi];
+        if (g->job || g->joining || now < g->retry_at) continue;
+        bool idle = true, joined = true;
+        for (int r = 0; r < g->size; r++) {
+            const wslot *w = &s->w[g->first + r];
+            idle &= w->state == W_READY;
+            joined &= w->joined_gen == g->gen;
+        }
+        if (!idle || joined) continue;
+        g->joining = true;
+        PD_INFO("scheduler", "SP group %d: forming generation %u over workers %d..%d", gi, g->gen, g->first,
+                g->first + g->size - 1);
+        for (int r = 0; r < g->size && g->joining; r++) {
+            wslot *w = &s->w[g->first + r];
+            pd_msg *m = s->tx;
+            pd_msg_init(m, PD_MSG_GROUP);
+            m->group_gen = g->gen;
+            m->rank = r;
+            m->ranks = g->size;
+            m->chunk_heads = s->cfg.pipesp_chunk;
+            m->cfg_parallel = s->cfg.cfg_parallel;
+            m->comm_timeout_s = s->comm_timeout_s;
+            group_name(s, gi, g->gen, m->comm_name, sizeof m->comm_name);
+            w->state = W_JOINING;
+            send_to(s, w, m); /* a lost rank breaks the group (joining false): stop sending */
+        }
+    }
+}
+
+/* A JOINED or a failed join from w (in W_JOINING). */
+static void group_join_answer(pd_scheduler *s, wslot *w, bool ok, unsigned gen, const char *why) {
+    sgroup *g = &s->g[w->group];
+    w->state = W_READY;
+    if (ok && gen == g->gen) w->joined_gen = gen;
+    if (!ok && g->joining) {
+        g->join_fails++;
+        g->retry_at = now_mono() + fmin(0.5 * (double)g->join_fails, 5.0);
+        group_break(s, g, why);
+    }
+    bool waiting = false;
+    for (int r = 0; r < g->size; r++) waiting |= s->w[g->first + r].state == W_JOINING;
+    if (waiting || !g->joining) return;
+    g->joining = false;
+    if (group_formed(s, g)) {
+        g->join_fails = 0;
+        PD_INFO("scheduler", "SP group %d: generation %u formed (%d ranks%s, PipeSP chunk %d)", (int)(g - s->g), g->gen,
+                g->size, s->cfg.cfg_parallel ? ", CFG parallel" : "", s->cfg.pipesp_chunk);
+    }
+}
+
 static void shutdown_worker(pd_scheduler *s, wslot *w) {
     if (w->fd >= 0) {
         pd_msg *m = s->tx;
@@ -378,7 +565,7 @@ static double stage_estimate(const pd_scheduler *s, int stage) {
 }
 
 static void replan(pd_scheduler *s) {
-    if (s->n < 2 || s->stopping) return;
+    if (s->n < 2 || s->stopping || s->sp > 1) return;
     int n_dec = 0;
     for (int i = 0; i < s->n; i++) {
         if (s->w[i].want_role != s->w[i].role) return; /* one switch at a time */
@@ -431,10 +618,24 @@ static void dispatch(pd_scheduler *s) {
     if (count_jobs(s, J_WAIT_DECODE) >= 2 * (n_dec > 0 ? n_dec : 1)) return;
     for (job *j = s->jobs; j; j = j->next) {
         if (j->state != J_QUEUED) continue;
-        wslot *w = idle_slot(s, role_denoises);
+        wslot *w = NULL;
+        if (s->sp > 1) {
+            for (int gi = 0; gi < s->n_groups && !w; gi++) {
+                sgroup *g = &s->g[gi];
+                if (g->job || !group_formed(s, g)) continue;
+                bool idle = true;
+                for (int r = 0; r < g->size; r++) idle &= s->w[g->first + r].state == W_READY;
+                if (!idle) continue;
+                g->job = j;
+                j->group = gi;
+                w = &s->w[g->first];
+            }
+        } else {
+            w = idle_slot(s, role_denoises);
+        }
         if (!w) return;
         push_event(s, PD_JOB_EVENT_STARTED, j);
-        assign(s, w, j, PD_STAGE_TEXT);
+        assign(s, w, j, PD_STAGE_TEXT); /* a group's leader encodes the prompts */
         return dispatch(s);
     }
 }
@@ -443,7 +644,7 @@ static void dispatch(pd_scheduler *s) {
 static void send_cancels(pd_scheduler *s) {
     for (job *j = s->jobs, *next; j; j = next) {
         next = j->next;
-        if (!j->cancel_req || j->cancel_sent) continue;
+        if (!j->cancel_req || j->cancel_sent || j->failed) continue;
         if (j->state == J_WAIT_DECODE || j->state == J_QUEUED) {
             fail_job(s, j, "cancelled", "cancelled by request");
             continue;
@@ -480,7 +681,14 @@ static void stage_done(pd_scheduler *s, wslot *w, job *j, int stage, double secs
         fail_job(s, j, "cancelled", "cancelled by request");
         return;
     }
-    if (stage == PD_STAGE_TEXT) {
+    if (stage == PD_STAGE_TEXT && j->group >= 0) {
+        sgroup *g = &s->g[j->group];
+        bool idle = group_formed(s, g);
+        for (int r = 0; r < g->size; r++) idle &= s->w[g->first + r].state == W_READY;
+        if (idle) assign_group_denoise(s, g, j);
+        else fail_job(s, j, "worker_died", "SP group %d lost a rank while the prompts were encoded; it is being restarted",
+                      j->group);
+    } else if (stage == PD_STAGE_TEXT) {
         assign(s, w, j, PD_STAGE_DENOISE); /* the same worker: it holds the DiT */
     } else if (stage == PD_STAGE_DENOISE) {
         j->state = J_WAIT_DECODE;
@@ -517,6 +725,10 @@ static bool handle_msg(pd_scheduler *s, wslot *w, const pd_msg *m) {
     }
     switch (m->kind) {
     case PD_MSG_HEARTBEAT: return true;
+    case PD_MSG_JOINED:
+        if (w->state != W_JOINING || w->group < 0) break;
+        group_join_answer(s, w, true, m->group_gen, NULL);
+        return true;
     case PD_MSG_READY:
         if (w->state != W_LOADING) break;
         for (int i = 0; i < PD_STAGE_COUNT; i++)
@@ -535,8 +747,37 @@ static bool handle_msg(pd_scheduler *s, wslot *w, const pd_msg *m) {
             worker_lost(s, w, why);
             return false;
         }
+        if (m->kind == PD_MSG_ERROR && w->state == W_JOINING && !m->job_id[0] && w->group >= 0) {
+            snprintf(why, sizeof why, "rank %d (worker %d) could not join: %s: %s", w->rank, w->index, m->code, m->message);
+            group_join_answer(s, w, false, 0, why);
+            return true;
+        }
         job *j = w->job;
         if (w->state != W_BUSY || !j || strcmp(j->id, m->job_id)) break;
+        if (j->group >= 0 && j->state == J_DENOISE) {
+            /* a rank of a group job: progress from the leader only; the job moves on when all answered */
+            if (m->kind == PD_MSG_PROGRESS) {
+                if (w->rank != 0 || j->failed) return true;
+            } else if (m->kind == PD_MSG_DONE) {
+                if (w->rank == 0) record_time(s, PD_STAGE_DENOISE, m->seconds);
+                group_rank_done(s, w, j);
+                return true;
+            } else {
+                bool cancelled = j->cancel_req || !strcmp(m->code, "cancelled");
+                PD_INFO("scheduler", "job %s: rank %d of SP group %d stopped: %s: %s", j->id, w->rank, w->group, m->code,
+                        m->message);
+                if (!cancelled) {
+                    snprintf(why, sizeof why, "rank %d failed: %s", w->rank, m->message);
+                    group_break(s, &s->g[w->group], why);
+                }
+                if (cancelled) fail_group_job(s, j, "cancelled", "cancelled by request");
+                else
+                    fail_group_job(s, j, m->code[0] ? m->code : "internal", "denoise stage (rank %d of %d): %s", w->rank,
+                                   s->g[w->group].size, m->message);
+                group_rank_done(s, w, j);
+                return true;
+            }
+        }
         if (m->kind == PD_MSG_PROGRESS) {
             evrec *r = push_event(s, PD_JOB_EVENT_PROGRESS, j);
             r->ev.stage = (pd_stage)m->stage;
@@ -631,7 +872,9 @@ static void supervise(pd_scheduler *s) {
             }
             continue;
         }
-        if (w->state == W_SPAWNED && now - w->spawned_at > connect_limit) {
+        if (w->state == W_BUSY && w->job && w->job->failed && now > w->job->fail_deadline) {
+            worker_lost(s, w, "did not stop after its SP group failed");
+        } else if (w->state == W_SPAWNED && now - w->spawned_at > connect_limit) {
             char why[96];
             snprintf(why, sizeof why, "did not connect within %.0f s", connect_limit);
             worker_lost(s, w, why);
@@ -669,6 +912,7 @@ static void *sched_main(void *arg) {
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
         supervise(s);
+        form_groups(s);
         send_cancels(s);
         dispatch(s);
         deliver_events(s);
@@ -740,6 +984,7 @@ static void free_scheduler(pd_scheduler *s) {
     pthread_cond_destroy(&s->idle_cv);
     pthread_mutex_destroy(&s->mu);
     free(s->w);
+    free(s->g);
     free(s->ev);
     free(s->tx);
     free(s->rx);
@@ -785,6 +1030,22 @@ pd_status pd_scheduler_create(const pd_scheduler_config *cfg, pd_job_event_fn fn
     if (!(cfg->worker_timeout_s >= 0) || cfg->worker_timeout_s > 86400)
         return pd_error_set(PD_ERR_INVALID, "scheduler: worker_timeout_s is %g (want 0 = 30 s default, up to 86400)",
                             cfg->worker_timeout_s);
+    const int sp = cfg->sp_degree > 1 ? cfg->sp_degree : 1;
+    if (cfg->sp_degree < 0 || cfg->sp_degree > PD_COMM_MAX_RANKS)
+        return pd_error_set(PD_ERR_INVALID, "scheduler: sp_degree is %d (want 0..%d)", cfg->sp_degree, PD_COMM_MAX_RANKS);
+    if (sp > 1 && cfg->n_devices < sp + 1)
+        return pd_error_set(PD_ERR_INVALID, "scheduler: sp_degree %d needs at least %d workers (one group of %d "
+                            "denoise ranks and a decode worker), not %d", sp, sp + 1, sp, cfg->n_devices);
+    if (cfg->cfg_parallel && (sp < 2 || sp % 2))
+        return pd_error_set(PD_ERR_INVALID, "scheduler: cfg_parallel needs an even sp_degree >= 2, not %d", cfg->sp_degree);
+    if (cfg->pipesp_chunk < 0 || cfg->pipesp_chunk > 4096)
+        return pd_error_set(PD_ERR_INVALID, "scheduler: pipesp_chunk is %d (want 0 = measured, or 1..4096)", cfg->pipesp_chunk);
+    if (!(cfg->comm_timeout_s >= 0) || cfg->comm_timeout_s > 86400)
+        return pd_error_set(PD_ERR_INVALID, "scheduler: comm_timeout_s is %g (want 0 = 60 s default, up to 86400)",
+                            cfg->comm_timeout_s);
+    const char *device = cfg->device && cfg->device[0] ? cfg->device : "cpu";
+    if (strcmp(device, "cpu") && strcmp(device, "cuda"))
+        return pd_error_set(PD_ERR_INVALID, "scheduler: device '%s' (want cpu or cuda; worker i then uses cuda:i)", device);
     if (access(cfg->worker_exe, X_OK) != 0)
         return pd_error_set(PD_ERR_IO, "scheduler: worker program %s is not executable: %s", cfg->worker_exe, strerror(errno));
     PD_TRY(make_dirs(cfg->run_dir));
@@ -822,9 +1083,26 @@ pd_status pd_scheduler_create(const pd_scheduler_config *cfg, pd_job_event_fn fn
         goto fail;
     }
     int n_dec = pd_split_decode_workers(s->n, cfg->n_decode, 0, 0);
+    s->sp = sp;
+    s->comm_timeout_s = cfg->comm_timeout_s > 0 ? cfg->comm_timeout_s : 60.0;
+    if (sp > 1) {
+        /* Whole groups in the slots the decode group leaves; any remainder decodes too. */
+        s->n_groups = (s->n - n_dec) / sp;
+        n_dec = s->n - s->n_groups * sp;
+        s->g = calloc((size_t)s->n_groups, sizeof *s->g);
+        if (!s->g) {
+            st = pd_error_set(PD_ERR_NOMEM, "scheduler: out of memory");
+            goto fail;
+        }
+        for (int gi = 0; gi < s->n_groups; gi++) s->g[gi] = (sgroup){.first = gi * sp, .size = sp, .gen = 1};
+    }
     for (int i = 0; i < s->n; i++) {
         wslot *w = &s->w[i];
         w->index = i;
+        w->group = i < s->n_groups * sp ? i / sp : -1;
+        w->rank = i % sp;
+        if (!strcmp(device, "cuda")) snprintf(w->device, sizeof w->device, "cuda:%d", i);
+        else snprintf(w->device, sizeof w->device, "cpu");
         /* The last n_dec slots decode; with one device the single worker does everything. */
         w->role = w->want_role = s->n == 1 ? PD_ROLE_ALL : i >= s->n - n_dec ? PD_ROLE_DECODE : PD_ROLE_DENOISE;
         w->rd = malloc(sizeof *w->rd);
@@ -884,6 +1162,7 @@ pd_status pd_scheduler_submit(pd_scheduler *s, const char *job_id, const pd_gen_
     }
     j->req = m;
     j->worker = -1;
+    j->group = -1;
     pthread_mutex_lock(&s->mu);
     if (s->draining) st = pd_error_set(PD_ERR_CANCELLED, "the server is draining and accepts no new jobs");
     else if (find_job(s, job_id)) st = pd_error_set(PD_ERR_INVALID, "job %s is already live", job_id);
@@ -966,6 +1245,9 @@ void pd_scheduler_stats_get(pd_scheduler *s, pd_scheduler_stats *out) {
             dec_up |= role_decodes(w->role);
         }
     }
+    out->sp_groups = s->n_groups;
+    for (int gi = 0; gi < s->n_groups; gi++) out->sp_groups_formed += group_formed(s, &s->g[gi]);
+    if (s->n_groups) den_up = out->sp_groups_formed > 0;
     out->ready = den_up && dec_up;
     for (int i = 0; i < PD_STAGE_COUNT; i++) out->stage_seconds_mean[i] = stage_estimate(s, i);
     pid_t pids[256]; /* n_devices is at most 256 (pd_scheduler_create) */

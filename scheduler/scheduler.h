@@ -25,6 +25,16 @@ typedef struct pd_scheduler_config {
     int threads_per_worker;    /* CPU backend threads in each worker (0 = 1) */
     int queue_capacity;        /* jobs admitted but not yet started; a full queue is PD_ERR_BUSY */
     double worker_timeout_s;   /* a worker silent for this long is declared dead and restarted */
+    /* Sequence parallelism. sp_degree > 1 makes the denoise workers groups of sp_degree ranks that
+     * run each job together (workers/sp_group.h): as many groups as fit in the workers left after the
+     * decode group (n_decode, or 1 when 0), the rest decode; the split is then fixed (no re-planning).
+     * A group's communicators are (re)built whenever all its ranks are up: at start and after any
+     * failure of one of them (a rank that died is restarted, the survivors rejoin a fresh group). */
+    int sp_degree;             /* ranks per denoise group; 0 or 1 = every denoise worker alone */
+    bool cfg_parallel;         /* groups split the CFG pair into two halves (sp_degree even) */
+    int pipesp_chunk;          /* PipeSP g sent to every group (0 = measured by the group) */
+    double comm_timeout_s;     /* deadline of every collective inside a group (0 = 60 s) */
+    const char *device;        /* "cpu" (NULL or "" too) or "cuda": worker slot i then uses cuda:i */
 } pd_scheduler_config;
 
 typedef enum pd_job_event_kind {
@@ -54,6 +64,7 @@ typedef struct pd_scheduler_stats {
     int queued, running;       /* jobs waiting, jobs in some stage */
     int workers_up, workers_total;
     int n_denoise, n_decode;   /* current group split */
+    int sp_groups, sp_groups_formed; /* SP groups, and those whose communicators are up */
     bool ready;                /* every group has a loaded, warmed-up worker */
     double stage_seconds_mean[PD_STAGE_COUNT]; /* measured, for the split rule and metrics */
     double worker_memory_bytes; /* resident memory of the live worker processes together (the CPU

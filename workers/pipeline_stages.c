@@ -5,13 +5,14 @@
 typedef struct pipeline_stages {
     pd_backend *be;
     pd_pipeline *pl;
+    pd_sp_group *group; /* NULL: denoise on this process alone */
 } pipeline_stages;
 
 static pipeline_stages g_stages; /* one worker per process */
 
-static pd_status ps_load(void *self, const char *model_dir, int threads, unsigned parts) {
+static pd_status ps_load(void *self, const char *model_dir, const char *device, int threads, unsigned parts) {
     pipeline_stages *s = self;
-    PD_TRY(pd_backend_cpu_create(threads, &s->be));
+    PD_TRY(pd_backend_create(device, threads, &s->be));
     pd_status st = pd_pipeline_load(model_dir, s->be, parts, &s->pl);
     if (st) {
         pd_backend_free(s->be);
@@ -30,7 +31,32 @@ static pd_status ps_encode_text(void *self, const char *prompt, pd_tensor *ctx_o
 
 static pd_status ps_denoise(void *self, const pd_gen_params *p, const pd_tensor *ctx_cond, const pd_tensor *ctx_uncond,
                             pd_tensor *latent_out, pd_progress_fn progress, void *ud, const atomic_int *cancel) {
-    return pd_pipeline_denoise(((pipeline_stages *)self)->pl, p, ctx_cond, ctx_uncond, latent_out, progress, ud, cancel);
+    pipeline_stages *s = self;
+    if (!s->group) return pd_pipeline_denoise(s->pl, p, ctx_cond, ctx_uncond, latent_out, progress, ud, cancel);
+    /* The group reads the leader's flag at each step boundary; the loop itself gets none. */
+    pd_sp_group_set_cancel(s->group, cancel);
+    pd_sp_group_reset_steps(s->group);
+    pd_status st = pd_pipeline_denoise(s->pl, p, ctx_cond, ctx_uncond, latent_out, progress, ud, NULL);
+    pd_sp_group_set_cancel(s->group, NULL);
+    return st;
+}
+
+static void ps_leave_group(void *self) {
+    pipeline_stages *s = self;
+    if (!s->group) return;
+    pd_pipeline_set_dit_forward(s->pl, NULL, NULL);
+    pd_sp_group_leave(s->group);
+    s->group = NULL;
+}
+
+static pd_status ps_join_group(void *self, const pd_sp_group_spec *spec) {
+    pipeline_stages *s = self;
+    ps_leave_group(self);
+    pd_wan_dit *dit = pd_pipeline_dit(s->pl);
+    if (!dit) return pd_error_set(PD_ERR_INVALID, "a worker without the transformer cannot join an SP group");
+    PD_TRY(pd_sp_group_join(dit, spec, &s->group));
+    pd_pipeline_set_dit_forward(s->pl, pd_sp_group_forward, s->group);
+    return PD_OK;
 }
 
 static pd_status ps_decode(void *self, const pd_tensor *latent, int fps, const char *mp4_path, const char *thumb_path,
@@ -44,6 +70,7 @@ static void ps_latent_shape(void *self, const pd_gen_params *p, int64_t shape[4]
 
 static void ps_unload(void *self) {
     pipeline_stages *s = self;
+    ps_leave_group(self);
     pd_pipeline_free(s->pl);
     pd_backend_free(s->be);
     s->pl = NULL;
@@ -60,6 +87,8 @@ const pd_worker_stages *pd_worker_pipeline_stages(void) {
         .decode = ps_decode,
         .latent_shape = ps_latent_shape,
         .unload = ps_unload,
+        .join_group = ps_join_group,
+        .leave_group = ps_leave_group,
     };
     return &table;
 }

@@ -21,13 +21,14 @@ typedef struct worker {
     pthread_mutex_t send_mu;  /* main, reader and heartbeat threads all send */
     pthread_mutex_t mu;       /* guards the mailbox and current_job */
     pthread_cond_t cv;
-    pd_msg *mail;             /* the next ASSIGN (the scheduler sends one at a time) */
+    pd_msg *mail;             /* the next ASSIGN or GROUP (the scheduler sends one at a time) */
     bool has_mail;
     bool stop;                /* SHUTDOWN, connection lost or protocol error */
     char current_job[PD_PROTO_ID_MAX];
     atomic_int cancel;
     pd_msg *rx;               /* reader thread's message buffer */
     pd_proto_reader *reader;
+    uint32_t group_gen;       /* SP group generation joined (0: none) */
     /* progress of the running stage */
     const char *job_id;
     pd_msg *tx;               /* main thread's message buffer */
@@ -81,7 +82,7 @@ static void *reader_main(void *arg) {
             pthread_mutex_unlock(&w->mu);
             continue;
         }
-        if (m->kind == PD_MSG_ASSIGN) {
+        if (m->kind == PD_MSG_ASSIGN || m->kind == PD_MSG_GROUP) {
             pthread_mutex_lock(&w->mu);
             bool busy = w->has_mail;
             if (!busy) {
@@ -93,7 +94,7 @@ static void *reader_main(void *arg) {
             }
             pthread_mutex_unlock(&w->mu);
             if (busy) {
-                PD_WARN("worker", "protocol error: a second ASSIGN (%s) before the first was taken", m->job_id);
+                PD_WARN("worker", "protocol error: a second ASSIGN or GROUP (%s) before the first was taken", m->job_id);
                 break;
             }
             continue;
@@ -164,14 +165,18 @@ static pd_status run_text(worker *w, const pd_gen_params *p, const pd_msg *a) {
 }
 
 static pd_status run_denoise(worker *w, const pd_gen_params *p, const pd_msg *a) {
+    if (a->group_gen != w->group_gen)
+        return pd_error_set(PD_ERR_INVALID, "job %s expects SP group generation %u, this worker is in %u", a->job_id,
+                            a->group_gen, w->group_gen);
     pd_shm cond = {0}, uncond = {0}, out = {0};
     pd_tensor latent = {0};
+    const bool leader = a->rank == 0;
     pd_status st = pd_shm_open(a->shm_cond, &cond);
     if (!st && p->guidance > 1.0f) st = pd_shm_open(a->shm_uncond, &uncond);
     if (!st)
         st = w->st->denoise(w->st->self, p, &cond.tensor, p->guidance > 1.0f ? &uncond.tensor : NULL, &latent,
-                            on_progress, w, &w->cancel);
-    if (!st) st = pd_shm_create_from(a->shm_latent, &latent, &out);
+                            leader ? on_progress : no_progress, w, &w->cancel);
+    if (!st && leader) st = pd_shm_create_from(a->shm_latent, &latent, &out);
     pd_tensor_free(&latent);
     pd_shm_close(&out);
     pd_shm_close(&uncond);
@@ -279,7 +284,34 @@ static void send_error(worker *w, const char *job_id, int stage, pd_status st) {
     wsend(w, m);
 }
 
-/* Waits for ASSIGNs and runs them until stop. */
+/* GROUP: leave the old group, join the new one, answer JOINED (or ERROR with job ""). */
+static void join_group(worker *w, const pd_msg *g) {
+    pd_status st;
+    if (!w->st->join_group || (w->opt->role != PD_ROLE_DENOISE && w->opt->role != PD_ROLE_ALL)) {
+        st = pd_error_set(PD_ERR_UNSUPPORTED, "a %s worker cannot join an SP group", pd_worker_role_name(w->opt->role));
+    } else {
+        w->group_gen = 0;
+        const pd_sp_group_spec spec = {.name = g->comm_name, .rank = g->rank, .ranks = g->ranks,
+                                       .cfg_parallel = g->cfg_parallel != 0, .chunk_heads = g->chunk_heads,
+                                       .timeout_s = g->comm_timeout_s};
+        st = w->st->join_group(w->st->self, &spec);
+    }
+    if (st) {
+        PD_WARN("worker", "pid %d: joining SP group %s (generation %u) failed: %s", (int)getpid(), g->comm_name,
+                g->group_gen, pd_error_msg());
+        send_error(w, "", 0, st);
+        return;
+    }
+    w->group_gen = g->group_gen;
+    PD_INFO("worker", "pid %d: rank %d of %d in SP group %s (generation %u%s, PipeSP chunk %d)", (int)getpid(), g->rank,
+            g->ranks, g->comm_name, g->group_gen, g->cfg_parallel ? ", CFG parallel" : "", g->chunk_heads);
+    pd_msg *m = w->tx;
+    pd_msg_init(m, PD_MSG_JOINED);
+    m->group_gen = g->group_gen;
+    wsend(w, m);
+}
+
+/* Waits for ASSIGNs and GROUPs and runs them until stop. */
 static void serve(worker *w) {
     pd_msg *a = malloc(sizeof *a);
     PD_ASSERT(a);
@@ -293,6 +325,10 @@ static void serve(worker *w) {
         memcpy(a, w->mail, sizeof *a);
         w->has_mail = false;
         pthread_mutex_unlock(&w->mu);
+        if (a->kind == PD_MSG_GROUP) {
+            join_group(w, a);
+            continue;
+        }
 
         double t0 = now_mono();
         pd_status st = run_assign(w, a);
@@ -365,7 +401,7 @@ pd_status pd_worker_run(const pd_worker_options *opt, const pd_worker_stages *st
     threads = true;
 
     PD_INFO("worker", "pid %d role %s: loading %s", (int)getpid(), pd_worker_role_name(opt->role), opt->model_dir);
-    st = stages->load(stages->self, opt->model_dir, opt->threads, pd_worker_role_parts(opt->role));
+    st = stages->load(stages->self, opt->model_dir, opt->device, opt->threads, pd_worker_role_parts(opt->role));
     loaded = st == PD_OK;
     double secs[PD_STAGE_COUNT] = {0};
     if (!st) st = warm_up(&w, secs);
@@ -401,10 +437,11 @@ out:
 
 static const char usage_text[] =
     "usage: pipedit worker --socket PATH --role text|denoise|decode|all --model DIR [--threads N]\n"
+    "                      [--device cpu|cuda|cuda:N]\n"
     "Runs one worker process of pipeditd's scheduler (started by the daemon, not by hand).\n";
 
 pd_status pd_worker_parse_args(int argc, char **argv, pd_worker_options *out) {
-    *out = (pd_worker_options){.role = PD_ROLE_ALL, .threads = 1};
+    *out = (pd_worker_options){.role = PD_ROLE_ALL, .threads = 1, .device = "cpu"};
     bool have_role = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -418,6 +455,8 @@ pd_status pd_worker_parse_args(int argc, char **argv, pd_worker_options *out) {
             out->socket_path = v;
         } else if (!strcmp(a, "--model")) {
             out->model_dir = v;
+        } else if (!strcmp(a, "--device")) {
+            out->device = v;
         } else if (!strcmp(a, "--role")) {
             PD_TRY(pd_worker_role_parse(v, &out->role));
             have_role = true;

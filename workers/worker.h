@@ -1,4 +1,5 @@
-/* A worker process: `pipedit worker --socket PATH --role text|denoise|decode|all --model DIR --threads N`.
+/* A worker process: `pipedit worker --socket PATH --role text|denoise|decode|all --model DIR
+ * [--threads N] [--device cpu|cuda[:N]]`.
  *
  * It connects to the scheduler's Unix socket, exchanges HELLO, loads only the model parts its role
  * needs, warms up (one small run of each of its stages, timed), sends READY with those times and then
@@ -11,6 +12,14 @@
  *   denoise: shm_cond (+ shm_uncond) -> latent (16, T, H/8, W/8) f32 into shm_latent
  *   decode:  shm_latent -> mp4_path (+ thumb_path)
  *
+ * Sequence parallelism: a denoise worker that belongs to an SP group gets GROUP while idle; it leaves
+ * any earlier group, joins the new one (workers/sp_group.h) and answers JOINED (or ERROR with job ""
+ * when joining failed). A DENOISE ASSIGN then names the group generation and the worker's rank: every
+ * rank runs the same sampler loop over the group; the leader (rank 0) reports progress, reads the
+ * cancel flag (shared with the others at each step boundary, so every rank stops at the same step)
+ * and alone writes the latent. A TEXT ASSIGN of a group job goes to the leader only; the other ranks
+ * read the contexts from shared memory.
+ *
  * The stage work itself goes through a pd_worker_stages table so the protocol side can be exercised
  * with synthetic stages; pd_worker_pipeline_stages() (workers/pipeline_stages.c) is the real one,
  * running models/pipeline.h. */
@@ -21,25 +30,29 @@
 
 #include "models/pipeline.h"
 #include "proto/proto.h"
+#include "workers/sp_group.h"
 
 typedef struct pd_worker_options {
     const char *socket_path;
     pd_worker_role role;
     const char *model_dir;
     int threads;              /* CPU backend threads (>= 1) */
+    const char *device;       /* backend: "cpu" (default), "cuda" or "cuda:N" */
 } pd_worker_options;
 
 /* The stage implementations a worker runs. self is the table's own context. Every call returns a
  * pd_status with pd_error_set() on failure; PD_ERR_CANCELLED when *cancel was seen. */
 typedef struct pd_worker_stages {
     void *self;
-    /* Loads the model parts (PD_PART_* bits) from model_dir with `threads` CPU threads. */
-    pd_status (*load)(void *self, const char *model_dir, int threads, unsigned parts);
+    /* Loads the model parts (PD_PART_* bits) from model_dir onto the backend `device` names
+     * (engine/backend.h pd_backend_create) with `threads` CPU threads. */
+    pd_status (*load)(void *self, const char *model_dir, const char *device, int threads, unsigned parts);
     /* Checks a request against the loaded model (PD_ERR_INVALID naming the field). */
     pd_status (*validate)(void *self, const pd_gen_params *p);
     /* ctx_out: host f32 (L, text_dim), allocated by the call, freed by the caller with pd_tensor_free. */
     pd_status (*encode_text)(void *self, const char *prompt, pd_tensor *ctx_out);
-    /* latent_out: host f32 (16, T, H/8, W/8), allocated by the call. ctx_uncond NULL when guidance <= 1. */
+    /* latent_out: host f32 (16, T, H/8, W/8), allocated by the call. ctx_uncond NULL when guidance <= 1.
+     * In a group every rank calls it; cancel is then read by the leader only (sp_group.h). */
     pd_status (*denoise)(void *self, const pd_gen_params *p, const pd_tensor *ctx_cond, const pd_tensor *ctx_uncond,
                          pd_tensor *latent_out, pd_progress_fn progress, void *ud, const atomic_int *cancel);
     /* Writes the MP4 (and thumbnail when thumb_path is not NULL). */
@@ -48,6 +61,11 @@ typedef struct pd_worker_stages {
     /* Latent shape (16, T, H/8, W/8) for p (used to warm up a decode-only worker). */
     void (*latent_shape)(void *self, const pd_gen_params *p, int64_t shape[4]);
     void (*unload)(void *self);
+    /* Leaves any group, then joins the one spec describes: later denoise calls run over it. NULL
+     * entries: the stages cannot run in groups (a GROUP is then answered with an ERROR). */
+    pd_status (*join_group)(void *self, const pd_sp_group_spec *spec);
+    /* Leaves the group (no-op when in none). */
+    void (*leave_group)(void *self);
 } pd_worker_stages;
 
 /* The model parts (PD_PART_* bits) a role loads: text -> TEXT, denoise -> TEXT | DIT (a denoise

@@ -42,6 +42,20 @@ static void sample(pd_msg *m, pd_msg_kind kind) {
         snprintf(m->shm_latent, sizeof m->shm_latent, "/pd-1-2-latent");
         snprintf(m->mp4_path, sizeof m->mp4_path, "/var/lib/pipedit/videos/x.mp4");
         snprintf(m->thumb_path, sizeof m->thumb_path, "/var/lib/pipedit/videos/x.png");
+        m->group_gen = 7;
+        m->rank = 1;
+        break;
+    case PD_MSG_GROUP:
+        m->group_gen = 9;
+        m->rank = 2;
+        m->ranks = 4;
+        m->chunk_heads = 1;
+        m->cfg_parallel = 1;
+        m->comm_timeout_s = 30.5;
+        snprintf(m->comm_name, sizeof m->comm_name, "pdg-123-0-9");
+        break;
+    case PD_MSG_JOINED:
+        m->group_gen = 9;
         break;
     case PD_MSG_PROGRESS:
         snprintf(m->job_id, sizeof m->job_id, "j1");
@@ -169,6 +183,22 @@ static void test_bad_fields_rejected(void) {
     PD_CHECK_ERR(pd_proto_decode(frame + 4, n - 4, &b), PD_ERR_FORMAT);
     sample(&a, PD_MSG_ASSIGN);
     a.sampler = 7;
+    PD_CHECK_OK(pd_proto_encode(&a, frame, sizeof frame, &n));
+    PD_CHECK_ERR(pd_proto_decode(frame + 4, n - 4, &b), PD_ERR_FORMAT);
+    /* Group fields out of range: rank past the group, bad flags, no name, no timeout. */
+    for (int bad = 0; bad < 6; bad++) {
+        sample(&a, PD_MSG_GROUP);
+        if (bad == 0) a.rank = 4;
+        if (bad == 1) a.ranks = PD_PROTO_MAX_RANKS + 1;
+        if (bad == 2) a.cfg_parallel = 2;
+        if (bad == 3) a.comm_name[0] = 0;
+        if (bad == 4) a.comm_timeout_s = 0;
+        if (bad == 5) a.chunk_heads = -1;
+        PD_CHECK_OK(pd_proto_encode(&a, frame, sizeof frame, &n));
+        PD_CHECK_MSG(pd_proto_decode(frame + 4, n - 4, &b) == PD_ERR_FORMAT, "group case %d accepted", bad);
+    }
+    sample(&a, PD_MSG_ASSIGN);
+    a.rank = -1;
     PD_CHECK_OK(pd_proto_encode(&a, frame, sizeof frame, &n));
     PD_CHECK_ERR(pd_proto_decode(frame + 4, n - 4, &b), PD_ERR_FORMAT);
     /* Encoding an unknown kind is the caller's error. */

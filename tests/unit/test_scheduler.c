@@ -60,7 +60,7 @@ static void fake_latent_shape(void *self, const pd_gen_params *p, int64_t shape[
     shape[3] = p->width / 8;
 }
 
-static pd_status fake_load(void *self, const char *model_dir, int threads, unsigned parts) {
+static pd_status fake_load(void *self, const char *model_dir, const char *device, int threads, unsigned parts) {
     /* Tell the test which process holds which parts, so it can kill or stop one. */
     const char *dir = getenv("PD_FAKE_PID_DIR");
     if (dir) {

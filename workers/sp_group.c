@@ -1,0 +1,87 @@
+#include "workers/sp_group.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pd_sp_group {
+    int rank, ranks;
+    pd_comm *sp, *cfg;        /* cfg only with CFG parallelism */
+    pd_comm *world;           /* the communicator spanning every rank: cfg, or sp */
+    pd_wan_dit_sp *pair;      /* CFG-parallel evaluator (batch 2); NULL without CFG parallelism */
+    pd_wan_dit_sp *plain;     /* evaluator over this rank's SP communicator (any batch) */
+    pd_wan_dit_sp *last;      /* the one the last forward used */
+    const atomic_int *cancel;
+    int steps;
+};
+
+pd_status pd_sp_group_join(pd_wan_dit *dit, const pd_sp_group_spec *spec, pd_sp_group **out) {
+    *out = NULL;
+    if (!spec->name || !spec->name[0] || strlen(spec->name) > PD_SP_GROUP_NAME_MAX)
+        return pd_error_set(PD_ERR_INVALID, "SP group: name must be 1..%d characters", PD_SP_GROUP_NAME_MAX);
+    if (spec->ranks < 1 || spec->ranks > PD_COMM_MAX_RANKS || spec->rank < 0 || spec->rank >= spec->ranks)
+        return pd_error_set(PD_ERR_INVALID, "SP group: rank %d of %d (want 0 <= rank < ranks <= %d)", spec->rank,
+                            spec->ranks, PD_COMM_MAX_RANKS);
+    if (spec->cfg_parallel && (spec->ranks < 2 || spec->ranks % 2))
+        return pd_error_set(PD_ERR_INVALID, "SP group: CFG parallelism needs an even number of ranks, not %d", spec->ranks);
+    if (!(spec->timeout_s > 0))
+        return pd_error_set(PD_ERR_INVALID, "SP group: timeout %g s (want > 0)", spec->timeout_s);
+    pd_sp_group *g = calloc(1, sizeof *g);
+    if (!g) return pd_error_set(PD_ERR_NOMEM, "SP group: out of memory");
+    g->rank = spec->rank;
+    g->ranks = spec->ranks;
+    const int m = spec->cfg_parallel ? spec->ranks / 2 : spec->ranks;
+    char name[80];
+    snprintf(name, sizeof name, "%s-sp%d", spec->name, spec->rank / m);
+    pd_status st = pd_comm_shm_create(name, spec->rank % m, m, spec->timeout_s, &g->sp);
+    if (st == PD_OK && spec->cfg_parallel) {
+        snprintf(name, sizeof name, "%s-cfg", spec->name);
+        st = pd_comm_shm_create(name, spec->rank, spec->ranks, spec->timeout_s, &g->cfg);
+    }
+    const pd_wan_dit_sp_options opts = {.chunk_heads = spec->chunk_heads};
+    if (st == PD_OK) st = pd_wan_dit_sp_create(dit, g->sp, NULL, &opts, &g->plain);
+    if (st == PD_OK && g->cfg) st = pd_wan_dit_sp_create(dit, g->sp, g->cfg, &opts, &g->pair);
+    if (st != PD_OK) {
+        pd_sp_group_leave(g);
+        return pd_error_prefix(st, "rank %d of %d joining SP group %s", spec->rank, spec->ranks, spec->name);
+    }
+    g->world = g->cfg ? g->cfg : g->sp;
+    *out = g;
+    return PD_OK;
+}
+
+void pd_sp_group_leave(pd_sp_group *g) {
+    if (!g) return;
+    pd_wan_dit_sp_free(g->pair);
+    pd_wan_dit_sp_free(g->plain);
+    pd_comm_destroy(g->cfg);
+    pd_comm_destroy(g->sp);
+    free(g);
+}
+
+void pd_sp_group_set_cancel(pd_sp_group *g, const atomic_int *cancel) { g->cancel = cancel; }
+
+pd_status pd_sp_group_forward(void *group, pd_tensor *velocity, const pd_tensor *latent, const float *timesteps,
+                              const pd_tensor *context) {
+    pd_sp_group *g = group;
+    int32_t stop = g->rank == 0 && g->cancel && atomic_load(g->cancel);
+    PD_TRY(pd_comm_broadcast(g->world, &stop, sizeof stop, 0));
+    if (stop)
+        return pd_error_set(PD_ERR_CANCELLED, "cancelled at denoising step boundary %d (rank %d of %d)", g->steps,
+                            g->rank, g->ranks);
+    /* Under CFG parallelism a batch of 1 (no guidance) runs on both halves, each as its own SP group. */
+    pd_wan_dit_sp *e = g->pair && latent->shape[0] == 2 ? g->pair : g->plain;
+    g->last = e;
+    PD_TRY(pd_wan_dit_sp_forward(e, velocity, latent, timesteps, context));
+    g->steps++;
+    return PD_OK;
+}
+
+int pd_sp_group_steps(const pd_sp_group *g) { return g->steps; }
+void pd_sp_group_reset_steps(pd_sp_group *g) { g->steps = 0; }
+int pd_sp_group_rank(const pd_sp_group *g) { return g->rank; }
+int pd_sp_group_size(const pd_sp_group *g) { return g->ranks; }
+
+void pd_sp_group_last_stats(const pd_sp_group *g, pd_wan_dit_sp_stats *out) {
+    pd_wan_dit_sp_last_stats(g->last ? g->last : g->plain, out);
+}
