@@ -56,6 +56,18 @@ const char *pd_op_name(pd_op op);
 /* Creates the CPU backend running ops on n_threads threads (0 = the number of online cores).
  * GEMMs go through OpenBLAS. Returns PD_ERR_NOMEM on allocation failure. */
 pd_status pd_backend_cpu_create(int n_threads, pd_backend **out);
+/* Creates the CUDA backend on GPU `device` (0-based): one stream for every op, cuBLASLt GEMMs,
+ * cuDNN attention and convolutions, weights uploaded once by pd_backend_import_weight. Errors:
+ * PD_ERR_UNSUPPORTED in a build without CUDA (the message says so), PD_ERR_DEVICE when the device does
+ * not exist or fails to initialise (the message names the device and the CUDA error). */
+pd_status pd_backend_cuda_create(int device, pd_backend **out);
+/* Number of CUDA devices this build can use: 0 without CUDA, without a driver or without a GPU. */
+int pd_backend_cuda_device_count(void);
+/* Creates the backend a device spec names: "cpu", "cuda" (device 0) or "cuda:N". n_threads is the
+ * CPU backend's thread count (0 = all online cores; ignored for CUDA). PD_ERR_INVALID for a spec that
+ * is none of these, otherwise the errors of the chosen backend's create call. */
+pd_status pd_backend_create(const char *spec, int n_threads, pd_backend **out);
+
 /* Releases a backend made by any pd_backend_*_create. NULL is a no-op. */
 void pd_backend_free(pd_backend *be);
 /* "cpu" or "cuda:N". */
