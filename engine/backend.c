@@ -42,6 +42,8 @@ void pd_backend_free(pd_backend *be) {
 }
 const char *pd_backend_name(const pd_backend *be) { return be->name; }
 pd_device_kind pd_backend_device(const pd_backend *be) { return be->device; }
+int pd_backend_device_index(const pd_backend *be) { return be->device_index; }
+void *pd_backend_stream(const pd_backend *be) { return be->stream; }
 int pd_backend_threads(const pd_backend *be) { return be->n_threads; }
 
 static bool pd_op_entry_present(const pd_backend *be, pd_op op) {

@@ -73,6 +73,11 @@ void pd_backend_free(pd_backend *be);
 /* "cpu" or "cuda:N". */
 const char *pd_backend_name(const pd_backend *be);
 pd_device_kind pd_backend_device(const pd_backend *be);
+/* The device index (N of "cuda:N"; 0 on the CPU). */
+int pd_backend_device_index(const pd_backend *be);
+/* The stream every op of a device backend is queued on (a cudaStream_t), for libraries that must
+ * order their own work after it (NCCL: pd_comm_set_stream). NULL on the CPU backend. */
+void *pd_backend_stream(const pd_backend *be);
 int pd_backend_threads(const pd_backend *be);
 /* Whether op can run with weights stored as weight_dtype (ignored by ops without weights). */
 bool pd_backend_supports_op(const pd_backend *be, pd_op op, pd_dtype weight_dtype);

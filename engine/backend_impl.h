@@ -47,6 +47,7 @@ struct pd_backend {
     int device_index;
     int n_threads;
     char name[32];
+    void *stream;  /* the stream ops are queued on (CUDA: cudaStream_t); NULL on the CPU */
     void *context; /* the implementation's own state */
 };
 

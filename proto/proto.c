@@ -163,6 +163,8 @@ pd_status pd_proto_encode(const pd_msg *m, uint8_t *buf, size_t cap, size_t *n) 
         put_i32(&w, m->cfg_parallel);
         put_f64(&w, m->comm_timeout_s);
         put_str(&w, m->comm_name, sizeof m->comm_name);
+        put_i32(&w, m->comm_nccl);
+        put_bytes(&w, m->nccl_ids, sizeof m->nccl_ids);
         break;
     case PD_MSG_JOINED:
         put_u32(&w, m->group_gen);
@@ -303,6 +305,8 @@ pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
         m->cfg_parallel = get_i32(&r, "group.cfg_parallel");
         m->comm_timeout_s = get_f64(&r, "group.comm_timeout_s");
         get_str(&r, m->comm_name, sizeof m->comm_name, "group.comm_name");
+        m->comm_nccl = get_i32(&r, "group.comm_nccl");
+        get_bytes(&r, m->nccl_ids, sizeof m->nccl_ids, "group.nccl_ids");
         break;
     case PD_MSG_JOINED:
         m->group_gen = get_u32(&r, "joined.group_gen");
@@ -349,6 +353,7 @@ pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
     if (m->kind == PD_MSG_GROUP &&
         (m->ranks < 1 || m->ranks > PD_PROTO_MAX_RANKS || m->rank >= m->ranks || m->chunk_heads < 0 ||
          m->chunk_heads > 4096 || (m->cfg_parallel != 0 && m->cfg_parallel != 1) ||
+         (m->comm_nccl != 0 && m->comm_nccl != 1) ||
          !(m->comm_timeout_s > 0 && m->comm_timeout_s <= 86400) || !m->comm_name[0]))
         return pd_error_set(PD_ERR_FORMAT, "proto: group message out of range (rank %d of %d, chunk %d, cfg %d, "
                             "timeout %g s, name '%s')", (int)m->rank, (int)m->ranks, (int)m->chunk_heads,

@@ -40,6 +40,8 @@
 #define PD_PROTO_CODE_MAX 32           /* error codes ("cancelled", "invalid", ...), including the NUL */
 #define PD_PROTO_MSG_MAX 512           /* error messages, including the NUL (longer ones are cut on encode) */
 #define PD_PROTO_MAX_RANKS 64          /* ranks of one group (as the communicator's limit) */
+#define PD_PROTO_NCCL_ID_BYTES 128     /* one NCCL unique id (workers/comm/comm.h) */
+#define PD_PROTO_GROUP_COMMS 3         /* a group's communicators: SP halves 0 and 1, the CFG pair */
 
 typedef enum pd_msg_kind {
     PD_MSG_HELLO = 1,  /* both directions, first message: magic, version, pid, role / heartbeat_ms */
@@ -105,6 +107,9 @@ typedef struct pd_msg {
     int32_t cfg_parallel;  /* 0 or 1 */
     double comm_timeout_s;
     char comm_name[PD_PROTO_SHM_MAX];
+    int32_t comm_nccl;     /* 0: shared memory (names from comm_name); 1: NCCL with the ids below, made by
+                            * the daemon (its process hosts NCCL's bootstrap root) */
+    uint8_t nccl_ids[PD_PROTO_GROUP_COMMS][PD_PROTO_NCCL_ID_BYTES]; /* SP half 0, SP half 1, CFG pair */
     /* PROGRESS */
     int32_t step, total;
     /* DONE */

@@ -127,6 +127,7 @@ struct pd_scheduler {
     int n;
     sgroup *g;                /* SP groups (sp_degree > 1) */
     int n_groups, sp;
+    bool gpu;                 /* workers run on cuda:i; groups use NCCL */
     double comm_timeout_s;
     job *jobs;                /* submission order */
     uint64_t next_seq;
@@ -507,6 +508,19 @@ static void form_groups(pd_scheduler *s) {
             joined &= w->joined_gen == g->gen;
         }
         if (!idle || joined) continue;
+        /* GPU groups talk over NCCL: this process makes the unique ids (and hosts NCCL's bootstrap
+         * root for them), every rank receives them in its GROUP. */
+        const bool nccl = s->gpu;
+        uint8_t ids[PD_PROTO_GROUP_COMMS][PD_PROTO_NCCL_ID_BYTES];
+        for (int i = 0; nccl && i < PD_PROTO_GROUP_COMMS; i++) {
+            pd_status st = pd_comm_nccl_unique_id(ids[i]);
+            if (st) {
+                PD_ERROR("scheduler", "SP group %d cannot be formed: %s", gi, pd_error_msg());
+                g->retry_at = now + 5.0;
+                break;
+            }
+        }
+        if (now < g->retry_at) continue;
         g->joining = true;
         PD_INFO("scheduler", "SP group %d: forming generation %u over workers %d..%d", gi, g->gen, g->first,
                 g->first + g->size - 1);
@@ -521,6 +535,8 @@ static void form_groups(pd_scheduler *s) {
             m->cfg_parallel = s->cfg.cfg_parallel;
             m->comm_timeout_s = s->comm_timeout_s;
             group_name(s, gi, g->gen, m->comm_name, sizeof m->comm_name);
+            m->comm_nccl = nccl;
+            if (nccl) memcpy(m->nccl_ids, ids, sizeof ids);
             w->state = W_JOINING;
             send_to(s, w, m); /* a lost rank breaks the group (joining false): stop sending */
         }
@@ -1084,6 +1100,7 @@ pd_status pd_scheduler_create(const pd_scheduler_config *cfg, pd_job_event_fn fn
     }
     int n_dec = pd_split_decode_workers(s->n, cfg->n_decode, 0, 0);
     s->sp = sp;
+    s->gpu = !strcmp(device, "cuda");
     s->comm_timeout_s = cfg->comm_timeout_s > 0 ? cfg->comm_timeout_s : 60.0;
     if (sp > 1) {
         /* Whole groups in the slots the decode group leaves; any remainder decodes too. */

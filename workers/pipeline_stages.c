@@ -54,7 +54,9 @@ static pd_status ps_join_group(void *self, const pd_sp_group_spec *spec) {
     ps_leave_group(self);
     pd_wan_dit *dit = pd_pipeline_dit(s->pl);
     if (!dit) return pd_error_set(PD_ERR_INVALID, "a worker without the transformer cannot join an SP group");
-    PD_TRY(pd_sp_group_join(dit, spec, &s->group));
+    pd_sp_group_spec on_be = *spec;
+    on_be.be = s->be;
+    PD_TRY(pd_sp_group_join(dit, &on_be, &s->group));
     pd_pipeline_set_dit_forward(s->pl, pd_sp_group_forward, s->group);
     return PD_OK;
 }

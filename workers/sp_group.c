@@ -13,7 +13,22 @@ struct pd_sp_group {
     pd_wan_dit_sp *last;      /* the one the last forward used */
     const atomic_int *cancel;
     int steps;
+    pd_backend *be;
+    pd_tensor flag;           /* (1) i32 on the backend's device: the leader's cancel flag in flight */
 };
+
+/* Communicator i (0, 1: SP halves; 2: the CFG pair) over `size` ranks. */
+static pd_status open_comm(const pd_sp_group_spec *spec, int i, int rank, int size, pd_comm **out) {
+    if (spec->nccl) {
+        PD_TRY(pd_comm_nccl_create(spec->nccl_ids[i], rank, size, pd_backend_device_index(spec->be), spec->timeout_s, out));
+        pd_comm_set_stream(*out, pd_backend_stream(spec->be));
+        return PD_OK;
+    }
+    static const char *const parts[3] = {"sp0", "sp1", "cfg"};
+    char name[80];
+    snprintf(name, sizeof name, "%s-%s", spec->name, parts[i]);
+    return pd_comm_shm_create(name, rank, size, spec->timeout_s, out);
+}
 
 pd_status pd_sp_group_join(pd_wan_dit *dit, const pd_sp_group_spec *spec, pd_sp_group **out) {
     *out = NULL;
@@ -26,18 +41,18 @@ pd_status pd_sp_group_join(pd_wan_dit *dit, const pd_sp_group_spec *spec, pd_sp_
         return pd_error_set(PD_ERR_INVALID, "SP group: CFG parallelism needs an even number of ranks, not %d", spec->ranks);
     if (!(spec->timeout_s > 0))
         return pd_error_set(PD_ERR_INVALID, "SP group: timeout %g s (want > 0)", spec->timeout_s);
+    if (!spec->be || (spec->nccl && !spec->nccl_ids))
+        return pd_error_set(PD_ERR_INVALID, "SP group: no backend%s", spec->nccl ? " or no NCCL ids" : "");
     pd_sp_group *g = calloc(1, sizeof *g);
     if (!g) return pd_error_set(PD_ERR_NOMEM, "SP group: out of memory");
     g->rank = spec->rank;
     g->ranks = spec->ranks;
+    g->be = spec->be;
     const int m = spec->cfg_parallel ? spec->ranks / 2 : spec->ranks;
-    char name[80];
-    snprintf(name, sizeof name, "%s-sp%d", spec->name, spec->rank / m);
-    pd_status st = pd_comm_shm_create(name, spec->rank % m, m, spec->timeout_s, &g->sp);
-    if (st == PD_OK && spec->cfg_parallel) {
-        snprintf(name, sizeof name, "%s-cfg", spec->name);
-        st = pd_comm_shm_create(name, spec->rank, spec->ranks, spec->timeout_s, &g->cfg);
-    }
+    const int64_t one = 1;
+    pd_status st = pd_backend_tensor_alloc(g->be, &g->flag, PD_DTYPE_I32, 1, &one);
+    if (st == PD_OK) st = open_comm(spec, spec->rank / m, spec->rank % m, m, &g->sp);
+    if (st == PD_OK && spec->cfg_parallel) st = open_comm(spec, 2, spec->rank, spec->ranks, &g->cfg);
     const pd_wan_dit_sp_options opts = {.chunk_heads = spec->chunk_heads};
     if (st == PD_OK) st = pd_wan_dit_sp_create(dit, g->sp, NULL, &opts, &g->plain);
     if (st == PD_OK && g->cfg) st = pd_wan_dit_sp_create(dit, g->sp, g->cfg, &opts, &g->pair);
@@ -56,6 +71,7 @@ void pd_sp_group_leave(pd_sp_group *g) {
     pd_wan_dit_sp_free(g->plain);
     pd_comm_destroy(g->cfg);
     pd_comm_destroy(g->sp);
+    if (g->flag.data) pd_backend_tensor_free(g->be, &g->flag);
     free(g);
 }
 
@@ -65,7 +81,10 @@ pd_status pd_sp_group_forward(void *group, pd_tensor *velocity, const pd_tensor 
                               const pd_tensor *context) {
     pd_sp_group *g = group;
     int32_t stop = g->rank == 0 && g->cancel && atomic_load(g->cancel);
-    PD_TRY(pd_comm_broadcast(g->world, &stop, sizeof stop, 0));
+    pd_tensor host = pd_tensor_view(&stop, PD_DTYPE_I32, 1, (int64_t[]){1});
+    PD_TRY(pd_backend_upload(g->be, &g->flag, &host));
+    PD_TRY(pd_comm_broadcast(g->world, g->flag.data, sizeof stop, 0));
+    PD_TRY(pd_backend_download(g->be, &host, &g->flag));
     if (stop)
         return pd_error_set(PD_ERR_CANCELLED, "cancelled at denoising step boundary %d (rank %d of %d)", g->steps,
                             g->rank, g->ranks);

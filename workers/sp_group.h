@@ -8,7 +8,9 @@
  *  - with CFG parallelism (ranks even): two SP communicators over the halves 0..m-1 and m..2m-1
  *    (m = ranks / 2), and a CFG communicator over all ranks; the first half evaluates the conditional
  *    batch element, the second the unconditional one (a batch of 1 is evaluated by both halves).
- * Shared-memory communicator names derive from one base name: "<base>-sp0", "<base>-sp1", "<base>-cfg".
+ * Shared-memory communicator names derive from one base name: "<base>-sp0", "<base>-sp1", "<base>-cfg";
+ * NCCL communicators come from three unique ids in that order (made by the daemon, which hands them
+ * out over the control channel), each rank on its backend's GPU and ordered after its stream.
  *
  * Cancellation: every forward through the group first broadcasts the leader's cancel flag (4 bytes)
  * from rank 0 over the group; when it is set, every rank returns PD_ERR_CANCELLED before computing,
@@ -32,6 +34,9 @@ typedef struct pd_sp_group_spec {
     bool cfg_parallel;    /* split the group into a conditional and an unconditional half */
     int chunk_heads;      /* PipeSP g (0 = measured at the first forward; see dit.h) */
     double timeout_s;     /* every collective's deadline (> 0) */
+    pd_backend *be;       /* the backend the DiT runs on (the cancel flag's buffer lives there) */
+    bool nccl;            /* NCCL (device memory) instead of shared memory */
+    const uint8_t (*nccl_ids)[PD_COMM_NCCL_ID_BYTES]; /* [3]: SP half 0, SP half 1, CFG pair */
 } pd_sp_group_spec;
 
 typedef struct pd_sp_group pd_sp_group;

@@ -10,7 +10,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "workers/comm/comm.h"
 #include "workers/comm/shm.h"
+
+_Static_assert(PD_PROTO_NCCL_ID_BYTES == PD_COMM_NCCL_ID_BYTES, "the GROUP message carries NCCL unique ids");
 
 /* All of one worker process's state. */
 typedef struct worker {
@@ -293,7 +296,8 @@ static void join_group(worker *w, const pd_msg *g) {
         w->group_gen = 0;
         const pd_sp_group_spec spec = {.name = g->comm_name, .rank = g->rank, .ranks = g->ranks,
                                        .cfg_parallel = g->cfg_parallel != 0, .chunk_heads = g->chunk_heads,
-                                       .timeout_s = g->comm_timeout_s};
+                                       .timeout_s = g->comm_timeout_s, .nccl = g->comm_nccl != 0,
+                                       .nccl_ids = g->nccl_ids};
         st = w->st->join_group(w->st->self, &spec);
     }
     if (st) {

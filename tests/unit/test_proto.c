@@ -53,6 +53,8 @@ static void sample(pd_msg *m, pd_msg_kind kind) {
         m->cfg_parallel = 1;
         m->comm_timeout_s = 30.5;
         snprintf(m->comm_name, sizeof m->comm_name, "pdg-123-0-9");
+        m->comm_nccl = 1;
+        for (size_t i = 0; i < sizeof m->nccl_ids; i++) m->nccl_ids[i / PD_PROTO_NCCL_ID_BYTES][i % PD_PROTO_NCCL_ID_BYTES] = (uint8_t)(i * 7 + 1);
         break;
     case PD_MSG_JOINED:
         m->group_gen = 9;
@@ -186,7 +188,7 @@ static void test_bad_fields_rejected(void) {
     PD_CHECK_OK(pd_proto_encode(&a, frame, sizeof frame, &n));
     PD_CHECK_ERR(pd_proto_decode(frame + 4, n - 4, &b), PD_ERR_FORMAT);
     /* Group fields out of range: rank past the group, bad flags, no name, no timeout. */
-    for (int bad = 0; bad < 6; bad++) {
+    for (int bad = 0; bad < 7; bad++) {
         sample(&a, PD_MSG_GROUP);
         if (bad == 0) a.rank = 4;
         if (bad == 1) a.ranks = PD_PROTO_MAX_RANKS + 1;
@@ -194,6 +196,7 @@ static void test_bad_fields_rejected(void) {
         if (bad == 3) a.comm_name[0] = 0;
         if (bad == 4) a.comm_timeout_s = 0;
         if (bad == 5) a.chunk_heads = -1;
+        if (bad == 6) a.comm_nccl = 2;
         PD_CHECK_OK(pd_proto_encode(&a, frame, sizeof frame, &n));
         PD_CHECK_MSG(pd_proto_decode(frame + 4, n - 4, &b) == PD_ERR_FORMAT, "group case %d accepted", bad);
     }
