@@ -24,6 +24,17 @@ wait_status() {
     fail "job $id not $want within $3 s: $(cat "$T/body")"
 }
 
+# wait_denoising ID: until the job is a few denoising steps in (progress >= 2).
+wait_denoising() {
+    local i
+    for i in $(seq 1 1200); do
+        http GET "/v1/videos/$1"
+        [ "$(jq_body 'b["status"] == "in_progress" and b["progress"] >= 2')" = True ] && return 0
+        sleep 0.1
+    done
+    fail "job $1 did not start denoising: $(cat "$T/body")"
+}
+
 create() { # JSON -> ID
     post_json /v1/videos "$1"
     [ "$STATUS" = 200 ] || fail "create: $STATUS $(cat "$T/body")"
@@ -72,11 +83,7 @@ pass "SP 2 video = single device (PSNR $db dB)"
 # ---- cancel: both ranks stop at the same step boundary ----
 create '{"prompt":"a long one","num_frames":9,"size":"64x48","num_inference_steps":400,"seed":3}'
 CANCEL_ID=$ID
-for i in $(seq 1 1200); do
-    http GET "/v1/videos/$CANCEL_ID"
-    [ "$(jq_body 'b["status"] == "in_progress" and b["progress"] >= 2')" = True ] && break
-    sleep 0.1
-done
+wait_denoising "$CANCEL_ID"
 http POST "/v1/videos/$CANCEL_ID/cancel"
 [ "$STATUS" = 200 ] || fail "cancel: $STATUS $(cat "$T/body")"
 wait_status "$CANCEL_ID" failed 60
@@ -94,11 +101,7 @@ pass "cancel: both ranks stopped at step boundary ${k0#0:}"
 # ---- a rank dies mid-denoise: the job fails fast, the group re-forms, the next job completes ----
 create '{"prompt":"another long one","num_frames":9,"size":"64x48","num_inference_steps":400,"seed":4}'
 DEAD_ID=$ID
-for i in $(seq 1 1200); do
-    http GET "/v1/videos/$DEAD_ID"
-    [ "$(jq_body 'b["status"] == "in_progress" and b["progress"] >= 2')" = True ] && break
-    sleep 0.1
-done
+wait_denoising "$DEAD_ID"
 pid=$(sed -n 's/.*worker 1 (denoise) started, pid \([0-9]*\).*/\1/p' "$LOG" | tail -n 1)
 [ -n "$pid" ] && kill -0 "$pid" || fail "no live rank 1 pid in the log"
 t0=$(date +%s)
