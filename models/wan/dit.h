@@ -126,11 +126,16 @@ double pd_wan_dit_flops(const pd_wan_dit_config *cfg, int64_t B, int64_t T, int6
  * algorithm; g >= h is one chunk, i.e. plain Ulysses (nothing to overlap).
  *
  * Default g (chunk_heads 0). At the first forward of a sequence length, every rank times one
- * attention and one output all-to-all at g = 1 and g = h (best of 3), the ranks share the timings
- * (an all-gather; the slowest rank's count), each time is fitted as a + b*g, and g is the value
- * that minimises the finish time of a simulation of the schedule above (Q/K/V transfers queued
- * first, then each chunk's output transfer on the one communication thread); ties go to the larger
- * g (fewer messages). All ranks compute the same g from the same numbers.
+ * attention and one output all-to-all of g = 1 and of g = h heads (the all-to-all from a barrier,
+ * so waiting for a peer's attention does not count as transfer): one untimed warm-up rep, then
+ * the median of 5 reps. The ranks share these four medians (an all-gather) and each takes, per
+ * figure, the slowest rank's, so all compute the same g from the same numbers:
+ * pd_pipesp_choose_chunk (models/wan/pipesp_plan.h) fits each time as a + b*g through its two
+ * points, simulates the schedule above for every g in 1..h (Q/K/V transfers queued first, then
+ * each chunk's output transfer on the one FIFO communication thread) and returns the largest g whose
+ * predicted finish time is within 3% of the fastest g's. A smaller g (more, smaller messages) is
+ * thus taken only for a clear predicted gain; near ties go to the larger g, so timing noise of a
+ * percent between runs can move the choice only where a prediction sits at the 3% edge.
  *
  * CFG parallelism. Given a second communicator cfg of 2*m ranks whose rank i and i + m are rank
  * i % m of their halves' SP communicators (sp, of m ranks), forward takes the CFG pair (batch 2:

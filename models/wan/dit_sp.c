@@ -6,9 +6,10 @@
 #include <time.h>
 
 #include "models/wan/dit_impl.h"
+#include "models/wan/pipesp_plan.h"
 
 #define PD_SP_MAX_CHUNK 4096
-#define PD_SP_CALIB_REPS 3
+#define PD_SP_CALIB_REPS 5 /* timed, after one untimed warm-up; the median is kept */
 
 /* An outstanding request and its index in this forward's timeline (-1: not recorded). */
 typedef struct pd_sp_slot {
@@ -227,9 +228,13 @@ static pd_tensor pd_sp_heads(const pd_wan_dit_sp *sp, const pd_tensor *x, int64_
     return v;
 }
 
-static pd_tensor pd_sp_buf(float *base, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+/* A contiguous view of the evaluator's buffers, on the backend's device. */
+static pd_tensor pd_sp_buf(const pd_wan_dit_sp *sp, float *base, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
     const int64_t shape[4] = {d0, d1, d2, d3};
-    return pd_tensor_view(base, PD_DTYPE_F32, ndim, shape);
+    pd_tensor v = pd_tensor_view(base, PD_DTYPE_F32, ndim, shape);
+    v.device = pd_backend_device(sp->m->be);
+    v.device_index = pd_backend_device_index(sp->m->be);
+    return v;
 }
 
 /* The self-attention hook: att (B, count_me, D) from q, k, v (B, count_me, D). */
@@ -266,7 +271,7 @@ static pd_status pd_sp_self_attn(void *ud, pd_tensor *att, const pd_tensor *q, c
                 if (!gp) continue;
                 for (int t = 0; t < 3; t++) {
                     pd_tensor from = pd_sp_heads(sp, src[t], b, (int64_t)p * h + (int64_t)j * g, gp);
-                    pd_tensor to = pd_sp_buf(at[t], 3, cme, gp, hd, 0);
+                    pd_tensor to = pd_sp_buf(sp, at[t], 3, cme, gp, hd, 0);
                     PD_TRY(pd_op_copy(be, &to, &from));
                     at[t] += cme * gp * hd;
                 }
@@ -296,8 +301,8 @@ static pd_status pd_sp_self_attn(void *ud, pd_tensor *att, const pd_tensor *q, c
             const int gown = sp->gp[j * n + me];
             const int64_t ob = pd_sp_own_base(sp, b, j, own);
             if (gown) {
-                pd_tensor q4 = pd_sp_buf(rcv[0] + ob, 4, 1, N, gown, hd), k4 = pd_sp_buf(rcv[1] + ob, 4, 1, N, gown, hd);
-                pd_tensor v4 = pd_sp_buf(rcv[2] + ob, 4, 1, N, gown, hd), o4 = pd_sp_buf((float *)oo.data + ob, 4, 1, N, gown, hd);
+                pd_tensor q4 = pd_sp_buf(sp, rcv[0] + ob, 4, 1, N, gown, hd), k4 = pd_sp_buf(sp, rcv[1] + ob, 4, 1, N, gown, hd);
+                pd_tensor v4 = pd_sp_buf(sp, rcv[2] + ob, 4, 1, N, gown, hd), o4 = pd_sp_buf(sp, (float *)oo.data + ob, 4, 1, N, gown, hd);
                 double t1 = pd_sp_now();
                 s = sp->opts.comm_only ? pd_op_copy(be, &o4, &q4) : pd_op_attention(be, &o4, &q4, &k4, &v4, NULL, scale);
                 if (s == PD_OK) s = pd_backend_synchronize(be);
@@ -319,7 +324,7 @@ static pd_status pd_sp_self_attn(void *ud, pd_tensor *att, const pd_tensor *q, c
             for (int p = 0; p < n; p++) {
                 const int gp = sp->gp[j * n + p];
                 if (!gp) continue;
-                pd_tensor src_t = pd_sp_buf((float *)from, 3, cme, gp, hd, 0);
+                pd_tensor src_t = pd_sp_buf(sp, (float *)from, 3, cme, gp, hd, 0);
                 pd_tensor dst = pd_sp_heads(sp, att, b, (int64_t)p * h + (int64_t)j * g, gp);
                 PD_TRY(pd_op_copy(be, &dst, &src_t));
                 from += cme * gp * hd;
@@ -347,7 +352,21 @@ static pd_status pd_sp_gather(void *ud, pd_tensor *full, const pd_tensor *local)
     return PD_OK;
 }
 
-/* Times one attention and one output all-to-all of g heads (best of PD_SP_CALIB_REPS). */
+/* Median of n values (n <= PD_SP_CALIB_REPS); sorts them in place. */
+static double pd_sp_median(double *v, int n) {
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            double x = v[j];
+            v[j] = v[j - 1], v[j - 1] = x;
+        }
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Times one attention and one output all-to-all of g heads: one untimed warm-up (first-touch page
+ * faults, cold caches), then the median of PD_SP_CALIB_REPS reps, which one descheduled rep cannot
+ * move the way it moves a mean, nor one lucky rep the way it moves a minimum. The transfer is timed
+ * from a barrier: without it, it would include waiting for the slowest peer's attention, which the
+ * plan would mistake for a per-head transfer cost that smaller chunks can hide. */
 static pd_status pd_sp_time_chunk(pd_wan_dit_sp *sp, int g, double *t_att, double *t_comm) {
     pd_backend *be = sp->m->be;
     const int n = sp->n;
@@ -363,47 +382,29 @@ static pd_status pd_sp_time_chunk(pd_wan_dit_sp *sp, int g, double *t_att, doubl
         sb[p] = (size_t)sp->count[p] * row, so[p] = (size_t)sp->offset[p] * row;
         rb[p] = (size_t)sp->count[sp->rank] * row, ro[p] = (size_t)p * rb[p];
     }
-    *t_att = *t_comm = INFINITY;
-    for (int i = 0; i < PD_SP_CALIB_REPS && s == PD_OK; i++) {
+    double ta[PD_SP_CALIB_REPS], tc[PD_SP_CALIB_REPS];
+    for (int i = -1; i < PD_SP_CALIB_REPS && s == PD_OK; i++) {
         double t0 = pd_sp_now();
         s = pd_op_attention(be, &o, &q, &q, &q, NULL, 1.0f);
         if (s == PD_OK) s = pd_backend_synchronize(be);
         double t1 = pd_sp_now();
+        if (s == PD_OK) s = pd_comm_barrier(sp->comm); /* a peer still attending is not transfer time */
+        const double tb = pd_sp_now();
         pd_comm_req *req = NULL;
         if (s == PD_OK) s = pd_comm_alltoallv_async(sp->comm, o.data, sb, so, r.data, rb, ro, &req);
         if (s == PD_OK) s = pd_comm_wait(sp->comm, req);
         double t2 = pd_sp_now();
-        *t_att = fmin(*t_att, t1 - t0), *t_comm = fmin(*t_comm, t2 - t1);
+        if (i >= 0) ta[i] = t1 - t0, tc[i] = t2 - tb;
     }
+    if (s == PD_OK) *t_att = pd_sp_median(ta, PD_SP_CALIB_REPS), *t_comm = pd_sp_median(tc, PD_SP_CALIB_REPS);
     pd_backend_tensor_free(be, &q);
     pd_backend_tensor_free(be, &o);
     pd_backend_tensor_free(be, &r);
     return s;
 }
 
-/* Finish time of one layer's schedule for batch B with chunks of g heads out of h, given per-chunk
- * attention a0 + a1*heads and transfer c0 + c1*heads (one comm thread, FIFO). */
-static double pd_sp_simulate(int64_t B, int h, int g, double a0, double a1, double c0, double c1) {
-    const int m = (h + g - 1) / g;
-    double comm = 0, t = 0;
-    const int64_t chunks = B * m;
-    double *qkv_done = malloc((size_t)chunks * sizeof *qkv_done);
-    if (!qkv_done) return INFINITY;
-    for (int64_t c = 0; c < chunks; c++) {
-        int gj = h - (int)(c % m) * g < g ? h - (int)(c % m) * g : g;
-        comm += 3 * (c0 + c1 * gj);
-        qkv_done[c] = comm;
-    }
-    for (int64_t c = 0; c < chunks; c++) {
-        int gj = h - (int)(c % m) * g < g ? h - (int)(c % m) * g : g;
-        t = fmax(t, qkv_done[c]) + a0 + a1 * gj;
-        comm = fmax(comm, t) + c0 + c1 * gj;
-    }
-    free(qkv_done);
-    return fmax(t, comm);
-}
-
-/* Chooses g from measurements shared by every rank (dit.h). */
+/* Chooses g from measurements shared by every rank (dit.h): each rank's medians are all-gathered and
+ * every rank takes, per figure, the slowest rank's, so all pass the same numbers to the plan. */
 static pd_status pd_sp_calibrate(pd_wan_dit_sp *sp, int *g_out) {
     const int h = sp->h;
     if (h <= 1) {
@@ -426,17 +427,9 @@ static pd_status pd_sp_calibrate(pd_wan_dit_sp *sp, int *g_out) {
     for (int r = 0; r < sp->n; r++)
         for (int i = 0; i < 4; i++) t[i] = fmax(t[i], all[4 * r + i]);
     free(all);
-    const double a1 = fmax(0, (t[2] - t[0]) / (h - 1)), a0 = fmax(0, t[0] - a1);
-    const double c1 = fmax(0, (t[3] - t[1]) / (h - 1)), c0 = fmax(0, t[1] - c1);
-    int best = h;
-    double best_t = INFINITY;
-    for (int g = h; g >= 1; g--) {
-        double f = pd_sp_simulate(sp->B, h, g, a0, a1, c0, c1);
-        if (f < best_t * (1 - 1e-3)) best_t = f, best = g;
-    }
-    PD_DEBUG("dit-sp", "rank %d: chunk attention %.3g + %.3g*g s, transfer %.3g + %.3g*g s -> g = %d of %d", sp->rank,
-             a0, a1, c0, c1, best, h);
-    *g_out = best;
+    *g_out = pd_pipesp_choose_chunk(sp->B, h, t[0], t[2], t[1], t[3]);
+    PD_DEBUG("dit-sp", "rank %d: chunk attention %.3g s (g = 1), %.3g s (g = %d); transfer %.3g s, %.3g s -> g = %d",
+             sp->rank, t[0], t[2], h, t[1], t[3], *g_out);
     return PD_OK;
 }
 

@@ -1,0 +1,145 @@
+/* Normalisations on CUDA: LAYER_NORM and RMS_NORM over the last dim, CHANNEL_RMS_NORM over the first.
+ * Same formulas as engine/cpu/cpu_norm.c: layer norm is two-pass (mean, then the mean of squared
+ * deviations, biased), y = (x - mean) * (1 / sqrt(var + eps)) * w + b. */
+#include <math.h>
+
+#include "engine/cuda/cuda_kernels.cuh"
+
+enum { PD_NORM_THREADS = 256, PD_NORM_WARPS = PD_NORM_THREADS / 32 };
+
+__device__ __forceinline__ float pd_warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* One warp per row (grid-stride over rows), lanes across C: rows are short (C = 1536 in the 1.3B
+ * DiT, 4096 in umT5), so a warp covers one with a few float4 loads per lane and reduces with
+ * shuffles, no shared memory and no block barriers. The row is read three times (sum, squared
+ * deviations, output); the second and third reads hit L1/L2. f32 throughout: each lane sums C/32
+ * values, then a shuffle tree, which keeps the error near f32 rounding of the result.
+ * y may be x: every lane has finished its reads of passes 1-2 when the shuffles of pass 2 complete,
+ * and in pass 3 each element is read and written by the same lane. */
+template <bool RMS, bool VEC>
+__global__ void pd_norm_kernel(float *y, const float *x, const void *w, pd_dtype wdt, const void *b, pd_dtype bdt,
+                               int64_t rows, int64_t C, float eps) {
+    const int lane = threadIdx.x & 31;
+    const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+    const float inv_c = 1.0f / (float)C;
+    for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows; r += nwarps) {
+        const float *xr = x + r * C;
+        float *yr = y + r * C;
+        float mean = 0.0f;
+        if (!RMS) {
+            float s = 0.0f;
+            if (VEC) {
+                for (int64_t c = lane; c < C / 4; c += 32) {
+                    float4 v = reinterpret_cast<const float4 *>(xr)[c];
+                    s += (v.x + v.y) + (v.z + v.w);
+                }
+            } else {
+                for (int64_t c = lane; c < C; c += 32) s += xr[c];
+            }
+            mean = pd_warp_sum(s) * inv_c;
+        }
+        float q = 0.0f;
+        if (VEC) {
+            for (int64_t c = lane; c < C / 4; c += 32) {
+                float4 v = reinterpret_cast<const float4 *>(xr)[c];
+                float a = v.x - mean, bb = v.y - mean, cc = v.z - mean, d = v.w - mean;
+                q += (a * a + bb * bb) + (cc * cc + d * d);
+            }
+        } else {
+            for (int64_t c = lane; c < C; c += 32) {
+                float a = xr[c] - mean;
+                q += a * a;
+            }
+        }
+        const float inv = 1.0f / sqrtf(pd_warp_sum(q) * inv_c + eps);
+        if (VEC) {
+            for (int64_t c = lane; c < C / 4; c += 32) {
+                float4 v = reinterpret_cast<const float4 *>(xr)[c];
+                float o[4] = {(v.x - mean) * inv, (v.y - mean) * inv, (v.z - mean) * inv, (v.w - mean) * inv};
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    if (w) o[k] *= pd_cuda_load(w, wdt, 4 * c + k);
+                    if (b) o[k] += pd_cuda_load(b, bdt, 4 * c + k);
+                }
+                reinterpret_cast<float4 *>(yr)[c] = make_float4(o[0], o[1], o[2], o[3]);
+            }
+        } else {
+            for (int64_t c = lane; c < C; c += 32) {
+                float o = (xr[c] - mean) * inv;
+                if (w) o *= pd_cuda_load(w, wdt, c);
+                if (b) o += pd_cuda_load(b, bdt, c);
+                yr[c] = o;
+            }
+        }
+    }
+}
+
+template <bool RMS>
+static pd_status pd_norm_run(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b,
+                             float eps) {
+    pd_cuda *c = pd_cuda_of(be);
+    int64_t C = x->shape[x->ndim - 1], rows = C ? pd_tensor_numel(x) / C : 0;
+    if (rows == 0) return PD_OK;
+    PD_TRY(pd_cuda_enter(be));
+    const void *wp = w ? w->data : nullptr, *bp = b ? b->data : nullptr;
+    pd_dtype wdt = w ? w->dtype : PD_DTYPE_F32, bdt = b ? b->dtype : PD_DTYPE_F32;
+    unsigned blocks = pd_cuda_blocks(rows, PD_NORM_WARPS);
+    float *yp = (float *)y->data;
+    const float *xp = (const float *)x->data;
+    if (C % 4 == 0 && pd_cuda_aligned(xp, 16) && pd_cuda_aligned(yp, 16))
+        pd_norm_kernel<RMS, true><<<blocks, PD_NORM_THREADS, 0, c->stream>>>(yp, xp, wp, wdt, bp, bdt, rows, C, eps);
+    else
+        pd_norm_kernel<RMS, false><<<blocks, PD_NORM_THREADS, 0, c->stream>>>(yp, xp, wp, wdt, bp, bdt, rows, C, eps);
+    PD_CUDA_LAUNCH_CHECK(c->device);
+    return PD_OK;
+}
+
+pd_status pd_cuda_layer_norm(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b,
+                             float eps) {
+    return pd_norm_run<false>(be, y, x, w, b, eps);
+}
+
+pd_status pd_cuda_rms_norm(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, float eps) {
+    return pd_norm_run<true>(be, y, x, w, nullptr, eps);
+}
+
+/* x (C, P): one thread per position p (grid-stride), looping over the C channels: neighbouring
+ * threads read neighbouring positions of each channel plane, so every access is coalesced, and the
+ * reduction needs no communication. The sum of squares is in double, as on the CPU (C <= a few
+ * hundred, so this costs nothing against the memory traffic). y may be x: a thread reads and writes
+ * only its own position. */
+__global__ void pd_cnorm_kernel(float *y, const float *x, const void *g, pd_dtype gdt, const void *b, pd_dtype bdt,
+                                int64_t C, int64_t P, float eps) {
+    const double sc = sqrt((double)C);
+    PD_CUDA_GRID_LOOP(p, P) {
+        double ss = 0.0;
+        for (int64_t c = 0; c < C; c++) {
+            double v = x[c * P + p];
+            ss += v * v;
+        }
+        double norm = sqrt(ss);
+        float scale = (float)(sc / (norm > (double)eps ? norm : (double)eps));
+        for (int64_t c = 0; c < C; c++) {
+            float o = x[c * P + p] * scale * pd_cuda_load(g, gdt, c);
+            if (b) o += pd_cuda_load(b, bdt, c);
+            y[c * P + p] = o;
+        }
+    }
+}
+
+pd_status pd_cuda_channel_rms_norm(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *gamma,
+                                   const pd_tensor *bias, float eps) {
+    pd_cuda *c = pd_cuda_of(be);
+    int64_t C = x->shape[0], P = C ? pd_tensor_numel(x) / C : 0;
+    if (P == 0) return PD_OK;
+    PD_TRY(pd_cuda_enter(be));
+    pd_cnorm_kernel<<<pd_cuda_blocks(P, PD_CUDA_THREADS), PD_CUDA_THREADS, 0, c->stream>>>(
+        (float *)y->data, (const float *)x->data, gamma->data, gamma->dtype, bias ? bias->data : nullptr,
+        bias ? bias->dtype : PD_DTYPE_F32, C, P, eps);
+    PD_CUDA_LAUNCH_CHECK(c->device);
+    return PD_OK;
+}
