@@ -8,10 +8,12 @@
 #include "media/video_writer.h"
 #include "models/wan/vae.h"
 #include "tools/commands.h"
+#include "tools/device_opt.h"
 
 static void pd_decode_usage(FILE *f) {
     fprintf(f, "usage: pipedit decode --model PATH --latent IN.safetensors --out OUT.mp4|OUT.safetensors\n"
                "                       [--thumbnail OUT.png] [--fps N] [--threads N] [--whole]\n"
+               "                       [--device cpu|cuda|cuda:N]\n"
                "Decodes a latent with the Wan2.1 VAE, one latent frame at a time.\n"
                "  --model PATH     model folder (uses vae/), vae folder, or a single .safetensors VAE file\n"
                "                   (original/Comfy or diffusers names)\n"
@@ -21,6 +23,7 @@ static void pd_decode_usage(FILE *f) {
                "  --thumbnail FILE the first frame as PNG\n"
                "  --fps N          frame rate of the MP4 (default 16)\n"
                "  --threads N      CPU threads (default: all cores)\n"
+               PD_DEVICE_OPT_USAGE
                "  --whole          decode all latent frames at once instead of streaming (tests)\n");
 }
 
@@ -69,7 +72,7 @@ static pd_status pd_decode_on_frame(void *ud, int64_t index, const pd_tensor *fr
 }
 
 int pd_cmd_decode(int argc, char **argv) {
-    const char *model = NULL, *latent_path = NULL, *out_path = NULL, *thumb = NULL;
+    const char *model = NULL, *latent_path = NULL, *out_path = NULL, *thumb = NULL, *device = "cpu";
     int fps = 16, threads = 0;
     bool whole = false;
     for (int i = 1; i < argc; i++) {
@@ -92,6 +95,7 @@ int pd_cmd_decode(int argc, char **argv) {
         else if (!strcmp(a, "--latent")) latent_path = v;
         else if (!strcmp(a, "--out")) out_path = v;
         else if (!strcmp(a, "--thumbnail")) thumb = v;
+        else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--fps")) {
             if (pd_decode_int(a, v, 1, PD_VIDEO_MAX_FPS, &fps)) return 2;
         } else if (!strcmp(a, "--threads")) {
@@ -107,6 +111,7 @@ int pd_cmd_decode(int argc, char **argv) {
         pd_decode_usage(stderr);
         return 2;
     }
+    if (!pd_device_opt_check("pipedit decode", device, 0)) return 2;
     bool to_st = pd_decode_ends_with(out_path, ".safetensors");
     if (!to_st && !pd_decode_ends_with(out_path, ".mp4")) {
         fprintf(stderr, "pipedit decode: --out must end in .mp4 or .safetensors, got \"%s\"\n", out_path);
@@ -134,10 +139,7 @@ int pd_cmd_decode(int argc, char **argv) {
         rc = pd_decode_fail("reading the latent");
         goto done;
     }
-    if (pd_backend_cpu_create(threads, &be) != PD_OK) {
-        rc = pd_decode_fail("backend");
-        goto done;
-    }
+    if (pd_device_opt_create("pipedit decode", device, threads, &be) != PD_OK) goto done;
     if (pd_wan_vae_load(model, be, &vae) != PD_OK) {
         rc = pd_decode_fail(NULL);
         goto done;

@@ -8,11 +8,13 @@
 #include "engine/safetensors.h"
 #include "models/wan/dit.h"
 #include "tools/commands.h"
+#include "tools/device_opt.h"
 #include "tools/sp_launch.h"
 
 static void pd_dit_usage(FILE *f) {
     fprintf(f, "usage: pipedit dit --model PATH --latent IN.safetensors --timestep T --context CTX.safetensors\n"
                "                    [--context-uncond CTX.safetensors] --out OUT.safetensors [--threads N]\n"
+               "                    [--device cpu|cuda|cuda:N]\n"
                "                    [--sp N [--pipesp-chunk G] [--cfg-parallel] [--timeout S]]\n"
                "Runs one DiT evaluation (batch 1, or the CFG pair) and writes the velocity.\n"
                "  --model PATH     model folder (uses transformer/), transformer folder, or a single\n"
@@ -25,6 +27,9 @@ static void pd_dit_usage(FILE *f) {
                "  --out FILE       receives tensor \"velocity\" (C, T, H, W) f32, or (2, C, T, H, W) for the\n"
                "                   pair (element 0 conditional, 1 unconditional)\n"
                "  --threads N      CPU threads per process (default: all cores, divided among --sp ranks)\n"
+               PD_DEVICE_OPT_USAGE
+               "                   (--sp runs on the CPU only for now; GPU ranks, rank r on cuda:r, come\n"
+               "                   with the NCCL communicator)\n"
                "  --sp N           sequence parallelism over N local worker processes (1..64) joined by a\n"
                "                   shared-memory communicator; rank 0 writes the output\n"
                "  --pipesp-chunk G attention heads per PipeSP chunk: 0 = chosen from measurements (default),\n"
@@ -169,6 +174,7 @@ static bool pd_dit_read_context(const char *path, const pd_wan_dit_config *cfg, 
 
 int pd_cmd_dit(int argc, char **argv) {
     const char *model = NULL, *latent_path = NULL, *ctx_path = NULL, *uctx_path = NULL, *out_path = NULL, *ts = NULL;
+    const char *device = "cpu";
     int threads = 0, sp_ranks = 0, chunk = 0, timeout = 120;
     bool cfg_parallel = false;
     for (int i = 1; i < argc; i++) {
@@ -193,6 +199,7 @@ int pd_cmd_dit(int argc, char **argv) {
         else if (!strcmp(a, "--context-uncond")) uctx_path = v;
         else if (!strcmp(a, "--out")) out_path = v;
         else if (!strcmp(a, "--timestep")) ts = v;
+        else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--threads")) {
             if (!pd_dit_int_arg(a, v, 1, 1024, &threads)) return 2;
         } else if (!strcmp(a, "--sp")) {
@@ -216,6 +223,7 @@ int pd_cmd_dit(int argc, char **argv) {
         fprintf(stderr, "pipedit dit: --cfg-parallel needs --context-uncond and an even --sp N >= 2\n");
         return 2;
     }
+    if (!pd_device_opt_check("pipedit dit", device, sp_ranks)) return 2;
     char *end;
     errno = 0;
     double tval = strtod(ts, &end);
@@ -232,10 +240,7 @@ int pd_cmd_dit(int argc, char **argv) {
     if (pd_dit_read_input(latent_path, "latent", &lat) != PD_OK) return pd_dit_fail("reading the latent");
     /* With --sp the ranks run in child processes; this one only checks the inputs (one thread, so no
      * thread pool is forked). */
-    if (pd_backend_cpu_create(sp_ranks ? 1 : threads, &be) != PD_OK) {
-        rc = pd_dit_fail("backend");
-        goto done;
-    }
+    if (pd_device_opt_create("pipedit dit", device, sp_ranks ? 1 : threads, &be) != PD_OK) goto done;
     if (pd_wan_dit_load(model, be, &dit) != PD_OK) {
         rc = pd_dit_fail("loading the model");
         goto done;

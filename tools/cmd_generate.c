@@ -18,6 +18,7 @@
 #include "models/pipeline.h"
 #include "models/wan/dit.h"
 #include "tools/commands.h"
+#include "tools/device_opt.h"
 #include "tools/sp_launch.h"
 
 static void pd_generate_usage(FILE *f) {
@@ -25,7 +26,8 @@ static void pd_generate_usage(FILE *f) {
             "usage: pipedit generate --prompt TEXT --out OUT.mp4 [--model DIR] [--negative-prompt TEXT]\n"
             "                        [--size WxH] [--frames N] [--steps N] [--guidance G] [--shift S]\n"
             "                        [--sampler unipc|euler] [--seed S] [--fps N] [--threads N]\n"
-            "                        [--thumbnail OUT.png] [--sp N [--pipesp-chunk G] [--cfg-parallel]]\n"
+            "                        [--thumbnail OUT.png] [--device cpu|cuda|cuda:N]\n"
+            "                        [--sp N [--pipesp-chunk G] [--cfg-parallel]]\n"
             "Generates a video from a text prompt and writes it as an H.264 MP4.\n"
             "  --model DIR        a Wan2.1 model folder (diffusers layout); default: the embedded tiny model\n"
             "  --prompt TEXT      what to show (required)\n"
@@ -40,6 +42,10 @@ static void pd_generate_usage(FILE *f) {
             "  --fps N            output frame rate, 1..120 (default 16)\n"
             "  --threads N        CPU threads, 1..1024 (default: all cores); results do not depend on it\n"
             "  --thumbnail PNG    also write the first frame as a PNG\n"
+            "  --device SPEC      cpu (default), cuda (GPU 0) or cuda:N: where the text encoder, the DiT\n"
+            "                     and the VAE run; cuda needs a build with PIPEDIT_CUDA and a visible GPU\n"
+            "                     (--sp runs on the CPU only for now; GPU ranks, rank r on cuda:r, come\n"
+            "                     with the NCCL communicator)\n"
             "  --sp N             run the DiT with sequence parallelism over N local worker processes\n"
             "                     (1..64); every rank runs the sampler loop, rank 0 decodes and writes\n"
             "  --pipesp-chunk G   heads per PipeSP chunk: 0 = measured (default), 1 = the paper's PipeSP\n"
@@ -222,6 +228,7 @@ static int pd_gen_rank_main(void *ud, int rank) {
 
 int pd_cmd_generate(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *thumb = NULL, *prompt = NULL, *neg = NULL, *sampler = NULL;
+    const char *device = "cpu";
     int width = 0, height = 0, frames = 0, steps = 0, fps = 0, threads = 0, sp_ranks = 0, chunk = 0;
     bool cfg_parallel = false;
     float guidance = NAN, shift = NAN;
@@ -253,6 +260,7 @@ int pd_cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--thumbnail")) thumb = v;
         else if (!strcmp(a, "--sampler")) sampler = v;
+        else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--size")) bad = pd_parse_size(v, &width, &height), size_given = 1;
         else if (!strcmp(a, "--frames")) bad = pd_parse_int(a, v, 1, PD_GEN_MAX_FRAMES, &frames);
         else if (!strcmp(a, "--steps")) bad = pd_parse_int(a, v, 1, PD_GEN_MAX_STEPS, &steps);
@@ -289,6 +297,8 @@ int pd_cmd_generate(int argc, char **argv) {
         pd_generate_usage(stderr);
         return 2;
     }
+
+    if (!pd_device_opt_check("pipedit generate", device, sp_ranks)) return 2;
 
     /* The request: the defaults of the embedded model for now, the loaded model's later. */
     pd_gen_params p;
@@ -338,10 +348,7 @@ int pd_cmd_generate(int argc, char **argv) {
     int rc = 1;
     /* With --sp the ranks run in child processes; this one only checks the request (one thread, so
      * no thread pool is forked). */
-    if (pd_backend_cpu_create(sp_ranks ? 1 : threads, &be) != PD_OK) {
-        PD_GEN_ERR("%s", pd_error_msg());
-        return 1;
-    }
+    if (pd_device_opt_create("pipedit generate", device, sp_ranks ? 1 : threads, &be) != PD_OK) return 1;
     if (pd_pipeline_load(model_dir, be, PD_PART_ALL, &pl) != PD_OK) {
         PD_GEN_ERR("cannot load the model: %s", pd_error_msg());
         goto done;
@@ -382,9 +389,10 @@ int pd_cmd_generate(int argc, char **argv) {
     atomic_store(&pd_generate_cancel, 0);
     sigaction(SIGINT, &sa, &old_sa);
     printf("seed %" PRIu64 "\n", seed);
-    printf("%s: %dx%d, %d frames at %d fps, %d %s steps, guidance %g, shift %g, %d threads\n",
-           model ? model : "embedded tiny model", p.width, p.height, p.frames, p.fps, p.steps,
-           pd_sampler_kind_name(p.sampler), p.guidance, p.shift, pd_backend_threads(be));
+    printf("%s: %dx%d, %d frames at %d fps, %d %s steps, guidance %g, shift %g, ", model ? model : "embedded tiny model",
+           p.width, p.height, p.frames, p.fps, p.steps, pd_sampler_kind_name(p.sampler), p.guidance, p.shift);
+    if (pd_backend_device(be) == PD_DEVICE_CPU) printf("%d threads\n", pd_backend_threads(be));
+    else printf("on %s\n", pd_backend_name(be));
     fflush(stdout);
 
     pd_progress_state ps = {.tty = isatty(STDERR_FILENO), .last_stage = PD_STAGE_COUNT, .last_call = pd_mono()};

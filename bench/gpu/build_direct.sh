@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Builds the GPU programs (tests/gpu/test_*, bench/gpu/bench_gpu) with the compilers alone, for a GPU
+# machine without cmake or pkg-config: the same sources CMake builds with PIPEDIT_CUDA=ON and
+# PIPEDIT_SERVING=OFF (engine with engine/cuda, workers/comm without NCCL, models without
+# models/pipeline.c, bench/common), Release flags, sm_90 code plus compute_90 PTX.
+#
+#   bash bench/gpu/build_direct.sh OUT_DIR      (programs land in OUT_DIR/bin)
+#
+# Environment: CC (default cc), NVCC (default nvcc on PATH, else /usr/local/cuda/bin/nvcc), CUDA_HOME
+# (default: the folder above nvcc's bin), JANSSON_DIR (a folder with include/ and lib/, default: the system's,
+# else bench/gpu/deps/jansson made by bench/gpu/prepare.sh), JOBS (default nproc).
+set -u
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${1:?usage: build_direct.sh OUT_DIR}
+mkdir -p "$OUT/obj" "$OUT/bin"
+CC=${CC:-cc}
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+CUDA_HOME=${CUDA_HOME:-$(cd "$(dirname "$NVCC")/.." && pwd)}
+JOBS=${JOBS:-$(nproc)}
+
+# Header folders and libraries that are not in the default search paths.
+INC=(-I"$SRC" -I"$CUDA_HOME/include")
+LIBDIRS=(-L"$CUDA_HOME/lib64" -L"$CUDA_HOME/lib")
+for d in /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/openblas /usr/include/x86_64-linux-gnu; do
+    [ -f "$d/cblas.h" ] && { INC+=(-I"$d"); break; }
+done
+for d in /usr/lib/x86_64-linux-gnu/openblas-pthread /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib; do
+    ls "$d"/libopenblas.so* >/dev/null 2>&1 && { LIBDIRS+=(-L"$d"); break; }
+done
+if [ -z "${JANSSON_DIR:-}" ] && [ ! -f /usr/include/jansson.h ] && [ -f "$SRC/bench/gpu/deps/jansson/include/jansson.h" ]; then
+    JANSSON_DIR=$SRC/bench/gpu/deps/jansson
+fi
+if [ -n "${JANSSON_DIR:-}" ]; then INC+=(-I"$JANSSON_DIR/include"); LIBDIRS+=(-L"$JANSSON_DIR/lib"); fi
+for f in cblas.h jansson.h cudnn.h cublasLt.h; do
+    found=no
+    for d in /usr/include "${INC[@]#-I}"; do [ -f "$d/$f" ] && found=yes; done
+    [ $found = yes ] || echo "build_direct: warning: $f not found in /usr/include ${INC[*]#-I}" >&2
+done
+
+CFLAGS=(-std=c11 -O3 -DNDEBUG -D_GNU_SOURCE -DPD_HAVE_CUDA -Wall -Wno-unused-parameter "${INC[@]}")
+NVFLAGS=(-std=c++17 -O3 -DNDEBUG -D_GNU_SOURCE -DPD_HAVE_CUDA --expt-relaxed-constexpr
+         -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 "${INC[@]}")
+
+LIB_SOURCES=()
+for f in "$SRC"/engine/*.c "$SRC"/engine/cpu/*.c "$SRC"/engine/cuda/*.c "$SRC"/engine/cuda/*.cu \
+         "$SRC"/bench/common/*.c "$SRC"/workers/comm/*.c; do
+    [ -f "$f" ] || continue
+    case "$f" in */workers/comm/comm_nccl.c) continue ;; esac
+    LIB_SOURCES+=("$f")
+done
+while IFS= read -r f; do
+    case "$f" in */models/pipeline.c) continue ;; esac
+    LIB_SOURCES+=("$f")
+done < <(find "$SRC/models" -name '*.c' | sort)
+
+# Compiles one source into OUT/obj (a path-derived name); prints the compiler's errors.
+compile() {
+    local src=$1 rel obj
+    rel=${src#"$SRC"/}
+    obj="$OUT/obj/${rel//\//_}.o"
+    if [ "$obj" -nt "$src" ]; then return 0; fi
+    case "$src" in
+    *.cu) "$NVCC" "${NVFLAGS[@]}" -c "$src" -o "$obj" ;;
+    *) "$CC" "${CFLAGS[@]}" -c "$src" -o "$obj" ;;
+    esac || { echo "build_direct: FAILED $rel" >&2; return 1; }
+}
+fail=0
+# Plain job control: at most JOBS compilers at once.
+running=0
+for f in "${LIB_SOURCES[@]}" "$SRC"/tests/gpu/test_*.c "$SRC"/bench/gpu/*.c; do
+    compile "$f" &
+    running=$((running + 1))
+    if [ $running -ge "$JOBS" ]; then wait -n || fail=1; running=$((running - 1)); fi
+done
+while [ $running -gt 0 ]; do wait -n || fail=1; running=$((running - 1)); done
+[ $fail = 0 ] || { echo "build_direct: compile errors (above)" >&2; exit 1; }
+
+LIB_OBJS=()
+for f in "${LIB_SOURCES[@]}"; do rel=${f#"$SRC"/}; LIB_OBJS+=("$OUT/obj/${rel//\//_}.o"); done
+LIBS=(-lcublasLt -lcublas -lcudnn -lcudart -ljansson -lopenblas -lstdc++ -lpthread -lm -lrt -ldl)
+for f in "$SRC"/tests/gpu/test_*.c "$SRC"/bench/gpu/*.c; do
+    rel=${f#"$SRC"/}
+    name=$(basename "$f" .c)
+    "$CC" -o "$OUT/bin/$name" "$OUT/obj/${rel//\//_}.o" "${LIB_OBJS[@]}" "${LIBDIRS[@]}" "${LIBS[@]}" \
+        -Wl,-rpath,"$CUDA_HOME/lib64" || { echo "build_direct: link of $name failed" >&2; fail=1; }
+done
+[ $fail = 0 ] && echo "build_direct: built $(ls "$OUT/bin" | tr '\n' ' ')in $OUT/bin"
+exit $fail

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# The one prepared run for a lent GPU machine (H100 / H200): build, check and time in a single call of
+# about 5 minutes (hard cap BUDGET seconds, default 480). Run from anywhere in the checkout:
+#
+#   bash bench/gpu/run.sh [--quick]
+#
+# Steps; each has a timeout (clipped to what is left of the budget), a failing step is reported and the
+# rest still run:
+#   1. build (Release, PIPEDIT_CUDA=ON, PIPEDIT_SERVING=OFF, NCCL off) of test_gpu_ops, test_gpu_models and
+#      bench_gpu into build-gpu-run/ (git-ignored, reused by a second call on the same machine). CMake when
+#      cmake and pkg-config are there, else (or when that fails, or with PIPEDIT_GPU_BUILD_DIRECT=1)
+#      bench/gpu/build_direct.sh (cc + nvcc). jansson: the image's, else
+#      the static copy bench/gpu/prepare.sh put in bench/gpu/deps/.
+#   2. test_gpu_ops, then test_gpu_models (exit 77 = skipped: no device).
+#   3. the PyTorch anchor bench/gpu/anchor/anchor_torch.py (prepare.sh's copy of shared/gpu/anchor_torch.py)
+#      when present (skipped with --quick).
+#   4. bench_gpu --anchor <its output>: figures, ratios and the issue's targets (MET / MISSED).
+#   5. compute-sanitizer --tool memcheck on test_gpu_ops with PD_GPU_OPS_SMALL=1, when compute-sanitizer exists.
+#   6. results: bench/results/bench_gpu-<gpu>-<date>.json (written by bench_gpu) and
+#      bench/results/gpu_run-<gpu>-<date>.txt (this run's step table and key lines); both, and every
+#      step's full log, are copied into $OUT when it is set.
+# Exit status: 0 when every step passed, 1 otherwise.
+set -u
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$SRC"
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+BUDGET=${BUDGET:-480}
+START=$(date +%s)
+BUILD=${PIPEDIT_GPU_BUILD:-$SRC/build-gpu-run}
+LOGS=${OUT:+$OUT/gpu-run-logs}
+LOGS=${LOGS:-$BUILD/logs}
+mkdir -p "$BUILD" "$LOGS" "$SRC/bench/results"
+export TMPDIR=${TMPDIR:-/tmp}
+export PIPEDIT_SRC=$SRC
+JOBS=$(nproc 2>/dev/null || echo 8)
+STEPS=()
+FAILED=0
+
+elapsed() { echo $(($(date +%s) - START)); }
+say() { printf '[%4ss] %s\n' "$(elapsed)" "$*"; }
+
+# step NAME TIMEOUT CMD...: runs CMD with its output in $LOGS/NAME.log and the last lines on stdout.
+# Records "NAME status seconds" (status: ok, skipped (exit 77), FAILED (exit N), TIMEOUT, no time left).
+step() {
+    local name=$1 want=$2
+    shift 2
+    local left=$((BUDGET - $(elapsed) - 10)) t status t0 rc
+    t=$want
+    [ "$left" -lt "$t" ] && t=$left
+    if [ "$t" -lt 5 ]; then
+        STEPS+=("$name|no time left|0")
+        say "$name: skipped, no time left in the ${BUDGET}s budget"
+        FAILED=1
+        return 1
+    fi
+    say "$name (timeout ${t}s): $*"
+    t0=$(date +%s)
+    timeout -k 10 "$t" "$@" > "$LOGS/$name.log" 2>&1
+    rc=$?
+    case $rc in
+    0) status=ok ;;
+    77) status="skipped (exit 77)" ;;
+    124 | 137) status="TIMEOUT after ${t}s"; FAILED=1 ;;
+    *) status="FAILED (exit $rc)"; FAILED=1 ;;
+    esac
+    STEPS+=("$name|$status|$(($(date +%s) - t0))")
+    grep -E '^(FAIL|  FAIL)|ERROR SUMMARY|error:' "$LOGS/$name.log" | head -20
+    tail -n "${TAIL_LINES:-12}" "$LOGS/$name.log"
+    say "$name: $status"
+    return $rc
+}
+
+# ---- machine ----
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+GPU=${GPU:-unknown-gpu}
+SLUG=$(echo "$GPU" | tr 'A-Z' 'a-z' | sed 's/[^a-z0-9]\{1,\}/-/g; s/^-//; s/-$//')
+DATE=$(date -u +%F)
+say "gpu: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+# The revision: git where the copy has .git, else what prepare.sh recorded.
+PIPEDIT_COMMIT=$(git -C "$SRC" rev-parse HEAD 2>/dev/null) && { git -C "$SRC" diff --quiet HEAD || PIPEDIT_COMMIT+=-dirty; }
+[ -n "$PIPEDIT_COMMIT" ] || PIPEDIT_COMMIT=$(cat "$SRC/bench/gpu/deps/commit" 2>/dev/null || echo unknown)
+export PIPEDIT_COMMIT
+say "source revision: $PIPEDIT_COMMIT"
+NVCC=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)
+[ -n "$NVCC" ] && export PATH=$(dirname "$NVCC"):$PATH
+say "tools: nvcc ${NVCC:-MISSING}; cmake $(command -v cmake || echo missing); pkg-config $(command -v pkg-config || echo missing); python3 $(command -v python3 || echo missing)"
+
+# ---- 1. build ----
+if ! pkg-config --exists jansson 2>/dev/null && [ -f "$SRC/bench/gpu/deps/jansson/lib/pkgconfig/jansson.pc" ]; then
+    export PKG_CONFIG_PATH=$SRC/bench/gpu/deps/jansson/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+    say "jansson: not in the image, using the carried static copy (bench/gpu/deps/jansson)"
+fi
+if ! pkg-config --exists openblas 2>/dev/null; then
+    # Ubuntu's libopenblas0 without -dev: describe it ourselves.
+    for d in /usr/lib/x86_64-linux-gnu/openblas-pthread /usr/lib/x86_64-linux-gnu; do
+        if ls "$d"/libopenblas.so* >/dev/null 2>&1; then
+            inc=$(dirname "$(ls /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h /usr/include/openblas/cblas.h \
+                /usr/include/cblas.h 2>/dev/null | head -1)" 2>/dev/null)
+            mkdir -p "$BUILD/pc"
+            printf 'Name: openblas\nDescription: OpenBLAS\nVersion: 0\nLibs: -L%s -lopenblas\nCflags: -I%s\n' "$d" "${inc:-/usr/include}" \
+                > "$BUILD/pc/openblas.pc"
+            export PKG_CONFIG_PATH=$BUILD/pc${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+            say "openblas: no openblas.pc, using $d (headers ${inc:-not found})"
+            break
+        fi
+    done
+fi
+BIN=
+if [ -n "${PIPEDIT_GPU_BUILD_DIRECT:-}" ]; then
+    say "build: PIPEDIT_GPU_BUILD_DIRECT set, building with bench/gpu/build_direct.sh"
+elif command -v cmake >/dev/null && command -v pkg-config >/dev/null; then
+    if step configure 120 cmake -S "$SRC" -B "$BUILD/cmake" -DCMAKE_BUILD_TYPE=Release -DPIPEDIT_CUDA=ON \
+        -DPIPEDIT_SERVING=OFF -DPIPEDIT_NCCL=OFF ${NVCC:+-DCMAKE_CUDA_COMPILER=$NVCC} &&
+        step build 240 cmake --build "$BUILD/cmake" -j "$JOBS" --target test_gpu_ops test_gpu_models bench_gpu; then
+        BIN=$BUILD/cmake/bin
+    fi
+else
+    say "build: cmake or pkg-config missing, building with bench/gpu/build_direct.sh"
+fi
+if [ -z "$BIN" ]; then
+    TAIL_LINES=25 step build_direct 240 env JOBS="$JOBS" bash "$SRC/bench/gpu/build_direct.sh" "$BUILD/direct" &&
+        BIN=$BUILD/direct/bin
+fi
+
+# ---- 2-5. tests, anchor, benchmark, memcheck ----
+ANCHOR_OUT=
+if [ -n "$BIN" ]; then
+    TAIL_LINES=6 step test_gpu_ops 120 "$BIN/test_gpu_ops"
+    TAIL_LINES=14 step test_gpu_models 120 "$BIN/test_gpu_models"
+    ANCHOR=
+    for a in "$SRC/bench/gpu/anchor/anchor_torch.py" "$SRC/shared/gpu/anchor_torch.py" "$SRC/../shared/gpu/anchor_torch.py"; do
+        [ -f "$a" ] && { ANCHOR=$a; break; }
+    done
+    if [ $QUICK = 1 ]; then
+        say "anchor: skipped (--quick)"
+    elif [ -z "$ANCHOR" ]; then
+        say "anchor: no anchor_torch.py (run bench/gpu/prepare.sh here and carry bench/gpu/anchor): no ratios"
+        STEPS+=("anchor|missing|0")
+    elif TAIL_LINES=30 step anchor 180 python3 "$ANCHOR"; then
+        ANCHOR_OUT=$LOGS/anchor.log
+    elif grep -q "block(CUDNN_ATTENTION)" "$LOGS/anchor.log" 2>/dev/null; then
+        ANCHOR_OUT=$LOGS/anchor.log # cut short, but what it printed is usable
+    fi
+    BENCH_ARGS=(--results "$SRC/bench/results")
+    [ $QUICK = 1 ] && BENCH_ARGS+=(--quick)
+    [ -n "$ANCHOR_OUT" ] && BENCH_ARGS+=(--anchor "$ANCHOR_OUT")
+    TAIL_LINES=40 step bench_gpu 260 "$BIN/bench_gpu" "${BENCH_ARGS[@]}"
+    CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
+    if [ -n "$CS" ]; then
+        TAIL_LINES=4 step memcheck 120 env PD_GPU_OPS_SMALL=1 "$CS" --tool memcheck --leak-check no --error-exitcode 3 \
+            "$BIN/test_gpu_ops"
+    else
+        say "memcheck: compute-sanitizer not found"
+        STEPS+=("memcheck|compute-sanitizer missing|0")
+    fi
+fi
+
+# ---- 6. summary and results ----
+SUMMARY=$SRC/bench/results/gpu_run-$SLUG-$DATE.txt
+{
+    echo "bench/gpu/run.sh on $GPU, $(date -u '+%F %T') UTC, $(elapsed) s$([ $QUICK = 1 ] && echo ', --quick')"
+    echo "source revision $PIPEDIT_COMMIT"
+    printf '%-16s %-28s %s\n' step status seconds
+    for s in "${STEPS[@]}"; do IFS='|' read -r n st sec <<< "$s"; printf '%-16s %-28s %s\n' "$n" "$st" "$sec"; done
+    for t in test_gpu_ops test_gpu_models; do
+        [ -f "$LOGS/$t.log" ] || continue
+        echo "$t: $(grep -E '^[0-9]+ passed|skipped' "$LOGS/$t.log" | tail -1)"
+        grep -E '^FAIL ' "$LOGS/$t.log" | head -20
+    done
+    [ -f "$LOGS/memcheck.log" ] && grep -E 'ERROR SUMMARY' "$LOGS/memcheck.log" | tail -1
+    [ -f "$LOGS/bench_gpu.log" ] && grep -E '^(block|forward|attention|vae) |^  (block|attention|VAE|torch_)|MET|MISSED|^wrote' "$LOGS/bench_gpu.log"
+} > "$SUMMARY"
+if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT/bench/results"
+    cp "$SUMMARY" "$OUT/bench/results/"
+    for f in "$SRC"/bench/results/bench_gpu*-"$DATE".json; do [ -f "$f" ] && cp "$f" "$OUT/bench/results/"; done
+fi
+echo "================ summary ($SUMMARY) ================"
+cat "$SUMMARY"
+exit $FAILED

@@ -1,0 +1,58 @@
+/* --device for the CLI: form checks up front, then pd_backend_create with messages a user can act on. */
+#include "tools/device_opt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The device index of a well-formed cuda spec, -1 for "cpu", -2 for anything else. */
+static int pd_device_index(const char *spec) {
+    if (!spec || !strcmp(spec, "cpu")) return -1;
+    if (!strcmp(spec, "cuda")) return 0;
+    if (strncmp(spec, "cuda:", 5) || spec[5] < '0' || spec[5] > '9') return -2;
+    char *end;
+    long n = strtol(spec + 5, &end, 10);
+    return *end || n < 0 || n >= 1024 ? -2 : (int)n;
+}
+
+bool pd_device_opt_check(const char *cmd, const char *spec, int sp_ranks) {
+    int dev = pd_device_index(spec);
+    if (dev == -2) {
+        fprintf(stderr, "%s: --device must be cpu, cuda or cuda:N (N in 0..1023), got \"%s\"\n", cmd, spec);
+        return false;
+    }
+    if (dev >= 0 && sp_ranks > 0) {
+        fprintf(stderr, "%s: --sp with --device %s is not supported yet: GPU ranks (rank r on cuda:r) need the "
+                        "NCCL communicator, a later step; use --sp on the CPU, or one GPU without --sp\n", cmd, spec);
+        return false;
+    }
+    return true;
+}
+
+pd_status pd_device_opt_create(const char *cmd, const char *spec, int n_threads, pd_backend **out) {
+    *out = NULL;
+    int dev = pd_device_index(spec);
+    pd_status st;
+    if (dev >= 0) {
+        /* 0 both without CUDA in the build and without a GPU; the create call says which. */
+        int count = pd_backend_cuda_device_count();
+        if (count > 0 && dev >= count) {
+            fprintf(stderr, "%s: --device %s: this machine has %d CUDA device%s (cuda:0..cuda:%d)\n", cmd, spec, count,
+                    count == 1 ? "" : "s", count - 1);
+            return PD_ERR_DEVICE;
+        }
+        st = pd_backend_create(spec, n_threads, out);
+        if (st == PD_OK) return PD_OK;
+        if (st == PD_ERR_UNSUPPORTED)
+            fprintf(stderr, "%s: --device: %s\n", cmd, pd_error_msg()); /* the message names cuda:N */
+        else if (count == 0)
+            fprintf(stderr, "%s: --device %s: no CUDA device is visible (no GPU, no driver, or CUDA_VISIBLE_DEVICES "
+                            "hides them): %s\n", cmd, spec, pd_error_msg());
+        else
+            fprintf(stderr, "%s: --device %s: %s\n", cmd, spec, pd_error_msg());
+        return st;
+    }
+    st = pd_backend_create(spec ? spec : "cpu", n_threads, out);
+    if (st != PD_OK) fprintf(stderr, "%s: backend: %s\n", cmd, pd_error_msg());
+    return st;
+}
