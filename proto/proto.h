@@ -101,7 +101,7 @@ typedef struct pd_msg {
     uint32_t group_gen;
     int32_t rank;
     /* GROUP: the group's size, PipeSP chunk, CFG parallelism, collective timeout and the base name of
-     * its communicators (workers/sp_group.h) */
+     * its communicators (models/wan/sp_group.h) */
     int32_t ranks;
     int32_t chunk_heads;
     int32_t cfg_parallel;  /* 0 or 1 */

@@ -44,6 +44,7 @@
 
 #include "proto/proto.h"
 #include "scheduler/split.h"
+#include "models/wan/sp_group.h"
 #include "workers/comm/comm.h"
 #include "workers/comm/shm.h"
 
@@ -331,13 +332,9 @@ static bool group_formed(const pd_scheduler *s, const sgroup *g) {
 /* The group's communicators can no longer be trusted: the next formation uses a new generation.
  * The old generation's segments are removed here (a killed rank 0 cannot). */
 static void group_break(pd_scheduler *s, sgroup *g, const char *why) {
-    char base[64], name[80];
+    char base[64];
     group_name(s, (int)(g - s->g), g->gen, base, sizeof base);
-    static const char *const parts[3] = {"sp0", "sp1", "cfg"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(name, sizeof name, "%s-%s", base, parts[i]);
-        pd_comm_shm_unlink(name);
-    }
+    pd_sp_group_unlink(base);
     g->gen++;
     g->joining = false;
     PD_WARN("scheduler", "SP group %d (workers %d..%d): %s; it will be re-formed as generation %u", (int)(g - s->g),

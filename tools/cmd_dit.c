@@ -7,6 +7,7 @@
 
 #include "engine/safetensors.h"
 #include "models/wan/dit.h"
+#include "models/wan/sp_group.h"
 #include "tools/commands.h"
 #include "tools/device_opt.h"
 #include "tools/sp_launch.h"
@@ -67,7 +68,7 @@ typedef struct pd_dit_sp_job {
     int ranks, threads, chunk;
     bool cfg_parallel;
     double timeout;
-    char names[PD_SP_LAUNCH_NAMES][64]; /* communicators: SP halves 0 and 1, the CFG pair group */
+    char name[64];              /* the SP group's base name (tools/sp_launch.h) */
 } pd_dit_sp_job;
 
 static pd_status pd_dit_write_velocity(const char *path, const pd_tensor *vel) {
@@ -81,19 +82,16 @@ static pd_status pd_dit_write_velocity(const char *path, const pd_tensor *vel) {
 
 /* One rank of an --sp run (a child process): returns its exit status. */
 static int pd_dit_rank_main(const pd_dit_sp_job *job, int rank) {
-    const int m = job->cfg_parallel ? job->ranks / 2 : job->ranks, half = rank / m;
     pd_backend *be = NULL;
     pd_wan_dit *dit = NULL;
-    pd_comm *sp = NULL, *cfg = NULL;
-    pd_wan_dit_sp *e = NULL;
+    pd_sp_group *g = NULL;
     pd_tensor d_lat = {0}, d_ctx = {0}, d_vel = {0}, vel = {0};
-    const pd_wan_dit_sp_options opts = {.chunk_heads = job->chunk};
     pd_status st = pd_backend_cpu_create(job->threads, &be);
     if (st == PD_OK) st = pd_wan_dit_load(job->model, be, &dit);
-    if (st == PD_OK) st = pd_comm_shm_create(job->names[half], rank % m, m, job->timeout, &sp);
-    if (st == PD_OK && job->cfg_parallel) st = pd_comm_shm_create(job->names[2], rank, job->ranks, job->timeout, &cfg);
+    const pd_sp_group_spec spec = {.name = job->name, .rank = rank, .ranks = job->ranks, .cfg_parallel = job->cfg_parallel,
+                                   .chunk_heads = job->chunk, .timeout_s = job->timeout, .be = be};
+    if (st == PD_OK) st = pd_sp_group_join(dit, &spec, &g);
     if (st == PD_OK) pd_sp_launch_fault_point(rank);
-    if (st == PD_OK) st = pd_wan_dit_sp_create(dit, sp, cfg, &opts, &e);
     int64_t vs[5] = {job->lat->shape[0], pd_wan_dit_get_config(dit) ? pd_wan_dit_get_config(dit)->out_channels : 0,
                      job->lat->shape[2], job->lat->shape[3], job->lat->shape[4]};
     if (st == PD_OK) st = pd_backend_tensor_alloc(be, &d_lat, PD_DTYPE_F32, 5, job->lat->shape);
@@ -101,11 +99,11 @@ static int pd_dit_rank_main(const pd_dit_sp_job *job, int rank) {
     if (st == PD_OK) st = pd_backend_tensor_alloc(be, &d_vel, PD_DTYPE_F32, 5, vs);
     if (st == PD_OK) st = pd_backend_upload(be, &d_lat, job->lat);
     if (st == PD_OK) st = pd_backend_upload(be, &d_ctx, job->ctx);
-    if (st == PD_OK) st = pd_wan_dit_sp_forward(e, &d_vel, &d_lat, job->ts, &d_ctx);
+    if (st == PD_OK) st = pd_sp_group_forward(g, &d_vel, &d_lat, job->ts, &d_ctx);
     if (st == PD_OK) st = pd_backend_synchronize(be);
     if (st == PD_OK && rank == 0) {
         pd_wan_dit_sp_stats s;
-        pd_wan_dit_sp_last_stats(e, &s);
+        pd_sp_group_last_stats(g, &s);
         PD_INFO("dit", "sp %d%s: g = %d of %d heads per rank, %.1f ms, attention %.1f ms, waiting %.1f ms, %.2f MB sent",
                 job->ranks, job->cfg_parallel ? " (cfg parallel)" : "", s.chunk_heads, s.heads_per_rank,
                 s.forward_s * 1e3, s.attn_s * 1e3, s.wait_s * 1e3, (double)s.bytes_sent / 1e6);
@@ -118,9 +116,7 @@ static int pd_dit_rank_main(const pd_dit_sp_job *job, int rank) {
         if (st == PD_OK) st = pd_dit_write_velocity(job->out_path, &vel);
     }
     if (st != PD_OK) fprintf(stderr, "pipedit dit: rank %d: %s\n", rank, pd_error_msg());
-    pd_wan_dit_sp_free(e);
-    pd_comm_destroy(cfg);
-    pd_comm_destroy(sp);
+    pd_sp_group_leave(g);
     if (be) {
         pd_backend_tensor_free(be, &d_lat);
         pd_backend_tensor_free(be, &d_ctx);
@@ -132,12 +128,12 @@ static int pd_dit_rank_main(const pd_dit_sp_job *job, int rank) {
     return st == PD_OK ? 0 : 1;
 }
 
-/* Forks the ranks (tools/sp_launch.h) with fresh communicator names. */
+/* Forks the ranks (tools/sp_launch.h) with a fresh group name. */
 static int pd_dit_rank_entry(void *ud, int rank) { return pd_dit_rank_main(ud, rank); }
 
 static int pd_dit_run_sp(pd_dit_sp_job *job) {
-    pd_sp_launch_names(job->names);
-    return pd_sp_launch("pipedit dit", job->ranks, pd_dit_rank_entry, job, job->names);
+    pd_sp_launch_name(job->name);
+    return pd_sp_launch("pipedit dit", job->ranks, pd_dit_rank_entry, job, job->name);
 }
 
 /* Parses an integer option value in lo..hi; prints the error and returns false otherwise. */

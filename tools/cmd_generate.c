@@ -17,6 +17,7 @@
 #include "models/model_dir.h"
 #include "models/pipeline.h"
 #include "models/wan/dit.h"
+#include "models/wan/sp_group.h"
 #include "tools/commands.h"
 #include "tools/device_opt.h"
 #include "tools/sp_launch.h"
@@ -172,32 +173,23 @@ typedef struct pd_gen_sp_job {
     pd_gen_params p;
     int ranks, threads, chunk;
     bool cfg_parallel;
-    char names[PD_SP_LAUNCH_NAMES][64];
+    char name[64]; /* the SP group's base name (tools/sp_launch.h) */
 } pd_gen_sp_job;
-
-static pd_status pd_gen_sp_forward(void *ud, pd_tensor *vel, const pd_tensor *lat, const float *ts, const pd_tensor *ctx) {
-    return pd_wan_dit_sp_forward(ud, vel, lat, ts, ctx);
-}
 
 static int pd_gen_rank_main(void *ud, int rank) {
     const pd_gen_sp_job *job = ud;
-    const int m = job->cfg_parallel ? job->ranks / 2 : job->ranks;
     pd_backend *be = NULL;
     pd_pipeline *pl = NULL;
-    pd_wan_dit *dit = NULL;
-    pd_comm *sp = NULL, *cfg = NULL;
-    pd_wan_dit_sp *e = NULL;
+    pd_sp_group *g = NULL;
     pd_tensor cond = {0}, uncond = {0}, latent = {0};
-    const pd_wan_dit_sp_options opts = {.chunk_heads = job->chunk};
     /* rank 0 decodes; the others need the text encoder and the DiT only */
     pd_status st = pd_backend_cpu_create(job->threads, &be);
     if (st == PD_OK) st = pd_pipeline_load(job->model_dir, be, rank ? PD_PART_TEXT | PD_PART_DIT : PD_PART_ALL, &pl);
-    if (st == PD_OK) st = pd_wan_dit_load(job->model_dir, be, &dit); /* mapped again: no copy on the CPU */
-    if (st == PD_OK) st = pd_comm_shm_create(job->names[rank / m], rank % m, m, 120.0, &sp);
-    if (st == PD_OK && job->cfg_parallel) st = pd_comm_shm_create(job->names[2], rank, job->ranks, 120.0, &cfg);
+    const pd_sp_group_spec spec = {.name = job->name, .rank = rank, .ranks = job->ranks, .cfg_parallel = job->cfg_parallel,
+                                   .chunk_heads = job->chunk, .timeout_s = 120.0, .be = be};
+    if (st == PD_OK) st = pd_sp_group_join(pd_pipeline_dit(pl), &spec, &g);
     if (st == PD_OK) pd_sp_launch_fault_point(rank);
-    if (st == PD_OK) st = pd_wan_dit_sp_create(dit, sp, cfg, &opts, &e);
-    if (st == PD_OK) pd_pipeline_set_dit_forward(pl, pd_gen_sp_forward, e);
+    if (st == PD_OK) pd_pipeline_set_dit_forward(pl, pd_sp_group_forward, g);
     if (st == PD_OK && rank == 0) {
         pd_progress_state ps = {.tty = isatty(STDERR_FILENO), .last_stage = PD_STAGE_COUNT, .last_call = pd_mono()};
         pd_gen_timings t;
@@ -217,10 +209,7 @@ static int pd_gen_rank_main(void *ud, int rank) {
     pd_tensor_free(&cond);
     pd_tensor_free(&uncond);
     pd_tensor_free(&latent);
-    pd_wan_dit_sp_free(e);
-    pd_comm_destroy(cfg);
-    pd_comm_destroy(sp);
-    pd_wan_dit_free(dit);
+    pd_sp_group_leave(g);
     pd_pipeline_free(pl);
     pd_backend_free(be);
     return st == PD_OK ? 0 : 1;
@@ -377,8 +366,8 @@ int pd_cmd_generate(int argc, char **argv) {
                              .chunk = chunk, .cfg_parallel = cfg_parallel};
         job.threads = threads ? threads : (int)(cores / sp_ranks < 1 ? 1 : cores / sp_ranks);
         printf("seed %" PRIu64 "\n", seed);
-        pd_sp_launch_names(job.names);
-        rc = pd_sp_launch("pipedit generate", sp_ranks, pd_gen_rank_main, &job, job.names);
+        pd_sp_launch_name(job.name);
+        rc = pd_sp_launch("pipedit generate", sp_ranks, pd_gen_rank_main, &job, job.name);
         goto done;
     }
     /* Ctrl-C cancels at the next step boundary; installed before anything is printed, so a

@@ -8,14 +8,13 @@
 #include <unistd.h>
 
 #include "tools/sp_launch.h"
-#include "workers/comm/comm.h"
+#include "models/wan/sp_group.h"
 
 #define PD_SP_LAUNCH_MAX 64
 
-void pd_sp_launch_names(char names[PD_SP_LAUNCH_NAMES][64]) {
+void pd_sp_launch_name(char name[64]) {
     static int run;
-    for (int i = 0; i < PD_SP_LAUNCH_NAMES; i++) snprintf(names[i], 64, "pdsp-%d-%d-%d", (int)getpid(), run, i);
-    run++;
+    snprintf(name, 64, "pdsp-%d-%d", (int)getpid(), run++);
 }
 
 void pd_sp_launch_fault_point(int rank) {
@@ -23,8 +22,7 @@ void pd_sp_launch_fault_point(int rank) {
     if (fault && *fault && atoi(fault) == rank) raise(SIGKILL);
 }
 
-int pd_sp_launch(const char *cmd, int ranks, int (*rank_main)(void *ud, int rank), void *ud,
-                 char names[PD_SP_LAUNCH_NAMES][64]) {
+int pd_sp_launch(const char *cmd, int ranks, int (*rank_main)(void *ud, int rank), void *ud, const char *name) {
     if (ranks < 1 || ranks > PD_SP_LAUNCH_MAX) {
         fprintf(stderr, "%s: %d ranks is outside 1..%d\n", cmd, ranks, PD_SP_LAUNCH_MAX);
         return 1;
@@ -81,7 +79,7 @@ int pd_sp_launch(const char *cmd, int ranks, int (*rank_main)(void *ud, int rank
     }
     if (stopped) {
         fprintf(stderr, "%s: the run over %d ranks failed; the other ranks were stopped\n", cmd, ranks);
-        for (int i = 0; i < PD_SP_LAUNCH_NAMES; i++) pd_comm_shm_unlink(names[i]); /* rank 0 could not */
+        pd_sp_group_unlink(name); /* rank 0 could not */
     }
     return rc;
 }

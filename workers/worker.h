@@ -13,7 +13,7 @@
  *   decode:  shm_latent -> mp4_path (+ thumb_path)
  *
  * Sequence parallelism: a denoise worker that belongs to an SP group gets GROUP while idle; it leaves
- * any earlier group, joins the new one (workers/sp_group.h) and answers JOINED (or ERROR with job ""
+ * any earlier group, joins the new one (models/wan/sp_group.h) and answers JOINED (or ERROR with job ""
  * when joining failed). A DENOISE ASSIGN then names the group generation and the worker's rank: every
  * rank runs the same sampler loop over the group; the leader (rank 0) reports progress, reads the
  * cancel flag (shared with the others at each step boundary, so every rank stops at the same step)
@@ -30,7 +30,7 @@
 
 #include "models/pipeline.h"
 #include "proto/proto.h"
-#include "workers/sp_group.h"
+#include "models/wan/sp_group.h"
 
 typedef struct pd_worker_options {
     const char *socket_path;

@@ -6,12 +6,13 @@
 #
 # Steps; each has a timeout (clipped to what is left of the budget), a failing step is reported and the
 # rest still run:
-#   1. build (Release, PIPEDIT_CUDA=ON, PIPEDIT_SERVING=OFF, NCCL off) of test_gpu_ops, test_gpu_models and
+#   1. build (Release, PIPEDIT_CUDA=ON, PIPEDIT_SERVING=OFF, NCCL when found) of test_gpu_ops, test_gpu_models,
+#      test_comm_nccl, test_gpu_sp and
 #      bench_gpu into build-gpu-run/ (git-ignored, reused by a second call on the same machine). CMake when
 #      cmake and pkg-config are there, else (or when that fails, or with PIPEDIT_GPU_BUILD_DIRECT=1)
 #      bench/gpu/build_direct.sh (cc + nvcc). jansson: the image's, else
 #      the static copy bench/gpu/prepare.sh put in bench/gpu/deps/.
-#   2. test_gpu_ops, then test_gpu_models (exit 77 = skipped: no device).
+#   2. test_gpu_ops, test_gpu_models, test_comm_nccl and test_gpu_sp (exit 77 = skipped: no device or no NCCL).
 #   3. the PyTorch anchor bench/gpu/anchor/anchor_torch.py (prepare.sh's copy of shared/gpu/anchor_torch.py)
 #      when present (skipped with --quick).
 #   4. bench_gpu --anchor <its output>: figures, ratios and the issue's targets (MET / MISSED).
@@ -111,8 +112,8 @@ if [ -n "${PIPEDIT_GPU_BUILD_DIRECT:-}" ]; then
     say "build: PIPEDIT_GPU_BUILD_DIRECT set, building with bench/gpu/build_direct.sh"
 elif command -v cmake >/dev/null && command -v pkg-config >/dev/null; then
     if step configure 120 cmake -S "$SRC" -B "$BUILD/cmake" -DCMAKE_BUILD_TYPE=Release -DPIPEDIT_CUDA=ON \
-        -DPIPEDIT_SERVING=OFF -DPIPEDIT_NCCL=OFF ${NVCC:+-DCMAKE_CUDA_COMPILER=$NVCC} &&
-        step build 240 cmake --build "$BUILD/cmake" -j "$JOBS" --target test_gpu_ops test_gpu_models bench_gpu; then
+        -DPIPEDIT_SERVING=OFF -DPIPEDIT_NCCL=AUTO ${NVCC:+-DCMAKE_CUDA_COMPILER=$NVCC} &&
+        step build 240 cmake --build "$BUILD/cmake" -j "$JOBS" --target test_gpu_ops test_gpu_models test_comm_nccl test_gpu_sp bench_gpu; then
         BIN=$BUILD/cmake/bin
     fi
 else
@@ -128,6 +129,9 @@ ANCHOR_OUT=
 if [ -n "$BIN" ]; then
     TAIL_LINES=6 step test_gpu_ops 120 "$BIN/test_gpu_ops"
     TAIL_LINES=14 step test_gpu_models 120 "$BIN/test_gpu_models"
+    for t in test_comm_nccl test_gpu_sp; do
+        if [ -x "$BIN/$t" ]; then TAIL_LINES=8 step "$t" 90 "$BIN/$t"; else say "$t: not built (no NCCL in this build)"; fi
+    done
     ANCHOR=
     for a in "$SRC/bench/gpu/anchor/anchor_torch.py" "$SRC/shared/gpu/anchor_torch.py" "$SRC/../shared/gpu/anchor_torch.py"; do
         [ -f "$a" ] && { ANCHOR=$a; break; }
@@ -163,10 +167,10 @@ SUMMARY=$SRC/bench/results/gpu_run-$SLUG-$DATE.txt
     echo "source revision $PIPEDIT_COMMIT"
     printf '%-16s %-28s %s\n' step status seconds
     for s in "${STEPS[@]}"; do IFS='|' read -r n st sec <<< "$s"; printf '%-16s %-28s %s\n' "$n" "$st" "$sec"; done
-    for t in test_gpu_ops test_gpu_models; do
+    for t in test_gpu_ops test_gpu_models test_comm_nccl test_gpu_sp; do
         [ -f "$LOGS/$t.log" ] || continue
         echo "$t: $(grep -E '^[0-9]+ passed|skipped' "$LOGS/$t.log" | tail -1)"
-        grep -E '^FAIL ' "$LOGS/$t.log" | head -20
+        grep -E '^ *FAIL ' "$LOGS/$t.log" | head -20
     done
     [ -f "$LOGS/memcheck.log" ] && grep -E 'ERROR SUMMARY' "$LOGS/memcheck.log" | tail -1
     [ -f "$LOGS/bench_gpu.log" ] && grep -E '^(block|forward|attention|vae) |^  (block|attention|VAE|torch_)|MET|MISSED|^wrote' "$LOGS/bench_gpu.log"

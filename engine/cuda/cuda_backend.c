@@ -301,6 +301,9 @@ static const pd_backend_ops pd_cuda_ops = {
     .channel_rms_norm = pd_cuda_channel_rms_norm,
     .clamp = pd_cuda_clamp,
     .embedding = pd_cuda_embedding,
+    .layer_norm_modulate = pd_cuda_layer_norm_modulate,
+    .linear_gelu = pd_cuda_linear_gelu,
+    .rms_norm_rope = pd_cuda_rms_norm_rope,
 };
 
 /* Device, stream and library handles, every library bound to the one stream. */

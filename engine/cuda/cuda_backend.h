@@ -110,6 +110,11 @@ pd_status pd_cuda_copy(pd_backend *be, pd_tensor *dst, const pd_tensor *src);
 pd_status pd_cuda_conv3d(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b, const int pad[6]);
 pd_status pd_cuda_upsample_nearest2d(pd_backend *be, pd_tensor *y, const pd_tensor *x);
 pd_status pd_cuda_embedding(pd_backend *be, pd_tensor *out, const pd_tensor *ids, const pd_tensor *table);
+pd_status pd_cuda_layer_norm_modulate(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *shift,
+                                      const pd_tensor *scale, float eps);
+pd_status pd_cuda_linear_gelu(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b);
+pd_status pd_cuda_rms_norm_rope(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w,
+                                const pd_tensor *freqs, int heads, float eps);
 
 /* Attention internals (cuda_attention.cu, cuda_sdpa.c): the cuDNN fused SDPA (bf16 in, f32 out;
  * PD_ERR_UNSUPPORTED when cuDNN refuses the shape, so the caller falls back) and the own flash-style

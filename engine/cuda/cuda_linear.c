@@ -19,7 +19,12 @@
  * gets its algorithm from cuBLASLt's heuristic once and keeps it, with its descriptors, in a small
  * table; the step loop then only sets the bias pointer and calls cublasLtMatmul. Where cuBLASLt
  * offers no algorithm (odd leading dimensions can do that), the same problem goes through
- * cublasGemmEx and the bias through ADD. */
+ * cublasGemmEx and the bias through ADD.
+ *
+ * LINEAR_GELU is the same GEMM with an epilogue: on the bf16 path cuBLASLt's GELU_BIAS (or GELU
+ * without a bias) epilogue, whose GELU is the tanh approximation GELU_TANH computes; the f32 path
+ * (kept free of approximations beyond f32 rounding, for tight comparisons with the CPU) and the
+ * cublasGemmEx fallback run the plain GEMM and then GELU_TANH's kernel in place. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +37,7 @@ typedef struct {
     int64_t M, N, K;
     pd_dtype dt;        /* operand type of A and B: F32 or BF16 */
     bool bias;
+    bool gelu;          /* GELU (or GELU_BIAS) epilogue instead of none (or BIAS) */
     uint32_t align[4];  /* byte alignment of A, B, D and the bias, as the heuristic was told */
 } pd_lt_key;
 
@@ -58,7 +64,7 @@ static uint32_t pd_lt_align(const void *p) {
 }
 
 static bool pd_lt_key_eq(const pd_lt_key *a, const pd_lt_key *b) {
-    return a->M == b->M && a->N == b->N && a->K == b->K && a->dt == b->dt && a->bias == b->bias &&
+    return a->M == b->M && a->N == b->N && a->K == b->K && a->dt == b->dt && a->bias == b->bias && a->gelu == b->gelu &&
            !memcmp(a->align, b->align, sizeof a->align);
 }
 
@@ -87,10 +93,12 @@ static pd_status pd_lt_describe(pd_cuda *c, pd_lt_entry *e, const pd_lt_key *k, 
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     PD_CUBLAS_CHECK(dev, cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     PD_CUBLAS_CHECK(dev, cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    if (k->bias) {
-        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-        int32_t bias_t = CUDA_R_32F;
+    if (k->bias || k->gelu) {
+        cublasLtEpilogue_t epi = k->gelu ? (k->bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU) : CUBLASLT_EPILOGUE_BIAS;
         PD_CUBLAS_CHECK(dev, cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    }
+    if (k->bias) {
+        int32_t bias_t = CUDA_R_32F;
         PD_CUBLAS_CHECK(dev, cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_t, sizeof bias_t));
         /* The heuristic reads the pointer's alignment. */
         PD_CUBLAS_CHECK(dev, cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
@@ -109,8 +117,9 @@ static pd_status pd_lt_describe(pd_cuda *c, pd_lt_entry *e, const pd_lt_key *k, 
     memset(&res, 0, sizeof res);
     cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(c->lt, e->op, e->a, e->b, e->d, e->d, pref, 1, &res, &found);
     if (hs == CUBLAS_STATUS_NOT_SUPPORTED || (hs == CUBLAS_STATUS_SUCCESS && (found < 1 || res.state != CUBLAS_STATUS_SUCCESS))) {
-        PD_DEBUG("cuda", "cuda:%d: cuBLASLt has no algorithm for LINEAR (M %lld, N %lld, K %lld) %s%s: cublasGemmEx instead",
-                 dev, (long long)k->M, (long long)k->N, (long long)k->K, pd_dtype_name(k->dt), k->bias ? " + bias" : "");
+        PD_DEBUG("cuda", "cuda:%d: cuBLASLt has no algorithm for LINEAR (M %lld, N %lld, K %lld) %s%s%s: cublasGemmEx instead",
+                 dev, (long long)k->M, (long long)k->N, (long long)k->K, pd_dtype_name(k->dt), k->bias ? " + bias" : "",
+                 k->gelu ? " + gelu" : "");
         e->gemmex = true;
         return PD_OK;
     }
@@ -152,7 +161,9 @@ static pd_status pd_lt_lookup(pd_cuda *c, const pd_lt_key *k, const void *bias, 
 
 static size_t pd_lt_round(size_t n) { return (n + 255) & ~(size_t)255; }
 
-pd_status pd_cuda_linear(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b) {
+/* LINEAR, and LINEAR_GELU when gelu: the epilogue where cuBLASLt runs it (bf16 path), else GELU_TANH after. */
+static pd_status pd_lt_linear(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b,
+                              bool gelu) {
     pd_cuda *c = pd_cuda_of(be);
     const int dev = c->device;
     int64_t N = w->shape[0], K = w->shape[1], M = N ? pd_tensor_numel(y) / N : 0;
@@ -163,7 +174,8 @@ pd_status pd_cuda_linear(pd_backend *be, pd_tensor *y, const pd_tensor *x, const
     PD_TRY(pd_cuda_enter(be));
     if (K == 0) { /* an empty sum: y is the bias, or zero */
         PD_CUDA_CHECK(dev, cudaMemsetAsync(y->data, 0, pd_tensor_nbytes(y), c->stream));
-        return b ? pd_cuda_add(be, y, y, b) : PD_OK;
+        if (b) PD_TRY(pd_cuda_add(be, y, y, b));
+        return gelu ? pd_cuda_gelu_tanh(be, y, y) : PD_OK;
     }
 
     /* Scratch LINEAR_W holds the bf16 copy of an f16 weight, then (256-byte aligned) the f32 bias
@@ -193,7 +205,8 @@ pd_status pd_cuda_linear(pd_backend *be, pd_tensor *y, const pd_tensor *x, const
         B = xs;
     }
 
-    pd_lt_key key = {.M = M, .N = N, .K = K, .dt = dt, .bias = b != NULL,
+    const bool epi_gelu = gelu && dt == PD_DTYPE_BF16;
+    pd_lt_key key = {.M = M, .N = N, .K = K, .dt = dt, .bias = b != NULL, .gelu = epi_gelu,
                      .align = {pd_lt_align(A), pd_lt_align(B), pd_lt_align(y->data), bias ? pd_lt_align(bias) : 0}};
     pd_lt_entry *e = NULL;
     PD_TRY(pd_lt_lookup(c, &key, bias, &e));
@@ -202,12 +215,21 @@ pd_status pd_cuda_linear(pd_backend *be, pd_tensor *y, const pd_tensor *x, const
         cudaDataType_t t = dt == PD_DTYPE_F32 ? CUDA_R_32F : CUDA_R_16BF;
         PD_CUBLAS_CHECK(dev, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, A, t, (int)K, B, t,
                                           (int)K, &beta, y->data, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-        return b ? pd_cuda_add(be, y, y, b) : PD_OK;
+        if (b) PD_TRY(pd_cuda_add(be, y, y, b));
+        return gelu ? pd_cuda_gelu_tanh(be, y, y) : PD_OK;
     }
     if (bias) PD_CUBLAS_CHECK(dev, cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     void *ws = NULL;
     PD_TRY(pd_cuda_scratch(be, PD_CUDA_SCRATCH_WORKSPACE, PD_LT_WORKSPACE, &ws));
     PD_CUBLAS_CHECK(dev, cublasLtMatmul(c->lt, e->op, &alpha, A, e->a, B, e->b, &beta, y->data, e->d, y->data, e->d,
                                         &e->algo, ws, PD_LT_WORKSPACE, c->stream));
-    return PD_OK;
+    return gelu && !epi_gelu ? pd_cuda_gelu_tanh(be, y, y) : PD_OK;
+}
+
+pd_status pd_cuda_linear(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b) {
+    return pd_lt_linear(be, y, x, w, b, false);
+}
+
+pd_status pd_cuda_linear_gelu(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b) {
+    return pd_lt_linear(be, y, x, w, b, true);
 }

@@ -1,6 +1,6 @@
 /* Every op of engine/backend.h on the CPU backend against naive double-precision references written
- * here, at odd sizes, for each weight dtype, on 1 and 3 threads (results must be bit-identical), with
- * guard bytes around every output. Also bad arguments: each op rejects a mismatched shape with
+ * here (the fused ops also against the unfused sequence they replace), at odd sizes, for each weight
+ * dtype, on 1 and 3 threads (results must be bit-identical), with guard bytes around every output. Also bad arguments: each op rejects a mismatched shape with
  * PD_ERR_INVALID and a message, and leaves its output untouched. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -430,6 +430,161 @@ static void test_modulate(void) {
     RUN_BOTH(case_modulate(true, 3, 5, 31, false, true, false), "GATED_ADD(x=(3,5,31),gate=NULL");
 }
 
+/* ---- fused ops: LAYER_NORM_MODULATE, LINEAR_GELU, RMS_NORM_ROPE ----
+ * Each against a naive double reference written here, and against the sequence of unfused ops it
+ * replaces (run on the same backend into another tensor). */
+
+/* out matches the unfused result `seq` elementwise within atol + rtol * |seq|. */
+static void check_matches_seq(const gt *out, const gt *seq, double rtol, double atol) {
+    int64_t n = pd_tensor_numel(&out->t), worst = -1;
+    double worst_err = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double a = gv(out, i), b = gv(seq, i), err = fabs(a - b);
+        if (!(err <= atol + rtol * fabs(b)) && err >= worst_err) worst = i, worst_err = err;
+    }
+    PD_CHECK_MSG(worst < 0, "element %lld: fused %.9g, unfused sequence %.9g", (long long)worst,
+                 worst >= 0 ? gv(out, worst) : 0.0, worst >= 0 ? gv(seq, worst) : 0.0);
+}
+
+static double gelu_ref(double v) { return 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))); }
+
+/* shift and scale: rows 3 and 4 of a (B, 6, C) tensor (sliced), else (B, 1, C) tensors. */
+static void case_ln_mod(int64_t B, int64_t N, int64_t C, bool sliced, bool inplace) {
+    rng_seed((uint64_t)(B * 7 + N * 13 + C * 17 + sliced + inplace * 2));
+    int64_t xs[3] = {B, N, C}, ms[3] = {B, 6, C}, m1[3] = {B, 1, C};
+    gt x = gt_rand(PD_DTYPE_F32, 3, xs, 3.0), y = gt_new(PD_DTYPE_F32, 3, xs), seq = gt_new(PD_DTYPE_F32, 3, xs);
+    for (int64_t i = 0; i < B * N * C; i++) ((float *)x.t.data)[i] += 0.75f; /* a non-zero mean */
+    gt m6 = gt_rand(PD_DTYPE_F32, 3, ms, 1.0), sh1 = gt_rand(PD_DTYPE_F32, 3, m1, 1.0), sc1 = gt_rand(PD_DTYPE_F32, 3, m1, 1.0);
+    pd_tensor shift = sliced ? pd_tensor_slice(&m6.t, 1, 3, 1) : sh1.t, scale = sliced ? pd_tensor_slice(&m6.t, 1, 4, 1) : sc1.t;
+    const float eps = 1e-6f;
+    double *ref = calloc((size_t)(B * N * C), sizeof *ref), *mag = calloc((size_t)(B * N * C), sizeof *mag);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t n = 0; n < N; n++) {
+            int64_t r = (b * N + n) * C;
+            double mean = 0, var = 0;
+            for (int64_t c = 0; c < C; c++) mean += gv(&x, r + c);
+            mean /= (double)C;
+            for (int64_t c = 0; c < C; c++) var += (gv(&x, r + c) - mean) * (gv(&x, r + c) - mean);
+            var /= (double)C;
+            const float *shp = (const float *)((const char *)shift.data + b * shift.stride[0]);
+            const float *scp = (const float *)((const char *)scale.data + b * scale.stride[0]);
+            for (int64_t c = 0; c < C; c++) {
+                double v = (gv(&x, r + c) - mean) / sqrt(var + eps);
+                ref[r + c] = v * (1 + scp[c]) + shp[c];
+                mag[r + c] = (fabs(v) + 1) * fabs(1 + scp[c]) + fabs(shp[c]);
+            }
+        }
+    PD_CHECK_OK(pd_op_layer_norm(g_be, &seq.t, &x.t, NULL, NULL, eps));
+    PD_CHECK_OK(pd_op_modulate(g_be, &seq.t, &seq.t, &shift, &scale));
+    if (inplace) {
+        memcpy(y.t.data, x.t.data, x.bytes);
+        PD_CHECK_OK(pd_op_layer_norm_modulate(g_be, &y.t, &y.t, &shift, &scale, eps));
+    } else {
+        PD_CHECK_OK(pd_op_layer_norm_modulate(g_be, &y.t, &x.t, &shift, &scale, eps));
+    }
+    check_out(&y, ref, mag, 1e-5, 0);
+    check_matches_seq(&y, &seq, 1e-6, 1e-6);
+    free(ref), free(mag);
+    gt_free(&x), gt_free(&y), gt_free(&seq), gt_free(&m6), gt_free(&sh1), gt_free(&sc1);
+}
+
+static void case_linear_gelu(pd_dtype wdt, int64_t M, int64_t K, int64_t N, bool bias, bool lead3) {
+    rng_seed((uint64_t)(M * 1000003 + K * 1013 + N * 3 + wdt * 7 + bias + lead3 * 2));
+    if (lead3) M = 2 * (M / 2);
+    int64_t xs[3] = {2, M / 2, K}, xs2[2] = {M, K}, ws[2] = {N, K}, ys[3] = {2, M / 2, N}, ys2[2] = {M, N}, bs[1] = {N};
+    gt x = lead3 ? gt_rand(PD_DTYPE_F32, 3, xs, 1.0) : gt_rand(PD_DTYPE_F32, 2, xs2, 1.0);
+    gt w = gt_rand(wdt, 2, ws, 0.5), b = bias ? gt_rand(wdt, 1, bs, 1.0) : (gt){0};
+    gt y = lead3 ? gt_new(PD_DTYPE_F32, 3, ys) : gt_new(PD_DTYPE_F32, 2, ys2);
+    gt seq = lead3 ? gt_new(PD_DTYPE_F32, 3, ys) : gt_new(PD_DTYPE_F32, 2, ys2);
+    PD_CHECK_OK(pd_op_linear_gelu(g_be, &y.t, &x.t, &w.t, bias ? &b.t : NULL));
+    PD_CHECK_OK(pd_op_linear(g_be, &seq.t, &x.t, &w.t, bias ? &b.t : NULL));
+    PD_CHECK_OK(pd_op_gelu_tanh(g_be, &seq.t, &seq.t));
+    double *ref = calloc((size_t)(M * N), sizeof *ref), *mag = calloc((size_t)(M * N), sizeof *mag);
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t n = 0; n < N; n++) {
+            double s = bias ? gv(&b, n) : 0, m = fabs(s);
+            for (int64_t k = 0; k < K; k++) {
+                double p = gv(&x, i * K + k) * gv(&w, n * K + k);
+                s += p;
+                m += fabs(p);
+            }
+            ref[i * N + n] = gelu_ref(s);
+            /* |gelu'| < 1.13: the GEMM's rounding (relative to the sum of |terms|) passes through at most
+             * that much, plus GELU's own rounding */
+            mag[i * N + n] = 1.2 * m + fabs(ref[i * N + n]);
+        }
+    check_out(&y, ref, mag, 2e-6, 1e-6);
+    check_matches_seq(&y, &seq, 1e-6, 1e-6);
+    free(ref), free(mag);
+    gt_free(&x), gt_free(&w), gt_free(&y), gt_free(&seq);
+    if (bias) gt_free(&b);
+}
+
+static void case_rms_rope(pd_dtype wdt, int64_t B, int64_t N, int64_t H, int64_t D, bool weighted, bool inplace) {
+    rng_seed((uint64_t)(B + N * 3 + H * 7 + D * 11 + wdt * 13 + weighted + inplace * 2));
+    const int64_t C = H * D;
+    int64_t xs[3] = {B, N, C}, x4[4] = {B, N, H, D}, fs[3] = {N, D / 2, 2}, cs[1] = {C};
+    gt x = gt_rand(PD_DTYPE_F32, 3, xs, 2.0), y = gt_new(PD_DTYPE_F32, 3, xs), seq = gt_new(PD_DTYPE_F32, 3, xs);
+    gt f = gt_new(PD_DTYPE_F32, 3, fs), w = weighted ? gt_rand(wdt, 1, cs, 2.0) : (gt){0};
+    for (int64_t i = 0; i < N * D / 2; i++) { /* arbitrary unit rotations */
+        double a = rng_uniform() * 3.14159;
+        ((float *)f.t.data)[2 * i] = (float)cos(a), ((float *)f.t.data)[2 * i + 1] = (float)sin(a);
+    }
+    const float eps = 1e-6f;
+    double *ref = calloc((size_t)(B * N * C), sizeof *ref), *mag = calloc((size_t)(B * N * C), sizeof *mag);
+    double *v = calloc((size_t)C, sizeof *v);
+    for (int64_t r = 0; r < B * N; r++) {
+        double ss = 0;
+        for (int64_t c = 0; c < C; c++) ss += gv(&x, r * C + c) * gv(&x, r * C + c);
+        double inv = 1 / sqrt(ss / (double)C + eps);
+        for (int64_t c = 0; c < C; c++) v[c] = gv(&x, r * C + c) * inv * (weighted ? gv(&w, c) : 1.0);
+        int64_t n = r % N;
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t p = 0; p < D / 2; p++) {
+                int64_t c0 = h * D + 2 * p;
+                double co = gv(&f, (n * D / 2 + p) * 2), si = gv(&f, (n * D / 2 + p) * 2 + 1);
+                ref[r * C + c0] = v[c0] * co - v[c0 + 1] * si;
+                ref[r * C + c0 + 1] = v[c0] * si + v[c0 + 1] * co;
+                mag[r * C + c0] = mag[r * C + c0 + 1] = fabs(v[c0]) + fabs(v[c0 + 1]) + 1e-3;
+            }
+    }
+    PD_CHECK_OK(pd_op_rms_norm(g_be, &seq.t, &x.t, weighted ? &w.t : NULL, eps));
+    pd_tensor seq4 = seq.t;
+    PD_CHECK_OK(pd_tensor_reshape(&seq4, 4, x4));
+    PD_CHECK_OK(pd_op_rope(g_be, &seq4, &seq4, &f.t));
+    if (inplace) {
+        memcpy(y.t.data, x.t.data, x.bytes);
+        PD_CHECK_OK(pd_op_rms_norm_rope(g_be, &y.t, &y.t, weighted ? &w.t : NULL, &f.t, (int)H, eps));
+    } else {
+        PD_CHECK_OK(pd_op_rms_norm_rope(g_be, &y.t, &x.t, weighted ? &w.t : NULL, &f.t, (int)H, eps));
+    }
+    check_out(&y, ref, mag, 1e-5, 0);
+    check_matches_seq(&y, &seq, 1e-6, 1e-6);
+    free(ref), free(mag), free(v);
+    gt_free(&x), gt_free(&y), gt_free(&seq), gt_free(&f);
+    if (weighted) gt_free(&w);
+}
+
+static void test_fused(void) {
+    RUN_BOTH(case_ln_mod(2, 9, 29, true, false), "LAYER_NORM_MODULATE(x=(2,9,29),shift=slice(2,6,29)");
+    RUN_BOTH(case_ln_mod(3, 5, 31, false, true), "LAYER_NORM_MODULATE(x=(3,5,31),shift=(3,1,31),inplace");
+    RUN_BOTH(case_ln_mod(1, 700, 37, true, false), "LAYER_NORM_MODULATE(x=(1,700,37),shift=slice(1,6,37)");
+    RUN_BOTH(case_ln_mod(2, 5, 1537, true, true), "LAYER_NORM_MODULATE(x=(2,5,1537),shift=slice(2,6,1537),inplace");
+    static const int64_t sizes[][3] = {{7, 13, 29}, {70, 33, 300}, {130, 64, 5}, {3, 0, 5}};
+    for (int d = 0; d < 3; d++)
+        for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+            int64_t M = sizes[s][0], K = sizes[s][1], N = sizes[s][2];
+            RUN_BOTH(case_linear_gelu(g_wdts[d], M, K, N, s != 2, false), "LINEAR_GELU(w=%s,M=%lld,K=%lld,N=%lld,bias=%d",
+                     dtn(g_wdts[d]), (long long)M, (long long)K, (long long)N, s != 2);
+        }
+    RUN_BOTH(case_linear_gelu(PD_DTYPE_BF16, 14, 13, 29, true, true), "LINEAR_GELU(w=bf16,x=(2,7,13),N=29,bias=1");
+    for (int d = 0; d < 3; d++)
+        RUN_BOTH(case_rms_rope(g_wdts[d], 2, 11, 3, 24, true, false), "RMS_NORM_ROPE(w=%s,B=2,N=11,H=3,D=24", dtn(g_wdts[d]));
+    RUN_BOTH(case_rms_rope(PD_DTYPE_F32, 1, 7, 5, 10, false, true), "RMS_NORM_ROPE(w=none,B=1,N=7,H=5,D=10,inplace");
+    RUN_BOTH(case_rms_rope(PD_DTYPE_BF16, 3, 301, 2, 14, true, true), "RMS_NORM_ROPE(w=bf16,B=3,N=301,H=2,D=14,inplace");
+    RUN_BOTH(case_rms_rope(PD_DTYPE_BF16, 1, 13, 12, 128, true, false), "RMS_NORM_ROPE(w=bf16,B=1,N=13,H=12,D=128");
+}
+
 /* ---- ADD / MUL ---- */
 
 static void case_binary(bool mul, int and, const int64_t *as, int bnd, const int64_t *bsh, pd_dtype bdt, bool inplace) {
@@ -832,6 +987,35 @@ static void test_bad_args(void) {
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) gt_free(all[i]);
 }
 
+static void test_fused_bad_args(void) {
+    pd_backend *be = g_bes[1];
+    gt x = gt_rand(PD_DTYPE_F32, 3, (int64_t[]){2, 3, 8}, 1), y = gt_new(PD_DTYPE_F32, 3, (int64_t[]){2, 3, 8});
+    gt sh7 = gt_rand(PD_DTYPE_F32, 2, (int64_t[]){2, 7}, 1), sc = gt_rand(PD_DTYPE_F32, 2, (int64_t[]){2, 8}, 1);
+    gt sh = gt_rand(PD_DTYPE_F32, 2, (int64_t[]){2, 8}, 1);
+    CHECK_BAD("LAYER_NORM_MODULATE", &y, pd_op_layer_norm_modulate(be, &y.t, &x.t, &sh7.t, &sc.t, 1e-6f));
+    CHECK_BAD("LAYER_NORM_MODULATE", &y, pd_op_layer_norm_modulate(be, &y.t, &x.t, &sh.t, &sc.t, -1.0f));
+    pd_tensor x2 = x.t; /* (6, 8): not (B, N, C) */
+    PD_CHECK_OK(pd_tensor_reshape(&x2, 2, (int64_t[]){6, 8}));
+    gt y2 = gt_new(PD_DTYPE_F32, 2, (int64_t[]){6, 8});
+    CHECK_BAD("LAYER_NORM_MODULATE", &y2, pd_op_layer_norm_modulate(be, &y2.t, &x2, &sh.t, &sc.t, 1e-6f));
+
+    gt w = gt_rand(PD_DTYPE_BF16, 2, (int64_t[]){5, 7}, 1), ly = gt_new(PD_DTYPE_F32, 3, (int64_t[]){2, 3, 5});
+    CHECK_BAD("LINEAR_GELU", &ly, pd_op_linear_gelu(be, &ly.t, &x.t, &w.t, NULL)); /* K 8 vs 7 */
+    gt w8 = gt_rand(PD_DTYPE_F32, 2, (int64_t[]){5, 8}, 1), b6 = gt_rand(PD_DTYPE_F32, 1, (int64_t[]){6}, 1);
+    CHECK_BAD("LINEAR_GELU", &ly, pd_op_linear_gelu(be, &ly.t, &x.t, &w8.t, &b6.t));
+
+    gt f = gt_rand(PD_DTYPE_F32, 3, (int64_t[]){3, 2, 2}, 1), w5 = gt_rand(PD_DTYPE_F32, 1, (int64_t[]){5}, 1);
+    CHECK_BAD("RMS_NORM_ROPE", &y, pd_op_rms_norm_rope(be, &y.t, &x.t, NULL, &f.t, 3, 1e-6f)); /* 8 % 3 */
+    CHECK_BAD("RMS_NORM_ROPE", &y, pd_op_rms_norm_rope(be, &y.t, &x.t, NULL, &f.t, 8, 1e-6f)); /* D = 1 */
+    CHECK_BAD("RMS_NORM_ROPE", &y, pd_op_rms_norm_rope(be, &y.t, &x.t, NULL, &f.t, 0, 1e-6f));
+    CHECK_BAD("RMS_NORM_ROPE", &y, pd_op_rms_norm_rope(be, &y.t, &x.t, NULL, &f.t, 1, 1e-6f)); /* freqs for D = 4 */
+    CHECK_BAD("RMS_NORM_ROPE", &y, pd_op_rms_norm_rope(be, &y.t, &x.t, &w5.t, &f.t, 2, 1e-6f));
+    PD_CHECK_OK(pd_op_rms_norm_rope(be, &y.t, &x.t, NULL, &f.t, 2, 1e-6f)); /* the same call, well formed */
+
+    gt *all[] = {&x, &y, &sh7, &sc, &sh, &y2, &w, &ly, &w8, &b6, &f, &w5};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) gt_free(all[i]);
+}
+
 /* ---- backend calls ---- */
 
 static void test_backend_calls(void) {
@@ -891,6 +1075,7 @@ int main(void) {
     test_attention();
     test_unary();
     test_modulate();
+    test_fused();
     test_binary();
     test_timestep();
     test_patch();
@@ -898,6 +1083,7 @@ int main(void) {
     test_conv();
     test_vae_ops();
     PD_RUN(test_bad_args);
+    PD_RUN(test_fused_bad_args);
     PD_RUN(test_backend_calls);
     free(g_saved);
     for (int i = 0; i < 2; i++) pd_backend_free(g_bes[i]);

@@ -1,4 +1,4 @@
-#include "workers/sp_group.h"
+#include "models/wan/sp_group.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +17,16 @@ struct pd_sp_group {
     pd_tensor flag;           /* (1) i32 on the backend's device: the leader's cancel flag in flight */
 };
 
+static const char *const comm_parts[3] = {"sp0", "sp1", "cfg"};
+
+void pd_sp_group_unlink(const char *name) {
+    char full[96];
+    for (int i = 0; i < 3; i++) {
+        snprintf(full, sizeof full, "%s-%s", name, comm_parts[i]);
+        pd_comm_shm_unlink(full);
+    }
+}
+
 /* Communicator i (0, 1: SP halves; 2: the CFG pair) over `size` ranks. */
 static pd_status open_comm(const pd_sp_group_spec *spec, int i, int rank, int size, pd_comm **out) {
     if (spec->nccl) {
@@ -24,9 +34,8 @@ static pd_status open_comm(const pd_sp_group_spec *spec, int i, int rank, int si
         pd_comm_set_stream(*out, pd_backend_stream(spec->be));
         return PD_OK;
     }
-    static const char *const parts[3] = {"sp0", "sp1", "cfg"};
     char name[80];
-    snprintf(name, sizeof name, "%s-%s", spec->name, parts[i]);
+    snprintf(name, sizeof name, "%s-%s", spec->name, comm_parts[i]);
     return pd_comm_shm_create(name, rank, size, spec->timeout_s, out);
 }
 

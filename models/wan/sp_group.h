@@ -16,8 +16,8 @@
  * from rank 0 over the group; when it is set, every rank returns PD_ERR_CANCELLED before computing,
  * so all ranks stop at the same step boundary. A rank must therefore not check a cancel flag of its
  * own between steps (give the sampler loop no cancel flag; the group does it). */
-#ifndef PD_WORKERS_SP_GROUP_H
-#define PD_WORKERS_SP_GROUP_H
+#ifndef PD_MODELS_WAN_SP_GROUP_H
+#define PD_MODELS_WAN_SP_GROUP_H
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -45,6 +45,10 @@ typedef struct pd_sp_group pd_sp_group;
  * SP evaluator over dit, which must outlive the group. PD_ERR_INVALID for a bad spec (naming the
  * field), PD_ERR_TIMEOUT when some rank did not join, PD_ERR_NOMEM. */
 pd_status pd_sp_group_join(pd_wan_dit *dit, const pd_sp_group_spec *spec, pd_sp_group **out);
+
+/* Removes the shared-memory segments of the group with base name `name` that a killed rank 0 could
+ * not remove (harmless when there are none). */
+void pd_sp_group_unlink(const char *name);
 
 /* Leaves the group and frees it (the communicators included). NULL is a no-op. */
 void pd_sp_group_leave(pd_sp_group *g);

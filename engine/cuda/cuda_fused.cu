@@ -1,0 +1,103 @@
+/* Fused normalisations on CUDA: LAYER_NORM_MODULATE (layer norm without affine, then MODULATE) and
+ * RMS_NORM_ROPE (RMS norm over the whole row, weight, then ROPE per head), each one kernel that reads
+ * a row and writes it once. Same formulas as the CPU reference (engine/cpu/cpu_norm.c, cpu_rope.c)
+ * and as cuda_norm.cu / cuda_rope.cu: two-pass mean and biased variance, y = (x - mean) *
+ * (1 / sqrt(var + eps)), then y * (1 + scale) + shift, or then * w and the pairwise rotation. */
+#include <math.h>
+
+#include "engine/cuda/cuda_kernels.cuh"
+
+enum { PD_FUSED_THREADS = 256, PD_FUSED_WARPS = PD_FUSED_THREADS / 32 };
+
+__device__ __forceinline__ float pd_fused_warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* One warp per row (grid-stride over rows; the row index is the same for every lane of a warp, so
+ * the shuffles are convergent), lanes across C, as the norms of cuda_norm.cu. Row r belongs to batch
+ * r / N, whose shift and scale rows sit at byte offsets b * s_shift and b * s_scale. y may be x:
+ * every lane has read the row for the two reductions before any lane writes (the shuffles of the
+ * second reduction order them), and in the last pass each element is read and written by one lane. */
+__global__ void pd_ln_mod_kernel(float *y, const float *x, const char *shift, int64_t s_shift, const char *scale,
+                                 int64_t s_scale, int64_t rows, int64_t N, int64_t C, float eps) {
+    const int lane = threadIdx.x & 31;
+    const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+    const float inv_c = 1.0f / (float)C;
+    for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows; r += nwarps) {
+        const float *xr = x + r * C;
+        float *yr = y + r * C;
+        const int64_t b = r / N;
+        const float *sh = (const float *)(shift + b * s_shift), *sc = (const float *)(scale + b * s_scale);
+        float s = 0.0f;
+        for (int64_t c = lane; c < C; c += 32) s += xr[c];
+        const float mean = pd_fused_warp_sum(s) * inv_c;
+        float q = 0.0f;
+        for (int64_t c = lane; c < C; c += 32) {
+            float d = xr[c] - mean;
+            q += d * d;
+        }
+        const float inv = 1.0f / sqrtf(pd_fused_warp_sum(q) * inv_c + eps);
+        for (int64_t c = lane; c < C; c += 32) {
+            float v = (xr[c] - mean) * inv;
+            yr[c] = v * (1.0f + sc[c]) + sh[c];
+        }
+    }
+}
+
+pd_status pd_cuda_layer_norm_modulate(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *shift,
+                                      const pd_tensor *scale, float eps) {
+    pd_cuda *c = pd_cuda_of(be);
+    const int64_t N = x->shape[1], C = x->shape[2], rows = x->shape[0] * N;
+    if (rows == 0 || C == 0) return PD_OK;
+    PD_TRY(pd_cuda_enter(be));
+    pd_ln_mod_kernel<<<pd_cuda_blocks(rows, PD_FUSED_WARPS), PD_FUSED_THREADS, 0, c->stream>>>(
+        (float *)y->data, (const float *)x->data, (const char *)shift->data, shift->stride[0], (const char *)scale->data,
+        scale->stride[0], rows, N, C, eps);
+    PD_CUDA_LAUNCH_CHECK(c->device);
+    return PD_OK;
+}
+
+/* One warp per row of C = H * D as above: the sum of squares over the whole row, then each lane takes
+ * pairs (2p, 2p + 1), scales them by 1 / rms and w, and rotates them by the (cos, sin) of pair p % (D/2)
+ * of the row's token (r % N). y may be x: a lane reads a pair before writing it, and the reduction
+ * has read the whole row before any write. */
+__global__ void pd_rms_rope_kernel(float *y, const float *x, const void *w, pd_dtype wdt, const float *f, int64_t rows,
+                                   int64_t N, int64_t C, int64_t D2, float eps) {
+    const int lane = threadIdx.x & 31;
+    const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+    const float inv_c = 1.0f / (float)C;
+    for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows; r += nwarps) {
+        const float *xr = x + r * C;
+        float *yr = y + r * C;
+        float q = 0.0f;
+        for (int64_t c = lane; c < C; c += 32) q += xr[c] * xr[c];
+        const float inv = 1.0f / sqrtf(pd_fused_warp_sum(q) * inv_c + eps);
+        const float *fr = f + (r % N) * D2 * 2;
+        for (int64_t p = lane; p < C / 2; p += 32) {
+            float a = xr[2 * p] * inv, bb = xr[2 * p + 1] * inv;
+            if (w) {
+                a *= pd_cuda_load(w, wdt, 2 * p);
+                bb *= pd_cuda_load(w, wdt, 2 * p + 1);
+            }
+            const int64_t j = p % D2;
+            const float cs = fr[2 * j], sn = fr[2 * j + 1];
+            yr[2 * p] = a * cs - bb * sn;
+            yr[2 * p + 1] = a * sn + bb * cs;
+        }
+    }
+}
+
+pd_status pd_cuda_rms_norm_rope(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w,
+                                const pd_tensor *freqs, int heads, float eps) {
+    pd_cuda *c = pd_cuda_of(be);
+    const int64_t N = x->shape[1], C = x->shape[2], rows = x->shape[0] * N, D2 = C / heads / 2;
+    if (rows == 0 || C == 0) return PD_OK;
+    PD_TRY(pd_cuda_enter(be));
+    pd_rms_rope_kernel<<<pd_cuda_blocks(rows, PD_FUSED_WARPS), PD_FUSED_THREADS, 0, c->stream>>>(
+        (float *)y->data, (const float *)x->data, w ? w->data : nullptr, w ? w->dtype : PD_DTYPE_F32,
+        (const float *)freqs->data, rows, N, C, D2, eps);
+    PD_CUDA_LAUNCH_CHECK(c->device);
+    return PD_OK;
+}
