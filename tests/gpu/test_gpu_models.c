@@ -27,15 +27,14 @@
 #ifdef PD_HAVE_PIPELINE
 #include "models/pipeline.h"
 #endif
+#include "tests/gpu/gpu_test.h"
 #include "tests/unit/test.h"
 
 static char g_tmp[256], g_f32[300], g_bf16[300];
 static pd_backend *g_cpu, *g_gpu;
 static const pd_wan_dit_config *g_cfg;
-static bool g_on_cpu; /* PD_GPU_TESTS_ON_CPU */
 
 /* The backend under test. */
-static pd_status gpu_create(pd_backend **out) { return g_on_cpu ? pd_backend_cpu_create(3, out) : pd_backend_cuda_create(0, out); }
 
 /* The tiers of the header comment. */
 #define BF16_L2 2e-2
@@ -117,7 +116,7 @@ static pd_backend *gpu_with_attention(const char *mode) {
     if (mode) setenv("PD_CUDA_ATTENTION", mode, 1);
     else unsetenv("PD_CUDA_ATTENTION");
     pd_backend *be = NULL;
-    PD_CHECK_OK(gpu_create(&be));
+    PD_CHECK_OK(pd_gpu_test_backend(&be));
     return be;
 }
 
@@ -277,30 +276,15 @@ out:
 
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    const char *on_cpu = getenv("PD_GPU_TESTS_ON_CPU");
-    g_on_cpu = on_cpu && *on_cpu && strcmp(on_cpu, "0");
-    if (g_on_cpu) printf("PD_GPU_TESTS_ON_CPU: a CPU backend stands in for CUDA (checks this harness only)\n");
-    else if (pd_backend_cuda_device_count() == 0) {
-#ifdef PD_HAVE_CUDA
-        printf("no CUDA device: skipped\n");
-#else
-        printf("built without CUDA: skipped\n");
-#endif
-        return 77;
-    }
+    if (pd_gpu_test_skip()) return 77;
     unsetenv("PD_CUDA_ATTENTION");
     pd_log_set_level(PD_LOG_WARN);
-    const char *base = getenv("TMPDIR");
-    snprintf(g_tmp, sizeof g_tmp, "%s/test_gpu_models.XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(g_tmp)) {
-        perror("test_gpu_models: mkdtemp");
-        return 1;
-    }
+    if (!pd_test_scratch_dir(g_tmp, sizeof g_tmp, "test_gpu_models")) return 1;
     snprintf(g_f32, sizeof g_f32, "%s/tiny_f32", g_tmp);
     snprintf(g_bf16, sizeof g_bf16, "%s/tiny_bf16", g_tmp);
     const pd_model_preset *tiny = pd_model_preset_default();
     g_cfg = &tiny->dit;
-    if (pd_backend_cpu_create(0, &g_cpu) != PD_OK || gpu_create(&g_gpu) != PD_OK ||
+    if (pd_backend_cpu_create(0, &g_cpu) != PD_OK || pd_gpu_test_backend(&g_gpu) != PD_OK ||
         pd_model_dir_write(g_f32, tiny, 3, PD_WAN_LAYOUT_DIFFUSERS, PD_DTYPE_F32) != PD_OK ||
         pd_model_dir_write(g_bf16, tiny, 3, PD_WAN_LAYOUT_DIFFUSERS, PD_DTYPE_BF16) != PD_OK) {
         fprintf(stderr, "test_gpu_models: setup: %s\n", pd_error_msg());

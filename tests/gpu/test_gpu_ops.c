@@ -22,6 +22,7 @@
 
 #include "engine/backend.h"
 #include "models/random_init.h"
+#include "tests/gpu/gpu_test.h"
 #include "tests/unit/test.h"
 
 #define GUARD 256     /* canary bytes on each side of a device output */
@@ -32,15 +33,6 @@ static uint64_t g_seed = 1;
 static bool g_covered[PD_OP_COUNT];
 static char g_name[256];
 static bool g_small; /* PD_GPU_OPS_SMALL: only cases of modest size */
-static bool g_on_cpu; /* PD_GPU_TESTS_ON_CPU: the CPU backend stands in for CUDA */
-
-static bool env_on(const char *name) {
-    const char *v = getenv(name);
-    return v && *v && strcmp(v, "0");
-}
-
-/* The backend under test. */
-static pd_status gpu_create(pd_backend **out) { return g_on_cpu ? pd_backend_cpu_create(3, out) : pd_backend_cuda_create(0, out); }
 
 static const pd_dtype g_wdts[3] = {PD_DTYPE_F32, PD_DTYPE_BF16, PD_DTYPE_F16};
 static const char *dtn(pd_dtype dt) { return dt == PD_DTYPE_F32 ? "f32" : dt == PD_DTYPE_BF16 ? "bf16" : "f16"; }
@@ -346,7 +338,7 @@ static void attention_cases(const char *mode) {
     if (strcmp(mode, "auto")) setenv("PD_CUDA_ATTENTION", mode, 1);
     else unsetenv("PD_CUDA_ATTENTION");
     pd_backend *saved = g_gpu;
-    pd_status st = gpu_create(&g_gpu);
+    pd_status st = pd_gpu_test_backend(&g_gpu);
     PD_CHECK_MSG(st == PD_OK, "PD_CUDA_ATTENTION=%s: %s", mode, pd_error_msg());
     if (st != PD_OK) {
         g_gpu = saved;
@@ -754,22 +746,13 @@ static void test_every_op_covered(void) {
 
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    g_on_cpu = env_on("PD_GPU_TESTS_ON_CPU");
-    if (g_on_cpu) printf("PD_GPU_TESTS_ON_CPU: a CPU backend stands in for CUDA (checks this harness only)\n");
-    else if (pd_backend_cuda_device_count() == 0) {
-#ifdef PD_HAVE_CUDA
-        printf("no CUDA device: skipped\n");
-#else
-        printf("built without CUDA: skipped\n");
-#endif
-        return 77;
-    }
-    if (pd_backend_cpu_create(0, &g_cpu) != PD_OK || gpu_create(&g_gpu) != PD_OK) {
+    if (pd_gpu_test_skip()) return 77;
+    if (pd_backend_cpu_create(0, &g_cpu) != PD_OK || pd_gpu_test_backend(&g_gpu) != PD_OK) {
         fprintf(stderr, "test_gpu_ops: %s\n", pd_error_msg());
         return 1;
     }
     unsetenv("PD_CUDA_ATTENTION");
-    g_small = env_on("PD_GPU_OPS_SMALL");
+    g_small = pd_gpu_test_env_on("PD_GPU_OPS_SMALL");
     if (g_small) printf("PD_GPU_OPS_SMALL: large cases left out\n");
     PD_RUN(test_supports_every_op);
     test_linear();

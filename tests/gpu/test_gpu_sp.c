@@ -140,12 +140,7 @@ int main(void) {
         return 77;
     }
     pd_log_set_level(PD_LOG_WARN);
-    const char *tmpdir = getenv("TMPDIR");
-    snprintf(g_tmp, sizeof g_tmp, "%s/pd_test_gpu_sp.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
-    if (!mkdtemp(g_tmp)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (!pd_test_scratch_dir(g_tmp, sizeof g_tmp, "test_gpu_sp")) return 1;
     snprintf(g_model, sizeof g_model, "%s/transformer", g_tmp);
     if (pd_wan_dit_write_random(g_model, &pd_model_preset_default()->dit, 3, PD_WAN_LAYOUT_DIFFUSERS, PD_DTYPE_F32)) {
         fprintf(stderr, "write: %s\n", pd_error_msg());

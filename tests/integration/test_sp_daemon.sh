@@ -54,6 +54,17 @@ mse = ((a - b) ** 2).mean()
 print("%.1f" % (99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)))' "$1.rgb" "$2.rgb"
 }
 
+# same_video ID TAG WHAT: the job's MP4 scores >= 40 dB against the single-device reference.
+same_video() {
+    http GET "/v1/videos/$1/content"
+    [ "$STATUS" = 200 ] || fail "$3: content: $STATUS"
+    cp "$T/body" "$T/$2.mp4"
+    local db
+    db=$(psnr "$T/$2.mp4" "$T/ref.mp4")
+    "$PYTHON" -c "import sys; sys.exit(0 if float('$db') >= 40 else 1)" || fail "$3: PSNR $db dB against one device"
+    pass "$3 = single device (PSNR $db dB)"
+}
+
 # The single-device reference of REQ.
 PIPEDIT_LOG=warn timeout 300 "$PIPEDIT_BIN/pipedit" generate --prompt "a red fox in the snow" --frames 9 --size 64x48 \
     --steps 5 --seed 11 --threads 1 --out "$T/ref.mp4" >/dev/null || fail "pipedit generate (reference) failed"
@@ -73,12 +84,7 @@ pass "SP group of 2 ranks formed (and in /metrics)"
 
 create "$REQ"
 wait_status "$ID" completed 300
-http GET "/v1/videos/$ID/content"
-[ "$STATUS" = 200 ] || fail "content: $STATUS"
-cp "$T/body" "$T/sp2.mp4"
-db=$(psnr "$T/sp2.mp4" "$T/ref.mp4")
-"$PYTHON" -c "import sys; sys.exit(0 if float('$db') >= 40 else 1)" || fail "SP 2 video: PSNR $db dB against one device"
-pass "SP 2 video = single device (PSNR $db dB)"
+same_video "$ID" sp2 "SP 2 video"
 
 # ---- cancel: both ranks stop at the same step boundary ----
 create '{"prompt":"a long one","num_frames":9,"size":"64x48","num_inference_steps":400,"seed":3}'
@@ -120,11 +126,7 @@ done
 grep -q "SP group 0: generation [2-9][0-9]* formed" "$LOG" || fail "the group was not re-formed"
 create "$REQ"
 wait_status "$ID" completed 300
-http GET "/v1/videos/$ID/content"
-cp "$T/body" "$T/sp2b.mp4"
-db=$(psnr "$T/sp2b.mp4" "$T/ref.mp4")
-"$PYTHON" -c "import sys; sys.exit(0 if float('$db') >= 40 else 1)" || fail "after the restart: PSNR $db dB"
-pass "group re-formed; the next job completed (PSNR $db dB)"
+same_video "$ID" sp2b "group re-formed; the next job's video"
 kill -TERM "$DAEMON_PID"
 for i in $(seq 1 100); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.2; done
 
@@ -135,11 +137,7 @@ wait_ready 300
 grep -q "SP group 0: generation 1 formed (4 ranks, CFG parallel" "$LOG" || fail "the CFG-parallel group did not form"
 create "$REQ"
 wait_status "$ID" completed 300
-http GET "/v1/videos/$ID/content"
-cp "$T/body" "$T/cfg4.mp4"
-db=$(psnr "$T/cfg4.mp4" "$T/ref.mp4")
-"$PYTHON" -c "import sys; sys.exit(0 if float('$db') >= 40 else 1)" || fail "CFG-parallel video: PSNR $db dB"
-pass "SP 4 with CFG parallelism = single device (PSNR $db dB)"
+same_video "$ID" cfg4 "SP 4 with CFG parallelism: video"
 
 # ---- configuration errors are refused at start ----
 rc=0

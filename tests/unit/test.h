@@ -5,9 +5,11 @@
 #define PD_TEST_H
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/status.h"
 
@@ -75,6 +77,18 @@ static int pd_test_failed_checks, pd_test_passed, pd_test_failed;
         }                                                                                          \
         fflush(stdout);                                                                            \
     } while (0)
+
+/* Makes a fresh scratch folder "$TMPDIR/<name>.XXXXXX" (/tmp when TMPDIR is unset) and writes its path
+ * into out. Returns false after printing why when it cannot. */
+static inline bool pd_test_scratch_dir(char *out, size_t n, const char *name) {
+    const char *base = getenv("TMPDIR");
+    int len = snprintf(out, n, "%s/%s.XXXXXX", base && *base ? base : "/tmp", name);
+    if (len < 0 || (size_t)len >= n || !mkdtemp(out)) {
+        fprintf(stderr, "%s: cannot make a scratch folder under %s\n", name, base && *base ? base : "/tmp");
+        return false;
+    }
+    return true;
+}
 
 /* Removes a test's scratch folder and everything in it (a message on failure, never fatal). */
 static inline void pd_test_rmtree(const char *dir) {

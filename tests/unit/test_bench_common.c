@@ -284,12 +284,7 @@ int main(void) {
         char *s = strrchr(srcdir, '/');
         if (s) *s = 0;
     }
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/pd-bench-XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (!pd_test_scratch_dir(tmpdir, sizeof tmpdir, "test_bench_common")) return 1;
     PD_RUN(test_median);
     PD_RUN(test_time);
     PD_RUN(test_peak_rss);

@@ -444,12 +444,7 @@ static void test_default_model_dir(void) {
 
 int main(void) {
     pd_log_set_level(PD_LOG_WARN);
-    const char *tmpdir = getenv("TMPDIR");
-    snprintf(g_tmp, sizeof g_tmp, "%s/pd_test_dit.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
-    if (!mkdtemp(g_tmp)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (!pd_test_scratch_dir(g_tmp, sizeof g_tmp, "test_dit")) return 1;
     g_cfg = &pd_model_preset_default()->dit;
     char p[600];
     int rc = 1;

@@ -517,12 +517,7 @@ static void test_get_errors(void) {
 }
 
 int main(void) {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/pd-st-XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (!pd_test_scratch_dir(tmpdir, sizeof tmpdir, "test_safetensors")) return 1;
     PD_RUN(test_round_trip);
     PD_RUN(test_atomic_save_failure);
     PD_RUN(test_sharded);

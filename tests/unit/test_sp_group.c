@@ -160,12 +160,7 @@ static void test_bad_spec(void) {
 
 int main(void) {
     pd_log_set_level(PD_LOG_WARN);
-    const char *tmpdir = getenv("TMPDIR");
-    snprintf(g_tmp, sizeof g_tmp, "%s/pd_test_sp_group.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
-    if (!mkdtemp(g_tmp)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (!pd_test_scratch_dir(g_tmp, sizeof g_tmp, "test_sp_group")) return 1;
     snprintf(g_model, sizeof g_model, "%s/transformer", g_tmp);
     if (pd_wan_dit_write_random(g_model, &pd_model_preset_default()->dit, 3, PD_WAN_LAYOUT_DIFFUSERS, PD_DTYPE_F32)) {
         fprintf(stderr, "write: %s\n", pd_error_msg());
