@@ -5,7 +5,7 @@
 #   PIPEDIT_BENCH_RESULTS  where results go (default: bench/results)
 #   PIPEDIT_BENCH_TIMEOUT  seconds allowed per program (default 3600)
 #   PIPEDIT_BENCH_ONLY     run only programs whose name contains this text
-# Programs named bench_gpu_* or *_cuda* are GPU benchmarks and skipped here; a program exiting 77
+# Programs named bench_gpu* or *_cuda* are GPU benchmarks and skipped here; a program exiting 77
 # reports itself skipped. Extra arguments are passed to every program.
 set -u
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,7 +20,7 @@ shopt -s nullglob
 for prog in "$bin"/bench_*; do
   name=$(basename "$prog")
   [[ -f $prog && -x $prog ]] || continue
-  case $name in bench_gpu_* | *_cuda*) continue ;; esac
+  case $name in bench_gpu* | *_cuda*) continue ;; esac
   if [[ -n ${PIPEDIT_BENCH_ONLY:-} && $name != *"$PIPEDIT_BENCH_ONLY"* ]]; then continue; fi
   echo "== $name"
   start=$(date +%s)
