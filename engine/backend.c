@@ -28,6 +28,9 @@ static const char *const pd_op_names[PD_OP_COUNT] = {
     [PD_OP_CHANNEL_RMS_NORM] = "CHANNEL_RMS_NORM",
     [PD_OP_CLAMP] = "CLAMP",
     [PD_OP_EMBEDDING] = "EMBEDDING",
+    [PD_OP_LAYER_NORM_MODULATE] = "LAYER_NORM_MODULATE",
+    [PD_OP_LINEAR_GELU] = "LINEAR_GELU",
+    [PD_OP_RMS_NORM_ROPE] = "RMS_NORM_ROPE",
 };
 
 const char *pd_op_name(pd_op op) {
@@ -70,6 +73,9 @@ static bool pd_op_entry_present(const pd_backend *be, pd_op op) {
     case PD_OP_CHANNEL_RMS_NORM: return o->channel_rms_norm;
     case PD_OP_CLAMP: return o->clamp;
     case PD_OP_EMBEDDING: return o->embedding;
+    case PD_OP_LAYER_NORM_MODULATE: return o->layer_norm_modulate;
+    case PD_OP_LINEAR_GELU: return o->linear_gelu;
+    case PD_OP_RMS_NORM_ROPE: return o->rms_norm_rope;
     case PD_OP_COUNT: break;
     }
     return false;
@@ -230,13 +236,14 @@ pd_status pd_backend_synchronize(pd_backend *be) {
 
 /* ---- ops ---- */
 
-pd_status pd_op_linear(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b) {
-    const pd_op op = PD_OP_LINEAR;
+/* LINEAR's checks, shared with LINEAR_GELU. */
+static pd_status pd_chk_linear(const pd_backend *be, pd_op op, const pd_tensor *y, const pd_tensor *x, const pd_tensor *w,
+                               const pd_tensor *b) {
     PD_TRY(pd_chk(be, op, "y", y, PD_CHK_F32 | PD_CHK_CONTIG));
     PD_TRY(pd_chk(be, op, "x", x, PD_CHK_F32 | PD_CHK_CONTIG));
     PD_TRY(pd_chk(be, op, "w", w, PD_CHK_FLOAT | PD_CHK_CONTIG));
     PD_TRY(pd_chk_rank(op, "w", w, 2));
-    if (x->ndim < 1) return pd_error_set(PD_ERR_INVALID, "LINEAR: x %s must have at least 1 dim", PD_DESC(x));
+    if (x->ndim < 1) return pd_error_set(PD_ERR_INVALID, "%s: x %s must have at least 1 dim", pd_op_name(op), PD_DESC(x));
     if (x->shape[x->ndim - 1] != w->shape[1]) return pd_mismatch(op, "x", x, "w", w, "K differs");
     if (y->ndim != x->ndim) return pd_mismatch(op, "x", x, "y", y, "ranks differ");
     for (int i = 0; i < x->ndim - 1; i++)
@@ -246,7 +253,17 @@ pd_status pd_op_linear(pd_backend *be, pd_tensor *y, const pd_tensor *x, const p
     PD_TRY(pd_chk_alias(op, "y", y, "x", x, false));
     PD_TRY(pd_chk_alias(op, "y", y, "w", w, false));
     PD_TRY(pd_chk_alias(op, "y", y, "b", b, false));
-    return PD_DISPATCH(be, op, linear, be, y, x, w, b);
+    return PD_OK;
+}
+
+pd_status pd_op_linear(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b) {
+    PD_TRY(pd_chk_linear(be, PD_OP_LINEAR, y, x, w, b));
+    return PD_DISPATCH(be, PD_OP_LINEAR, linear, be, y, x, w, b);
+}
+
+pd_status pd_op_linear_gelu(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b) {
+    PD_TRY(pd_chk_linear(be, PD_OP_LINEAR_GELU, y, x, w, b));
+    return PD_DISPATCH(be, PD_OP_LINEAR_GELU, linear_gelu, be, y, x, w, b);
 }
 
 /* y, x f32 contiguous of the same shape with y == x allowed; at least one dim when rows are needed. */
@@ -563,4 +580,39 @@ pd_status pd_op_embedding(pd_backend *be, pd_tensor *out, const pd_tensor *ids, 
     PD_TRY(pd_chk_alias(op, "out", out, "ids", ids, false));
     PD_TRY(pd_chk_alias(op, "out", out, "table", table, false));
     return PD_DISPATCH(be, op, embedding, be, out, ids, table);
+}
+
+/* ---- fused ops ---- */
+
+pd_status pd_op_layer_norm_modulate(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *shift,
+                                    const pd_tensor *scale, float eps) {
+    const pd_op op = PD_OP_LAYER_NORM_MODULATE;
+    PD_TRY(pd_chk_unary(be, op, y, x, 3));
+    PD_TRY(pd_chk_rank(op, "x", x, 3));
+    PD_TRY(pd_chk_eps(op, eps));
+    PD_TRY(pd_chk_mod(be, op, "shift", shift, x));
+    PD_TRY(pd_chk_mod(be, op, "scale", scale, x));
+    PD_TRY(pd_chk_alias(op, "y", y, "shift", shift, false));
+    PD_TRY(pd_chk_alias(op, "y", y, "scale", scale, false));
+    return PD_DISPATCH(be, op, layer_norm_modulate, be, y, x, shift, scale, eps);
+}
+
+pd_status pd_op_rms_norm_rope(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w,
+                              const pd_tensor *freqs, int heads, float eps) {
+    const pd_op op = PD_OP_RMS_NORM_ROPE;
+    PD_TRY(pd_chk_unary(be, op, y, x, 3));
+    PD_TRY(pd_chk_rank(op, "x", x, 3));
+    PD_TRY(pd_chk_eps(op, eps));
+    const int64_t C = x->shape[2];
+    if (heads < 1 || C % heads || (C / heads) % 2)
+        return pd_error_set(PD_ERR_INVALID, "RMS_NORM_ROPE: x %s does not split into %d heads of an even size", PD_DESC(x),
+                            heads);
+    if (w) PD_TRY(pd_chk_vec(be, op, "w", w, C, "x", x));
+    PD_TRY(pd_chk(be, op, "freqs", freqs, PD_CHK_F32 | PD_CHK_CONTIG));
+    PD_TRY(pd_chk_rank(op, "freqs", freqs, 3));
+    if (freqs->shape[0] != x->shape[1] || freqs->shape[1] != C / heads / 2 || freqs->shape[2] != 2)
+        return pd_mismatch(op, "x", x, "freqs", freqs, "freqs must be (N, D/2, 2) with D = C / heads");
+    PD_TRY(pd_chk_alias(op, "y", y, "w", w, false));
+    PD_TRY(pd_chk_alias(op, "y", y, "freqs", freqs, false));
+    return PD_DISPATCH(be, op, rms_norm_rope, be, y, x, w, freqs, heads, eps);
 }

@@ -45,6 +45,9 @@ typedef enum pd_op {
     PD_OP_CHANNEL_RMS_NORM,
     PD_OP_CLAMP,
     PD_OP_EMBEDDING,
+    PD_OP_LAYER_NORM_MODULATE,
+    PD_OP_LINEAR_GELU,
+    PD_OP_RMS_NORM_ROPE,
     PD_OP_COUNT
 } pd_op;
 
@@ -179,5 +182,25 @@ pd_status pd_op_clamp(pd_backend *be, pd_tensor *y, const pd_tensor *x, float lo
 
 /* out (L, D) f32 = rows ids (L) i32 of table (V, D). An id outside [0, V) returns PD_ERR_INVALID. */
 pd_status pd_op_embedding(pd_backend *be, pd_tensor *out, const pd_tensor *ids, const pd_tensor *table);
+
+/* ---- fused ops: one op for a sequence the DiT runs often; same contract and results (up to
+ * rounding) as the sequence they replace. Ask pd_backend_supports_op() and run the sequence where
+ * the answer is no. ---- */
+
+/* y (B, N, C) = LAYER_NORM of x without affine, then MODULATE by shift and scale:
+ * y = (x - mean) / sqrt(var + eps) * (1 + scale) + shift over the last dim (biased variance), with
+ * shift and scale laid out as pd_op_modulate's. y may alias x. */
+pd_status pd_op_layer_norm_modulate(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *shift,
+                                    const pd_tensor *scale, float eps);
+
+/* y (..., N) = gelu_tanh(x (..., K) @ w (N, K)^T + b (N)): LINEAR then GELU_TANH, with LINEAR's
+ * shapes, dtypes and aliasing rules. b may be NULL. */
+pd_status pd_op_linear_gelu(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b);
+
+/* y (B, N, H*D) = ROPE of (RMS_NORM of x with weight w): the RMS norm runs over the whole last dim
+ * (H*D), the rotation over each of the `heads` heads of D elements by freqs (N, D/2, 2), exactly as
+ * pd_op_rope on the (B, N, H, D) view. w is (H*D) or NULL; D must be even. y may alias x. */
+pd_status pd_op_rms_norm_rope(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w,
+                              const pd_tensor *freqs, int heads, float eps);
 
 #endif

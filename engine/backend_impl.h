@@ -39,6 +39,11 @@ typedef struct pd_backend_ops {
                                   const pd_tensor *bias, float eps);
     pd_status (*clamp)(pd_backend *be, pd_tensor *y, const pd_tensor *x, float lo, float hi);
     pd_status (*embedding)(pd_backend *be, pd_tensor *out, const pd_tensor *ids, const pd_tensor *table);
+    pd_status (*layer_norm_modulate)(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *shift,
+                                     const pd_tensor *scale, float eps);
+    pd_status (*linear_gelu)(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b);
+    pd_status (*rms_norm_rope)(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w,
+                               const pd_tensor *freqs, int heads, float eps);
 } pd_backend_ops;
 
 struct pd_backend {

@@ -717,7 +717,7 @@ static void stage_done(pd_scheduler *s, wslot *w, job *j, int stage, double secs
 
 /* Returns false when the worker was dropped. */
 static bool handle_msg(pd_scheduler *s, wslot *w, const pd_msg *m) {
-    char why[PD_PROTO_MSG_MAX + 64];
+    char why[PD_PROTO_MSG_MAX + PD_PROTO_CODE_MAX + 96];
     w->last_heard = now_mono();
     if (w->state == W_CONNECTED) {
         if (m->kind != PD_MSG_HELLO || m->magic != PD_PROTO_MAGIC || m->version != PD_PROTO_VERSION ||

@@ -12,7 +12,7 @@
 #      cmake and pkg-config are there, else (or when that fails, or with PIPEDIT_GPU_BUILD_DIRECT=1)
 #      bench/gpu/build_direct.sh (cc + nvcc). jansson: the image's, else
 #      the static copy bench/gpu/prepare.sh put in bench/gpu/deps/.
-#   2. test_gpu_ops, test_gpu_models, test_comm_nccl and test_gpu_sp (exit 77 = skipped: no device or no NCCL).
+#   2. test_gpu_ops, test_gpu_fused, test_gpu_models, test_comm_nccl and test_gpu_sp (exit 77 = skipped: no device or no NCCL).
 #   3. the PyTorch anchor bench/gpu/anchor/anchor_torch.py (prepare.sh's copy of shared/gpu/anchor_torch.py)
 #      when present (skipped with --quick).
 #   4. bench_gpu --anchor <its output>: figures, ratios and the issue's targets (MET / MISSED).
@@ -113,7 +113,7 @@ if [ -n "${PIPEDIT_GPU_BUILD_DIRECT:-}" ]; then
 elif command -v cmake >/dev/null && command -v pkg-config >/dev/null; then
     if step configure 120 cmake -S "$SRC" -B "$BUILD/cmake" -DCMAKE_BUILD_TYPE=Release -DPIPEDIT_CUDA=ON \
         -DPIPEDIT_SERVING=OFF -DPIPEDIT_NCCL=AUTO ${NVCC:+-DCMAKE_CUDA_COMPILER=$NVCC} &&
-        step build 240 cmake --build "$BUILD/cmake" -j "$JOBS" --target test_gpu_ops test_gpu_models test_comm_nccl test_gpu_sp bench_gpu; then
+        step build 240 cmake --build "$BUILD/cmake" -j "$JOBS" --target test_gpu_ops test_gpu_fused test_gpu_models test_comm_nccl test_gpu_sp bench_gpu; then
         BIN=$BUILD/cmake/bin
     fi
 else
@@ -128,6 +128,7 @@ fi
 ANCHOR_OUT=
 if [ -n "$BIN" ]; then
     TAIL_LINES=6 step test_gpu_ops 120 "$BIN/test_gpu_ops"
+    TAIL_LINES=6 step test_gpu_fused 60 "$BIN/test_gpu_fused"
     TAIL_LINES=14 step test_gpu_models 120 "$BIN/test_gpu_models"
     for t in test_comm_nccl test_gpu_sp; do
         if [ -x "$BIN/$t" ]; then TAIL_LINES=8 step "$t" 90 "$BIN/$t"; else say "$t: not built (no NCCL in this build)"; fi
@@ -167,7 +168,7 @@ SUMMARY=$SRC/bench/results/gpu_run-$SLUG-$DATE.txt
     echo "source revision $PIPEDIT_COMMIT"
     printf '%-16s %-28s %s\n' step status seconds
     for s in "${STEPS[@]}"; do IFS='|' read -r n st sec <<< "$s"; printf '%-16s %-28s %s\n' "$n" "$st" "$sec"; done
-    for t in test_gpu_ops test_gpu_models test_comm_nccl test_gpu_sp; do
+    for t in test_gpu_ops test_gpu_fused test_gpu_models test_comm_nccl test_gpu_sp; do
         [ -f "$LOGS/$t.log" ] || continue
         echo "$t: $(grep -E '^[0-9]+ passed|skipped' "$LOGS/$t.log" | tail -1)"
         grep -E '^ *FAIL ' "$LOGS/$t.log" | head -20

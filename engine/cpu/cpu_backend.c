@@ -114,6 +114,9 @@ static const pd_backend_ops pd_cpu_ops = {
     .channel_rms_norm = pd_cpu_channel_rms_norm,
     .clamp = pd_cpu_clamp,
     .embedding = pd_cpu_embedding,
+    .layer_norm_modulate = pd_cpu_layer_norm_modulate,
+    .linear_gelu = pd_cpu_linear_gelu,
+    .rms_norm_rope = pd_cpu_rms_norm_rope,
 };
 
 /* OpenBLAS picks its kernels from cpuid; in some VMs it falls back to the SSE3 "Prescott" kernels

@@ -45,6 +45,22 @@ static inline float pd_cpu_expf(float x) {
     return x != x ? x : x > 88.0f ? __builtin_inff() : x < -87.0f ? 0.0f : v;
 }
 
+/* GELU_TANH of one value: 0.5 v (1 + tanh u) written as v / (1 + e^(-2u)), u = sqrt(2/pi) (v + 0.044715 v^3):
+ * no cancellation, the right limits at +-inf. Shared by GELU_TANH and LINEAR_GELU. */
+static inline float pd_cpu_gelu_tanh1(float v) {
+    return v / (1.0f + pd_cpu_expf(-1.5957691216057308f * (v + 0.044715f * v * v * v)));
+}
+
+/* One row of LAYER_NORM / RMS_NORM (cpu_norm.c), shared by the fused ops: y (C) = (x - mean) *
+ * (1 / sqrt(var + eps)), mean taken as 0 when rms, sums in double; then * w and + b where not NULL;
+ * then, where shift is not NULL, MODULATE: y * (1 + scale) + shift. y may be x. */
+void pd_cpu_norm_row(float *y, const float *x, int64_t C, float eps, bool rms, const float *w, const float *b,
+                     const float *shift, const float *scale);
+
+/* One head of ROPE (cpu_rope.c): y (D) = the pairs (x[2p], x[2p+1]) rotated by f (D/2, 2) = (cos, sin).
+ * y may be x. */
+void pd_cpu_rope_head(float *y, const float *x, const float *f, int64_t D);
+
 /* Aligned scratch of n_threads * per_thread floats, or NULL with PD_ERR_NOMEM set. */
 float *pd_cpu_scratch(int n_threads, size_t per_thread);
 
@@ -71,5 +87,10 @@ pd_status pd_cpu_copy(pd_backend *be, pd_tensor *dst, const pd_tensor *src);
 pd_status pd_cpu_conv3d(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b, const int pad[6]);
 pd_status pd_cpu_upsample_nearest2d(pd_backend *be, pd_tensor *y, const pd_tensor *x);
 pd_status pd_cpu_embedding(pd_backend *be, pd_tensor *out, const pd_tensor *ids, const pd_tensor *table);
+pd_status pd_cpu_layer_norm_modulate(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *shift,
+                                     const pd_tensor *scale, float eps);
+pd_status pd_cpu_linear_gelu(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b);
+pd_status pd_cpu_rms_norm_rope(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w,
+                               const pd_tensor *freqs, int heads, float eps);
 
 #endif

@@ -27,11 +27,7 @@ static void pd_unary_task(void *ctx, int64_t task, int thread) {
     float *y = j->y;
     switch (j->kind) {
     case PD_EW_GELU:
-        for (int64_t i = i0; i < i1; i++) {
-            /* 0.5 v (1 + tanh u) = v / (1 + e^(-2u)): no cancellation, right limits at +-inf */
-            float v = x[i];
-            y[i] = v / (1.0f + pd_cpu_expf(-1.5957691216057308f * (v + 0.044715f * v * v * v)));
-        }
+        for (int64_t i = i0; i < i1; i++) y[i] = pd_cpu_gelu_tanh1(x[i]);
         break;
     case PD_EW_SILU:
         for (int64_t i = i0; i < i1; i++) y[i] = x[i] / (1.0f + pd_cpu_expf(-x[i]));

@@ -1,7 +1,12 @@
 /* LINEAR on the CPU: y (M, N) = x (M, K) @ w (N, K)^T + b through single-threaded OpenBLAS sgemm
  * calls inside our own tasks. The task grid (tiles of w rows, times chunks of x rows when there are
  * few tiles) depends only on M, N and K, so every thread count computes exactly the same sums.
- * Narrow weights are widened one tile at a time into per-thread scratch. */
+ * Narrow weights are widened one tile at a time into per-thread scratch. LINEAR_GELU applies GELU_TANH
+ * to each output tile right after its GEMM, while the tile is in cache. */
+/* FP exception flags are never read: let gcc if-convert and vectorise the GELU loop (pd_cpu_expf). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 #include <cblas.h>
 
 #include "engine/cpu/cpu_backend.h"
@@ -16,6 +21,7 @@ typedef struct {
     float *y, *scratch;
     size_t scratch_per_thread;
     int64_t M, N, K, n_tiles, m_chunk;
+    bool gelu;
 } pd_linear_job;
 
 static void pd_linear_task(void *ctx, int64_t task, int thread) {
@@ -38,9 +44,13 @@ static void pd_linear_task(void *ctx, int64_t task, int thread) {
     if (j->b)
         for (int64_t i = 0; i < mm; i++)
             for (int64_t c = 0; c < nn; c++) y[i * j->N + c] += j->b[n0 + c];
+    if (j->gelu)
+        for (int64_t i = 0; i < mm; i++)
+            for (int64_t c = 0; c < nn; c++) y[i * j->N + c] = pd_cpu_gelu_tanh1(y[i * j->N + c]);
 }
 
-pd_status pd_cpu_linear(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b) {
+static pd_status pd_linear_run(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b,
+                               bool gelu) {
     int64_t N = w->shape[0], K = w->shape[1], M = N ? pd_tensor_numel(y) / N : 0;
     if (M == 0 || N == 0) return PD_OK;
     if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || M * K > INT64_MAX / 4)
@@ -49,7 +59,8 @@ pd_status pd_cpu_linear(pd_backend *be, pd_tensor *y, const pd_tensor *x, const 
     float *b_owned = NULL;
     const float *bf = NULL;
     if (b && !(bf = pd_cpu_f32(b, &b_owned))) return PD_ERR_NOMEM;
-    pd_linear_job j = {.x = x->data, .w = w->data, .wdt = w->dtype, .b = bf, .y = y->data, .M = M, .N = N, .K = K};
+    pd_linear_job j = {.x = x->data, .w = w->data, .wdt = w->dtype, .b = bf, .y = y->data, .M = M, .N = N, .K = K,
+                       .gelu = gelu};
     j.n_tiles = (N + PD_LINEAR_NB - 1) / PD_LINEAR_NB;
     int64_t m_chunks = 1;
     if (j.n_tiles < PD_LINEAR_MIN_TASKS) {
@@ -61,7 +72,10 @@ pd_status pd_cpu_linear(pd_backend *be, pd_tensor *y, const pd_tensor *x, const 
     m_chunks = (M + j.m_chunk - 1) / j.m_chunk;
     if (K == 0) { /* sgemm rejects K = 0: y is the bias, or zero */
         for (int64_t i = 0; i < M; i++)
-            for (int64_t c = 0; c < N; c++) ((float *)y->data)[i * N + c] = bf ? bf[c] : 0.0f;
+            for (int64_t c = 0; c < N; c++) {
+                float v = bf ? bf[c] : 0.0f;
+                ((float *)y->data)[i * N + c] = gelu ? pd_cpu_gelu_tanh1(v) : v;
+            }
         free(b_owned);
         return PD_OK;
     }
@@ -77,4 +91,12 @@ pd_status pd_cpu_linear(pd_backend *be, pd_tensor *y, const pd_tensor *x, const 
     free(j.scratch);
     free(b_owned);
     return PD_OK;
+}
+
+pd_status pd_cpu_linear(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b) {
+    return pd_linear_run(be, y, x, w, b, false);
+}
+
+pd_status pd_cpu_linear_gelu(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b) {
+    return pd_linear_run(be, y, x, w, b, true);
 }

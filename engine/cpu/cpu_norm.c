@@ -1,5 +1,6 @@
-/* Normalisations on the CPU: LAYER_NORM, RMS_NORM (over the last dim) and CHANNEL_RMS_NORM (over
- * the first). Sums are kept in double; tasks are fixed blocks of rows or positions. */
+/* Normalisations on the CPU: LAYER_NORM, RMS_NORM and the fused LAYER_NORM_MODULATE (over the last
+ * dim, all through pd_cpu_norm_row) and CHANNEL_RMS_NORM (over the first). Sums are kept in double;
+ * tasks are fixed blocks of rows or positions. */
 #include <math.h>
 
 #include "engine/cpu/cpu_backend.h"
@@ -12,33 +13,49 @@ typedef struct {
     int64_t rows, C, rows_per_task, P;
     float eps;
     bool rms;
+    const char *shift, *scale; /* LAYER_NORM_MODULATE: batch rows at byte strides s_shift, s_scale */
+    int64_t s_shift, s_scale, N;
 } pd_norm_job;
+
+void pd_cpu_norm_row(float *y, const float *x, int64_t C, float eps, bool rms, const float *w, const float *b,
+                     const float *shift, const float *scale) {
+    double mean = 0, var = 0;
+    if (rms) {
+        for (int64_t c = 0; c < C; c++) var += (double)x[c] * x[c];
+        var /= (double)C;
+    } else {
+        for (int64_t c = 0; c < C; c++) mean += x[c];
+        mean /= (double)C;
+        for (int64_t c = 0; c < C; c++) var += ((double)x[c] - mean) * ((double)x[c] - mean);
+        var /= (double)C;
+    }
+    float inv = (float)(1.0 / sqrt(var + (double)eps)), m = (float)mean;
+    for (int64_t c = 0; c < C; c++) {
+        float v = (x[c] - m) * inv;
+        if (w) v *= w[c];
+        if (b) v += b[c];
+        if (shift) v = v * (1.0f + scale[c]) + shift[c];
+        y[c] = v;
+    }
+}
 
 static void pd_norm_task(void *ctx, int64_t task, int thread) {
     const pd_norm_job *j = ctx;
     int64_t r0 = task * j->rows_per_task, r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
     int64_t C = j->C;
     for (int64_t r = r0; r < r1; r++) {
-        const float *x = j->x + r * C;
-        float *y = j->y + r * C;
-        double mean = 0, var = 0;
-        if (j->rms) {
-            for (int64_t c = 0; c < C; c++) var += (double)x[c] * x[c];
-            var /= (double)C;
-        } else {
-            for (int64_t c = 0; c < C; c++) mean += x[c];
-            mean /= (double)C;
-            for (int64_t c = 0; c < C; c++) var += ((double)x[c] - mean) * ((double)x[c] - mean);
-            var /= (double)C;
+        const float *sh = NULL, *sc = NULL;
+        if (j->shift) {
+            sh = (const float *)(j->shift + r / j->N * j->s_shift);
+            sc = (const float *)(j->scale + r / j->N * j->s_scale);
         }
-        float inv = (float)(1.0 / sqrt(var + (double)j->eps)), m = (float)mean;
-        for (int64_t c = 0; c < C; c++) {
-            float v = (x[c] - m) * inv;
-            if (j->w) v *= j->w[c];
-            if (j->b) v += j->b[c];
-            y[c] = v;
-        }
+        pd_cpu_norm_row(j->y + r * C, j->x + r * C, C, j->eps, j->rms, j->w, j->b, sh, sc);
     }
+}
+
+static void pd_norm_split(pd_backend *be, pd_norm_job *j) {
+    j->rows_per_task = PD_NORM_TASK_ELEMS / j->C > 0 ? PD_NORM_TASK_ELEMS / j->C : 1;
+    pd_cpu_parallel(be, (j->rows + j->rows_per_task - 1) / j->rows_per_task, pd_norm_task, j);
 }
 
 static pd_status pd_norm_run(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b,
@@ -53,8 +70,7 @@ static pd_status pd_norm_run(pd_backend *be, pd_tensor *y, const pd_tensor *x, c
         return PD_ERR_NOMEM;
     }
     pd_norm_job j = {.x = x->data, .w = wf, .b = bf, .y = y->data, .rows = rows, .C = C, .eps = eps, .rms = rms};
-    j.rows_per_task = PD_NORM_TASK_ELEMS / C > 0 ? PD_NORM_TASK_ELEMS / C : 1;
-    pd_cpu_parallel(be, (rows + j.rows_per_task - 1) / j.rows_per_task, pd_norm_task, &j);
+    pd_norm_split(be, &j);
     free(wo);
     free(bo);
     return PD_OK;
@@ -67,6 +83,17 @@ pd_status pd_cpu_layer_norm(pd_backend *be, pd_tensor *y, const pd_tensor *x, co
 
 pd_status pd_cpu_rms_norm(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, float eps) {
     return pd_norm_run(be, y, x, w, NULL, eps, true);
+}
+
+/* x (B, N, C): the rows of LAYER_NORM's task grid, each modulated by its batch's shift and scale. */
+pd_status pd_cpu_layer_norm_modulate(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *shift,
+                                     const pd_tensor *scale, float eps) {
+    int64_t N = x->shape[1], C = x->shape[2], rows = x->shape[0] * N;
+    if (rows == 0 || C == 0) return PD_OK;
+    pd_norm_job j = {.x = x->data, .y = y->data, .rows = rows, .C = C, .eps = eps, .shift = shift->data,
+                     .scale = scale->data, .s_shift = shift->stride[0], .s_scale = scale->stride[0], .N = N};
+    pd_norm_split(be, &j);
+    return PD_OK;
 }
 
 /* x (C, P): one task normalises PD_CNORM_POS positions across all channels. */

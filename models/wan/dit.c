@@ -76,15 +76,37 @@ static pd_status pd_dit_attend(pd_wan_dit *m, pd_tensor *att, const pd_tensor *q
     return pd_op_attention(m->be, &a4, &q4, &k4, &v4, NULL, 1.0f / sqrtf((float)c->head_dim));
 }
 
+/* h = layer_norm(x) (no affine) * (1 + scale) + shift: the fused op where the backend has it. */
+static pd_status pd_dit_norm_modulate(pd_backend *be, pd_tensor *h, const pd_tensor *x, const pd_tensor *shift,
+                                      const pd_tensor *scale, float eps) {
+    if (pd_backend_supports_op(be, PD_OP_LAYER_NORM_MODULATE, PD_DTYPE_F32))
+        return pd_op_layer_norm_modulate(be, h, x, shift, scale, eps);
+    PD_TRY(pd_op_layer_norm(be, h, x, NULL, NULL, eps));
+    return pd_op_modulate(be, h, h, shift, scale);
+}
+
+/* t (B, N, D) = rope(rms_norm(t) * w) in place: q and k are RMS-normed over the full dim D, then
+ * split into heads (B, N, heads, head_dim) and rotated by freqs. */
+static pd_status pd_dit_norm_rope(pd_wan_dit *m, pd_tensor *t, const pd_tensor *w, const pd_tensor *freqs) {
+    const pd_wan_dit_config *c = &m->cfg;
+    if (pd_backend_supports_op(m->be, PD_OP_RMS_NORM_ROPE, w->dtype))
+        return pd_op_rms_norm_rope(m->be, t, t, w, freqs, c->heads, c->eps);
+    PD_TRY(pd_op_rms_norm(m->be, t, t, w, c->eps));
+    int64_t hs[4] = {t->shape[0], t->shape[1], c->heads, c->head_dim};
+    pd_tensor t4 = pd_dit_view(t, 4, hs);
+    return pd_op_rope(m->be, &t4, &t4, freqs);
+}
+
 /* x (B, N, D) += one transformer block. e0 (B, 6, D); ctx (B, Lc, D) the projected text; freqs
- * (N, hd/2, 2) the RoPE table of x's tokens. */
+ * (N, hd/2, 2) the RoPE table of x's tokens. Sequence parallelism (dit_sp.c) runs this same code
+ * on each device's token range (shard != NULL: only self-attention's exchange differs), so the fused
+ * ops chosen here apply there too. */
 static pd_status pd_dit_block_forward(pd_wan_dit *m, const pd_dit_block *w, pd_tensor *x, const pd_tensor *e0,
                               const pd_tensor *ctx, const pd_tensor *freqs, pd_dit_scratch *s,
                               const pd_dit_shard *shard) {
     pd_backend *be = m->be;
     const pd_wan_dit_config *c = &m->cfg;
     const float eps = c->eps;
-    const int64_t B = x->shape[0], N = x->shape[1];
 
     PD_TRY(pd_op_add(be, &s->mod, e0, &w->modulation));
     pd_tensor shift_msa = pd_tensor_slice(&s->mod, 1, 0, 1), scale_msa = pd_tensor_slice(&s->mod, 1, 1, 1);
@@ -93,17 +115,12 @@ static pd_status pd_dit_block_forward(pd_wan_dit *m, const pd_dit_block *w, pd_t
 
     /* self-attention: q, k RMS-normed over the full dim, then split into heads and rotated */
     const pd_dit_attn *sa = &w->self_attn;
-    PD_TRY(pd_op_layer_norm(be, &s->h, x, NULL, NULL, eps));
-    PD_TRY(pd_op_modulate(be, &s->h, &s->h, &shift_msa, &scale_msa));
+    PD_TRY(pd_dit_norm_modulate(be, &s->h, x, &shift_msa, &scale_msa, eps));
     PD_TRY(pd_op_linear(be, &s->q, &s->h, &sa->q.w, &sa->q.b));
-    PD_TRY(pd_op_rms_norm(be, &s->q, &s->q, &sa->norm_q, eps));
+    PD_TRY(pd_dit_norm_rope(m, &s->q, &sa->norm_q, freqs));
     PD_TRY(pd_op_linear(be, &s->k, &s->h, &sa->k.w, &sa->k.b));
-    PD_TRY(pd_op_rms_norm(be, &s->k, &s->k, &sa->norm_k, eps));
+    PD_TRY(pd_dit_norm_rope(m, &s->k, &sa->norm_k, freqs));
     PD_TRY(pd_op_linear(be, &s->v, &s->h, &sa->v.w, &sa->v.b));
-    int64_t hs[4] = {B, N, c->heads, c->head_dim};
-    pd_tensor q4 = pd_dit_view(&s->q, 4, hs), k4 = pd_dit_view(&s->k, 4, hs);
-    PD_TRY(pd_op_rope(be, &q4, &q4, freqs));
-    PD_TRY(pd_op_rope(be, &k4, &k4, freqs));
     if (shard) PD_TRY(shard->self_attn(shard->ud, &s->att, &s->q, &s->k, &s->v));
     else PD_TRY(pd_dit_attend(m, &s->att, &s->q, &s->k, &s->v));
     PD_TRY(pd_op_linear(be, &s->o, &s->att, &sa->o.w, &sa->o.b));
@@ -122,10 +139,13 @@ static pd_status pd_dit_block_forward(pd_wan_dit *m, const pd_dit_block *w, pd_t
     PD_TRY(pd_op_gated_add(be, x, NULL, &s->o));
 
     /* FFN */
-    PD_TRY(pd_op_layer_norm(be, &s->h, x, NULL, NULL, eps));
-    PD_TRY(pd_op_modulate(be, &s->h, &s->h, &shift_ffn, &scale_ffn));
-    PD_TRY(pd_op_linear(be, &s->f, &s->h, &w->ffn0.w, &w->ffn0.b));
-    PD_TRY(pd_op_gelu_tanh(be, &s->f, &s->f));
+    PD_TRY(pd_dit_norm_modulate(be, &s->h, x, &shift_ffn, &scale_ffn, eps));
+    if (pd_backend_supports_op(be, PD_OP_LINEAR_GELU, w->ffn0.w.dtype)) {
+        PD_TRY(pd_op_linear_gelu(be, &s->f, &s->h, &w->ffn0.w, &w->ffn0.b));
+    } else {
+        PD_TRY(pd_op_linear(be, &s->f, &s->h, &w->ffn0.w, &w->ffn0.b));
+        PD_TRY(pd_op_gelu_tanh(be, &s->f, &s->f));
+    }
     PD_TRY(pd_op_linear(be, &s->o, &s->f, &w->ffn2.w, &w->ffn2.b));
     return pd_op_gated_add(be, x, &gate_ffn, &s->o);
 }
@@ -306,8 +326,7 @@ pd_status pd_dit_forward_shard(pd_wan_dit *m, pd_tensor *vel, const pd_tensor *l
     pd_tensor m0 = pd_tensor_slice(&m->w.head_modulation, 1, 0, 1), m1 = pd_tensor_slice(&m->w.head_modulation, 1, 1, 1);
     PD_TRY(pd_op_add(be, &hshift, &ev, &m0));
     PD_TRY(pd_op_add(be, &hscale, &ev, &m1));
-    PD_TRY(pd_op_layer_norm(be, &s.h, &x, NULL, NULL, c->eps));
-    PD_TRY(pd_op_modulate(be, &s.h, &s.h, &hshift, &hscale));
+    PD_TRY(pd_dit_norm_modulate(be, &s.h, &x, &hshift, &hscale, c->eps));
     PD_TRY(pd_dit_alloc(m, &out, 3, B, n, c->out_channels * P, 0)); // (B, n, P*Cout) ordered (pt, ph, pw, c)
     PD_TRY(pd_op_linear(be, &out, &s.h, &m->w.head.w, &m->w.head.b));
     if (n < N) {

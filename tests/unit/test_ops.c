@@ -1,7 +1,8 @@
 /* Every op of engine/backend.h on the CPU backend against naive double-precision references written
  * here (the fused ops also against the unfused sequence they replace), at odd sizes, for each weight
- * dtype, on 1 and 3 threads (results must be bit-identical), with guard bytes around every output. Also bad arguments: each op rejects a mismatched shape with
- * PD_ERR_INVALID and a message, and leaves its output untouched. */
+ * dtype, on 1 and 3 threads (results must be bit-identical), with guard bytes around every output.
+ * Also bad arguments: each op rejects a mismatched shape with PD_ERR_INVALID and a message, and leaves
+ * its output untouched. */
 #include <stdint.h>
 #include <stdlib.h>
 
