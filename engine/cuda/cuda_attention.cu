@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/cuda_kernels.cuh"
 
 /* Threads per block of the own kernel: 8 warps. */
 #define PD_FLASH_WARPS 8
@@ -34,17 +35,6 @@ typedef struct pd_flash_args {
     float scale;
 } pd_flash_args;
 
-static __device__ __forceinline__ float pd_warp_max(float x) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-    return x;
-}
-
-static __device__ __forceinline__ float pd_warp_sum(float x) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-    return x;
-}
 
 /* Parallelisation: one block per (batch, head, tile of BQ = 8 * RW queries); blocks of one (b, h) are
  * neighbours in the grid so they share K/V in L2. Each of the 8 warps owns RW query rows. The block
@@ -149,7 +139,7 @@ __global__ void __launch_bounds__(PD_FLASH_THREADS) pd_flash_kernel(pd_flash_arg
                 s[i][kk] = x;
                 tmax = fmaxf(tmax, x);
             }
-            tmax = pd_warp_max(tmax);
+            tmax = pd_cuda_warp_max(tmax);
             const float mnew = fmaxf(m[i], tmax);
             float alpha = 1.0f, psum = 0.0f;
             if (mnew != -INFINITY) {
@@ -163,7 +153,7 @@ __global__ void __launch_bounds__(PD_FLASH_THREADS) pd_flash_kernel(pd_flash_arg
 #pragma unroll
                 for (int kk = 0; kk < KPL; kk++) s[i][kk] = 0.0f;
             }
-            psum = pd_warp_sum(psum);
+            psum = pd_cuda_warp_sum(psum);
             l[i] = l[i] * alpha + psum;
             m[i] = mnew;
 #pragma unroll

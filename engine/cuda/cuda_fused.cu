@@ -9,11 +9,6 @@
 
 enum { PD_FUSED_THREADS = 256, PD_FUSED_WARPS = PD_FUSED_THREADS / 32 };
 
-__device__ __forceinline__ float pd_fused_warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 /* One warp per row (grid-stride over rows; the row index is the same for every lane of a warp, so
  * the shuffles are convergent), lanes across C, as the norms of cuda_norm.cu. Row r belongs to batch
@@ -32,13 +27,13 @@ __global__ void pd_ln_mod_kernel(float *y, const float *x, const char *shift, in
         const float *sh = (const float *)(shift + b * s_shift), *sc = (const float *)(scale + b * s_scale);
         float s = 0.0f;
         for (int64_t c = lane; c < C; c += 32) s += xr[c];
-        const float mean = pd_fused_warp_sum(s) * inv_c;
+        const float mean = pd_cuda_warp_sum(s) * inv_c;
         float q = 0.0f;
         for (int64_t c = lane; c < C; c += 32) {
             float d = xr[c] - mean;
             q += d * d;
         }
-        const float inv = 1.0f / sqrtf(pd_fused_warp_sum(q) * inv_c + eps);
+        const float inv = 1.0f / sqrtf(pd_cuda_warp_sum(q) * inv_c + eps);
         for (int64_t c = lane; c < C; c += 32) {
             float v = (xr[c] - mean) * inv;
             yr[c] = v * (1.0f + sc[c]) + sh[c];
@@ -73,7 +68,7 @@ __global__ void pd_rms_rope_kernel(float *y, const float *x, const void *w, pd_d
         float *yr = y + r * C;
         float q = 0.0f;
         for (int64_t c = lane; c < C; c += 32) q += xr[c] * xr[c];
-        const float inv = 1.0f / sqrtf(pd_fused_warp_sum(q) * inv_c + eps);
+        const float inv = 1.0f / sqrtf(pd_cuda_warp_sum(q) * inv_c + eps);
         const float *fr = f + (r % N) * D2 * 2;
         for (int64_t p = lane; p < C / 2; p += 32) {
             float a = xr[2 * p] * inv, bb = xr[2 * p + 1] * inv;

@@ -39,6 +39,18 @@ __device__ __forceinline__ void pd_cuda_store(void *p, pd_dtype dt, int64_t i, f
     else ((float *)p)[i] = v;
 }
 
+/* Sum and maximum over the 32 lanes of a warp (every lane gets the result; all lanes must call). */
+__device__ __forceinline__ float pd_cuda_warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float pd_cuda_warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
 /* True when p is aligned to `bytes`. */
 static inline bool pd_cuda_aligned(const void *p, size_t bytes) { return ((uintptr_t)p % bytes) == 0; }
 

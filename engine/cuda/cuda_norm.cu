@@ -7,12 +7,6 @@
 
 enum { PD_NORM_THREADS = 256, PD_NORM_WARPS = PD_NORM_THREADS / 32 };
 
-__device__ __forceinline__ float pd_warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 /* One warp per row (grid-stride over rows), lanes across C: rows are short (C = 1536 in the 1.3B
  * DiT, 4096 in umT5), so a warp covers one with a few float4 loads per lane and reduces with
  * shuffles, no shared memory and no block barriers. The row is read three times (sum, squared
@@ -40,7 +34,7 @@ __global__ void pd_norm_kernel(float *y, const float *x, const void *w, pd_dtype
             } else {
                 for (int64_t c = lane; c < C; c += 32) s += xr[c];
             }
-            mean = pd_warp_sum(s) * inv_c;
+            mean = pd_cuda_warp_sum(s) * inv_c;
         }
         float q = 0.0f;
         if (VEC) {
@@ -55,7 +49,7 @@ __global__ void pd_norm_kernel(float *y, const float *x, const void *w, pd_dtype
                 q += a * a;
             }
         }
-        const float inv = 1.0f / sqrtf(pd_warp_sum(q) * inv_c + eps);
+        const float inv = 1.0f / sqrtf(pd_cuda_warp_sum(q) * inv_c + eps);
         if (VEC) {
             for (int64_t c = lane; c < C / 4; c += 32) {
                 float4 v = reinterpret_cast<const float4 *>(xr)[c];
