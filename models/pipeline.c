@@ -1,4 +1,4 @@
-#include "models/pipeline.h"
+#include "models/pipeline_impl.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -9,8 +9,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "media/image_writer.h"
-#include "media/video_writer.h"
 #include "models/presets.h"
 #include "models/sampler/noise.h"
 #include "models/sampler/sampler.h"
@@ -19,21 +17,6 @@
 #include "models/wan/dit.h"
 #include "models/wan/vae.h"
 
-/* x264's bitstream (and the settings string it embeds) depends on its thread count: one fixed count
- * keeps a seed's MP4 identical whatever the machine or --threads. */
-#define PD_PIPELINE_ENCODER_THREADS 1
-
-struct pd_pipeline {
-    pd_backend *be;
-    unsigned parts;
-    pd_tokenizer *tok;
-    pd_umt5 *te;
-    pd_wan_dit *dit;
-    pd_wan_vae *vae;
-    double decode_s, encode_s; /* split of the last pd_pipeline_decode */
-    pd_dit_forward_fn dit_fn;  /* NULL: pd_wan_dit_forward on dit */
-    void *dit_ud;
-};
 
 void pd_pipeline_set_dit_forward(pd_pipeline *pl, pd_dit_forward_fn fn, void *ud) {
     pl->dit_fn = fn;
@@ -41,12 +24,6 @@ void pd_pipeline_set_dit_forward(pd_pipeline *pl, pd_dit_forward_fn fn, void *ud
 }
 
 pd_wan_dit *pd_pipeline_dit(pd_pipeline *pl) { return pl->dit; }
-
-static double pd_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 const char *pd_stage_name(pd_stage s) {
     switch (s) {
@@ -288,110 +265,5 @@ pd_status pd_pipeline_denoise(pd_pipeline *pl, const pd_gen_params *p, const pd_
     pd_status st = pd_denoise_run(pl, p, ctx_cond, ctx_uncond, latent_out, &b, progress, ud, cancel);
     pd_denoise_bufs_free(pl->be, &b);
     if (st) pd_tensor_free(latent_out);
-    return st;
-}
-
-/* ---- decode ---- */
-
-typedef struct pd_decode_ctx {
-    pd_video_writer *vw;
-    pd_tensor first; /* frame 0, kept for the thumbnail */
-    int want_first;
-    double encode_s;
-    pd_progress_fn progress;
-    void *ud;
-} pd_decode_ctx;
-
-static pd_status pd_on_frame(void *ud, int64_t index, const pd_tensor *frame) {
-    pd_decode_ctx *dc = ud;
-    if (index == 0 && dc->want_first) {
-        PD_TRY(pd_tensor_alloc(&dc->first, PD_DTYPE_F32, 3, frame->shape));
-        PD_TRY(pd_tensor_copy(&dc->first, frame));
-    }
-    double t0 = pd_now();
-    pd_status st = pd_video_writer_add_frame(dc->vw, frame);
-    dc->encode_s += pd_now() - t0;
-    return st;
-}
-
-static void pd_on_latent_frame(void *ud, int done, int total) {
-    pd_decode_ctx *dc = ud;
-    if (dc->progress) dc->progress(dc->ud, PD_STAGE_DECODE, done, total);
-}
-
-pd_status pd_pipeline_decode(pd_pipeline *pl, const pd_tensor *latent, int fps, const char *mp4_path,
-                             const char *thumb_path, pd_progress_fn progress, void *ud, const atomic_int *cancel) {
-    pl->decode_s = pl->encode_s = 0;
-    if (!pl->vae) return pd_error_set(PD_ERR_INVALID, "decode: the pipeline was loaded without the VAE");
-    if (!latent || latent->dtype != PD_DTYPE_F32 || latent->ndim != 4 || latent->device != PD_DEVICE_CPU ||
-        !pd_tensor_is_contiguous(latent) || latent->shape[0] != 16 || latent->shape[1] < 1 ||
-        latent->shape[1] > (PD_GEN_MAX_FRAMES - 1) / 4 + 1 || latent->shape[2] < PD_GEN_MIN_SIDE / 8 ||
-        latent->shape[2] > PD_GEN_MAX_SIDE / 8 || latent->shape[3] < PD_GEN_MIN_SIDE / 8 ||
-        latent->shape[3] > PD_GEN_MAX_SIDE / 8) {
-        char buf[96];
-        return pd_error_set(PD_ERR_INVALID, "decode: latent must be a host f32 (16, T, H/8, W/8) tensor within the size limits, got %s",
-                            latent ? pd_tensor_describe(latent, buf, sizeof buf) : "none");
-    }
-    if (fps < 1 || fps > PD_GEN_MAX_FPS) return pd_error_set(PD_ERR_INVALID, "fps: %d must be in 1..%d", fps, PD_GEN_MAX_FPS);
-    const int W = (int)latent->shape[3] * 8, H = (int)latent->shape[2] * 8;
-    const int64_t frames = pd_wan_vae_frames_for(pl->vae, latent->shape[1]);
-    double t0 = pd_now();
-    pd_decode_ctx dc = {.want_first = thumb_path != NULL, .progress = progress, .ud = ud};
-    pd_status st = pd_video_writer_open(mp4_path, W, H, fps, PD_PIPELINE_ENCODER_THREADS, &dc.vw);
-    if (st) return st;
-    st = pd_wan_vae_decode(pl->vae, latent, pd_on_frame, pd_on_latent_frame, &dc, cancel);
-    /* Both files or neither: the thumbnail first, then the video; a failing video removes it. */
-    if (!st && thumb_path) st = pd_image_write_png(thumb_path, &dc.first);
-    if (st) {
-        pd_video_writer_abort(dc.vw);
-    } else {
-        double t1 = pd_now();
-        st = pd_video_writer_close(dc.vw);
-        dc.encode_s += pd_now() - t1;
-        if (st && thumb_path) unlink(thumb_path);
-    }
-    pd_tensor_free(&dc.first);
-    if (st) return st;
-    pl->encode_s = dc.encode_s;
-    pl->decode_s = pd_now() - t0 - dc.encode_s;
-    if (progress) progress(ud, PD_STAGE_ENCODE, (int)frames, (int)frames);
-    return PD_OK;
-}
-
-/* ---- all stages ---- */
-
-pd_status pd_pipeline_generate(pd_pipeline *pl, const pd_gen_params *p, const char *mp4_path, const char *thumb_path,
-                               pd_progress_fn progress, void *ud, const atomic_int *cancel, pd_gen_timings *timings) {
-    pd_gen_timings t = {0};
-    if (timings) *timings = t;
-    if ((pl->parts & PD_PART_ALL) != PD_PART_ALL)
-        return pd_error_set(PD_ERR_INVALID, "generate: the pipeline needs all of its parts loaded");
-    PD_TRY(pd_pipeline_validate(pl, p));
-    const int cfg_on = p->guidance > 1.0f;
-    pd_tensor cond = {0}, uncond = {0}, latent = {0};
-    double t0 = pd_now();
-    pd_status st = pd_pipeline_encode_text(pl, p->prompt, &cond);
-    if (!st && progress) progress(ud, PD_STAGE_TEXT, 1, cfg_on ? 2 : 1);
-    if (!st && cfg_on) {
-        st = pd_pipeline_encode_text(pl, p->negative_prompt ? p->negative_prompt : "", &uncond);
-        if (!st && progress) progress(ud, PD_STAGE_TEXT, 2, 2);
-    }
-    t.seconds[PD_STAGE_TEXT] = pd_now() - t0;
-    if (!st && cancel && atomic_load(cancel)) st = pd_error_set(PD_ERR_CANCELLED, "cancelled after the text stage");
-    if (!st) {
-        t0 = pd_now();
-        st = pd_pipeline_denoise(pl, p, &cond, cfg_on ? &uncond : NULL, &latent, progress, ud, cancel);
-        t.seconds[PD_STAGE_DENOISE] = pd_now() - t0;
-        t.denoise_step_seconds = t.seconds[PD_STAGE_DENOISE] / p->steps;
-    }
-    pd_tensor_free(&cond);
-    pd_tensor_free(&uncond);
-    if (!st) {
-        st = pd_pipeline_decode(pl, &latent, p->fps, mp4_path, thumb_path, progress, ud, cancel);
-        t.seconds[PD_STAGE_DECODE] = pl->decode_s;
-        t.seconds[PD_STAGE_ENCODE] = pl->encode_s;
-    }
-    pd_tensor_free(&latent);
-    if (!st && timings) *timings = t;
     return st;
 }
