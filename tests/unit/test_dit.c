@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "engine/backend_impl.h" /* to hide the fused ops from one backend */
 #include "engine/safetensors.h"
 #include "models/model_dir.h"
 #include "models/random_init.h"
@@ -97,6 +98,45 @@ static pd_status run(pd_wan_dit *m, const pd_tensor *lat, const float *t, const 
     int64_t vs[5] = {lat->shape[0], g_cfg->out_channels, lat->shape[2], lat->shape[3], lat->shape[4]};
     PD_TRY(pd_tensor_alloc(vel, PD_DTYPE_F32, 5, vs));
     return pd_wan_dit_forward(m, vel, lat, t, ctx);
+}
+
+/* The DiT on a backend without the fused ops (their table slots emptied, so supports_op says no) takes
+ * the unfused sequence; both paths give the same velocity. */
+static void test_fused_and_unfused_paths_agree(void) {
+    pd_backend *plain = NULL;
+    PD_CHECK_OK(pd_backend_cpu_create(2, &plain));
+    if (!plain) return;
+    static pd_backend_ops no_fused;
+    no_fused = *plain->ops;
+    no_fused.layer_norm_modulate = NULL;
+    no_fused.linear_gelu = NULL;
+    no_fused.rms_norm_rope = NULL;
+    plain->ops = &no_fused;
+    PD_CHECK(!pd_backend_supports_op(plain, PD_OP_LAYER_NORM_MODULATE, PD_DTYPE_F32) &&
+             !pd_backend_supports_op(plain, PD_OP_LINEAR_GELU, PD_DTYPE_F32) &&
+             !pd_backend_supports_op(plain, PD_OP_RMS_NORM_ROPE, PD_DTYPE_F32));
+    PD_CHECK(pd_backend_supports_op(g_be, PD_OP_LAYER_NORM_MODULATE, PD_DTYPE_F32) &&
+             pd_backend_supports_op(g_be, PD_OP_LINEAR_GELU, PD_DTYPE_F32) &&
+             pd_backend_supports_op(g_be, PD_OP_RMS_NORM_ROPE, PD_DTYPE_F32));
+    char d[600];
+    path_in(d, sizeof d, "diff");
+    pd_wan_dit *mf = NULL, *mu = NULL;
+    PD_CHECK_OK(pd_wan_dit_load(d, g_be, &mf));
+    PD_CHECK_OK(pd_wan_dit_load(d, plain, &mu));
+    if (mf && mu) {
+        pd_tensor lat, ctx, vf, vu;
+        make_inputs(2, 3, 6, 10, 9, 5, &lat, &ctx);
+        const float t[2] = {937.0f, 250.0f};
+        PD_CHECK_OK(run(mf, &lat, t, &ctx, &vf));
+        PD_CHECK_OK(run(mu, &lat, t, &ctx, &vu));
+        float diff = max_abs_diff(vf.data, vu.data, pd_tensor_numel(&vf)), ref = 0;
+        for (int64_t i = 0; i < pd_tensor_numel(&vu); i++) ref = fmaxf(ref, fabsf(((float *)vu.data)[i]));
+        PD_CHECK_MSG(diff <= 1e-5f * ref, "fused vs unfused DiT: max difference %g (max |v| %g)", (double)diff, (double)ref);
+        pd_tensor_free(&lat), pd_tensor_free(&ctx), pd_tensor_free(&vf), pd_tensor_free(&vu);
+    }
+    pd_wan_dit_free(mf);
+    pd_wan_dit_free(mu);
+    pd_backend_free(plain);
 }
 
 static void test_layout_detection(void) {
@@ -471,6 +511,7 @@ int main(void) {
     PD_RUN(test_image_to_video_rejected);
     PD_RUN(test_bad_config);
     PD_RUN(test_batch2_equals_two_batch1);
+    PD_RUN(test_fused_and_unfused_paths_agree);
     PD_RUN(test_context_padding);
     PD_RUN(test_layouts_same_model);
     PD_RUN(test_forward_input_errors);
