@@ -2,7 +2,7 @@
 # Builds the GPU programs (tests/gpu/test_*, bench/gpu/bench_gpu) with the compilers alone, for a GPU
 # machine without cmake or pkg-config: the same sources CMake builds with PIPEDIT_CUDA=ON and
 # PIPEDIT_SERVING=OFF (engine with engine/cuda, workers/comm without NCCL, models without
-# models/pipeline.c, bench/common), Release flags, sm_90 code plus compute_90 PTX.
+# models/pipeline_media.c (it needs media/), bench/common), Release flags, sm_90 code plus compute_90 PTX.
 #
 #   bash bench/gpu/build_direct.sh OUT_DIR      (programs land in OUT_DIR/bin)
 #
@@ -37,7 +37,7 @@ for f in cblas.h jansson.h cudnn.h cublasLt.h; do
     [ $found = yes ] || echo "build_direct: warning: $f not found in /usr/include ${INC[*]#-I}" >&2
 done
 
-CFLAGS=(-std=c11 -O3 -DNDEBUG -D_GNU_SOURCE -DPD_HAVE_CUDA -Wall -Wno-unused-parameter "${INC[@]}")
+CFLAGS=(-std=c11 -O3 -DNDEBUG -D_GNU_SOURCE -DPD_HAVE_CUDA -DPD_HAVE_PIPELINE -Wall -Wno-unused-parameter "${INC[@]}")
 NVFLAGS=(-std=c++17 -O3 -DNDEBUG -D_GNU_SOURCE -DPD_HAVE_CUDA --expt-relaxed-constexpr
          -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 "${INC[@]}")
 
@@ -49,7 +49,7 @@ for f in "$SRC"/engine/*.c "$SRC"/engine/cpu/*.c "$SRC"/engine/cuda/*.c "$SRC"/e
     LIB_SOURCES+=("$f")
 done
 while IFS= read -r f; do
-    case "$f" in */models/pipeline.c) continue ;; esac
+    case "$f" in */models/pipeline_media.c) continue ;; esac
     LIB_SOURCES+=("$f")
 done < <(find "$SRC/models" -name '*.c' | sort)
 

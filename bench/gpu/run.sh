@@ -170,7 +170,7 @@ SUMMARY=$SRC/bench/results/gpu_run-$SLUG-$DATE.txt
     for s in "${STEPS[@]}"; do IFS='|' read -r n st sec <<< "$s"; printf '%-16s %-28s %s\n' "$n" "$st" "$sec"; done
     for t in test_gpu_ops test_gpu_fused test_gpu_models test_comm_nccl test_gpu_sp; do
         [ -f "$LOGS/$t.log" ] || continue
-        echo "$t: $(grep -E '^[0-9]+ passed|skipped' "$LOGS/$t.log" | tail -1)"
+        echo "$t: $(grep -E '^[0-9]+ passed|skip' "$LOGS/$t.log" | tail -1)"
         grep -E '^ *FAIL ' "$LOGS/$t.log" | head -20
     done
     [ -f "$LOGS/memcheck.log" ] && grep -E 'ERROR SUMMARY' "$LOGS/memcheck.log" | tail -1

@@ -311,7 +311,7 @@ static pd_status pd_sdpa_plan_get(pd_cuda *c, const pd_sdpa_key *key, pd_sdpa_pl
         pd_sdpa_plan_release(p);
         p->key = k;
         p->refused = true;
-        PD_INFO("cuda", "cuDNN SDPA refused B=%lld H=%lld Nq=%lld Nk=%lld D=%lld Dv=%lld at %s: %s %s; own kernel used",
+        PD_WARN("cuda", "cuDNN SDPA refused B=%lld H=%lld Nq=%lld Nk=%lld D=%lld Dv=%lld at %s: %s %s; own kernel used",
                 (long long)k.B, (long long)k.H, (long long)k.Nq, (long long)k.Nk, (long long)k.D, (long long)k.Dv, step,
                 cudnnGetErrorString(st), detail);
         return pd_error_set(PD_ERR_UNSUPPORTED, "ATTENTION (cuda:%d): cuDNN SDPA refused the shape at %s: %s %s",
