@@ -18,9 +18,8 @@ enum { PD_FUSED_THREADS = 256, PD_FUSED_WARPS = PD_FUSED_THREADS / 32 };
 __global__ void pd_ln_mod_kernel(float *y, const float *x, const char *shift, int64_t s_shift, const char *scale,
                                  int64_t s_scale, int64_t rows, int64_t N, int64_t C, float eps) {
     const int lane = threadIdx.x & 31;
-    const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
     const float inv_c = 1.0f / (float)C;
-    for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows; r += nwarps) {
+    PD_CUDA_WARP_ROW_LOOP(r, rows) {
         const float *xr = x + r * C;
         float *yr = y + r * C;
         const int64_t b = r / N;
@@ -61,9 +60,8 @@ pd_status pd_cuda_layer_norm_modulate(pd_backend *be, pd_tensor *y, const pd_ten
 __global__ void pd_rms_rope_kernel(float *y, const float *x, const void *w, pd_dtype wdt, const float *f, int64_t rows,
                                    int64_t N, int64_t C, int64_t D2, float eps) {
     const int lane = threadIdx.x & 31;
-    const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
     const float inv_c = 1.0f / (float)C;
-    for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows; r += nwarps) {
+    PD_CUDA_WARP_ROW_LOOP(r, rows) {
         const float *xr = x + r * C;
         float *yr = y + r * C;
         float q = 0.0f;

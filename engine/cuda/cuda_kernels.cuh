@@ -39,6 +39,12 @@ __device__ __forceinline__ void pd_cuda_store(void *p, pd_dtype dt, int64_t i, f
     else ((float *)p)[i] = v;
 }
 
+/* for (r over [0, rows)) one row per warp, spread over every warp of the grid (the row index is the
+ * same for all lanes of a warp, so warp shuffles inside the loop stay convergent). */
+#define PD_CUDA_WARP_ROW_LOOP(r, rows)                                                               \
+    for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < (rows);             \
+         r += ((int64_t)gridDim.x * blockDim.x) >> 5)
+
 /* Sum and maximum over the 32 lanes of a warp (every lane gets the result; all lanes must call). */
 __device__ __forceinline__ float pd_cuda_warp_sum(float v) {
 #pragma unroll

@@ -18,9 +18,8 @@ template <bool RMS, bool VEC>
 __global__ void pd_norm_kernel(float *y, const float *x, const void *w, pd_dtype wdt, const void *b, pd_dtype bdt,
                                int64_t rows, int64_t C, float eps) {
     const int lane = threadIdx.x & 31;
-    const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
     const float inv_c = 1.0f / (float)C;
-    for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows; r += nwarps) {
+    PD_CUDA_WARP_ROW_LOOP(r, rows) {
         const float *xr = x + r * C;
         float *yr = y + r * C;
         float mean = 0.0f;
