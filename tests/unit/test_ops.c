@@ -138,6 +138,22 @@ static const pd_dtype g_wdts[3] = {PD_DTYPE_F32, PD_DTYPE_BF16, PD_DTYPE_F16};
 
 /* ---- LINEAR ---- */
 
+/* Naive double reference of y (M, N) = x (M, K) w (N, K)^T + b: ref, and in mag the sum of |terms|
+ * (the scale of the GEMM's rounding). */
+static void linear_ref(const gt *x, const gt *w, const gt *b, int64_t M, int64_t K, int64_t N, double *ref, double *mag) {
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t n = 0; n < N; n++) {
+            double s = b ? gv(b, n) : 0, m = fabs(s);
+            for (int64_t k = 0; k < K; k++) {
+                double p = gv(x, i * K + k) * gv(w, n * K + k);
+                s += p;
+                m += fabs(p);
+            }
+            ref[i * N + n] = s;
+            mag[i * N + n] = m;
+        }
+}
+
 static void case_linear(pd_dtype wdt, int64_t M, int64_t K, int64_t N, bool bias, bool lead3) {
     rng_seed((uint64_t)(M * 1000003 + K * 1009 + N + wdt * 7 + bias));
     int64_t xs[3] = {2, M / 2, K}, xs2[2] = {M, K}, ws[2] = {N, K}, ys[3] = {2, M / 2, N}, ys2[2] = {M, N}, bs[1] = {N};
@@ -147,17 +163,7 @@ static void case_linear(pd_dtype wdt, int64_t M, int64_t K, int64_t N, bool bias
     gt y = lead3 ? gt_new(PD_DTYPE_F32, 3, ys) : gt_new(PD_DTYPE_F32, 2, ys2);
     PD_CHECK_OK(pd_op_linear(g_be, &y.t, &x.t, &w.t, bias ? &b.t : NULL));
     double *ref = calloc((size_t)(M * N), sizeof *ref), *mag = calloc((size_t)(M * N), sizeof *mag);
-    for (int64_t i = 0; i < M; i++)
-        for (int64_t n = 0; n < N; n++) {
-            double s = bias ? gv(&b, n) : 0, m = fabs(s);
-            for (int64_t k = 0; k < K; k++) {
-                double p = gv(&x, i * K + k) * gv(&w, n * K + k);
-                s += p;
-                m += fabs(p);
-            }
-            ref[i * N + n] = s;
-            mag[i * N + n] = m;
-        }
+    linear_ref(&x, &w, bias ? &b : NULL, M, K, N, ref, mag);
     check_out(&y, ref, mag, 2e-6, 1e-30);
     free(ref);
     free(mag);
@@ -501,19 +507,13 @@ static void case_linear_gelu(pd_dtype wdt, int64_t M, int64_t K, int64_t N, bool
     PD_CHECK_OK(pd_op_linear(g_be, &seq.t, &x.t, &w.t, bias ? &b.t : NULL));
     PD_CHECK_OK(pd_op_gelu_tanh(g_be, &seq.t, &seq.t));
     double *ref = calloc((size_t)(M * N), sizeof *ref), *mag = calloc((size_t)(M * N), sizeof *mag);
-    for (int64_t i = 0; i < M; i++)
-        for (int64_t n = 0; n < N; n++) {
-            double s = bias ? gv(&b, n) : 0, m = fabs(s);
-            for (int64_t k = 0; k < K; k++) {
-                double p = gv(&x, i * K + k) * gv(&w, n * K + k);
-                s += p;
-                m += fabs(p);
-            }
-            ref[i * N + n] = gelu_ref(s);
-            /* |gelu'| < 1.13: the GEMM's rounding (relative to the sum of |terms|) passes through at most
-             * that much, plus GELU's own rounding */
-            mag[i * N + n] = 1.2 * m + fabs(ref[i * N + n]);
-        }
+    linear_ref(&x, &w, bias ? &b : NULL, M, K, N, ref, mag);
+    for (int64_t i = 0; i < M * N; i++) {
+        ref[i] = gelu_ref(ref[i]);
+        /* |gelu'| < 1.13: the GEMM's rounding (relative to the sum of |terms|) passes through at most
+         * that much, plus GELU's own rounding */
+        mag[i] = 1.2 * mag[i] + fabs(ref[i]);
+    }
     check_out(&y, ref, mag, 2e-6, 1e-6);
     check_matches_seq(&y, &seq, 1e-6, 1e-6);
     free(ref), free(mag);
