@@ -368,7 +368,9 @@ static void worker_lost(pd_scheduler *s, wslot *w, const char *reason) {
     close_conn(w);
     PD_WARN("scheduler", "worker %d (%s, pid %d): %s%s%s", w->index, pd_worker_role_name(w->role), (int)pid, reason,
             how[0] ? "; " : "", how);
-    if (w->group >= 0) {
+    /* A rank of the current generation (joined, or asked to join) takes it down; a rank lost after
+     * its generation already broke changes nothing more. */
+    if (w->group >= 0 && (w->joined_gen == s->g[w->group].gen || s->g[w->group].joining)) {
         char why[256];
         snprintf(why, sizeof why, "rank %d (worker %d) lost", w->rank, w->index);
         group_break(s, &s->g[w->group], why);
@@ -779,7 +781,9 @@ static bool handle_msg(pd_scheduler *s, wslot *w, const pd_msg *m) {
                 bool cancelled = j->cancel_req || !strcmp(m->code, "cancelled");
                 PD_INFO("scheduler", "job %s: rank %d of SP group %d stopped: %s: %s", j->id, w->rank, w->group, m->code,
                         m->message);
-                if (!cancelled) {
+                /* The first failure of this generation breaks it; the peers' errors about the same
+                 * failure arrive after the bump and leave the new generation alone. */
+                if (!cancelled && w->joined_gen == s->g[w->group].gen) {
                     snprintf(why, sizeof why, "rank %d failed: %s", w->rank, m->message);
                     group_break(s, &s->g[w->group], why);
                 }
