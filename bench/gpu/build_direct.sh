@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the GPU programs (tests/gpu/test_*, bench/gpu/bench_gpu) with the compilers alone, for a GPU
 # machine without cmake or pkg-config: the same sources CMake builds with PIPEDIT_CUDA=ON and
-# PIPEDIT_SERVING=OFF (engine with engine/cuda, workers/comm without NCCL, models without
+# PIPEDIT_SERVING=OFF (engine with engine/cuda, workers/comm with NCCL where bench/gpu/find_nccl.sh finds it, models without
 # models/pipeline_media.c (it needs media/), bench/common), Release flags, sm_90 code plus compute_90 PTX.
 #
 #   bash bench/gpu/build_direct.sh OUT_DIR      (programs land in OUT_DIR/bin)
@@ -37,7 +37,19 @@ for f in cblas.h jansson.h cudnn.h cublasLt.h; do
     [ $found = yes ] || echo "build_direct: warning: $f not found in /usr/include ${INC[*]#-I}" >&2
 done
 
-CFLAGS=(-std=c11 -O3 -DNDEBUG -D_GNU_SOURCE -DPD_HAVE_CUDA -DPD_HAVE_PIPELINE -Wall -Wno-unused-parameter "${INC[@]}")
+# NCCL: the communicator's GPU backend, when headers and library are there.
+NCCL_LIB=()
+if nccl=$(CUDA_HOME=$CUDA_HOME bash "$SRC/bench/gpu/find_nccl.sh"); then
+    INC+=(-I"${nccl%% *}")
+    NCCL_LIB=("${nccl#* }" -Wl,-rpath,"$(dirname "${nccl#* }")")
+    DEFS_NCCL=(-DPD_HAVE_NCCL)
+    echo "build_direct: NCCL ${nccl#* } (headers ${nccl%% *})"
+else
+    DEFS_NCCL=()
+    echo "build_direct: warning: NCCL not found (bench/gpu/find_nccl.sh): the NCCL tests will skip" >&2
+fi
+
+CFLAGS=(-std=c11 -O3 -DNDEBUG -D_GNU_SOURCE -DPD_HAVE_CUDA -DPD_HAVE_PIPELINE "${DEFS_NCCL[@]}" -Wall -Wno-unused-parameter "${INC[@]}")
 NVFLAGS=(-std=c++17 -O3 -DNDEBUG -D_GNU_SOURCE -DPD_HAVE_CUDA --expt-relaxed-constexpr
          -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 "${INC[@]}")
 
@@ -45,7 +57,7 @@ LIB_SOURCES=()
 for f in "$SRC"/engine/*.c "$SRC"/engine/cpu/*.c "$SRC"/engine/cuda/*.c "$SRC"/engine/cuda/*.cu \
          "$SRC"/bench/common/*.c "$SRC"/workers/comm/*.c; do
     [ -f "$f" ] || continue
-    case "$f" in */workers/comm/comm_nccl.c) continue ;; esac
+    case "$f" in */workers/comm/comm_nccl.c) [ ${#NCCL_LIB[@]} -gt 0 ] || continue ;; esac
     LIB_SOURCES+=("$f")
 done
 while IFS= read -r f; do
@@ -77,7 +89,7 @@ while [ $running -gt 0 ]; do wait -n || fail=1; running=$((running - 1)); done
 
 LIB_OBJS=()
 for f in "${LIB_SOURCES[@]}"; do rel=${f#"$SRC"/}; LIB_OBJS+=("$OUT/obj/${rel//\//_}.o"); done
-LIBS=(-lcublasLt -lcublas -lcudnn -lcudart -ljansson -lopenblas -lstdc++ -lpthread -lm -lrt -ldl)
+LIBS=("${NCCL_LIB[@]}" -lcublasLt -lcublas -lcudnn -lcudart -ljansson -lopenblas -lstdc++ -lpthread -lm -lrt -ldl)
 for f in "$SRC"/tests/gpu/test_*.c "$SRC"/bench/gpu/*.c; do
     rel=${f#"$SRC"/}
     name=$(basename "$f" .c)

@@ -107,12 +107,21 @@ if ! pkg-config --exists openblas 2>/dev/null; then
         fi
     done
 fi
+# NCCL (for test_comm_nccl and test_gpu_sp): CMake gets the folders find_nccl.sh finds, which also covers
+# a pip-installed nvidia-nccl that ships only libnccl.so.2.
+NCCL_ARGS=()
+if nccl=$(CUDA_HOME=${NVCC:+$(dirname "$(dirname "$NVCC")")} bash "$SRC/bench/gpu/find_nccl.sh"); then
+    NCCL_ARGS=(-DPD_NCCL_INCLUDE_DIR="${nccl%% *}" -DPD_NCCL_LIBRARY="${nccl#* }")
+    say "nccl: ${nccl#* } (headers ${nccl%% *})"
+else
+    say "nccl: NOT FOUND (bench/gpu/find_nccl.sh): test_comm_nccl and test_gpu_sp will skip"
+fi
 BIN=
 if [ -n "${PIPEDIT_GPU_BUILD_DIRECT:-}" ]; then
     say "build: PIPEDIT_GPU_BUILD_DIRECT set, building with bench/gpu/build_direct.sh"
 elif command -v cmake >/dev/null && command -v pkg-config >/dev/null; then
     if step configure 120 cmake -S "$SRC" -B "$BUILD/cmake" -DCMAKE_BUILD_TYPE=Release -DPIPEDIT_CUDA=ON \
-        -DPIPEDIT_SERVING=OFF -DPIPEDIT_NCCL=AUTO ${NVCC:+-DCMAKE_CUDA_COMPILER=$NVCC} &&
+        -DPIPEDIT_SERVING=OFF -DPIPEDIT_NCCL=AUTO "${NCCL_ARGS[@]}" ${NVCC:+-DCMAKE_CUDA_COMPILER=$NVCC} &&
         step build 240 cmake --build "$BUILD/cmake" -j "$JOBS" --target test_gpu_ops test_gpu_fused test_gpu_models test_comm_nccl test_gpu_sp bench_gpu; then
         BIN=$BUILD/cmake/bin
     fi
