@@ -303,13 +303,6 @@ static bool backlog_remove_locked(pd_daemon *d, const char *id) {
     return false;
 }
 
-/* Online cores shared out evenly among the workers, at least one each. */
-static int default_worker_threads(int workers) {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int t = cores > 0 && workers > 0 ? (int)(cores / workers) : 1;
-    return t > 0 ? t : 1;
-}
-
 pd_status pd_daemon_start_scheduler(pd_daemon *d) {
     pd_scheduler_config sc = {
         .model_dir = d->model_dir,
@@ -317,7 +310,7 @@ pd_status pd_daemon_start_scheduler(pd_daemon *d) {
         .run_dir = d->run_dir,
         .n_devices = d->cfg.workers,
         .n_decode = d->cfg.decode_workers,
-        .threads_per_worker = d->cfg.threads_per_worker ? d->cfg.threads_per_worker : default_worker_threads(d->cfg.workers),
+        .threads_per_worker = d->cfg.threads_per_worker ? d->cfg.threads_per_worker : pd_backend_cpu_share(d->cfg.workers),
         .queue_capacity = d->cfg.queue_capacity,
         .worker_timeout_s = d->cfg.worker_timeout_s,
         .sp_degree = d->cfg.sp_degree,

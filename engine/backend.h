@@ -70,6 +70,12 @@ int pd_backend_cuda_device_count(void);
  * CPU backend's thread count (0 = all online cores; ignored for CUDA). PD_ERR_INVALID for a spec that
  * is none of these, otherwise the errors of the chosen backend's create call. */
 pd_status pd_backend_create(const char *spec, int n_threads, pd_backend **out);
+/* The CUDA device a spec names: -1 for "cpu" or NULL, N for "cuda" (0) or "cuda:N" (N in 0..1023), -2
+ * for anything else. pd_backend_create accepts exactly the specs this does not answer -2 for. */
+int pd_backend_spec_device(const char *spec);
+/* Online CPU cores shared out evenly among `parts` processes, at least 1 each (all cores when
+ * parts < 1): the thread count for one of several CPU ranks or workers on this machine. */
+int pd_backend_cpu_share(int parts);
 
 /* Releases a backend made by any pd_backend_*_create. NULL is a no-op. */
 void pd_backend_free(pd_backend *be);

@@ -5,18 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The device index of a well-formed cuda spec, -1 for "cpu", -2 for anything else. */
-static int pd_device_index(const char *spec) {
-    if (!spec || !strcmp(spec, "cpu")) return -1;
-    if (!strcmp(spec, "cuda")) return 0;
-    if (strncmp(spec, "cuda:", 5) || spec[5] < '0' || spec[5] > '9') return -2;
-    char *end;
-    long n = strtol(spec + 5, &end, 10);
-    return *end || n < 0 || n >= 1024 ? -2 : (int)n;
-}
-
 bool pd_device_opt_check(const char *cmd, const char *spec, int sp_ranks) {
-    int dev = pd_device_index(spec);
+    int dev = pd_backend_spec_device(spec);
     if (dev == -2) {
         fprintf(stderr, "%s: --device must be cpu, cuda or cuda:N (N in 0..1023), got \"%s\"\n", cmd, spec);
         return false;
@@ -31,7 +21,7 @@ bool pd_device_opt_check(const char *cmd, const char *spec, int sp_ranks) {
 
 pd_status pd_device_opt_create(const char *cmd, const char *spec, int n_threads, pd_backend **out) {
     *out = NULL;
-    int dev = pd_device_index(spec);
+    int dev = pd_backend_spec_device(spec);
     pd_status st;
     if (dev >= 0) {
         /* 0 both without CUDA in the build and without a GPU; the create call says which. */

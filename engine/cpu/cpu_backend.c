@@ -137,10 +137,7 @@ static void pd_cpu_blas_check(void) {
 pd_status pd_backend_cpu_create(int n_threads, pd_backend **out) {
     if (n_threads < 0 || n_threads > 1024)
         return pd_error_set(PD_ERR_INVALID, "CPU backend: thread count %d outside 0..1024", n_threads);
-    if (n_threads == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        n_threads = n < 1 ? 1 : n > 1024 ? 1024 : (int)n;
-    }
+    if (n_threads == 0) n_threads = pd_backend_cpu_share(1);
     /* GEMMs run single-threaded inside our own tasks (one fixed tiling for every thread count), so
      * OpenBLAS must not start threads of its own. */
     openblas_set_num_threads(1);
