@@ -147,9 +147,12 @@ double pd_wan_dit_flops(const pd_wan_dit_config *cfg, int64_t B, int64_t T, int6
 
 typedef struct pd_wan_dit_sp pd_wan_dit_sp;
 
+/* The largest PipeSP chunk (g) a caller may ask for. */
+#define PD_SP_MAX_CHUNK 4096
+
 typedef struct pd_wan_dit_sp_options {
     int chunk_heads;  /* g: 0 = chosen from measurements (above); 1 = the paper's PipeSP; >= the
-                       * heads per rank = plain Ulysses. Bounded to 0..4096. */
+                       * heads per rank = plain Ulysses. Bounded to 0..PD_SP_MAX_CHUNK. */
     bool comm_only;   /* accounting only: skip the attention compute (its output is a copy of q) so
                        * a benchmark can time the communication schedule alone. Results are wrong. */
     bool accounting;  /* end every forward with an all-gather of the ranks' issue times of each

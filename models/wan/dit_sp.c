@@ -8,7 +8,6 @@
 #include "models/wan/dit_impl.h"
 #include "models/wan/pipesp_plan.h"
 
-#define PD_SP_MAX_CHUNK 4096
 #define PD_SP_CALIB_REPS 5 /* timed, after one untimed warm-up; the median is kept */
 
 /* An outstanding request and its index in this forward's timeline (-1: not recorded). */
