@@ -81,9 +81,11 @@ static bool pd_op_entry_present(const pd_backend *be, pd_op op) {
     return false;
 }
 
+static bool pd_is_float(pd_dtype dt) { return dt == PD_DTYPE_F32 || dt == PD_DTYPE_BF16 || dt == PD_DTYPE_F16; }
+
 bool pd_backend_supports_op(const pd_backend *be, pd_op op, pd_dtype weight_dtype) {
     if (op < 0 || op >= PD_OP_COUNT || !pd_op_entry_present(be, op)) return false;
-    return be->ops->supports_op ? be->ops->supports_op(be, op, weight_dtype) : true;
+    return be->ops->supports_op ? be->ops->supports_op(be, op, weight_dtype) : pd_is_float(weight_dtype);
 }
 
 /* ---- argument checks ---- */
@@ -96,8 +98,6 @@ enum {
     PD_CHK_I32 = 1 << 2,    /* dtype must be i32 */
     PD_CHK_CONTIG = 1 << 3, /* row-major contiguous */
 };
-
-static bool pd_is_float(pd_dtype dt) { return dt == PD_DTYPE_F32 || dt == PD_DTYPE_BF16 || dt == PD_DTYPE_F16; }
 
 static pd_status pd_chk(const pd_backend *be, pd_op op, const char *name, const pd_tensor *t, unsigned flags) {
     const char *o = pd_op_name(op);
@@ -213,7 +213,7 @@ pd_status pd_backend_import_weight(pd_backend *be, pd_tensor *out, const pd_tens
 static pd_status pd_chk_transfer(const pd_backend *be, const char *what, const pd_tensor *dev, const pd_tensor *host) {
     if (!dev || !host) return pd_error_set(PD_ERR_INVALID, "%s: NULL tensor", what);
     if (host->device != PD_DEVICE_CPU) return pd_error_set(PD_ERR_INVALID, "%s: %s is not a host tensor", what, PD_DESC(host));
-    if (dev->device != be->device)
+    if (dev->device != be->device || (be->device != PD_DEVICE_CPU && dev->device_index != be->device_index))
         return pd_error_set(PD_ERR_INVALID, "%s: %s is not on backend %s's device", what, PD_DESC(dev), be->name);
     if (!pd_tensor_same_shape(dev, host))
         return pd_error_set(PD_ERR_INVALID, "%s: device %s and host %s differ", what, PD_DESC(dev), PD_DESC(host));
@@ -276,6 +276,16 @@ static pd_status pd_chk_unary(const pd_backend *be, pd_op op, const pd_tensor *y
     return pd_chk_alias(op, "y", y, "x", x, true);
 }
 
+/* freqs (N, D2, 2) f32 contiguous with N = x's dim 1; `want` names the expected shape in the message. */
+static pd_status pd_chk_freqs(const pd_backend *be, pd_op op, const pd_tensor *freqs, const pd_tensor *x, int64_t d2,
+                              const char *want) {
+    PD_TRY(pd_chk(be, op, "freqs", freqs, PD_CHK_F32 | PD_CHK_CONTIG));
+    PD_TRY(pd_chk_rank(op, "freqs", freqs, 3));
+    if (freqs->shape[0] != x->shape[1] || freqs->shape[1] != d2 || freqs->shape[2] != 2)
+        return pd_mismatch(op, "x", x, "freqs", freqs, want);
+    return PD_OK;
+}
+
 static pd_status pd_chk_eps(pd_op op, float eps) {
     if (!(eps >= 0.0f) || isinf(eps)) return pd_error_set(PD_ERR_INVALID, "%s: eps %g must be finite and >= 0", pd_op_name(op), eps);
     return PD_OK;
@@ -326,11 +336,8 @@ pd_status pd_op_rope(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_
     const pd_op op = PD_OP_ROPE;
     PD_TRY(pd_chk_unary(be, op, y, x, 4));
     PD_TRY(pd_chk_rank(op, "x", x, 4));
-    PD_TRY(pd_chk(be, op, "freqs", freqs, PD_CHK_F32 | PD_CHK_CONTIG));
-    PD_TRY(pd_chk_rank(op, "freqs", freqs, 3));
     if (x->shape[3] % 2) return pd_error_set(PD_ERR_INVALID, "ROPE: x %s head dim must be even", PD_DESC(x));
-    if (freqs->shape[0] != x->shape[1] || freqs->shape[1] != x->shape[3] / 2 || freqs->shape[2] != 2)
-        return pd_mismatch(op, "x", x, "freqs", freqs, "freqs must be (N, D/2, 2)");
+    PD_TRY(pd_chk_freqs(be, op, freqs, x, x->shape[3] / 2, "freqs must be (N, D/2, 2)"));
     PD_TRY(pd_chk_alias(op, "y", y, "freqs", freqs, false));
     return PD_DISPATCH(be, op, rope, be, y, x, freqs);
 }
@@ -608,10 +615,7 @@ pd_status pd_op_rms_norm_rope(pd_backend *be, pd_tensor *y, const pd_tensor *x, 
         return pd_error_set(PD_ERR_INVALID, "RMS_NORM_ROPE: x %s does not split into %d heads of an even size", PD_DESC(x),
                             heads);
     if (w) PD_TRY(pd_chk_vec(be, op, "w", w, C, "x", x));
-    PD_TRY(pd_chk(be, op, "freqs", freqs, PD_CHK_F32 | PD_CHK_CONTIG));
-    PD_TRY(pd_chk_rank(op, "freqs", freqs, 3));
-    if (freqs->shape[0] != x->shape[1] || freqs->shape[1] != C / heads / 2 || freqs->shape[2] != 2)
-        return pd_mismatch(op, "x", x, "freqs", freqs, "freqs must be (N, D/2, 2) with D = C / heads");
+    PD_TRY(pd_chk_freqs(be, op, freqs, x, C / heads / 2, "freqs must be (N, D/2, 2) with D = C / heads"));
     PD_TRY(pd_chk_alias(op, "y", y, "w", w, false));
     PD_TRY(pd_chk_alias(op, "y", y, "freqs", freqs, false));
     return PD_DISPATCH(be, op, rms_norm_rope, be, y, x, w, freqs, heads, eps);

@@ -8,6 +8,7 @@
 
 typedef struct pd_backend_ops {
     void (*free)(pd_backend *be);
+    /* NULL: every op with a table entry runs with f32, bf16 and f16 weights. */
     bool (*supports_op)(const pd_backend *be, pd_op op, pd_dtype weight_dtype);
     pd_status (*tensor_alloc)(pd_backend *be, pd_tensor *out, pd_dtype dt, int ndim, const int64_t *shape);
     void (*tensor_free)(pd_backend *be, pd_tensor *t);

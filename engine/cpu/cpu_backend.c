@@ -80,13 +80,8 @@ static pd_status pd_cpu_download(pd_backend *be, pd_tensor *host_dst, const pd_t
 
 static pd_status pd_cpu_synchronize(pd_backend *be) { return PD_OK; }
 
-static bool pd_cpu_supports_op(const pd_backend *be, pd_op op, pd_dtype weight_dtype) {
-    return weight_dtype == PD_DTYPE_F32 || weight_dtype == PD_DTYPE_BF16 || weight_dtype == PD_DTYPE_F16;
-}
-
 static const pd_backend_ops pd_cpu_ops = {
     .free = pd_cpu_free,
-    .supports_op = pd_cpu_supports_op,
     .tensor_alloc = pd_cpu_tensor_alloc,
     .tensor_free = pd_cpu_tensor_free,
     .import_weight = pd_cpu_import_weight,

@@ -51,14 +51,8 @@ static inline float pd_cpu_gelu_tanh1(float v) {
     return v / (1.0f + pd_cpu_expf(-1.5957691216057308f * (v + 0.044715f * v * v * v)));
 }
 
-/* One row of LAYER_NORM / RMS_NORM (cpu_norm.c), shared by the fused ops: y (C) = (x - mean) *
- * (1 / sqrt(var + eps)), mean taken as 0 when rms, sums in double; then * w and + b where not NULL;
- * then, where shift is not NULL, MODULATE: y * (1 + scale) + shift. y may be x. */
-void pd_cpu_norm_row(float *y, const float *x, int64_t C, float eps, bool rms, const float *w, const float *b,
-                     const float *shift, const float *scale);
-
-/* One head of ROPE (cpu_rope.c): y (D) = the pairs (x[2p], x[2p+1]) rotated by f (D/2, 2) = (cos, sin).
- * y may be x. */
+/* One head of ROPE (cpu_rope.c), shared with RMS_NORM_ROPE (cpu_norm.c): y (D) = the pairs
+ * (x[2p], x[2p+1]) rotated by f (D/2, 2) = (cos, sin). y may be x. */
 void pd_cpu_rope_head(float *y, const float *x, const float *f, int64_t D);
 
 /* Aligned scratch of n_threads * per_thread floats, or NULL with PD_ERR_NOMEM set. */

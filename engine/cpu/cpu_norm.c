@@ -1,6 +1,6 @@
-/* Normalisations on the CPU: LAYER_NORM, RMS_NORM and the fused LAYER_NORM_MODULATE (over the last
- * dim, all through pd_cpu_norm_row) and CHANNEL_RMS_NORM (over the first). Sums are kept in double;
- * tasks are fixed blocks of rows or positions. */
+/* Normalisations on the CPU: LAYER_NORM, RMS_NORM and the fused LAYER_NORM_MODULATE and RMS_NORM_ROPE
+ * (over the last dim, all through pd_norm_row on one task grid) and CHANNEL_RMS_NORM (over the first).
+ * Sums are kept in double; tasks are fixed blocks of rows or positions. */
 #include <math.h>
 
 #include "engine/cpu/cpu_backend.h"
@@ -14,11 +14,15 @@ typedef struct {
     float eps;
     bool rms;
     const char *shift, *scale; /* LAYER_NORM_MODULATE: batch rows at byte strides s_shift, s_scale */
-    int64_t s_shift, s_scale, N;
+    int64_t s_shift, s_scale, N; /* N: tokens per batch, x (B, N, C) (fused ops only) */
+    const float *f;            /* RMS_NORM_ROPE: freqs (N, D/2, 2), rows of H heads of D */
+    int64_t H, D;
 } pd_norm_job;
 
-void pd_cpu_norm_row(float *y, const float *x, int64_t C, float eps, bool rms, const float *w, const float *b,
-                     const float *shift, const float *scale) {
+/* One row: y (C) = (x - mean) * (1 / sqrt(var + eps)), mean taken as 0 when rms, sums in double; then
+ * * w and + b where not NULL; then, where shift is not NULL, MODULATE: y * (1 + scale) + shift. y may be x. */
+static void pd_norm_row(float *y, const float *x, int64_t C, float eps, bool rms, const float *w, const float *b,
+                        const float *shift, const float *scale) {
     double mean = 0, var = 0;
     if (rms) {
         for (int64_t c = 0; c < C; c++) var += (double)x[c] * x[c];
@@ -39,6 +43,8 @@ void pd_cpu_norm_row(float *y, const float *x, int64_t C, float eps, bool rms, c
     }
 }
 
+/* A fixed block of rows; RMS_NORM_ROPE rotates each row's heads right after normalising it, while the
+ * row is in cache. */
 static void pd_norm_task(void *ctx, int64_t task, int thread) {
     const pd_norm_job *j = ctx;
     int64_t r0 = task * j->rows_per_task, r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
@@ -49,28 +55,30 @@ static void pd_norm_task(void *ctx, int64_t task, int thread) {
             sh = (const float *)(j->shift + r / j->N * j->s_shift);
             sc = (const float *)(j->scale + r / j->N * j->s_scale);
         }
-        pd_cpu_norm_row(j->y + r * C, j->x + r * C, C, j->eps, j->rms, j->w, j->b, sh, sc);
+        float *y = j->y + r * C;
+        pd_norm_row(y, j->x + r * C, C, j->eps, j->rms, j->w, j->b, sh, sc);
+        if (j->f) {
+            const float *f = j->f + (r % j->N) * j->D;
+            for (int64_t h = 0; h < j->H; h++) pd_cpu_rope_head(y + h * j->D, y + h * j->D, f, j->D);
+        }
     }
 }
 
-static void pd_norm_split(pd_backend *be, pd_norm_job *j) {
-    j->rows_per_task = PD_NORM_TASK_ELEMS / j->C > 0 ? PD_NORM_TASK_ELEMS / j->C : 1;
-    pd_cpu_parallel(be, (j->rows + j->rows_per_task - 1) / j->rows_per_task, pd_norm_task, j);
-}
-
-static pd_status pd_norm_run(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b,
-                             float eps, bool rms) {
-    int64_t C = x->shape[x->ndim - 1], rows = C ? pd_tensor_numel(x) / C : 0;
-    if (rows == 0) return PD_OK;
+/* Runs j (x, y, C, eps, rms and the fused fields set) over the rows of x, with w and b widened to f32
+ * where given. */
+static pd_status pd_norm_run(pd_backend *be, pd_norm_job *j, const pd_tensor *x, const pd_tensor *w,
+                             const pd_tensor *b) {
+    j->C = x->shape[x->ndim - 1];
+    j->rows = j->C ? pd_tensor_numel(x) / j->C : 0;
+    if (j->rows == 0) return PD_OK;
     float *wo = NULL, *bo = NULL;
-    const float *wf = NULL, *bf = NULL;
-    if (w && !(wf = pd_cpu_f32(w, &wo))) return PD_ERR_NOMEM;
-    if (b && !(bf = pd_cpu_f32(b, &bo))) {
+    if (w && !(j->w = pd_cpu_f32(w, &wo))) return PD_ERR_NOMEM;
+    if (b && !(j->b = pd_cpu_f32(b, &bo))) {
         free(wo);
         return PD_ERR_NOMEM;
     }
-    pd_norm_job j = {.x = x->data, .w = wf, .b = bf, .y = y->data, .rows = rows, .C = C, .eps = eps, .rms = rms};
-    pd_norm_split(be, &j);
+    j->rows_per_task = PD_NORM_TASK_ELEMS / j->C > 0 ? PD_NORM_TASK_ELEMS / j->C : 1;
+    pd_cpu_parallel(be, (j->rows + j->rows_per_task - 1) / j->rows_per_task, pd_norm_task, j);
     free(wo);
     free(bo);
     return PD_OK;
@@ -78,22 +86,30 @@ static pd_status pd_norm_run(pd_backend *be, pd_tensor *y, const pd_tensor *x, c
 
 pd_status pd_cpu_layer_norm(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b,
                             float eps) {
-    return pd_norm_run(be, y, x, w, b, eps, false);
+    pd_norm_job j = {.x = x->data, .y = y->data, .eps = eps};
+    return pd_norm_run(be, &j, x, w, b);
 }
 
 pd_status pd_cpu_rms_norm(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, float eps) {
-    return pd_norm_run(be, y, x, w, NULL, eps, true);
+    pd_norm_job j = {.x = x->data, .y = y->data, .eps = eps, .rms = true};
+    return pd_norm_run(be, &j, x, w, NULL);
 }
 
-/* x (B, N, C): the rows of LAYER_NORM's task grid, each modulated by its batch's shift and scale. */
+/* x (B, N, C): LAYER_NORM rows without affine, each modulated by its batch's shift and scale. */
 pd_status pd_cpu_layer_norm_modulate(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *shift,
                                      const pd_tensor *scale, float eps) {
-    int64_t N = x->shape[1], C = x->shape[2], rows = x->shape[0] * N;
-    if (rows == 0 || C == 0) return PD_OK;
-    pd_norm_job j = {.x = x->data, .y = y->data, .rows = rows, .C = C, .eps = eps, .shift = shift->data,
-                     .scale = scale->data, .s_shift = shift->stride[0], .s_scale = scale->stride[0], .N = N};
-    pd_norm_split(be, &j);
-    return PD_OK;
+    pd_norm_job j = {.x = x->data, .y = y->data, .eps = eps, .shift = shift->data, .scale = scale->data,
+                     .s_shift = shift->stride[0], .s_scale = scale->stride[0], .N = x->shape[1]};
+    return pd_norm_run(be, &j, x, NULL, NULL);
+}
+
+/* x (B, N, H*D): RMS_NORM rows over their whole length (weighted), then every head rotated by the
+ * row's token's freqs. */
+pd_status pd_cpu_rms_norm_rope(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w,
+                               const pd_tensor *freqs, int heads, float eps) {
+    pd_norm_job j = {.x = x->data, .y = y->data, .eps = eps, .rms = true, .N = x->shape[1], .f = freqs->data,
+                     .H = heads, .D = x->shape[2] / heads};
+    return pd_norm_run(be, &j, x, w, NULL);
 }
 
 /* x (C, P): one task normalises PD_CNORM_POS positions across all channels. */

@@ -1,5 +1,5 @@
-/* 3D rotary embeddings on the CPU: the (cos, sin) table in double, the pairwise rotation, and the
- * fused RMS_NORM_ROPE (pd_cpu_norm_row of cpu_norm.c, then the rotation). */
+/* 3D rotary embeddings on the CPU: the (cos, sin) table in double and the pairwise rotation (also
+ * applied by the fused RMS_NORM_ROPE of cpu_norm.c). */
 #include <math.h>
 #include <stdlib.h>
 
@@ -76,43 +76,5 @@ static void pd_rope_task(void *ctx, int64_t task, int thread) {
 pd_status pd_cpu_rope(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *freqs) {
     pd_rope_job j = {.x = x->data, .f = freqs->data, .y = y->data, .N = x->shape[1], .H = x->shape[2], .D = x->shape[3]};
     pd_cpu_parallel(be, x->shape[0] * x->shape[1], pd_rope_task, &j);
-    return PD_OK;
-}
-
-/* RMS_NORM_ROPE: a task is a fixed block of token rows (B, N, H*D); each row is normalised over its
- * whole length, weighted, then every head rotated in place, while the row is in cache. */
-enum { PD_RMS_ROPE_TASK_ELEMS = 16384 };
-
-typedef struct {
-    const float *x, *w, *f;
-    float *y;
-    int64_t rows, N, H, D, rows_per_task;
-    float eps;
-} pd_rms_rope_job;
-
-static void pd_rms_rope_task(void *ctx, int64_t task, int thread) {
-    const pd_rms_rope_job *j = ctx;
-    int64_t r0 = task * j->rows_per_task, r1 = r0 + j->rows_per_task < j->rows ? r0 + j->rows_per_task : j->rows;
-    const int64_t C = j->H * j->D;
-    for (int64_t r = r0; r < r1; r++) {
-        float *y = j->y + r * C;
-        const float *f = j->f + (r % j->N) * j->D;
-        pd_cpu_norm_row(y, j->x + r * C, C, j->eps, true, j->w, NULL, NULL, NULL);
-        for (int64_t h = 0; h < j->H; h++) pd_cpu_rope_head(y + h * j->D, y + h * j->D, f, j->D);
-    }
-}
-
-pd_status pd_cpu_rms_norm_rope(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w,
-                               const pd_tensor *freqs, int heads, float eps) {
-    const int64_t N = x->shape[1], C = x->shape[2], rows = x->shape[0] * N;
-    if (rows == 0 || C == 0) return PD_OK;
-    float *wo = NULL;
-    const float *wf = NULL;
-    if (w && !(wf = pd_cpu_f32(w, &wo))) return PD_ERR_NOMEM;
-    pd_rms_rope_job j = {.x = x->data, .w = wf, .f = freqs->data, .y = y->data, .rows = rows, .N = N, .H = heads,
-                         .D = C / heads, .eps = eps};
-    j.rows_per_task = PD_RMS_ROPE_TASK_ELEMS / C > 0 ? PD_RMS_ROPE_TASK_ELEMS / C : 1;
-    pd_cpu_parallel(be, (rows + j.rows_per_task - 1) / j.rows_per_task, pd_rms_rope_task, &j);
-    free(wo);
     return PD_OK;
 }

@@ -208,13 +208,11 @@ static pd_status pd_flash_launch(pd_cuda *c, const pd_flash_args *a) {
         return pd_error_set(PD_ERR_UNSUPPORTED, "ATTENTION (cuda:%d): %lld query tiles exceed one launch's grid",
                             c->device, (long long)blocks);
     const size_t smem = pd_flash_smem(RW, KPL, a->D, a->Dv);
-    int optin = 0;
-    PD_CUDA_CHECK(c->device, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->device));
-    if (smem > (size_t)optin)
+    if (smem > c->smem_optin)
         return pd_error_set(PD_ERR_UNSUPPORTED,
                             "ATTENTION (cuda:%d): head dims D=%lld, Dv=%lld need %zu bytes of shared memory per block, "
-                            "the device allows %d",
-                            c->device, (long long)a->D, (long long)a->Dv, smem, optin);
+                            "the device allows %zu",
+                            c->device, (long long)a->D, (long long)a->Dv, smem, c->smem_optin);
     PD_CUDA_CHECK(c->device, cudaFuncSetAttribute(pd_flash_kernel<RW, DVC, KPL>,
                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     pd_flash_kernel<RW, DVC, KPL><<<(unsigned)blocks, PD_FLASH_THREADS, smem, c->stream>>>(args);
@@ -292,14 +290,9 @@ extern "C" pd_status pd_cuda_attention(pd_backend *be, pd_tensor *out, const pd_
                                 "ATTENTION (cuda:%d): PD_CUDA_ATTENTION=cudnn, but cuDNN SDPA takes no bias and equal "
                                 "head dims that are multiples of 8 up to 256 (D=%lld, Dv=%lld, bias %s)",
                                 c->device, (long long)q->shape[3], (long long)v->shape[3], bias ? "given" : "none");
-        if (c->sdpa_disabled)
-            return pd_error_set(PD_ERR_UNSUPPORTED,
-                                "ATTENTION (cuda:%d): PD_CUDA_ATTENTION=cudnn, but cuDNN SDPA is disabled on this "
-                                "device",
-                                c->device);
         return pd_cuda_sdpa_cudnn(be, out, q, k, v, scale);
     }
-    if (!c->sdpa_disabled && c->sm_major >= 8 && pd_att_cudnn_shape(q, v, bias)) { /* SDPA needs Ampere+ */
+    if (c->sm_major >= 8 && pd_att_cudnn_shape(q, v, bias)) { /* SDPA needs Ampere+ */
         pd_status st = pd_cuda_sdpa_cudnn(be, out, q, k, v, scale);
         if (st != PD_ERR_UNSUPPORTED) return st;
     }

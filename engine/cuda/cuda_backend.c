@@ -136,55 +136,53 @@ static void pd_cuda_tensor_free(pd_backend *be, pd_tensor *t) {
         pd_tensor_free(t);
         return;
     }
-    if (t->owns_data && t->data) pd_cuda_conv_forget(pd_cuda_of(be), t->data); /* its address may come back */
-    if (t->owns_data && t->data && pd_cuda_release(be, t->data) != PD_OK)
-        PD_WARN("cuda", "%s: releasing a device tensor failed: %s", be->name, pd_error_msg());
+    if (t->owns_data && t->data) {
+        pd_cuda_conv_forget(pd_cuda_of(be), t->data); /* its address may come back */
+        if (pd_cuda_release(be, t->data) != PD_OK)
+            PD_WARN("cuda", "%s: releasing a device tensor failed: %s", be->name, pd_error_msg());
+    }
     memset(t, 0, sizeof *t);
 }
 
-static pd_status pd_cuda_import_weight(pd_backend *be, pd_tensor *out, const pd_tensor *host) {
+/* Copies bytes on the stream and waits for the copy: the host side may be reused or read at once
+ * (from pinned memory a copy is asynchronous; the loader reuses its pinned buffer for the next weight). */
+static pd_status pd_cuda_memcpy_sync(pd_backend *be, void *dst, const void *src, size_t bytes,
+                                     enum cudaMemcpyKind kind) {
     pd_cuda *c = pd_cuda_of(be);
+    PD_CUDA_CHECK(c->device, cudaMemcpyAsync(dst, src, bytes, kind, c->stream));
+    PD_CUDA_CHECK(c->device, cudaStreamSynchronize(c->stream));
+    return PD_OK;
+}
+
+static pd_status pd_cuda_synchronize(pd_backend *be) {
+    pd_cuda *c = pd_cuda_of(be);
+    PD_TRY(pd_cuda_enter(be));
+    PD_CUDA_CHECK(c->device, cudaStreamSynchronize(c->stream));
+    return PD_OK;
+}
+
+static pd_status pd_cuda_import_weight(pd_backend *be, pd_tensor *out, const pd_tensor *host) {
     pd_tensor t;
     PD_TRY(pd_cuda_alloc(be, &t, host->dtype, host->ndim, host->shape, false));
     size_t bytes = pd_tensor_nbytes(host);
-    /* Waited for: host may be a pinned buffer the loader reuses for the next weight. */
-    cudaError_t e = bytes ? cudaMemcpyAsync(t.data, host->data, bytes, cudaMemcpyHostToDevice, c->stream) : cudaSuccess;
-    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
-    if (e != cudaSuccess) {
+    pd_status st = bytes ? pd_cuda_memcpy_sync(be, t.data, host->data, bytes, cudaMemcpyHostToDevice) : PD_OK;
+    if (st != PD_OK) {
+        char desc[96];
         pd_cuda_tensor_free(be, &t);
-        return pd_cuda_fail_runtime(e, "cudaMemcpyAsync(weight)", __FILE__, __LINE__, c->device);
+        return pd_error_prefix(st, "importing weight %s", pd_tensor_describe(host, desc, sizeof desc));
     }
     *out = t;
     return PD_OK;
 }
 
-/* Transfers of contiguous bytes; a strided side goes through a contiguous temporary (host: by
+/* Transfers copy contiguous bytes; a strided side goes through a contiguous temporary (host: by
  * pd_tensor_copy, device: by the copy kernel). */
-static pd_status pd_cuda_upload_bytes(pd_backend *be, pd_tensor *dst, const pd_tensor *dev, const void *host, size_t bytes) {
-    pd_cuda *c = pd_cuda_of(be);
-    PD_CUDA_CHECK(c->device, cudaMemcpyAsync(dev->data, host, bytes, cudaMemcpyHostToDevice, c->stream));
-    if (dev != dst) PD_TRY(pd_cuda_copy(be, dst, dev));
-    /* From pinned memory the copy is asynchronous: wait, so the caller may reuse its buffer at once
-     * (from pageable memory the copy has already synchronised the stream). */
-    PD_CUDA_CHECK(c->device, cudaStreamSynchronize(c->stream));
-    return PD_OK;
-}
-
-static pd_status pd_cuda_chk_index(pd_backend *be, const char *what, const pd_tensor *t) {
-    if (t->device_index != be->device_index) {
-        char desc[96];
-        return pd_error_set(PD_ERR_INVALID, "%s: %s is on cuda:%d, not on backend %s's device", what,
-                            pd_tensor_describe(t, desc, sizeof desc), t->device_index, be->name);
-    }
-    return PD_OK;
-}
-
 static pd_status pd_cuda_upload(pd_backend *be, pd_tensor *dst, const pd_tensor *host_src) {
-    PD_TRY(pd_cuda_chk_index(be, "upload", dst));
     if (pd_tensor_numel(dst) == 0) return PD_OK;
     PD_TRY(pd_cuda_enter(be));
     pd_tensor htmp = {0}, dtmp = {0};
-    const pd_tensor *h = host_src, *d = dst;
+    const pd_tensor *h = host_src;
+    pd_tensor *d = dst;
     pd_status st = PD_OK;
     if (!pd_tensor_is_contiguous(host_src)) {
         st = pd_tensor_alloc(&htmp, host_src->dtype, host_src->ndim, host_src->shape);
@@ -195,31 +193,20 @@ static pd_status pd_cuda_upload(pd_backend *be, pd_tensor *dst, const pd_tensor 
         st = pd_cuda_alloc(be, &dtmp, dst->dtype, dst->ndim, dst->shape, false);
         d = &dtmp;
     }
-    if (st == PD_OK) st = pd_cuda_upload_bytes(be, dst, d, h->data, pd_tensor_nbytes(h));
+    if (st == PD_OK) st = pd_cuda_memcpy_sync(be, d->data, h->data, pd_tensor_nbytes(h), cudaMemcpyHostToDevice);
+    if (st == PD_OK && d != dst) st = pd_cuda_copy(be, dst, d);
+    if (st == PD_OK && d != dst) st = pd_cuda_synchronize(be); /* dst is written when upload returns */
     pd_tensor_free(&htmp);
     pd_cuda_tensor_free(be, &dtmp);
     return st;
 }
 
-/* A strided src is first copied into the contiguous tmp. */
-static pd_status pd_cuda_download_bytes(pd_backend *be, void *host, pd_tensor *tmp, const pd_tensor *src) {
-    pd_cuda *c = pd_cuda_of(be);
-    const pd_tensor *dev = src;
-    if (tmp) {
-        PD_TRY(pd_cuda_copy(be, tmp, src));
-        dev = tmp;
-    }
-    PD_CUDA_CHECK(c->device, cudaMemcpyAsync(host, dev->data, pd_tensor_nbytes(dev), cudaMemcpyDeviceToHost, c->stream));
-    PD_CUDA_CHECK(c->device, cudaStreamSynchronize(c->stream));
-    return PD_OK;
-}
-
 static pd_status pd_cuda_download(pd_backend *be, pd_tensor *host_dst, const pd_tensor *src) {
-    PD_TRY(pd_cuda_chk_index(be, "download", src));
     if (pd_tensor_numel(src) == 0) return PD_OK;
     PD_TRY(pd_cuda_enter(be));
     pd_tensor htmp = {0}, dtmp = {0};
     pd_tensor *h = host_dst;
+    const pd_tensor *d = src;
     pd_status st = PD_OK;
     if (!pd_tensor_is_contiguous(host_dst)) {
         st = pd_tensor_alloc(&htmp, host_dst->dtype, host_dst->ndim, host_dst->shape);
@@ -227,25 +214,14 @@ static pd_status pd_cuda_download(pd_backend *be, pd_tensor *host_dst, const pd_
     }
     if (st == PD_OK && !pd_tensor_is_contiguous(src)) {
         st = pd_cuda_alloc(be, &dtmp, src->dtype, src->ndim, src->shape, false);
-        if (st == PD_OK) st = pd_cuda_download_bytes(be, h->data, &dtmp, src);
-    } else if (st == PD_OK) {
-        st = pd_cuda_download_bytes(be, h->data, NULL, src);
+        if (st == PD_OK) st = pd_cuda_copy(be, &dtmp, src);
+        d = &dtmp;
     }
+    if (st == PD_OK) st = pd_cuda_memcpy_sync(be, h->data, d->data, pd_tensor_nbytes(d), cudaMemcpyDeviceToHost);
     if (st == PD_OK && h != host_dst) st = pd_tensor_copy(host_dst, h);
     pd_tensor_free(&htmp);
     pd_cuda_tensor_free(be, &dtmp);
     return st;
-}
-
-static pd_status pd_cuda_synchronize(pd_backend *be) {
-    pd_cuda *c = pd_cuda_of(be);
-    PD_TRY(pd_cuda_enter(be));
-    PD_CUDA_CHECK(c->device, cudaStreamSynchronize(c->stream));
-    return PD_OK;
-}
-
-static bool pd_cuda_supports_op(const pd_backend *be, pd_op op, pd_dtype weight_dtype) {
-    return weight_dtype == PD_DTYPE_F32 || weight_dtype == PD_DTYPE_BF16 || weight_dtype == PD_DTYPE_F16;
 }
 
 /* ---- lifetime ---- */
@@ -273,7 +249,6 @@ static void pd_cuda_free(pd_backend *be) {
 
 static const pd_backend_ops pd_cuda_ops = {
     .free = pd_cuda_free,
-    .supports_op = pd_cuda_supports_op,
     .tensor_alloc = pd_cuda_tensor_alloc,
     .tensor_free = pd_cuda_tensor_free,
     .import_weight = pd_cuda_import_weight,
@@ -314,6 +289,7 @@ static pd_status pd_cuda_init(pd_cuda *c) {
     PD_CUDA_CHECK(dev, cudaGetDeviceProperties(&prop, dev));
     c->sm_major = prop.major;
     c->sm_minor = prop.minor;
+    c->smem_optin = prop.sharedMemPerBlockOptin;
     c->total_mem = prop.totalGlobalMem;
     snprintf(c->gpu_name, sizeof c->gpu_name, "%s", prop.name);
     /* A blocking stream: work that other code queues on the legacy default stream (the NCCL
@@ -325,7 +301,7 @@ static pd_status pd_cuda_init(pd_cuda *c) {
     PD_CUBLAS_CHECK(dev, cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH));
     PD_CUBLAS_CHECK(dev, cublasLtCreate(&c->lt)); /* cuBLASLt takes the stream per call */
     PD_CUDNN_CHECK(dev, cudnnCreate(&c->dnn));
-    PD_CUDNN_CHECK(dev, cudnnSetStream(c->dnn, c->stream));
+    PD_CUDNN_CHECK(dev, cudnnSetStream(c->dnn, c->stream)); /* for good: nothing else sees the handle */
     return PD_OK;
 }
 

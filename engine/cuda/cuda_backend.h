@@ -52,7 +52,7 @@ typedef enum pd_cuda_scratch_id {
     PD_CUDA_SCRATCH_LINEAR_W,     /* f16 -> bf16 weight staging where cuBLASLt lacks the mix */
     PD_CUDA_SCRATCH_ATTN_QKV,     /* bf16 q, k, v for cuDNN SDPA */
     PD_CUDA_SCRATCH_ATTN_OUT,     /* bf16 attention output before widening */
-    PD_CUDA_SCRATCH_CONV,         /* f32 copies of convolution weights / bias */
+    PD_CUDA_SCRATCH_CONV,         /* CONV3D's zero-padded f32 copy of x (asymmetric padding) */
     PD_CUDA_SCRATCH_WORKSPACE,    /* cuBLASLt and cuDNN workspace */
     PD_CUDA_SCRATCH_COUNT
 } pd_cuda_scratch_id;
@@ -64,11 +64,11 @@ typedef struct pd_cuda {
     cublasLtHandle_t lt;
     cudnnHandle_t dnn;
     int sm_major, sm_minor;       /* compute capability */
+    size_t smem_optin;            /* shared memory bytes one block may opt in to */
     size_t total_mem;
     char gpu_name[256];
     pd_cuda_buf scratch[PD_CUDA_SCRATCH_COUNT];
     void *sdpa;                   /* cuDNN SDPA plan cache (cuda_sdpa.c); NULL until first use */
-    bool sdpa_disabled;           /* cuDNN refused once at start-up: use the own kernel */
     void *conv;                   /* cuDNN convolution plan cache (cuda_conv.c) */
     void *linear;                 /* cuBLASLt algorithm cache (cuda_linear.c); NULL until first use */
 } pd_cuda;
@@ -82,6 +82,10 @@ pd_status pd_cuda_enter(pd_backend *be);
 /* Returns a device buffer of at least `bytes` (contents undefined), growing scratch `id` when
  * needed. Growing synchronises the stream first (the old buffer may still be in use). */
 pd_status pd_cuda_scratch(pd_backend *be, pd_cuda_scratch_id id, size_t bytes, void **out);
+
+/* n rounded up to a multiple of 256 bytes (cudaMalloc's alignment): buffers packed one after another
+ * into one scratch request keep that alignment. */
+static inline size_t pd_cuda_align256(size_t n) { return (n + 255) & ~(size_t)255; }
 
 /* Converts n contiguous elements between dtypes on the stream (f32 <-> bf16 / f16, bf16 / f16 -> f32). */
 pd_status pd_cuda_convert(pd_backend *be, void *dst, pd_dtype dst_dt, const void *src, pd_dtype src_dt, int64_t n);

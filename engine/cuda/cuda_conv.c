@@ -238,7 +238,6 @@ static pd_status pd_conv_bias_only(pd_backend *be, pd_conv_cache *cache, pd_tens
     if (st == CUDNN_STATUS_SUCCESS) st = cudnnCreateTensorDescriptor(&tb);
     if (st == CUDNN_STATUS_SUCCESS) st = cudnnSetTensorNdDescriptor(ty, CUDNN_DATA_FLOAT, 5, yd, ys);
     if (st == CUDNN_STATUS_SUCCESS) st = cudnnSetTensorNdDescriptor(tb, CUDNN_DATA_FLOAT, 5, bd, bs);
-    if (st == CUDNN_STATUS_SUCCESS) st = cudnnSetStream(c->dnn, c->stream);
     if (st == CUDNN_STATUS_SUCCESS) st = cudnnAddTensor(c->dnn, &one, tb, bias, &one, ty, y->data);
     if (ty) cudnnDestroyTensorDescriptor(ty);
     if (tb) cudnnDestroyTensorDescriptor(tb);
@@ -296,7 +295,6 @@ pd_status pd_cuda_conv3d(pd_backend *be, pd_tensor *y, const pd_tensor *x, const
     void *ws = NULL;
     if (p->workspace) PD_TRY(pd_cuda_scratch(be, PD_CUDA_SCRATCH_WORKSPACE, p->workspace, &ws));
     const float one = 1.0f, zero = 0.0f;
-    PD_CUDNN_CHECK(c->device, cudnnSetStream(c->dnn, c->stream));
     PD_CUDNN_CHECK(c->device, cudnnConvolutionForward(c->dnn, &one, p->x, xin, p->w, wf, p->conv, p->algo, ws,
                                                       p->workspace, &zero, p->y, y->data));
     if (b) PD_CUDNN_CHECK(c->device, cudnnAddTensor(c->dnn, &one, p->b, bf, &one, p->y, y->data));

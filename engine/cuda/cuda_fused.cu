@@ -1,62 +1,18 @@
-/* Fused normalisations on CUDA: LAYER_NORM_MODULATE (layer norm without affine, then MODULATE) and
- * RMS_NORM_ROPE (RMS norm over the whole row, weight, then ROPE per head), each one kernel that reads
- * a row and writes it once. Same formulas as the CPU reference (engine/cpu/cpu_norm.c, cpu_rope.c)
- * and as cuda_norm.cu / cuda_rope.cu: two-pass mean and biased variance, y = (x - mean) *
- * (1 / sqrt(var + eps)), then y * (1 + scale) + shift, or then * w and the pairwise rotation. */
+/* Fused RMS_NORM_ROPE on CUDA: RMS norm over the whole row, weight, then ROPE per head, in one kernel
+ * that reads a row and writes it once. Same formulas as the CPU reference (engine/cpu/cpu_norm.c,
+ * cpu_rope.c) and as cuda_norm.cu / cuda_rope.cu. (LAYER_NORM_MODULATE is pd_norm_kernel's
+ * shift/scale case in cuda_norm.cu.) */
 #include <math.h>
 
 #include "engine/cuda/cuda_kernels.cuh"
 
 enum { PD_FUSED_THREADS = 256, PD_FUSED_WARPS = PD_FUSED_THREADS / 32 };
 
-
-/* One warp per row (grid-stride over rows; the row index is the same for every lane of a warp, so
- * the shuffles are convergent), lanes across C, as the norms of cuda_norm.cu. Row r belongs to batch
- * r / N, whose shift and scale rows sit at byte offsets b * s_shift and b * s_scale. y may be x:
- * every lane has read the row for the two reductions before any lane writes (the shuffles of the
- * second reduction order them), and in the last pass each element is read and written by one lane. */
-__global__ void pd_ln_mod_kernel(float *y, const float *x, const char *shift, int64_t s_shift, const char *scale,
-                                 int64_t s_scale, int64_t rows, int64_t N, int64_t C, float eps) {
-    const int lane = threadIdx.x & 31;
-    const float inv_c = 1.0f / (float)C;
-    PD_CUDA_WARP_ROW_LOOP(r, rows) {
-        const float *xr = x + r * C;
-        float *yr = y + r * C;
-        const int64_t b = r / N;
-        const float *sh = (const float *)(shift + b * s_shift), *sc = (const float *)(scale + b * s_scale);
-        float s = 0.0f;
-        for (int64_t c = lane; c < C; c += 32) s += xr[c];
-        const float mean = pd_cuda_warp_sum(s) * inv_c;
-        float q = 0.0f;
-        for (int64_t c = lane; c < C; c += 32) {
-            float d = xr[c] - mean;
-            q += d * d;
-        }
-        const float inv = 1.0f / sqrtf(pd_cuda_warp_sum(q) * inv_c + eps);
-        for (int64_t c = lane; c < C; c += 32) {
-            float v = (xr[c] - mean) * inv;
-            yr[c] = v * (1.0f + sc[c]) + sh[c];
-        }
-    }
-}
-
-pd_status pd_cuda_layer_norm_modulate(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *shift,
-                                      const pd_tensor *scale, float eps) {
-    pd_cuda *c = pd_cuda_of(be);
-    const int64_t N = x->shape[1], C = x->shape[2], rows = x->shape[0] * N;
-    if (rows == 0 || C == 0) return PD_OK;
-    PD_TRY(pd_cuda_enter(be));
-    pd_ln_mod_kernel<<<pd_cuda_blocks(rows, PD_FUSED_WARPS), PD_FUSED_THREADS, 0, c->stream>>>(
-        (float *)y->data, (const float *)x->data, (const char *)shift->data, shift->stride[0], (const char *)scale->data,
-        scale->stride[0], rows, N, C, eps);
-    PD_CUDA_LAUNCH_CHECK(c->device);
-    return PD_OK;
-}
-
-/* One warp per row of C = H * D as above: the sum of squares over the whole row, then each lane takes
- * pairs (2p, 2p + 1), scales them by 1 / rms and w, and rotates them by the (cos, sin) of pair p % (D/2)
- * of the row's token (r % N). y may be x: a lane reads a pair before writing it, and the reduction
- * has read the whole row before any write. */
+/* One warp per row of C = H * D (grid-stride over rows; the row index is the same for every lane of
+ * a warp, so the shuffles are convergent), lanes across C, as the norms of cuda_norm.cu: the sum of
+ * squares over the whole row, then each lane takes pairs (2p, 2p + 1), scales them by 1 / rms and w,
+ * and rotates them by the (cos, sin) of pair p % (D/2) of the row's token (r % N). y may be x: a lane
+ * reads a pair before writing it, and the reduction has read the whole row before any write. */
 __global__ void pd_rms_rope_kernel(float *y, const float *x, const void *w, pd_dtype wdt, const float *f, int64_t rows,
                                    int64_t N, int64_t C, int64_t D2, float eps) {
     const int lane = threadIdx.x & 31;

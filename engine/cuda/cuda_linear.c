@@ -159,8 +159,6 @@ static pd_status pd_lt_lookup(pd_cuda *c, const pd_lt_key *k, const void *bias, 
     return PD_OK;
 }
 
-static size_t pd_lt_round(size_t n) { return (n + 255) & ~(size_t)255; }
-
 /* LINEAR, and LINEAR_GELU when gelu: the epilogue where cuBLASLt runs it (bf16 path), else GELU_TANH after. */
 static pd_status pd_lt_linear(pd_backend *be, pd_tensor *y, const pd_tensor *x, const pd_tensor *w, const pd_tensor *b,
                               bool gelu) {
@@ -182,7 +180,7 @@ static pd_status pd_lt_linear(pd_backend *be, pd_tensor *y, const pd_tensor *x, 
      * when b is not already usable as is; one request, so neither pointer moves. */
     bool stage_w = w->dtype == PD_DTYPE_F16;
     bool stage_b = b && (b->dtype != PD_DTYPE_F32 || pd_lt_align(b->data) < 16);
-    size_t w_bytes = stage_w ? pd_lt_round((size_t)(N * K) * 2) : 0;
+    size_t w_bytes = stage_w ? pd_cuda_align256((size_t)(N * K) * 2) : 0;
     void *wscratch = NULL;
     if (stage_w || stage_b) PD_TRY(pd_cuda_scratch(be, PD_CUDA_SCRATCH_LINEAR_W, w_bytes + (size_t)N * 4, &wscratch));
 

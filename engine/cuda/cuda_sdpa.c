@@ -85,24 +85,20 @@ static cudnnStatus_t pd_sdpa_create(pd_sdpa_plan *p, cudnnBackendDescriptorType_
         if (pd_sdpa_st_ != CUDNN_STATUS_SUCCESS) return pd_sdpa_st_;                               \
     } while (0)
 
-static cudnnStatus_t pd_sdpa_set(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name,
-                                 cudnnBackendAttributeType_t type, int64_t n, const void *value) {
-    return cudnnBackendSetAttribute(d, name, type, n, value);
-}
-
 static cudnnStatus_t pd_sdpa_tensor(pd_sdpa_plan *p, int64_t uid, cudnnDataType_t dt, const int64_t dim[4],
                                     const int64_t stride[4], bool is_virtual, bool by_value,
                                     cudnnBackendDescriptor_t *out) {
     cudnnBackendDescriptor_t t;
     const int64_t align = 16;
     PD_SDPA_DO(pd_sdpa_create(p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, &t));
-    PD_SDPA_DO(pd_sdpa_set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt));
-    PD_SDPA_DO(pd_sdpa_set(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dim));
-    PD_SDPA_DO(pd_sdpa_set(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, stride));
-    PD_SDPA_DO(pd_sdpa_set(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid));
-    PD_SDPA_DO(pd_sdpa_set(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align));
-    PD_SDPA_DO(pd_sdpa_set(t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual));
-    if (by_value) PD_SDPA_DO(pd_sdpa_set(t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &by_value));
+    PD_SDPA_DO(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt));
+    PD_SDPA_DO(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dim));
+    PD_SDPA_DO(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, stride));
+    PD_SDPA_DO(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid));
+    PD_SDPA_DO(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align));
+    PD_SDPA_DO(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual));
+    if (by_value) PD_SDPA_DO(cudnnBackendSetAttribute(t, CUDNN_ATTR_TENSOR_IS_BY_VALUE,
+                                                      CUDNN_TYPE_BOOLEAN, 1, &by_value));
     PD_SDPA_DO(cudnnBackendFinalize(t));
     *out = t;
     return CUDNN_STATUS_SUCCESS;
@@ -115,14 +111,18 @@ static cudnnStatus_t pd_sdpa_pointwise(pd_sdpa_plan *p, cudnnPointwiseMode_t mod
     cudnnBackendDescriptor_t pw;
     const cudnnDataType_t prec = CUDNN_DATA_FLOAT;
     PD_SDPA_DO(pd_sdpa_create(p, CUDNN_BACKEND_POINTWISE_DESCRIPTOR, &pw));
-    PD_SDPA_DO(pd_sdpa_set(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode));
-    PD_SDPA_DO(pd_sdpa_set(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec));
+    PD_SDPA_DO(cudnnBackendSetAttribute(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode));
+    PD_SDPA_DO(cudnnBackendSetAttribute(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec));
     PD_SDPA_DO(cudnnBackendFinalize(pw));
     PD_SDPA_DO(pd_sdpa_create(p, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, op));
-    PD_SDPA_DO(pd_sdpa_set(*op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw));
-    PD_SDPA_DO(pd_sdpa_set(*op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x));
-    if (b) PD_SDPA_DO(pd_sdpa_set(*op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b));
-    PD_SDPA_DO(pd_sdpa_set(*op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y));
+    PD_SDPA_DO(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR,
+                                        CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw));
+    PD_SDPA_DO(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC,
+                                        CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x));
+    if (b) PD_SDPA_DO(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC,
+                                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b));
+    PD_SDPA_DO(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC,
+                                        CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y));
     return cudnnBackendFinalize(*op);
 }
 
@@ -132,13 +132,17 @@ static cudnnStatus_t pd_sdpa_reduction(pd_sdpa_plan *p, cudnnReduceTensorOp_t mo
     cudnnBackendDescriptor_t red;
     const cudnnDataType_t prec = CUDNN_DATA_FLOAT;
     PD_SDPA_DO(pd_sdpa_create(p, CUDNN_BACKEND_REDUCTION_DESCRIPTOR, &red));
-    PD_SDPA_DO(pd_sdpa_set(red, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &mode));
-    PD_SDPA_DO(pd_sdpa_set(red, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &prec));
+    PD_SDPA_DO(cudnnBackendSetAttribute(red, CUDNN_ATTR_REDUCTION_OPERATOR,
+                                        CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &mode));
+    PD_SDPA_DO(cudnnBackendSetAttribute(red, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &prec));
     PD_SDPA_DO(cudnnBackendFinalize(red));
     PD_SDPA_DO(pd_sdpa_create(p, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, op));
-    PD_SDPA_DO(pd_sdpa_set(*op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &red));
-    PD_SDPA_DO(pd_sdpa_set(*op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x));
-    PD_SDPA_DO(pd_sdpa_set(*op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y));
+    PD_SDPA_DO(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_REDUCTION_DESC,
+                                        CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &red));
+    PD_SDPA_DO(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC,
+                                        CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x));
+    PD_SDPA_DO(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC,
+                                        CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y));
     return cudnnBackendFinalize(*op);
 }
 
@@ -148,13 +152,13 @@ static cudnnStatus_t pd_sdpa_matmul(pd_sdpa_plan *p, cudnnBackendDescriptor_t a,
     cudnnBackendDescriptor_t mm;
     const cudnnDataType_t prec = CUDNN_DATA_FLOAT;
     PD_SDPA_DO(pd_sdpa_create(p, CUDNN_BACKEND_MATMUL_DESCRIPTOR, &mm));
-    PD_SDPA_DO(pd_sdpa_set(mm, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &prec));
+    PD_SDPA_DO(cudnnBackendSetAttribute(mm, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &prec));
     PD_SDPA_DO(cudnnBackendFinalize(mm));
     PD_SDPA_DO(pd_sdpa_create(p, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, op));
-    PD_SDPA_DO(pd_sdpa_set(*op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a));
-    PD_SDPA_DO(pd_sdpa_set(*op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b));
-    PD_SDPA_DO(pd_sdpa_set(*op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c));
-    PD_SDPA_DO(pd_sdpa_set(*op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &mm));
+    PD_SDPA_DO(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a));
+    PD_SDPA_DO(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b));
+    PD_SDPA_DO(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c));
+    PD_SDPA_DO(cudnnBackendSetAttribute(*op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &mm));
     return cudnnBackendFinalize(*op);
 }
 
@@ -204,8 +208,8 @@ static cudnnStatus_t pd_sdpa_graph(pd_sdpa_plan *p, cudnnHandle_t handle, cudnnB
 
     *step = "operation graph";
     PD_SDPA_DO(pd_sdpa_create(p, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, graph));
-    PD_SDPA_DO(pd_sdpa_set(*graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 10, ops));
-    PD_SDPA_DO(pd_sdpa_set(*graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
+    PD_SDPA_DO(cudnnBackendSetAttribute(*graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 10, ops));
+    PD_SDPA_DO(cudnnBackendSetAttribute(*graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
     return cudnnBackendFinalize(*graph);
 }
 
@@ -217,8 +221,9 @@ static cudnnStatus_t pd_sdpa_pick(pd_sdpa_plan *p, cudnnHandle_t handle, cudnnBa
     const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
     *step = "engine heuristics";
     PD_SDPA_DO(pd_sdpa_create(p, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur));
-    PD_SDPA_DO(pd_sdpa_set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph));
-    PD_SDPA_DO(pd_sdpa_set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode));
+    PD_SDPA_DO(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+                                        CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph));
+    PD_SDPA_DO(cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode));
     PD_SDPA_DO(cudnnBackendFinalize(heur));
     int64_t count = 0;
     PD_SDPA_DO(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count,
@@ -239,9 +244,10 @@ static cudnnStatus_t pd_sdpa_pick(pd_sdpa_plan *p, cudnnHandle_t handle, cudnnBa
         int64_t ws = 0;
         cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan);
         if (st == CUDNN_STATUS_SUCCESS)
-            st = pd_sdpa_set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
+            st = cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
         if (st == CUDNN_STATUS_SUCCESS)
-            st = pd_sdpa_set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]);
+            st = cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                                          CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]);
         if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(plan);
         if (st == CUDNN_STATUS_SUCCESS)
             st = cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
@@ -321,8 +327,6 @@ static pd_status pd_sdpa_plan_get(pd_cuda *c, const pd_sdpa_key *key, pd_sdpa_pl
     return PD_OK;
 }
 
-static size_t pd_sdpa_align(size_t n) { return (n + 255) & ~(size_t)255; }
-
 pd_status pd_cuda_sdpa_cudnn(pd_backend *be, pd_tensor *out, const pd_tensor *q, const pd_tensor *k, const pd_tensor *v,
                              float scale) {
     pd_cuda *c = pd_cuda_of(be);
@@ -335,8 +339,8 @@ pd_status pd_cuda_sdpa_cudnn(pd_backend *be, pd_tensor *out, const pd_tensor *q,
     PD_TRY(pd_sdpa_plan_get(c, &key, &p));
 
     const int64_t nq = pd_tensor_numel(q), nk = pd_tensor_numel(k), nv = pd_tensor_numel(v), no = pd_tensor_numel(out);
-    const size_t bq = pd_sdpa_align((size_t)nq * 2), bk = pd_sdpa_align((size_t)nk * 2);
-    const size_t bv = pd_sdpa_align((size_t)nv * 2);
+    const size_t bq = pd_cuda_align256((size_t)nq * 2), bk = pd_cuda_align256((size_t)nk * 2);
+    const size_t bv = pd_cuda_align256((size_t)nv * 2);
     void *qkv, *o16, *ws = NULL;
     PD_TRY(pd_cuda_scratch(be, PD_CUDA_SCRATCH_ATTN_QKV, bq + bk + bv, &qkv)); // (B, N, H, D) bf16 each
     PD_TRY(pd_cuda_scratch(be, PD_CUDA_SCRATCH_ATTN_OUT, (size_t)no * 2, &o16)); // (B, Nq, H, Dv) bf16
@@ -346,17 +350,15 @@ pd_status pd_cuda_sdpa_cudnn(pd_backend *be, pd_tensor *out, const pd_tensor *q,
     PD_TRY(pd_cuda_convert(be, k16, PD_DTYPE_BF16, k->data, PD_DTYPE_F32, nk));
     PD_TRY(pd_cuda_convert(be, v16, PD_DTYPE_BF16, v->data, PD_DTYPE_F32, nv));
 
-    /* cuDNN runs on the handle's stream: make sure it is ours (another user may have changed it). */
-    PD_CUDNN_CHECK(c->device, cudnnSetStream(c->dnn, c->stream));
     int64_t uids[5] = {PD_SDPA_UID_Q, PD_SDPA_UID_K, PD_SDPA_UID_V, PD_SDPA_UID_O, PD_SDPA_UID_SCALE};
     void *ptrs[5] = {q16, k16, v16, o16, &scale}; /* the scale is read on the host at launch */
     cudnnBackendDescriptor_t pack = NULL;
     PD_CUDNN_CHECK(c->device, cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack));
-    cudnnStatus_t st = pd_sdpa_set(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 5, uids);
+    cudnnStatus_t st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 5, uids);
     if (st == CUDNN_STATUS_SUCCESS)
-        st = pd_sdpa_set(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 5, ptrs);
+        st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 5, ptrs);
     if (st == CUDNN_STATUS_SUCCESS)
-        st = pd_sdpa_set(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
+        st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
     if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(pack);
     if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendExecute(c->dnn, p->plan, pack);
     cudnnBackendDestroyDescriptor(pack);
