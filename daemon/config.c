@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "models/pipeline.h"
+#include "models/wan/dit.h"
 #include "proto/proto.h"
 
 typedef enum { CT_INT, CT_SIZE, CT_DOUBLE, CT_STR, CT_KEYS } cfg_type;
@@ -45,7 +46,7 @@ static const cfg_entry cfg_table[] = {
     {"device", CT_STR, F(device), "cpu", 0, 0, "cpu, or cuda: worker i runs on GPU cuda:i"},
     {"sp_degree", CT_INT, F(sp_degree), "1", 1, 64, "ranks per denoise group (sequence parallelism); 1 = every denoise worker alone"},
     {"cfg_parallel", CT_INT, F(cfg_parallel), "0", 0, 1, "1 = each SP group evaluates the CFG pair on two halves (even sp_degree)"},
-    {"pipesp_chunk", CT_INT, F(pipesp_chunk), "0", 0, 4096, "PipeSP heads per chunk; 0 = from measured compute/communication times, 1 = per head"},
+    {"pipesp_chunk", CT_INT, F(pipesp_chunk), "0", 0, PD_SP_MAX_CHUNK, "PipeSP heads per chunk; 0 = from measured compute/communication times, 1 = per head"},
     {"comm_timeout_s", CT_DOUBLE, F(comm_timeout_s), "60", 0.1, 86400, "deadline of each collective in an SP group; a group that misses it is restarted"},
     {"queue_capacity", CT_INT, F(queue_capacity), "32", 1, 100000, "jobs waiting at most; more are 429"},
     {"max_prompt_bytes", CT_INT, F(max_prompt_bytes), "8192", 1, PD_PROTO_TEXT_MAX - 1, "longest prompt (and negative prompt) in bytes"},

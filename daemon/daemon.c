@@ -538,7 +538,7 @@ void pd_daemon_gauges(pd_daemon *d, pd_metrics_gauges *g) {
     g->n_decode = s.n_decode;
     g->sp_groups = s.sp_groups;
     g->sp_groups_formed = s.sp_groups_formed;
-    g->worker_memory_bytes = s.worker_memory_bytes;
+    g->worker_memory_bytes = d->sched ? pd_scheduler_worker_memory_bytes(d->sched) : 0;
     g->ready = s.ready;
     g->draining = atomic_load(&d->draining);
     g->uptime_s = pd_daemon_now() - d->started_at;

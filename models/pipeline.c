@@ -267,3 +267,33 @@ pd_status pd_pipeline_denoise(pd_pipeline *pl, const pd_gen_params *p, const pd_
     if (st) pd_tensor_free(latent_out);
     return st;
 }
+
+/* ---- text + denoise ---- */
+
+pd_status pd_pipeline_text_denoise(pd_pipeline *pl, const pd_gen_params *p, pd_tensor *latent_out, pd_progress_fn progress,
+                                   void *ud, const atomic_int *cancel, pd_gen_timings *timings) {
+    memset(latent_out, 0, sizeof *latent_out);
+    PD_TRY(pd_pipeline_validate(pl, p));
+    const int cfg_on = p->guidance > 1.0f;
+    pd_tensor cond = {0}, uncond = {0};
+    double t0 = pd_now_s();
+    pd_status st = pd_pipeline_encode_text(pl, p->prompt, &cond);
+    if (!st && progress) progress(ud, PD_STAGE_TEXT, 1, cfg_on ? 2 : 1);
+    if (!st && cfg_on) {
+        st = pd_pipeline_encode_text(pl, p->negative_prompt ? p->negative_prompt : "", &uncond);
+        if (!st && progress) progress(ud, PD_STAGE_TEXT, 2, 2);
+    }
+    if (timings) timings->seconds[PD_STAGE_TEXT] = pd_now_s() - t0;
+    if (!st && cancel && atomic_load(cancel)) st = pd_error_set(PD_ERR_CANCELLED, "cancelled after the text stage");
+    if (!st) {
+        t0 = pd_now_s();
+        st = pd_pipeline_denoise(pl, p, &cond, cfg_on ? &uncond : NULL, latent_out, progress, ud, cancel);
+        if (timings) {
+            timings->seconds[PD_STAGE_DENOISE] = pd_now_s() - t0;
+            timings->denoise_step_seconds = timings->seconds[PD_STAGE_DENOISE] / p->steps;
+        }
+    }
+    pd_tensor_free(&cond);
+    pd_tensor_free(&uncond);
+    return st;
+}

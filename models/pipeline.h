@@ -108,7 +108,17 @@ typedef struct pd_gen_timings {
     double denoise_step_seconds; /* mean per step */
 } pd_gen_timings;
 
-/* All stages in order. timings may be NULL. */
+/* The stages before decoding, without any media dependency: checks p, encodes the prompt (and, with
+ * guidance > 1, the negative prompt), checks *cancel, and runs the sampler into latent_out, a host
+ * f32 tensor (16, T, H/8, W/8) allocated here (left empty on failure; free it with pd_tensor_free).
+ * Needs the text encoder and the DiT loaded. Progress: text 1 of 1 (or 1 and 2 of 2), then every
+ * denoising step. When timings is not NULL, its text and denoise seconds and denoise_step_seconds
+ * are written (as far as the call got); its other fields are left as they are. pd_pipeline_generate
+ * runs it before decoding; a sequence-parallel rank that does not decode runs it alone. */
+pd_status pd_pipeline_text_denoise(pd_pipeline *pl, const pd_gen_params *p, pd_tensor *latent_out, pd_progress_fn progress,
+                                   void *ud, const atomic_int *cancel, pd_gen_timings *timings);
+
+/* All stages in order (pd_pipeline_text_denoise, then pd_pipeline_decode). timings may be NULL. */
 pd_status pd_pipeline_generate(pd_pipeline *pl, const pd_gen_params *p, const char *mp4_path, const char *thumb_path,
                                pd_progress_fn progress, void *ud, const atomic_int *cancel, pd_gen_timings *timings);
 

@@ -4,8 +4,7 @@
 #ifndef PD_MODELS_PIPELINE_IMPL_H
 #define PD_MODELS_PIPELINE_IMPL_H
 
-#include <time.h>
-
+#include "engine/clock.h"
 #include "models/pipeline.h"
 #include "models/text/tokenizer.h"
 #include "models/text/umt5.h"
@@ -23,11 +22,5 @@ struct pd_pipeline {
     pd_dit_forward_fn dit_fn;  /* NULL: pd_wan_dit_forward on dit */
     void *dit_ud;
 };
-
-static inline double pd_pipeline_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 #endif

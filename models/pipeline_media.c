@@ -29,9 +29,9 @@ static pd_status pd_on_frame(void *ud, int64_t index, const pd_tensor *frame) {
         PD_TRY(pd_tensor_alloc(&dc->first, PD_DTYPE_F32, 3, frame->shape));
         PD_TRY(pd_tensor_copy(&dc->first, frame));
     }
-    double t0 = pd_pipeline_now();
+    double t0 = pd_now_s();
     pd_status st = pd_video_writer_add_frame(dc->vw, frame);
-    dc->encode_s += pd_pipeline_now() - t0;
+    dc->encode_s += pd_now_s() - t0;
     return st;
 }
 
@@ -56,7 +56,7 @@ pd_status pd_pipeline_decode(pd_pipeline *pl, const pd_tensor *latent, int fps, 
     if (fps < 1 || fps > PD_GEN_MAX_FPS) return pd_error_set(PD_ERR_INVALID, "fps: %d must be in 1..%d", fps, PD_GEN_MAX_FPS);
     const int W = (int)latent->shape[3] * 8, H = (int)latent->shape[2] * 8;
     const int64_t frames = pd_wan_vae_frames_for(pl->vae, latent->shape[1]);
-    double t0 = pd_pipeline_now();
+    double t0 = pd_now_s();
     pd_decode_ctx dc = {.want_first = thumb_path != NULL, .progress = progress, .ud = ud};
     pd_status st = pd_video_writer_open(mp4_path, W, H, fps, PD_PIPELINE_ENCODER_THREADS, &dc.vw);
     if (st) return st;
@@ -66,15 +66,15 @@ pd_status pd_pipeline_decode(pd_pipeline *pl, const pd_tensor *latent, int fps, 
     if (st) {
         pd_video_writer_abort(dc.vw);
     } else {
-        double t1 = pd_pipeline_now();
+        double t1 = pd_now_s();
         st = pd_video_writer_close(dc.vw);
-        dc.encode_s += pd_pipeline_now() - t1;
+        dc.encode_s += pd_now_s() - t1;
         if (st && thumb_path) unlink(thumb_path);
     }
     pd_tensor_free(&dc.first);
     if (st) return st;
     pl->encode_s = dc.encode_s;
-    pl->decode_s = pd_pipeline_now() - t0 - dc.encode_s;
+    pl->decode_s = pd_now_s() - t0 - dc.encode_s;
     if (progress) progress(ud, PD_STAGE_ENCODE, (int)frames, (int)frames);
     return PD_OK;
 }
@@ -87,26 +87,8 @@ pd_status pd_pipeline_generate(pd_pipeline *pl, const pd_gen_params *p, const ch
     if (timings) *timings = t;
     if ((pl->parts & PD_PART_ALL) != PD_PART_ALL)
         return pd_error_set(PD_ERR_INVALID, "generate: the pipeline needs all of its parts loaded");
-    PD_TRY(pd_pipeline_validate(pl, p));
-    const int cfg_on = p->guidance > 1.0f;
-    pd_tensor cond = {0}, uncond = {0}, latent = {0};
-    double t0 = pd_pipeline_now();
-    pd_status st = pd_pipeline_encode_text(pl, p->prompt, &cond);
-    if (!st && progress) progress(ud, PD_STAGE_TEXT, 1, cfg_on ? 2 : 1);
-    if (!st && cfg_on) {
-        st = pd_pipeline_encode_text(pl, p->negative_prompt ? p->negative_prompt : "", &uncond);
-        if (!st && progress) progress(ud, PD_STAGE_TEXT, 2, 2);
-    }
-    t.seconds[PD_STAGE_TEXT] = pd_pipeline_now() - t0;
-    if (!st && cancel && atomic_load(cancel)) st = pd_error_set(PD_ERR_CANCELLED, "cancelled after the text stage");
-    if (!st) {
-        t0 = pd_pipeline_now();
-        st = pd_pipeline_denoise(pl, p, &cond, cfg_on ? &uncond : NULL, &latent, progress, ud, cancel);
-        t.seconds[PD_STAGE_DENOISE] = pd_pipeline_now() - t0;
-        t.denoise_step_seconds = t.seconds[PD_STAGE_DENOISE] / p->steps;
-    }
-    pd_tensor_free(&cond);
-    pd_tensor_free(&uncond);
+    pd_tensor latent = {0};
+    pd_status st = pd_pipeline_text_denoise(pl, p, &latent, progress, ud, cancel, &t);
     if (!st) {
         st = pd_pipeline_decode(pl, &latent, p->fps, mp4_path, thumb_path, progress, ud, cancel);
         t.seconds[PD_STAGE_DECODE] = pl->decode_s;

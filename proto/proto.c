@@ -5,8 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "engine/clock.h"
+#include "models/wan/dit.h"
 
 static const char *const role_names[PD_ROLE_COUNT] = {"text", "denoise", "decode", "all"};
 
@@ -352,7 +354,7 @@ pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
         return pd_error_set(PD_ERR_FORMAT, "proto: rank %d out of range", (int)m->rank);
     if (m->kind == PD_MSG_GROUP &&
         (m->ranks < 1 || m->ranks > PD_PROTO_MAX_RANKS || m->rank >= m->ranks || m->chunk_heads < 0 ||
-         m->chunk_heads > 4096 || (m->cfg_parallel != 0 && m->cfg_parallel != 1) ||
+         m->chunk_heads > PD_SP_MAX_CHUNK || (m->cfg_parallel != 0 && m->cfg_parallel != 1) ||
          (m->comm_nccl != 0 && m->comm_nccl != 1) ||
          !(m->comm_timeout_s > 0 && m->comm_timeout_s <= 86400) || !m->comm_name[0]))
         return pd_error_set(PD_ERR_FORMAT, "proto: group message out of range (rank %d of %d, chunk %d, cfg %d, "
@@ -425,21 +427,15 @@ pd_status pd_proto_reader_next(pd_proto_reader *r, pd_msg *m, bool *got) {
     return PD_OK;
 }
 
-static double now_mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 pd_status pd_proto_recv(int fd, pd_proto_reader *r, pd_msg *m, int timeout_ms) {
-    double deadline = timeout_ms < 0 ? 0 : now_mono() + timeout_ms / 1000.0;
+    double deadline = timeout_ms < 0 ? 0 : pd_now_s() + timeout_ms / 1000.0;
     for (;;) {
         bool got;
         PD_TRY(pd_proto_reader_next(r, m, &got));
         if (got) return PD_OK;
         int wait = -1;
         if (timeout_ms >= 0) {
-            double left = deadline - now_mono();
+            double left = deadline - pd_now_s();
             if (left <= 0) return pd_error_set(PD_ERR_TIMEOUT, "proto: no message within %d ms", timeout_ms);
             wait = (int)(left * 1000.0) + 1;
         }

@@ -29,6 +29,7 @@
 
 #include "engine/status.h"
 #include "models/pipeline.h"
+#include "workers/comm/comm.h"
 
 #define PD_PROTO_MAGIC 0x4b574450u /* "PDWK" */
 #define PD_PROTO_VERSION 2u
@@ -39,8 +40,8 @@
 #define PD_PROTO_SHM_MAX 64            /* shared-memory names, including the NUL */
 #define PD_PROTO_CODE_MAX 32           /* error codes ("cancelled", "invalid", ...), including the NUL */
 #define PD_PROTO_MSG_MAX 512           /* error messages, including the NUL (longer ones are cut on encode) */
-#define PD_PROTO_MAX_RANKS 64          /* ranks of one group (as the communicator's limit) */
-#define PD_PROTO_NCCL_ID_BYTES 128     /* one NCCL unique id (workers/comm/comm.h) */
+#define PD_PROTO_MAX_RANKS PD_COMM_MAX_RANKS         /* ranks of one group: the communicator's limit */
+#define PD_PROTO_NCCL_ID_BYTES PD_COMM_NCCL_ID_BYTES /* one NCCL unique id */
 #define PD_PROTO_GROUP_COMMS 3         /* a group's communicators: SP halves 0 and 1, the CFG pair */
 
 typedef enum pd_msg_kind {

@@ -42,8 +42,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/clock.h"
 #include "proto/proto.h"
 #include "scheduler/split.h"
+#include "models/wan/dit.h"
 #include "models/wan/sp_group.h"
 #include "workers/comm/comm.h"
 #include "workers/comm/shm.h"
@@ -143,12 +145,6 @@ struct pd_scheduler {
     pd_msg *tx, *rx;          /* scheduler-thread message buffers */
 };
 
-static double now_mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static double now_real(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -243,37 +239,28 @@ static void remove_job(pd_scheduler *s, job *j) {
     pthread_cond_broadcast(&s->idle_cv);
 }
 
-static void emit_failed(pd_scheduler *s, job *j, const char *code, const char *fmt, va_list ap)
-    __attribute__((format(printf, 4, 0)));
-static void emit_failed(pd_scheduler *s, job *j, const char *code, const char *fmt, va_list ap) {
+/* FAILED goes out now. A group denoise whose ranks have not all answered (pending > 0) stays, marked
+ * failed, until the last one has (group_rank_done removes it; supervise kills ranks still busy at
+ * fail_deadline), and a second failure of it adds nothing; any other job (pending 0) goes at once. */
+static void fail_job(pd_scheduler *s, job *j, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void fail_job(pd_scheduler *s, job *j, const char *code, const char *fmt, ...) {
+    if (j->failed) return;
+    const bool waits = j->pending > 0;
+    if (waits) {
+        j->failed = true;
+        j->fail_deadline = pd_now_s() + s->comm_timeout_s + 10.0;
+    }
     evrec *r = push_event(s, PD_JOB_EVENT_FAILED, j);
     r->ev.stage = j->state == J_DECODE || j->state == J_WAIT_DECODE ? PD_STAGE_DECODE
                   : j->state == J_DENOISE                          ? PD_STAGE_DENOISE
                                                                    : PD_STAGE_TEXT;
     snprintf(r->code, sizeof r->code, "%s", code);
+    va_list ap;
+    va_start(ap, fmt);
     vsnprintf(r->msg, sizeof r->msg, fmt, ap);
+    va_end(ap);
     PD_INFO("scheduler", "job %s failed (%s): %s", j->id, r->code, r->msg);
-}
-
-static void fail_job(pd_scheduler *s, job *j, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void fail_job(pd_scheduler *s, job *j, const char *code, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    emit_failed(s, j, code, fmt, ap);
-    va_end(ap);
-    remove_job(s, j);
-}
-
-/* A group denoise failed: the event goes out now, the job stays until every rank has answered. */
-static void fail_group_job(pd_scheduler *s, job *j, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void fail_group_job(pd_scheduler *s, job *j, const char *code, const char *fmt, ...) {
-    if (j->failed) return;
-    j->failed = true;
-    j->fail_deadline = now_mono() + s->comm_timeout_s + 10.0;
-    va_list ap;
-    va_start(ap, fmt);
-    emit_failed(s, j, code, fmt, ap);
-    va_end(ap);
+    if (!waits) remove_job(s, j);
 }
 
 static int count_jobs(const pd_scheduler *s, jstate st) {
@@ -309,7 +296,7 @@ static void schedule_restart(pd_scheduler *s, wslot *w) {
     if (!w->was_ready) w->fails++;
     else w->fails = 0;
     double backoff = w->fails ? fmin(0.25 * (double)(1 << (w->fails < 6 ? w->fails - 1 : 5)), 5.0) : 0.0;
-    w->restart_at = now_mono() + backoff;
+    w->restart_at = pd_now_s() + backoff;
     w->was_ready = false;
 }
 
@@ -326,6 +313,13 @@ static bool group_formed(const pd_scheduler *s, const sgroup *g) {
         const wslot *w = &s->w[g->first + r];
         if (!slot_up(w) || w->joined_gen != g->gen) return false;
     }
+    return true;
+}
+
+/* Every rank idle (W_READY). */
+static bool group_idle(const pd_scheduler *s, const sgroup *g) {
+    for (int r = 0; r < g->size; r++)
+        if (s->w[g->first + r].state != W_READY) return false;
     return true;
 }
 
@@ -377,11 +371,11 @@ static void worker_lost(pd_scheduler *s, wslot *w, const char *reason) {
     }
     if (w->job && w->job->group >= 0 && w->job->state == J_DENOISE) {
         job *j = w->job;
-        if (j->cancel_req) fail_group_job(s, j, "cancelled", "cancelled by request");
+        if (j->cancel_req) fail_job(s, j, "cancelled", "cancelled by request");
         else
-            fail_group_job(s, j, "worker_died", "rank %d of SP group %d (worker %d, pid %d) failed during the denoise stage: "
-                           "%s%s%s; the group is being restarted", w->rank, w->group, w->index, (int)pid, reason,
-                           how[0] ? "; " : "", how);
+            fail_job(s, j, "worker_died", "rank %d of SP group %d (worker %d, pid %d) failed during the denoise stage: "
+                     "%s%s%s; the group is being restarted", w->rank, w->group, w->index, (int)pid, reason,
+                     how[0] ? "; " : "", how);
         group_rank_done(s, w, j);
     } else if (w->job) {
         job *j = w->job;
@@ -420,7 +414,7 @@ static pd_status spawn_worker(pd_scheduler *s, wslot *w) {
     pid_t pid;
     int rc = posix_spawn(&pid, s->worker_exe, NULL, &attr, argv, environ);
     posix_spawnattr_destroy(&attr);
-    w->spawned_at = w->last_heard = now_mono();
+    w->spawned_at = w->last_heard = pd_now_s();
     if (rc != 0) return pd_error_set(PD_ERR_IO, "spawn %s worker: %s", s->worker_exe, strerror(rc));
     w->pid = pid;
     w->state = W_SPAWNED;
@@ -453,19 +447,27 @@ static pd_status send_to(pd_scheduler *s, wslot *w, const pd_msg *m) {
     return st;
 }
 
-/* Sends one stage of j to w. */
-static void assign(pd_scheduler *s, wslot *w, job *j, pd_stage stage) {
+/* The ASSIGN of one stage of j to w (group generation gen, rank; 0 and 0 outside a group). A failed
+ * send drops w (worker_lost), which fails the job or, in a group, counts this rank as done. */
+static void send_stage(pd_scheduler *s, wslot *w, job *j, pd_stage stage, unsigned gen, int rank) {
     pd_msg *m = s->tx;
     memcpy(m, j->req, sizeof *m);
     m->kind = PD_MSG_ASSIGN;
     m->stage = stage;
+    m->group_gen = gen;
+    m->rank = rank;
+    w->job = j;
+    w->state = W_BUSY;
+    send_to(s, w, m);
+}
+
+/* Sends one stage of j to w. */
+static void assign(pd_scheduler *s, wslot *w, job *j, pd_stage stage) {
     j->state = stage == PD_STAGE_TEXT ? J_TEXT : stage == PD_STAGE_DENOISE ? J_DENOISE : J_DECODE;
     j->worker = w->index;
     j->cancel_sent = false;
-    w->job = j;
-    w->state = W_BUSY;
     ev_stage(s, j, stage, stage == PD_STAGE_DECODE ? 90 : 0);
-    send_to(s, w, m); /* on failure the job fails as worker_died */
+    send_stage(s, w, j, stage, 0, 0);
 }
 
 /* The denoise stage of j on every rank of its group. */
@@ -476,37 +478,24 @@ static void assign_group_denoise(pd_scheduler *s, sgroup *g, job *j) {
     j->pending = g->size;
     ev_stage(s, j, PD_STAGE_DENOISE, 0);
     for (int r = 0; r < g->size; r++) {
-        wslot *w = &s->w[g->first + r];
         if (j->failed) { /* an earlier rank's send failed: the rest never start */
             group_rank_done(s, NULL, j);
             continue;
         }
-        pd_msg *m = s->tx;
-        memcpy(m, j->req, sizeof *m);
-        m->kind = PD_MSG_ASSIGN;
-        m->stage = PD_STAGE_DENOISE;
-        m->group_gen = g->gen;
-        m->rank = r;
-        w->job = j;
-        w->state = W_BUSY;
-        send_to(s, w, m); /* on failure worker_lost fails the job and counts this rank as done */
+        send_stage(s, &s->w[g->first + r], j, PD_STAGE_DENOISE, g->gen, r);
     }
 }
 
 /* Sends GROUP to every rank of each group whose ranks are all idle but not joined to its generation. */
 static void form_groups(pd_scheduler *s) {
     if (s->stopping) return;
-    double now = now_mono();
+    double now = pd_now_s();
     for (int gi = 0; gi < s->n_groups; gi++) {
         sgroup *g = &s->g[gi];
-        if (g->job || g->joining || now < g->retry_at) continue;
-        bool idle = true, joined = true;
-        for (int r = 0; r < g->size; r++) {
-            const wslot *w = &s->w[g->first + r];
-            idle &= w->state == W_READY;
-            joined &= w->joined_gen == g->gen;
-        }
-        if (!idle || joined) continue;
+        if (g->job || g->joining || now < g->retry_at || !group_idle(s, g)) continue;
+        bool joined = true;
+        for (int r = 0; r < g->size; r++) joined &= s->w[g->first + r].joined_gen == g->gen;
+        if (joined) continue;
         /* GPU groups talk over NCCL: this process makes the unique ids (and hosts NCCL's bootstrap
          * root for them), every rank receives them in its GROUP. */
         const bool nccl = s->gpu;
@@ -549,7 +538,7 @@ static void group_join_answer(pd_scheduler *s, wslot *w, bool ok, unsigned gen, 
     if (ok && gen == g->gen) w->joined_gen = gen;
     if (!ok && g->joining) {
         g->join_fails++;
-        g->retry_at = now_mono() + fmin(0.5 * (double)g->join_fails, 5.0);
+        g->retry_at = pd_now_s() + fmin(0.5 * (double)g->join_fails, 5.0);
         group_break(s, g, why);
     }
     bool waiting = false;
@@ -570,7 +559,7 @@ static void shutdown_worker(pd_scheduler *s, wslot *w) {
         pd_proto_send(w->fd, m);
     }
     w->state = W_EXITING;
-    w->exit_deadline = now_mono() + EXIT_GRACE_S;
+    w->exit_deadline = pd_now_s() + EXIT_GRACE_S;
 }
 
 /* ---- the split ---- */
@@ -637,10 +626,7 @@ static void dispatch(pd_scheduler *s) {
         if (s->sp > 1) {
             for (int gi = 0; gi < s->n_groups && !w; gi++) {
                 sgroup *g = &s->g[gi];
-                if (g->job || !group_formed(s, g)) continue;
-                bool idle = true;
-                for (int r = 0; r < g->size; r++) idle &= s->w[g->first + r].state == W_READY;
-                if (!idle) continue;
+                if (g->job || !group_formed(s, g) || !group_idle(s, g)) continue;
                 g->job = j;
                 j->group = gi;
                 w = &s->w[g->first];
@@ -698,9 +684,7 @@ static void stage_done(pd_scheduler *s, wslot *w, job *j, int stage, double secs
     }
     if (stage == PD_STAGE_TEXT && j->group >= 0) {
         sgroup *g = &s->g[j->group];
-        bool idle = group_formed(s, g);
-        for (int r = 0; r < g->size; r++) idle &= s->w[g->first + r].state == W_READY;
-        if (idle) assign_group_denoise(s, g, j);
+        if (group_formed(s, g) && group_idle(s, g)) assign_group_denoise(s, g, j);
         else fail_job(s, j, "worker_died", "SP group %d lost a rank while the prompts were encoded; it is being restarted",
                       j->group);
     } else if (stage == PD_STAGE_TEXT) {
@@ -720,7 +704,7 @@ static void stage_done(pd_scheduler *s, wslot *w, job *j, int stage, double secs
 /* Returns false when the worker was dropped. */
 static bool handle_msg(pd_scheduler *s, wslot *w, const pd_msg *m) {
     char why[PD_PROTO_MSG_MAX + PD_PROTO_CODE_MAX + 96];
-    w->last_heard = now_mono();
+    w->last_heard = pd_now_s();
     if (w->state == W_CONNECTED) {
         if (m->kind != PD_MSG_HELLO || m->magic != PD_PROTO_MAGIC || m->version != PD_PROTO_VERSION ||
             m->role != (int32_t)w->role) {
@@ -787,10 +771,10 @@ static bool handle_msg(pd_scheduler *s, wslot *w, const pd_msg *m) {
                     snprintf(why, sizeof why, "rank %d failed: %s", w->rank, m->message);
                     group_break(s, &s->g[w->group], why);
                 }
-                if (cancelled) fail_group_job(s, j, "cancelled", "cancelled by request");
+                if (cancelled) fail_job(s, j, "cancelled", "cancelled by request");
                 else
-                    fail_group_job(s, j, m->code[0] ? m->code : "internal", "denoise stage (rank %d of %d): %s", w->rank,
-                                   s->g[w->group].size, m->message);
+                    fail_job(s, j, m->code[0] ? m->code : "internal", "denoise stage (rank %d of %d): %s", w->rank,
+                             s->g[w->group].size, m->message);
                 group_rank_done(s, w, j);
                 return true;
             }
@@ -847,7 +831,7 @@ static void read_worker(pd_scheduler *s, wslot *w) {
 
 /* Reaps, restarts and times out workers. */
 static void supervise(pd_scheduler *s) {
-    double now = now_mono();
+    double now = pd_now_s();
     double connect_limit = fmax(s->timeout_s, 10.0);
     for (int i = 0; i < s->n; i++) {
         wslot *w = &s->w[i];
@@ -915,7 +899,7 @@ static void accept_worker(pd_scheduler *s, wslot *w) {
     }
     w->fd = fd;
     w->state = W_CONNECTED;
-    w->last_heard = now_mono();
+    w->last_heard = pd_now_s();
     pd_proto_reader_reset(w->rd);
 }
 
@@ -1055,8 +1039,9 @@ pd_status pd_scheduler_create(const pd_scheduler_config *cfg, pd_job_event_fn fn
                             "denoise ranks and a decode worker), not %d", sp, sp + 1, sp, cfg->n_devices);
     if (cfg->cfg_parallel && (sp < 2 || sp % 2))
         return pd_error_set(PD_ERR_INVALID, "scheduler: cfg_parallel needs an even sp_degree >= 2, not %d", cfg->sp_degree);
-    if (cfg->pipesp_chunk < 0 || cfg->pipesp_chunk > 4096)
-        return pd_error_set(PD_ERR_INVALID, "scheduler: pipesp_chunk is %d (want 0 = measured, or 1..4096)", cfg->pipesp_chunk);
+    if (cfg->pipesp_chunk < 0 || cfg->pipesp_chunk > PD_SP_MAX_CHUNK)
+        return pd_error_set(PD_ERR_INVALID, "scheduler: pipesp_chunk is %d (want 0 = measured, or 1..%d)", cfg->pipesp_chunk,
+                            PD_SP_MAX_CHUNK);
     if (!(cfg->comm_timeout_s >= 0) || cfg->comm_timeout_s > 86400)
         return pd_error_set(PD_ERR_INVALID, "scheduler: comm_timeout_s is %g (want 0 = 60 s default, up to 86400)",
                             cfg->comm_timeout_s);
@@ -1119,7 +1104,7 @@ pd_status pd_scheduler_create(const pd_scheduler_config *cfg, pd_job_event_fn fn
         w->index = i;
         w->group = i < s->n_groups * sp ? i / sp : -1;
         w->rank = i % sp;
-        if (!strcmp(device, "cuda")) snprintf(w->device, sizeof w->device, "cuda:%d", i);
+        if (s->gpu) snprintf(w->device, sizeof w->device, "cuda:%d", i);
         else snprintf(w->device, sizeof w->device, "cpu");
         /* The last n_dec slots decode; with one device the single worker does everything. */
         w->role = w->want_role = s->n == 1 ? PD_ROLE_ALL : i >= s->n - n_dec ? PD_ROLE_DECODE : PD_ROLE_DENOISE;
@@ -1268,12 +1253,19 @@ void pd_scheduler_stats_get(pd_scheduler *s, pd_scheduler_stats *out) {
     if (s->n_groups) den_up = out->sp_groups_formed > 0;
     out->ready = den_up && dec_up;
     for (int i = 0; i < PD_STAGE_COUNT; i++) out->stage_seconds_mean[i] = stage_estimate(s, i);
+    pthread_mutex_unlock(&s->mu);
+}
+
+double pd_scheduler_worker_memory_bytes(pd_scheduler *s) {
     pid_t pids[256]; /* n_devices is at most 256 (pd_scheduler_create) */
     int n_pids = 0;
+    pthread_mutex_lock(&s->mu);
     for (int i = 0; i < s->n && n_pids < 256; i++)
         if (s->w[i].pid > 0) pids[n_pids++] = s->w[i].pid;
     pthread_mutex_unlock(&s->mu);
-    for (int i = 0; i < n_pids; i++) out->worker_memory_bytes += (double)process_rss_bytes(pids[i]);
+    double bytes = 0;
+    for (int i = 0; i < n_pids; i++) bytes += (double)process_rss_bytes(pids[i]);
+    return bytes;
 }
 
 pd_status pd_scheduler_drain(pd_scheduler *s, double timeout_s) {
@@ -1301,7 +1293,7 @@ void pd_scheduler_destroy(pd_scheduler *s) {
     /* The thread is gone: no lock needed. Ask politely, then insist. */
     for (int i = 0; i < s->n; i++)
         if (s->w[i].pid > 0 && s->w[i].state != W_EXITING) shutdown_worker(s, &s->w[i]);
-    double deadline = now_mono() + EXIT_GRACE_S;
+    double deadline = pd_now_s() + EXIT_GRACE_S;
     for (;;) {
         bool left = false;
         for (int i = 0; i < s->n; i++) {
@@ -1309,7 +1301,7 @@ void pd_scheduler_destroy(pd_scheduler *s) {
             if (w->pid > 0 && waitpid(w->pid, NULL, WNOHANG) == w->pid) w->pid = 0;
             left |= w->pid > 0;
         }
-        if (!left || now_mono() > deadline) break;
+        if (!left || pd_now_s() > deadline) break;
         struct timespec nap = {0, 10 * 1000 * 1000};
         nanosleep(&nap, NULL);
     }

@@ -67,8 +67,6 @@ typedef struct pd_scheduler_stats {
     int sp_groups, sp_groups_formed; /* SP groups, and those whose communicators are up */
     bool ready;                /* every group has a loaded, warmed-up worker */
     double stage_seconds_mean[PD_STAGE_COUNT]; /* measured, for the split rule and metrics */
-    double worker_memory_bytes; /* resident memory of the live worker processes together (the CPU
-                                 * backend's device memory; read from /proc) */
 } pd_scheduler_stats;
 
 typedef struct pd_scheduler pd_scheduler;
@@ -91,6 +89,11 @@ pd_status pd_scheduler_cancel(pd_scheduler *s, const char *job_id);
 int pd_scheduler_queue_position(pd_scheduler *s, const char *job_id);
 
 void pd_scheduler_stats_get(pd_scheduler *s, pd_scheduler_stats *out);
+
+/* Resident memory of the live worker processes together, in bytes (the CPU backend's device memory),
+ * read from /proc/<pid>/status of each: a file read per worker, so for /metrics rather than for every
+ * request. A worker that exits meanwhile counts 0. */
+double pd_scheduler_worker_memory_bytes(pd_scheduler *s);
 
 /* Stops admitting and waits up to timeout_s for queued and running jobs to finish. Returns
  * PD_ERR_TIMEOUT if some are still live (they stay queued for the next start). */

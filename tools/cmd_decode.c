@@ -7,6 +7,7 @@
 #include "media/image_writer.h"
 #include "media/video_writer.h"
 #include "models/wan/vae.h"
+#include "tools/cli_opt.h"
 #include "tools/commands.h"
 #include "tools/device_opt.h"
 
@@ -35,17 +36,6 @@ static int pd_decode_fail(const char *what) {
 static bool pd_decode_ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
     return n >= m && !strcasecmp(s + n - m, suffix);
-}
-
-static int pd_decode_int(const char *opt, const char *v, long lo, long hi, int *out) {
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (end == v || *end || n < lo || n > hi) {
-        fprintf(stderr, "pipedit decode: %s must be an integer in %ld..%ld, got \"%s\"\n", opt, lo, hi, v);
-        return 2;
-    }
-    *out = (int)n;
-    return 0;
 }
 
 typedef struct pd_decode_sink {
@@ -97,9 +87,9 @@ int pd_cmd_decode(int argc, char **argv) {
         else if (!strcmp(a, "--thumbnail")) thumb = v;
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--fps")) {
-            if (pd_decode_int(a, v, 1, PD_VIDEO_MAX_FPS, &fps)) return 2;
+            if (!pd_cli_opt_int("pipedit decode", a, v, 1, PD_VIDEO_MAX_FPS, &fps)) return 2;
         } else if (!strcmp(a, "--threads")) {
-            if (pd_decode_int(a, v, 1, 1024, &threads)) return 2;
+            if (!pd_cli_opt_int("pipedit decode", a, v, 1, 1024, &threads)) return 2;
         } else {
             fprintf(stderr, "pipedit decode: unknown option %s\n", a);
             pd_decode_usage(stderr);

@@ -3,11 +3,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "engine/safetensors.h"
 #include "models/wan/dit.h"
 #include "models/wan/sp_group.h"
+#include "tools/cli_opt.h"
 #include "tools/commands.h"
 #include "tools/device_opt.h"
 #include "tools/sp_launch.h"
@@ -29,8 +29,8 @@ static void pd_dit_usage(FILE *f) {
                "                   pair (element 0 conditional, 1 unconditional)\n"
                "  --threads N      CPU threads per process (default: all cores, divided among --sp ranks)\n"
                PD_DEVICE_OPT_USAGE
-               "                   (--sp runs on the CPU only for now; GPU ranks, rank r on cuda:r, come\n"
-               "                   with the NCCL communicator)\n"
+               "                   (--sp runs on the CPU only for now: GPU ranks, rank r on cuda:r over\n"
+               "                   the NCCL communicator, are not wired into this command yet)\n"
                "  --sp N           sequence parallelism over N local worker processes (1..64) joined by a\n"
                "                   shared-memory communicator; rank 0 writes the output\n"
                "  --pipesp-chunk G attention heads per PipeSP chunk: 0 = chosen from measurements (default),\n"
@@ -68,7 +68,7 @@ typedef struct pd_dit_sp_job {
     int ranks, threads, chunk;
     bool cfg_parallel;
     double timeout;
-    char name[64];              /* the SP group's base name (tools/sp_launch.h) */
+    char name[64];              /* the SP group's base name, filled by pd_sp_launch */
 } pd_dit_sp_job;
 
 static pd_status pd_dit_write_velocity(const char *path, const pd_tensor *vel) {
@@ -80,73 +80,69 @@ static pd_status pd_dit_write_velocity(const char *path, const pd_tensor *vel) {
     return st;
 }
 
-/* One rank of an --sp run (a child process): returns its exit status. */
-static int pd_dit_rank_main(const pd_dit_sp_job *job, int rank) {
+/* pd_wan_dit_forward as a pd_dit_forward_fn (models/pipeline.h), ud the model. */
+static pd_status pd_dit_forward_one(void *dit, pd_tensor *velocity, const pd_tensor *latent, const float *timesteps,
+                                    const pd_tensor *context) {
+    return pd_wan_dit_forward(dit, velocity, latent, timesteps, context);
+}
+
+/* One evaluation on be: uploads lat (B, C, T, H, W) and ctx (B, L, text_dim), runs forward(ud, ...) into
+ * a (B, out_channels, T, H, W) velocity and waits for the device. With out_path it then downloads the
+ * velocity and writes it: (out_channels, T, H, W) for B = 1, the whole batch otherwise. */
+static pd_status pd_dit_eval(pd_backend *be, int out_channels, const pd_tensor *lat, const pd_tensor *ctx, const float *ts,
+                             pd_dit_forward_fn forward, void *ud, const char *out_path) {
+    const int64_t vs[5] = {lat->shape[0], out_channels, lat->shape[2], lat->shape[3], lat->shape[4]};
+    const int b1 = lat->shape[0] == 1;
+    pd_tensor d_lat = {0}, d_ctx = {0}, d_vel = {0}, vel = {0};
+    pd_status st = pd_backend_tensor_alloc(be, &d_lat, PD_DTYPE_F32, 5, lat->shape);
+    if (st == PD_OK) st = pd_backend_tensor_alloc(be, &d_ctx, PD_DTYPE_F32, 3, ctx->shape);
+    if (st == PD_OK) st = pd_backend_tensor_alloc(be, &d_vel, PD_DTYPE_F32, 5, vs);
+    if (st == PD_OK) st = pd_backend_upload(be, &d_lat, lat);
+    if (st == PD_OK) st = pd_backend_upload(be, &d_ctx, ctx);
+    if (st == PD_OK) st = forward(ud, &d_vel, &d_lat, ts, &d_ctx);
+    if (st == PD_OK) st = pd_backend_synchronize(be);
+    if (st == PD_OK && out_path) {
+        st = pd_tensor_alloc(&vel, PD_DTYPE_F32, 5 - b1, vs + b1);
+        pd_tensor v5 = vel; /* the same data seen as (B, C, T, H, W) */
+        v5.owns_data = false;
+        if (st == PD_OK) st = pd_tensor_reshape(&v5, 5, vs);
+        if (st == PD_OK) st = pd_backend_download(be, &v5, &d_vel);
+        if (st == PD_OK) st = pd_dit_write_velocity(out_path, &vel);
+    }
+    pd_backend_tensor_free(be, &d_lat);
+    pd_backend_tensor_free(be, &d_ctx);
+    pd_backend_tensor_free(be, &d_vel);
+    pd_tensor_free(&vel);
+    return st;
+}
+
+/* One rank of an --sp run (a child process, ud the pd_dit_sp_job): returns its exit status. */
+static int pd_dit_rank_main(void *ud, int rank) {
+    const pd_dit_sp_job *job = ud;
     pd_backend *be = NULL;
     pd_wan_dit *dit = NULL;
     pd_sp_group *g = NULL;
-    pd_tensor d_lat = {0}, d_ctx = {0}, d_vel = {0}, vel = {0};
     pd_status st = pd_backend_cpu_create(job->threads, &be);
     if (st == PD_OK) st = pd_wan_dit_load(job->model, be, &dit);
     const pd_sp_group_spec spec = {.name = job->name, .rank = rank, .ranks = job->ranks, .cfg_parallel = job->cfg_parallel,
                                    .chunk_heads = job->chunk, .timeout_s = job->timeout, .be = be};
     if (st == PD_OK) st = pd_sp_group_join(dit, &spec, &g);
     if (st == PD_OK) pd_sp_launch_fault_point(rank);
-    int64_t vs[5] = {job->lat->shape[0], pd_wan_dit_get_config(dit) ? pd_wan_dit_get_config(dit)->out_channels : 0,
-                     job->lat->shape[2], job->lat->shape[3], job->lat->shape[4]};
-    if (st == PD_OK) st = pd_backend_tensor_alloc(be, &d_lat, PD_DTYPE_F32, 5, job->lat->shape);
-    if (st == PD_OK) st = pd_backend_tensor_alloc(be, &d_ctx, PD_DTYPE_F32, 3, job->ctx->shape);
-    if (st == PD_OK) st = pd_backend_tensor_alloc(be, &d_vel, PD_DTYPE_F32, 5, vs);
-    if (st == PD_OK) st = pd_backend_upload(be, &d_lat, job->lat);
-    if (st == PD_OK) st = pd_backend_upload(be, &d_ctx, job->ctx);
-    if (st == PD_OK) st = pd_sp_group_forward(g, &d_vel, &d_lat, job->ts, &d_ctx);
-    if (st == PD_OK) st = pd_backend_synchronize(be);
+    if (st == PD_OK)
+        st = pd_dit_eval(be, pd_wan_dit_get_config(dit)->out_channels, job->lat, job->ctx, job->ts, pd_sp_group_forward, g,
+                         rank == 0 ? job->out_path : NULL);
     if (st == PD_OK && rank == 0) {
         pd_wan_dit_sp_stats s;
         pd_sp_group_last_stats(g, &s);
         PD_INFO("dit", "sp %d%s: g = %d of %d heads per rank, %.1f ms, attention %.1f ms, waiting %.1f ms, %.2f MB sent",
                 job->ranks, job->cfg_parallel ? " (cfg parallel)" : "", s.chunk_heads, s.heads_per_rank,
                 s.forward_s * 1e3, s.attn_s * 1e3, s.wait_s * 1e3, (double)s.bytes_sent / 1e6);
-        int b = job->lat->shape[0] == 1;
-        st = pd_tensor_alloc(&vel, PD_DTYPE_F32, 5 - b, vs + b);
-        pd_tensor v5 = vel;
-        v5.owns_data = false;
-        if (st == PD_OK) st = pd_tensor_reshape(&v5, 5, vs);
-        if (st == PD_OK) st = pd_backend_download(be, &v5, &d_vel);
-        if (st == PD_OK) st = pd_dit_write_velocity(job->out_path, &vel);
     }
     if (st != PD_OK) fprintf(stderr, "pipedit dit: rank %d: %s\n", rank, pd_error_msg());
     pd_sp_group_leave(g);
-    if (be) {
-        pd_backend_tensor_free(be, &d_lat);
-        pd_backend_tensor_free(be, &d_ctx);
-        pd_backend_tensor_free(be, &d_vel);
-    }
-    pd_tensor_free(&vel);
     pd_wan_dit_free(dit);
     pd_backend_free(be);
     return st == PD_OK ? 0 : 1;
-}
-
-/* Forks the ranks (tools/sp_launch.h) with a fresh group name. */
-static int pd_dit_rank_entry(void *ud, int rank) { return pd_dit_rank_main(ud, rank); }
-
-static int pd_dit_run_sp(pd_dit_sp_job *job) {
-    pd_sp_launch_name(job->name);
-    return pd_sp_launch("pipedit dit", job->ranks, pd_dit_rank_entry, job, job->name);
-}
-
-/* Parses an integer option value in lo..hi; prints the error and returns false otherwise. */
-static bool pd_dit_int_arg(const char *opt, const char *v, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (errno || end == v || *end || n < lo || n > hi) {
-        fprintf(stderr, "pipedit dit: %s must be an integer in %ld..%ld, got \"%s\"\n", opt, lo, hi, v);
-        return false;
-    }
-    *out = (int)n;
-    return true;
 }
 
 /* Reads and checks a context file into a (L, text_dim) tensor; prints the error on failure. */
@@ -197,13 +193,13 @@ int pd_cmd_dit(int argc, char **argv) {
         else if (!strcmp(a, "--timestep")) ts = v;
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--threads")) {
-            if (!pd_dit_int_arg(a, v, 1, 1024, &threads)) return 2;
+            if (!pd_cli_opt_int("pipedit dit", a, v, 1, 1024, &threads)) return 2;
         } else if (!strcmp(a, "--sp")) {
-            if (!pd_dit_int_arg(a, v, 1, 64, &sp_ranks)) return 2;
+            if (!pd_cli_opt_int("pipedit dit", a, v, 1, 64, &sp_ranks)) return 2;
         } else if (!strcmp(a, "--pipesp-chunk")) {
-            if (!pd_dit_int_arg(a, v, 0, 4096, &chunk)) return 2;
+            if (!pd_cli_opt_int("pipedit dit", a, v, 0, PD_SP_MAX_CHUNK, &chunk)) return 2;
         } else if (!strcmp(a, "--timeout")) {
-            if (!pd_dit_int_arg(a, v, 1, 86400, &timeout)) return 2;
+            if (!pd_cli_opt_int("pipedit dit", a, v, 1, 86400, &timeout)) return 2;
         } else {
             fprintf(stderr, "pipedit dit: unknown option %s\n", a);
             pd_dit_usage(stderr);
@@ -232,7 +228,7 @@ int pd_cmd_dit(int argc, char **argv) {
     int rc = 1;
     pd_backend *be = NULL;
     pd_wan_dit *dit = NULL;
-    pd_tensor lat = {0}, ctx = {0}, uctx = {0}, ctx_b = {0}, vel_host = {0}, d_lat = {0}, d_ctx = {0}, d_vel = {0};
+    pd_tensor lat = {0}, ctx = {0}, uctx = {0}, ctx_b = {0};
     if (pd_dit_read_input(latent_path, "latent", &lat) != PD_OK) return pd_dit_fail("reading the latent");
     /* With --sp the ranks run in child processes; this one only checks the inputs (one thread, so no
      * thread pool is forked). */
@@ -268,7 +264,6 @@ int pd_cmd_dit(int argc, char **argv) {
      * text_len with zeros anyway, so this changes nothing) */
     const int64_t B = uctx_path ? 2 : 1, L = uctx_path && uctx.shape[0] > ctx.shape[0] ? uctx.shape[0] : ctx.shape[0];
     int64_t ls[5] = {B, lat.shape[0], lat.shape[1], lat.shape[2], lat.shape[3]};
-    int64_t vs[5] = {B, cfg->out_channels, lat.shape[1], lat.shape[2], lat.shape[3]};
     int64_t cs[3] = {B, L, cfg->text_dim};
     pd_tensor lat_b = {0};
     pd_status st = pd_tensor_alloc(&ctx_b, PD_DTYPE_F32, 3, cs);
@@ -277,8 +272,8 @@ int pd_cmd_dit(int argc, char **argv) {
         const pd_tensor *src = b ? &uctx : &ctx;
         pd_tensor dst = pd_tensor_slice(&ctx_b, 0, b, 1), rows = pd_tensor_slice(&dst, 1, 0, src->shape[0]);
         int64_t rs[2] = {src->shape[0], src->shape[1]};
-        rows.ndim = 2, rows.shape[0] = rs[0], rows.shape[1] = rs[1], rows.stride[0] = rows.stride[1], rows.stride[1] = rows.stride[2];
-        st = pd_tensor_copy(&rows, src);
+        st = pd_tensor_reshape(&rows, 2, rs); /* (1, L_src, text_dim) rows of batch b, seen as (L_src, text_dim) */
+        if (st == PD_OK) st = pd_tensor_copy(&rows, src);
         pd_tensor lb = pd_tensor_slice(&lat_b, 0, b, 1);
         int64_t l4[4] = {lat.shape[0], lat.shape[1], lat.shape[2], lat.shape[3]};
         if (st == PD_OK) st = pd_tensor_reshape(&lb, 4, l4);
@@ -296,45 +291,24 @@ int pd_cmd_dit(int argc, char **argv) {
         dit = NULL;
         pd_backend_free(be);
         be = NULL;
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
         pd_dit_sp_job job = {.model = model, .out_path = out_path, .lat = &lat, .ctx = &ctx_b, .ts = tpair,
-                             .ranks = sp_ranks, .chunk = chunk, .cfg_parallel = cfg_parallel, .timeout = timeout};
-        job.threads = threads ? threads : (int)(cores / sp_ranks < 1 ? 1 : cores / sp_ranks);
-        rc = pd_dit_run_sp(&job);
+                             .ranks = sp_ranks, .threads = threads ? threads : pd_backend_cpu_share(sp_ranks),
+                             .chunk = chunk, .cfg_parallel = cfg_parallel, .timeout = timeout};
+        rc = pd_sp_launch("pipedit dit", sp_ranks, pd_dit_rank_main, &job, job.name);
         goto done;
     }
 
-    st = pd_backend_tensor_alloc(be, &d_lat, PD_DTYPE_F32, 5, ls);
-    if (st == PD_OK) st = pd_backend_tensor_alloc(be, &d_ctx, PD_DTYPE_F32, 3, cs);
-    if (st == PD_OK) st = pd_backend_tensor_alloc(be, &d_vel, PD_DTYPE_F32, 5, vs);
-    if (st == PD_OK) st = pd_tensor_alloc(&vel_host, PD_DTYPE_F32, 5 - (B == 1), vs + (B == 1));
-    if (st == PD_OK) st = pd_backend_upload(be, &d_lat, &lat);
-    if (st == PD_OK) st = pd_backend_upload(be, &d_ctx, &ctx_b);
-    if (st == PD_OK) st = pd_wan_dit_forward(dit, &d_vel, &d_lat, tpair, &d_ctx);
-    if (st == PD_OK) st = pd_backend_synchronize(be);
-    if (st == PD_OK) {
-        pd_tensor vh5 = vel_host;
-        vh5.owns_data = false;
-        st = pd_tensor_reshape(&vh5, 5, vs);
-        if (st == PD_OK) st = pd_backend_download(be, &vh5, &d_vel);
-    }
-    if (st == PD_OK) st = pd_dit_write_velocity(out_path, &vel_host);
+    st = pd_dit_eval(be, cfg->out_channels, &lat, &ctx_b, tpair, pd_dit_forward_one, dit, out_path);
     if (st != PD_OK) {
         rc = pd_dit_fail(NULL);
         goto done;
     }
     rc = 0;
 done:
-    if (be) {
-        pd_backend_tensor_free(be, &d_lat);
-        pd_backend_tensor_free(be, &d_ctx);
-        pd_backend_tensor_free(be, &d_vel);
-    }
     pd_tensor_free(&lat);
     pd_tensor_free(&ctx);
     pd_tensor_free(&uctx);
     pd_tensor_free(&ctx_b);
-    pd_tensor_free(&vel_host);
     pd_wan_dit_free(dit);
     pd_backend_free(be);
     return rc;

@@ -2,8 +2,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "engine/clock.h"
 #include "engine/safetensors.h"
 #include "models/text/tokenizer.h"
 #include "models/text/umt5.h"
@@ -109,10 +109,9 @@ int pd_cmd_encode_text(int argc, char **argv) {
     if (st == PD_OK) st = pd_tokenizer_encode(tk, a.prompt, strlen(a.prompt), PD_TOKENIZER_MAX_TOKENS, ids, &n);
     if (st == PD_OK) st = pd_backend_cpu_create(a.threads, &be);
     if (st == PD_OK) st = pd_umt5_load(a.model, be, &m);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const double t0 = pd_now_s();
     if (st == PD_OK) st = pd_umt5_encode(m, ids, n, &ctx);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double encode_ms = (pd_now_s() - t0) * 1e3;
     if (st == PD_OK) st = pd_st_writer_create(&w);
     pd_tensor tids = pd_tensor_view(ids, PD_DTYPE_I32, 1, (const int64_t[]){n});
     if (st == PD_OK) st = pd_st_writer_add(w, "context", &ctx);
@@ -120,7 +119,7 @@ int pd_cmd_encode_text(int argc, char **argv) {
     if (st == PD_OK) st = pd_st_writer_save(w, a.out);
     if (st == PD_OK)
         printf("%d tokens -> context (%d, %d) in %s (encoder %.1f ms)\n", n, n, pd_umt5_config_of(m)->d_model, a.out,
-               (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6);
+               encode_ms);
     pd_st_writer_free(w);
     pd_tensor_free(&ctx);
     pd_umt5_free(m);

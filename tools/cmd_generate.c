@@ -10,14 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "engine/backend.h"
+#include "engine/clock.h"
 #include "models/model_dir.h"
 #include "models/pipeline.h"
 #include "models/wan/dit.h"
 #include "models/wan/sp_group.h"
+#include "tools/cli_opt.h"
 #include "tools/commands.h"
 #include "tools/device_opt.h"
 #include "tools/sp_launch.h"
@@ -45,8 +46,8 @@ static void pd_generate_usage(FILE *f) {
             "  --thumbnail PNG    also write the first frame as a PNG\n"
             "  --device SPEC      cpu (default), cuda (GPU 0) or cuda:N: where the text encoder, the DiT\n"
             "                     and the VAE run; cuda needs a build with PIPEDIT_CUDA and a visible GPU\n"
-            "                     (--sp runs on the CPU only for now; GPU ranks, rank r on cuda:r, come\n"
-            "                     with the NCCL communicator)\n"
+            "                     (--sp runs on the CPU only for now: GPU ranks, rank r on cuda:r over\n"
+            "                     the NCCL communicator, are not wired into this command yet)\n"
             "  --sp N             run the DiT with sequence parallelism over N local worker processes\n"
             "                     (1..64); every rank runs the sampler loop, rank 0 decodes and writes\n"
             "  --pipesp-chunk G   heads per PipeSP chunk: 0 = measured (default), 1 = the paper's PipeSP\n"
@@ -60,22 +61,6 @@ static void pd_generate_usage(FILE *f) {
         fprintf(stderr, "pipedit generate: " __VA_ARGS__);                                         \
         fputc('\n', stderr);                                                                       \
     } while (0)
-
-static int pd_parse_int(const char *opt, const char *v, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end) {
-        PD_GEN_ERR("%s must be an integer, got \"%s\"", opt, v);
-        return -1;
-    }
-    if (x < lo || x > hi) {
-        PD_GEN_ERR("%s must be in %ld..%ld, got %ld", opt, lo, hi, x);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
 
 static int pd_parse_float(const char *opt, const char *v, float *out) {
     char *end;
@@ -100,7 +85,9 @@ static int pd_parse_size(const char *v, int *w, int *h) {
     }
     memcpy(wbuf, v, wl);
     wbuf[wl] = 0;
-    if (pd_parse_int("--size width", wbuf, 0, INT_MAX, w) || pd_parse_int("--size height", x + 1, 0, INT_MAX, h)) return -1;
+    if (!pd_cli_opt_int("pipedit generate", "--size width", wbuf, 0, INT_MAX, w) ||
+        !pd_cli_opt_int("pipedit generate", "--size height", x + 1, 0, INT_MAX, h))
+        return -1;
     return 0;
 }
 
@@ -133,15 +120,9 @@ typedef struct pd_progress_state {
     double last_call;    /* the previous report, or the start: where a new stage begins */
 } pd_progress_state;
 
-static double pd_mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void pd_progress(void *ud, pd_stage stage, int step, int total) {
     pd_progress_state *ps = ud;
-    double now = pd_mono();
+    double now = pd_now_s();
     if (stage != ps->last_stage) ps->stage_start = ps->last_call;
     ps->last_call = now;
     if (ps->tty) {
@@ -173,7 +154,7 @@ typedef struct pd_gen_sp_job {
     pd_gen_params p;
     int ranks, threads, chunk;
     bool cfg_parallel;
-    char name[64]; /* the SP group's base name (tools/sp_launch.h) */
+    char name[64]; /* the SP group's base name, filled by pd_sp_launch */
 } pd_gen_sp_job;
 
 static int pd_gen_rank_main(void *ud, int rank) {
@@ -181,7 +162,7 @@ static int pd_gen_rank_main(void *ud, int rank) {
     pd_backend *be = NULL;
     pd_pipeline *pl = NULL;
     pd_sp_group *g = NULL;
-    pd_tensor cond = {0}, uncond = {0}, latent = {0};
+    pd_tensor latent = {0};
     /* rank 0 decodes; the others need the text encoder and the DiT only */
     pd_status st = pd_backend_cpu_create(job->threads, &be);
     if (st == PD_OK) st = pd_pipeline_load(job->model_dir, be, rank ? PD_PART_TEXT | PD_PART_DIT : PD_PART_ALL, &pl);
@@ -191,7 +172,7 @@ static int pd_gen_rank_main(void *ud, int rank) {
     if (st == PD_OK) pd_sp_launch_fault_point(rank);
     if (st == PD_OK) pd_pipeline_set_dit_forward(pl, pd_sp_group_forward, g);
     if (st == PD_OK && rank == 0) {
-        pd_progress_state ps = {.tty = isatty(STDERR_FILENO), .last_stage = PD_STAGE_COUNT, .last_call = pd_mono()};
+        pd_progress_state ps = {.tty = isatty(STDERR_FILENO), .last_stage = PD_STAGE_COUNT, .last_call = pd_now_s()};
         pd_gen_timings t;
         st = pd_pipeline_generate(pl, &job->p, job->out, job->thumb, pd_progress, &ps, NULL, &t);
         if (ps.open_line) fputc('\n', stderr);
@@ -199,15 +180,9 @@ static int pd_gen_rank_main(void *ud, int rank) {
             printf("denoise %.3f s (%.3f s/step) over %d ranks%s; wrote %s\n", t.seconds[PD_STAGE_DENOISE],
                    t.denoise_step_seconds, job->ranks, job->cfg_parallel ? " (CFG parallel)" : "", job->out);
     } else if (st == PD_OK) {
-        const bool cfg_on = job->p.guidance > 1.0f;
-        st = pd_pipeline_encode_text(pl, job->p.prompt, &cond);
-        if (st == PD_OK && cfg_on)
-            st = pd_pipeline_encode_text(pl, job->p.negative_prompt ? job->p.negative_prompt : "", &uncond);
-        if (st == PD_OK) st = pd_pipeline_denoise(pl, &job->p, &cond, cfg_on ? &uncond : NULL, &latent, NULL, NULL, NULL);
+        st = pd_pipeline_text_denoise(pl, &job->p, &latent, NULL, NULL, NULL, NULL);
     }
     if (st != PD_OK) PD_GEN_ERR("rank %d: %s", rank, pd_error_msg());
-    pd_tensor_free(&cond);
-    pd_tensor_free(&uncond);
     pd_tensor_free(&latent);
     pd_sp_group_leave(g);
     pd_pipeline_free(pl);
@@ -251,12 +226,12 @@ int pd_cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--sampler")) sampler = v;
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--size")) bad = pd_parse_size(v, &width, &height), size_given = 1;
-        else if (!strcmp(a, "--frames")) bad = pd_parse_int(a, v, 1, PD_GEN_MAX_FRAMES, &frames);
-        else if (!strcmp(a, "--steps")) bad = pd_parse_int(a, v, 1, PD_GEN_MAX_STEPS, &steps);
-        else if (!strcmp(a, "--fps")) bad = pd_parse_int(a, v, 1, PD_GEN_MAX_FPS, &fps);
-        else if (!strcmp(a, "--threads")) bad = pd_parse_int(a, v, 1, 1024, &threads);
-        else if (!strcmp(a, "--sp")) bad = pd_parse_int(a, v, 1, 64, &sp_ranks);
-        else if (!strcmp(a, "--pipesp-chunk")) bad = pd_parse_int(a, v, 0, 4096, &chunk);
+        else if (!strcmp(a, "--frames")) bad = !pd_cli_opt_int("pipedit generate", a, v, 1, PD_GEN_MAX_FRAMES, &frames);
+        else if (!strcmp(a, "--steps")) bad = !pd_cli_opt_int("pipedit generate", a, v, 1, PD_GEN_MAX_STEPS, &steps);
+        else if (!strcmp(a, "--fps")) bad = !pd_cli_opt_int("pipedit generate", a, v, 1, PD_GEN_MAX_FPS, &fps);
+        else if (!strcmp(a, "--threads")) bad = !pd_cli_opt_int("pipedit generate", a, v, 1, 1024, &threads);
+        else if (!strcmp(a, "--sp")) bad = !pd_cli_opt_int("pipedit generate", a, v, 1, 64, &sp_ranks);
+        else if (!strcmp(a, "--pipesp-chunk")) bad = !pd_cli_opt_int("pipedit generate", a, v, 0, PD_SP_MAX_CHUNK, &chunk);
         else if (!strcmp(a, "--guidance")) bad = pd_parse_float(a, v, &guidance);
         else if (!strcmp(a, "--shift")) bad = pd_parse_float(a, v, &shift);
         else if (!strcmp(a, "--seed")) {
@@ -361,12 +336,10 @@ int pd_cmd_generate(int argc, char **argv) {
         pl = NULL;
         pd_backend_free(be);
         be = NULL;
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
         pd_gen_sp_job job = {.model_dir = model_dir, .out = out, .thumb = thumb, .p = p, .ranks = sp_ranks,
-                             .chunk = chunk, .cfg_parallel = cfg_parallel};
-        job.threads = threads ? threads : (int)(cores / sp_ranks < 1 ? 1 : cores / sp_ranks);
+                             .threads = threads ? threads : pd_backend_cpu_share(sp_ranks), .chunk = chunk,
+                             .cfg_parallel = cfg_parallel};
         printf("seed %" PRIu64 "\n", seed);
-        pd_sp_launch_name(job.name);
         rc = pd_sp_launch("pipedit generate", sp_ranks, pd_gen_rank_main, &job, job.name);
         goto done;
     }
@@ -384,7 +357,7 @@ int pd_cmd_generate(int argc, char **argv) {
     else printf("on %s\n", pd_backend_name(be));
     fflush(stdout);
 
-    pd_progress_state ps = {.tty = isatty(STDERR_FILENO), .last_stage = PD_STAGE_COUNT, .last_call = pd_mono()};
+    pd_progress_state ps = {.tty = isatty(STDERR_FILENO), .last_stage = PD_STAGE_COUNT, .last_call = pd_now_s()};
     pd_gen_timings t;
     pd_status st = pd_pipeline_generate(pl, &p, out, thumb, pd_progress, &ps, &pd_generate_cancel, &t);
     sigaction(SIGINT, &old_sa, NULL);

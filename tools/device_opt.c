@@ -12,8 +12,9 @@ bool pd_device_opt_check(const char *cmd, const char *spec, int sp_ranks) {
         return false;
     }
     if (dev >= 0 && sp_ranks > 0) {
-        fprintf(stderr, "%s: --sp with --device %s is not supported yet: GPU ranks (rank r on cuda:r) need the "
-                        "NCCL communicator, a later step; use --sp on the CPU, or one GPU without --sp\n", cmd, spec);
+        fprintf(stderr, "%s: --sp with --device %s is not supported yet: this command starts CPU ranks only (GPU "
+                        "ranks, rank r on cuda:r over NCCL, run in pipeditd's SP groups); use --sp on the CPU, or one "
+                        "GPU without --sp\n", cmd, spec);
         return false;
     }
     return true;

@@ -1,8 +1,9 @@
 /* The --device option shared by `pipedit dit`, `pipedit decode` and `pipedit generate`: "cpu" (the
  * default), "cuda" (device 0) or "cuda:N".
  *
- * With --sp N and a CUDA device, rank r is meant to use device r (cuda:r) joined by an NCCL
- * communicator; that path does not exist yet, so pd_device_opt_check rejects the combination. */
+ * With --sp N and a CUDA device, rank r is meant to use device r (cuda:r) joined by the NCCL
+ * communicator (workers/comm/comm.h, which the daemon's SP groups already use); these commands do not
+ * start GPU ranks yet, so pd_device_opt_check rejects the combination. */
 #ifndef PD_TOOLS_DEVICE_OPT_H
 #define PD_TOOLS_DEVICE_OPT_H
 
@@ -16,7 +17,7 @@
     "                   PIPEDIT_CUDA and a visible GPU\n"
 
 /* Checks a --device value before anything is loaded: the spec's form, and that it is "cpu" when
- * sp_ranks > 0 (--sp runs only on the CPU for now). Prints "<cmd>: <message>" on stderr and returns
+ * sp_ranks > 0 (the commands start CPU ranks only). Prints "<cmd>: <message>" on stderr and returns
  * false when the value is refused. */
 bool pd_device_opt_check(const char *cmd, const char *spec, int sp_ranks);
 

@@ -12,7 +12,7 @@
 
 #define PD_SP_LAUNCH_MAX 64
 
-void pd_sp_launch_name(char name[64]) {
+static void launch_name(char name[64]) {
     static int run;
     snprintf(name, 64, "pdsp-%d-%d", (int)getpid(), run++);
 }
@@ -22,11 +22,12 @@ void pd_sp_launch_fault_point(int rank) {
     if (fault && *fault && atoi(fault) == rank) raise(SIGKILL);
 }
 
-int pd_sp_launch(const char *cmd, int ranks, int (*rank_main)(void *ud, int rank), void *ud, const char *name) {
+int pd_sp_launch(const char *cmd, int ranks, int (*rank_main)(void *ud, int rank), void *ud, char name[64]) {
     if (ranks < 1 || ranks > PD_SP_LAUNCH_MAX) {
         fprintf(stderr, "%s: %d ranks is outside 1..%d\n", cmd, ranks, PD_SP_LAUNCH_MAX);
         return 1;
     }
+    launch_name(name);
     pid_t kids[PD_SP_LAUNCH_MAX];
     int started = 0, rc = 0, status[PD_SP_LAUNCH_MAX];
     bool failed[PD_SP_LAUNCH_MAX] = {false};

@@ -90,7 +90,6 @@ const pd_worker_stages *pd_worker_pipeline_stages(void) {
         .latent_shape = ps_latent_shape,
         .unload = ps_unload,
         .join_group = ps_join_group,
-        .leave_group = ps_leave_group,
     };
     return &table;
 }

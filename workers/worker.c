@@ -10,10 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "workers/comm/comm.h"
+#include "engine/clock.h"
 #include "workers/comm/shm.h"
-
-_Static_assert(PD_PROTO_NCCL_ID_BYTES == PD_COMM_NCCL_ID_BYTES, "the GROUP message carries NCCL unique ids");
 
 /* All of one worker process's state. */
 typedef struct worker {
@@ -46,12 +44,6 @@ unsigned pd_worker_role_parts(pd_worker_role role) {
     case PD_ROLE_COUNT: break;
     }
     return PD_PART_ALL;
-}
-
-static double now_mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static pd_status wsend(worker *w, const pd_msg *m) {
@@ -228,17 +220,17 @@ static pd_status warm_up(worker *w, double secs[PD_STAGE_COUNT]) {
                        .frames = 5, .steps = 2, .guidance = 5.0f, .shift = 5.0f, .sampler = PD_SAMPLER_EULER, .fps = 16};
     pd_tensor cond = {0}, uncond = {0}, latent = {0};
     pd_status st = PD_OK;
-    double t0 = now_mono();
+    double t0 = pd_now_s();
     if (role != PD_ROLE_DECODE) {
         st = w->st->encode_text(w->st->self, p.prompt, &cond);
         if (!st) st = w->st->encode_text(w->st->self, "", &uncond);
-        secs[PD_STAGE_TEXT] = now_mono() - t0;
+        secs[PD_STAGE_TEXT] = pd_now_s() - t0;
     }
     if (!st && (role == PD_ROLE_DENOISE || role == PD_ROLE_ALL)) {
         st = w->st->validate(w->st->self, &p);
-        t0 = now_mono();
+        t0 = pd_now_s();
         if (!st) st = w->st->denoise(w->st->self, &p, &cond, &uncond, &latent, no_progress, NULL, &w->cancel);
-        secs[PD_STAGE_DENOISE] = now_mono() - t0;
+        secs[PD_STAGE_DENOISE] = pd_now_s() - t0;
     }
     if (!st && (role == PD_ROLE_DECODE || role == PD_ROLE_ALL)) {
         if (!latent.data) {
@@ -250,9 +242,9 @@ static pd_status warm_up(worker *w, double secs[PD_STAGE_COUNT]) {
         const char *slash = strrchr(w->opt->socket_path, '/');
         int dir_len = slash ? (int)(slash - w->opt->socket_path) : 1;
         snprintf(path, sizeof path, "%.*s/warmup-%d.mp4", dir_len, slash ? w->opt->socket_path : ".", (int)getpid());
-        t0 = now_mono();
+        t0 = pd_now_s();
         if (!st) st = w->st->decode(w->st->self, &latent, p.fps, path, NULL, no_progress, NULL, &w->cancel);
-        secs[PD_STAGE_DECODE] = now_mono() - t0;
+        secs[PD_STAGE_DECODE] = pd_now_s() - t0;
         unlink(path);
     }
     pd_tensor_free(&cond);
@@ -334,9 +326,9 @@ static void serve(worker *w) {
             continue;
         }
 
-        double t0 = now_mono();
+        double t0 = pd_now_s();
         pd_status st = run_assign(w, a);
-        double secs = now_mono() - t0;
+        double secs = pd_now_s() - t0;
         /* Before the reply: once DONE is out, the next ASSIGN (maybe the same job's next stage) may
          * arrive at once and set current_job again; a late CANCEL for a finished stage is handled by
          * the scheduler when it reads DONE. */

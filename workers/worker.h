@@ -61,11 +61,9 @@ typedef struct pd_worker_stages {
     /* Latent shape (16, T, H/8, W/8) for p (used to warm up a decode-only worker). */
     void (*latent_shape)(void *self, const pd_gen_params *p, int64_t shape[4]);
     void (*unload)(void *self);
-    /* Leaves any group, then joins the one spec describes: later denoise calls run over it. NULL
-     * entries: the stages cannot run in groups (a GROUP is then answered with an ERROR). */
+    /* Leaves any group, then joins the one spec describes: later denoise calls run over it (unload
+     * leaves it). NULL: the stages cannot run in groups (a GROUP is then answered with an ERROR). */
     pd_status (*join_group)(void *self, const pd_sp_group_spec *spec);
-    /* Leaves the group (no-op when in none). */
-    void (*leave_group)(void *self);
 } pd_worker_stages;
 
 /* The model parts (PD_PART_* bits) a role loads: text -> TEXT, denoise -> TEXT | DIT (a denoise
