@@ -7,15 +7,15 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "tests/unit/comm_test.h"
 #include "tests/unit/test.h"
 #include "workers/comm/comm.h"
 
 #ifdef PD_HAVE_NCCL
 #include <cuda_runtime_api.h>
 
-#define MAXR 8
+#define MAXR A2A_MAX_RANKS
 
-static uint8_t val(int from, int to, size_t i, int tag) { return (uint8_t)(from * 31 + to * 17 + (int)(i * 7) + tag * 13 + 1); }
 static size_t cnt(int from, int to) { return (size_t)((from + 2 * to) % 3) * 1237 + (from == to ? 5 : 0); }
 
 static uint8_t id[PD_COMM_NCCL_ID_BYTES];
@@ -40,37 +40,27 @@ static void *rank_main(void *arg) {
     cudaStreamCreate(&compute);
     pd_comm_set_stream(c, compute);
 
-    /* alltoallv, three in flight: sends in reverse peer order, receives in order with 16-byte gaps */
+    /* alltoallv, three in flight: sends in reverse peer order, receives in order with 16-byte gaps
+     * (tests/unit/comm_test.h; the guard after the last region is not checked here) */
     enum { K = 3 };
-    size_t sb[MAXR], so[MAXR], rb[MAXR], ro[MAXR], st = 0, rt = 0;
-    for (int p = n - 1; p >= 0; p--) sb[p] = cnt(rank, p), so[p] = st, st += sb[p];
-    for (int p = 0; p < n; p++) rb[p] = cnt(p, rank), ro[p] = rt + 16, rt += rb[p] + 16;
-    uint8_t *hs = malloc(st + 1), *hr = malloc(rt);
+    a2a q[K];
     void *ds[K], *dr[K];
     pd_comm_req *req[K] = {0};
     for (int k = 0; k < K; k++) {
-        for (int p = 0; p < n; p++)
-            for (size_t i = 0; i < sb[p]; i++) hs[so[p] + i] = val(rank, p, i, k);
-        memset(hr, 0xEE, rt);
-        ds[k] = dev_from(hs, st);
-        dr[k] = dev_from(hr, rt);
-        PD_CHECK_OK(pd_comm_alltoallv_async(c, ds[k], sb, so, dr[k], rb, ro, &req[k]));
+        a2a_init(&q[k], rank, n, k, cnt);
+        ds[k] = dev_from(q[k].send, q[k].send_total);
+        dr[k] = dev_from(q[k].recv, q[k].recv_total);
+        PD_CHECK_OK(pd_comm_alltoallv_async(c, ds[k], q[k].sb, q[k].so, dr[k], q[k].rb, q[k].ro, &req[k]));
     }
     for (int k = 0; k < K; k++) {
         if (req[k]) PD_CHECK_OK(pd_comm_wait(c, req[k]));
-        cudaMemcpy(hr, dr[k], rt, cudaMemcpyDeviceToHost);
-        int bad = 0;
-        size_t pos = 0;
-        for (int p = 0; p < n; p++) {
-            for (; pos < ro[p]; pos++) bad += hr[pos] != 0xEE;
-            for (size_t i = 0; i < rb[p]; i++, pos++) bad += hr[pos] != val(p, rank, i, k);
-        }
+        cudaMemcpy(q[k].recv, dr[k], q[k].recv_total, cudaMemcpyDeviceToHost);
+        int bad = a2a_check(&q[k], rank, n, k, false);
         PD_CHECK_MSG(bad == 0, "rank %d: alltoallv %d: %d bytes wrong", rank, k, bad);
         cudaFree(ds[k]);
         cudaFree(dr[k]);
+        a2a_free(&q[k]);
     }
-    free(hs);
-    free(hr);
 
     /* allgather and broadcast from every root */
     enum { G = 4096 };
@@ -99,16 +89,7 @@ static void *rank_main(void *arg) {
     if (peer < n) {
         for (size_t i = 0; i < G; i++) g[i] = val(rank, peer, i, 3);
         cudaMemcpy(dg, g, G, cudaMemcpyHostToDevice);
-        pd_comm_req *a = NULL, *b = NULL;
-        if (rank % 2 == 0) {
-            PD_CHECK_OK(pd_comm_send_async(c, dg, G, peer, &a));
-            PD_CHECK_OK(pd_comm_recv_async(c, dall, G, peer, &b));
-        } else {
-            PD_CHECK_OK(pd_comm_recv_async(c, dall, G, peer, &a));
-            PD_CHECK_OK(pd_comm_send_async(c, dg, G, peer, &b));
-        }
-        if (a) PD_CHECK_OK(pd_comm_wait(c, a));
-        if (b) PD_CHECK_OK(pd_comm_wait(c, b));
+        exchange_async(c, rank, peer, dg, dall, G);
         cudaMemcpy(g, dall, G, cudaMemcpyDeviceToHost);
         bad = 0;
         for (size_t i = 0; i < G; i++) bad += g[i] != val(peer, rank, i, 3);

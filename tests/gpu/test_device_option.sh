@@ -4,9 +4,6 @@
 # (a GPU and a CUDA build) or fails at once with a message that names the reason and leaves no output.
 source "$(dirname "$0")/../lib/script_env.sh" device_option
 export PIPEDIT_CACHE="$work/cache"
-fails=0
-ok() { echo "ok   $1"; }
-bad() { fails=$((fails + 1)); echo "FAIL $1"; }
 
 # expect CODE TEXT CMD...: CMD exits with CODE and its stderr contains TEXT.
 expect() {
@@ -48,5 +45,4 @@ elif [ $rc = 1 ] && grep -qE "no CUDA backend|no CUDA device is visible" "$work/
 else
     bad "generate --device cuda: exit $rc, stderr: $(head -c 300 "$work/err.txt")"
 fi
-[ $fails = 0 ] && echo "all passed" || echo "$fails failed"
-exit $((fails > 0))
+pd_summary

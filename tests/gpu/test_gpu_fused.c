@@ -20,14 +20,9 @@
 #include "tests/gpu/gpu_test.h"
 #include "tests/unit/test.h"
 
-#define GUARD 64 /* canary f32 elements on each side of a device output */
-#define CANARY 0xA5A5A5A5u
+#define GUARD (PD_GPU_GUARD / 4) /* canary f32 elements on each side of a device output */
 
 static pd_backend *g_cpu, *g_gpu;
-static char g_name[256];
-
-static const pd_dtype g_wdts[3] = {PD_DTYPE_F32, PD_DTYPE_BF16, PD_DTYPE_F16};
-static const char *dtn(pd_dtype dt) { return dt == PD_DTYPE_F32 ? "f32" : dt == PD_DTYPE_BF16 ? "bf16" : "f16"; }
 
 /* A host tensor of normal(0, std) values rounded to dt, keyed by (seed, name). */
 static pd_tensor host_rand(pd_dtype dt, int nd, const int64_t *shape, uint64_t seed, const char *name, float mean, float std) {
@@ -44,7 +39,8 @@ static pd_tensor dev_copy(const pd_tensor *h) {
     return d;
 }
 
-/* A guarded f32 device output: t views elements [GUARD, GUARD + n) of buf; the rest holds CANARY. */
+/* A guarded f32 device output (tests/gpu/gpu_test.h): t views elements [GUARD, GUARD + n) of buf; the
+ * rest holds the canary. */
 typedef struct {
     pd_tensor buf, t;
     int64_t n;
@@ -57,10 +53,7 @@ static guarded guarded_new(int nd, const int64_t *shape, const float *init) {
     g.n = pd_tensor_numel(&v);
     int64_t total = g.n + 2 * GUARD;
     PD_ASSERT(pd_backend_tensor_alloc(g_gpu, &g.buf, PD_DTYPE_F32, 1, &total) == PD_OK);
-    uint32_t *h = malloc((size_t)total * 4);
-    PD_ASSERT(h);
-    for (int64_t i = 0; i < total; i++) h[i] = CANARY;
-    if (init) memcpy(h + GUARD, init, (size_t)g.n * 4);
+    unsigned char *h = pd_gout_expected((size_t)total * 4, (size_t)g.n * 4, init, PD_GPU_CANARY);
     pd_tensor hv = pd_tensor_view(h, PD_DTYPE_F32, 1, &total);
     PD_ASSERT(pd_backend_upload(g_gpu, &g.buf, &hv) == PD_OK);
     free(h);
@@ -71,16 +64,10 @@ static guarded guarded_new(int nd, const int64_t *shape, const float *init) {
 
 /* Downloads the interior into out (g.n floats) and checks the guards. */
 static void guarded_read(guarded *g, float *out) {
-    int64_t total = g->n + 2 * GUARD;
-    uint32_t *h = malloc((size_t)total * 4);
-    PD_ASSERT(h);
-    pd_tensor hv = pd_tensor_view(h, PD_DTYPE_F32, 1, &total);
-    PD_CHECK_OK(pd_backend_synchronize(g_gpu));
-    PD_CHECK_OK(pd_backend_download(g_gpu, &hv, &g->buf));
-    bool ok = true;
-    for (int64_t i = 0; i < GUARD; i++) ok = ok && h[i] == CANARY && h[GUARD + g->n + i] == CANARY;
-    PD_CHECK_MSG(ok, "%s: guard elements around the output were written", g_name);
-    memcpy(out, h + GUARD, (size_t)g->n * 4);
+    unsigned char *h = pd_gout_download(g_gpu, &g->buf, g->n + 2 * GUARD);
+    PD_CHECK_MSG(pd_gout_bad_guards(h, (size_t)g->n * 4) == 0, "%s: guard elements around the output were written",
+                 pd_test_case_name());
+    memcpy(out, h + PD_GPU_GUARD, (size_t)g->n * 4);
     free(h);
 }
 
@@ -95,7 +82,7 @@ static void compare(const char *what, const float *got, const float *want, const
         double err = fabs((double)got[i] - want[i]), tol = atol + rtol * (mag ? mag[i] : fabs(want[i]));
         if (!(err <= tol) && (worst < 0 || err - tol > worst_excess)) worst = i, worst_excess = err - tol;
     }
-    PD_CHECK_MSG(worst < 0, "%s %s: element %lld: got %.9g want %.9g", g_name, what, (long long)worst,
+    PD_CHECK_MSG(worst < 0, "%s %s: element %lld: got %.9g want %.9g", pd_test_case_name(), what, (long long)worst,
                  worst >= 0 ? got[worst] : 0.0, worst >= 0 ? want[worst] : 0.0);
 }
 
@@ -207,7 +194,7 @@ static void case_linear_gelu(pd_dtype wdt, int64_t M, int64_t K, int64_t N, bool
      * largest difference tells how close the epilogue is. f32: the same GEMM, then the same kernel. */
     double most = 0;
     for (int64_t i = 0; i < M * N; i++) most = fmax(most, fabs((double)got[i] - got_seq[i]));
-    printf("  %s: largest |fused - unfused| %.3g\n", g_name, most);
+    printf("  %s: largest |fused - unfused| %.3g\n", pd_test_case_name(), most);
     compare("vs unfused cuda", got, got_seq, mag, M * N, wdt == PD_DTYPE_F32 ? 1e-6 : 1e-5, wdt == PD_DTYPE_F32 ? 1e-5 : 1e-3);
     free(got), free(got_seq), free(mag), free(xf), free(wf), free(bf);
     guarded_free(&y), guarded_free(&seq);
@@ -216,41 +203,36 @@ static void case_linear_gelu(pd_dtype wdt, int64_t M, int64_t K, int64_t N, bool
     pd_tensor_free(&hx), pd_tensor_free(&hw), pd_tensor_free(&cy);
 }
 
-#define CASE(call, ...)                                                                            \
-    do {                                                                                           \
-        snprintf(g_name, sizeof g_name, __VA_ARGS__);                                              \
-        PD_RUN_CASE(g_name, call);                                                                 \
-    } while (0)
-
 static void test_supported(void) {
     static const pd_op ops[3] = {PD_OP_LAYER_NORM_MODULATE, PD_OP_LINEAR_GELU, PD_OP_RMS_NORM_ROPE};
     for (int o = 0; o < 3; o++)
         for (int d = 0; d < 3; d++)
-            PD_CHECK_MSG(pd_backend_supports_op(g_gpu, ops[o], g_wdts[d]), "%s with %s weights is not supported",
-                         pd_op_name(ops[o]), dtn(g_wdts[d]));
+            PD_CHECK_MSG(pd_backend_supports_op(g_gpu, ops[o], pd_test_wdts[d]), "%s with %s weights is not supported",
+                         pd_op_name(ops[o]), pd_test_dtype_name(pd_test_wdts[d]));
 }
 
 int main(void) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    if (pd_gpu_test_skip()) return 77;
-    if (pd_backend_cpu_create(2, &g_cpu) != PD_OK || pd_gpu_test_backend(&g_gpu) != PD_OK) {
-        fprintf(stderr, "backend: %s\n", pd_error_msg());
-        return 1;
-    }
+    int rc = pd_gpu_test_start("test_gpu_fused", 2, &g_cpu, &g_gpu);
+    if (rc) return rc;
     PD_RUN(test_supported);
-    CASE(case_ln_mod(2, 77, 1536, true, false), "LAYER_NORM_MODULATE(x=(2,77,1536),shift=slice(2,6,1536))");
-    CASE(case_ln_mod(1, 33, 131, false, true), "LAYER_NORM_MODULATE(x=(1,33,131),shift=(1,1,131),inplace)");
-    CASE(case_ln_mod(3, 1, 5, true, false), "LAYER_NORM_MODULATE(x=(3,1,5),shift=slice(3,6,5))");
-    for (int d = 0; d < 3; d++)
-        CASE(case_rms_rope(g_wdts[d], 2, 77, 12, 128, true, false), "RMS_NORM_ROPE(w=%s,B=2,N=77,H=12,D=128)", dtn(g_wdts[d]));
-    CASE(case_rms_rope(PD_DTYPE_F32, 1, 9, 3, 10, true, true), "RMS_NORM_ROPE(w=f32,B=1,N=9,H=3,D=10,inplace)");
-    CASE(case_rms_rope(PD_DTYPE_BF16, 2, 5, 5, 6, false, false), "RMS_NORM_ROPE(w=none,B=2,N=5,H=5,D=6)");
+    PD_RUN_NAMED(case_ln_mod(2, 77, 1536, true, false), "LAYER_NORM_MODULATE(x=(2,77,1536),shift=slice(2,6,1536))");
+    PD_RUN_NAMED(case_ln_mod(1, 33, 131, false, true), "LAYER_NORM_MODULATE(x=(1,33,131),shift=(1,1,131),inplace)");
+    PD_RUN_NAMED(case_ln_mod(3, 1, 5, true, false), "LAYER_NORM_MODULATE(x=(3,1,5),shift=slice(3,6,5))");
     for (int d = 0; d < 3; d++) {
-        CASE(case_linear_gelu(g_wdts[d], 200, 512, 1024, true), "LINEAR_GELU(w=%s,M=200,K=512,N=1024,bias)", dtn(g_wdts[d]));
-        CASE(case_linear_gelu(g_wdts[d], 77, 130, 257, false), "LINEAR_GELU(w=%s,M=77,K=130,N=257)", dtn(g_wdts[d]));
-        CASE(case_linear_gelu(g_wdts[d], 7, 13, 29, true), "LINEAR_GELU(w=%s,M=7,K=13,N=29,bias)", dtn(g_wdts[d]));
+        const pd_dtype wdt = pd_test_wdts[d];
+        PD_RUN_NAMED(case_rms_rope(wdt, 2, 77, 12, 128, true, false), "RMS_NORM_ROPE(w=%s,B=2,N=77,H=12,D=128)",
+                     pd_test_dtype_name(wdt));
     }
-    CASE(case_linear_gelu(PD_DTYPE_BF16, 3, 0, 5, true), "LINEAR_GELU(w=bf16,M=3,K=0,N=5,bias)");
+    PD_RUN_NAMED(case_rms_rope(PD_DTYPE_F32, 1, 9, 3, 10, true, true), "RMS_NORM_ROPE(w=f32,B=1,N=9,H=3,D=10,inplace)");
+    PD_RUN_NAMED(case_rms_rope(PD_DTYPE_BF16, 2, 5, 5, 6, false, false), "RMS_NORM_ROPE(w=none,B=2,N=5,H=5,D=6)");
+    for (int d = 0; d < 3; d++) {
+        const pd_dtype wdt = pd_test_wdts[d];
+        const char *w = pd_test_dtype_name(wdt);
+        PD_RUN_NAMED(case_linear_gelu(wdt, 200, 512, 1024, true), "LINEAR_GELU(w=%s,M=200,K=512,N=1024,bias)", w);
+        PD_RUN_NAMED(case_linear_gelu(wdt, 77, 130, 257, false), "LINEAR_GELU(w=%s,M=77,K=130,N=257)", w);
+        PD_RUN_NAMED(case_linear_gelu(wdt, 7, 13, 29, true), "LINEAR_GELU(w=%s,M=7,K=13,N=29,bias)", w);
+    }
+    PD_RUN_NAMED(case_linear_gelu(PD_DTYPE_BF16, 3, 0, 5, true), "LINEAR_GELU(w=bf16,M=3,K=0,N=5,bias)");
     pd_backend_free(g_gpu);
     pd_backend_free(g_cpu);
     return pd_test_summary();

@@ -34,8 +34,6 @@ static char g_tmp[256], g_f32[300], g_bf16[300];
 static pd_backend *g_cpu, *g_gpu;
 static const pd_wan_dit_config *g_cfg;
 
-/* The backend under test. */
-
 /* The tiers of the header comment. */
 #define BF16_L2 2e-2
 #define BF16_MAX 5e-2
@@ -275,19 +273,23 @@ out:
 #endif
 
 int main(void) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    if (pd_gpu_test_skip()) return 77;
-    unsetenv("PD_CUDA_ATTENTION");
+    unsetenv("PD_CUDA_ATTENTION"); /* before the backend under test is made: its default attention */
     pd_log_set_level(PD_LOG_WARN);
-    if (!pd_test_scratch_dir(g_tmp, sizeof g_tmp, "test_gpu_models")) return 1;
+    int rc = pd_gpu_test_start("test_gpu_models", 0, &g_cpu, &g_gpu);
+    if (rc || !pd_test_scratch_dir(g_tmp, sizeof g_tmp, "test_gpu_models")) {
+        pd_backend_free(g_gpu);
+        pd_backend_free(g_cpu);
+        return rc ? rc : 1;
+    }
     snprintf(g_f32, sizeof g_f32, "%s/tiny_f32", g_tmp);
     snprintf(g_bf16, sizeof g_bf16, "%s/tiny_bf16", g_tmp);
     const pd_model_preset *tiny = pd_model_preset_default();
     g_cfg = &tiny->dit;
-    if (pd_backend_cpu_create(0, &g_cpu) != PD_OK || pd_gpu_test_backend(&g_gpu) != PD_OK ||
-        pd_model_dir_write(g_f32, tiny, 3, PD_WAN_LAYOUT_DIFFUSERS, PD_DTYPE_F32) != PD_OK ||
+    if (pd_model_dir_write(g_f32, tiny, 3, PD_WAN_LAYOUT_DIFFUSERS, PD_DTYPE_F32) != PD_OK ||
         pd_model_dir_write(g_bf16, tiny, 3, PD_WAN_LAYOUT_DIFFUSERS, PD_DTYPE_BF16) != PD_OK) {
         fprintf(stderr, "test_gpu_models: setup: %s\n", pd_error_msg());
+        pd_backend_free(g_gpu);
+        pd_backend_free(g_cpu);
         pd_test_rmtree(g_tmp);
         return 1;
     }

@@ -25,17 +25,11 @@
 #include "tests/gpu/gpu_test.h"
 #include "tests/unit/test.h"
 
-#define GUARD 256     /* canary bytes on each side of a device output */
-#define CANARY 0xA5
-
 static pd_backend *g_cpu, *g_gpu;
 static uint64_t g_seed = 1;
 static bool g_covered[PD_OP_COUNT];
-static char g_name[256];
 static bool g_small; /* PD_GPU_OPS_SMALL: only cases of modest size */
 
-static const pd_dtype g_wdts[3] = {PD_DTYPE_F32, PD_DTYPE_BF16, PD_DTYPE_F16};
-static const char *dtn(pd_dtype dt) { return dt == PD_DTYPE_F32 ? "f32" : dt == PD_DTYPE_BF16 ? "bf16" : "f16"; }
 
 /* ---- device tensors made by a case, freed at its end ---- */
 
@@ -96,20 +90,21 @@ static pd_tensor *d_weight(const pd_tensor *h) {
 /* ---- guarded device outputs ---- */
 
 typedef struct gout {
-    pd_tensor t;       /* the output: a view GUARD bytes into buf */
+    pd_tensor t;       /* the output: a view PD_GPU_GUARD bytes into buf */
     pd_tensor *buf;    /* (n) f32 device buffer holding guards + output */
     size_t bytes;      /* of t */
     int64_t buf_elems;
 } gout;
 
-/* The whole buffer as it should look: canary guards, `interior` (NULL: NaN bytes) inside. */
+/* The whole buffer as it should look (tests/gpu/gpu_test.h): canary guards, `interior` (NULL: NaN
+ * bytes) inside; a new host buffer of buf_elems f32 elements (free it). */
+static unsigned char *gout_expected(const gout *o, const pd_tensor *interior) {
+    return pd_gout_expected((size_t)o->buf_elems * 4, o->bytes, interior ? interior->data : NULL, 0xff);
+}
+
+/* Uploads the buffer as gout_expected says it should look. */
 static void gout_fill(gout *o, const pd_tensor *interior) {
-    size_t total = (size_t)o->buf_elems * 4;
-    unsigned char *h = malloc(total);
-    PD_ASSERT(h);
-    memset(h, CANARY, total);
-    if (interior) memcpy(h + GUARD, interior->data, o->bytes);
-    else memset(h + GUARD, 0xff, o->bytes);
+    unsigned char *h = gout_expected(o, interior);
     pd_tensor hv = pd_tensor_view(h, PD_DTYPE_F32, 1, &o->buf_elems);
     PD_CHECK_OK(pd_backend_upload(g_gpu, o->buf, &hv));
     free(h);
@@ -121,12 +116,12 @@ static gout g_out(pd_dtype dt, int nd, const int64_t *shape, const pd_tensor *in
     gout o = {0};
     pd_tensor v = pd_tensor_view(NULL, dt, nd, shape);
     o.bytes = pd_tensor_nbytes(&v);
-    o.buf_elems = (int64_t)((o.bytes + 2 * GUARD + 3) / 4);
+    o.buf_elems = (int64_t)((o.bytes + 2 * PD_GPU_GUARD + 3) / 4);
     pd_tensor b = {0};
     PD_CHECK_OK(pd_backend_tensor_alloc(g_gpu, &b, PD_DTYPE_F32, 1, &o.buf_elems));
     o.buf = dev_track(b);
     gout_fill(&o, init);
-    o.t = pd_tensor_view((char *)b.data + GUARD, dt, nd, shape);
+    o.t = pd_tensor_view((char *)b.data + PD_GPU_GUARD, dt, nd, shape);
     o.t.device = b.device;
     o.t.device_index = b.device_index;
     return o;
@@ -134,33 +129,19 @@ static gout g_out(pd_dtype dt, int nd, const int64_t *shape, const pd_tensor *in
 
 /* Downloads the buffer, checks both guards and returns the output widened to a host f32 tensor. */
 static pd_tensor gout_read(const gout *o) {
-    PD_CHECK_OK(pd_backend_synchronize(g_gpu));
-    size_t total = (size_t)o->buf_elems * 4;
-    unsigned char *h = malloc(total);
-    PD_ASSERT(h);
-    pd_tensor hv = pd_tensor_view(h, PD_DTYPE_F32, 1, &o->buf_elems);
-    PD_CHECK_OK(pd_backend_download(g_gpu, &hv, o->buf));
-    size_t bad = 0;
-    for (size_t i = 0; i < GUARD; i++) bad += (h[i] != CANARY) + (h[GUARD + o->bytes + i] != CANARY);
+    unsigned char *h = pd_gout_download(g_gpu, o->buf, o->buf_elems);
+    size_t bad = pd_gout_bad_guards(h, o->bytes);
     PD_CHECK_MSG(bad == 0, "%zu guard bytes around the output were written", bad);
     pd_tensor out = h_new(PD_DTYPE_F32, o->t.ndim, o->t.shape);
-    pd_convert_to_f32(out.data, h + GUARD, o->t.dtype, pd_tensor_numel(&out));
+    pd_convert_to_f32(out.data, h + PD_GPU_GUARD, o->t.dtype, pd_tensor_numel(&out));
     free(h);
     return out;
 }
 
 /* True when the whole buffer (guards and output) still holds what gout_fill put there. */
 static bool gout_untouched(const gout *o, const pd_tensor *interior) {
-    PD_CHECK_OK(pd_backend_synchronize(g_gpu));
-    size_t total = (size_t)o->buf_elems * 4;
-    unsigned char *h = malloc(total), *want = malloc(total);
-    PD_ASSERT(h && want);
-    pd_tensor hv = pd_tensor_view(h, PD_DTYPE_F32, 1, &o->buf_elems);
-    PD_CHECK_OK(pd_backend_download(g_gpu, &hv, o->buf));
-    memset(want, CANARY, total);
-    if (interior) memcpy(want + GUARD, interior->data, o->bytes);
-    else memset(want + GUARD, 0xff, o->bytes);
-    bool same = !memcmp(h, want, total);
+    unsigned char *h = pd_gout_download(g_gpu, o->buf, o->buf_elems), *want = gout_expected(o, interior);
+    bool same = !memcmp(h, want, (size_t)o->buf_elems * 4);
     free(h);
     free(want);
     return same;
@@ -206,10 +187,10 @@ static void finish(const gout *o, pd_tensor *ref, pd_tensor *mag, double atol, d
     if (mag) pd_tensor_free(mag);
 }
 
+/* A named case (tests/unit/test.h), then the device tensors it made are freed. */
 #define RUN(call, ...)                                                                             \
     do {                                                                                           \
-        snprintf(g_name, sizeof g_name, __VA_ARGS__);                                              \
-        PD_RUN_CASE(g_name, call);                                                                 \
+        PD_RUN_NAMED(call, __VA_ARGS__);                                                           \
         dev_free_all();                                                                            \
     } while (0)
 
@@ -237,9 +218,10 @@ static void test_linear(void) {
     static const int64_t sizes[][3] = {{7, 13, 29}, {1, 13, 29}, {77, 130, 67}, {130, 64, 5}, {3, 0, 5}, {333, 1536, 1536}};
     for (int d = 0; d < 3; d++)
         for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+            const pd_dtype wdt = pd_test_wdts[d];
             int64_t M = sizes[s][0], K = sizes[s][1], N = sizes[s][2];
             if (g_small && M * K * N > 4000000) continue;
-            RUN(case_linear(g_wdts[d], M, K, N, true, false), "LINEAR(w=%s,M=%lld,K=%lld,N=%lld,bias)", dtn(g_wdts[d]),
+            RUN(case_linear(wdt, M, K, N, true, false), "LINEAR(w=%s,M=%lld,K=%lld,N=%lld,bias)", pd_test_dtype_name(wdt),
                 (long long)M, (long long)K, (long long)N);
         }
     RUN(case_linear(PD_DTYPE_BF16, 14, 13, 29, false, true), "LINEAR(w=bf16,x=(2,7,13),N=29,no bias)");
@@ -270,7 +252,8 @@ static void test_norms(void) {
     for (int rms = 0; rms < 2; rms++) {
         const char *op = rms ? "RMS_NORM" : "LAYER_NORM";
         for (int d = 0; d < 3; d++)
-            RUN(case_norm(rms, g_wdts[d], 7, 1536, true, !rms, false), "%s(w=%s,x=(7,1536),affine)", op, dtn(g_wdts[d]));
+            RUN(case_norm(rms, pd_test_wdts[d], 7, 1536, true, !rms, false), "%s(w=%s,x=(7,1536),affine)", op,
+                pd_test_dtype_name(pd_test_wdts[d]));
         RUN(case_norm(rms, PD_DTYPE_F32, 33, 77, false, false, false), "%s(x=(33,77),no affine)", op);
         RUN(case_norm(rms, PD_DTYPE_F16, 5, 13, true, !rms, true), "%s(w=f16,x=(5,13),affine,in place)", op);
         RUN(case_norm(rms, PD_DTYPE_BF16, 1, 4099, true, false, true), "%s(w=bf16,x=(1,4099),w only,in place)", op);
@@ -518,26 +501,22 @@ static void test_timestep(void) {
 
 /* ---- PATCHIFY / UNPATCHIFY / UPSAMPLE_NEAREST2D / COPY: exact ---- */
 
-static void case_patchify(int64_t C, int64_t T, int64_t H, int64_t W, int pt, int ph, int pw) {
-    g_covered[PD_OP_PATCHIFY] = true;
-    int64_t ls[4] = {C, T, H, W}, ts[2] = {(T / pt) * (H / ph) * (W / pw), C * pt * ph * pw};
-    pd_tensor lat = h_rand(PD_DTYPE_F32, 4, ls, 1.0f), ref = h_new(PD_DTYPE_F32, 2, ts);
-    PD_CHECK_OK(pd_op_patchify(g_cpu, &ref, &lat, pt, ph, pw));
-    gout o = g_out(PD_DTYPE_F32, 2, ts, NULL);
-    PD_CHECK_OK(pd_op_patchify(g_gpu, &o.t, d_up(&lat), pt, ph, pw));
-    finish(&o, &ref, NULL, 0, 0);
-    pd_tensor_free(&lat);
+/* PATCHIFY: latent (C, T, H, W) -> tokens (N, D); un: UNPATCHIFY, tokens -> latent. */
+static pd_status apply_patch(bool un, pd_backend *be, pd_tensor *out, const pd_tensor *in, int pt, int ph, int pw) {
+    return un ? pd_op_unpatchify(be, out, in, pt, ph, pw) : pd_op_patchify(be, out, in, pt, ph, pw);
 }
 
-static void case_unpatchify(int64_t C, int64_t T, int64_t H, int64_t W, int pt, int ph, int pw) {
-    g_covered[PD_OP_UNPATCHIFY] = true;
+static void case_patch(bool un, int64_t C, int64_t T, int64_t H, int64_t W, int pt, int ph, int pw) {
+    g_covered[un ? PD_OP_UNPATCHIFY : PD_OP_PATCHIFY] = true;
     int64_t ls[4] = {C, T, H, W}, ts[2] = {(T / pt) * (H / ph) * (W / pw), C * pt * ph * pw};
-    pd_tensor tok = h_rand(PD_DTYPE_F32, 2, ts, 1.0f), ref = h_new(PD_DTYPE_F32, 4, ls);
-    PD_CHECK_OK(pd_op_unpatchify(g_cpu, &ref, &tok, pt, ph, pw));
-    gout o = g_out(PD_DTYPE_F32, 4, ls, NULL);
-    PD_CHECK_OK(pd_op_unpatchify(g_gpu, &o.t, d_up(&tok), pt, ph, pw));
+    const int ind = un ? 2 : 4, ond = un ? 4 : 2;
+    const int64_t *is = un ? ts : ls, *os = un ? ls : ts;
+    pd_tensor in = h_rand(PD_DTYPE_F32, ind, is, 1.0f), ref = h_new(PD_DTYPE_F32, ond, os);
+    PD_CHECK_OK(apply_patch(un, g_cpu, &ref, &in, pt, ph, pw));
+    gout o = g_out(PD_DTYPE_F32, ond, os, NULL);
+    PD_CHECK_OK(apply_patch(un, g_gpu, &o.t, d_up(&in), pt, ph, pw));
     finish(&o, &ref, NULL, 0, 0);
-    pd_tensor_free(&tok);
+    pd_tensor_free(&in);
 }
 
 static void case_upsample(int64_t C, int64_t T, int64_t H, int64_t W) {
@@ -578,10 +557,10 @@ static void case_copy(int kind, pd_dtype sdt, pd_dtype ddt) {
 }
 
 static void test_layout(void) {
-    RUN(case_patchify(16, 3, 6, 10, 1, 2, 2), "PATCHIFY(latent=(16,3,6,10),patch=1x2x2)");
-    RUN(case_patchify(5, 4, 6, 4, 2, 2, 2), "PATCHIFY(latent=(5,4,6,4),patch=2x2x2)");
-    RUN(case_unpatchify(16, 3, 6, 10, 1, 2, 2), "UNPATCHIFY(latent=(16,3,6,10),patch=1x2x2)");
-    RUN(case_unpatchify(3, 2, 9, 4, 2, 3, 1), "UNPATCHIFY(latent=(3,2,9,4),patch=2x3x1)");
+    RUN(case_patch(false, 16, 3, 6, 10, 1, 2, 2), "PATCHIFY(latent=(16,3,6,10),patch=1x2x2)");
+    RUN(case_patch(false, 5, 4, 6, 4, 2, 2, 2), "PATCHIFY(latent=(5,4,6,4),patch=2x2x2)");
+    RUN(case_patch(true, 16, 3, 6, 10, 1, 2, 2), "UNPATCHIFY(latent=(16,3,6,10),patch=1x2x2)");
+    RUN(case_patch(true, 3, 2, 9, 4, 2, 3, 1), "UNPATCHIFY(latent=(3,2,9,4),patch=2x3x1)");
     RUN(case_upsample(5, 2, 7, 9), "UPSAMPLE_NEAREST2D(x=(5,2,7,9))");
     RUN(case_upsample(96, 1, 30, 52), "UPSAMPLE_NEAREST2D(x=(96,1,30,52))");
     RUN(case_copy(0, PD_DTYPE_F32, PD_DTYPE_F32), "COPY(src=(4,5,6) f32 transposed,dst f32)");
@@ -615,8 +594,8 @@ static void test_conv(void) {
     static const int causal[6] = {2, 0, 1, 1, 1, 1}, none[6] = {0}, spatial[6] = {0, 0, 1, 1, 1, 1},
                      time_only[6] = {2, 0, 0, 0, 0, 0}, odd[6] = {1, 2, 0, 2, 1, 0};
     for (int d = 0; d < 3; d++)
-        RUN(case_conv(g_wdts[d], 5, 4, 9, 11, 7, 3, 3, 3, causal, true), "CONV3D(w=%s,x=(5,4,9,11),Cout=7,k=3x3x3,pad=causal)",
-            dtn(g_wdts[d]));
+        RUN(case_conv(pd_test_wdts[d], 5, 4, 9, 11, 7, 3, 3, 3, causal, true), "CONV3D(w=%s,x=(5,4,9,11),Cout=7,k=3x3x3,pad=causal)",
+            pd_test_dtype_name(pd_test_wdts[d]));
     RUN(case_conv(PD_DTYPE_F32, 16, 1, 6, 10, 16, 1, 1, 1, none, true), "CONV3D(w=f32,x=(16,1,6,10),Cout=16,k=1x1x1)");
     RUN(case_conv(PD_DTYPE_BF16, 12, 2, 7, 5, 6, 1, 3, 3, spatial, true), "CONV3D(w=bf16,x=(12,2,7,5),Cout=6,k=1x3x3,pad=spatial)");
     RUN(case_conv(PD_DTYPE_BF16, 8, 3, 4, 6, 16, 3, 1, 1, time_only, true), "CONV3D(w=bf16,x=(8,3,4,6),Cout=16,k=3x1x1,pad=time)");
@@ -642,8 +621,8 @@ static void case_channel_rms(pd_dtype wdt, int64_t C, int64_t T, int64_t H, int6
 
 static void test_channel_rms(void) {
     for (int d = 0; d < 3; d++)
-        RUN(case_channel_rms(g_wdts[d], 12, 2, 5, 7, d == 0, false), "CHANNEL_RMS_NORM(w=%s,x=(12,2,5,7)%s)", dtn(g_wdts[d]),
-            d == 0 ? ",bias" : "");
+        RUN(case_channel_rms(pd_test_wdts[d], 12, 2, 5, 7, d == 0, false), "CHANNEL_RMS_NORM(w=%s,x=(12,2,5,7)%s)",
+            pd_test_dtype_name(pd_test_wdts[d]), d == 0 ? ",bias" : "");
     RUN(case_channel_rms(PD_DTYPE_F32, 384, 1, 7, 9, false, true), "CHANNEL_RMS_NORM(w=f32,x=(384,1,7,9),in place)");
     RUN(case_channel_rms(PD_DTYPE_BF16, 3, 1, 1, 1, true, false), "CHANNEL_RMS_NORM(w=bf16,x=(3,1,1,1),bias)");
 }
@@ -664,7 +643,8 @@ static void case_embedding(pd_dtype wdt, int64_t V, int64_t D, int64_t L) {
 }
 
 static void test_embedding(void) {
-    for (int d = 0; d < 3; d++) RUN(case_embedding(g_wdts[d], 50, 33, 17), "EMBEDDING(w=%s,table=(50,33),L=17)", dtn(g_wdts[d]));
+    for (int d = 0; d < 3; d++)
+        RUN(case_embedding(pd_test_wdts[d], 50, 33, 17), "EMBEDDING(w=%s,table=(50,33),L=17)", pd_test_dtype_name(pd_test_wdts[d]));
     RUN(case_embedding(PD_DTYPE_BF16, 2048, 4096, 5), "EMBEDDING(w=bf16,table=(2048,4096),L=5)");
 }
 
@@ -732,8 +712,8 @@ static void test_errors(void) {
 static void test_supports_every_op(void) {
     for (int op = 0; op < PD_OP_COUNT; op++)
         for (int d = 0; d < 3; d++)
-            PD_CHECK_MSG(pd_backend_supports_op(g_gpu, (pd_op)op, g_wdts[d]), "%s with %s weights is not supported",
-                         pd_op_name((pd_op)op), dtn(g_wdts[d]));
+            PD_CHECK_MSG(pd_backend_supports_op(g_gpu, (pd_op)op, pd_test_wdts[d]), "%s with %s weights is not supported",
+                         pd_op_name((pd_op)op), pd_test_dtype_name(pd_test_wdts[d]));
     if (g_on_cpu) return;
     PD_CHECK(pd_backend_device(g_gpu) == PD_DEVICE_CUDA);
     PD_CHECK(!strcmp(pd_backend_name(g_gpu), "cuda:0"));
@@ -748,12 +728,8 @@ static void test_every_op_covered(void) {
 }
 
 int main(void) {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    if (pd_gpu_test_skip()) return 77;
-    if (pd_backend_cpu_create(0, &g_cpu) != PD_OK || pd_gpu_test_backend(&g_gpu) != PD_OK) {
-        fprintf(stderr, "test_gpu_ops: %s\n", pd_error_msg());
-        return 1;
-    }
+    int rc = pd_gpu_test_start("test_gpu_ops", 0, &g_cpu, &g_gpu);
+    if (rc) return rc;
     unsetenv("PD_CUDA_ATTENTION");
     g_small = pd_gpu_test_env_on("PD_GPU_OPS_SMALL");
     if (g_small) printf("PD_GPU_OPS_SMALL: large cases left out\n");

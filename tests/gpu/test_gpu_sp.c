@@ -16,14 +16,10 @@
 #include "tests/unit/test.h"
 
 #if defined(PD_HAVE_CUDA) && defined(PD_HAVE_NCCL)
-static char g_tmp[512], g_model[600];
-static const int64_t g_ls[5] = {2, 16, 2, 4, 6}; /* a CFG pair: (B, in, T, H, W) */
+#include "tests/unit/sp_fixture.h"
 
-static float rel_err(const float *x, const float *y, int64_t n) {
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) num += (x[i] - y[i]) * (double)(x[i] - y[i]), den += (double)y[i] * y[i];
-    return (float)sqrt(den > 0 ? num / den : num);
-}
+/* Relative L2 error of x against y. */
+static float rel_err(const float *x, const float *y, int64_t n) { return (float)sqrt(rel_err_sq(x, y, n)); }
 
 /* One rank's evaluation on cuda:<device>: the plain forward (ref, host) and the group forward (got, host). */
 typedef struct rank_run {
@@ -45,16 +41,10 @@ static pd_status rank_eval(rank_run *r) {
     pd_status st = pd_backend_create(spec_name, 0, &be);
     if (!st) st = pd_wan_dit_load(g_model, be, &dit);
     const pd_wan_dit_config *c = dit ? pd_wan_dit_get_config(dit) : NULL;
-    const int64_t cs[3] = {2, 5, c ? c->text_dim : 1}, vs[5] = {2, c ? c->out_channels : 1, 2, 4, 6};
-    if (!st) st = pd_tensor_alloc(&lat, PD_DTYPE_F32, 5, g_ls);
-    if (!st) st = pd_tensor_alloc(&ctx, PD_DTYPE_F32, 3, cs);
-    if (!st) {
-        float *l = lat.data, *x = ctx.data;
-        for (int64_t i = 0; i < pd_tensor_numel(&lat); i++) l[i] = (float)((i * 37 % 101) - 50) / 50.0f;
-        for (int64_t i = 0; i < pd_tensor_numel(&ctx); i++) x[i] = (float)((i * 11 % 23) - 11) / 11.0f;
-    }
-    if (!st) st = pd_backend_tensor_alloc(be, &dlat, PD_DTYPE_F32, 5, g_ls);
-    if (!st) st = pd_backend_tensor_alloc(be, &dctx, PD_DTYPE_F32, 3, cs);
+    const int64_t vs[5] = {2, c ? c->out_channels : 1, 2, 4, 6};
+    if (!st) st = make_inputs(c, 2, &lat, &ctx); /* a CFG pair */
+    if (!st) st = pd_backend_tensor_alloc(be, &dlat, PD_DTYPE_F32, 5, lat.shape);
+    if (!st) st = pd_backend_tensor_alloc(be, &dctx, PD_DTYPE_F32, 3, ctx.shape);
     if (!st) st = pd_backend_tensor_alloc(be, &dvel, PD_DTYPE_F32, 5, vs);
     if (!st) st = pd_backend_upload(be, &dlat, &lat);
     if (!st) st = pd_backend_upload(be, &dctx, &ctx);
@@ -139,14 +129,7 @@ int main(void) {
         printf("no CUDA device: skipped\n");
         return 77;
     }
-    pd_log_set_level(PD_LOG_WARN);
-    if (!pd_test_scratch_dir(g_tmp, sizeof g_tmp, "test_gpu_sp")) return 1;
-    snprintf(g_model, sizeof g_model, "%s/transformer", g_tmp);
-    if (pd_wan_dit_write_random(g_model, &pd_model_preset_default()->dit, 3, PD_WAN_LAYOUT_DIFFUSERS, PD_DTYPE_F32)) {
-        fprintf(stderr, "write: %s\n", pd_error_msg());
-        pd_test_rmtree(g_tmp);
-        return 1;
-    }
+    if (!sp_fixture_setup("test_gpu_sp")) return 1;
     PD_RUN(test_one_rank);
     PD_RUN(test_two_ranks_two_gpus);
     pd_test_rmtree(g_tmp);

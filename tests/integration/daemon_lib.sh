@@ -47,7 +47,7 @@ start_daemon() {
         port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$LOG" 2>/dev/null | head -n 1)
         [ -n "$port" ] && break
         if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
-            fail "pipeditd exited during start: $(tail -n 3 "$LOG")"
+            fail "pipeditd exited during start"
         fi
         sleep 0.1
     done

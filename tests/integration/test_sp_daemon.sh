@@ -41,27 +41,21 @@ create() { # JSON -> ID
     ID=$(jq_body 'b["id"]')
 }
 
-# PSNR of two MP4s' decoded frames (the MP4 is lossy: rounding flips may change a few encoder
-# decisions; a different seed scores < 20 dB).
-psnr() {
-    ffmpeg -loglevel error -y -i "$1" -f rawvideo -pix_fmt rgb24 "$1.rgb" || fail "ffmpeg cannot decode $1"
-    ffmpeg -loglevel error -y -i "$2" -f rawvideo -pix_fmt rgb24 "$2.rgb" || fail "ffmpeg cannot decode $2"
-    "$PYTHON" -c '
-import sys, numpy as np
-a = np.fromfile(sys.argv[1], np.uint8).astype(float); b = np.fromfile(sys.argv[2], np.uint8).astype(float)
-assert a.size == b.size and a.size > 0, (a.size, b.size)
-mse = ((a - b) ** 2).mean()
-print("%.1f" % (99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)))' "$1.rgb" "$2.rgb"
-}
+# Videos are compared by the PSNR of their decoded frames (tests/lib/psnr.py): the MP4 is lossy, and
+# rounding flips may change a few encoder decisions; a different seed scores < 20 dB.
+PSNR="$(dirname "$0")/../lib/psnr.py"
+
+# to_rgb MP4: its frames as raw rgb24 in MP4.rgb.
+to_rgb() { ffmpeg -loglevel error -y -i "$1" -f rawvideo -pix_fmt rgb24 "$1.rgb" || fail "ffmpeg cannot decode $1"; }
 
 # same_video ID TAG WHAT: the job's MP4 scores >= 40 dB against the single-device reference.
 same_video() {
     http GET "/v1/videos/$1/content"
     [ "$STATUS" = 200 ] || fail "$3: content: $STATUS"
     cp "$T/body" "$T/$2.mp4"
+    to_rgb "$T/$2.mp4"
     local db
-    db=$(psnr "$T/$2.mp4" "$T/ref.mp4")
-    "$PYTHON" -c "import sys; sys.exit(0 if float('$db') >= 40 else 1)" || fail "$3: PSNR $db dB against one device"
+    db=$("$PYTHON" "$PSNR" "$T/$2.mp4.rgb" "$T/ref.mp4.rgb" --at-least 40) || fail "$3: PSNR $db dB against one device"
     pass "$3 = single device (PSNR $db dB)"
 }
 
@@ -70,8 +64,10 @@ PIPEDIT_LOG=warn timeout 300 "$PIPEDIT_BIN/pipedit" generate --prompt "a red fox
     --steps 5 --seed 11 --threads 1 --out "$T/ref.mp4" >/dev/null || fail "pipedit generate (reference) failed"
 PIPEDIT_LOG=warn timeout 300 "$PIPEDIT_BIN/pipedit" generate --prompt "a red fox in the snow" --frames 9 --size 64x48 \
     --steps 5 --seed 12 --threads 1 --out "$T/other.mp4" >/dev/null || fail "pipedit generate (seed 12) failed"
-db=$(psnr "$T/other.mp4" "$T/ref.mp4")
-"$PYTHON" -c "import sys; sys.exit(0 if float('$db') < 20 else 1)" || fail "another seed scores $db dB: PSNR cannot tell videos apart"
+to_rgb "$T/ref.mp4" # decoded once for every comparison
+to_rgb "$T/other.mp4"
+db=$("$PYTHON" "$PSNR" "$T/other.mp4.rgb" "$T/ref.mp4.rgb" --below 20) \
+    || fail "another seed scores $db dB: PSNR cannot tell videos apart"
 
 # ---- one group of two ranks + one decode worker ----
 start_daemon "$T/a.log" --data-dir "$T/data" --workers 3 --sp-degree 2 --threads-per-worker 1 --comm-timeout-s 5 --max-steps 1000 \

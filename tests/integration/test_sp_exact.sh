@@ -40,7 +40,6 @@ print("rel %.2e max %.2e" % (rel, mx))
 PY
 }
 
-fails=0
 "$pd" dit "${base[@]}" --out "$work/ref1.safetensors" --threads 1
 "$pd" dit "${base[@]}" "${pair[@]}" --out "$work/ref2.safetensors" --threads 1
 "$pd" dit --model "$work/model" --latent "$work/lat.safetensors" --timestep 613 \
@@ -66,13 +65,13 @@ run() { # tag reference-file dit-args...
     local tag=$1 want=$2; shift 2
     local out="$work/sp_$tag.safetensors"
     if ! timeout 120 "$pd" dit "$@" --out "$out" --threads 1; then
-        echo "FAIL: $tag: pipedit dit exited non-zero"; fails=$((fails + 1)); return
+        bad "$tag: pipedit dit exited non-zero"; return
     fi
     local msg
     if msg=$(compare "$out" "$want" 2>&1); then
-        echo "ok: $tag ($msg)"
+        ok "$tag ($msg)"
     else
-        echo "FAIL: $tag: $msg"; fails=$((fails + 1))
+        bad "$tag: $msg"
     fi
 }
 
@@ -119,9 +118,9 @@ import numpy as np
 a = st_read_file(sys.argv[1])[0]["velocity"]; b = st_read_file(sys.argv[2])[0]["velocity"]
 sys.exit(0 if np.linalg.norm(a - b) / np.linalg.norm(b) > 1e-3 else 1)' \
         "$work/ref_h8.safetensors" "$work/ref1.safetensors" "$PIPEDIT_SRC/tests/ref"; then
-    echo "ok: the 8-head split changes the velocity (the head count is in effect)"
+    ok "the 8-head split changes the velocity (the head count is in effect)"
 else
-    echo "FAIL: 8 x 16 heads gave the 4 x 32 velocity"; fails=$((fails + 1))
+    bad "8 x 16 heads gave the 4 x 32 velocity"
 fi
 
 # A rank dies: the command fails within seconds with a message naming it, and leaves no process.
@@ -133,11 +132,11 @@ rc=$?
 set -e
 took=$(( $(date +%s) - start ))
 if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ] || ! grep -q "rank 1 of 3 was killed by signal 9" "$work/err.txt"; then
-    echo "FAIL: killed rank: exit $rc after ${took}s:"; cat "$work/err.txt"; fails=$((fails + 1))
+    bad "killed rank: exit $rc after ${took}s:"; cat "$work/err.txt"
 elif [ -e "$work/dead.safetensors" ]; then
-    echo "FAIL: killed rank: an output was written"; fails=$((fails + 1))
+    bad "killed rank: an output was written"
 else
-    echo "ok: killed rank -> exit $rc after ${took}s ($(head -n 1 "$work/err.txt"))"
+    ok "killed rank -> exit $rc after ${took}s ($(head -n 1 "$work/err.txt"))"
 fi
 
 # Usage errors.
@@ -148,11 +147,7 @@ for args in "--sp 2 --cfg-parallel" "--sp 3 --cfg-parallel ${pair[*]}" "--sp 0" 
     rc=$?
     set -e
     if [ "$rc" -ne 2 ] || [ ! -s "$work/err.txt" ]; then
-        echo "FAIL: pipedit dit $args exited $rc"; fails=$((fails + 1))
+        bad "pipedit dit $args exited $rc"
     fi
 done
-
-if [ "$fails" -ne 0 ]; then
-    echo "$fails failure(s)"; exit 1
-fi
-echo "all SP exactness checks passed"
+pd_summary

@@ -1,6 +1,7 @@
 # Sourced by the script tests (tests/*/test_*.sh) as `source "$(dirname "$0")/../lib/script_env.sh" NAME`:
 # strict mode, the variables ctest passes (PIPEDIT_BIN, PYTHON, PIPEDIT_SRC, PIPEDIT_TMP), a scratch
-# folder $work (removed at exit), $pd = the pipedit binary, and warnings-only logging.
+# folder $work (removed at exit), $pd = the pipedit binary, warnings-only logging, and the check helpers
+# below.
 set -euo pipefail
 : "${PIPEDIT_BIN:?}" "${PYTHON:?}" "${PIPEDIT_SRC:?}" "${PIPEDIT_TMP:?}"
 mkdir -p "$PIPEDIT_TMP"
@@ -8,3 +9,21 @@ work=$(mktemp -d "$PIPEDIT_TMP/$1.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 pd="$PIPEDIT_BIN/pipedit"
 export PIPEDIT_LOG=warn
+
+# ok TEXT / bad TEXT: one check passed / failed, printed as "ok   TEXT" / "FAIL TEXT" and counted.
+# pd_summary prints "N passed, N failed" and returns non-zero when a check failed: end a test with it.
+passes=0 fails=0
+ok() { passes=$((passes + 1)); echo "ok   $1"; }
+bad() { fails=$((fails + 1)); echo "FAIL $1"; }
+pd_summary() {
+    echo "$passes passed, $fails failed"
+    [ "$fails" -eq 0 ]
+}
+
+# pd_require_numpy: ends the test as failed, saying how to install it, when $PYTHON has no NumPy.
+pd_require_numpy() {
+    "$PYTHON" -c 'import numpy' 2>/dev/null || {
+        echo "FAIL: numpy missing for $PYTHON (scripts/deps.sh installs python3-numpy)"
+        exit 1
+    }
+}

@@ -3,7 +3,7 @@
 # a tiny random model (f32 and bf16 weights), prompts of 1 to > 128 tokens (far relative-position
 # buckets), relative L2 error < 1e-4.
 source "$(dirname "$0")/../lib/script_env.sh" umt5_ref
-"$PYTHON" -c 'import numpy' 2>/dev/null || { echo "FAIL: numpy missing for $PYTHON (scripts/deps.sh installs python3-numpy)"; exit 1; }
+pd_require_numpy
 
 long=""
 for i in $(seq 1 12); do

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "engine/clock.h"
 #include "scheduler/scheduler.h"
 
 typedef struct rec {
@@ -69,26 +70,20 @@ static inline const rec *final_ev(const char *id) {
     return r ? r : find_ev(id, PD_JOB_EVENT_FAILED, -1, 0);
 }
 
-static inline double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static inline void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
 
 static inline bool wait_final(const char *id, double timeout) {
-    for (double end = now_s() + timeout; now_s() < end; sleep_ms(5))
+    for (double end = pd_now_s() + timeout; pd_now_s() < end; sleep_ms(5))
         if (final_ev(id)) return true;
     return false;
 }
 
 static inline bool wait_ready(pd_scheduler *s, double timeout) {
     pd_scheduler_stats st;
-    for (double end = now_s() + timeout; now_s() < end; sleep_ms(10)) {
+    for (double end = pd_now_s() + timeout; pd_now_s() < end; sleep_ms(10)) {
         pd_scheduler_stats_get(s, &st);
         if (st.ready) return true;
     }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "engine/status.h"
+#include "engine/tensor.h"
 
 static int pd_test_failed_checks, pd_test_passed, pd_test_failed;
 
@@ -77,6 +78,28 @@ static int pd_test_failed_checks, pd_test_passed, pd_test_failed;
         }                                                                                          \
         fflush(stdout);                                                                            \
     } while (0)
+
+#define PD_TEST_CASE_NAME_MAX 256
+
+/* The name of the case PD_RUN_NAMED is running (or ran last), for messages inside the case. */
+static inline char *pd_test_case_name(void) {
+    static char name[PD_TEST_CASE_NAME_MAX];
+    return name;
+}
+
+/* Runs one case named by a printf format and its arguments, e.g.
+ * PD_RUN_NAMED(case_add(3, 5), "ADD(a=(%d,%d))", 3, 5). */
+#define PD_RUN_NAMED(call, ...)                                                                    \
+    do {                                                                                           \
+        snprintf(pd_test_case_name(), PD_TEST_CASE_NAME_MAX, __VA_ARGS__);                         \
+        PD_RUN_CASE(pd_test_case_name(), call);                                                    \
+    } while (0)
+
+/* The weight dtypes that op tests run every case over, and their short names in case names. */
+static const pd_dtype pd_test_wdts[3] = {PD_DTYPE_F32, PD_DTYPE_BF16, PD_DTYPE_F16};
+static inline const char *pd_test_dtype_name(pd_dtype dt) {
+    return dt == PD_DTYPE_F32 ? "f32" : dt == PD_DTYPE_BF16 ? "bf16" : "f16";
+}
 
 /* Makes a fresh scratch folder "$TMPDIR/<name>.XXXXXX" (/tmp when TMPDIR is unset) and writes its path
  * into out. Returns false after printing why when it cannot. */

@@ -12,16 +12,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/clock.h"
+#include "tests/unit/comm_test.h"
 #include "tests/unit/test.h"
 #include "workers/comm/comm.h"
 
 typedef void (*rank_fn)(int rank, int n, const char *name);
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void sleep_s(double s) {
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
@@ -70,56 +66,8 @@ static void run_all_ok(int n, const char *label, rank_fn fn) {
     expect_all_ok(n, codes);
 }
 
-/* The payload byte i from rank `from` to rank `to` in call `tag`. */
-static uint8_t val(int from, int to, size_t i, int tag) { return (uint8_t)(from * 31 + to * 17 + (int)(i * 7) + tag * 13 + 1); }
-
 /* Uneven per-pair counts, zero for a third of the pairs. */
 static size_t cnt(int from, int to) { return (size_t)((from + 2 * to) % 3) * 1237; }
-
-#define GUARD 16
-
-/* Send regions in reverse peer order (offsets matter), receive regions in peer order with guard
- * bytes between them. */
-typedef struct a2a {
-    size_t sb[4], so[4], rb[4], ro[4], send_total, recv_total;
-    uint8_t *send, *recv;
-} a2a;
-
-static void a2a_init(a2a *a, int rank, int n, int tag, size_t (*count)(int, int)) {
-    memset(a, 0, sizeof *a);
-    for (int p = n - 1; p >= 0; p--) {
-        a->sb[p] = count(rank, p);
-        a->so[p] = a->send_total;
-        a->send_total += a->sb[p];
-    }
-    for (int p = 0; p < n; p++) {
-        a->rb[p] = count(p, rank);
-        a->ro[p] = a->recv_total + GUARD;
-        a->recv_total += a->rb[p] + GUARD;
-    }
-    a->recv_total += GUARD;
-    a->send = malloc(a->send_total + 1);
-    a->recv = malloc(a->recv_total);
-    for (int p = 0; p < n; p++)
-        for (size_t i = 0; i < a->sb[p]; i++) a->send[a->so[p] + i] = val(rank, p, i, tag);
-    memset(a->recv, 0xEE, a->recv_total);
-}
-
-static int a2a_check(const a2a *a, int rank, int n, int tag) {
-    int bad = 0;
-    size_t pos = 0;
-    for (int p = 0; p < n; p++) {
-        for (; pos < a->ro[p]; pos++) bad += a->recv[pos] != 0xEE;
-        for (size_t i = 0; i < a->rb[p]; i++, pos++) bad += a->recv[pos] != val(p, rank, i, tag);
-    }
-    for (; pos < a->recv_total; pos++) bad += a->recv[pos] != 0xEE;
-    return bad;
-}
-
-static void a2a_free(a2a *a) {
-    free(a->send);
-    free(a->recv);
-}
 
 static size_t cnt_big(int from, int to) { return from == to ? 4096 : ((size_t)3 << 20) + (size_t)(from * 4 + to) * 4099; }
 
@@ -137,7 +85,7 @@ static void collectives_rank(int rank, int n, const char *name) {
     a2a a;
     a2a_init(&a, rank, n, 0, cnt);
     PD_CHECK_OK(pd_comm_alltoallv(c, a.send, a.sb, a.so, a.recv, a.rb, a.ro));
-    PD_CHECK_MSG(a2a_check(&a, rank, n, 0) == 0, "rank %d: alltoallv layout", rank);
+    PD_CHECK_MSG(a2a_check(&a, rank, n, 0, true) == 0, "rank %d: alltoallv layout", rank);
     a2a_free(&a);
 
     /* several asynchronous alltoallv in flight; the last rank starts late, so the calls must return
@@ -147,16 +95,16 @@ static void collectives_rank(int rank, int n, const char *name) {
     pd_comm_req *req[K] = {0};
     for (int k = 0; k < K; k++) a2a_init(&q[k], rank, n, k + 1, cnt);
     if (rank == n - 1 && n > 1) sleep_s(0.3);
-    double t0 = now_s();
+    double t0 = pd_now_s();
     for (int k = 0; k < K; k++) PD_CHECK_OK(pd_comm_alltoallv_async(c, q[k].send, q[k].sb, q[k].so, q[k].recv, q[k].rb, q[k].ro, &req[k]));
-    double issue = now_s() - t0;
+    double issue = pd_now_s() - t0;
     if (rank == 0 && n > 1) PD_CHECK_MSG(issue < 0.15, "async issue took %.3f s: not asynchronous", issue);
     volatile double acc = 0;
     for (int i = 0; i < 2000000; i++) acc += (double)i * 1e-9; /* the caller's compute */
     PD_CHECK(acc > 0);
     for (int k = 0; k < K; k++) {
         if (req[k]) PD_CHECK_OK(pd_comm_wait(c, req[k]));
-        PD_CHECK_MSG(a2a_check(&q[k], rank, n, k + 1) == 0, "rank %d: async alltoallv %d", rank, k);
+        PD_CHECK_MSG(a2a_check(&q[k], rank, n, k + 1, true) == 0, "rank %d: async alltoallv %d", rank, k);
         a2a_free(&q[k]);
     }
 
@@ -198,16 +146,7 @@ static void collectives_rank(int rank, int n, const char *name) {
                 PD_CHECK_OK(pd_comm_recv(c, rb, m, peer));
                 PD_CHECK_OK(pd_comm_send(c, sb, m, peer));
             } else {
-                pd_comm_req *r1 = NULL, *r2 = NULL;
-                if (rank % 2 == 0) {
-                    PD_CHECK_OK(pd_comm_send_async(c, sb, m, peer, &r1));
-                    PD_CHECK_OK(pd_comm_recv_async(c, rb, m, peer, &r2));
-                } else {
-                    PD_CHECK_OK(pd_comm_recv_async(c, rb, m, peer, &r1));
-                    PD_CHECK_OK(pd_comm_send_async(c, sb, m, peer, &r2));
-                }
-                if (r1) PD_CHECK_OK(pd_comm_wait(c, r1));
-                if (r2) PD_CHECK_OK(pd_comm_wait(c, r2));
+                exchange_async(c, rank, peer, sb, rb, m);
             }
             bad = 0;
             for (size_t i = 0; i < m; i++) bad += rb[i] != val(peer, rank, i, 3);
@@ -220,30 +159,27 @@ static void collectives_rank(int rank, int n, const char *name) {
     /* large alltoallv: 3+ MiB per pair, over the 1 MiB ring */
     a2a_init(&a, rank, n, 6, cnt_big);
     PD_CHECK_OK(pd_comm_alltoallv(c, a.send, a.sb, a.so, a.recv, a.rb, a.ro));
-    PD_CHECK_MSG(a2a_check(&a, rank, n, 6) == 0, "rank %d: large alltoallv", rank);
+    PD_CHECK_MSG(a2a_check(&a, rank, n, 6, true) == 0, "rank %d: large alltoallv", rank);
     a2a_free(&a);
 
     /* barrier: rank r arrives at base + r * 40 ms (base from rank 0; the monotonic clock is the same in
      * every process); nobody may leave before the last arrived */
-    double base = now_s() + 0.05;
+    double base = pd_now_s() + 0.05;
     PD_CHECK_OK(pd_comm_broadcast(c, &base, sizeof base, 0));
-    double arrive = base + 0.04 * rank - now_s();
+    double arrive = base + 0.04 * rank - pd_now_s();
     if (arrive > 0) sleep_s(arrive);
     PD_CHECK_OK(pd_comm_barrier(c));
-    double left = now_s() - base;
+    double left = pd_now_s() - base;
     PD_CHECK_MSG(left >= 0.04 * (n - 1), "rank %d left the barrier %.3f s after the base", rank, left);
     pd_comm_destroy(c);
 }
 
 static void test_collectives(void) {
     for (int n = 1; n <= 4; n++) {
-        char name[64], label[64];
+        char label[64];
         snprintf(label, sizeof label, "coll%d", n);
-        group_name(name, sizeof name, label);
-        int codes[4];
-        run_ranks(n, name, collectives_rank, codes);
         int before = pd_test_failed_checks;
-        expect_all_ok(n, codes);
+        run_all_ok(n, label, collectives_rank);
         if (pd_test_failed_checks != before) fprintf(stderr, "  (with %d ranks)\n", n);
     }
 }
@@ -255,9 +191,9 @@ static int absent_rank;
 static void absent_rank_fn(int rank, int n, const char *name) {
     if (rank == absent_rank) return;
     pd_comm *c = NULL;
-    double t0 = now_s();
+    double t0 = pd_now_s();
     pd_status st = pd_comm_shm_create(name, rank, n, 0.5, &c);
-    double dt = now_s() - t0;
+    double dt = pd_now_s() - t0;
     PD_CHECK_ERR(st, PD_ERR_TIMEOUT);
     char want[32];
     snprintf(want, sizeof want, "rank %d", absent_rank);
@@ -269,16 +205,10 @@ static void absent_rank_fn(int rank, int n, const char *name) {
 }
 
 static void test_never_joins(void) {
-    char name[64];
-    int codes[3];
-    group_name(name, sizeof name, "absent2");
     absent_rank = 2;
-    run_ranks(3, name, absent_rank_fn, codes);
-    expect_all_ok(3, codes);
-    group_name(name, sizeof name, "absent0");
+    run_all_ok(3, "absent2", absent_rank_fn);
     absent_rank = 0;
-    run_ranks(3, name, absent_rank_fn, codes);
-    expect_all_ok(3, codes);
+    run_all_ok(3, "absent0", absent_rank_fn);
 }
 
 /* ---- a rank killed mid-collective; then the name is reused ---- */
@@ -313,9 +243,9 @@ static void killed_rank_fn(int rank, int n, const char *name) {
         sleep_s(20); /* the communication thread's fault ends this process */
         return;
     }
-    double t0 = now_s();
+    double t0 = pd_now_s();
     pd_status st = pd_comm_alltoallv(c, a.send, a.sb, a.so, a.recv, a.rb, a.ro);
-    double dt = now_s() - t0;
+    double dt = pd_now_s() - t0;
     PD_CHECK_ERR(st, PD_ERR_DEVICE);
     char want[48];
     snprintf(want, sizeof want, "rank %d (pid ", victim);
@@ -324,9 +254,9 @@ static void killed_rank_fn(int rank, int n, const char *name) {
     PD_CHECK_MSG(dt < 1.0 + 1.0, "noticed after %.3f s (timeout 1 s)", dt);
     if (rank == (victim + 1) % n) fprintf(stderr, "  (expected) %s\n", pd_error_msg());
     /* The group is poisoned: later calls fail at once. */
-    t0 = now_s();
+    t0 = pd_now_s();
     PD_CHECK_ERR(pd_comm_barrier(c), PD_ERR_DEVICE);
-    PD_CHECK(now_s() - t0 < 0.1);
+    PD_CHECK(pd_now_s() - t0 < 0.1);
     a2a_free(&a);
     pd_comm_destroy(c);
 }
@@ -340,7 +270,7 @@ static void reuse_rank_fn(int rank, int n, const char *name) {
     a2a a;
     a2a_init(&a, rank, n, 4, cnt);
     PD_CHECK_OK(pd_comm_alltoallv(c, a.send, a.sb, a.so, a.recv, a.rb, a.ro));
-    PD_CHECK_MSG(a2a_check(&a, rank, n, 4) == 0, "rank %d: alltoallv after reuse", rank);
+    PD_CHECK_MSG(a2a_check(&a, rank, n, 4, true) == 0, "rank %d: alltoallv after reuse", rank);
     a2a_free(&a);
     PD_CHECK_OK(pd_comm_barrier(c));
     pd_comm_destroy(c);
@@ -378,10 +308,10 @@ static void abort_rank_fn(int rank, int n, const char *name) {
     pthread_t th;
     if (rank == 1) pthread_create(&th, NULL, abort_later, c);
     uint8_t buf[64];
-    double t0 = now_s();
+    double t0 = pd_now_s();
     /* Nobody sends: every rank waits until the abort. */
     PD_CHECK_ERR(pd_comm_recv(c, buf, sizeof buf, rank == 1 ? 0 : 1), PD_ERR_DEVICE);
-    double dt = now_s() - t0;
+    double dt = pd_now_s() - t0;
     PD_CHECK_MSG(strstr(pd_error_msg(), "test abort"), "message: %s", pd_error_msg());
     PD_CHECK_MSG(dt < 1.0, "woke after %.3f s (timeout 5 s)", dt);
     if (rank == 2) fprintf(stderr, "  (expected) %s\n", pd_error_msg());
@@ -432,11 +362,11 @@ static void leave_rank_fn(int rank, int n, const char *name) {
         for (size_t i = 0; i < sizeof buf; i++) bad += buf[i] != val(0, 1, i, 8);
         PD_CHECK(bad == 0);
         /* ...but waiting for more from it fails at once, naming it. */
-        double t0 = now_s();
+        double t0 = pd_now_s();
         PD_CHECK_ERR(pd_comm_recv(c, buf, sizeof buf, 0), PD_ERR_DEVICE);
         PD_CHECK_MSG(strstr(pd_error_msg(), "rank 0 (pid") && strstr(pd_error_msg(), "left the group"), "message: %s",
                      pd_error_msg());
-        PD_CHECK(now_s() - t0 < 0.5);
+        PD_CHECK(pd_now_s() - t0 < 0.5);
     }
     pd_comm_destroy(c);
 }

@@ -3,7 +3,6 @@
  * arena reuse, and the cached default model folder. Numerics against an independent reference live in
  * tests/ref/test_dit_ref.sh. */
 #include <dirent.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,11 +20,6 @@
 static char g_tmp[512];
 static pd_backend *g_be;
 static const pd_wan_dit_config *g_cfg;
-
-static int rm_entry(const char *p, const struct stat *sb, int type, struct FTW *ftw) {
-    (void)sb, (void)type, (void)ftw;
-    return remove(p);
-}
 
 static void path_in(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", g_tmp, name); }
 
@@ -520,6 +514,6 @@ int main(void) {
     rc = pd_test_summary();
 out:
     pd_backend_free(g_be);
-    nftw(g_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    pd_test_rmtree(g_tmp);
     return rc;
 }

@@ -81,7 +81,13 @@ static gt gt_rand(pd_dtype dt, int nd, const int64_t *shape, double scale) {
     return g;
 }
 
-static const char *dtn(pd_dtype dt) { return dt == PD_DTYPE_F32 ? "f32" : dt == PD_DTYPE_BF16 ? "bf16" : "f16"; }
+/* Fills f (N, D / 2, 2) with arbitrary unit rotations (cos a, sin a), one rng draw per pair. */
+static void fill_unit_rotations(gt *f, int64_t pairs) {
+    for (int64_t i = 0; i < pairs; i++) {
+        double a = rng_uniform() * 3.14159;
+        ((float *)f->t.data)[2 * i] = (float)cos(a), ((float *)f->t.data)[2 * i + 1] = (float)sin(a);
+    }
+}
 
 /* ---- backends and the cross-thread comparison ---- */
 
@@ -134,8 +140,6 @@ static char g_name[256];
         }                                                                                          \
     } while (0)
 
-static const pd_dtype g_wdts[3] = {PD_DTYPE_F32, PD_DTYPE_BF16, PD_DTYPE_F16};
-
 /* ---- LINEAR ---- */
 
 /* Naive double reference of y (M, N) = x (M, K) w (N, K)^T + b: ref, and in mag the sum of |terms|
@@ -175,14 +179,29 @@ static void test_linear(void) {
     static const int64_t sizes[][3] = {{7, 13, 29}, {1, 13, 29}, {70, 33, 300}, {130, 64, 5}, {3, 0, 5}};
     for (int d = 0; d < 3; d++)
         for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+            const pd_dtype wdt = pd_test_wdts[d];
             int64_t M = sizes[s][0], K = sizes[s][1], N = sizes[s][2];
-            RUN_BOTH(case_linear(g_wdts[d], M, K, N, true, false), "LINEAR(w=%s,M=%lld,K=%lld,N=%lld,bias=1", dtn(g_wdts[d]),
+            RUN_BOTH(case_linear(wdt, M, K, N, true, false), "LINEAR(w=%s,M=%lld,K=%lld,N=%lld,bias=1", pd_test_dtype_name(wdt),
                      (long long)M, (long long)K, (long long)N);
         }
     RUN_BOTH(case_linear(PD_DTYPE_BF16, 14, 13, 29, false, true), "LINEAR(w=bf16,x=(2,7,13),N=29,bias=0");
 }
 
 /* ---- LAYER_NORM / RMS_NORM ---- */
+
+/* The C values of x from element off normalised in double: (x - mean) / sqrt(var + eps), or with rms
+ * x / sqrt(mean(x^2) + eps); into v. */
+static void norm_row_ref(const gt *x, int64_t off, int64_t C, bool rms, float eps, double *v) {
+    double mean = 0, var = 0;
+    for (int64_t c = 0; c < C; c++) mean += gv(x, off + c);
+    mean /= (double)C;
+    for (int64_t c = 0; c < C; c++) {
+        double d = gv(x, off + c) - (rms ? 0 : mean);
+        var += d * d;
+    }
+    var /= (double)C;
+    for (int64_t c = 0; c < C; c++) v[c] = (gv(x, off + c) - (rms ? 0 : mean)) / sqrt(var + eps);
+}
 
 static void case_norm(bool rms, pd_dtype wdt, int64_t R, int64_t C, bool affine, bool inplace) {
     rng_seed((uint64_t)(R * 31 + C + wdt + rms * 5 + affine * 11));
@@ -192,18 +211,12 @@ static void case_norm(bool rms, pd_dtype wdt, int64_t R, int64_t C, bool affine,
     gt w = affine ? gt_rand(wdt, 1, cs, 2.0) : (gt){0}, b = affine ? gt_rand(wdt, 1, cs, 1.0) : (gt){0};
     gt y = gt_new(PD_DTYPE_F32, 2, xs);
     double *ref = calloc((size_t)(R * C), sizeof *ref), *mag = calloc((size_t)(R * C), sizeof *mag);
+    double *row = calloc((size_t)C, sizeof *row);
     float eps = 1e-6f;
     for (int64_t r = 0; r < R; r++) {
-        double mean = 0, var = 0;
-        for (int64_t c = 0; c < C; c++) mean += gv(&x, r * C + c);
-        mean /= (double)C;
+        norm_row_ref(&x, r * C, C, rms, eps, row);
         for (int64_t c = 0; c < C; c++) {
-            double d = gv(&x, r * C + c) - (rms ? 0 : mean);
-            var += d * d;
-        }
-        var /= (double)C;
-        for (int64_t c = 0; c < C; c++) {
-            double v = (gv(&x, r * C + c) - (rms ? 0 : mean)) / sqrt(var + eps), m;
+            double v = row[c], m;
             m = fabs(v) + 1;
             if (affine) {
                 v *= gv(&w, c);
@@ -226,7 +239,7 @@ static void case_norm(bool rms, pd_dtype wdt, int64_t R, int64_t C, bool affine,
         else PD_CHECK_OK(pd_op_layer_norm(g_be, &y.t, &x.t, affine ? &w.t : NULL, affine ? &b.t : NULL, eps));
     }
     check_out(&y, ref, mag, 1e-5, 0);
-    free(ref), free(mag);
+    free(ref), free(mag), free(row);
     gt_free(&x), gt_free(&y);
     if (affine) gt_free(&w), gt_free(&b);
 }
@@ -235,7 +248,8 @@ static void test_norms(void) {
     for (int rms = 0; rms < 2; rms++) {
         const char *op = rms ? "RMS_NORM" : "LAYER_NORM";
         for (int d = 0; d < 3; d++)
-            RUN_BOTH(case_norm(rms, g_wdts[d], 5, 37, true, false), "%s(w=%s,R=5,C=37", op, dtn(g_wdts[d]));
+            RUN_BOTH(case_norm(rms, pd_test_wdts[d], 5, 37, true, false), "%s(w=%s,R=5,C=37", op,
+                     pd_test_dtype_name(pd_test_wdts[d]));
         RUN_BOTH(case_norm(rms, PD_DTYPE_F32, 600, 29, false, false), "%s(w=none,R=600,C=29", op);
         RUN_BOTH(case_norm(rms, PD_DTYPE_BF16, 9, 1537, true, true), "%s(w=bf16,R=9,C=1537,inplace", op);
     }
@@ -276,10 +290,7 @@ static void case_rope(int64_t B, int64_t N, int64_t H, int64_t D, bool inplace) 
     rng_seed((uint64_t)(B + N * 3 + H * 7 + D * 11));
     int64_t xs[4] = {B, N, H, D}, fs[3] = {N, D / 2, 2};
     gt x = gt_rand(PD_DTYPE_F32, 4, xs, 1.0), f = gt_new(PD_DTYPE_F32, 3, fs), y = gt_new(PD_DTYPE_F32, 4, xs);
-    for (int64_t i = 0; i < N * D / 2; i++) { /* arbitrary unit rotations */
-        double a = rng_uniform() * 3.14159;
-        ((float *)f.t.data)[2 * i] = (float)cos(a), ((float *)f.t.data)[2 * i + 1] = (float)sin(a);
-    }
+    fill_unit_rotations(&f, N * D / 2);
     int64_t n_all = B * N * H * D;
     double *ref = calloc((size_t)n_all, sizeof *ref);
     for (int64_t b = 0; b < B; b++)
@@ -363,6 +374,8 @@ static void test_attention(void) {
 
 typedef enum { UN_GELU, UN_SILU, UN_CLAMP } un_kind;
 
+static double gelu_ref(double v) { return 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))); }
+
 static void case_unary(un_kind kind, int64_t R, int64_t C, bool inplace) {
     rng_seed((uint64_t)(kind * 3 + R * 5 + C));
     int64_t xs[2] = {R, C};
@@ -371,7 +384,7 @@ static void case_unary(un_kind kind, int64_t R, int64_t C, bool inplace) {
     double *ref = calloc((size_t)(R * C), sizeof *ref);
     for (int64_t i = 0; i < R * C; i++) {
         double v = gv(&x, i);
-        ref[i] = kind == UN_GELU ? 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)))
+        ref[i] = kind == UN_GELU ? gelu_ref(v)
                  : kind == UN_SILU ? v / (1 + exp(-v))
                                    : (v < -1.5 ? -1.5 : v > 2.25 ? 2.25 : v);
     }
@@ -453,8 +466,6 @@ static void check_matches_seq(const gt *out, const gt *seq, double rtol, double 
                  worst >= 0 ? gv(out, worst) : 0.0, worst >= 0 ? gv(seq, worst) : 0.0);
 }
 
-static double gelu_ref(double v) { return 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))); }
-
 /* shift and scale: rows 3 and 4 of a (B, 6, C) tensor (sliced), else (B, 1, C) tensors. */
 static void case_ln_mod(int64_t B, int64_t N, int64_t C, bool sliced, bool inplace) {
     rng_seed((uint64_t)(B * 7 + N * 13 + C * 17 + sliced + inplace * 2));
@@ -465,18 +476,15 @@ static void case_ln_mod(int64_t B, int64_t N, int64_t C, bool sliced, bool inpla
     pd_tensor shift = sliced ? pd_tensor_slice(&m6.t, 1, 3, 1) : sh1.t, scale = sliced ? pd_tensor_slice(&m6.t, 1, 4, 1) : sc1.t;
     const float eps = 1e-6f;
     double *ref = calloc((size_t)(B * N * C), sizeof *ref), *mag = calloc((size_t)(B * N * C), sizeof *mag);
+    double *row = calloc((size_t)C, sizeof *row);
     for (int64_t b = 0; b < B; b++)
         for (int64_t n = 0; n < N; n++) {
             int64_t r = (b * N + n) * C;
-            double mean = 0, var = 0;
-            for (int64_t c = 0; c < C; c++) mean += gv(&x, r + c);
-            mean /= (double)C;
-            for (int64_t c = 0; c < C; c++) var += (gv(&x, r + c) - mean) * (gv(&x, r + c) - mean);
-            var /= (double)C;
+            norm_row_ref(&x, r, C, false, eps, row);
             const float *shp = (const float *)((const char *)shift.data + b * shift.stride[0]);
             const float *scp = (const float *)((const char *)scale.data + b * scale.stride[0]);
             for (int64_t c = 0; c < C; c++) {
-                double v = (gv(&x, r + c) - mean) / sqrt(var + eps);
+                double v = row[c];
                 ref[r + c] = v * (1 + scp[c]) + shp[c];
                 mag[r + c] = (fabs(v) + 1) * fabs(1 + scp[c]) + fabs(shp[c]);
             }
@@ -491,7 +499,7 @@ static void case_ln_mod(int64_t B, int64_t N, int64_t C, bool sliced, bool inpla
     }
     check_out(&y, ref, mag, 1e-5, 0);
     check_matches_seq(&y, &seq, 1e-6, 1e-6);
-    free(ref), free(mag);
+    free(ref), free(mag), free(row);
     gt_free(&x), gt_free(&y), gt_free(&seq), gt_free(&m6), gt_free(&sh1), gt_free(&sc1);
 }
 
@@ -527,10 +535,7 @@ static void case_rms_rope(pd_dtype wdt, int64_t B, int64_t N, int64_t H, int64_t
     int64_t xs[3] = {B, N, C}, x4[4] = {B, N, H, D}, fs[3] = {N, D / 2, 2}, cs[1] = {C};
     gt x = gt_rand(PD_DTYPE_F32, 3, xs, 2.0), y = gt_new(PD_DTYPE_F32, 3, xs), seq = gt_new(PD_DTYPE_F32, 3, xs);
     gt f = gt_new(PD_DTYPE_F32, 3, fs), w = weighted ? gt_rand(wdt, 1, cs, 2.0) : (gt){0};
-    for (int64_t i = 0; i < N * D / 2; i++) { /* arbitrary unit rotations */
-        double a = rng_uniform() * 3.14159;
-        ((float *)f.t.data)[2 * i] = (float)cos(a), ((float *)f.t.data)[2 * i + 1] = (float)sin(a);
-    }
+    fill_unit_rotations(&f, N * D / 2);
     const float eps = 1e-6f;
     double *ref = calloc((size_t)(B * N * C), sizeof *ref), *mag = calloc((size_t)(B * N * C), sizeof *mag);
     double *v = calloc((size_t)C, sizeof *v);
@@ -575,12 +580,13 @@ static void test_fused(void) {
     for (int d = 0; d < 3; d++)
         for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
             int64_t M = sizes[s][0], K = sizes[s][1], N = sizes[s][2];
-            RUN_BOTH(case_linear_gelu(g_wdts[d], M, K, N, s != 2, false), "LINEAR_GELU(w=%s,M=%lld,K=%lld,N=%lld,bias=%d",
-                     dtn(g_wdts[d]), (long long)M, (long long)K, (long long)N, s != 2);
+            RUN_BOTH(case_linear_gelu(pd_test_wdts[d], M, K, N, s != 2, false), "LINEAR_GELU(w=%s,M=%lld,K=%lld,N=%lld,bias=%d",
+                     pd_test_dtype_name(pd_test_wdts[d]), (long long)M, (long long)K, (long long)N, s != 2);
         }
     RUN_BOTH(case_linear_gelu(PD_DTYPE_BF16, 14, 13, 29, true, true), "LINEAR_GELU(w=bf16,x=(2,7,13),N=29,bias=1");
     for (int d = 0; d < 3; d++)
-        RUN_BOTH(case_rms_rope(g_wdts[d], 2, 11, 3, 24, true, false), "RMS_NORM_ROPE(w=%s,B=2,N=11,H=3,D=24", dtn(g_wdts[d]));
+        RUN_BOTH(case_rms_rope(pd_test_wdts[d], 2, 11, 3, 24, true, false), "RMS_NORM_ROPE(w=%s,B=2,N=11,H=3,D=24",
+                 pd_test_dtype_name(pd_test_wdts[d]));
     RUN_BOTH(case_rms_rope(PD_DTYPE_F32, 1, 7, 5, 10, false, true), "RMS_NORM_ROPE(w=none,B=1,N=7,H=5,D=10,inplace");
     RUN_BOTH(case_rms_rope(PD_DTYPE_BF16, 3, 301, 2, 14, true, true), "RMS_NORM_ROPE(w=bf16,B=3,N=301,H=2,D=14,inplace");
     RUN_BOTH(case_rms_rope(PD_DTYPE_BF16, 1, 13, 12, 128, true, false), "RMS_NORM_ROPE(w=bf16,B=1,N=13,H=12,D=128");
@@ -623,8 +629,8 @@ static void test_binary(void) {
     for (int mul = 0; mul < 2; mul++)
         for (size_t i = 0; i < sizeof bs / sizeof *bs; i++)
             for (int d = 0; d < 3; d += 1)
-                RUN_BOTH(case_binary(mul, 3, as, bs[i].nd, bs[i].shape, g_wdts[d], i == 1), "%s(a=(3,5,7),b=%s %s%s",
-                         mul ? "MUL" : "ADD", bs[i].name, dtn(g_wdts[d]), i == 1 ? ",inplace" : "");
+                RUN_BOTH(case_binary(mul, 3, as, bs[i].nd, bs[i].shape, pd_test_wdts[d], i == 1), "%s(a=(3,5,7),b=%s %s%s",
+                         mul ? "MUL" : "ADD", bs[i].name, pd_test_dtype_name(pd_test_wdts[d]), i == 1 ? ",inplace" : "");
     static const int64_t big[2] = {9, 4001}, brow[1] = {4001};
     RUN_BOTH(case_binary(false, 2, big, 1, brow, PD_DTYPE_F32, false), "ADD(a=(9,4001),b=(4001) f32");
 }
@@ -733,9 +739,10 @@ static void case_copy_rows(void) {
 static void test_copy(void) {
     for (int a = 0; a < 3; a++)
         for (int b = 0; b < 3; b++) {
-            RUN_BOTH(case_copy(g_wdts[a], g_wdts[b], 7, 13), "COPY(src=%s transposed (13,7),dst=%s", dtn(g_wdts[a]), dtn(g_wdts[b]));
-            RUN_BOTH(case_copy(g_wdts[a], g_wdts[b], 301, 257), "COPY(src=%s transposed (257,301),dst=%s", dtn(g_wdts[a]),
-                     dtn(g_wdts[b]));
+            const pd_dtype sdt = pd_test_wdts[a], ddt = pd_test_wdts[b];
+            const char *sn = pd_test_dtype_name(sdt), *dn = pd_test_dtype_name(ddt);
+            RUN_BOTH(case_copy(sdt, ddt, 7, 13), "COPY(src=%s transposed (13,7),dst=%s", sn, dn);
+            RUN_BOTH(case_copy(sdt, ddt, 301, 257), "COPY(src=%s transposed (257,301),dst=%s", sn, dn);
         }
     RUN_BOTH(case_copy_rows(), "COPY(src=f32 slice (300,3,77) of (300,5,77),dst=bf16");
 }
@@ -795,10 +802,10 @@ static void test_conv(void) {
         for (int d = 0; d < 3; d++)
             for (size_t i = 0; i < sizeof ks / sizeof *ks; i++) {
                 const int *p = ks[i].pad;
-                RUN_BOTH(case_conv(g_wdts[d], 3, co, 4, 6, 7, ks[i].kt, ks[i].kh, ks[i].kw, p, d != 2),
+                RUN_BOTH(case_conv(pd_test_wdts[d], 3, co, 4, 6, 7, ks[i].kt, ks[i].kh, ks[i].kw, p, d != 2),
                          "CONV3D(w=%s,Cin=3,Cout=%d,x=(3,4,6,7),k=%lldx%lldx%lld,pad={%d,%d,%d,%d,%d,%d},bias=%d",
-                         dtn(g_wdts[d]), co, (long long)ks[i].kt, (long long)ks[i].kh, (long long)ks[i].kw, p[0], p[1],
-                         p[2], p[3], p[4], p[5], d != 2);
+                         pd_test_dtype_name(pd_test_wdts[d]), co, (long long)ks[i].kt, (long long)ks[i].kh,
+                         (long long)ks[i].kw, p[0], p[1], p[2], p[3], p[4], p[5], d != 2);
             }
     static const int pad1[6] = {2, 0, 1, 1, 1, 1};
     RUN_BOTH(case_conv(PD_DTYPE_BF16, 8, 9, 2, 9, 700, 3, 3, 3, pad1, true),
@@ -876,10 +883,12 @@ static void test_vae_ops(void) {
     RUN_BOTH(case_upsample(3, 2, 5, 7), "UPSAMPLE_NEAREST2D(x=(3,2,5,7)");
     static const int64_t x4[4] = {5, 3, 7, 11}, x2[2] = {7, 1300};
     for (int d = 0; d < 3; d++)
-        RUN_BOTH(case_cnorm(g_wdts[d], 4, x4, true, false), "CHANNEL_RMS_NORM(gamma=%s,x=(5,3,7,11),bias=1", dtn(g_wdts[d]));
+        RUN_BOTH(case_cnorm(pd_test_wdts[d], 4, x4, true, false), "CHANNEL_RMS_NORM(gamma=%s,x=(5,3,7,11),bias=1",
+                 pd_test_dtype_name(pd_test_wdts[d]));
     RUN_BOTH(case_cnorm(PD_DTYPE_F32, 2, x2, false, true), "CHANNEL_RMS_NORM(gamma=f32,x=(7,1300),bias=0,inplace");
     for (int d = 0; d < 3; d++)
-        RUN_BOTH(case_embedding(g_wdts[d], 11, 13, 9), "EMBEDDING(table=%s,V=11,D=13,L=9", dtn(g_wdts[d]));
+        RUN_BOTH(case_embedding(pd_test_wdts[d], 11, 13, 9), "EMBEDDING(table=%s,V=11,D=13,L=9",
+                 pd_test_dtype_name(pd_test_wdts[d]));
 }
 
 /* ---- bad arguments: PD_ERR_INVALID, a message naming the op, output untouched ---- */

@@ -150,6 +150,13 @@ static void put32(uint8_t *p, uint32_t v) {
     p[3] = (uint8_t)(v >> 24);
 }
 
+/* Encodes message a into frame (which must succeed) and checks its payload decodes to PD_ERR_FORMAT. */
+#define CHECK_REJECTED()                                                                           \
+    do {                                                                                           \
+        PD_CHECK_OK(pd_proto_encode(&a, frame, sizeof frame, &n));                                 \
+        PD_CHECK_ERR(pd_proto_decode(frame + 4, n - 4, &b), PD_ERR_FORMAT);                        \
+    } while (0)
+
 static void test_bad_fields_rejected(void) {
     size_t n;
     /* A string length running past the frame. */
@@ -177,16 +184,13 @@ static void test_bad_fields_rejected(void) {
     /* Out-of-range enumerations. */
     sample(&a, PD_MSG_PROGRESS);
     a.stage = PD_STAGE_COUNT;
-    PD_CHECK_OK(pd_proto_encode(&a, frame, sizeof frame, &n));
-    PD_CHECK_ERR(pd_proto_decode(frame + 4, n - 4, &b), PD_ERR_FORMAT);
+    CHECK_REJECTED();
     sample(&a, PD_MSG_HELLO);
     a.role = -1;
-    PD_CHECK_OK(pd_proto_encode(&a, frame, sizeof frame, &n));
-    PD_CHECK_ERR(pd_proto_decode(frame + 4, n - 4, &b), PD_ERR_FORMAT);
+    CHECK_REJECTED();
     sample(&a, PD_MSG_ASSIGN);
     a.sampler = 7;
-    PD_CHECK_OK(pd_proto_encode(&a, frame, sizeof frame, &n));
-    PD_CHECK_ERR(pd_proto_decode(frame + 4, n - 4, &b), PD_ERR_FORMAT);
+    CHECK_REJECTED();
     /* Group fields out of range: rank past the group, bad flags, no name, no timeout. */
     for (int bad = 0; bad < 7; bad++) {
         sample(&a, PD_MSG_GROUP);
@@ -202,8 +206,7 @@ static void test_bad_fields_rejected(void) {
     }
     sample(&a, PD_MSG_ASSIGN);
     a.rank = -1;
-    PD_CHECK_OK(pd_proto_encode(&a, frame, sizeof frame, &n));
-    PD_CHECK_ERR(pd_proto_decode(frame + 4, n - 4, &b), PD_ERR_FORMAT);
+    CHECK_REJECTED();
     /* Encoding an unknown kind is the caller's error. */
     pd_msg_init(&a, PD_MSG_KIND_END);
     PD_CHECK_ERR(pd_proto_encode(&a, frame, sizeof frame, &n), PD_ERR_INVALID);

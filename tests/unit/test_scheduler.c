@@ -20,7 +20,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -408,8 +407,8 @@ static void test_worker_killed(void) {
     PD_CHECK(pid > 0);
     pd_gen_params p = params("doomed", 40, 5);
     PD_CHECK_OK(submit(s, "kill-1", &p));
-    double end = now_s() + 20;
-    while (!find_ev("kill-1", PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 2) && now_s() < end) sleep_ms(5);
+    double end = pd_now_s() + 20;
+    while (!find_ev("kill-1", PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 2) && pd_now_s() < end) sleep_ms(5);
     PD_CHECK(pid > 0 && kill(pid, SIGKILL) == 0);
     PD_CHECK(wait_final("kill-1", 10));
     const rec *f = find_ev("kill-1", PD_JOB_EVENT_FAILED, -1, 0);
@@ -430,12 +429,12 @@ static void test_worker_killed(void) {
     setenv("PD_FAKE_FRAME_MS", "300", 1); /* only new processes see it: restart the decoder first */
     int dpid = read_pid("decode");
     kill(dpid, SIGKILL);
-    end = now_s() + 30;
-    while ((read_pid("decode") == dpid || !wait_ready(s, 0.05)) && now_s() < end) sleep_ms(10);
+    end = pd_now_s() + 30;
+    while ((read_pid("decode") == dpid || !wait_ready(s, 0.05)) && pd_now_s() < end) sleep_ms(10);
     dpid = read_pid("decode");
     PD_CHECK_OK(submit(s, "kill-3", &q));
-    end = now_s() + 20;
-    while (!find_ev("kill-3", PD_JOB_EVENT_PROGRESS, PD_STAGE_DECODE, 1) && now_s() < end) sleep_ms(5);
+    end = pd_now_s() + 20;
+    while (!find_ev("kill-3", PD_JOB_EVENT_PROGRESS, PD_STAGE_DECODE, 1) && pd_now_s() < end) sleep_ms(5);
     PD_CHECK(dpid > 0 && kill(dpid, SIGKILL) == 0);
     PD_CHECK(wait_final("kill-3", 10));
     f = find_ev("kill-3", PD_JOB_EVENT_FAILED, -1, 0);
@@ -453,12 +452,12 @@ static void test_silent_worker_timeout(void) {
     int pid = read_pid("denoise");
     pd_gen_params p = params("frozen", 100, 5);
     PD_CHECK_OK(submit(s, "stop-1", &p));
-    double end = now_s() + 20;
-    while (!find_ev("stop-1", PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 1) && now_s() < end) sleep_ms(5);
-    double t0 = now_s();
+    double end = pd_now_s() + 20;
+    while (!find_ev("stop-1", PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 1) && pd_now_s() < end) sleep_ms(5);
+    double t0 = pd_now_s();
     PD_CHECK(pid > 0 && kill(pid, SIGSTOP) == 0);
     PD_CHECK(wait_final("stop-1", 10));
-    double waited = now_s() - t0;
+    double waited = pd_now_s() - t0;
     const rec *f = find_ev("stop-1", PD_JOB_EVENT_FAILED, -1, 0);
     PD_CHECK(f && !strcmp(f->code, "worker_died") && strstr(f->msg, "silent"));
     PD_CHECK_MSG(waited > 0.8 && waited < 5.0, "declared dead after %.2f s with a 1 s timeout", waited);
@@ -474,8 +473,8 @@ static void test_queue_full_and_cancel_queued(void) {
     if (!s) return;
     pd_gen_params p = params("long", 200, 5);
     PD_CHECK_OK(submit(s, "q-run", &p));
-    double end = now_s() + 10;
-    while (!find_ev("q-run", PD_JOB_EVENT_STARTED, -1, 0) && now_s() < end) sleep_ms(5);
+    double end = pd_now_s() + 10;
+    while (!find_ev("q-run", PD_JOB_EVENT_STARTED, -1, 0) && pd_now_s() < end) sleep_ms(5);
     PD_CHECK_OK(submit(s, "q-1", &p));
     PD_CHECK_OK(submit(s, "q-2", &p));
     PD_CHECK_ERR(submit(s, "q-3", &p), PD_ERR_BUSY);
@@ -508,12 +507,12 @@ static void test_cancel_running(void) {
     if (!s) return;
     pd_gen_params p = params("to cancel", 50, 5);
     PD_CHECK_OK(submit(s, "c-1", &p));
-    double end = now_s() + 20;
-    while (!find_ev("c-1", PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 3) && now_s() < end) sleep_ms(2);
-    double t0 = now_s();
+    double end = pd_now_s() + 20;
+    while (!find_ev("c-1", PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 3) && pd_now_s() < end) sleep_ms(2);
+    double t0 = pd_now_s();
     PD_CHECK_OK(pd_scheduler_cancel(s, "c-1"));
     PD_CHECK(wait_final("c-1", 5));
-    double took = now_s() - t0;
+    double took = pd_now_s() - t0;
     const rec *f = find_ev("c-1", PD_JOB_EVENT_FAILED, -1, 0);
     PD_CHECK(f && !strcmp(f->code, "cancelled"));
     PD_CHECK_MSG(took < 1.0, "cancel took %.3f s with 0.1 s steps", took);
@@ -562,8 +561,8 @@ static void test_replan_from_timings(void) {
     PD_CHECK_OK(submit(s, "r-1", &p));
     PD_CHECK(wait_final("r-1", 30));
     pd_scheduler_stats st = {0};
-    double end = now_s() + 30;
-    while (now_s() < end) {
+    double end = pd_now_s() + 30;
+    while (pd_now_s() < end) {
         pd_scheduler_stats_get(s, &st);
         if (st.n_decode == 2 && st.ready && st.workers_up == 3) break;
         sleep_ms(20);
@@ -599,8 +598,8 @@ static void test_protocol_errors_drop_the_worker(void) {
         PD_CHECK_OK(pd_scheduler_create(&cfg, on_event, NULL, &s));
         if (!s) continue;
         /* Dropped at once and restarted (after a short backoff); never ready, never a crash. */
-        double end = now_s() + 10;
-        while (count_lines(pids) < 2 && now_s() < end) sleep_ms(20);
+        double end = pd_now_s() + 10;
+        while (count_lines(pids) < 2 && pd_now_s() < end) sleep_ms(20);
         pd_scheduler_stats st;
         pd_scheduler_stats_get(s, &st);
         PD_CHECK_MSG(count_lines(pids) >= 2, "%s: the worker was started %d times", modes[k], count_lines(pids));
@@ -615,21 +614,6 @@ static void test_protocol_errors_drop_the_worker(void) {
     unsetenv("PD_FAKE_PID_DIR");
 }
 
-static void rm_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    for (struct dirent *de; (de = readdir(d));) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        char p[1024];
-        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-        struct stat sb;
-        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) rm_tree(p);
-        else unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "worker")) {
         const char *mode = getenv("PD_FAKE_MODE");
@@ -642,8 +626,7 @@ int main(int argc, char **argv) {
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n <= 0) return 1;
     exe[n] = 0;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/pd-test-sched-XXXXXX");
-    if (!mkdtemp(tmpdir)) return 1;
+    if (!pd_test_scratch_dir(tmpdir, sizeof tmpdir, "test_scheduler")) return 1;
     PD_RUN(test_split_rule);
     PD_RUN(test_config_errors);
     PD_RUN(test_pipelined_overlap);
@@ -655,6 +638,6 @@ int main(int argc, char **argv) {
     PD_RUN(test_rejected_request_and_drain);
     PD_RUN(test_replan_from_timings);
     PD_RUN(test_protocol_errors_drop_the_worker);
-    rm_tree(tmpdir);
+    pd_test_rmtree(tmpdir);
     return pd_test_summary();
 }

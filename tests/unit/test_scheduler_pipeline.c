@@ -139,7 +139,7 @@ static void test_pipelined_jobs(void) {
     /* SIGKILL the denoise worker mid-denoise. */
     pd_gen_params longer = params("interrupted", 40);
     PD_CHECK_OK(submit(s, "k-1", &longer));
-    for (double end = now_s() + 120; !find_ev("k-1", PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 1) && now_s() < end;)
+    for (double end = pd_now_s() + 120; !find_ev("k-1", PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 1) && pd_now_s() < end;)
         sleep_ms(5);
     int pid = worker_pid("denoise");
     PD_CHECK(pid > 0 && kill(pid, SIGKILL) == 0);
@@ -155,7 +155,7 @@ static void test_pipelined_jobs(void) {
 
     /* Cancel a running job after its second step: it ends within one more step. */
     PD_CHECK_OK(submit(s, "c-1", &longer));
-    for (double end = now_s() + 120; !find_ev("c-1", PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 2) && now_s() < end;)
+    for (double end = pd_now_s() + 120; !find_ev("c-1", PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 2) && pd_now_s() < end;)
         sleep_ms(2);
     PD_CHECK_OK(pd_scheduler_cancel(s, "c-1"));
     PD_CHECK(wait_final("c-1", 60));
@@ -175,7 +175,7 @@ static void test_queue_full(void) {
     if (!s) return;
     pd_gen_params p = params("queue", 40);
     PD_CHECK_OK(submit(s, "f-0", &p));
-    for (double end = now_s() + 60; !find_ev("f-0", PD_JOB_EVENT_STARTED, -1, 0) && now_s() < end;) sleep_ms(5);
+    for (double end = pd_now_s() + 60; !find_ev("f-0", PD_JOB_EVENT_STARTED, -1, 0) && pd_now_s() < end;) sleep_ms(5);
     PD_CHECK_OK(submit(s, "f-1", &p));
     PD_CHECK_ERR(submit(s, "f-2", &p), PD_ERR_BUSY);
     pd_scheduler_destroy(s);
@@ -198,8 +198,7 @@ int main(void) {
         printf("cannot prepare the tiny model: %s\n", pd_error_msg());
         return 1;
     }
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/pd-test-schedpl-XXXXXX");
-    if (!mkdtemp(tmpdir)) return 1;
+    if (!pd_test_scratch_dir(tmpdir, sizeof tmpdir, "test_scheduler_pipeline")) return 1;
     PD_RUN(test_pipelined_jobs);
     PD_RUN(test_queue_full);
     pd_test_rmtree(tmpdir);

@@ -11,26 +11,9 @@
 #include <unistd.h>
 
 #include "models/presets.h"
-#include "tests/unit/test.h"
 #include "models/wan/sp_group.h"
-
-static char g_tmp[512], g_model[600];
-
-/* Deterministic inputs: latent (B, in, 2, 4, 6), context (B, 5, text_dim). */
-static void make_inputs(const pd_wan_dit_config *c, int64_t B, pd_tensor *lat, pd_tensor *ctx) {
-    const int64_t ls[5] = {B, c->in_channels, 2, 4, 6}, cs[3] = {B, 5, c->text_dim};
-    PD_ASSERT(pd_tensor_alloc(lat, PD_DTYPE_F32, 5, ls) == PD_OK && pd_tensor_alloc(ctx, PD_DTYPE_F32, 3, cs) == PD_OK);
-    float *l = lat->data, *x = ctx->data;
-    for (int64_t i = 0; i < pd_tensor_numel(lat); i++) l[i] = (float)((i * 37 % 101) - 50) / 50.0f;
-    for (int64_t i = 0; i < pd_tensor_numel(ctx); i++) x[i] = (float)((i * 11 % 23) - 11) / 11.0f;
-}
-
-static float rel_err(const pd_tensor *a, const pd_tensor *b) {
-    const float *x = a->data, *y = b->data;
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < pd_tensor_numel(a); i++) num += (x[i] - y[i]) * (double)(x[i] - y[i]), den += (double)y[i] * y[i];
-    return (float)(den > 0 ? num / den : num);
-}
+#include "tests/unit/sp_fixture.h"
+#include "tests/unit/test.h"
 
 typedef struct rank_job {
     const char *name;
@@ -51,7 +34,7 @@ static int rank_main(const rank_job *job, int rank) {
     int rc = 1;
     if (pd_backend_cpu_create(1, &be) || pd_wan_dit_load(g_model, be, &dit)) goto out;
     const pd_wan_dit_config *c = pd_wan_dit_get_config(dit);
-    make_inputs(c, job->batch, &lat, &ctx);
+    PD_ASSERT(make_inputs(c, job->batch, &lat, &ctx) == PD_OK);
     const int64_t vs[5] = {job->batch, c->out_channels, 2, 4, 6};
     const float ts[2] = {500.0f, 500.0f};
     if (pd_tensor_alloc(&ref, PD_DTYPE_F32, 5, vs) || pd_tensor_alloc(&vel, PD_DTYPE_F32, 5, vs)) goto out;
@@ -75,7 +58,7 @@ static int rank_main(const rank_job *job, int rank) {
             fprintf(stderr, "rank %d call %d: %s\n", rank, k, pd_error_msg());
             goto out;
         }
-        float e = rel_err(&vel, &ref);
+        float e = (float)rel_err_sq(vel.data, ref.data, pd_tensor_numel(&vel));
         if (!(e < 1e-10f)) { /* squared relative error: < 1e-5 relative */
             fprintf(stderr, "rank %d call %d: squared relative error %g against one process\n", rank, k, (double)e);
             goto out;
@@ -159,14 +142,7 @@ static void test_bad_spec(void) {
 }
 
 int main(void) {
-    pd_log_set_level(PD_LOG_WARN);
-    if (!pd_test_scratch_dir(g_tmp, sizeof g_tmp, "test_sp_group")) return 1;
-    snprintf(g_model, sizeof g_model, "%s/transformer", g_tmp);
-    if (pd_wan_dit_write_random(g_model, &pd_model_preset_default()->dit, 3, PD_WAN_LAYOUT_DIFFUSERS, PD_DTYPE_F32)) {
-        fprintf(stderr, "write: %s\n", pd_error_msg());
-        pd_test_rmtree(g_tmp);
-        return 1;
-    }
+    if (!sp_fixture_setup("test_sp_group")) return 1;
     PD_RUN(test_bad_spec);
     PD_RUN(test_forward_equals_one_process);
     PD_RUN(test_cfg_parallel_pair_and_single);
