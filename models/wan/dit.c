@@ -6,25 +6,6 @@
 #define PD_DIT_MAX_TOKENS ((int64_t)1 << 22)
 #define PD_DIT_MAX_BATCH 64
 
-/* Same data, another shape (contiguous tensors only). */
-static pd_tensor pd_dit_view(const pd_tensor *t, int ndim, const int64_t *shape) {
-    pd_tensor v = *t;
-    v.owns_data = false;
-    PD_ASSERT(pd_tensor_reshape(&v, ndim, shape) == PD_OK);
-    return v;
-}
-
-/* Element i of the outermost dim, that dim dropped. */
-static pd_tensor pd_dit_item(const pd_tensor *t, int64_t i) {
-    pd_tensor v = pd_tensor_slice(t, 0, i, 1);
-    for (int d = 0; d + 1 < v.ndim; d++) {
-        v.shape[d] = v.shape[d + 1];
-        v.stride[d] = v.stride[d + 1];
-    }
-    v.ndim--;
-    return v;
-}
-
 pd_status pd_wan_dit_grid_of(const pd_wan_dit_config *cfg, int64_t T, int64_t H, int64_t W, pd_wan_dit_grid *out) {
     const int64_t dims[3] = {T, H, W};
     const char *names[3] = {"frames (T)", "height (H)", "width (W)"};

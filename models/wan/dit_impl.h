@@ -41,6 +41,25 @@ struct pd_wan_dit {
     pd_arena *arena;
 };
 
+/* Same data, another shape (contiguous tensors only). */
+static inline pd_tensor pd_dit_view(const pd_tensor *t, int ndim, const int64_t *shape) {
+    pd_tensor v = *t;
+    v.owns_data = false;
+    PD_ASSERT(pd_tensor_reshape(&v, ndim, shape) == PD_OK);
+    return v;
+}
+
+/* Element i of the outermost dim, that dim dropped. */
+static inline pd_tensor pd_dit_item(const pd_tensor *t, int64_t i) {
+    pd_tensor v = pd_tensor_slice(t, 0, i, 1);
+    for (int d = 0; d + 1 < v.ndim; d++) {
+        v.shape[d] = v.shape[d + 1];
+        v.stride[d] = v.stride[d + 1];
+    }
+    v.ndim--;
+    return v;
+}
+
 /* How one forward is spread over a sequence-parallel group (dit_sp.c). This device computes tokens
  * [offset, offset + count) of the N-token sequence; every op is local but two:
  *  - self_attn: att (B, count, D) = attention over the whole sequence for this device's tokens, from

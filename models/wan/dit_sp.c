@@ -3,8 +3,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "engine/clock.h"
 #include "models/wan/dit_impl.h"
 #include "models/wan/pipesp_plan.h"
 
@@ -25,6 +25,8 @@ struct pd_wan_dit_sp {
     /* plan for the current shape */
     int64_t N, B, hd, H;
     int h, g, m_chunks;       /* head slots per rank, heads per chunk, chunks per batch element */
+    int64_t own;              /* real heads among this rank's slots (all chunks) */
+    int64_t plan_B, plan_H;   /* the shape gp and reqs were made for (0: none yet) */
     int64_t *count, *offset;  /* (n) token shard of every rank */
     int calib_g;              /* g measured for calib_N tokens (0: not yet) */
     int64_t calib_N;
@@ -37,12 +39,6 @@ struct pd_wan_dit_sp {
     int64_t tl_n, tl_cap;
     pd_wan_dit_sp_stats st;
 };
-
-static double pd_sp_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 pd_status pd_wan_dit_sp_create(pd_wan_dit *m, pd_comm *comm, pd_comm *cfg, const pd_wan_dit_sp_options *opts,
                                pd_wan_dit_sp **out) {
@@ -100,8 +96,11 @@ static int pd_sp_real_heads(int64_t H, int h, int g, int p, int j) {
     return (int)(r < 0 ? 0 : r > slots ? slots : r);
 }
 
-/* (Re)computes the per-chunk head table for chunk size g. */
+/* (Re)computes the per-chunk head table for chunk size g (kept while g, B and H stay the same: h
+ * follows from H for this group). */
 static pd_status pd_sp_plan_chunks(pd_wan_dit_sp *sp, int g) {
+    if (sp->g == g && sp->plan_B == sp->B && sp->plan_H == sp->H) return PD_OK;
+    sp->plan_B = sp->plan_H = 0;
     sp->g = g;
     sp->m_chunks = (sp->h + g - 1) / g;
     free(sp->gp);
@@ -115,6 +114,9 @@ static pd_status pd_sp_plan_chunks(pd_wan_dit_sp *sp, int g) {
     if (!sp->gp || !sp->reqs) return pd_error_set(PD_ERR_NOMEM, "DiT SP: out of memory");
     for (int j = 0; j < sp->m_chunks; j++)
         for (int p = 0; p < sp->n; p++) sp->gp[j * sp->n + p] = pd_sp_real_heads(sp->H, sp->h, g, p, j);
+    sp->own = 0;
+    for (int j = 0; j < sp->m_chunks; j++) sp->own += sp->gp[j * sp->n + sp->rank];
+    sp->plan_B = sp->B, sp->plan_H = sp->H;
     return PD_OK;
 }
 
@@ -134,7 +136,7 @@ static pd_status pd_sp_a2a(pd_wan_dit_sp *sp, pd_comm *c, const void *send, cons
             sp->tl = tl, sp->tl_cap = cap;
         }
         slot->k = sp->tl_n++;
-        sp->tl[3 * slot->k] = pd_sp_now();
+        sp->tl[3 * slot->k] = pd_now_s();
         sp->tl[3 * slot->k + 1] = sp->tl[3 * slot->k + 2] = sp->tl[3 * slot->k];
     }
     return pd_comm_alltoallv_async(c, send, sb, so, recv, rb, ro, &slot->r);
@@ -142,9 +144,9 @@ static pd_status pd_sp_a2a(pd_wan_dit_sp *sp, pd_comm *c, const void *send, cons
 
 static pd_status pd_sp_wait(pd_wan_dit_sp *sp, pd_comm *c, pd_sp_slot *slot) {
     if (!slot->r) return PD_OK;
-    double t0 = pd_sp_now();
+    double t0 = pd_now_s();
     pd_status s = pd_comm_wait(c, slot->r);
-    double t1 = pd_sp_now();
+    double t1 = pd_now_s();
     slot->r = NULL;
     sp->st.wait_s += t1 - t0;
     if (slot->k >= 0) sp->tl[3 * slot->k + 1] = t0, sp->tl[3 * slot->k + 2] = t1;
@@ -216,15 +218,11 @@ static int64_t pd_sp_own_base(const pd_wan_dit_sp *sp, int64_t b, int j, int64_t
     return (b * own_heads + heads) * sp->N * sp->hd;
 }
 
-/* (count_me, gp, hd) view of heads first.. of batch element b of a (B, count_me, H*hd) tensor. */
+/* (count_me, gp, hd) view of heads first.. of batch element b of a contiguous (B, count_me, H*hd) tensor. */
 static pd_tensor pd_sp_heads(const pd_wan_dit_sp *sp, const pd_tensor *x, int64_t b, int64_t first, int64_t gp) {
-    pd_tensor v = *x;
-    v.owns_data = false;
-    v.ndim = 3;
-    v.shape[0] = sp->count[sp->rank], v.shape[1] = gp, v.shape[2] = sp->hd;
-    v.stride[2] = sizeof(float), v.stride[1] = sp->hd * (int64_t)sizeof(float), v.stride[0] = x->stride[1];
-    v.data = (char *)x->data + b * x->stride[0] + first * sp->hd * (int64_t)sizeof(float);
-    return v;
+    const int64_t shape[3] = {sp->count[sp->rank], sp->H, sp->hd};
+    const pd_tensor item = pd_dit_item(x, b), heads = pd_dit_view(&item, 3, shape);
+    return pd_tensor_slice(&heads, 1, first, gp);
 }
 
 /* A contiguous view of the evaluator's buffers, on the backend's device. */
@@ -236,14 +234,34 @@ static pd_tensor pd_sp_buf(const pd_wan_dit_sp *sp, float *base, int ndim, int64
     return v;
 }
 
+/* Copies every chunk's heads of x (B, count_me, H*hd) into the packed [b][j][p] layout at packed, or
+ * back (unpack). The chunks follow one another without gaps (the gp of every (j, p) sum to H), so the
+ * running pointer is at pd_sp_packed_base(sp, b, j) when chunk (b, j) begins. */
+static pd_status pd_sp_repack(const pd_wan_dit_sp *sp, const pd_tensor *x, float *packed, bool unpack) {
+    pd_backend *be = sp->m->be;
+    const int n = sp->n, h = sp->h, g = sp->g;
+    const int64_t cme = sp->count[sp->rank], hd = sp->hd;
+    float *at = packed;
+    for (int64_t b = 0; b < sp->B; b++)
+        for (int j = 0; j < sp->m_chunks; j++)
+            for (int p = 0; p < n; p++) {
+                const int gp = sp->gp[j * n + p];
+                if (!gp) continue;
+                pd_tensor heads = pd_sp_heads(sp, x, b, (int64_t)p * h + (int64_t)j * g, gp);
+                pd_tensor buf = pd_sp_buf(sp, at, 3, cme, gp, hd, 0);
+                PD_TRY(unpack ? pd_op_copy(be, &heads, &buf) : pd_op_copy(be, &buf, &heads));
+                at += cme * gp * hd;
+            }
+    PD_ASSERT(at == packed + sp->B * sp->H * cme * hd);
+    return PD_OK;
+}
+
 /* The self-attention hook: att (B, count_me, D) from q, k, v (B, count_me, D). */
 static pd_status pd_sp_self_attn(void *ud, pd_tensor *att, const pd_tensor *q, const pd_tensor *k, const pd_tensor *v) {
     pd_wan_dit_sp *sp = ud;
     pd_backend *be = sp->m->be;
-    const int n = sp->n, me = sp->rank, h = sp->h, g = sp->g, mc = sp->m_chunks;
-    const int64_t B = sp->B, N = sp->N, hd = sp->hd, cme = sp->count[me];
-    int64_t own = 0;
-    for (int j = 0; j < mc; j++) own += sp->gp[j * n + me];
+    const int n = sp->n, me = sp->rank, mc = sp->m_chunks;
+    const int64_t B = sp->B, N = sp->N, hd = sp->hd, cme = sp->count[me], own = sp->own;
     pd_arena_reset(sp->arena, 0);
     /* packed send (and output receive) buffers: B * count_me * H * hd each; own-head buffers B * N * own * hd */
     pd_tensor sq, sk, sv, ro, rq, rk, rv, oo;
@@ -260,23 +278,9 @@ static pd_status pd_sp_self_attn(void *ud, pd_tensor *att, const pd_tensor *q, c
     float *snd[3] = {sq.data, sk.data, sv.data}, *rcv[3] = {rq.data, rk.data, rv.data};
 
     /* pack every chunk's Q/K/V */
-    double t0 = pd_sp_now();
-    for (int64_t b = 0; b < B; b++)
-        for (int j = 0; j < mc; j++) {
-            float *at[3];
-            for (int t = 0; t < 3; t++) at[t] = snd[t] + pd_sp_packed_base(sp, b, j);
-            for (int p = 0; p < n; p++) {
-                const int gp = sp->gp[j * n + p];
-                if (!gp) continue;
-                for (int t = 0; t < 3; t++) {
-                    pd_tensor from = pd_sp_heads(sp, src[t], b, (int64_t)p * h + (int64_t)j * g, gp);
-                    pd_tensor to = pd_sp_buf(sp, at[t], 3, cme, gp, hd, 0);
-                    PD_TRY(pd_op_copy(be, &to, &from));
-                    at[t] += cme * gp * hd;
-                }
-            }
-        }
-    sp->st.pack_s += pd_sp_now() - t0;
+    double t0 = pd_now_s();
+    for (int t = 0; t < 3; t++) PD_TRY(pd_sp_repack(sp, src[t], snd[t], false));
+    sp->st.pack_s += pd_now_s() - t0;
 
     /* issue every Q/K/V all-to-all up front */
     size_t *sb = sp->a2a, *so = sb + n, *rb = so + n, *rofs = rb + n;
@@ -302,10 +306,10 @@ static pd_status pd_sp_self_attn(void *ud, pd_tensor *att, const pd_tensor *q, c
             if (gown) {
                 pd_tensor q4 = pd_sp_buf(sp, rcv[0] + ob, 4, 1, N, gown, hd), k4 = pd_sp_buf(sp, rcv[1] + ob, 4, 1, N, gown, hd);
                 pd_tensor v4 = pd_sp_buf(sp, rcv[2] + ob, 4, 1, N, gown, hd), o4 = pd_sp_buf(sp, (float *)oo.data + ob, 4, 1, N, gown, hd);
-                double t1 = pd_sp_now();
+                double t1 = pd_now_s();
                 s = sp->opts.comm_only ? pd_op_copy(be, &o4, &q4) : pd_op_attention(be, &o4, &q4, &k4, &v4, NULL, scale);
                 if (s == PD_OK) s = pd_backend_synchronize(be);
-                sp->st.attn_s += pd_sp_now() - t1;
+                sp->st.attn_s += pd_now_s() - t1;
             }
             if (s != PD_OK) break;
             pd_sp_counts(sp, j, true, sb, so, rb, rofs);
@@ -316,20 +320,9 @@ static pd_status pd_sp_self_attn(void *ud, pd_tensor *att, const pd_tensor *q, c
     if (s != PD_OK) return pd_sp_drain(sp, s);
 
     /* head-order fix-up: chunk (b, j) holds, for each rank p, p's heads p*h + j*g .. */
-    t0 = pd_sp_now();
-    for (int64_t b = 0; b < B; b++)
-        for (int j = 0; j < mc; j++) {
-            const float *from = (const float *)ro.data + pd_sp_packed_base(sp, b, j);
-            for (int p = 0; p < n; p++) {
-                const int gp = sp->gp[j * n + p];
-                if (!gp) continue;
-                pd_tensor src_t = pd_sp_buf(sp, (float *)from, 3, cme, gp, hd, 0);
-                pd_tensor dst = pd_sp_heads(sp, att, b, (int64_t)p * h + (int64_t)j * g, gp);
-                PD_TRY(pd_op_copy(be, &dst, &src_t));
-                from += cme * gp * hd;
-            }
-        }
-    sp->st.pack_s += pd_sp_now() - t0;
+    t0 = pd_now_s();
+    PD_TRY(pd_sp_repack(sp, att, ro.data, true));
+    sp->st.pack_s += pd_now_s() - t0;
     return PD_OK;
 }
 
@@ -383,16 +376,16 @@ static pd_status pd_sp_time_chunk(pd_wan_dit_sp *sp, int g, double *t_att, doubl
     }
     double ta[PD_SP_CALIB_REPS], tc[PD_SP_CALIB_REPS];
     for (int i = -1; i < PD_SP_CALIB_REPS && s == PD_OK; i++) {
-        double t0 = pd_sp_now();
+        double t0 = pd_now_s();
         s = pd_op_attention(be, &o, &q, &q, &q, NULL, 1.0f);
         if (s == PD_OK) s = pd_backend_synchronize(be);
-        double t1 = pd_sp_now();
+        double t1 = pd_now_s();
         if (s == PD_OK) s = pd_comm_barrier(sp->comm); /* a peer still attending is not transfer time */
-        const double tb = pd_sp_now();
+        const double tb = pd_now_s();
         pd_comm_req *req = NULL;
         if (s == PD_OK) s = pd_comm_alltoallv_async(sp->comm, o.data, sb, so, r.data, rb, ro, &req);
         if (s == PD_OK) s = pd_comm_wait(sp->comm, req);
-        double t2 = pd_sp_now();
+        double t2 = pd_now_s();
         if (i >= 0) ta[i] = t1 - t0, tc[i] = t2 - tb;
     }
     if (s == PD_OK) *t_att = pd_sp_median(ta, PD_SP_CALIB_REPS), *t_comm = pd_sp_median(tc, PD_SP_CALIB_REPS);
@@ -452,11 +445,10 @@ static pd_status pd_sp_forward_group(pd_wan_dit_sp *sp, pd_tensor *vel, const pd
     int g = sp->opts.chunk_heads;
     if (g == 0) {
         if (sp->calib_N != sp->N || !sp->calib_g) {
-            double t0 = pd_sp_now();
-            PD_TRY(pd_sp_plan_chunks(sp, 1)); /* reqs for the calibration */
+            double t0 = pd_now_s();
             PD_TRY(pd_sp_calibrate(sp, &sp->calib_g));
             sp->calib_N = sp->N;
-            sp->st.calib_s = pd_sp_now() - t0;
+            sp->st.calib_s = pd_now_s() - t0;
         }
         g = sp->calib_g;
     }
@@ -469,7 +461,7 @@ static pd_status pd_sp_forward_group(pd_wan_dit_sp *sp, pd_tensor *vel, const pd
 
 pd_status pd_wan_dit_sp_forward(pd_wan_dit_sp *sp, pd_tensor *vel, const pd_tensor *latent, const float *ts,
                                 const pd_tensor *ctx) {
-    const double t0 = pd_sp_now();
+    const double t0 = pd_now_s();
     memset(&sp->st, 0, sizeof sp->st);
     sp->tl_n = 0;
     pd_status s;
@@ -486,9 +478,8 @@ pd_status pd_wan_dit_sp_forward(pd_wan_dit_sp *sp, pd_tensor *vel, const pd_tens
         pd_tensor v1 = pd_tensor_slice(vel, 0, half, 1);
         s = pd_sp_forward_group(sp, &v1, &l1, ts + half, &c1);
         if (s == PD_OK) {
-            const int cn = 2 * sp->n;
-            size_t *cnt = calloc(4 * (size_t)cn, sizeof *cnt);
-            if (!cnt) return pd_error_set(PD_ERR_NOMEM, "DiT SP: out of memory");
+            const int cn = 2 * sp->n; /* the CFG group's size: at most PD_COMM_MAX_RANKS */
+            size_t cnt[4 * PD_COMM_MAX_RANKS] = {0};
             const size_t bytes = pd_tensor_nbytes(&v1);
             cnt[partner] = bytes;                                  /* send bytes; offsets 0 */
             cnt[2 * cn + partner] = bytes;                         /* recv bytes */
@@ -496,12 +487,11 @@ pd_status pd_wan_dit_sp_forward(pd_wan_dit_sp *sp, pd_tensor *vel, const pd_tens
             pd_sp_slot r = {0};
             s = pd_sp_a2a(sp, sp->cfg, v1.data, cnt, cnt + cn, vel->data, cnt + 2 * cn, cnt + 3 * cn, &r);
             if (s == PD_OK) s = pd_sp_wait(sp, sp->cfg, &r);
-            free(cnt);
         }
     }
     sp->st.ranks = sp->n, sp->st.chunk_heads = sp->g, sp->st.heads_per_rank = sp->h, sp->st.chunks_per_layer = sp->m_chunks;
     sp->st.tokens = sp->N, sp->st.tokens_local = sp->count[sp->rank];
     if (s == PD_OK && sp->opts.accounting) s = pd_sp_account(sp);
-    sp->st.forward_s = pd_sp_now() - t0;
+    sp->st.forward_s = pd_now_s() - t0;
     return s;
 }

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 const char *pd_comm_op_name(pd_comm_op op) {
     switch (op) {
@@ -20,12 +19,6 @@ const char *pd_comm_op_name(pd_comm_op op) {
     case PD_COMM_BARRIER: return "barrier";
     }
     return "?";
-}
-
-double pd_comm__now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 void pd_comm__req_fail(pd_comm_req *r, pd_status st) {
@@ -296,17 +289,11 @@ static pd_status simple(pd_comm *c, pd_comm_op op, const void *send, void *recv,
         PD_TRY(check_buf(op, "send", send, bytes));
         PD_TRY(check_buf(op, "recv", recv, bytes));
         break;
-    case PD_COMM_BROADCAST:
-        PD_TRY(check_peer(c, op, peer, true));
-        PD_TRY(check_buf(op, "buf", recv, bytes));
-        break;
+    case PD_COMM_BROADCAST: /* its one buffer is recv (== send); a root may be this rank, a peer not */
     case PD_COMM_SEND:
-        PD_TRY(check_peer(c, op, peer, false));
-        PD_TRY(check_buf(op, "buf", send, bytes));
-        break;
     case PD_COMM_RECV:
-        PD_TRY(check_peer(c, op, peer, false));
-        PD_TRY(check_buf(op, "buf", recv, bytes));
+        PD_TRY(check_peer(c, op, peer, op == PD_COMM_BROADCAST));
+        PD_TRY(check_buf(op, "buf", op == PD_COMM_SEND ? send : recv, bytes));
         break;
     default: break;
     }

@@ -70,8 +70,8 @@ struct pd_comm {
     pd_comm_req *reqs; /* begun, not yet waited for */
 };
 
-/* Seconds on the monotonic clock. */
-double pd_comm__now(void);
+/* p + off, or NULL for a NULL p (a zero-byte transfer may pass no buffer). */
+static inline const uint8_t *pd_comm__at(const void *p, size_t off) { return p ? (const uint8_t *)p + off : NULL; }
 /* Copies the calling thread's error message into r->err and stores st as r's status. */
 void pd_comm__req_fail(pd_comm_req *r, pd_status st);
 

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "engine/clock.h"
 #include "workers/comm/comm_impl.h"
 
 _Static_assert(sizeof(ncclUniqueId) == PD_COMM_NCCL_ID_BYTES, "NCCL unique id size changed");
@@ -61,24 +62,31 @@ static void nap(long *ns) {
     if (*ns < 1000000) *ns *= 2; /* 20 us, doubling to 1 ms */
 }
 
+/* A poll loop's way out: once an abort was asked for (PD_ERR_DEVICE) or the deadline passed
+ * (PD_ERR_TIMEOUT), aborts NCCL and says so; PD_OK while the loop may go on. */
+static pd_status give_up(nccl_comm *s, const char *what, double deadline) {
+    if (atomic_load(&s->abort_asked)) {
+        abort_now(s);
+        return pd_error_set(PD_ERR_DEVICE, "%s: group aborted (rank %d)", what, s->rank);
+    }
+    if (pd_now_s() > deadline) {
+        abort_now(s);
+        return pd_error_set(PD_ERR_TIMEOUT, "%s: timed out after %.1f s in NCCL (rank %d of %d, device %d)", what,
+                            s->timeout, s->rank, s->size, s->device);
+    }
+    return PD_OK;
+}
+
 /* Polls until NCCL's queued non-blocking work is accepted (no longer ncclInProgress). */
 static pd_status settle(nccl_comm *s, const char *what) {
-    double deadline = pd_comm__now() + s->timeout;
+    double deadline = pd_now_s() + s->timeout;
     long ns = 20000;
     for (;;) {
         ncclResult_t as = ncclSuccess;
         NCCL_CHECK(s, what, ncclCommGetAsyncError(s->comm, &as));
         if (as == ncclSuccess) return PD_OK;
         if (as != ncclInProgress) return nccl_error(s, what, "ncclCommGetAsyncError", __FILE__, __LINE__, as);
-        if (atomic_load(&s->abort_asked)) {
-            abort_now(s);
-            return pd_error_set(PD_ERR_DEVICE, "%s: group aborted (rank %d)", what, s->rank);
-        }
-        if (pd_comm__now() > deadline) {
-            abort_now(s);
-            return pd_error_set(PD_ERR_TIMEOUT, "%s: timed out after %.1f s in NCCL (rank %d of %d, device %d)", what,
-                                s->timeout, s->rank, s->size, s->device);
-        }
+        PD_TRY(give_up(s, what, deadline));
         nap(&ns);
     }
 }
@@ -141,8 +149,6 @@ pd_status pd_comm__nccl_open(pd_comm *c, const uint8_t id[PD_COMM_NCCL_ID_BYTES]
     return PD_OK;
 }
 
-static const uint8_t *at(const void *p, size_t off) { return p ? (const uint8_t *)p + off : NULL; }
-
 /* Enqueues r's NCCL calls inside one group; returns the first failure (the group is always closed). */
 static pd_status enqueue(nccl_comm *s, pd_comm_req *r, const char *what) {
     ncclResult_t e = ncclSuccess, g;
@@ -155,16 +161,18 @@ static pd_status enqueue(nccl_comm *s, pd_comm_req *r, const char *what) {
         }                                                                                          \
     } while (0)
     if (r->op == PD_COMM_ALLTOALLV && r->send_bytes[s->rank])
-        CUDA_CHECK(s, what, cudaMemcpyAsync((uint8_t *)r->recv + r->recv_off[s->rank], at(r->send, r->send_off[s->rank]),
-                                            r->send_bytes[s->rank], cudaMemcpyDeviceToDevice, s->stream));
+        CUDA_CHECK(s, what, cudaMemcpyAsync((uint8_t *)r->recv + r->recv_off[s->rank],
+                                            pd_comm__at(r->send, r->send_off[s->rank]), r->send_bytes[s->rank],
+                                            cudaMemcpyDeviceToDevice, s->stream));
     NCCL_CHECK(s, what, ncclGroupStart());
     switch (r->op) {
     case PD_COMM_ALLTOALLV:
         for (int p = 0; p < s->size; p++) {
             if (p == s->rank) continue;
-            if (r->send_bytes[p]) ENQ(ncclSend(at(r->send, r->send_off[p]), r->send_bytes[p], ncclUint8, p, s->comm, s->stream));
+            if (r->send_bytes[p])
+                ENQ(ncclSend(pd_comm__at(r->send, r->send_off[p]), r->send_bytes[p], ncclUint8, p, s->comm, s->stream));
             if (r->recv_bytes[p])
-                ENQ(ncclRecv((void *)at(r->recv, r->recv_off[p]), r->recv_bytes[p], ncclUint8, p, s->comm, s->stream));
+                ENQ(ncclRecv((void *)pd_comm__at(r->recv, r->recv_off[p]), r->recv_bytes[p], ncclUint8, p, s->comm, s->stream));
         }
         break;
     case PD_COMM_ALLGATHER: ENQ(ncclAllGather(r->send, r->recv, r->bytes, ncclUint8, s->comm, s->stream)); break;
@@ -202,7 +210,7 @@ static pd_status nccl_finish(pd_comm *c, pd_comm_req *r) {
     nccl_comm *s = c->impl;
     const char *what = pd_comm_op_name(r->op);
     cudaEvent_t done = r->impl;
-    double deadline = pd_comm__now() + s->timeout;
+    double deadline = pd_now_s() + s->timeout;
     long ns = 20000;
     pd_status st = PD_OK;
     cudaSetDevice(s->device);
@@ -220,17 +228,7 @@ static pd_status nccl_finish(pd_comm *c, pd_comm_req *r) {
             abort_now(s);
             break;
         }
-        if (atomic_load(&s->abort_asked)) {
-            abort_now(s);
-            st = pd_error_set(PD_ERR_DEVICE, "%s: group aborted (rank %d)", what, s->rank);
-            break;
-        }
-        if (pd_comm__now() > deadline) {
-            abort_now(s);
-            st = pd_error_set(PD_ERR_TIMEOUT, "%s: timed out after %.1f s in NCCL (rank %d of %d, device %d)", what,
-                              s->timeout, s->rank, s->size, s->device);
-            break;
-        }
+        if ((st = give_up(s, what, deadline)) != PD_OK) break;
         nap(&ns);
     }
     cudaEventDestroy(done);

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/clock.h"
 #include "workers/comm/comm_impl.h"
 #include "workers/comm/shm.h"
 
@@ -131,9 +132,11 @@ static void ring_bell(shm_comm *s, int r) {
     if (atomic_load(&k->sleeping)) syscall(SYS_futex, (uint32_t *)&k->bell, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
-/* Sleeps until this rank's bell moves past `seen` or secs pass. */
+/* Sleeps until this rank's bell moves past `seen` or secs pass, at most SLICE_S (the callers' liveness
+ * and replacement checks run between slices). */
 static void bell_wait(shm_comm *s, uint32_t seen, double secs) {
     ctl_rank *me = &s->ranks[s->rank];
+    if (secs > SLICE_S) secs = SLICE_S;
     if (secs <= 0) return;
     struct timespec ts = {(time_t)secs, (long)((secs - (double)(time_t)secs) * 1e9)};
     atomic_store(&me->sleeping, 1);
@@ -185,6 +188,9 @@ static pd_status check_alive(shm_comm *s, const char *what, int p) {
 /* ---- moving bytes ---- */
 
 static size_t min3(size_t a, size_t b, size_t c) { return a < b ? (a < c ? a : c) : (b < c ? b : c); }
+
+/* Header or payload bytes of x still to move (push and pull never move past the end). */
+static bool pending(const xfer *x) { return x->done < sizeof(msg_hdr) + x->n; }
 
 /* Writes what fits of x's header and payload into the ring to x->peer; returns the bytes moved. */
 static size_t push(shm_comm *s, xfer *x) {
@@ -259,7 +265,7 @@ static pd_status pull(shm_comm *s, xfer *x, pd_comm_op op, const char *what, siz
 static pd_status move(shm_comm *s, pd_comm_op op, xfer *out, int no, xfer *in, int ni) {
     const char *what = pd_comm_op_name(op);
     ctl_rank *me = &s->ranks[s->rank];
-    double last = pd_comm__now(), last_check = last;
+    double last = pd_now_s(), last_check = last;
     bool recheck = false;
     for (;;) {
         uint32_t seen = atomic_load(&me->bell);
@@ -267,19 +273,19 @@ static pd_status move(shm_comm *s, pd_comm_op op, xfer *out, int no, xfer *in, i
         bool progress = false;
         int waiting_on = -1;
         for (int i = 0; i < no; i++) {
-            if (out[i].done == sizeof(msg_hdr) + out[i].n) continue;
+            if (!pending(&out[i])) continue;
             progress |= push(s, &out[i]) > 0;
-            if (out[i].done < sizeof(msg_hdr) + out[i].n && waiting_on < 0) waiting_on = out[i].peer;
+            if (pending(&out[i]) && waiting_on < 0) waiting_on = out[i].peer;
         }
         for (int i = 0; i < ni; i++) {
-            if (in[i].done == sizeof(msg_hdr) + in[i].n) continue;
+            if (!pending(&in[i])) continue;
             size_t moved;
             PD_TRY(pull(s, &in[i], op, what, &moved));
             progress |= moved > 0;
-            if (in[i].done < sizeof(msg_hdr) + in[i].n && waiting_on < 0) waiting_on = in[i].peer;
+            if (pending(&in[i]) && waiting_on < 0) waiting_on = in[i].peer;
         }
         if (waiting_on < 0) return PD_OK;
-        double t = pd_comm__now();
+        double t = pd_now_s();
         if (progress) {
             last = t;
             continue;
@@ -288,9 +294,9 @@ static pd_status move(shm_comm *s, pd_comm_op op, xfer *out, int no, xfer *in, i
             last_check = t;
             pd_status st = PD_OK;
             for (int i = 0; i < no && !st; i++)
-                if (out[i].done < sizeof(msg_hdr) + out[i].n) st = check_alive(s, what, out[i].peer);
+                if (pending(&out[i])) st = check_alive(s, what, out[i].peer);
             for (int i = 0; i < ni && !st; i++)
-                if (in[i].done < sizeof(msg_hdr) + in[i].n) st = check_alive(s, what, in[i].peer);
+                if (pending(&in[i])) st = check_alive(s, what, in[i].peer);
             /* A peer may write its last bytes and leave between our pass and this check: one more pass. */
             if (st && recheck) return st;
             recheck = st != PD_OK;
@@ -299,12 +305,9 @@ static pd_status move(shm_comm *s, pd_comm_op op, xfer *out, int no, xfer *in, i
         if (t - last >= s->timeout)
             return pd_error_set(PD_ERR_TIMEOUT, "%s: timed out after %.1f s waiting for rank %d (pid %d)", what,
                                 s->timeout, waiting_on, (int)atomic_load(&s->ranks[waiting_on].pid));
-        double left = s->timeout - (t - last);
-        bell_wait(s, seen, left < SLICE_S ? left : SLICE_S);
+        bell_wait(s, seen, s->timeout - (t - last));
     }
 }
-
-static const uint8_t *at(const void *p, size_t off) { return p ? (const uint8_t *)p + off : NULL; }
 
 static void add_out(shm_comm *s, xfer *x, pd_comm_op op, int peer, const void *src, size_t n) {
     *x = (xfer){.peer = peer, .n = n, .src = src};
@@ -326,11 +329,12 @@ static pd_status run_op(shm_comm *s, pd_comm_req *r) {
     case PD_COMM_ALLTOALLV:
         for (int p = 0; p < s->size; p++) {
             if (p == me) {
-                if (r->send_bytes[p]) memmove(recv + r->recv_off[p], at(r->send, r->send_off[p]), r->send_bytes[p]);
+                if (r->send_bytes[p])
+                    memmove(recv + r->recv_off[p], pd_comm__at(r->send, r->send_off[p]), r->send_bytes[p]);
                 continue;
             }
-            add_out(s, &out[no++], r->op, p, at(r->send, r->send_off[p]), r->send_bytes[p]);
-            add_in(s, &in[ni++], p, (uint8_t *)at(recv, r->recv_off[p]), r->recv_bytes[p]);
+            add_out(s, &out[no++], r->op, p, pd_comm__at(r->send, r->send_off[p]), r->send_bytes[p]);
+            add_in(s, &in[ni++], p, (uint8_t *)pd_comm__at(recv, r->recv_off[p]), r->recv_bytes[p]);
         }
         break;
     case PD_COMM_ALLGATHER:
@@ -338,7 +342,7 @@ static pd_status run_op(shm_comm *s, pd_comm_req *r) {
         for (int p = 0; p < s->size; p++) {
             if (p == me) continue;
             add_out(s, &out[no++], r->op, p, r->send, r->bytes);
-            add_in(s, &in[ni++], p, (uint8_t *)at(recv, (size_t)p * r->bytes), r->bytes);
+            add_in(s, &in[ni++], p, (uint8_t *)pd_comm__at(recv, (size_t)p * r->bytes), r->bytes);
         }
         break;
     case PD_COMM_BROADCAST:
@@ -507,13 +511,13 @@ static pd_status create_segment(shm_comm *s, double deadline) {
         int missing = first_missing(s);
         if (missing < 0) break;
         if (is_aborted(s)) return abort_error(s, PD_ERR_TIMEOUT, "create");
-        double t = pd_comm__now();
+        double t = pd_now_s();
         if (t >= deadline) {
             char w[48];
             snprintf(w, sizeof w, "rank %d to join", missing);
             return join_timeout(s, w);
         }
-        bell_wait(s, seen, deadline - t < SLICE_S ? deadline - t : SLICE_S);
+        bell_wait(s, seen, deadline - t);
     }
     atomic_store(&h->started, 1);
     for (int r = 1; r < s->size; r++) ring_bell(s, r);
@@ -561,7 +565,7 @@ static bool replaced(shm_comm *s) {
 static pd_status join_segment(shm_comm *s, double deadline) {
     const char *why = "rank 0 to create the group";
     for (;;) {
-        if (pd_comm__now() >= deadline) return join_timeout(s, why);
+        if (pd_now_s() >= deadline) return join_timeout(s, why);
         int a = try_attach(s, &why);
         if (a < 0) return (pd_status)a;
         if (a == 0) {
@@ -575,7 +579,7 @@ static pd_status join_segment(shm_comm *s, double deadline) {
             /* Only a join that timed out aborts a group still forming. */
             if (is_aborted(s)) return abort_error(s, PD_ERR_TIMEOUT, "create");
             if (replaced(s)) break;
-            double t = pd_comm__now();
+            double t = pd_now_s();
             if (t >= deadline) {
                 char w[48];
                 int missing = first_missing(s);
@@ -583,7 +587,7 @@ static pd_status join_segment(shm_comm *s, double deadline) {
                 else snprintf(w, sizeof w, "rank %d to join", missing);
                 return join_timeout(s, w);
             }
-            bell_wait(s, seen, deadline - t < SLICE_S ? deadline - t : SLICE_S);
+            bell_wait(s, seen, deadline - t);
         }
         detach(s); /* joined a stale segment that rank 0 has since replaced: join the new one */
         memset(s->out_seq, 0, sizeof s->out_seq);
@@ -617,7 +621,7 @@ pd_status pd_comm__shm_open(pd_comm *c, const char *name) {
     s->l = layout_for(c->size);
     pthread_mutex_init(&s->qmu, NULL);
     pthread_cond_init(&s->qcv, NULL);
-    double deadline = pd_comm__now() + c->timeout_s;
+    double deadline = pd_now_s() + c->timeout_s;
     pd_status st = s->rank == 0 ? create_segment(s, deadline) : join_segment(s, deadline);
     if (st) {
         shm_free(s);

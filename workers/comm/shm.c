@@ -23,11 +23,12 @@ void pd_shm_job_name(char *out, int pid, unsigned instance, uint64_t job_seq, co
     snprintf(out, PD_SHM_NAME_MAX, "/pd-%d-%u-%" PRIu64 "-%s", pid, instance, job_seq, what);
 }
 
-pd_status pd_shm_check_name(const char *name) {
+/* A segment name: '/' followed by 1 to max - 2 bytes (under max with its NUL) with no other '/'. */
+static pd_status check_name(const char *name, size_t max) {
     size_t n = name ? strlen(name) : 0;
-    if (n < 2 || n >= PD_SHM_NAME_MAX || name[0] != '/' || strchr(name + 1, '/'))
-        return pd_error_set(PD_ERR_INVALID, "shm: bad segment name '%s' (want '/name', under %d bytes)",
-                            name ? name : "(null)", PD_SHM_NAME_MAX);
+    if (n < 2 || n >= max || name[0] != '/' || strchr(name + 1, '/'))
+        return pd_error_set(PD_ERR_INVALID, "shm: bad segment name '%s' (want '/name', under %zu bytes)",
+                            name ? name : "(null)", max);
     return PD_OK;
 }
 
@@ -51,11 +52,9 @@ static void fill_view(pd_shm *s, const shm_header *h) {
     s->tensor = pd_tensor_view((uint8_t *)s->base + sizeof(shm_header), (pd_dtype)h->dtype, h->ndim, h->shape);
 }
 
-pd_status pd_shm_map_new(const char *name, size_t bytes, void **base) {
+/* pd_shm_map_new for a name already checked. */
+static pd_status map_new(const char *name, size_t bytes, void **base) {
     *base = NULL;
-    size_t n = name ? strlen(name) : 0;
-    if (n < 2 || n > 255 || name[0] != '/' || strchr(name + 1, '/'))
-        return pd_error_set(PD_ERR_INVALID, "shm: bad segment name '%s' (want '/name')", name ? name : "(null)");
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) return pd_error_set(PD_ERR_IO, "shm %s: create: %s", name, strerror(errno));
     if (ftruncate(fd, (off_t)bytes) != 0) {
@@ -75,15 +74,21 @@ pd_status pd_shm_map_new(const char *name, size_t bytes, void **base) {
     return PD_OK;
 }
 
+pd_status pd_shm_map_new(const char *name, size_t bytes, void **base) {
+    *base = NULL;
+    PD_TRY(check_name(name, 256)); /* names up to 255 bytes (shm.h) */
+    return map_new(name, bytes, base);
+}
+
 pd_status pd_shm_create(const char *name, pd_dtype dt, int ndim, const int64_t *shape, pd_shm *out) {
     memset(out, 0, sizeof *out);
-    PD_TRY(pd_shm_check_name(name));
+    PD_TRY(check_name(name, PD_SHM_NAME_MAX));
     uint64_t nbytes;
     pd_status st = shape_bytes(name, dt, ndim, shape, &nbytes);
     if (st) return PD_ERR_INVALID; /* the message is already set; a bad shape here is the caller's */
     size_t map = sizeof(shm_header) + (size_t)nbytes;
     void *base;
-    PD_TRY(pd_shm_map_new(name, map, &base));
+    PD_TRY(map_new(name, map, &base));
     shm_header *h = base;
     h->magic = PD_SHM_MAGIC;
     h->version = PD_SHM_VERSION;
@@ -111,7 +116,7 @@ pd_status pd_shm_create_from(const char *name, const pd_tensor *src, pd_shm *out
 
 pd_status pd_shm_open(const char *name, pd_shm *out) {
     memset(out, 0, sizeof *out);
-    PD_TRY(pd_shm_check_name(name));
+    PD_TRY(check_name(name, PD_SHM_NAME_MAX));
     int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0) {
         int e = errno;

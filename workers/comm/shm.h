@@ -47,10 +47,6 @@ pd_status pd_shm_create_from(const char *name, const pd_tensor *src, pd_shm *out
  * segment and the field otherwise. The view must not be written. */
 pd_status pd_shm_open(const char *name, pd_shm *out);
 
-/* Checks a segment name: '/' followed by 1 to PD_SHM_NAME_MAX - 2 bytes with no other '/'.
- * PD_ERR_INVALID with a message naming it otherwise. */
-pd_status pd_shm_check_name(const char *name);
-
 /* Creates the segment `name` ('/' then up to 254 bytes, no other '/'; pd_shm_create's tighter
  * PD_SHM_NAME_MAX rule is not applied) exclusively (it must not exist) with `bytes` zeroed bytes and maps it
  * read-write into *base (bytes long; the caller unmaps it with munmap). On failure nothing is left
