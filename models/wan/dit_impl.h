@@ -1,5 +1,6 @@
-/* Private to models/wan/dit*.c: the DiT's weight struct and the one table of its tensors (name in
- * each layout, shape, random-init scale) that the loader and the writer both walk. */
+/* Private to models/wan/dit*.c: the DiT's weight struct, the one table of its tensors (name in
+ * each layout, shape, random-init scale) that the loader and the writer both walk, and the view
+ * helpers the forward passes (single-device and sequence-parallel) share. */
 #ifndef PD_WAN_DIT_IMPL_H
 #define PD_WAN_DIT_IMPL_H
 
