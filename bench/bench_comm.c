@@ -3,12 +3,14 @@
  * reports the median over runs; bandwidth is the bytes one rank sends to the others (m * (n - 1)) per
  * second, and the aggregate is n times that. Also the barrier latency.
  *
- *   bench_comm [--runs R] [--results DIR]
+ *   bench_comm [--threads N] [--runs R] [--results DIR]
+ *
+ * --threads is accepted and ignored (each rank is one single-threaded process), so bench/run_cpu.sh can
+ * pass the same flags to every benchmark.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench/common/bench.h"
@@ -61,23 +63,26 @@ static int rank_main(const char *name, int rank, int n, int runs, int fd) {
     return 0;
 }
 
-/* Runs n ranks; fills med[s] (seconds per call) and *barrier. */
-static int run_group(int n, int runs, double *med, double *barrier) {
+typedef struct group_run {
     char name[64];
-    snprintf(name, sizeof name, "bench-%d-%d", (int)getpid(), n);
-    int fds[2];
-    if (pipe(fds)) return 1;
-    pid_t pids[8];
-    fflush(stdout);
-    for (int r = 0; r < n; r++) {
-        pids[r] = fork();
-        if (pids[r] == 0) {
-            close(fds[0]);
-            _exit(rank_main(name, r, n, runs, fds[1]));
-        }
-    }
-    close(fds[1]);
-    FILE *in = fdopen(fds[0], "r");
+    int n, runs, fds[2];
+} group_run;
+
+static int group_rank(int rank, void *ud) {
+    group_run *g = ud;
+    close(g->fds[0]);
+    return rank_main(g->name, rank, g->n, g->runs, g->fds[1]);
+}
+
+/* Runs n ranks; fills med[s] (seconds per call) and *barrier. Rank 0's few lines fit in the pipe's
+ * buffer, so they are read once every rank has exited. */
+static int run_group(int n, int runs, double *med, double *barrier) {
+    group_run g = {.n = n, .runs = runs};
+    snprintf(g.name, sizeof g.name, "bench-%d-%d", (int)getpid(), n);
+    if (pipe(g.fds)) return 1;
+    const bool ranks_ok = pd_bench_fork_ranks(n, group_rank, &g);
+    close(g.fds[1]);
+    FILE *in = fdopen(g.fds[0], "r");
     int got = 0;
     char line[128];
     while (in && fgets(line, sizeof line, in)) {
@@ -89,23 +94,13 @@ static int run_group(int n, int runs, double *med, double *barrier) {
                 if (SIZES[s] == m) med[s] = v, got++;
     }
     if (in) fclose(in);
-    int bad = 0;
-    for (int r = 0; r < n; r++) {
-        int st = 0;
-        waitpid(pids[r], &st, 0);
-        bad |= !WIFEXITED(st) || WEXITSTATUS(st) != 0;
-    }
-    return bad || got != NSIZES + 1;
+    return !ranks_ok || got != NSIZES + 1;
 }
 
 int main(int argc, char **argv) {
-    int runs = 15;
+    int threads = 0, runs = 15; /* threads: ignored, see above */
     const char *results = NULL;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--runs")) runs = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--results")) results = argv[i + 1];
-    }
-    if (runs < 1 || runs > MAX_RUNS) runs = 15;
+    if (!pd_bench_parse_args(argc, argv, "bench_comm", &threads, &runs, 1, MAX_RUNS, &results)) return 2;
     pd_bench_result *res = pd_bench_result_create("bench_comm");
     pd_bench_result_config_str(res, "backend", "shm");
     pd_bench_result_config_str(res, "op", "alltoallv, equal bytes per pair, rank 0's median after a barrier");

@@ -8,7 +8,6 @@
  *
  *   bench_dit [--threads N] [--runs R] [--results DIR]
  */
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,11 +33,6 @@ typedef struct bench_run {
 static pd_status run_once(void *ud) {
     bench_run *r = ud;
     return pd_wan_dit_forward(r->m, &r->vel, &r->lat, &r->t, &r->ctx);
-}
-
-static int rm_entry(const char *p, const struct stat *sb, int type, struct FTW *ftw) {
-    (void)sb, (void)type, (void)ftw;
-    return remove(p);
 }
 
 static pd_status bench_one(const bench_case *c, pd_backend *be, const char *dir, int runs, pd_bench_result *res) {
@@ -136,6 +130,6 @@ int main(int argc, char **argv) {
 out:
     pd_bench_result_free(res);
     pd_backend_free(be);
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    pd_bench_rmtree(dir);
     return rc;
 }

@@ -7,7 +7,6 @@
  *
  *   bench_generate [--threads N] [--runs R] [--results DIR]
  */
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,11 +19,6 @@ typedef struct bench_size {
     const char *name;
     int width, height, frames;
 } bench_size;
-
-static int rm_entry(const char *p, const struct stat *sb, int type, struct FTW *ftw) {
-    (void)sb, (void)type, (void)ftw;
-    return remove(p);
-}
 
 static pd_status bench_size_run(pd_pipeline *pl, const bench_size *bs, const char *dir, int runs, pd_bench_result *res) {
     pd_gen_params p;
@@ -118,6 +112,6 @@ int main(int argc, char **argv) {
     pd_pipeline_free(pl);
     pd_backend_free(be);
     pd_bench_result_free(res);
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    pd_bench_rmtree(dir);
     return rc;
 }

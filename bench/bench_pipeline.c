@@ -11,7 +11,6 @@
  *
  *   bench_pipeline [--threads C] [--runs R] [--jobs J] [--results DIR]
  */
-#include <ftw.h>
 #include <libgen.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -50,11 +49,6 @@ static double now_real(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int rm_entry(const char *p, const struct stat *sb, int type, struct FTW *ftw) {
-    (void)sb, (void)type, (void)ftw;
-    return remove(p);
 }
 
 typedef struct setup {
@@ -169,7 +163,7 @@ int main(int argc, char **argv) {
     for (int k = 0; k < 2; k++)
         if (su[k].s) pd_scheduler_stats_get(su[k].s, &stats[k]);
     for (int k = 0; k < 2; k++) pd_scheduler_destroy(su[k].s);
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    pd_bench_rmtree(dir);
     if (st) {
         fprintf(stderr, "bench_pipeline: %s\n", pd_error_msg());
         return 1;

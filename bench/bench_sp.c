@@ -25,13 +25,10 @@
  *
  *   bench_sp [--runs R] [--results DIR]
  */
-#include <ftw.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench/common/bench.h"
@@ -58,43 +55,52 @@ typedef struct bench_env {
     int runs;
 } bench_env;
 
-static int rm_entry(const char *p, const struct stat *sb, int type, struct FTW *ftw) {
-    (void)sb, (void)type, (void)ftw;
-    return remove(p);
+/* One process's model and inputs: a CPU backend, the model, a random latent and context, the velocity. */
+typedef struct sp_setup {
+    pd_backend *be;
+    pd_wan_dit *m;
+    pd_tensor lat, ctx, vel;
+} sp_setup;
+
+/* Fills su (which setup_close releases, also after a failure) for a backend of `threads` threads. */
+static pd_status setup_open(const bench_env *env, int threads, sp_setup *su) {
+    const pd_wan_dit_config *c = &env->cfg;
+    int64_t ls[5] = {1, c->in_channels, LT, LH, LW}, vs[5] = {1, c->out_channels, LT, LH, LW}, cs[3] = {1, 20, c->text_dim};
+    memset(su, 0, sizeof *su);
+    PD_TRY(pd_backend_cpu_create(threads, &su->be));
+    PD_TRY(pd_wan_dit_load(env->model, su->be, &su->m));
+    PD_TRY(pd_random_tensor(&su->lat, PD_DTYPE_F32, 5, ls, 2, "latent", 0.0f, 1.0f));
+    PD_TRY(pd_random_tensor(&su->ctx, PD_DTYPE_F32, 3, cs, 2, "context", 0.0f, 1.0f));
+    return pd_tensor_alloc(&su->vel, PD_DTYPE_F32, 5, vs);
 }
 
-static pd_status make_inputs(const pd_wan_dit_config *c, pd_tensor *lat, pd_tensor *ctx, pd_tensor *vel) {
-    int64_t ls[5] = {1, c->in_channels, LT, LH, LW}, vs[5] = {1, c->out_channels, LT, LH, LW}, cs[3] = {1, 20, c->text_dim};
-    PD_TRY(pd_random_tensor(lat, PD_DTYPE_F32, 5, ls, 2, "latent", 0.0f, 1.0f));
-    PD_TRY(pd_random_tensor(ctx, PD_DTYPE_F32, 3, cs, 2, "context", 0.0f, 1.0f));
-    return pd_tensor_alloc(vel, PD_DTYPE_F32, 5, vs);
+static void setup_close(sp_setup *su) {
+    pd_tensor_free(&su->lat);
+    pd_tensor_free(&su->ctx);
+    pd_tensor_free(&su->vel);
+    pd_wan_dit_free(su->m);
+    pd_backend_free(su->be);
 }
 
 /* One rank: the variant's forwards, then as many comm_only ones. */
 static pd_status rank_main(const bench_env *env, const char *name, int rank, int n, int chunk, shared_out *out) {
-    pd_backend *be = NULL;
-    pd_wan_dit *m = NULL;
+    sp_setup su;
     pd_comm *comm = NULL;
     pd_wan_dit_sp *sp = NULL, *sp_c = NULL;
-    pd_tensor lat = {0}, ctx = {0}, vel = {0};
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int threads = (int)(cores / n < 1 ? 1 : cores / n);
     const float t = 937.0f;
-    pd_status s = pd_backend_cpu_create(threads, &be);
-    if (s == PD_OK) s = pd_wan_dit_load(env->model, be, &m);
-    if (s == PD_OK) s = make_inputs(&env->cfg, &lat, &ctx, &vel);
+    pd_status s = setup_open(env, pd_backend_cpu_share(n), &su);
     if (s == PD_OK) s = pd_comm_shm_create(name, rank, n, 120.0, &comm);
     pd_wan_dit_sp_options o = {.chunk_heads = chunk, .accounting = true};
-    if (s == PD_OK) s = pd_wan_dit_sp_create(m, comm, NULL, &o, &sp);
-    if (s == PD_OK) s = pd_wan_dit_sp_forward(sp, &vel, &lat, &t, &ctx); /* warm-up (and the choice of g) */
+    if (s == PD_OK) s = pd_wan_dit_sp_create(su.m, comm, NULL, &o, &sp);
+    if (s == PD_OK) s = pd_wan_dit_sp_forward(sp, &su.vel, &su.lat, &t, &su.ctx); /* warm-up (and the choice of g) */
     o.chunk_heads = pd_wan_dit_sp_chunk_heads(sp), o.comm_only = true;
-    if (s == PD_OK) s = pd_wan_dit_sp_create(m, comm, NULL, &o, &sp_c);
-    if (s == PD_OK) s = pd_wan_dit_sp_forward(sp_c, &vel, &lat, &t, &ctx);
+    if (s == PD_OK) s = pd_wan_dit_sp_create(su.m, comm, NULL, &o, &sp_c);
+    if (s == PD_OK) s = pd_wan_dit_sp_forward(sp_c, &su.vel, &su.lat, &t, &su.ctx);
     for (int r = 0; r < env->runs && s == PD_OK; r++) {
         pd_wan_dit_sp_stats st, sc;
-        s = pd_wan_dit_sp_forward(sp, &vel, &lat, &t, &ctx);
+        s = pd_wan_dit_sp_forward(sp, &su.vel, &su.lat, &t, &su.ctx);
         pd_wan_dit_sp_last_stats(sp, &st);
-        if (s == PD_OK) s = pd_wan_dit_sp_forward(sp_c, &vel, &lat, &t, &ctx);
+        if (s == PD_OK) s = pd_wan_dit_sp_forward(sp_c, &su.vel, &su.lat, &t, &su.ctx);
         pd_wan_dit_sp_last_stats(sp_c, &sc);
         double *v = out->v[rank][r];
         v[F_FORWARD] = st.forward_s, v[F_ATTN] = st.attn_s, v[F_WAIT] = st.wait_s - st.wait_skew_s;
@@ -106,32 +112,29 @@ static pd_status rank_main(const bench_env *env, const char *name, int rank, int
     pd_wan_dit_sp_free(sp);
     pd_wan_dit_sp_free(sp_c);
     pd_comm_destroy(comm);
-    pd_tensor_free(&lat);
-    pd_tensor_free(&ctx);
-    pd_tensor_free(&vel);
-    pd_wan_dit_free(m);
-    pd_backend_free(be);
+    setup_close(&su);
     return s;
+}
+
+typedef struct variant_run {
+    const bench_env *env;
+    char name[64];
+    int n, chunk;
+    shared_out *out;
+} variant_run;
+
+static int variant_rank(int rank, void *ud) {
+    const variant_run *v = ud;
+    return rank_main(v->env, v->name, rank, v->n, v->chunk, v->out) == PD_OK ? 0 : 1;
 }
 
 /* Forks n ranks for one variant; false when any fails. */
 static bool run_variant(const bench_env *env, int n, int chunk, shared_out *out) {
     static int seq;
-    char name[64];
-    snprintf(name, sizeof name, "bench-sp-%d-%d", (int)getpid(), seq++);
+    variant_run v = {.env = env, .n = n, .chunk = chunk, .out = out};
+    snprintf(v.name, sizeof v.name, "bench-sp-%d-%d", (int)getpid(), seq++);
     memset(out, 0, sizeof *out);
-    pid_t kids[MAX_RANKS];
-    fflush(NULL);
-    for (int r = 0; r < n; r++) {
-        kids[r] = fork();
-        if (kids[r] == 0) _exit(rank_main(env, name, r, n, chunk, out) == PD_OK ? 0 : 1);
-    }
-    bool ok = true;
-    for (int r = 0; r < n; r++) {
-        int ws;
-        if (kids[r] < 0 || waitpid(kids[r], &ws, 0) < 0 || !WIFEXITED(ws) || WEXITSTATUS(ws)) ok = false;
-    }
-    return ok;
+    return pd_bench_fork_ranks(n, variant_rank, &v);
 }
 
 /* Median over runs of the per-run maximum over ranks of field f. */
@@ -145,9 +148,9 @@ static double med_max(const shared_out *o, int n, int runs, int f) {
 }
 
 static pd_status single_once(void *ud) {
-    void **a = ud;
+    sp_setup *su = ud;
     static const float t = 937.0f;
-    return pd_wan_dit_forward(a[0], a[1], a[2], &t, a[3]);
+    return pd_wan_dit_forward(su->m, &su->vel, &su->lat, &t, &su->ctx);
 }
 
 int main(int argc, char **argv) {
@@ -187,25 +190,16 @@ int main(int argc, char **argv) {
 
     /* single process reference (all cores) */
     {
-        pd_backend *be = NULL;
-        pd_wan_dit *m = NULL;
-        pd_tensor lat = {0}, ctx = {0}, vel = {0};
+        sp_setup su;
         pd_bench_stats s = {0};
-        pd_status st = pd_backend_cpu_create(0, &be);
-        if (st == PD_OK) st = pd_wan_dit_load(model, be, &m);
-        if (st == PD_OK) st = make_inputs(&env.cfg, &lat, &ctx, &vel);
-        void *a[4] = {m, &vel, &lat, &ctx};
-        if (st == PD_OK) st = pd_bench_time(single_once, a, 1, runs, &s);
-        pd_tensor_free(&lat);
-        pd_tensor_free(&ctx);
-        pd_tensor_free(&vel);
-        pd_wan_dit_free(m);
-        pd_backend_free(be);
+        pd_status st = setup_open(&env, 0, &su);
+        if (st == PD_OK) st = pd_bench_time(single_once, &su, 1, runs, &s);
+        setup_close(&su);
         if (st != PD_OK) {
             fprintf(stderr, "bench_sp: single process: %s\n", pd_error_msg());
             goto done;
         }
-        printf("sp1 (one process, %ld threads): forward %.1f ms\n", sysconf(_SC_NPROCESSORS_ONLN), s.median * 1e3);
+        printf("sp1 (one process, %d threads): forward %.1f ms\n", pd_bench_cpu_cores(), s.median * 1e3);
         pd_bench_result_figure(res, "sp1_forward", s.median * 1e3, "ms");
     }
     const int degrees[2] = {2, 4};
@@ -252,6 +246,6 @@ int main(int argc, char **argv) {
 done:
     pd_bench_result_free(res);
     if (out != MAP_FAILED) munmap(out, sizeof *out);
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    pd_bench_rmtree(dir);
     return rc;
 }

@@ -10,7 +10,6 @@
  *
  *   bench_vae [--threads N] [--runs R] [--results DIR]
  */
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,11 +100,6 @@ static double sink_mibps(const char *dir, unsigned flags) {
     return st == PD_OK ? 64.0 / dt : -1;
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int type, struct FTW *ftw) {
-    (void)sb, (void)type, (void)ftw;
-    return remove(p);
-}
-
 int main(int argc, char **argv) {
     if (argc == 7 && !strcmp(argv[1], "--child")) {
         pd_log_set_level(PD_LOG_WARN);
@@ -179,6 +173,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_vae: a measurement failed\n");
     }
     pd_bench_result_free(res);
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    pd_bench_rmtree(dir);
     return rc;
 }

@@ -3,19 +3,19 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <jansson.h>
 #include <math.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-double pd_bench_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "engine/clock.h"
+
+double pd_bench_now(void) { return pd_now_s(); }
 
 static int pd_bench_cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -254,18 +254,18 @@ void pd_bench_result_figure(pd_bench_result *r, const char *name, double value, 
     if (!f || json_array_append_new(r->figures, f)) r->oom = true;
 }
 
-void pd_bench_result_anchor(pd_bench_result *r, const char *name, double value, const char *unit, const char *figure) {
-    json_t *ratio = json_null();
-    size_t i;
-    json_t *f;
-    json_array_foreach(r->figures, i, f) {
-        if (strcmp(json_string_value(json_object_get(f, "name")), figure)) continue;
-        json_t *fv = json_object_get(f, "value");
-        if (json_is_number(fv) && value != 0) {
-            json_decref(ratio);
-            ratio = pd_bench_number(json_number_value(fv) / value);
-        }
+double pd_bench_result_figure_value(const pd_bench_result *r, const char *name) {
+    for (size_t i = json_array_size(r->figures); i-- > 0;) {
+        json_t *f = json_array_get(r->figures, i), *fv = json_object_get(f, "value");
+        if (!strcmp(json_string_value(json_object_get(f, "name")), name) && json_is_number(fv))
+            return json_number_value(fv);
     }
+    return NAN;
+}
+
+void pd_bench_result_anchor(pd_bench_result *r, const char *name, double value, const char *unit, const char *figure) {
+    /* an unknown figure (NAN) or a zero anchor value gives a non-finite ratio: null */
+    json_t *ratio = pd_bench_number(pd_bench_result_figure_value(r, figure) / value);
     json_t *a = json_pack("{s:s, s:o, s:s, s:s, s:o}", "name", name, "value", pd_bench_number(value), "unit", unit,
                           "figure", figure, "ratio", ratio);
     if (!a || json_array_append_new(r->anchors, a)) r->oom = true;
@@ -339,3 +339,28 @@ usage:
             min_runs, max_runs);
     return false;
 }
+
+/* ---- processes and files ---- */
+
+bool pd_bench_fork_ranks(int n, int (*fn)(int rank, void *ctx), void *ctx) {
+    PD_ASSERT(n >= 1 && n <= 64);
+    pid_t kids[64];
+    fflush(NULL); /* buffered output would otherwise be written once more by every child */
+    for (int r = 0; r < n; r++) {
+        kids[r] = fork();
+        if (kids[r] == 0) _exit(fn(r, ctx));
+    }
+    bool ok = true;
+    for (int r = 0; r < n; r++) {
+        int ws;
+        if (kids[r] < 0 || waitpid(kids[r], &ws, 0) < 0 || !WIFEXITED(ws) || WEXITSTATUS(ws)) ok = false;
+    }
+    return ok;
+}
+
+static int pd_bench_rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw) {
+    (void)sb, (void)type, (void)ftw;
+    return remove(path);
+}
+
+void pd_bench_rmtree(const char *dir) { nftw(dir, pd_bench_rm_entry, 16, FTW_DEPTH | FTW_PHYS); }

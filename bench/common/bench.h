@@ -34,7 +34,7 @@
 bool pd_bench_parse_args(int argc, char **argv, const char *prog, int *threads, int *runs, int min_runs,
                          int max_runs, const char **results);
 
-/* Seconds on the monotonic clock (an arbitrary origin; only differences mean anything). */
+/* Seconds on the monotonic clock (an arbitrary origin; only differences mean anything): pd_now_s(). */
 double pd_bench_now(void);
 
 /* The median of v[0..n-1] (the mean of the middle two for even n); sorts v in place. n >= 1. */
@@ -96,9 +96,12 @@ void pd_bench_result_config_num(pd_bench_result *r, const char *key, double valu
 /* Appends a measured figure, e.g. ("dit_step_median", 412.5, "ms"). Figures keep their order.
  * Non-finite values are written as null. */
 void pd_bench_result_figure(pd_bench_result *r, const char *name, double value, const char *unit);
+/* The value of the last figure named `name` that holds a number (not null), or NAN when there is none. */
+double pd_bench_result_figure_value(const pd_bench_result *r, const char *name);
 /* Appends an anchor measured in the same run (e.g. the same op through a reference library) and its
- * ratio to our figure `figure` (added earlier): ratio = figure's value / anchor value, so > 1 means
- * ours is larger (slower for times, faster for rates). An unknown figure gives ratio null. */
+ * ratio to our figure `figure` (added earlier): ratio = figure's value / anchor value (the value
+ * pd_bench_result_figure_value gives), so > 1 means ours is larger (slower for times, faster for rates).
+ * An unknown figure, or a ratio that is not finite, gives ratio null. */
 void pd_bench_result_anchor(pd_bench_result *r, const char *name, double value, const char *unit, const char *figure);
 
 /* Writes <dir>/<bench>-<machine slug>-<YYYY-MM-DD>.json (replacing a same-day file, atomically) and
@@ -106,5 +109,15 @@ void pd_bench_result_anchor(pd_bench_result *r, const char *name, double value, 
  * $PIPEDIT_BENCH_RESULTS, else $PIPEDIT_SRC/bench/results, else ./bench/results; it is created when
  * missing. Returns NULL with pd_error_msg() set (PD_ERR_IO naming the path) on failure. */
 const char *pd_bench_result_write(pd_bench_result *r, const char *dir);
+
+/* ---- processes and files ---- */
+
+/* Flushes stdio, forks n processes (1..64) and waits for all of them: process r runs fn(r, ctx) and
+ * exits with its return value. Returns true when every process was forked and exited with status 0. */
+bool pd_bench_fork_ranks(int n, int (*fn)(int rank, void *ctx), void *ctx);
+
+/* Removes the folder dir and everything in it (symbolic links are removed, not followed); best effort:
+ * for the benchmarks' scratch folders, errors are ignored. */
+void pd_bench_rmtree(const char *dir);
 
 #endif

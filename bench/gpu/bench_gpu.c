@@ -26,7 +26,6 @@
  * at toy shapes (64 tokens, attention at 256, a (16, 1, 4, 4) latent), to check it where no GPU is;
  * its numbers mean nothing and go to bench "bench_gpu_selfcheck". */
 #include <cuda_runtime.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,25 +54,9 @@ typedef struct bench_opts {
 static pd_bench_result *g_res;
 static char g_tmp[512];
 static int g_failures;
-
-/* Figures go to the result file and to a copy here, which the ratio and target lines read back. */
-static struct { char name[96]; double value; } g_seen[64];
-static int g_nseen;
-
-static void figure(const char *name, double value, const char *unit) {
-    pd_bench_result_figure(g_res, name, value, unit);
-    if (g_nseen < 64) {
-        snprintf(g_seen[g_nseen].name, sizeof g_seen[g_nseen].name, "%s", name);
-        g_seen[g_nseen++].value = value;
-    }
-}
-
-/* A figure recorded earlier in this run, or NAN. */
-static double figure_value(const char *name) {
-    for (int i = g_nseen - 1; i >= 0; i--)
-        if (!strcmp(g_seen[i].name, name)) return g_seen[i].value;
-    return NAN;
-}
+/* PyTorch's times at 32760 tokens (read_anchor's first lines for them; NAN without): the block with
+ * cuDNN attention and cuDNN SDPA, for the targets. */
+static double g_torch_block_ms = NAN, g_torch_attn_ms = NAN;
 
 static void fail(const char *what) {
     fprintf(stderr, "bench_gpu: %s: %s\n", what, pd_error_msg());
@@ -123,6 +106,12 @@ static pd_status derive_layers(const char *src, const char *dst, int layers) {
     return st;
 }
 
+/* A fresh device tensor d of host's dtype and shape, holding host's values. */
+static pd_status upload_new(pd_backend *be, pd_tensor *d, const pd_tensor *host) {
+    PD_TRY(pd_backend_tensor_alloc(be, d, host->dtype, host->ndim, host->shape));
+    return pd_backend_upload(be, d, host);
+}
+
 /* ---- DiT ---- */
 
 typedef struct dit_run {
@@ -157,11 +146,9 @@ static pd_status dit_open(dit_run *r, pd_backend *be, const char *dir, int64_t B
     pd_tensor hl = {0}, hc = {0};
     pd_status st = pd_random_tensor(&hl, PD_DTYPE_F32, 5, ls, 2, "latent", 0.0f, 1.0f);
     if (st == PD_OK) st = pd_random_tensor(&hc, PD_DTYPE_F32, 3, cs, 2, "context", 0.0f, 1.0f);
-    if (st == PD_OK) st = pd_backend_tensor_alloc(be, &r->lat, PD_DTYPE_F32, 5, ls);
-    if (st == PD_OK) st = pd_backend_tensor_alloc(be, &r->ctx, PD_DTYPE_F32, 3, cs);
+    if (st == PD_OK) st = upload_new(be, &r->lat, &hl);
+    if (st == PD_OK) st = upload_new(be, &r->ctx, &hc);
     if (st == PD_OK) st = pd_backend_tensor_alloc(be, &r->vel, PD_DTYPE_F32, 5, vs);
-    if (st == PD_OK) st = pd_backend_upload(be, &r->lat, &hl);
-    if (st == PD_OK) st = pd_backend_upload(be, &r->ctx, &hc);
     pd_tensor_free(&hl);
     pd_tensor_free(&hc);
     if (st != PD_OK) dit_close(r);
@@ -195,13 +182,13 @@ static void bench_block(pd_backend *be, const pd_wan_dit_config *c1, const char 
     printf("block %6lld tokens: %8.3f ms (%.0f TFLOP/s); 1-layer forward %.3f ms, 2-layer %.3f ms (%d runs)\n", (long long)N,
            block * 1e3, flops / block * 1e-12, s1.median * 1e3, s2.median * 1e3, runs);
     snprintf(key, sizeof key, "block_%lld_ms", (long long)N);
-    figure(key, block * 1e3, "ms");
+    pd_bench_result_figure(g_res, key, block * 1e3, "ms");
     snprintf(key, sizeof key, "block_%lld_tflops", (long long)N);
-    figure(key, flops / block * 1e-12, "TFLOP/s");
+    pd_bench_result_figure(g_res, key, flops / block * 1e-12, "TFLOP/s");
     snprintf(key, sizeof key, "forward_1layer_%lld_ms", (long long)N);
-    figure(key, s1.median * 1e3, "ms");
+    pd_bench_result_figure(g_res, key, s1.median * 1e3, "ms");
     snprintf(key, sizeof key, "forward_2layer_%lld_ms", (long long)N);
-    figure(key, s2.median * 1e3, "ms");
+    pd_bench_result_figure(g_res, key, s2.median * 1e3, "ms");
 }
 
 static void bench_forward(pd_backend *be, const pd_wan_dit_config *cfg, const char *dir, int64_t T, int64_t H, int64_t W,
@@ -217,11 +204,11 @@ static void bench_forward(pd_backend *be, const pd_wan_dit_config *cfg, const ch
     printf("forward %d blocks, batch 2, %lld tokens: %.3f s (%.0f TFLOP/s); 50 steps with CFG: %.1f s\n", cfg->layers,
            (long long)N, s.median, flops / s.median * 1e-12, 50 * s.median);
     snprintf(key, sizeof key, "forward_%dl_b2_%lld_ms", cfg->layers, (long long)N);
-    figure(key, s.median * 1e3, "ms");
+    pd_bench_result_figure(g_res, key, s.median * 1e3, "ms");
     snprintf(key, sizeof key, "forward_%dl_b2_%lld_tflops", cfg->layers, (long long)N);
-    figure(key, flops / s.median * 1e-12, "TFLOP/s");
+    pd_bench_result_figure(g_res, key, flops / s.median * 1e-12, "TFLOP/s");
     snprintf(key, sizeof key, "est_50_steps_cfg_%lld_s", (long long)N);
-    figure(key, 50 * s.median, "s");
+    pd_bench_result_figure(g_res, key, 50 * s.median, "s");
 }
 
 /* ---- attention ---- */
@@ -243,10 +230,14 @@ static pd_status upload_uniform(pd_backend *be, pd_tensor *d, int nd, const int6
     pd_tensor h;
     PD_TRY(pd_tensor_alloc(&h, PD_DTYPE_F32, nd, shape));
     pd_random_uniform(h.data, pd_tensor_numel(&h), 5, name, -2.0f, 2.0f);
-    pd_status st = pd_backend_tensor_alloc(be, d, PD_DTYPE_F32, nd, shape);
-    if (st == PD_OK) st = pd_backend_upload(be, d, &h);
+    pd_status st = upload_new(be, d, &h);
     pd_tensor_free(&h);
     return st;
+}
+
+/* FLOPs of one attention over (1, N, heads, hd): 4 N^2 hd heads (QK^T and PV). */
+static double attn_flops(int64_t N, int64_t heads, int64_t hd) {
+    return 4.0 * (double)N * (double)N * (double)hd * (double)heads;
 }
 
 /* The backend under test: CUDA device o->device, or the CPU for --on-cpu. */
@@ -268,13 +259,13 @@ static void bench_attention(const bench_opts *o, const char *mode, int64_t N, in
     pd_bench_stats t;
     if (st == PD_OK) st = pd_bench_time(attn_once, &r, 2, runs, &t);
     if (st == PD_OK) {
-        const double flops = 4.0 * (double)N * (double)N * (double)hd * (double)heads;
+        const double flops = attn_flops(N, heads, hd);
         printf("attention %-5s (1, %lld, %lld, %lld): %8.3f ms (%.0f TFLOP/s)\n", mode, (long long)N, (long long)heads,
                (long long)hd, t.median * 1e3, flops / t.median * 1e-12);
         snprintf(key, sizeof key, "attn_%lld_%s_ms", (long long)N, mode);
-        figure(key, t.median * 1e3, "ms");
+        pd_bench_result_figure(g_res, key, t.median * 1e3, "ms");
         snprintf(key, sizeof key, "attn_%lld_%s_tflops", (long long)N, mode);
-        figure(key, flops / t.median * 1e-12, "TFLOP/s");
+        pd_bench_result_figure(g_res, key, flops / t.median * 1e-12, "TFLOP/s");
     } else {
         fail(what);
     }
@@ -341,11 +332,11 @@ static void bench_vae(const bench_opts *o, const char *dir, int64_t T, int64_t H
                (long long)T, (long long)H, (long long)W, (long long)r.frames, (long long)W * 8, (long long)H * 8, s.median,
                s.median / (double)r.frames * 1e3, peak, wts, act);
         snprintf(key, sizeof key, "vae_decode_%lldx%lldx%lld_s", (long long)T, (long long)H, (long long)W);
-        figure(key, s.median, "s");
-        figure("vae_ms_per_frame", s.median / (double)r.frames * 1e3, "ms");
-        figure("vae_peak_device_mem", peak, "GiB");
-        figure("vae_peak_activation_mem", act, "GiB");
-        figure("vae_weights_mem", wts, "GiB");
+        pd_bench_result_figure(g_res, key, s.median, "s");
+        pd_bench_result_figure(g_res, "vae_ms_per_frame", s.median / (double)r.frames * 1e3, "ms");
+        pd_bench_result_figure(g_res, "vae_peak_device_mem", peak, "GiB");
+        pd_bench_result_figure(g_res, "vae_peak_activation_mem", act, "GiB");
+        pd_bench_result_figure(g_res, "vae_weights_mem", wts, "GiB");
     } else {
         fail("vae decode");
     }
@@ -375,7 +366,8 @@ static void read_anchor(const char *path) {
             snprintf(name, sizeof name, "torch_block_%lld_%s_ms", N, cudnn ? "cudnn" : "flash");
             snprintf(fig, sizeof fig, "block_%lld_ms", N);
             pd_bench_result_anchor(g_res, name, ms, "ms", fig);
-            double ours = figure_value(fig);
+            if (N == 32760 && cudnn && isnan(g_torch_block_ms)) g_torch_block_ms = ms;
+            double ours = pd_bench_result_figure_value(g_res, fig);
             printf("  %-32s %9.3f ms   ours %9.3f ms   ratio %.3f\n", name, ms, ours, ours / ms);
         } else if (p && sscanf(p, "N=%lld attn %39s ms %lf tflops %lf", &N, be, &ms, &tf) == 4) {
             const char *mode = !strcmp(be, "CUDNN_ATTENTION") ? "cudnn" : !strcmp(be, "FLASH_ATTENTION") ? "flash" : "efficient";
@@ -384,7 +376,8 @@ static void read_anchor(const char *path) {
             if (strcmp(mode, "efficient")) snprintf(fig, sizeof fig, "attn_%lld_%s_tflops", N, mode);
             else fig[0] = 0;
             pd_bench_result_anchor(g_res, name, tf, "TFLOP/s", fig);
-            double ours = figure_value(fig);
+            if (N == 32760 && !strcmp(mode, "cudnn") && isnan(g_torch_attn_ms)) g_torch_attn_ms = ms;
+            double ours = pd_bench_result_figure_value(g_res, fig);
             printf("  %-32s %9.0f TFLOP/s   ours (%s) %6.0f   ratio %.3f\n", name, tf, fig, ours, ours / tf);
         } else if (sscanf(line, "gemm_bf16_8192 ms %lf tflops %lf", &ms, &tf) == 2) {
             pd_bench_result_anchor(g_res, "torch_gemm_bf16_8192_tflops", tf, "TFLOP/s", "");
@@ -400,47 +393,27 @@ static void read_anchor(const char *path) {
     fclose(f);
 }
 
-/* The "ms" value following `needle` on the anchor's first line that holds it, or NAN. */
-static double anchor_value(const char *path, const char *needle) {
-    FILE *f = fopen(path, "r");
-    if (!f) return NAN;
-    char line[512];
-    double v = NAN;
-    while (fgets(line, sizeof line, f)) {
-        const char *p = strstr(line, needle);
-        if (p && sscanf(p + strlen(needle), " ms %lf", &v) == 1) break;
-    }
-    fclose(f);
-    return v;
-}
-
-static void print_targets(const bench_opts *o) {
+static void print_targets(void) {
     printf("targets (issue 7):\n");
-    double ours = figure_value("block_32760_ms");
-    double torch = o->anchor ? anchor_value(o->anchor, "N=32760 block(CUDNN_ATTENTION)") : NAN;
+    double ours = pd_bench_result_figure_value(g_res, "block_32760_ms");
+    double torch = g_torch_block_ms;
     if (isnan(ours) || isnan(torch))
         printf("  block 32760 <= 0.8 x PyTorch (cuDNN attention): not measured (ours %.3f ms, torch %.3f ms)\n", ours, torch);
     else
         printf("  block 32760 <= 0.8 x PyTorch (cuDNN attention): ours %.3f ms / torch %.3f ms = %.3f -> %s\n", ours, torch,
                ours / torch, ours / torch <= 0.8 ? "MET" : "MISSED");
-    ours = figure_value("attn_32760_cudnn_tflops");
-    double ours_flash = figure_value("attn_32760_flash_tflops");
-    double tms = o->anchor ? anchor_value(o->anchor, "N=32760 attn CUDNN_ATTENTION") : NAN;
-    torch = isnan(tms) ? NAN : 4.0 * 32760.0 * 32760.0 * 128 * 12 / tms * 1e-9;
-    double best = isnan(ours) ? ours_flash : (isnan(ours_flash) || ours >= ours_flash ? ours : ours_flash);
+    ours = pd_bench_result_figure_value(g_res, "attn_32760_cudnn_tflops");
+    double ours_flash = pd_bench_result_figure_value(g_res, "attn_32760_flash_tflops");
+    torch = attn_flops(32760, 12, 128) / g_torch_attn_ms * 1e-9; /* NAN without an anchor */
+    double best = fmax(ours, ours_flash); /* the one that was measured, or the larger */
     if (isnan(best) || isnan(torch))
         printf("  attention >= 0.95 x PyTorch cuDNN SDPA rate: not measured (ours %.0f TFLOP/s, torch %.0f)\n", best, torch);
     else
         printf("  attention >= 0.95 x PyTorch cuDNN SDPA rate: ours %.0f TFLOP/s (best of cudnn %.0f, flash %.0f) / torch "
                "%.0f = %.3f -> %s\n", best, ours, ours_flash, torch, best / torch, best / torch >= 0.95 ? "MET" : "MISSED");
-    double peak = figure_value("vae_peak_device_mem");
+    double peak = pd_bench_result_figure_value(g_res, "vae_peak_device_mem");
     if (isnan(peak)) printf("  VAE decode peak device memory < 4 GiB: not measured\n");
     else printf("  VAE decode peak device memory < 4 GiB: %.2f GiB -> %s\n", peak, peak < 4.0 ? "MET" : "MISSED");
-}
-
-static int rm_entry(const char *p, const struct stat *sb, int type, struct FTW *ftw) {
-    (void)sb, (void)type, (void)ftw;
-    return remove(p);
 }
 
 /* ---- flags ---- */
@@ -567,7 +540,7 @@ int main(int argc, char **argv) {
         bench_forward(be, &cf, l30, Tbig, H, W, o.runs < 3 ? o.runs : 3);
     }
     if (o.anchor) read_anchor(o.anchor);
-    if (!o.quick || o.on_cpu) print_targets(&o);
+    if (!o.quick || o.on_cpu) print_targets();
     const char *path = pd_bench_result_write(g_res, o.results);
     if (!path) {
         fail("writing the result");
@@ -578,6 +551,6 @@ int main(int argc, char **argv) {
 out:
     pd_bench_result_free(g_res);
     pd_backend_free(be);
-    nftw(g_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    pd_bench_rmtree(g_tmp);
     return rc;
 }

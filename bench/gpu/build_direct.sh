@@ -1,36 +1,32 @@
 #!/usr/bin/env bash
 # Builds the GPU programs (tests/gpu/test_*, bench/gpu/bench_gpu) with the compilers alone, for a GPU
 # machine without cmake or pkg-config: the same sources CMake builds with PIPEDIT_CUDA=ON and
-# PIPEDIT_SERVING=OFF (engine with engine/cuda, workers/comm with NCCL where bench/gpu/find_nccl.sh finds it, models without
-# models/pipeline_media.c (it needs media/), bench/common), Release flags, sm_90 code plus compute_90 PTX.
+# PIPEDIT_SERVING=OFF (engine with engine/cuda, workers/comm with NCCL where bench/gpu/find_deps.sh finds it,
+# models without models/pipeline_media.c (it needs media/), bench/common), Release flags, sm_90 code plus
+# compute_90 PTX.
 #
 #   bash bench/gpu/build_direct.sh OUT_DIR      (programs land in OUT_DIR/bin)
 #
-# Environment: CC (default cc), NVCC (default nvcc on PATH, else /usr/local/cuda/bin/nvcc), CUDA_HOME
-# (default: the folder above nvcc's bin), JANSSON_DIR (a folder with include/ and lib/, default: the system's,
-# else bench/gpu/deps/jansson made by bench/gpu/prepare.sh), JOBS (default nproc).
+# Environment: CC (default cc), JOBS (default nproc); NVCC, CUDA_HOME, JANSSON_DIR, the OpenBLAS and the
+# NCCL folders as bench/gpu/find_deps.sh describes them (run.sh passes what it found; unset ones are searched).
 set -u
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:?usage: build_direct.sh OUT_DIR}
 mkdir -p "$OUT/obj" "$OUT/bin"
 CC=${CC:-cc}
-NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-CUDA_HOME=${CUDA_HOME:-$(cd "$(dirname "$NVCC")/.." && pwd)}
 JOBS=${JOBS:-$(nproc)}
+. "$SRC/bench/gpu/find_deps.sh"
+pd_find_cuda
+pd_find_openblas
+pd_find_jansson
+[ -n "$NVCC" ] || { echo "build_direct: nvcc not found (PATH, /usr/local/cuda/bin; or set NVCC)" >&2; exit 1; }
 
 # Header folders and libraries that are not in the default search paths.
 INC=(-I"$SRC" -I"$CUDA_HOME/include")
 LIBDIRS=(-L"$CUDA_HOME/lib64" -L"$CUDA_HOME/lib")
-for d in /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/openblas /usr/include/x86_64-linux-gnu; do
-    [ -f "$d/cblas.h" ] && { INC+=(-I"$d"); break; }
-done
-for d in /usr/lib/x86_64-linux-gnu/openblas-pthread /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib; do
-    ls "$d"/libopenblas.so* >/dev/null 2>&1 && { LIBDIRS+=(-L"$d"); break; }
-done
-if [ -z "${JANSSON_DIR:-}" ] && [ ! -f /usr/include/jansson.h ] && [ -f "$SRC/bench/gpu/deps/jansson/include/jansson.h" ]; then
-    JANSSON_DIR=$SRC/bench/gpu/deps/jansson
-fi
-if [ -n "${JANSSON_DIR:-}" ]; then INC+=(-I"$JANSSON_DIR/include"); LIBDIRS+=(-L"$JANSSON_DIR/lib"); fi
+[ -n "$PD_OPENBLAS_INCLUDE" ] && INC+=(-I"$PD_OPENBLAS_INCLUDE")
+[ -n "$PD_OPENBLAS_LIBDIR" ] && LIBDIRS+=(-L"$PD_OPENBLAS_LIBDIR")
+if [ -n "$JANSSON_DIR" ]; then INC+=(-I"$JANSSON_DIR/include"); LIBDIRS+=(-L"$JANSSON_DIR/lib"); fi
 for f in cblas.h jansson.h cudnn.h cublasLt.h; do
     found=no
     for d in /usr/include "${INC[@]#-I}"; do [ -f "$d/$f" ] && found=yes; done
@@ -39,14 +35,14 @@ done
 
 # NCCL: the communicator's GPU backend, when headers and library are there.
 NCCL_LIB=()
-if nccl=$(CUDA_HOME=$CUDA_HOME bash "$SRC/bench/gpu/find_nccl.sh"); then
-    INC+=(-I"${nccl%% *}")
-    NCCL_LIB=("${nccl#* }" -Wl,-rpath,"$(dirname "${nccl#* }")")
+if pd_find_nccl; then
+    INC+=(-I"$PD_NCCL_INCLUDE")
+    NCCL_LIB=("$PD_NCCL_LIBRARY" -Wl,-rpath,"$(dirname "$PD_NCCL_LIBRARY")")
     DEFS_NCCL=(-DPD_HAVE_NCCL)
-    echo "build_direct: NCCL ${nccl#* } (headers ${nccl%% *})"
+    echo "build_direct: NCCL $PD_NCCL_LIBRARY (headers $PD_NCCL_INCLUDE)"
 else
     DEFS_NCCL=()
-    echo "build_direct: warning: NCCL not found (bench/gpu/find_nccl.sh): the NCCL tests will skip" >&2
+    echo "build_direct: warning: NCCL not found (bench/gpu/find_deps.sh): the NCCL tests will skip" >&2
 fi
 
 CFLAGS=(-std=c11 -O3 -DNDEBUG -D_GNU_SOURCE -DPD_HAVE_CUDA -DPD_HAVE_PIPELINE "${DEFS_NCCL[@]}" -Wall -Wno-unused-parameter "${INC[@]}")

@@ -7,6 +7,7 @@
 #   bench/gpu/deps/commit              this checkout's git revision ("-dirty" with uncommitted changes)
 set -eu
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
+. "$SRC/bench/gpu/find_deps.sh"
 ANCHOR=${ANCHOR:-$SRC/../shared/gpu/anchor_torch.py}
 mkdir -p "$SRC/bench/gpu/anchor"
 if [ -f "$ANCHOR" ]; then
@@ -40,8 +41,7 @@ else
 fi
 # The revision the run is of (the copy on the GPU machine may come without .git).
 mkdir -p "$SRC/bench/gpu/deps"
-rev=$(git -C "$SRC" rev-parse HEAD 2>/dev/null || echo unknown)
-git -C "$SRC" diff --quiet HEAD 2>/dev/null || rev="$rev-dirty"
+rev=$(pd_git_revision "$SRC" || echo unknown)
 echo "$rev" > "$SRC/bench/gpu/deps/commit"
 echo "prepare: source revision $rev -> bench/gpu/deps/commit"
 du -sh "$SRC/bench/gpu/anchor" "$SRC/bench/gpu/deps" 2>/dev/null

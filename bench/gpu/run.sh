@@ -6,13 +6,13 @@
 #
 # Steps; each has a timeout (clipped to what is left of the budget), a failing step is reported and the
 # rest still run:
-#   1. build (Release, PIPEDIT_CUDA=ON, PIPEDIT_SERVING=OFF, NCCL when found) of test_gpu_ops, test_gpu_models,
-#      test_comm_nccl, test_gpu_sp and
+#   1. build (Release, PIPEDIT_CUDA=ON, PIPEDIT_SERVING=OFF, NCCL when found) of the GPU_TESTS below and
 #      bench_gpu into build-gpu-run/ (git-ignored, reused by a second call on the same machine). CMake when
 #      cmake and pkg-config are there, else (or when that fails, or with PIPEDIT_GPU_BUILD_DIRECT=1)
-#      bench/gpu/build_direct.sh (cc + nvcc). jansson: the image's, else
-#      the static copy bench/gpu/prepare.sh put in bench/gpu/deps/.
-#   2. test_gpu_ops, test_gpu_fused, test_gpu_models, test_comm_nccl and test_gpu_sp (exit 77 = skipped: no device or no NCCL).
+#      bench/gpu/build_direct.sh (cc + nvcc). nvcc, OpenBLAS, jansson (the image's, else the static copy
+#      bench/gpu/prepare.sh put in bench/gpu/deps/) and NCCL are found once, by bench/gpu/find_deps.sh.
+#   2. the GPU_TESTS: test_gpu_ops, test_gpu_fused, test_gpu_models, test_comm_nccl and test_gpu_sp (exit 77 =
+#      skipped: no device or no NCCL).
 #   3. the PyTorch anchor bench/gpu/anchor/anchor_torch.py (prepare.sh's copy of shared/gpu/anchor_torch.py)
 #      when present (skipped with --quick).
 #   4. bench_gpu --anchor <its output>: figures, ratios and the issue's targets (MET / MISSED).
@@ -37,6 +37,10 @@ export PIPEDIT_SRC=$SRC
 JOBS=$(nproc 2>/dev/null || echo 8)
 STEPS=()
 FAILED=0
+# The tests/gpu programs: name:timeout in seconds:log lines shown.
+GPU_TESTS=(test_gpu_ops:120:6 test_gpu_fused:60:6 test_gpu_models:120:14 test_comm_nccl:90:8 test_gpu_sp:90:8)
+GPU_TEST_NAMES=("${GPU_TESTS[@]%%:*}")
+. "$SRC/bench/gpu/find_deps.sh"
 
 elapsed() { echo $(($(date +%s) - START)); }
 say() { printf '[%4ss] %s\n' "$(elapsed)" "$*"; }
@@ -79,42 +83,34 @@ SLUG=$(echo "$GPU" | tr 'A-Z' 'a-z' | sed 's/[^a-z0-9]\{1,\}/-/g; s/^-//; s/-$//
 DATE=$(date -u +%F)
 say "gpu: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 # The revision: git where the copy has .git, else what prepare.sh recorded.
-PIPEDIT_COMMIT=$(git -C "$SRC" rev-parse HEAD 2>/dev/null) && { git -C "$SRC" diff --quiet HEAD || PIPEDIT_COMMIT+=-dirty; }
-[ -n "$PIPEDIT_COMMIT" ] || PIPEDIT_COMMIT=$(cat "$SRC/bench/gpu/deps/commit" 2>/dev/null || echo unknown)
+PIPEDIT_COMMIT=$(pd_git_revision "$SRC" || cat "$SRC/bench/gpu/deps/commit" 2>/dev/null || echo unknown)
 export PIPEDIT_COMMIT
 say "source revision: $PIPEDIT_COMMIT"
-NVCC=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)
+pd_find_deps # exported: build_direct.sh uses the same answers
 [ -n "$NVCC" ] && export PATH=$(dirname "$NVCC"):$PATH
 say "tools: nvcc ${NVCC:-MISSING}; cmake $(command -v cmake || echo missing); pkg-config $(command -v pkg-config || echo missing); python3 $(command -v python3 || echo missing)"
 
 # ---- 1. build ----
-if ! pkg-config --exists jansson 2>/dev/null && [ -f "$SRC/bench/gpu/deps/jansson/lib/pkgconfig/jansson.pc" ]; then
-    export PKG_CONFIG_PATH=$SRC/bench/gpu/deps/jansson/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
-    say "jansson: not in the image, using the carried static copy (bench/gpu/deps/jansson)"
+if [ -n "$JANSSON_DIR" ]; then
+    export PKG_CONFIG_PATH=$JANSSON_DIR/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+    say "jansson: not in the image, using $JANSSON_DIR"
 fi
-if ! pkg-config --exists openblas 2>/dev/null; then
+if ! pkg-config --exists openblas 2>/dev/null && [ -n "$PD_OPENBLAS_LIBDIR" ]; then
     # Ubuntu's libopenblas0 without -dev: describe it ourselves.
-    for d in /usr/lib/x86_64-linux-gnu/openblas-pthread /usr/lib/x86_64-linux-gnu; do
-        if ls "$d"/libopenblas.so* >/dev/null 2>&1; then
-            inc=$(dirname "$(ls /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h /usr/include/openblas/cblas.h \
-                /usr/include/cblas.h 2>/dev/null | head -1)" 2>/dev/null)
-            mkdir -p "$BUILD/pc"
-            printf 'Name: openblas\nDescription: OpenBLAS\nVersion: 0\nLibs: -L%s -lopenblas\nCflags: -I%s\n' "$d" "${inc:-/usr/include}" \
-                > "$BUILD/pc/openblas.pc"
-            export PKG_CONFIG_PATH=$BUILD/pc${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
-            say "openblas: no openblas.pc, using $d (headers ${inc:-not found})"
-            break
-        fi
-    done
+    mkdir -p "$BUILD/pc"
+    printf 'Name: openblas\nDescription: OpenBLAS\nVersion: 0\nLibs: -L%s -lopenblas\nCflags: -I%s\n' "$PD_OPENBLAS_LIBDIR" \
+        "${PD_OPENBLAS_INCLUDE:-/usr/include}" > "$BUILD/pc/openblas.pc"
+    export PKG_CONFIG_PATH=$BUILD/pc${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+    say "openblas: no openblas.pc, using $PD_OPENBLAS_LIBDIR (headers ${PD_OPENBLAS_INCLUDE:-not found})"
 fi
-# NCCL (for test_comm_nccl and test_gpu_sp): CMake gets the folders find_nccl.sh finds, which also covers
+# NCCL (for test_comm_nccl and test_gpu_sp): CMake gets the folders find_deps.sh found, which also covers
 # a pip-installed nvidia-nccl that ships only libnccl.so.2.
 NCCL_ARGS=()
-if nccl=$(CUDA_HOME=${NVCC:+$(dirname "$(dirname "$NVCC")")} bash "$SRC/bench/gpu/find_nccl.sh"); then
-    NCCL_ARGS=(-DPD_NCCL_INCLUDE_DIR="${nccl%% *}" -DPD_NCCL_LIBRARY="${nccl#* }")
-    say "nccl: ${nccl#* } (headers ${nccl%% *})"
+if [ -n "$PD_NCCL_LIBRARY" ]; then
+    NCCL_ARGS=(-DPD_NCCL_INCLUDE_DIR="$PD_NCCL_INCLUDE" -DPD_NCCL_LIBRARY="$PD_NCCL_LIBRARY")
+    say "nccl: $PD_NCCL_LIBRARY (headers $PD_NCCL_INCLUDE)"
 else
-    say "nccl: NOT FOUND (bench/gpu/find_nccl.sh): test_comm_nccl and test_gpu_sp will skip"
+    say "nccl: NOT FOUND (bench/gpu/find_deps.sh): test_comm_nccl and test_gpu_sp will skip"
 fi
 BIN=
 if [ -n "${PIPEDIT_GPU_BUILD_DIRECT:-}" ]; then
@@ -122,7 +118,7 @@ if [ -n "${PIPEDIT_GPU_BUILD_DIRECT:-}" ]; then
 elif command -v cmake >/dev/null && command -v pkg-config >/dev/null; then
     if step configure 120 cmake -S "$SRC" -B "$BUILD/cmake" -DCMAKE_BUILD_TYPE=Release -DPIPEDIT_CUDA=ON \
         -DPIPEDIT_SERVING=OFF -DPIPEDIT_NCCL=AUTO "${NCCL_ARGS[@]}" ${NVCC:+-DCMAKE_CUDA_COMPILER=$NVCC} &&
-        step build 240 cmake --build "$BUILD/cmake" -j "$JOBS" --target test_gpu_ops test_gpu_fused test_gpu_models test_comm_nccl test_gpu_sp bench_gpu; then
+        step build 240 cmake --build "$BUILD/cmake" -j "$JOBS" --target "${GPU_TEST_NAMES[@]}" bench_gpu; then
         BIN=$BUILD/cmake/bin
     fi
 else
@@ -136,11 +132,15 @@ fi
 # ---- 2-5. tests, anchor, benchmark, memcheck ----
 ANCHOR_OUT=
 if [ -n "$BIN" ]; then
-    TAIL_LINES=6 step test_gpu_ops 120 "$BIN/test_gpu_ops"
-    TAIL_LINES=6 step test_gpu_fused 60 "$BIN/test_gpu_fused"
-    TAIL_LINES=14 step test_gpu_models 120 "$BIN/test_gpu_models"
-    for t in test_comm_nccl test_gpu_sp; do
-        if [ -x "$BIN/$t" ]; then TAIL_LINES=8 step "$t" 90 "$BIN/$t"; else say "$t: not built (no NCCL in this build)"; fi
+    for t in "${GPU_TESTS[@]}"; do
+        IFS=: read -r name limit tail <<< "$t"
+        if [ -x "$BIN/$name" ]; then
+            TAIL_LINES=$tail step "$name" "$limit" "$BIN/$name"
+        else # both builds make every tests/gpu program (the NCCL ones skip without NCCL)
+            say "$name: not built"
+            STEPS+=("$name|not built|0")
+            FAILED=1
+        fi
     done
     ANCHOR=
     for a in "$SRC/bench/gpu/anchor/anchor_torch.py" "$SRC/shared/gpu/anchor_torch.py" "$SRC/../shared/gpu/anchor_torch.py"; do
@@ -177,7 +177,7 @@ SUMMARY=$SRC/bench/results/gpu_run-$SLUG-$DATE.txt
     echo "source revision $PIPEDIT_COMMIT"
     printf '%-16s %-28s %s\n' step status seconds
     for s in "${STEPS[@]}"; do IFS='|' read -r n st sec <<< "$s"; printf '%-16s %-28s %s\n' "$n" "$st" "$sec"; done
-    for t in test_gpu_ops test_gpu_fused test_gpu_models test_comm_nccl test_gpu_sp; do
+    for t in "${GPU_TEST_NAMES[@]}"; do
         [ -f "$LOGS/$t.log" ] || continue
         echo "$t: $(grep -E '^[0-9]+ passed|skip' "$LOGS/$t.log" | tail -1)"
         grep -E '^ *FAIL ' "$LOGS/$t.log" | head -20
