@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "bench/common/bench.h"
-#include "workers/comm/comm.h"
+#include "comm/comm.h"
 
 static const size_t SIZES[] = {64 << 10, 1 << 20, 8 << 20};
 #define NSIZES 3

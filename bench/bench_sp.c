@@ -33,7 +33,7 @@
 
 #include "bench/common/bench.h"
 #include "models/random_init.h"
-#include "models/wan/dit.h"
+#include "models/wan/dit_sp.h"
 
 #define MAX_RANKS 8
 #define MAX_RUNS 32

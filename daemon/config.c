@@ -10,7 +10,7 @@
 #include <jansson.h>
 
 #include "models/pipeline.h"
-#include "models/wan/dit.h"
+#include "models/wan/pipesp_plan.h"
 #include "proto/proto.h"
 
 typedef enum { CT_INT, CT_SIZE, CT_DOUBLE, CT_STR, CT_KEYS } cfg_type;

@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 #define PD_CONFIG_STR_MAX 512 /* longest string setting (paths included) */
 #define PD_CONFIG_MAX_KEYS 16 /* most API keys */

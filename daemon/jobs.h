@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 #include "models/pipeline.h"
 
 #define PD_JOB_ID_LEN 38 /* "video_" + 32 hex digits */

@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 typedef enum pd_store_variant { PD_STORE_VIDEO = 0, PD_STORE_THUMBNAIL = 1 } pd_store_variant;
 

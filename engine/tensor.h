@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 #define PD_MAX_DIMS 5
 

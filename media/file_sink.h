@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 typedef struct pd_file_sink pd_file_sink;
 

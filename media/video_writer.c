@@ -107,8 +107,6 @@ void pd_video_writer_abort(pd_video_writer *w) {
     vw_free(w);
 }
 
-long pd_video_writer_frames(const pd_video_writer *w) { return w->frames; }
-
 static pd_status vw_av_error(pd_video_writer *w, int rc, const char *what) {
     // a failed write already recorded the sink's message (ENOSPC, ...): keep it
     if (rc == AVERROR(EIO) && pd_file_sink_flush(w->sink) != PD_OK) return PD_ERR_IO;

@@ -40,9 +40,6 @@ pd_status pd_video_writer_open(const char *path, int width, int height, int fps,
  * PD_ERR_IO (a write failed: disk full, ...). After an error only pd_video_writer_abort is useful. */
 pd_status pd_video_writer_add_frame(pd_video_writer *w, const pd_tensor *frame);
 
-/* Frames added so far. */
-long pd_video_writer_frames(const pd_video_writer *w);
-
 /* Flushes the encoder, writes the trailer (with the faststart pass), syncs and renames the file into
  * place, then frees w. With zero frames added it fails with PD_ERR_INVALID. On any error the
  * temporary file is removed and w is freed all the same. */

@@ -4,7 +4,7 @@
 #ifndef PD_MODELS_PIPELINE_IMPL_H
 #define PD_MODELS_PIPELINE_IMPL_H
 
-#include "engine/clock.h"
+#include "base/clock.h"
 #include "models/pipeline.h"
 #include "models/text/tokenizer.h"
 #include "models/text/umt5.h"

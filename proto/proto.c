@@ -7,8 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "engine/clock.h"
-#include "models/wan/dit.h"
+#include "base/clock.h"
+#include "models/wan/pipesp_plan.h"
 
 static const char *const role_names[PD_ROLE_COUNT] = {"text", "denoise", "decode", "all"};
 

@@ -16,7 +16,7 @@
  * every group failure) and answer JOINED once their communicators are up; every ASSIGN of a group job
  * names the generation it expects, so a worker never computes on a stale group.
  *
- * Only small messages travel here. Tensors go through named shared-memory segments (workers/comm/shm.h)
+ * Only small messages travel here. Tensors go through named shared-memory segments (comm/shm.h)
  * whose names an ASSIGN carries. Every length read from the peer is bounded: a malformed, truncated,
  * oversized or unknown message is a protocol error (PD_ERR_FORMAT) after which the caller drops the
  * peer; decoding never reads outside the frame and never crashes. */
@@ -27,9 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 #include "models/pipeline.h"
-#include "workers/comm/comm.h"
+#include "comm/comm.h"
 
 #define PD_PROTO_MAGIC 0x4b574450u /* "PDWK" */
 #define PD_PROTO_VERSION 2u
@@ -102,7 +102,7 @@ typedef struct pd_msg {
     uint32_t group_gen;
     int32_t rank;
     /* GROUP: the group's size, PipeSP chunk, CFG parallelism, collective timeout and the base name of
-     * its communicators (models/wan/sp_group.h) */
+     * its communicators (workers/sp_group.h) */
     int32_t ranks;
     int32_t chunk_heads;
     int32_t cfg_parallel;  /* 0 or 1 */

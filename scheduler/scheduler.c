@@ -42,13 +42,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/clock.h"
+#include "base/clock.h"
 #include "proto/proto.h"
 #include "scheduler/split.h"
-#include "models/wan/dit.h"
-#include "models/wan/sp_group.h"
-#include "workers/comm/comm.h"
-#include "workers/comm/shm.h"
+#include "models/wan/pipesp_plan.h"
+#include "workers/sp_group.h"
+#include "comm/comm.h"
+#include "comm/shm.h"
 
 extern char **environ;
 

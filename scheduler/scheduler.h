@@ -26,7 +26,7 @@ typedef struct pd_scheduler_config {
     int queue_capacity;        /* jobs admitted but not yet started; a full queue is PD_ERR_BUSY */
     double worker_timeout_s;   /* a worker silent for this long is declared dead and restarted */
     /* Sequence parallelism. sp_degree > 1 makes the denoise workers groups of sp_degree ranks that
-     * run each job together (models/wan/sp_group.h): as many groups as fit in the workers left after the
+     * run each job together (workers/sp_group.h): as many groups as fit in the workers left after the
      * decode group (n_decode, or 1 when 0), the rest decode; the split is then fixed (no re-planning).
      * A group's communicators are (re)built whenever all its ranks are up: at start and after any
      * failure of one of them (a rank that died is restarted, the survivors rejoin a fresh group). */

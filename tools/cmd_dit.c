@@ -6,7 +6,7 @@
 
 #include "engine/safetensors.h"
 #include "models/wan/dit.h"
-#include "models/wan/sp_group.h"
+#include "workers/sp_group.h"
 #include "tools/cli_opt.h"
 #include "tools/commands.h"
 #include "tools/device_opt.h"

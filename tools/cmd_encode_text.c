@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/clock.h"
+#include "base/clock.h"
 #include "engine/safetensors.h"
 #include "models/text/tokenizer.h"
 #include "models/text/umt5.h"

@@ -13,11 +13,11 @@
 #include <unistd.h>
 
 #include "engine/backend.h"
-#include "engine/clock.h"
+#include "base/clock.h"
 #include "models/model_dir.h"
 #include "models/pipeline.h"
-#include "models/wan/dit.h"
-#include "models/wan/sp_group.h"
+#include "models/wan/pipesp_plan.h"
+#include "workers/sp_group.h"
 #include "tools/cli_opt.h"
 #include "tools/commands.h"
 #include "tools/device_opt.h"

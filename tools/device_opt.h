@@ -2,7 +2,7 @@
  * default), "cuda" (device 0) or "cuda:N".
  *
  * With --sp N and a CUDA device, rank r is meant to use device r (cuda:r) joined by the NCCL
- * communicator (workers/comm/comm.h, which the daemon's SP groups already use); these commands do not
+ * communicator (comm/comm.h, which the daemon's SP groups already use); these commands do not
  * start GPU ranks yet, so pd_device_opt_check rejects the combination. */
 #ifndef PD_TOOLS_DEVICE_OPT_H
 #define PD_TOOLS_DEVICE_OPT_H

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "tools/sp_launch.h"
-#include "models/wan/sp_group.h"
+#include "workers/sp_group.h"
 
 #define PD_SP_LAUNCH_MAX 64
 

@@ -5,7 +5,7 @@
 #define PD_TOOLS_SP_LAUNCH_H
 
 /* Fills name (64 bytes) with an SP group base name unique to this process and run ("pdsp-<pid>-<run>";
- * models/wan/sp_group.h derives its communicators' names from it), then forks `ranks` children
+ * workers/sp_group.h derives its communicators' names from it), then forks `ranks` children
  * (1..64), so each sees the name (ud may hold the buffer); child r runs rank_main(ud, r) and exits
  * with its return value.
  * Waits for all of them. When one fails (non-zero exit or a signal), the others are sent SIGTERM at

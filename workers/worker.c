@@ -10,8 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/clock.h"
-#include "workers/comm/shm.h"
+#include "base/clock.h"
+#include "comm/shm.h"
 
 /* All of one worker process's state. */
 typedef struct worker {

@@ -6,14 +6,14 @@
  * waits on the control channel. For each ASSIGN it runs one stage, sending PROGRESS after every step and
  * DONE (with the stage's wall time) or ERROR at the end. A reader thread handles CANCEL (a flag the
  * stage checks at each step boundary) and SHUTDOWN; a heartbeat thread sends HEARTBEAT at the interval
- * the scheduler's HELLO names. Tensors between stages go through shared memory (workers/comm/shm.h):
+ * the scheduler's HELLO names. Tensors between stages go through shared memory (comm/shm.h):
  *   text:    prompt -> context (L, text_dim) f32 into shm_cond, negative prompt into shm_uncond
  *            (only when guidance > 1)
  *   denoise: shm_cond (+ shm_uncond) -> latent (16, T, H/8, W/8) f32 into shm_latent
  *   decode:  shm_latent -> mp4_path (+ thumb_path)
  *
  * Sequence parallelism: a denoise worker that belongs to an SP group gets GROUP while idle; it leaves
- * any earlier group, joins the new one (models/wan/sp_group.h) and answers JOINED (or ERROR with job ""
+ * any earlier group, joins the new one (workers/sp_group.h) and answers JOINED (or ERROR with job ""
  * when joining failed). A DENOISE ASSIGN then names the group generation and the worker's rank: every
  * rank runs the same sampler loop over the group; the leader (rank 0) reports progress, reads the
  * cancel flag (shared with the others at each step boundary, so every rank stops at the same step)
@@ -30,7 +30,7 @@
 
 #include "models/pipeline.h"
 #include "proto/proto.h"
-#include "models/wan/sp_group.h"
+#include "workers/sp_group.h"
 
 typedef struct pd_worker_options {
     const char *socket_path;

@@ -33,7 +33,7 @@
 #include <unistd.h>
 
 #include "bench/common/bench.h"
-#include "engine/json_file.h"
+#include "base/json_file.h"
 #include "engine/safetensors.h"
 #include "models/model_dir.h"
 #include "models/presets.h"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the GPU programs (tests/gpu/test_*, bench/gpu/bench_gpu) with the compilers alone, for a GPU
 # machine without cmake or pkg-config: the same sources CMake builds with PIPEDIT_CUDA=ON and
-# PIPEDIT_SERVING=OFF (engine with engine/cuda, workers/comm with NCCL where bench/gpu/find_deps.sh finds it,
-# models without models/pipeline_media.c (it needs media/), bench/common), Release flags, sm_90 code plus
+# PIPEDIT_SERVING=OFF (base, engine with engine/cuda, comm with NCCL where bench/gpu/find_deps.sh finds it,
+# models without models/pipeline_media.c (it needs media/), workers/sp_group.c, bench/common), Release flags, sm_90 code plus
 # compute_90 PTX.
 #
 #   bash bench/gpu/build_direct.sh OUT_DIR      (programs land in OUT_DIR/bin)
@@ -50,10 +50,10 @@ NVFLAGS=(-std=c++17 -O3 -DNDEBUG -D_GNU_SOURCE -DPD_HAVE_CUDA --expt-relaxed-con
          -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 "${INC[@]}")
 
 LIB_SOURCES=()
-for f in "$SRC"/engine/*.c "$SRC"/engine/cpu/*.c "$SRC"/engine/cuda/*.c "$SRC"/engine/cuda/*.cu \
-         "$SRC"/bench/common/*.c "$SRC"/workers/comm/*.c; do
+for f in "$SRC"/base/*.c "$SRC"/engine/*.c "$SRC"/engine/cpu/*.c "$SRC"/engine/cuda/*.c "$SRC"/engine/cuda/*.cu \
+         "$SRC"/bench/common/*.c "$SRC"/comm/*.c "$SRC"/workers/sp_group.c; do
     [ -f "$f" ] || continue
-    case "$f" in */workers/comm/comm_nccl.c) [ ${#NCCL_LIB[@]} -gt 0 ] || continue ;; esac
+    case "$f" in */comm/comm_nccl.c) [ ${#NCCL_LIB[@]} -gt 0 ] || continue ;; esac
     LIB_SOURCES+=("$f")
 done
 while IFS= read -r f; do

@@ -94,8 +94,6 @@ void pd_threadpool_free(pd_threadpool *p) {
     free(p);
 }
 
-int pd_threadpool_size(const pd_threadpool *p) { return p->n_threads; }
-
 void pd_threadpool_run(pd_threadpool *p, int64_t n_tasks, pd_threadpool_fn fn, void *ctx) {
     if (n_tasks <= 0) return;
     if (p->n_threads == 1 || n_tasks == 1) {

@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 typedef struct pd_threadpool pd_threadpool;
 
@@ -20,8 +20,6 @@ typedef void (*pd_threadpool_fn)(void *ctx, int64_t task, int thread);
 pd_status pd_threadpool_create(int n_threads, pd_threadpool **out);
 /* Stops and joins the workers. NULL is a no-op. */
 void pd_threadpool_free(pd_threadpool *pool);
-/* Number of threads, the caller included. */
-int pd_threadpool_size(const pd_threadpool *pool);
 /* Runs fn for every task and returns when all have finished. Concurrent callers are serialised. */
 void pd_threadpool_run(pd_threadpool *pool, int64_t n_tasks, pd_threadpool_fn fn, void *ctx);
 

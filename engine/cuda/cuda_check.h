@@ -14,7 +14,7 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 #ifdef __cplusplus
 extern "C" {

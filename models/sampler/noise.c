@@ -2,7 +2,7 @@
 
 #include <math.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 #define PD_PHILOX_M0 0xD2511F53u
 #define PD_PHILOX_M1 0xCD9E8D57u

@@ -24,7 +24,7 @@
 
 #include <stdint.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 #include "models/pipeline.h" /* pd_sampler_kind */
 
 /* Bounds shared by every caller that accepts a schedule from outside. */

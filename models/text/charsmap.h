@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 typedef struct pd_charsmap pd_charsmap;
 

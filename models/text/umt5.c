@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "engine/arena.h"
-#include "engine/json_file.h"
+#include "base/json_file.h"
 #include "engine/safetensors.h"
 #include "models/model_dir.h"
 #include "models/random_init.h"

@@ -34,7 +34,6 @@ typedef struct pd_dit_weights {
 struct pd_wan_dit {
     pd_wan_dit_config cfg;
     pd_wan_layout layout;
-    char path[4200];
     pd_backend *be;
     pd_st *st;
     pd_dit_weights w;

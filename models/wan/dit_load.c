@@ -4,7 +4,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "engine/json_file.h"
+#include "base/json_file.h"
 #include "models/wan/dit_impl.h"
 
 #define PD_DIT_MAX_CONFIG_BYTES (1 << 20)
@@ -303,7 +303,6 @@ pd_status pd_wan_dit_load(const char *path, pd_backend *be, pd_wan_dit **out) {
     pd_wan_dit *m = calloc(1, sizeof *m);
     if (!m) return pd_error_set(PD_ERR_NOMEM, "out of memory loading %s", path);
     m->be = be;
-    snprintf(m->path, sizeof m->path, "%s", base);
     pd_status st = PD_OK;
     const char *prefix = "";
     if (have_cfg) st = pd_wan_dit_config_load(cfg_path, &m->cfg);
@@ -337,5 +336,4 @@ pd_status pd_wan_dit_load(const char *path, pd_backend *be, pd_wan_dit **out) {
 
 const pd_wan_dit_config *pd_wan_dit_get_config(const pd_wan_dit *m) { return &m->cfg; }
 pd_wan_layout pd_wan_dit_get_layout(const pd_wan_dit *m) { return m->layout; }
-const char *pd_wan_dit_path(const pd_wan_dit *m) { return m->path; }
 size_t pd_wan_dit_arena_bytes(const pd_wan_dit *m) { return m->arena ? pd_arena_reserved(m->arena) : 0; }

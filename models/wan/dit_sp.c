@@ -1,11 +1,12 @@
-/* Ulysses sequence parallelism and PipeSP for the Wan DiT (see dit.h). The forward itself is
+/* Ulysses sequence parallelism and PipeSP for the Wan DiT (see dit_sp.h). The forward itself is
  * dit.c's, run on this rank's token shard; this file supplies its two communicating steps. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/clock.h"
+#include "base/clock.h"
 #include "models/wan/dit_impl.h"
+#include "models/wan/dit_sp.h"
 #include "models/wan/pipesp_plan.h"
 
 #define PD_SP_CALIB_REPS 5 /* timed, after one untimed warm-up; the median is kept */
@@ -395,7 +396,7 @@ static pd_status pd_sp_time_chunk(pd_wan_dit_sp *sp, int g, double *t_att, doubl
     return s;
 }
 
-/* Chooses g from measurements shared by every rank (dit.h): each rank's medians are all-gathered and
+/* Chooses g from measurements shared by every rank (dit_sp.h): each rank's medians are all-gathered and
  * every rank takes, per figure, the slowest rank's, so all pass the same numbers to the plan. */
 static pd_status pd_sp_calibrate(pd_wan_dit_sp *sp, int *g_out) {
     const int h = sp->h;

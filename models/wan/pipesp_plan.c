@@ -3,7 +3,7 @@
 
 #include <math.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 double pd_pipesp_simulate(int64_t B, int h, int g, double a0, double a1, double c0, double c1) {
     PD_ASSERT(B >= 1 && h >= 1 && g >= 1);

@@ -1,8 +1,8 @@
 /* PipeSP's chunk plan: a model of one layer's self-attention schedule on one rank, and the rule that
- * picks the default chunk size g from four measured times (models/wan/dit.h, "Default g"). Both calls
+ * picks the default chunk size g from four measured times (models/wan/dit_sp.h, "Default g"). Both calls
  * are pure: no allocation, no I/O, no state, so every rank given the same numbers computes the same g.
  *
- * The schedule modelled (dit.h, "PipeSP"). A rank owns h head slots; a layer's attention runs for B
+ * The schedule modelled (dit_sp.h, "PipeSP"). A rank owns h head slots; a layer's attention runs for B
  * batch elements in chunks of g slots, element-major: element b's chunks j = 0 .. m - 1, m = ceil(h/g),
  * chunk j holding g_j = min(g, h - j*g) slots. One communication thread runs transfers one at a time
  * in the order they were queued: first the three Q, K, V transfers of every chunk, in chunk order (all
@@ -20,6 +20,9 @@
  * to be before it is chosen over a larger one. Timings on a shared machine move by a few percent
  * between runs; differences below this are treated as ties. */
 #define PD_PIPESP_PLAN_MARGIN 0.03
+
+/* The largest PipeSP chunk (g) a caller may ask for (configs, the control protocol, the CLI). */
+#define PD_SP_MAX_CHUNK 4096
 
 /* The finish time (seconds from the start of the layer) of the schedule above: when the last output
  * transfer ends. g is clamped to h. B >= 1, h >= 1, g >= 1 and finite costs >= 0 are required (a

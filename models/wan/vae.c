@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "engine/arena.h"
-#include "engine/json_file.h"
+#include "base/json_file.h"
 #include "engine/safetensors.h"
 #include "models/model_dir.h"
 #include "models/random_init.h"

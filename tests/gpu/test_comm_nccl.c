@@ -9,7 +9,7 @@
 
 #include "tests/unit/comm_test.h"
 #include "tests/unit/test.h"
-#include "workers/comm/comm.h"
+#include "comm/comm.h"
 
 #ifdef PD_HAVE_NCCL
 #include <cuda_runtime_api.h>

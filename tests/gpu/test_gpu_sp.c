@@ -1,4 +1,4 @@
-/* Sequence parallelism on a GPU over NCCL (models/wan/sp_group.h): one rank on one GPU (NCCL cannot
+/* Sequence parallelism on a GPU over NCCL (workers/sp_group.h): one rank on one GPU (NCCL cannot
  * place two ranks on one device) runs the group forward of the tiny model's DiT with PipeSP chunks of
  * 1 and of all heads, the same as the plain CUDA forward; the leader's cancel flag (carried in device
  * memory by an NCCL broadcast) stops the next call; with two or more GPUs, two ranks (one thread
@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "models/presets.h"
-#include "models/wan/sp_group.h"
+#include "workers/sp_group.h"
 #include "tests/unit/test.h"
 
 #if defined(PD_HAVE_CUDA) && defined(PD_HAVE_NCCL)

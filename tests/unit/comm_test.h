@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "tests/unit/test.h"
-#include "workers/comm/comm.h"
+#include "comm/comm.h"
 
 /* The payload byte i from rank `from` to rank `to` in call `tag`. */
 static inline uint8_t val(int from, int to, size_t i, int tag) {

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/clock.h"
+#include "base/clock.h"
 #include "scheduler/scheduler.h"
 
 typedef struct rec {

@@ -11,10 +11,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 #include "engine/tensor.h"
 
-static int pd_test_failed_checks, pd_test_passed, pd_test_failed;
+static int pd_test_failed_checks __attribute__((unused)), pd_test_passed __attribute__((unused)),
+    pd_test_failed __attribute__((unused));
 
 #define PD_CHECK(cond)                                                                             \
     do {                                                                                           \

@@ -12,10 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/clock.h"
+#include "base/clock.h"
 #include "tests/unit/comm_test.h"
 #include "tests/unit/test.h"
-#include "workers/comm/comm.h"
+#include "comm/comm.h"
 
 typedef void (*rank_fn)(int rank, int n, const char *name);
 

@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "tests/unit/test.h"
-#include "workers/comm/shm.h"
+#include "comm/shm.h"
 
 static char name[PD_SHM_NAME_MAX];
 

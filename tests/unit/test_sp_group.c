@@ -1,4 +1,4 @@
-/* A process's membership in an SP denoise group (models/wan/sp_group.h), with real worker processes
+/* A process's membership in an SP denoise group (workers/sp_group.h), with real worker processes
  * joined by the shared-memory communicator and the tiny model's DiT:
  *  - the group forward equals the single-process forward (3 ranks; 4 ranks with CFG parallelism, for
  *    the CFG pair and for a batch of 1, which each half evaluates on its own);
@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "models/presets.h"
-#include "models/wan/sp_group.h"
+#include "workers/sp_group.h"
 #include "tests/unit/sp_fixture.h"
 #include "tests/unit/test.h"
 

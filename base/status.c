@@ -1,4 +1,4 @@
-#include "engine/status.h"
+#include "base/status.h"
 
 #include <pthread.h>
 #include <string.h>
@@ -52,7 +52,6 @@ _Noreturn void pd_assert_fail(const char *expr, const char *file, int line) {
 
 static pthread_once_t pd_log_once = PTHREAD_ONCE_INIT;
 static int pd_log_level_v = PD_LOG_INFO;
-static FILE *pd_log_sink;
 
 static void pd_log_init(void) {
     const char *e = getenv("PIPEDIT_LOG");
@@ -73,7 +72,6 @@ pd_log_level pd_log_get_level(void) {
     return (pd_log_level)pd_log_level_v;
 }
 
-void pd_log_set_sink(FILE *f) { pd_log_sink = f; }
 
 void pd_log_write(pd_log_level level, const char *module, const char *fmt, ...) {
     static const char *names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
@@ -89,7 +87,6 @@ void pd_log_write(pd_log_level level, const char *module, const char *fmt, ...) 
     va_start(ap, fmt);
     if (n > 0 && (size_t)n < sizeof line) vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
     va_end(ap);
-    FILE *f = pd_log_sink ? pd_log_sink : stderr;
-    fprintf(f, "%s\n", line);
-    fflush(f);
+    fprintf(stderr, "%s\n", line);
+    fflush(stderr);
 }

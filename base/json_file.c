@@ -1,4 +1,4 @@
-#include "engine/json_file.h"
+#include "base/json_file.h"
 
 #include <errno.h>
 #include <string.h>

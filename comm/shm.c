@@ -1,4 +1,4 @@
-#include "workers/comm/shm.h"
+#include "comm/shm.h"
 
 #include <errno.h>
 #include <fcntl.h>

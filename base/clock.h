@@ -1,6 +1,6 @@
 /* Monotonic time in seconds, for durations and deadlines (never wall-clock time). */
-#ifndef PD_ENGINE_CLOCK_H
-#define PD_ENGINE_CLOCK_H
+#ifndef PD_BASE_CLOCK_H
+#define PD_BASE_CLOCK_H
 
 #include <time.h>
 

@@ -59,8 +59,6 @@ _Noreturn void pd_assert_fail(const char *expr, const char *file, int line);
 typedef enum pd_log_level { PD_LOG_ERROR = 0, PD_LOG_WARN, PD_LOG_INFO, PD_LOG_DEBUG } pd_log_level;
 void pd_log_set_level(pd_log_level level);
 pd_log_level pd_log_get_level(void);
-/* Sends log lines to f instead of stderr (the only process-wide sink). */
-void pd_log_set_sink(FILE *f);
 void pd_log_write(pd_log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 #define PD_LOG(level, module, ...)                                                                 \

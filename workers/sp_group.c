@@ -1,4 +1,4 @@
-#include "models/wan/sp_group.h"
+#include "workers/sp_group.h"
 
 #include <stdio.h>
 #include <stdlib.h>

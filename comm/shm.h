@@ -8,8 +8,8 @@
  * been checked against the segment's real size. The scheduler picks the names (pd_shm_job_name) and
  * owns their lifetime: it unlinks them when the job ends or fails, also when the producer died midway.
  * Segments are bounded by PD_SHM_MAX_BYTES. */
-#ifndef PD_WORKERS_SHM_H
-#define PD_WORKERS_SHM_H
+#ifndef PD_COMM_SHM_H
+#define PD_COMM_SHM_H
 
 #include <stddef.h>
 #include <stdint.h>

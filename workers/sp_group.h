@@ -1,5 +1,5 @@
 /* One process's membership in a sequence-parallel denoise group: its communicators, its SP evaluator
- * of the DiT (models/wan/dit.h) and the step-boundary agreement that makes cancellation stop every
+ * of the DiT (models/wan/dit_sp.h) and the step-boundary agreement that makes cancellation stop every
  * rank at the same step.
  *
  * Layout of a group of `ranks` processes (rank 0 is the leader: it reads the cancel flag, reports
@@ -16,14 +16,14 @@
  * from rank 0 over the group; when it is set, every rank returns PD_ERR_CANCELLED before computing,
  * so all ranks stop at the same step boundary. A rank must therefore not check a cancel flag of its
  * own between steps (give the sampler loop no cancel flag; the group does it). */
-#ifndef PD_MODELS_WAN_SP_GROUP_H
-#define PD_MODELS_WAN_SP_GROUP_H
+#ifndef PD_WORKERS_SP_GROUP_H
+#define PD_WORKERS_SP_GROUP_H
 
 #include <stdatomic.h>
 #include <stdbool.h>
 
 #include "models/pipeline.h"
-#include "models/wan/dit.h"
+#include "models/wan/dit_sp.h"
 
 /* Longest base name: the communicator names add 4 bytes and must stay within 64. */
 #define PD_SP_GROUP_NAME_MAX 56
@@ -32,7 +32,7 @@ typedef struct pd_sp_group_spec {
     const char *name;     /* base of the communicator names: letters, digits, '_', '-' */
     int rank, ranks;      /* this process's rank in the whole group, 0 <= rank < ranks <= 64 */
     bool cfg_parallel;    /* split the group into a conditional and an unconditional half */
-    int chunk_heads;      /* PipeSP g (0 = measured at the first forward; see dit.h) */
+    int chunk_heads;      /* PipeSP g (0 = measured at the first forward; see models/wan/dit_sp.h) */
     double timeout_s;     /* every collective's deadline (> 0) */
     pd_backend *be;       /* the backend the DiT runs on (the cancel flag's buffer lives there) */
     bool nccl;            /* NCCL (device memory) instead of shared memory */
@@ -70,7 +70,7 @@ void pd_sp_group_reset_steps(pd_sp_group *g);
 int pd_sp_group_rank(const pd_sp_group *g);
 int pd_sp_group_size(const pd_sp_group *g);
 
-/* The evaluator's accounting of the last forward (dit.h). */
+/* The evaluator's accounting of the last forward (models/wan/dit_sp.h). */
 void pd_sp_group_last_stats(const pd_sp_group *g, pd_wan_dit_sp_stats *out);
 
 #endif

@@ -1,7 +1,7 @@
 /* The communicator's front: argument checks shared by every backend, request records, dispatch through
  * the backend table, and the abort state (ok -> aborted, never back): the first failed wait or
  * pd_comm_abort records why, tells every rank through the backend, and every later call fails at once. */
-#include "workers/comm/comm_impl.h"
+#include "comm/comm_impl.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -12,8 +12,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/clock.h"
-#include "workers/comm/comm_impl.h"
+#include "base/clock.h"
+#include "comm/comm_impl.h"
 
 _Static_assert(sizeof(ncclUniqueId) == PD_COMM_NCCL_ID_BYTES, "NCCL unique id size changed");
 

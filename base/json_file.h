@@ -6,7 +6,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 /* Parses the JSON file at path into *out (the caller json_decref()s it). Duplicate object keys are
  * rejected. Errors: PD_ERR_IO (missing or unreadable, not a regular file), PD_ERR_FORMAT (larger

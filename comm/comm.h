@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 /* Largest group any backend accepts. */
 #define PD_COMM_MAX_RANKS 64

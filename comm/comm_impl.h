@@ -9,7 +9,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-#include "workers/comm/comm.h"
+#include "comm/comm.h"
 
 typedef enum pd_comm_op {
     PD_COMM_ALLTOALLV = 1,

@@ -24,9 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/clock.h"
-#include "workers/comm/comm_impl.h"
-#include "workers/comm/shm.h"
+#include "base/clock.h"
+#include "comm/comm_impl.h"
+#include "comm/shm.h"
 
 #define CTL_MAGIC 0x4d4d4f43u /* "COMM" */
 #define CTL_VERSION 1u
