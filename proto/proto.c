@@ -10,7 +10,7 @@
 #include "base/clock.h"
 #include "models/wan/pipesp_plan.h"
 
-static const char *const role_names[PD_ROLE_COUNT] = {"text", "denoise", "decode", "all"};
+static const char *const role_names[PD_ROLE_COUNT] = {"denoise", "decode", "all"};
 
 const char *pd_worker_role_name(pd_worker_role r) {
     return (r >= 0 && r < PD_ROLE_COUNT) ? role_names[r] : "unknown";
@@ -22,7 +22,7 @@ pd_status pd_worker_role_parse(const char *s, pd_worker_role *out) {
             *out = (pd_worker_role)i;
             return PD_OK;
         }
-    return pd_error_set(PD_ERR_INVALID, "unknown worker role '%s' (expected text, denoise, decode or all)",
+    return pd_error_set(PD_ERR_INVALID, "unknown worker role '%s' (expected denoise, decode or all)",
                         s ? s : "(null)");
 }
 

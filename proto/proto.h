@@ -32,7 +32,7 @@
 #include "comm/comm.h"
 
 #define PD_PROTO_MAGIC 0x4b574450u /* "PDWK" */
-#define PD_PROTO_VERSION 2u
+#define PD_PROTO_VERSION 3u
 #define PD_PROTO_MAX_FRAME (64 * 1024) /* payload bytes; larger length prefixes are rejected */
 #define PD_PROTO_ID_MAX 128            /* job id field, including the NUL */
 #define PD_PROTO_TEXT_MAX 16384        /* prompt / negative prompt, including the NUL */
@@ -61,14 +61,13 @@ typedef enum pd_msg_kind {
 
 /* What a worker process loads and runs. */
 typedef enum pd_worker_role {
-    PD_ROLE_TEXT = 0,  /* text encoder only */
-    PD_ROLE_DENOISE,   /* text encoder + DiT: encodes a job's prompts, then denoises it */
+    PD_ROLE_DENOISE = 0, /* text encoder + DiT: encodes a job's prompts, then denoises it */
     PD_ROLE_DECODE,    /* VAE only */
     PD_ROLE_ALL,       /* everything: one worker runs whole jobs (N = 1) */
     PD_ROLE_COUNT
 } pd_worker_role;
 
-/* "text", "denoise", "decode", "all". */
+/* "denoise", "decode", "all". */
 const char *pd_worker_role_name(pd_worker_role r);
 /* Parses a role name; PD_ERR_INVALID naming the value otherwise. */
 pd_status pd_worker_role_parse(const char *s, pd_worker_role *out);

@@ -13,9 +13,17 @@
 #include "base/clock.h"
 #include "comm/shm.h"
 
+typedef struct worker_options {
+    const char *socket_path;
+    pd_worker_role role;
+    const char *model_dir;
+    int threads;              /* CPU backend threads (>= 1) */
+    const char *device;       /* backend: "cpu" (default), "cuda" or "cuda:N" */
+} worker_options;
+
 /* All of one worker process's state. */
 typedef struct worker {
-    const pd_worker_options *opt;
+    const worker_options *opt;
     const pd_worker_stages *st;
     int fd;
     int heartbeat_ms;
@@ -35,9 +43,10 @@ typedef struct worker {
     pd_msg *tx;               /* main thread's message buffer */
 } worker;
 
-unsigned pd_worker_role_parts(pd_worker_role role) {
+/* The model parts (PD_PART_* bits) a role loads: denoise -> TEXT | DIT (a denoise worker encodes its
+ * job's prompts right before denoising), decode -> VAE, all -> everything. */
+static unsigned role_parts(pd_worker_role role) {
     switch (role) {
-    case PD_ROLE_TEXT: return PD_PART_TEXT;
     case PD_ROLE_DENOISE: return PD_PART_TEXT | PD_PART_DIT;
     case PD_ROLE_DECODE: return PD_PART_VAE;
     case PD_ROLE_ALL:
@@ -350,7 +359,7 @@ static void serve(worker *w) {
     free(a);
 }
 
-pd_status pd_worker_run(const pd_worker_options *opt, const pd_worker_stages *stages) {
+static pd_status run_worker(const worker_options *opt, const pd_worker_stages *stages) {
     worker w = {.opt = opt, .st = stages, .fd = -1};
     pthread_mutex_init(&w.send_mu, NULL);
     pthread_mutex_init(&w.mu, NULL);
@@ -397,7 +406,7 @@ pd_status pd_worker_run(const pd_worker_options *opt, const pd_worker_stages *st
     threads = true;
 
     PD_INFO("worker", "pid %d role %s: loading %s", (int)getpid(), pd_worker_role_name(opt->role), opt->model_dir);
-    st = stages->load(stages->self, opt->model_dir, opt->device, opt->threads, pd_worker_role_parts(opt->role));
+    st = stages->load(stages->self, opt->model_dir, opt->device, opt->threads, role_parts(opt->role));
     loaded = st == PD_OK;
     double secs[PD_STAGE_COUNT] = {0};
     if (!st) st = warm_up(&w, secs);
@@ -432,12 +441,13 @@ out:
 }
 
 static const char usage_text[] =
-    "usage: pipedit worker --socket PATH --role text|denoise|decode|all --model DIR [--threads N]\n"
+    "usage: pipedit worker --socket PATH --role denoise|decode|all --model DIR [--threads N]\n"
     "                      [--device cpu|cuda|cuda:N]\n"
     "Runs one worker process of pipeditd's scheduler (started by the daemon, not by hand).\n";
 
-pd_status pd_worker_parse_args(int argc, char **argv, pd_worker_options *out) {
-    *out = (pd_worker_options){.role = PD_ROLE_ALL, .threads = 1, .device = "cpu"};
+/* On a usage error PD_ERR_INVALID with a message; `--help` PD_ERR_NOT_FOUND after printing usage. */
+static pd_status parse_args(int argc, char **argv, worker_options *out) {
+    *out = (worker_options){.role = PD_ROLE_ALL, .threads = 1, .device = "cpu"};
     bool have_role = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -472,14 +482,14 @@ pd_status pd_worker_parse_args(int argc, char **argv, pd_worker_options *out) {
 }
 
 int pd_worker_main(int argc, char **argv, const pd_worker_stages *stages) {
-    pd_worker_options opt;
-    pd_status st = pd_worker_parse_args(argc, argv, &opt);
+    worker_options opt;
+    pd_status st = parse_args(argc, argv, &opt);
     if (st == PD_ERR_NOT_FOUND) return 0;
     if (st) {
         fprintf(stderr, "pipedit: %s\n%s", pd_error_msg(), usage_text);
         return 2;
     }
-    st = pd_worker_run(&opt, stages);
+    st = run_worker(&opt, stages);
     if (st) {
         fprintf(stderr, "pipedit worker: %s\n", pd_error_msg());
         return 1;

@@ -1,4 +1,4 @@
-/* A worker process: `pipedit worker --socket PATH --role text|denoise|decode|all --model DIR
+/* A worker process: `pipedit worker --socket PATH --role denoise|decode|all --model DIR
  * [--threads N] [--device cpu|cuda[:N]]`.
  *
  * It connects to the scheduler's Unix socket, exchanges HELLO, loads only the model parts its role
@@ -32,14 +32,6 @@
 #include "proto/proto.h"
 #include "workers/sp_group.h"
 
-typedef struct pd_worker_options {
-    const char *socket_path;
-    pd_worker_role role;
-    const char *model_dir;
-    int threads;              /* CPU backend threads (>= 1) */
-    const char *device;       /* backend: "cpu" (default), "cuda" or "cuda:N" */
-} pd_worker_options;
-
 /* The stage implementations a worker runs. self is the table's own context. Every call returns a
  * pd_status with pd_error_set() on failure; PD_ERR_CANCELLED when *cancel was seen. */
 typedef struct pd_worker_stages {
@@ -66,23 +58,14 @@ typedef struct pd_worker_stages {
     pd_status (*join_group)(void *self, const pd_sp_group_spec *spec);
 } pd_worker_stages;
 
-/* The model parts (PD_PART_* bits) a role loads: text -> TEXT, denoise -> TEXT | DIT (a denoise
- * worker encodes its job's prompts right before denoising), decode -> VAE, all -> everything. */
-unsigned pd_worker_role_parts(pd_worker_role role);
-
-/* Parses the worker command line (argv[0] = "worker"). On a usage error returns PD_ERR_INVALID with a
- * message; `--help` returns PD_ERR_NOT_FOUND after printing usage to stdout. */
-pd_status pd_worker_parse_args(int argc, char **argv, pd_worker_options *out);
-
-/* Runs a worker until SHUTDOWN or until the scheduler's connection closes. Returns PD_OK on an orderly
- * end, or the failure that ended it (connect, handshake, load or warm-up, with a message; a start-up
- * failure is also sent to the scheduler as an ERROR with an empty job id). */
-pd_status pd_worker_run(const pd_worker_options *opt, const pd_worker_stages *stages);
-
 /* The stages of models/pipeline.h on the CPU backend. The table is static; one per process. */
 const pd_worker_stages *pd_worker_pipeline_stages(void);
 
-/* The `pipedit worker` command: parses args, runs pd_worker_run with stages, returns the exit code. */
+/* The `pipedit worker` command (argv[0] = "worker"): parses the command line, then runs a worker with
+ * stages until SHUTDOWN or until the scheduler's connection closes. Returns the exit code: 0 after an
+ * orderly end or `--help`, 2 for a usage error, 1 when connecting, the handshake, loading or warm-up
+ * failed (the message goes to stderr; a start-up failure is also sent to the scheduler as an ERROR
+ * with an empty job id). */
 int pd_worker_main(int argc, char **argv, const pd_worker_stages *stages);
 
 #endif
