@@ -43,6 +43,7 @@ static const cfg_entry cfg_table[] = {
     {"decode_workers", CT_INT, F(decode_workers), "0", 0, 63, "decode group size; 0 = from measured stage times"},
     {"threads_per_worker", CT_INT, F(threads_per_worker), "0", 0, 256, "CPU backend threads per worker; 0 = the online cores shared out among the workers"},
     {"worker_timeout_s", CT_DOUBLE, F(worker_timeout_s), "120", 1, 86400, "a silent worker is restarted after this"},
+    {"worker_stall_timeout_s", CT_DOUBLE, F(worker_stall_timeout_s), "600", 1, 86400, "a worker whose stage makes no progress this long is restarted (job: worker_stuck)"},
     {"device", CT_STR, F(device), "cpu", 0, 0, "cpu, or cuda: worker i runs on GPU cuda:i"},
     {"sp_degree", CT_INT, F(sp_degree), "1", 1, 64, "ranks per denoise group (sequence parallelism); 1 = every denoise worker alone"},
     {"cfg_parallel", CT_INT, F(cfg_parallel), "0", 0, 1, "1 = each SP group evaluates the CFG pair on two halves (even sp_degree)"},

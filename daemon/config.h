@@ -36,6 +36,7 @@ typedef struct pd_config {
     int decode_workers;
     int threads_per_worker;
     double worker_timeout_s;
+    double worker_stall_timeout_s;
     char device[16];                    /* "cpu" or "cuda" (worker i uses cuda:i) */
     /* sequence parallelism of the denoise group */
     int sp_degree;

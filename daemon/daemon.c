@@ -313,6 +313,7 @@ pd_status pd_daemon_start_scheduler(pd_daemon *d) {
         .threads_per_worker = d->cfg.threads_per_worker ? d->cfg.threads_per_worker : pd_backend_cpu_share(d->cfg.workers),
         .queue_capacity = d->cfg.queue_capacity,
         .worker_timeout_s = d->cfg.worker_timeout_s,
+        .stall_timeout_s = d->cfg.worker_stall_timeout_s,
         .sp_degree = d->cfg.sp_degree,
         .cfg_parallel = d->cfg.cfg_parallel != 0,
         .pipesp_chunk = d->cfg.pipesp_chunk,

@@ -192,6 +192,8 @@ pd_status pd_proto_encode(const pd_msg *m, uint8_t *buf, size_t cap, size_t *n) 
         put_str(&w, m->job_id, sizeof m->job_id);
         break;
     case PD_MSG_HEARTBEAT:
+        put_u64(&w, m->ticks);
+        break;
     case PD_MSG_SHUTDOWN:
     case PD_MSG_KIND_END:
         break;
@@ -334,6 +336,8 @@ pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
         get_str(&r, m->job_id, sizeof m->job_id, "cancel.job_id");
         break;
     case PD_MSG_HEARTBEAT:
+        m->ticks = get_u64(&r, "heartbeat.ticks");
+        break;
     case PD_MSG_SHUTDOWN:
     case PD_MSG_KIND_END:
         break;

@@ -11,7 +11,10 @@
  * magic and version and answers with its own HELLO carrying the heartbeat interval. Either side drops
  * a peer whose first message is not a matching HELLO. The worker then loads its model parts, warms up
  * and sends READY with the stage times it measured. After that the scheduler sends ASSIGN / CANCEL /
- * SHUTDOWN and the worker answers with PROGRESS / DONE / ERROR and sends HEARTBEAT periodically.
+ * SHUTDOWN and the worker answers with PROGRESS / DONE / ERROR and sends HEARTBEAT periodically. Every
+ * HEARTBEAT carries the worker's progress counter, which grows whenever its running stage advances at
+ * any grain (a DiT evaluation, a denoising step, a decoded frame, an encoded prompt): the scheduler
+ * tells a worker that is alive but stuck (heartbeats, counter still) from a slow one (counter moving).
  * Workers of a sequence-parallel denoise group are also sent GROUP while idle (after READY and after
  * every group failure) and answer JOINED once their communicators are up; every ASSIGN of a group job
  * names the generation it expects, so a worker never computes on a stale group.
@@ -32,7 +35,7 @@
 #include "comm/comm.h"
 
 #define PD_PROTO_MAGIC 0x4b574450u /* "PDWK" */
-#define PD_PROTO_VERSION 3u
+#define PD_PROTO_VERSION 4u
 #define PD_PROTO_MAX_FRAME (64 * 1024) /* payload bytes; larger length prefixes are rejected */
 #define PD_PROTO_ID_MAX 128            /* job id field, including the NUL */
 #define PD_PROTO_TEXT_MAX 16384        /* prompt / negative prompt, including the NUL */
@@ -52,7 +55,7 @@ typedef enum pd_msg_kind {
     PD_MSG_DONE,       /* worker: the assigned stage finished; seconds = its wall time */
     PD_MSG_ERROR,      /* worker: the assigned stage (or start-up when job_id is "") failed */
     PD_MSG_CANCEL,     /* scheduler: stop job_id at the next step boundary */
-    PD_MSG_HEARTBEAT,  /* worker: still alive */
+    PD_MSG_HEARTBEAT,  /* worker: still alive; ticks = its progress counter */
     PD_MSG_SHUTDOWN,   /* scheduler: finish nothing, exit */
     PD_MSG_GROUP,      /* scheduler: leave any SP group, join group generation group_gen as rank of ranks */
     PD_MSG_JOINED,     /* worker: joined group generation group_gen (a failed join is an ERROR, job "") */
@@ -114,6 +117,8 @@ typedef struct pd_msg {
     int32_t step, total;
     /* DONE */
     double seconds;
+    /* HEARTBEAT: how often the worker's stages have advanced since it started (only ever grows) */
+    uint64_t ticks;
     /* ERROR */
     char code[PD_PROTO_CODE_MAX];
     char message[PD_PROTO_MSG_MAX];

@@ -78,6 +78,7 @@ void sched_send_stage(pd_scheduler *s, sched_wslot *w, sched_job *j, pd_stage st
     m->rank = rank;
     w->job = j;
     w->state = SCHED_W_BUSY;
+    w->progressed_at = pd_now_s();
     sched_send_to(s, w, m);
 }
 
@@ -253,6 +254,7 @@ sched_msg_result sched_job_on_msg(pd_scheduler *s, sched_wslot *w, const pd_msg 
     if (m->kind != PD_MSG_PROGRESS && m->kind != PD_MSG_DONE && m->kind != PD_MSG_ERROR) return SCHED_MSG_NOT_MINE;
     sched_job *j = w->job;
     if (w->state != SCHED_W_BUSY || !j || strcmp(j->id, m->job_id)) return SCHED_MSG_NOT_MINE;
+    if (m->kind == PD_MSG_PROGRESS) w->progressed_at = w->last_heard;
     if (j->group >= 0 && j->state == SCHED_J_DENOISE && group_rank_on_msg(s, w, j, m)) return SCHED_MSG_HANDLED;
     if (m->kind == PD_MSG_PROGRESS) {
         sched_evrec *r = sched_push_event(s, PD_JOB_EVENT_PROGRESS, j);

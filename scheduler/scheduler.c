@@ -155,6 +155,9 @@ pd_status pd_scheduler_create(const pd_scheduler_config *cfg, pd_job_event_fn fn
     if (!(cfg->worker_timeout_s >= 0) || cfg->worker_timeout_s > 86400)
         return pd_error_set(PD_ERR_INVALID, "scheduler: worker_timeout_s is %g (want 0 = 30 s default, up to 86400)",
                             cfg->worker_timeout_s);
+    if (!(cfg->stall_timeout_s >= 0) || cfg->stall_timeout_s > 86400)
+        return pd_error_set(PD_ERR_INVALID, "scheduler: stall_timeout_s is %g (want 0 = 600 s default, up to 86400)",
+                            cfg->stall_timeout_s);
     const int sp = cfg->sp_degree > 1 ? cfg->sp_degree : 1;
     if (cfg->sp_degree < 0 || cfg->sp_degree > PD_COMM_MAX_RANKS)
         return pd_error_set(PD_ERR_INVALID, "scheduler: sp_degree is %d (want 0..%d)", cfg->sp_degree, PD_COMM_MAX_RANKS);
@@ -188,7 +191,9 @@ pd_status pd_scheduler_create(const pd_scheduler_config *cfg, pd_job_event_fn fn
     s->ud = ud;
     s->n = cfg->n_devices;
     s->timeout_s = cfg->worker_timeout_s > 0 ? cfg->worker_timeout_s : 30.0;
-    s->heartbeat_ms = (int)fmin(fmax(s->timeout_s * 1000.0 / 4.0, 50.0), 5000.0);
+    s->stall_s = cfg->stall_timeout_s > 0 ? cfg->stall_timeout_s : 600.0;
+    /* Heartbeats carry the progress counter too: several per stall limit. */
+    s->heartbeat_ms = (int)fmin(fmax(fmin(s->timeout_s, s->stall_s) * 1000.0 / 4.0, 50.0), 5000.0);
     s->model_dir = strdup(cfg->model_dir);
     s->worker_exe = strdup(cfg->worker_exe);
     s->run_dir = strdup(cfg->run_dir);

@@ -25,6 +25,10 @@ typedef struct pd_scheduler_config {
     int threads_per_worker;    /* CPU backend threads in each worker (0 = 1) */
     int queue_capacity;        /* jobs admitted but not yet started; a full queue is PD_ERR_BUSY */
     double worker_timeout_s;   /* a worker silent for this long is declared dead and restarted */
+    /* A worker running a stage that makes no progress for this long (no step, no DiT evaluation, no
+     * decoded frame, though its heartbeats still arrive) is stuck: it is killed and restarted, and its
+     * job fails with "worker_stuck". A slow stage that keeps advancing is never stopped. 0 = 600 s. */
+    double stall_timeout_s;
     /* Sequence parallelism. sp_degree > 1 makes the denoise workers groups of sp_degree ranks that
      * run each job together (workers/sp_group.h): as many groups as fit in the workers left after the
      * decode group (n_decode, or 1 when 0), the rest decode; the split is then fixed (no re-planning).
@@ -44,7 +48,8 @@ typedef enum pd_job_event_kind {
                                 * Mapping: text 0, denoise step s of S -> 90 s / S, decode (and encode)
                                 * step d of D -> 90 + 10 d / D capped at 99, completed 100. */
     PD_JOB_EVENT_COMPLETED,    /* the MP4 (and thumbnail) are in place */
-    PD_JOB_EVENT_FAILED,       /* ev->error_code ("cancelled", "worker_died", "invalid", ...), ev->error_message */
+    PD_JOB_EVENT_FAILED,       /* ev->error_code ("cancelled", "worker_died", "worker_stuck",
+                                * "invalid", ...), ev->error_message */
 } pd_job_event_kind;
 
 typedef struct pd_job_event {

@@ -22,6 +22,10 @@
  *    moving average (alpha 0.3) that replaces the warm-up figure for that stage. When the rule in
  *    scheduler/split.h asks for another split, one idle worker of the surplus group is restarted with the
  *    other role (one switch at a time).
+ *  - Watchdog: a worker silent (no message at all) for worker_timeout_s is dead; a busy worker whose
+ *    stage shows no progress for stall_timeout_s (no PROGRESS, and the counter its heartbeats carry
+ *    unchanged) is stuck: both are killed and restarted, failing the job with "worker_died" or
+ *    "worker_stuck". The total time a job takes never counts: a slow stage that keeps advancing runs on.
  *  - SP groups (sp_degree > 1): the first slots form groups of sp_degree consecutive denoise ranks;
  *    a queued job takes a whole formed group: its text stage runs on the leader (rank 0), then every
  *    rank gets the denoise ASSIGN. The job leaves the group when every rank has answered (DONE or
@@ -87,6 +91,8 @@ typedef struct sched_wslot {
     sched_wstate state;
     pd_proto_reader *rd;
     double spawned_at, last_heard, restart_at, exit_deadline;
+    double progressed_at; /* busy: when its stage was assigned or last advanced (PROGRESS, moving ticks) */
+    uint64_t ticks;       /* the progress counter of its last HEARTBEAT */
     int fails;          /* consecutive deaths before READY (start-up backoff) */
     bool was_ready;
     sched_job *job;
@@ -135,7 +141,8 @@ struct pd_scheduler {
     double warm[PD_STAGE_COUNT], ema[PD_STAGE_COUNT];
     bool have_ema[PD_STAGE_COUNT];
     int heartbeat_ms;
-    double timeout_s;
+    double timeout_s;         /* silence that declares a worker dead */
+    double stall_s;           /* a busy worker without progress for this long is stuck */
     unsigned instance;        /* tells this process's schedulers apart in shared-memory names */
     pd_msg *tx, *rx;          /* scheduler-thread message buffers */
 };
@@ -204,7 +211,7 @@ bool sched_role_decodes(pd_worker_role r);
 bool sched_slot_up(const sched_wslot *w);
 pd_status sched_open_listener(sched_wslot *w);
 pd_status sched_spawn_worker(pd_scheduler *s, sched_wslot *w);
-/* The worker is gone or must go: kill and reap it, fail its job, schedule its restart. */
+/* The worker is gone or must go: kill and reap it, fail its job ("worker_died"), schedule its restart. */
 void sched_worker_lost(pd_scheduler *s, sched_wslot *w, const char *reason);
 /* Sends m to w; a failed send drops w (sched_worker_lost) and returns the error. */
 pd_status sched_send_to(pd_scheduler *s, sched_wslot *w, const pd_msg *m);

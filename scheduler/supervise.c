@@ -50,7 +50,8 @@ static void schedule_restart(pd_scheduler *s, sched_wslot *w) {
     w->was_ready = false;
 }
 
-void sched_worker_lost(pd_scheduler *s, sched_wslot *w, const char *reason) {
+/* sched_worker_lost, failing the worker's job with error code `code`. */
+static void drop_worker(pd_scheduler *s, sched_wslot *w, const char *code, const char *reason) {
     char how[128] = "";
     pid_t pid = w->pid;
     if (pid > 0) {
@@ -73,7 +74,7 @@ void sched_worker_lost(pd_scheduler *s, sched_wslot *w, const char *reason) {
         sched_job *j = w->job;
         if (j->cancel_req) sched_fail_job(s, j, "cancelled", "cancelled by request");
         else
-            sched_fail_job(s, j, "worker_died", "rank %d of SP group %d (worker %d, pid %d) failed during the denoise stage: "
+            sched_fail_job(s, j, code, "rank %d of SP group %d (worker %d, pid %d) failed during the denoise stage: "
                      "%s%s%s; the group is being restarted", w->rank, w->group, w->index, (int)pid, reason,
                      how[0] ? "; " : "", how);
         sched_group_rank_done(s, w, j);
@@ -84,13 +85,15 @@ void sched_worker_lost(pd_scheduler *s, sched_wslot *w, const char *reason) {
         if (j->cancel_req)
             sched_fail_job(s, j, "cancelled", "cancelled by request");
         else
-            sched_fail_job(s, j, "worker_died", "worker %d (%s, pid %d) failed during the %s stage: %s%s%s; it is being restarted",
+            sched_fail_job(s, j, code, "worker %d (%s, pid %d) failed during the %s stage: %s%s%s; it is being restarted",
                      w->index, pd_worker_role_name(w->role), (int)pid,
                      j->state == SCHED_J_TEXT ? "text" : j->state == SCHED_J_DENOISE ? "denoise" : "decode", reason,
                      how[0] ? "; " : "", how);
     }
     schedule_restart(s, w);
 }
+
+void sched_worker_lost(pd_scheduler *s, sched_wslot *w, const char *reason) { drop_worker(s, w, "worker_died", reason); }
 
 pd_status sched_spawn_worker(pd_scheduler *s, sched_wslot *w) {
     char threads[16];
@@ -115,6 +118,7 @@ pd_status sched_spawn_worker(pd_scheduler *s, sched_wslot *w) {
     int rc = posix_spawn(&pid, s->worker_exe, NULL, &attr, argv, environ);
     posix_spawnattr_destroy(&attr);
     w->spawned_at = w->last_heard = pd_now_s();
+    w->ticks = 0;
     if (rc != 0) return pd_error_set(PD_ERR_IO, "spawn %s worker: %s", s->worker_exe, strerror(rc));
     w->pid = pid;
     w->state = SCHED_W_SPAWNED;
@@ -177,7 +181,11 @@ static sched_msg_result worker_on_msg(pd_scheduler *s, sched_wslot *w, const pd_
         w->state = SCHED_W_LOADING;
         return SCHED_MSG_HANDLED;
     }
-    if (m->kind == PD_MSG_HEARTBEAT) return SCHED_MSG_HANDLED;
+    if (m->kind == PD_MSG_HEARTBEAT) {
+        if (m->ticks != w->ticks) w->progressed_at = w->last_heard; /* the running stage advanced */
+        w->ticks = m->ticks;
+        return SCHED_MSG_HANDLED;
+    }
     if (w->state != SCHED_W_LOADING) return SCHED_MSG_NOT_MINE;
     if (m->kind == PD_MSG_READY) {
         for (int i = 0; i < PD_STAGE_COUNT; i++)
@@ -288,6 +296,12 @@ void sched_supervise(pd_scheduler *s) {
             char why[96];
             snprintf(why, sizeof why, "silent for %.1f s (timeout %.1f s)", now - w->last_heard, s->timeout_s);
             sched_worker_lost(s, w, why);
+        } else if (w->state == SCHED_W_BUSY && now - w->progressed_at > s->stall_s) {
+            /* Alive (its heartbeats arrive) but its stage has not advanced: stuck, not slow. */
+            char why[160];
+            snprintf(why, sizeof why, "made no progress for %.1f s (stall limit %g s) while still answering heartbeats",
+                     now - w->progressed_at, s->stall_s);
+            drop_worker(s, w, "worker_stuck", why);
         }
     }
 }

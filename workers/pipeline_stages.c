@@ -2,13 +2,27 @@
  * that only need the protocol side (tests with synthetic stages) do not link the model code. */
 #include "workers/worker.h"
 
+#include "models/wan/dit.h"
+
 typedef struct pipeline_stages {
     pd_backend *be;
     pd_pipeline *pl;
     pd_sp_group *group; /* NULL: denoise on this process alone */
+    void *progress_ud;  /* the worker's, while a denoise runs */
 } pipeline_stages;
 
 static pipeline_stages g_stages; /* one worker per process */
+
+/* The denoise loop's DiT evaluation: over the group or on this process, each one counted as progress
+ * for the worker's watchdog (a step is one or two of them, and can take minutes on a CPU). */
+static pd_status ps_forward(void *self, pd_tensor *velocity, const pd_tensor *latent, const float *timesteps,
+                            const pd_tensor *context) {
+    pipeline_stages *s = self;
+    pd_status st = s->group ? pd_sp_group_forward(s->group, velocity, latent, timesteps, context)
+                            : pd_wan_dit_forward(pd_pipeline_dit(s->pl), velocity, latent, timesteps, context);
+    pd_worker_note_progress(s->progress_ud);
+    return st;
+}
 
 static pd_status ps_load(void *self, const char *model_dir, const char *device, int threads, unsigned parts) {
     pipeline_stages *s = self;
@@ -17,8 +31,10 @@ static pd_status ps_load(void *self, const char *model_dir, const char *device, 
     if (st) {
         pd_backend_free(s->be);
         s->be = NULL;
+        return st;
     }
-    return st;
+    if (pd_pipeline_dit(s->pl)) pd_pipeline_set_dit_forward(s->pl, ps_forward, s);
+    return PD_OK;
 }
 
 static pd_status ps_validate(void *self, const pd_gen_params *p) {
@@ -32,19 +48,24 @@ static pd_status ps_encode_text(void *self, const char *prompt, pd_tensor *ctx_o
 static pd_status ps_denoise(void *self, const pd_gen_params *p, const pd_tensor *ctx_cond, const pd_tensor *ctx_uncond,
                             pd_tensor *latent_out, pd_progress_fn progress, void *ud, const atomic_int *cancel) {
     pipeline_stages *s = self;
-    if (!s->group) return pd_pipeline_denoise(s->pl, p, ctx_cond, ctx_uncond, latent_out, progress, ud, cancel);
-    /* The group reads the leader's flag at each step boundary; the loop itself gets none. */
-    pd_sp_group_set_cancel(s->group, cancel);
-    pd_sp_group_reset_steps(s->group);
-    pd_status st = pd_pipeline_denoise(s->pl, p, ctx_cond, ctx_uncond, latent_out, progress, ud, NULL);
-    pd_sp_group_set_cancel(s->group, NULL);
+    s->progress_ud = ud;
+    pd_status st;
+    if (!s->group) {
+        st = pd_pipeline_denoise(s->pl, p, ctx_cond, ctx_uncond, latent_out, progress, ud, cancel);
+    } else {
+        /* The group reads the leader's flag at each step boundary; the loop itself gets none. */
+        pd_sp_group_set_cancel(s->group, cancel);
+        pd_sp_group_reset_steps(s->group);
+        st = pd_pipeline_denoise(s->pl, p, ctx_cond, ctx_uncond, latent_out, progress, ud, NULL);
+        pd_sp_group_set_cancel(s->group, NULL);
+    }
+    s->progress_ud = NULL;
     return st;
 }
 
 static void ps_leave_group(void *self) {
     pipeline_stages *s = self;
     if (!s->group) return;
-    pd_pipeline_set_dit_forward(s->pl, NULL, NULL);
     pd_sp_group_leave(s->group);
     s->group = NULL;
 }
@@ -56,9 +77,7 @@ static pd_status ps_join_group(void *self, const pd_sp_group_spec *spec) {
     if (!dit) return pd_error_set(PD_ERR_INVALID, "a worker without the transformer cannot join an SP group");
     pd_sp_group_spec on_be = *spec;
     on_be.be = s->be;
-    PD_TRY(pd_sp_group_join(dit, &on_be, &s->group));
-    pd_pipeline_set_dit_forward(s->pl, pd_sp_group_forward, s->group);
-    return PD_OK;
+    return pd_sp_group_join(dit, &on_be, &s->group); /* ps_forward runs over it from now on */
 }
 
 static pd_status ps_decode(void *self, const pd_tensor *latent, int fps, const char *mp4_path, const char *thumb_path,

@@ -35,6 +35,7 @@ typedef struct worker {
     bool stop;                /* SHUTDOWN, connection lost or protocol error */
     char current_job[PD_PROTO_ID_MAX];
     atomic_int cancel;
+    _Atomic uint64_t ticks;   /* progress counter: bumped whenever a stage advances; heartbeats carry it */
     pd_msg *rx;               /* reader thread's message buffer */
     pd_proto_reader *reader;
     uint32_t group_gen;       /* SP group generation joined (0: none) */
@@ -124,6 +125,7 @@ static void *heartbeat_main(void *arg) {
         pthread_cond_timedwait(&w->cv, &w->mu, &ts);
         if (w->stop) break;
         pthread_mutex_unlock(&w->mu);
+        hb.ticks = atomic_load(&w->ticks);
         pd_status st = wsend(w, &hb);
         pthread_mutex_lock(&w->mu);
         if (st) break;
@@ -132,8 +134,14 @@ static void *heartbeat_main(void *arg) {
     return NULL;
 }
 
+void pd_worker_note_progress(void *progress_ud) {
+    worker *w = progress_ud;
+    if (w) atomic_fetch_add(&w->ticks, 1);
+}
+
 static void on_progress(void *ud, pd_stage stage, int step, int total) {
     worker *w = ud;
+    pd_worker_note_progress(w);
     pd_msg *m = w->tx;
     pd_msg_init(m, PD_MSG_PROGRESS);
     snprintf(m->job_id, sizeof m->job_id, "%s", w->job_id);
@@ -145,6 +153,9 @@ static void on_progress(void *ud, pd_stage stage, int step, int total) {
 
 static void no_progress(void *ud, pd_stage stage, int step, int total) {}
 
+/* A rank other than the leader: its steps reach the scheduler only through the heartbeat's counter. */
+static void count_progress(void *ud, pd_stage stage, int step, int total) { pd_worker_note_progress(ud); }
+
 static pd_status check_cancel(worker *w) {
     return atomic_load(&w->cancel) ? pd_error_set(PD_ERR_CANCELLED, "cancelled") : PD_OK;
 }
@@ -154,6 +165,7 @@ static pd_status run_text(worker *w, const pd_gen_params *p, const pd_msg *a) {
     pd_tensor ctx = {0};
     pd_shm seg;
     PD_TRY(w->st->encode_text(w->st->self, p->prompt, &ctx));
+    pd_worker_note_progress(w);
     pd_status st = pd_shm_create_from(a->shm_cond, &ctx, &seg);
     pd_tensor_free(&ctx);
     PD_TRY(st);
@@ -161,6 +173,7 @@ static pd_status run_text(worker *w, const pd_gen_params *p, const pd_msg *a) {
     if (p->guidance <= 1.0f) return check_cancel(w);
     PD_TRY(check_cancel(w));
     PD_TRY(w->st->encode_text(w->st->self, p->negative_prompt ? p->negative_prompt : "", &ctx));
+    pd_worker_note_progress(w);
     st = pd_shm_create_from(a->shm_uncond, &ctx, &seg);
     pd_tensor_free(&ctx);
     PD_TRY(st);
@@ -179,7 +192,7 @@ static pd_status run_denoise(worker *w, const pd_gen_params *p, const pd_msg *a)
     if (!st && p->guidance > 1.0f) st = pd_shm_open(a->shm_uncond, &uncond);
     if (!st)
         st = w->st->denoise(w->st->self, p, &cond.tensor, p->guidance > 1.0f ? &uncond.tensor : NULL, &latent,
-                            leader ? on_progress : no_progress, w, &w->cancel);
+                            leader ? on_progress : count_progress, w, &w->cancel);
     if (!st && leader) st = pd_shm_create_from(a->shm_latent, &latent, &out);
     pd_tensor_free(&latent);
     pd_shm_close(&out);

@@ -6,7 +6,10 @@
  * waits on the control channel. For each ASSIGN it runs one stage, sending PROGRESS after every step and
  * DONE (with the stage's wall time) or ERROR at the end. A reader thread handles CANCEL (a flag the
  * stage checks at each step boundary) and SHUTDOWN; a heartbeat thread sends HEARTBEAT at the interval
- * the scheduler's HELLO names. Tensors between stages go through shared memory (comm/shm.h):
+ * the scheduler's HELLO names, with the worker's progress counter: every step, every encoded prompt
+ * and whatever finer point the stages report through pd_worker_note_progress advance it, so the
+ * scheduler's watchdog can tell a stuck stage from a slow one (pipeline_stages.c counts every DiT
+ * evaluation). Tensors between stages go through shared memory (comm/shm.h):
  *   text:    prompt -> context (L, text_dim) f32 into shm_cond, negative prompt into shm_uncond
  *            (only when guidance > 1)
  *   denoise: shm_cond (+ shm_uncond) -> latent (16, T, H/8, W/8) f32 into shm_latent
@@ -60,6 +63,11 @@ typedef struct pd_worker_stages {
 
 /* The stages of models/pipeline.h on the CPU backend. The table is static; one per process. */
 const pd_worker_stages *pd_worker_pipeline_stages(void);
+
+/* Tells the watchdog that the running stage advanced, at a grain finer than the steps it reports through
+ * its progress callback (e.g. one DiT evaluation). progress_ud is the ud the worker passed to the
+ * stage's denoise or decode call; NULL (warm-up) does nothing. Safe from any thread. */
+void pd_worker_note_progress(void *progress_ud);
 
 /* The `pipedit worker` command (argv[0] = "worker"): parses the command line, then runs a worker with
  * stages until SHUTDOWN or until the scheduler's connection closes. Returns the exit code: 0 after an

@@ -79,6 +79,9 @@ static void sample(pd_msg *m, pd_msg_kind kind) {
     case PD_MSG_CANCEL:
         snprintf(m->job_id, sizeof m->job_id, "j4");
         break;
+    case PD_MSG_HEARTBEAT:
+        m->ticks = 0x0123456789abcdefull;
+        break;
     default: break;
     }
 }

@@ -9,6 +9,9 @@
  *  - N = 1: one worker runs everything and jobs do not overlap;
  *  - a SIGKILLed worker fails its job with "worker_died", comes back, and the next job completes;
  *  - a stopped (silent) worker is declared dead after worker_timeout_s;
+ *  - a worker stuck inside a step (alive, heartbeating, no progress) is killed after stall_timeout_s,
+ *    its job failed with "worker_stuck", and it is restarted; a slow worker that keeps advancing
+ *    (steps, or only the counter its heartbeats carry) is left alone however long its job takes;
  *  - a full queue gives PD_ERR_BUSY, queue positions, duplicate ids, cancel of a queued job;
  *  - cancel of a running job ends it as "cancelled" within a step;
  *  - a request the worker rejects fails with its code; drain; the split re-plans from measured times;
@@ -90,12 +93,24 @@ static pd_status fake_encode(void *self, const char *prompt, pd_tensor *out) {
     return PD_OK;
 }
 
+/* Prompts that start with "stall" hang in step 3 for good (a wedged kernel: the heartbeat thread runs
+ * on, cancel is ignored); with "substep" every step takes 4 x PD_FAKE_STEP_MS and reports its progress
+ * in 20 slices through pd_worker_note_progress only (like one DiT evaluation after another). */
 static pd_status fake_denoise(void *self, const pd_gen_params *p, const pd_tensor *cond, const pd_tensor *uncond,
                               pd_tensor *latent, pd_progress_fn progress, void *ud, const atomic_int *cancel) {
     int ms = env_int("PD_FAKE_STEP_MS", 10);
+    const bool stall = !strncmp(p->prompt, "stall", 5), substep = !strncmp(p->prompt, "substep", 7);
     for (int s = 1; s <= p->steps; s++) {
         if (atomic_load(cancel)) return pd_error_set(PD_ERR_CANCELLED, "cancelled before step %d", s);
-        sleep_ms(ms);
+        while (stall && s == 3) sleep_ms(100);
+        if (substep) {
+            for (int k = 0; k < 20; k++) {
+                sleep_ms(ms / 5);
+                pd_worker_note_progress(ud);
+            }
+        } else {
+            sleep_ms(ms);
+        }
         progress(ud, PD_STAGE_DENOISE, s, p->steps);
     }
     int64_t shape[4];
@@ -196,17 +211,22 @@ static int count_lines(const char *path) {
 static char exe[1024];
 static char tmpdir[256];
 
-static pd_scheduler *start(int n, int n_decode, int capacity, double timeout_s) {
+/* stall_s 0: the scheduler's default stall limit. */
+static pd_scheduler *start_stall(int n, int n_decode, int capacity, double timeout_s, double stall_s) {
     char run[300];
     snprintf(run, sizeof run, "%s/run", tmpdir);
     pd_scheduler_config cfg = {.model_dir = tmpdir, .worker_exe = exe, .run_dir = run, .n_devices = n,
                                .n_decode = n_decode, .threads_per_worker = 1, .queue_capacity = capacity,
-                               .worker_timeout_s = timeout_s};
+                               .worker_timeout_s = timeout_s, .stall_timeout_s = stall_s};
     pd_scheduler *s = NULL;
     reset_events();
     PD_CHECK_OK(pd_scheduler_create(&cfg, on_event, NULL, &s));
     if (s) PD_CHECK_MSG(wait_ready(s, 30), "workers never became ready");
     return s;
+}
+
+static pd_scheduler *start(int n, int n_decode, int capacity, double timeout_s) {
+    return start_stall(n, n_decode, capacity, timeout_s, 0);
 }
 
 static pd_gen_params params(const char *prompt, int steps, int frames) {
@@ -299,6 +319,9 @@ static void test_config_errors(void) {
     cfg.queue_capacity = 0;
     PD_CHECK_ERR(pd_scheduler_create(&cfg, on_event, NULL, &s), PD_ERR_INVALID);
     cfg.queue_capacity = 4;
+    cfg.stall_timeout_s = -1;
+    PD_CHECK_ERR(pd_scheduler_create(&cfg, on_event, NULL, &s), PD_ERR_INVALID);
+    cfg.stall_timeout_s = 0;
     cfg.worker_exe = "/nonexistent/pipedit";
     PD_CHECK_ERR(pd_scheduler_create(&cfg, on_event, NULL, &s), PD_ERR_IO);
     PD_CHECK(s == NULL);
@@ -463,6 +486,60 @@ static void test_silent_worker_timeout(void) {
     PD_CHECK_MSG(waited > 0.8 && waited < 5.0, "declared dead after %.2f s with a 1 s timeout", waited);
     PD_CHECK(wait_ready(s, 30));
     unsetenv("PD_FAKE_PID_DIR");
+    pd_scheduler_destroy(s);
+}
+
+static void test_stuck_worker_restarted(void) {
+    setenv("PD_FAKE_STEP_MS", "50", 1);
+    setenv("PD_FAKE_FRAME_MS", "10", 1);
+    setenv("PD_FAKE_PID_DIR", tmpdir, 1);
+    pd_scheduler *s = start_stall(2, 0, 8, 10, 1.0); /* silent after 10 s, stuck after 1 s */
+    if (!s) return;
+    int pid = read_pid("denoise");
+    pd_gen_params p = params("stall in step 3", 10, 5);
+    PD_CHECK_OK(submit(s, "stuck-1", &p));
+    double end = pd_now_s() + 20;
+    while (!find_ev("stuck-1", PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 2) && pd_now_s() < end) sleep_ms(5);
+    double t0 = pd_now_s();
+    PD_CHECK(wait_final("stuck-1", 10));
+    double waited = pd_now_s() - t0;
+    const rec *f = find_ev("stuck-1", PD_JOB_EVENT_FAILED, -1, 0);
+    PD_CHECK_MSG(f && !strcmp(f->code, "worker_stuck"), "code %s", f ? f->code : "(none)");
+    if (f) {
+        PD_CHECK_MSG(strstr(f->msg, "denoise") && strstr(f->msg, "no progress"), "message: %s", f->msg);
+        printf("     worker_stuck message: %s\n", f->msg);
+    }
+    PD_CHECK_MSG(waited > 0.8 && waited < 5.0, "declared stuck after %.2f s with a 1 s stall limit", waited);
+    PD_CHECK(find_ev("stuck-1", PD_JOB_EVENT_PROGRESS, PD_STAGE_DENOISE, 3) == NULL);
+    /* The stuck process is gone (killed and reaped), a new one serves the next job. */
+    PD_CHECK(pid > 0 && kill(pid, 0) != 0);
+    PD_CHECK(wait_ready(s, 30));
+    PD_CHECK(read_pid("denoise") != pid);
+    pd_gen_params q = params("after the stall", 3, 5);
+    PD_CHECK_OK(submit(s, "stuck-2", &q));
+    PD_CHECK(wait_final("stuck-2", 30));
+    PD_CHECK(find_ev("stuck-2", PD_JOB_EVENT_COMPLETED, -1, 0) != NULL);
+    PD_CHECK(output_ok("stuck-2", &q));
+    unsetenv("PD_FAKE_PID_DIR");
+    pd_scheduler_destroy(s);
+}
+
+static void test_slow_worker_left_alone(void) {
+    /* A 1 s stall limit; jobs that take several times as long but keep advancing. */
+    setenv("PD_FAKE_STEP_MS", "400", 1);
+    setenv("PD_FAKE_FRAME_MS", "10", 1);
+    pd_scheduler *s = start_stall(2, 0, 8, 10, 1.0);
+    if (!s) return;
+    pd_gen_params p = params("slow steps", 6, 5);  /* 6 x 0.4 s, a PROGRESS every 0.4 s */
+    PD_CHECK_OK(submit(s, "slow-1", &p));
+    pd_gen_params q = params("substeps", 2, 5);    /* 2 x 1.6 s, progress only through the heartbeats */
+    PD_CHECK_OK(submit(s, "slow-2", &q));
+    PD_CHECK(wait_final("slow-1", 30) && wait_final("slow-2", 30));
+    const rec *f = find_ev("slow-1", PD_JOB_EVENT_FAILED, -1, 0);
+    PD_CHECK_MSG(!f, "slow-1 failed: %s: %s", f->code, f->msg);
+    f = find_ev("slow-2", PD_JOB_EVENT_FAILED, -1, 0);
+    PD_CHECK_MSG(!f, "slow-2 failed: %s: %s", f->code, f->msg);
+    PD_CHECK(output_ok("slow-1", &p) && output_ok("slow-2", &q));
     pd_scheduler_destroy(s);
 }
 
@@ -633,6 +710,8 @@ int main(int argc, char **argv) {
     PD_RUN(test_single_worker_baseline);
     PD_RUN(test_worker_killed);
     PD_RUN(test_silent_worker_timeout);
+    PD_RUN(test_stuck_worker_restarted);
+    PD_RUN(test_slow_worker_left_alone);
     PD_RUN(test_queue_full_and_cancel_queued);
     PD_RUN(test_cancel_running);
     PD_RUN(test_rejected_request_and_drain);
