@@ -2,12 +2,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "base/file_io.h"
 
 struct pd_journal {
     int fd;
@@ -37,19 +38,6 @@ void pd_journal_close(pd_journal *jn) {
     free(jn);
 }
 
-static pd_status write_all(int fd, const char *s, size_t n, const char *path) {
-    while (n) {
-        ssize_t w = write(fd, s, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return pd_error_set(PD_ERR_IO, "journal %s: write: %s", path, strerror(errno));
-        }
-        s += w;
-        n -= (size_t)w;
-    }
-    return PD_OK;
-}
-
 /* One line: compact JSON + '\n'; malloc'ed. */
 static char *rec_line(json_t *rec, size_t *len) {
     char *s = json_dumps(rec, JSON_COMPACT | JSON_ENSURE_ASCII);
@@ -73,8 +61,7 @@ pd_status pd_journal_append(pd_journal *jn, json_t *rec, bool sync) {
     json_decref(rec);
     if (!line) return pd_error_set(PD_ERR_NOMEM, "out of memory writing the journal");
     pthread_mutex_lock(&jn->mu);
-    pd_status st = write_all(jn->fd, line, len, jn->path);
-    if (st == PD_OK && sync && fdatasync(jn->fd) != 0) st = pd_error_set(PD_ERR_IO, "journal %s: fdatasync: %s", jn->path, strerror(errno));
+    pd_status st = pd_file_append(jn->fd, line, len, sync, jn->path);
     pthread_mutex_unlock(&jn->mu);
     free(line);
     return st;
@@ -234,10 +221,8 @@ pd_status pd_journal_replay(const char *path, pd_jobs *jobs, size_t *n_records, 
 }
 
 pd_status pd_journal_compact(const char *path, const pd_jobs *jobs) {
-    char tmp[PATH_MAX + 8];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return pd_error_set(PD_ERR_IO, "journal path too long: %s", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return pd_error_set(PD_ERR_IO, "journal %s: %s", tmp, strerror(errno));
+    pd_file_atomic a;
+    PD_TRY(pd_file_atomic_open(&a, path));
     pd_status st = PD_OK;
     for (size_t i = 0; i < jobs->n && st == PD_OK; i++) {
         json_t *r = pd_journal_rec_job(jobs->v[i]);
@@ -245,22 +230,12 @@ pd_status pd_journal_compact(const char *path, const pd_jobs *jobs) {
         char *line = r ? rec_line(r, &len) : NULL;
         json_decref(r);
         if (!line) st = pd_error_set(PD_ERR_NOMEM, "out of memory compacting the journal");
-        else st = write_all(fd, line, len, tmp);
+        else st = pd_file_write_all(a.fd, line, len, a.tmp);
         free(line);
     }
-    if (st == PD_OK && fsync(fd) != 0) st = pd_error_set(PD_ERR_IO, "journal %s: fsync: %s", tmp, strerror(errno));
-    close(fd);
-    if (st == PD_OK && rename(tmp, path) != 0) st = pd_error_set(PD_ERR_IO, "journal %s: rename: %s", path, strerror(errno));
-    if (st != PD_OK) {
-        unlink(tmp);
+    if (st) {
+        pd_file_atomic_abort(&a);
         return st;
     }
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return PD_OK;
+    return pd_file_atomic_commit(&a, 0644);
 }

@@ -9,7 +9,10 @@
  *   "delete"   the job and its files are gone (deleted, expired, or refused at admission).
  * Progress is not journaled. A line that does not parse (a write torn by a crash) is skipped with a
  * warning. Appends are serialised by the journal's own lock; with sync set the call returns only
- * after the data is on disk (fdatasync), which is how an admitted job survives a crash. */
+ * after the data is on disk (fdatasync), which is how an admitted job survives a crash. A failed
+ * append (disk full, file size limit, failed fdatasync) leaves the file exactly as it was, so the next
+ * record starts on a line of its own. The caller owns the data folder (its lock) while a journal is
+ * open or being compacted. */
 #ifndef PD_DAEMON_JOURNAL_H
 #define PD_DAEMON_JOURNAL_H
 
@@ -27,7 +30,8 @@ typedef struct pd_journal pd_journal;
 pd_status pd_journal_open(const char *path, pd_journal **out);
 void pd_journal_close(pd_journal *jn);
 
-/* Appends one record (rec is consumed) as a line; fdatasync when sync. PD_ERR_IO, PD_ERR_NOMEM. */
+/* Appends one record (rec is consumed) as a line; fdatasync when sync. PD_ERR_IO (the file is
+ * unchanged), PD_ERR_NOMEM. */
 pd_status pd_journal_append(pd_journal *jn, json_t *rec, bool sync);
 
 /* Record builders; each returns a new reference, NULL only when out of memory. */

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/file_io.h"
+
 #define PD_ST_MAX_HEADER (100u * 1000u * 1000u) /* the format's own limit */
 #define PD_ST_MAX_INDEX (64u * 1024u * 1024u)
 
@@ -675,24 +677,12 @@ static int pd_st_wentry_layout(const void *a, const void *b) {
     return strcmp(x->name, y->name);
 }
 
-static int pd_st_write_all(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n) {
-        ssize_t r = write(fd, p, n > (1u << 30) ? (1u << 30) : n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return r < 0 ? errno : ENOSPC;
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 pd_status pd_st_writer_save(pd_st_writer *w, const char *path) {
     pd_status rc = PD_OK;
     json_t *hdr = json_object();
     const pd_st_wentry **order = malloc((size_t)(w->n ? w->n : 1) * sizeof *order);
-    char *text = NULL, *tmp = NULL;
-    int fd = -1;
+    char *text = NULL;
+    pd_file_atomic file = {.fd = -1};
     if (!hdr || !order) {
         rc = pd_error_set(PD_ERR_NOMEM, "out of memory saving %s", path);
         goto done;
@@ -729,63 +719,14 @@ pd_status pd_st_writer_save(pd_st_writer *w, const char *path) {
     for (int i = 0; i < 8; i++) lenbuf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
     static const char spaces[8] = "        ";
 
-    const char *slash = strrchr(path, '/');
-    size_t dl = slash ? (size_t)(slash - path) + 1 : 0;
-    const char *base = path + dl;
-    if (!*base) {
-        rc = pd_error_set(PD_ERR_INVALID, "saving %s: not a file name", path);
-        goto done;
-    }
-    size_t bl = strlen(base);
-    if (!(tmp = malloc(dl + bl + 16))) {
-        rc = pd_error_set(PD_ERR_NOMEM, "out of memory saving %s", path);
-        goto done;
-    }
-    memcpy(tmp, path, dl);
-    snprintf(tmp + dl, bl + 16, ".%s.XXXXXX", base);
-    fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        rc = pd_error_set(PD_ERR_IO, "saving %s: cannot create a temporary file: %s", path, strerror(errno));
-        free(tmp);
-        tmp = NULL;
-        goto done;
-    }
-    int err = 0;
-    if (fchmod(fd, 0644) != 0) err = errno;
-    if (!err) err = pd_st_write_all(fd, lenbuf, 8);
-    if (!err) err = pd_st_write_all(fd, text, tl);
-    if (!err) err = pd_st_write_all(fd, spaces, hl - tl);
-    for (int i = 0; !err && i < w->n; i++)
-        err = pd_st_write_all(fd, order[i]->t.data, pd_tensor_nbytes(&order[i]->t));
-    if (!err && fsync(fd) != 0) err = errno;
-    if (close(fd) != 0 && !err) err = errno;
-    fd = -1;
-    if (!err && rename(tmp, path) != 0) err = errno;
-    if (err) {
-        rc = pd_error_set(PD_ERR_IO, "saving %s: %s", path, strerror(err));
-        goto done;
-    }
-    free(tmp);
-    tmp = NULL; /* renamed: nothing to clean up */
-    /* Make the rename itself durable. */
-    char *dir = malloc(dl + 2);
-    if (dir) {
-        if (dl) memcpy(dir, path, dl);
-        else dir[dl++] = '.';
-        dir[dl] = 0;
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
-    }
+    if ((rc = pd_file_atomic_open(&file, path))) goto done;
+    rc = pd_file_write_all(file.fd, lenbuf, 8, path);
+    if (!rc) rc = pd_file_write_all(file.fd, text, tl, path);
+    if (!rc) rc = pd_file_write_all(file.fd, spaces, hl - tl, path);
+    for (int i = 0; !rc && i < w->n; i++) rc = pd_file_write_all(file.fd, order[i]->t.data, pd_tensor_nbytes(&order[i]->t), path);
+    if (!rc) rc = pd_file_atomic_commit(&file, 0644);
 done:
-    if (fd >= 0) close(fd);
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    pd_file_atomic_abort(&file);
     free(text);
     free(order);
     json_decref(hdr);

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
-#include <libgen.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/file_io.h"
+
 #define SINK_SLOTS 4
-#define SINK_PATH 4096
 
 typedef struct sink_slot {
     void *buf;
@@ -22,8 +22,7 @@ typedef struct sink_slot {
 } sink_slot;
 
 struct pd_file_sink {
-    char final_path[SINK_PATH], tmp_path[SINK_PATH + 32], dir[SINK_PATH];
-    int fd;
+    pd_file_atomic file; // the temporary file (its fd is the one io_uring writes to) and the final path
     bool uring;
     struct io_uring ring;
     sink_slot slot[SINK_SLOTS];
@@ -33,13 +32,13 @@ struct pd_file_sink {
 
 /* Records the first failure; its message stays the one the caller sees. */
 static pd_status sink_fail(pd_file_sink *s, int e, const char *what) {
-    if (s->err == PD_OK) s->err = pd_error_set(PD_ERR_IO, "%s %s: %s", what, s->final_path, strerror(e));
+    if (s->err == PD_OK) s->err = pd_error_set(PD_ERR_IO, "%s %s: %s", what, s->file.path, strerror(e));
     return s->err;
 }
 
 static pd_status sink_pwrite_all(pd_file_sink *s, int64_t off, const uint8_t *p, size_t n) {
     while (n > 0) {
-        ssize_t w = pwrite(s->fd, p, n, off);
+        ssize_t w = pwrite(s->file.fd, p, n, off);
         if (w < 0 && errno == EINTR) continue;
         if (w < 0) return sink_fail(s, errno, "writing");
         if (w == 0) return sink_fail(s, ENOSPC, "writing");
@@ -70,20 +69,10 @@ static pd_status sink_reap_one(pd_file_sink *s) {
 
 pd_status pd_file_sink_open(const char *final_path, unsigned flags, pd_file_sink **out) {
     *out = NULL;
-    size_t n = final_path ? strlen(final_path) : 0;
-    if (n == 0 || n >= SINK_PATH) return pd_error_set(PD_ERR_INVALID, "bad output path \"%s\"", final_path ? final_path : "");
     pd_file_sink *s = calloc(1, sizeof *s);
-    if (!s) return pd_error_set(PD_ERR_NOMEM, "out of memory opening %s", final_path);
-    s->fd = -1;
-    memcpy(s->final_path, final_path, n + 1);
-    char a[SINK_PATH], b[SINK_PATH];
-    memcpy(a, final_path, n + 1);
-    memcpy(b, final_path, n + 1);
-    snprintf(s->dir, sizeof s->dir, "%s", dirname(a));
-    snprintf(s->tmp_path, sizeof s->tmp_path, "%s/.%s.tmp.XXXXXX", s->dir, basename(b));
-    s->fd = mkostemp(s->tmp_path, O_CLOEXEC);
-    if (s->fd < 0) {
-        pd_status st = pd_error_set(PD_ERR_IO, "cannot create a file in %s for %s: %s", s->dir, final_path, strerror(errno));
+    if (!s) return pd_error_set(PD_ERR_NOMEM, "out of memory opening %s", final_path ? final_path : "");
+    pd_status st = pd_file_atomic_open(&s->file, final_path);
+    if (st) {
         free(s);
         return st;
     }
@@ -96,13 +85,13 @@ pd_status pd_file_sink_open(const char *final_path, unsigned flags, pd_file_sink
     return PD_OK;
 }
 
-const char *pd_file_sink_temp_path(const pd_file_sink *s) { return s->tmp_path; }
-const char *pd_file_sink_final_path(const pd_file_sink *s) { return s->final_path; }
+const char *pd_file_sink_temp_path(const pd_file_sink *s) { return s->file.tmp; }
+const char *pd_file_sink_final_path(const pd_file_sink *s) { return s->file.path; }
 int pd_file_sink_uses_uring(const pd_file_sink *s) { return s->uring; }
 
 pd_status pd_file_sink_write(pd_file_sink *s, int64_t offset, const void *buf, size_t n) {
     if (s->err != PD_OK) return s->err;
-    if (offset < 0) return pd_error_set(PD_ERR_INVALID, "negative write offset for %s", s->final_path);
+    if (offset < 0) return pd_error_set(PD_ERR_INVALID, "negative write offset for %s", s->file.path);
     if (n == 0) return PD_OK;
     if (!s->uring) return sink_pwrite_all(s, offset, buf, n);
     int k = -1;
@@ -115,14 +104,14 @@ pd_status pd_file_sink_write(pd_file_sink *s, int64_t offset, const void *buf, s
     sink_slot *sl = &s->slot[k];
     if (sl->cap < n) {
         void *nb = realloc(sl->buf, n);
-        if (!nb) return pd_error_set(PD_ERR_NOMEM, "out of memory writing %s", s->final_path);
+        if (!nb) return pd_error_set(PD_ERR_NOMEM, "out of memory writing %s", s->file.path);
         sl->buf = nb, sl->cap = n;
     }
     memcpy(sl->buf, buf, n);
     sl->len = n, sl->offset = offset;
     struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
     PD_ASSERT(sqe); // the ring has twice as many entries as slots
-    io_uring_prep_write(sqe, s->fd, sl->buf, (unsigned)n, (uint64_t)offset);
+    io_uring_prep_write(sqe, s->file.fd, sl->buf, (unsigned)n, (uint64_t)offset);
     io_uring_sqe_set_data64(sqe, (uint64_t)k);
     int rc = io_uring_submit(&s->ring);
     if (rc < 0) return sink_fail(s, -rc, "submitting a write to");
@@ -141,7 +130,7 @@ pd_status pd_file_sink_flush(pd_file_sink *s) {
 
 static void sink_release(pd_file_sink *s) {
     if (s->uring) io_uring_queue_exit(&s->ring);
-    if (s->fd >= 0) close(s->fd);
+    pd_file_atomic_abort(&s->file); // no-op once committed
     for (int i = 0; i < SINK_SLOTS; i++) free(s->slot[i].buf);
     free(s);
 }
@@ -149,26 +138,16 @@ static void sink_release(pd_file_sink *s) {
 void pd_file_sink_abort(pd_file_sink *s) {
     if (!s) return;
     while (s->uring && s->inflight > 0) (void)sink_reap_one(s);
-    unlink(s->tmp_path);
     sink_release(s);
 }
 
 pd_status pd_file_sink_commit(pd_file_sink *s) {
     pd_status st = pd_file_sink_flush(s);
-    if (st == PD_OK && fchmod(s->fd, 0644) != 0) st = sink_fail(s, errno, "setting the mode of");
-    if (st == PD_OK && fsync(s->fd) != 0) st = sink_fail(s, errno, "syncing");
-    if (st == PD_OK && close(s->fd) != 0) st = sink_fail(s, errno, "closing");
-    if (st == PD_OK) s->fd = -1;
-    if (st == PD_OK && rename(s->tmp_path, s->final_path) != 0) st = sink_fail(s, errno, "renaming into place");
     if (st != PD_OK) {
         pd_file_sink_abort(s);
         return st;
     }
-    int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) { // makes the rename durable; failing here cannot undo it
-        (void)fsync(dfd);
-        close(dfd);
-    }
+    st = pd_file_atomic_commit(&s->file, 0644);
     sink_release(s);
-    return PD_OK;
+    return st;
 }

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/file_io.h"
 #include "models/text/tokenizer.h"
 #include "models/text/umt5.h"
 #include "models/wan/dit.h"
@@ -35,36 +36,8 @@ pd_status pd_model_dir_mkdirs(const char *path) {
 }
 
 pd_status pd_model_dir_write_json(const char *path, const json_t *root) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) return pd_error_set(PD_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-    char *text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(10));
-    pd_status st = PD_OK;
-    if (!text) {
-        st = pd_error_set(PD_ERR_NOMEM, "out of memory writing %s", path);
-    } else {
-        size_t len = strlen(text), off = 0;
-        while (off < len) {
-            ssize_t w = write(fd, text + off, len - off);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) {
-                st = pd_error_set(PD_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-                break;
-            }
-            off += (size_t)w;
-        }
-        if (st == PD_OK && (write(fd, "\n", 1) != 1 || fsync(fd) != 0))
-            st = pd_error_set(PD_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-        free(text);
-    }
-    /* mkstemp makes the file 0600; configs are meant to be shared like the weights. */
-    if (st == PD_OK && fchmod(fd, 0644) != 0) st = pd_error_set(PD_ERR_IO, "chmod %s: %s", tmp, strerror(errno));
-    if (close(fd) != 0 && st == PD_OK) st = pd_error_set(PD_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-    if (st == PD_OK && rename(tmp, path) != 0)
-        st = pd_error_set(PD_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    if (st != PD_OK) unlink(tmp);
-    return st;
+    /* 0644: configs are meant to be shared like the weights. */
+    return pd_file_write_json(path, root, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(10), 0644);
 }
 
 static pd_status pd_model_dir_write_index(const char *dir) {

@@ -35,7 +35,8 @@ pd_status pd_model_dir_default(char *out, size_t n);
 pd_status pd_model_dir_mkdirs(const char *path);
 
 /* Writes root as indented JSON (keys sorted) to path atomically: a temporary file in the same folder,
- * fsync, rename. Does not take a reference to root. PD_ERR_IO naming the path on failure. */
+ * fsync, rename, fsync of the folder (pd_file_write_atomic); mode 0644. Does not take a reference to
+ * root. PD_ERR_IO naming the path on failure, which leaves an existing file as it was. */
 pd_status pd_model_dir_write_json(const char *path, const json_t *root);
 
 #endif

@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 
+#include "base/file_io.h"
 #include "tools/commands.h"
 
 #define MAX_BODY (64u << 20)  /* largest JSON answer kept in memory */
@@ -358,7 +359,16 @@ static int wait_video(const client *c, const char *id, bool poll_only) {
     }
 }
 
-static void sink_file(void *ud, const char *p, size_t n) { fwrite(p, 1, n, (FILE *)ud); }
+/* A download in progress: the first write error sticks. */
+typedef struct download {
+    pd_file_atomic file;
+    pd_status st;
+} download;
+
+static void sink_file(void *ud, const char *p, size_t n) {
+    download *dl = ud;
+    if (dl->st == PD_OK) dl->st = pd_file_write_all(dl->file.fd, p, n, dl->file.path);
+}
 
 static void usage(FILE *f) {
     fprintf(f, "usage: pipedit client [--url http://127.0.0.1:8000] [--api-key K] <action> ...\n"
@@ -512,27 +522,23 @@ int pd_cmd_client(int argc, char **argv) {
         snprintf(def, sizeof def, "%s.%s", id, strcmp(variant, "video") ? "png" : "mp4");
         const char *outp = opt(argc, argv, i, "--output");
         if (!outp) outp = def;
-        char tmp[4096];
-        snprintf(tmp, sizeof tmp, "%s.part", outp);
-        FILE *f = fopen(tmp, "wb");
-        if (!f) {
-            fprintf(stderr, "pipedit client: cannot write %s: %s\n", tmp, strerror(errno));
+        download dl;
+        dl.st = pd_file_atomic_open(&dl.file, outp);
+        if (dl.st) {
+            fprintf(stderr, "pipedit client: %s\n", pd_error_msg());
             return 1;
         }
         snprintf(path, sizeof path, "/v1/videos/%s/content?variant=%s", id, variant);
         /* Answer bodies other than 200 are errors: read them into memory instead of the file. */
-        rc = request(&c, "GET", path, NULL, NULL, sink_file, f, &rs);
-        bool ok = rc == 0 && rs.status == 200;
-        if (fclose(f) != 0) ok = false;
-        if (!ok) {
-            unlink(tmp);
-            if (rc == 0) {
-                fprintf(stderr, "pipedit client: HTTP %d downloading %s\n", rs.status, id);
-            }
+        rc = request(&c, "GET", path, NULL, NULL, sink_file, &dl, &rs);
+        if (rc != 0 || rs.status != 200 || dl.st != PD_OK) {
+            pd_file_atomic_abort(&dl.file);
+            if (dl.st) fprintf(stderr, "pipedit client: %s\n", pd_error_msg());
+            else if (rc == 0) fprintf(stderr, "pipedit client: HTTP %d downloading %s\n", rs.status, id);
             return 1;
         }
-        if (rename(tmp, outp) != 0) {
-            fprintf(stderr, "pipedit client: rename to %s: %s\n", outp, strerror(errno));
+        if (pd_file_atomic_commit(&dl.file, 0644)) {
+            fprintf(stderr, "pipedit client: %s\n", pd_error_msg());
             return 1;
         }
         printf("%s\n", outp);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/file_io.h"
 
 double pd_bench_now(void) { return pd_now_s(); }
 
@@ -301,24 +302,10 @@ const char *pd_bench_result_write(pd_bench_result *r, const char *dir) {
         else dir = "bench/results";
     }
     if (pd_bench_mkdirs(dir) != PD_OK) return NULL;
-    char *text = json_dumps(r->root, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
-    char path[1400], tmp[1500];
+    char path[1400];
     snprintf(path, sizeof path, "%s/%s-%s-%s.json", dir, json_string_value(json_object_get(r->root, "bench")),
              r->slug, r->date);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    if (!text) {
-        pd_error_set(PD_ERR_NOMEM, "out of memory writing %s", path);
-        return NULL;
-    }
-    FILE *f = fopen(tmp, "w");
-    bool ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    if (f && fclose(f) != 0) ok = false;
-    free(text);
-    if (!ok || rename(tmp, path) != 0) {
-        pd_error_set(PD_ERR_IO, "cannot write %s: %s", path, strerror(errno ? errno : EIO));
-        unlink(tmp);
-        return NULL;
-    }
+    if (pd_file_write_json(path, r->root, JSON_INDENT(2) | JSON_REAL_PRECISION(10), 0644)) return NULL;
     free(r->path);
     r->path = strdup(path);
     if (!r->path) pd_error_set(PD_ERR_NOMEM, "out of memory");

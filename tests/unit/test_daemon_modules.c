@@ -1,8 +1,10 @@
 /* The daemon's server-free modules: request parsing (api), job ids (jobs), the journal's replay and
  * compaction, the config table, and the API key comparison. Expected values come from DESIGN.md
  * section 7 and the documented rules in daemon/api.h, not from running the code. */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "daemon/api.h"
@@ -213,6 +215,80 @@ static void test_journal_replay(void) {
     rmdir(dir);
 }
 
+/* Reads a whole file into a malloc'ed buffer; *n receives its length. NULL when unreadable. */
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = NULL;
+    size_t cap = 0;
+    *n = 0;
+    for (;;) {
+        if (*n + 4096 > cap) {
+            char *nb = realloc(buf, cap = 2 * cap + 4096);
+            if (!nb) break;
+            buf = nb;
+        }
+        size_t r = fread(buf + *n, 1, cap - *n, f);
+        *n += r;
+        if (r == 0) break;
+    }
+    fclose(f);
+    return buf;
+}
+
+/* issue 13 item 2: an append that fails part-way (here the file size limit, as a full disk would) must
+ * leave the journal byte for byte as it was, so the next record is not glued onto a torn one. */
+static void test_journal_failed_append(void) {
+    char dir[256], path[300];
+    if (!pd_test_scratch_dir(dir, sizeof dir, "pd_journal_torn")) {
+        PD_CHECK(0);
+        return;
+    }
+    snprintf(path, sizeof path, "%s/journal.jsonl", dir);
+    pd_jobs t;
+    pd_jobs_init(&t);
+    const char *ids[3] = {"video_0000000000000000000000000000000a", "video_0000000000000000000000000000000b",
+                          "video_0000000000000000000000000000000c"};
+    pd_job *j[3] = {0};
+    for (int i = 0; i < 3; i++) {
+        pd_job_request r = small_request("p");
+        PD_CHECK_OK(pd_jobs_add(&t, ids[i], 0, &r, &j[i]));
+    }
+    pd_journal *jn;
+    PD_CHECK_OK(pd_journal_open(path, &jn));
+    PD_CHECK_OK(pd_journal_append(jn, pd_journal_rec_job(j[0]), true));
+    size_t n0, n1;
+    char *before = slurp(path, &n0);
+
+    /* Room for 10 more bytes: the record's write is cut short, then refused (EFBIG, SIGXFSZ ignored). */
+    struct rlimit old, fsize;
+    getrlimit(RLIMIT_FSIZE, &old);
+    fsize = old;
+    fsize.rlim_cur = (rlim_t)n0 + 10;
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    PD_CHECK(setrlimit(RLIMIT_FSIZE, &fsize) == 0);
+    PD_CHECK_ERR(pd_journal_append(jn, pd_journal_rec_job(j[1]), true), PD_ERR_IO);
+    setrlimit(RLIMIT_FSIZE, &old);
+    signal(SIGXFSZ, prev);
+
+    char *after = slurp(path, &n1);
+    PD_CHECK_MSG(before && after && n1 == n0 && !memcmp(before, after, n0), "journal changed by a failed append: %zu -> %zu bytes", n0, n1);
+    PD_CHECK_OK(pd_journal_append(jn, pd_journal_rec_job(j[2]), true));
+    pd_journal_close(jn);
+
+    pd_jobs back;
+    pd_jobs_init(&back);
+    size_t n, bad;
+    PD_CHECK_OK(pd_journal_replay(path, &back, &n, &bad));
+    PD_CHECK_MSG(n == 2 && bad == 0 && back.n == 2, "%zu records, %zu bad, %zu jobs", n, bad, back.n);
+    PD_CHECK(pd_jobs_find(&back, ids[0]) && pd_jobs_find(&back, ids[2]) && !pd_jobs_find(&back, ids[1]));
+    free(before);
+    free(after);
+    pd_jobs_free(&t);
+    pd_jobs_free(&back);
+    pd_test_rmtree(dir);
+}
+
 static void test_config(void) {
     pd_config c;
     pd_config_defaults(&c);
@@ -264,6 +340,7 @@ int main(void) {
     PD_RUN(test_error_envelope);
     PD_RUN(test_job_ids);
     PD_RUN(test_journal_replay);
+    PD_RUN(test_journal_failed_append);
     PD_RUN(test_config);
     PD_RUN(test_api_keys);
     return pd_test_summary();
