@@ -29,6 +29,30 @@
 #include "scheduler/scheduler_impl.h"
 #include "scheduler/split.h"
 
+/* Stops every worker: asks politely, then insists. Runs on the scheduler thread as it ends, since the
+ * workers it restarted get their parent-death signal when this thread exits (scheduler/spawn.h). */
+static void stop_workers(pd_scheduler *s) {
+    for (int i = 0; i < s->n; i++)
+        if (s->w[i].pid > 0 && s->w[i].state != SCHED_W_EXITING) sched_shutdown_worker(s, &s->w[i]);
+    double deadline = pd_now_s() + SCHED_EXIT_GRACE_S;
+    for (;;) {
+        bool left = false;
+        for (int i = 0; i < s->n; i++) {
+            sched_wslot *w = &s->w[i];
+            if (w->pid > 0 && waitpid(w->pid, NULL, WNOHANG) == w->pid) w->pid = 0;
+            left |= w->pid > 0;
+        }
+        if (!left || pd_now_s() > deadline) break;
+        struct timespec nap = {0, 10 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+    for (int i = 0; i < s->n; i++)
+        if (s->w[i].pid > 0) {
+            kill(s->w[i].pid, SIGKILL);
+            waitpid(s->w[i].pid, NULL, 0);
+        }
+}
+
 static void *sched_main(void *arg) {
     pd_scheduler *s = arg;
     int cap = 1 + 2 * s->n;
@@ -79,6 +103,7 @@ static void *sched_main(void *arg) {
             }
         }
     }
+    stop_workers(s);
     pthread_mutex_unlock(&s->mu);
     free(pf);
     free(who);
@@ -419,25 +444,5 @@ void pd_scheduler_destroy(pd_scheduler *s) {
     pthread_cond_broadcast(&s->idle_cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);
-    /* The thread is gone: no lock needed. Ask politely, then insist. */
-    for (int i = 0; i < s->n; i++)
-        if (s->w[i].pid > 0 && s->w[i].state != SCHED_W_EXITING) sched_shutdown_worker(s, &s->w[i]);
-    double deadline = pd_now_s() + SCHED_EXIT_GRACE_S;
-    for (;;) {
-        bool left = false;
-        for (int i = 0; i < s->n; i++) {
-            sched_wslot *w = &s->w[i];
-            if (w->pid > 0 && waitpid(w->pid, NULL, WNOHANG) == w->pid) w->pid = 0;
-            left |= w->pid > 0;
-        }
-        if (!left || pd_now_s() > deadline) break;
-        struct timespec nap = {0, 10 * 1000 * 1000};
-        nanosleep(&nap, NULL);
-    }
-    for (int i = 0; i < s->n; i++)
-        if (s->w[i].pid > 0) {
-            kill(s->w[i].pid, SIGKILL);
-            waitpid(s->w[i].pid, NULL, 0);
-        }
     free_scheduler(s);
 }

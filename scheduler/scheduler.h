@@ -39,6 +39,10 @@ typedef struct pd_scheduler_config {
     int pipesp_chunk;          /* PipeSP g sent to every group (0 = measured by the group) */
     double comm_timeout_s;     /* deadline of every collective inside a group (0 = 60 s) */
     const char *device;        /* "cpu" (NULL or "" too) or "cuda": worker slot i then uses cuda:i */
+    /* A descriptor (3 or higher; 0, the default, for none) every worker inherits: the daemon's data
+     * folder lock, so a restarted daemon cannot take the folder while a worker of this one still
+     * lives. Workers also get SIGKILL when the daemon dies (scheduler/spawn.h). */
+    int lock_fd;
 } pd_scheduler_config;
 
 typedef enum pd_job_event_kind {

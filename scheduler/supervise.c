@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +15,7 @@
 
 #include "base/clock.h"
 #include "scheduler/scheduler_impl.h"
-
-extern char **environ;
+#include "scheduler/spawn.h"
 
 bool sched_role_denoises(pd_worker_role r) { return r == PD_ROLE_DENOISE || r == PD_ROLE_ALL; }
 
@@ -100,26 +98,11 @@ pd_status sched_spawn_worker(pd_scheduler *s, sched_wslot *w) {
     snprintf(threads, sizeof threads, "%d", s->cfg.threads_per_worker > 0 ? s->cfg.threads_per_worker : 1);
     char *argv[] = {s->worker_exe, "worker", "--socket", w->sock_path, "--role", (char *)pd_worker_role_name(w->role),
                     "--model", s->model_dir, "--threads", threads, "--device", w->device, NULL};
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none, dfl;
-    sigemptyset(&none);
-    sigemptyset(&dfl);
-    sigaddset(&dfl, SIGINT);
-    sigaddset(&dfl, SIGTERM);
-    sigaddset(&dfl, SIGPIPE);
-    sigaddset(&dfl, SIGCHLD);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &dfl);
-    /* Own process group: a terminal's Ctrl-C reaches the daemon, which then stops its workers itself. */
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
     pid_t pid;
-    int rc = posix_spawn(&pid, s->worker_exe, NULL, &attr, argv, environ);
-    posix_spawnattr_destroy(&attr);
+    pd_status st = pd_spawn_worker(s->worker_exe, argv, s->cfg.lock_fd, &pid);
     w->spawned_at = w->last_heard = pd_now_s();
     w->ticks = 0;
-    if (rc != 0) return pd_error_set(PD_ERR_IO, "spawn %s worker: %s", s->worker_exe, strerror(rc));
+    if (st) return st;
     w->pid = pid;
     w->state = SCHED_W_SPAWNED;
     PD_INFO("scheduler", "worker %d (%s) started, pid %d", w->index, pd_worker_role_name(w->role), (int)pid);
