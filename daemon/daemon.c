@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -9,6 +10,7 @@
 
 #include <microhttpd.h>
 
+#include "base/file_io.h"
 #include "daemon/http.h"
 #include "daemon/sse.h"
 #include "models/model_dir.h"
@@ -84,6 +86,36 @@ static void job_finish(pd_job *j, pd_job_status s, double t, double ttl) {
     if (s == PD_JOB_COMPLETED) j->progress = 100;
 }
 
+#define LOCK_WAIT_S 10.0
+
+/* Takes the data folder's lock (see pd_daemon_open). */
+static pd_status lock_data_dir(pd_daemon *d) {
+    const char *dir = d->cfg.data_dir;
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/pipeditd.lock", dir) >= (int)sizeof path) return pd_error_set(PD_ERR_INVALID, "data_dir is too long: %s", dir);
+    PD_TRY(pd_model_dir_mkdirs(dir));
+    double deadline = pd_daemon_now() + LOCK_WAIT_S;
+    for (bool told = false;; told = true) {
+        long holder;
+        pd_status st = pd_file_lock(path, &d->lock_fd, &holder);
+        if (st != PD_ERR_BUSY) return st;
+        if (holder > 0 && (kill((pid_t)holder, 0) == 0 || errno == EPERM))
+            return pd_error_set(PD_ERR_BUSY, "data folder %s is in use by another pipeditd (pid %ld holds %s); each daemon needs its own data_dir",
+                                dir, holder, path);
+        /* The daemon that took it is gone: its workers hold it until their parent-death signal lands. */
+        if (pd_daemon_now() >= deadline && holder > 0)
+            return pd_error_set(PD_ERR_BUSY, "data folder %s is still locked (%s) by processes left by pipeditd pid %ld, which has exited; "
+                                "they did not exit within %.0f s",
+                                dir, path, holder, LOCK_WAIT_S);
+        if (pd_daemon_now() >= deadline)
+            return pd_error_set(PD_ERR_BUSY, "data folder %s is locked (%s) by a process that did not release it within %.0f s", dir, path,
+                                LOCK_WAIT_S);
+        if (!told) PD_WARN("daemon", "waiting for the workers of the previous pipeditd (pid %ld) to release %s", holder, path);
+        struct timespec nap = {0, 100 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+}
+
 pd_status pd_daemon_open(pd_daemon *d, const pd_config *cfg) {
     memset(d, 0, sizeof *d);
     d->cfg = *cfg;
@@ -95,6 +127,7 @@ pd_status pd_daemon_open(pd_daemon *d, const pd_config *cfg) {
 
     PD_TRY(resolve_model(d));
     fill_limits(d);
+    PD_TRY(lock_data_dir(d));
     PD_TRY(pd_store_init(&d->store, cfg->data_dir));
     if (cfg->run_dir[0]) snprintf(d->run_dir, sizeof d->run_dir, "%s", cfg->run_dir);
     else snprintf(d->run_dir, sizeof d->run_dir, "%s/run", cfg->data_dir);
@@ -161,7 +194,10 @@ static void on_job_event(void *ud, const pd_job_event *ev) {
         return;
     }
     if (j->status == PD_JOB_COMPLETED || j->status == PD_JOB_FAILED) {
+        /* Cancelled, but the worker finished before it saw the cancel: the job stays cancelled. */
+        bool stray = ev->kind == PD_JOB_EVENT_COMPLETED && j->status == PD_JOB_FAILED;
         pthread_mutex_unlock(&d->lock);
+        if (stray) pd_store_remove(&d->store, ev->job_id);
         return;
     }
     double ttl = d->cfg.output_ttl_s;
@@ -229,22 +265,31 @@ static void paths_of(pd_daemon *d, const char *id, char *mp4, char *png) {
     pd_store_path(&d->store, id, PD_STORE_THUMBNAIL, png);
 }
 
+/* Journals (fdatasync) and then applies a job's failure, so that what the table says is on disk;
+ * on a journal error the job is left as it was. d->lock must be held: no event of the job can slip in
+ * between, and its later events are ignored (it has finished). */
+static pd_status fail_job_locked(pd_daemon *d, pd_job *j, const char *code, const char *msg) {
+    double now = pd_daemon_now();
+    pd_status st = pd_journal_append(d->journal, pd_journal_rec_fail(j->id, now, now + d->cfg.output_ttl_s, code, msg), true);
+    if (st) {
+        PD_ERROR("daemon", "%s", pd_error_msg());
+        return st;
+    }
+    job_finish(j, PD_JOB_FAILED, now, d->cfg.output_ttl_s);
+    snprintf(j->error_code, sizeof j->error_code, "%s", code);
+    snprintf(j->error_message, sizeof j->error_message, "%s", msg);
+    pd_metrics_job_finished(&d->metrics, PD_JOB_FAILED, !strcmp(code, "cancelled"));
+    j->version++;
+    pd_daemon_wake_streams_locked(d);
+    return PD_OK;
+}
+
 /* Marks a job failed (and journals it) when it cannot be handed to the scheduler. */
 static void fail_job(pd_daemon *d, const char *id, const char *code, const char *msg) {
-    double now = pd_daemon_now();
     pthread_mutex_lock(&d->lock);
     pd_job *j = pd_jobs_find(&d->jobs, id);
-    if (j) {
-        job_finish(j, PD_JOB_FAILED, now, d->cfg.output_ttl_s);
-        snprintf(j->error_code, sizeof j->error_code, "%s", code);
-        snprintf(j->error_message, sizeof j->error_message, "%s", msg);
-        pd_metrics_job_finished(&d->metrics, PD_JOB_FAILED, !strcmp(code, "cancelled"));
-        j->version++;
-        pd_daemon_wake_streams_locked(d);
-    }
-    double exp = j ? j->expires_at : now;
+    if (j) fail_job_locked(d, j, code, msg);
     pthread_mutex_unlock(&d->lock);
-    if (j) pd_journal_append(d->journal, pd_journal_rec_fail(id, now, exp, code, msg), true);
 }
 
 /* Hands backlog jobs to the scheduler in order while its queue has room. Returns how many remain. */
@@ -319,6 +364,7 @@ pd_status pd_daemon_start_scheduler(pd_daemon *d) {
         .pipesp_chunk = d->cfg.pipesp_chunk,
         .comm_timeout_s = d->cfg.comm_timeout_s,
         .device = d->cfg.device,
+        .lock_fd = d->lock_fd,
     };
     pd_status st = pd_scheduler_create(&sc, on_job_event, d, &d->sched);
     if (st) return pd_error_prefix(st, "cannot start workers");
@@ -459,24 +505,24 @@ int pd_daemon_list_videos(pd_daemon *d, const char *after, int limit, bool ascen
     return *out ? 200 : pd_api_error_set(err, 503, NULL, "out_of_memory", "out of memory");
 }
 
+static bool job_live(const pd_job *j) { return j->status == PD_JOB_QUEUED || j->status == PD_JOB_IN_PROGRESS; }
+
 int pd_daemon_cancel_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err) {
     pthread_mutex_lock(&d->lock);
     pd_job *j = pd_jobs_find(&d->jobs, id);
     pd_job_status s = j ? j->status : PD_JOB_FAILED;
+    bool live = j && job_live(j);
+    pd_status st = live ? fail_job_locked(d, j, "cancelled", "cancelled by request") : PD_OK;
+    if (live && st == PD_OK) backlog_remove_locked(d, id);
     pthread_mutex_unlock(&d->lock);
     if (!j) return not_found(err, id);
     if (s == PD_JOB_COMPLETED) return pd_api_error_set(err, 400, "id", "invalid_state", "video '%s' has already completed", id);
-    if (s != PD_JOB_FAILED) {
-        pthread_mutex_lock(&d->lock);
-        bool waiting = backlog_remove_locked(d, id);
-        pthread_mutex_unlock(&d->lock);
-        if (waiting) {
-            fail_job(d, id, "cancelled", "cancelled by request");
-        } else if (d->sched) {
-            pd_status st = pd_scheduler_cancel(d->sched, id);
-            if (st && st != PD_ERR_NOT_FOUND) PD_WARN("daemon", "cancel %s: %s", id, pd_error_msg());
-            else PD_INFO("daemon", "%s cancel requested", id);
-        }
+    if (st) return pd_api_error_set(err, 503, NULL, "journal_error", "the cancel could not be recorded: %s", pd_error_msg());
+    if (live && d->sched) {
+        /* Durable already; the worker stops at its next step boundary. */
+        st = pd_scheduler_cancel(d->sched, id);
+        if (st && st != PD_ERR_NOT_FOUND) PD_WARN("daemon", "cancel %s: %s", id, pd_error_msg());
+        else PD_INFO("daemon", "%s cancelled", id);
     }
     return pd_daemon_get_video(d, id, out, err);
 }
@@ -484,21 +530,24 @@ int pd_daemon_cancel_video(pd_daemon *d, const char *id, json_t **out, pd_api_er
 int pd_daemon_delete_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err) {
     pthread_mutex_lock(&d->lock);
     pd_job *j = pd_jobs_find(&d->jobs, id);
-    bool live = j && (j->status == PD_JOB_QUEUED || j->status == PD_JOB_IN_PROGRESS);
+    bool live = j && job_live(j);
+    /* On disk before it leaves the table, so a crash cannot bring it back. */
+    pd_status st = j ? pd_journal_append(d->journal, pd_journal_rec_delete(id), true) : PD_OK;
+    if (j && st == PD_OK) {
+        backlog_remove_locked(d, id);
+        pd_jobs_remove(&d->jobs, id);
+        pd_daemon_wake_streams_locked(d);
+    }
     pthread_mutex_unlock(&d->lock);
     if (!j) return not_found(err, id);
+    if (st) {
+        PD_ERROR("daemon", "%s", pd_error_msg());
+        return pd_api_error_set(err, 503, NULL, "journal_error", "the delete could not be recorded: %s", pd_error_msg());
+    }
     if (live && d->sched) {
-        pd_status st = pd_scheduler_cancel(d->sched, id);
+        st = pd_scheduler_cancel(d->sched, id);
         if (st && st != PD_ERR_NOT_FOUND) PD_WARN("daemon", "cancel %s: %s", id, pd_error_msg());
     }
-    pthread_mutex_lock(&d->lock);
-    backlog_remove_locked(d, id);
-    bool removed = pd_jobs_remove(&d->jobs, id);
-    pd_daemon_wake_streams_locked(d);
-    pthread_mutex_unlock(&d->lock);
-    if (!removed) return not_found(err, id); /* a concurrent delete won */
-    pd_status st = pd_journal_append(d->journal, pd_journal_rec_delete(id), true);
-    if (st) PD_ERROR("daemon", "%s", pd_error_msg());
     pd_store_remove(&d->store, id);
     PD_INFO("daemon", "%s deleted", id);
     *out = json_pack("{s:s, s:s, s:b}", "id", id, "object", "video.deleted", "deleted", 1);
@@ -616,6 +665,8 @@ void pd_daemon_close(pd_daemon *d) {
     d->sched = NULL;
     pd_journal_close(d->journal);
     d->journal = NULL;
+    if (d->lock_fd > 2) close(d->lock_fd); /* the workers are gone: the folder is free */
+    d->lock_fd = 0;
     pd_jobs_free(&d->jobs);
     free(d->backlog);
     d->backlog = NULL;

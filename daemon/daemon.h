@@ -45,6 +45,7 @@ typedef struct pd_daemon {
     char (*backlog)[PD_JOB_ID_LEN + 1]; /* recovered jobs the scheduler's queue had no room for yet, in order */
     size_t n_backlog;
 
+    int lock_fd;                     /* <data_dir>/pipeditd.lock, held while the daemon and its workers live; 0 = none */
     pd_journal *journal;
     pd_store store;
     pd_metrics metrics;
@@ -54,8 +55,15 @@ typedef struct pd_daemon {
 } pd_daemon;
 
 /* Prepares d from cfg: resolves the model (cfg->model_dir, or the embedded tiny model), creates the
- * data folders, replays and compacts the journal and drops expired jobs. Starts no threads.
- * Errors: PD_ERR_IO, PD_ERR_INVALID, PD_ERR_NOMEM with a message naming the file or setting. */
+ * data folder and locks it (before anything in it is read or written), creates its subfolders,
+ * replays and compacts the journal and drops expired jobs. Starts no threads.
+ * The lock (flock on <data_dir>/pipeditd.lock, which holds the daemon's pid) is inherited by the
+ * workers and released when the daemon and all of them have exited. A lock held by a live process
+ * is PD_ERR_BUSY naming the folder and that pid, and nothing in the folder is changed; a lock whose
+ * recorded daemon is gone belongs to its workers, which die with it: the call waits up to 10 s for
+ * them before giving up the same way.
+ * Errors: PD_ERR_BUSY, PD_ERR_IO, PD_ERR_INVALID, PD_ERR_NOMEM with a message naming the file or
+ * setting. */
 pd_status pd_daemon_open(pd_daemon *d, const pd_config *cfg);
 
 /* Starts the scheduler (which spawns the workers) and re-submits the jobs the journal left queued
@@ -75,12 +83,16 @@ void pd_daemon_close(pd_daemon *d);
 
 /* ---- operations behind the routes; each returns 200 (or the status it answers with) and fills
  *      *out with a new JSON reference, or fills err and returns err->http_status. ---- */
-/* Admits a job: journals it (on disk before returning) and submits it to the scheduler. The
+/* Admits a job: journals it (on disk before returning; 503 when it cannot be) and submits it to the
+ * scheduler. The
  * request is consumed (moved into the table, or left for the caller to free when refused; freeing a
  * consumed request is harmless). 429 when the queue is full, 503 while draining. */
 int pd_daemon_create_video(pd_daemon *d, pd_job_request *req, json_t **out, pd_api_error *err);
 int pd_daemon_get_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err);
 int pd_daemon_list_videos(pd_daemon *d, const char *after, int limit, bool ascending, json_t **out, pd_api_error *err);
+/* Cancel and delete are on disk (journal, fdatasync) before they answer, so neither is undone by a
+ * crash: a cancelled job is failed with error.code "cancelled" at once and never runs again, a
+ * deleted one stays deleted. 503 (and nothing changed) when the journal cannot record them. */
 int pd_daemon_cancel_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err);
 int pd_daemon_delete_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err);
 /* Path of a completed job's output file; 404 when the job is unknown or not completed. */

@@ -1,14 +1,17 @@
 /* The daemon's server-free modules: request parsing (api), job ids (jobs), the journal's replay and
- * compaction, the config table, and the API key comparison. Expected values come from DESIGN.md
+ * compaction (and a failed append), cancel and delete against a journal without a scheduler, the
+ * config table, and the API key comparison. Expected values come from DESIGN.md
  * section 7 and the documented rules in daemon/api.h, not from running the code. */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/api.h"
 #include "daemon/config.h"
+#include "daemon/daemon.h"
 #include "daemon/http.h"
 #include "daemon/jobs.h"
 #include "daemon/journal.h"
@@ -289,6 +292,80 @@ static void test_journal_failed_append(void) {
     pd_test_rmtree(dir);
 }
 
+/* issue 13 item 3: a cancel or delete the journal cannot record is refused (503) and changes nothing;
+ * one it records survives a crash (the daemon closed without a shutdown, then opened again). Runs the
+ * daemon's operations without a scheduler, on a journal written by hand. */
+static void test_daemon_cancel_delete_durable(void) {
+    char dir[256], path[300];
+    if (!pd_test_scratch_dir(dir, sizeof dir, "pd_daemon_durable")) {
+        PD_CHECK(0);
+        return;
+    }
+    snprintf(path, sizeof path, "%s/journal.jsonl", dir);
+    const char *ids[2] = {"video_000000000000000000000000000000d1", "video_000000000000000000000000000000d2"};
+    pd_jobs t;
+    pd_jobs_init(&t);
+    pd_journal *jn;
+    PD_CHECK_OK(pd_journal_open(path, &jn));
+    for (int i = 0; i < 2; i++) {
+        pd_job_request r = small_request("p");
+        pd_job *j;
+        PD_CHECK_OK(pd_jobs_add(&t, ids[i], 0, &r, &j));
+        PD_CHECK_OK(pd_journal_append(jn, pd_journal_rec_job(j), true));
+    }
+    pd_journal_close(jn);
+    pd_jobs_free(&t);
+
+    pd_config cfg;
+    pd_config_defaults(&cfg);
+    snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", dir);
+    static pd_daemon d;
+    PD_CHECK_OK(pd_daemon_open(&d, &cfg));
+    json_t *out = NULL;
+    pd_api_error e;
+    struct stat sb;
+    stat(path, &sb);
+    struct rlimit old, fsize;
+    getrlimit(RLIMIT_FSIZE, &old);
+    fsize = old;
+    fsize.rlim_cur = (rlim_t)sb.st_size; /* the journal cannot grow */
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    PD_CHECK(setrlimit(RLIMIT_FSIZE, &fsize) == 0);
+    int del = pd_daemon_delete_video(&d, ids[0], &out, &e);
+    json_decref(out), out = NULL;
+    int can = pd_daemon_cancel_video(&d, ids[1], &out, &e);
+    json_decref(out), out = NULL;
+    setrlimit(RLIMIT_FSIZE, &old);
+    signal(SIGXFSZ, prev);
+    PD_CHECK_MSG(del == 503 && can == 503, "delete %d, cancel %d with a journal that cannot grow", del, can);
+    for (int i = 0; i < 2; i++) {
+        PD_CHECK(pd_daemon_get_video(&d, ids[i], &out, &e) == 200 && !strcmp(json_string_value(json_object_get(out, "status")), "queued"));
+        json_decref(out), out = NULL;
+    }
+
+    PD_CHECK(pd_daemon_delete_video(&d, ids[0], &out, &e) == 200);
+    json_decref(out), out = NULL;
+    PD_CHECK(pd_daemon_cancel_video(&d, ids[1], &out, &e) == 200);
+    json_t *err = json_object_get(out, "error");
+    PD_CHECK_MSG(!strcmp(json_string_value(json_object_get(out, "status")), "failed") && json_is_object(err) &&
+                     !strcmp(json_string_value(json_object_get(err, "code")), "cancelled"),
+                 "the cancel's answer is not failed/cancelled");
+    json_decref(out), out = NULL;
+    pd_daemon_close(&d); /* no shutdown: what a crash leaves */
+
+    PD_CHECK_OK(pd_daemon_open(&d, &cfg));
+    PD_CHECK(pd_daemon_get_video(&d, ids[0], &out, &e) == 404);
+    json_decref(out), out = NULL;
+    PD_CHECK(pd_daemon_get_video(&d, ids[1], &out, &e) == 200);
+    err = json_object_get(out, "error");
+    PD_CHECK_MSG(!strcmp(json_string_value(json_object_get(out, "status")), "failed") && json_is_object(err) &&
+                     !strcmp(json_string_value(json_object_get(err, "code")), "cancelled"),
+                 "the cancelled job came back as %s", json_string_value(json_object_get(out, "status")));
+    json_decref(out);
+    pd_daemon_close(&d);
+    pd_test_rmtree(dir);
+}
+
 static void test_config(void) {
     pd_config c;
     pd_config_defaults(&c);
@@ -341,6 +418,7 @@ int main(void) {
     PD_RUN(test_job_ids);
     PD_RUN(test_journal_replay);
     PD_RUN(test_journal_failed_append);
+    PD_RUN(test_daemon_cancel_delete_durable);
     PD_RUN(test_config);
     PD_RUN(test_api_keys);
     return pd_test_summary();
