@@ -48,13 +48,17 @@ typedef struct pd_dit_scratch {
     pd_tensor f;          // (B, N, F)
 } pd_dit_scratch;
 
-static pd_status pd_dit_attend(pd_wan_dit *m, pd_tensor *att, const pd_tensor *q, const pd_tensor *k, const pd_tensor *v) {
+/* att (B, N, D) = attention over heads; self-attention goes through the model's route. */
+static pd_status pd_dit_attend(pd_wan_dit *m, pd_tensor *att, const pd_tensor *q, const pd_tensor *k, const pd_tensor *v,
+                               bool self) {
     const pd_wan_dit_config *c = &m->cfg;
     int64_t qs[4] = {q->shape[0], q->shape[1], c->heads, c->head_dim};
     int64_t ks[4] = {k->shape[0], k->shape[1], c->heads, c->head_dim};
     pd_tensor q4 = pd_dit_view(q, 4, qs), k4 = pd_dit_view(k, 4, ks), v4 = pd_dit_view(v, 4, ks);
     pd_tensor a4 = pd_dit_view(att, 4, qs);
-    return pd_op_attention(m->be, &a4, &q4, &k4, &v4, NULL, 1.0f / sqrtf((float)c->head_dim));
+    float scale = 1.0f / sqrtf((float)c->head_dim);
+    if (self) return pd_dit_self_attention(m, &a4, &q4, &k4, &v4, scale);
+    return pd_op_attention(m->be, &a4, &q4, &k4, &v4, NULL, scale);
 }
 
 /* h = layer_norm(x) (no affine) * (1 + scale) + shift: the fused op where the backend has it. */
@@ -103,7 +107,7 @@ static pd_status pd_dit_block_forward(pd_wan_dit *m, const pd_dit_block *w, pd_t
     PD_TRY(pd_dit_norm_rope(m, &s->k, &sa->norm_k, freqs));
     PD_TRY(pd_op_linear(be, &s->v, &s->h, &sa->v.w, &sa->v.b));
     if (shard) PD_TRY(shard->self_attn(shard->ud, &s->att, &s->q, &s->k, &s->v));
-    else PD_TRY(pd_dit_attend(m, &s->att, &s->q, &s->k, &s->v));
+    else PD_TRY(pd_dit_attend(m, &s->att, &s->q, &s->k, &s->v, true));
     PD_TRY(pd_op_linear(be, &s->o, &s->att, &sa->o.w, &sa->o.b));
     PD_TRY(pd_op_gated_add(be, x, &gate_msa, &s->o));
 
@@ -115,7 +119,7 @@ static pd_status pd_dit_block_forward(pd_wan_dit *m, const pd_dit_block *w, pd_t
     PD_TRY(pd_op_linear(be, &s->ck, ctx, &ca->k.w, &ca->k.b));
     PD_TRY(pd_op_rms_norm(be, &s->ck, &s->ck, &ca->norm_k, eps));
     PD_TRY(pd_op_linear(be, &s->cv, ctx, &ca->v.w, &ca->v.b));
-    PD_TRY(pd_dit_attend(m, &s->att, &s->q, &s->ck, &s->cv));
+    PD_TRY(pd_dit_attend(m, &s->att, &s->q, &s->ck, &s->cv, false));
     PD_TRY(pd_op_linear(be, &s->o, &s->att, &ca->o.w, &ca->o.b));
     PD_TRY(pd_op_gated_add(be, x, NULL, &s->o));
 

@@ -84,6 +84,17 @@ pd_status pd_wan_dit_grid_of(const pd_wan_dit_config *cfg, int64_t T, int64_t H,
 pd_status pd_wan_dit_forward(pd_wan_dit *m, pd_tensor *velocity, const pd_tensor *latent, const float *timesteps,
                              const pd_tensor *context);
 
+/* An attention implementation with pd_op_attention's contract (no bias): out (B, Nq, H, Dv) =
+ * softmax(q k^T * scale) v for q (B, Nq, H, D), k (B, Nk, H, D), v (B, Nk, H, Dv), contiguous on the
+ * model's backend. */
+typedef pd_status (*pd_wan_attention_fn)(void *ud, pd_tensor *out, const pd_tensor *q, const pd_tensor *k,
+                                         const pd_tensor *v, float scale);
+
+/* Routes the self-attention of every block through fn(ud, ...) instead of the backend's op (Aco lends
+ * heads this way: models/wan/aco.h); the SP evaluator (dit_sp.h) routes each chunk of heads there
+ * too. Cross-attention is unaffected. fn NULL restores the op. */
+void pd_wan_dit_set_self_attention(pd_wan_dit *m, pd_wan_attention_fn fn, void *ud);
+
 /* Bytes the activation arena holds after the calls so far. */
 size_t pd_wan_dit_arena_bytes(const pd_wan_dit *m);
 

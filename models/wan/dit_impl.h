@@ -39,7 +39,16 @@ struct pd_wan_dit {
     pd_dit_weights w;
     pd_tensor zeros; // (text_len, text_dim) f32 zeros: the context padding rows
     pd_arena *arena;
+    pd_wan_attention_fn self_attn_fn; // NULL: the backend's op
+    void *self_attn_ud;
 };
+
+/* Self-attention (B, N, H, D) through the model's route (pd_wan_dit_set_self_attention). */
+static inline pd_status pd_dit_self_attention(pd_wan_dit *m, pd_tensor *out, const pd_tensor *q, const pd_tensor *k,
+                                              const pd_tensor *v, float scale) {
+    if (m->self_attn_fn) return m->self_attn_fn(m->self_attn_ud, out, q, k, v, scale);
+    return pd_op_attention(m->be, out, q, k, v, NULL, scale);
+}
 
 /* Same data, another shape (contiguous tensors only). */
 static inline pd_tensor pd_dit_view(const pd_tensor *t, int ndim, const int64_t *shape) {

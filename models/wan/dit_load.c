@@ -336,4 +336,8 @@ pd_status pd_wan_dit_load(const char *path, pd_backend *be, pd_wan_dit **out) {
 
 const pd_wan_dit_config *pd_wan_dit_get_config(const pd_wan_dit *m) { return &m->cfg; }
 pd_wan_layout pd_wan_dit_get_layout(const pd_wan_dit *m) { return m->layout; }
+void pd_wan_dit_set_self_attention(pd_wan_dit *m, pd_wan_attention_fn fn, void *ud) {
+    m->self_attn_fn = fn;
+    m->self_attn_ud = fn ? ud : NULL;
+}
 size_t pd_wan_dit_arena_bytes(const pd_wan_dit *m) { return m->arena ? pd_arena_reserved(m->arena) : 0; }

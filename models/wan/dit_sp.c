@@ -308,7 +308,7 @@ static pd_status pd_sp_self_attn(void *ud, pd_tensor *att, const pd_tensor *q, c
                 pd_tensor q4 = pd_sp_buf(sp, rcv[0] + ob, 4, 1, N, gown, hd), k4 = pd_sp_buf(sp, rcv[1] + ob, 4, 1, N, gown, hd);
                 pd_tensor v4 = pd_sp_buf(sp, rcv[2] + ob, 4, 1, N, gown, hd), o4 = pd_sp_buf(sp, (float *)oo.data + ob, 4, 1, N, gown, hd);
                 double t1 = pd_now_s();
-                s = sp->opts.comm_only ? pd_op_copy(be, &o4, &q4) : pd_op_attention(be, &o4, &q4, &k4, &v4, NULL, scale);
+                s = sp->opts.comm_only ? pd_op_copy(be, &o4, &q4) : pd_dit_self_attention(sp->m, &o4, &q4, &k4, &v4, scale);
                 if (s == PD_OK) s = pd_backend_synchronize(be);
                 sp->st.attn_s += pd_now_s() - t1;
             }
