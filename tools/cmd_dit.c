@@ -7,6 +7,7 @@
 #include "engine/safetensors.h"
 #include "models/wan/dit.h"
 #include "workers/sp_group.h"
+#include "tools/aco_launch.h"
 #include "tools/cli_opt.h"
 #include "tools/commands.h"
 #include "tools/device_opt.h"
@@ -16,7 +17,7 @@ static void pd_dit_usage(FILE *f) {
     fprintf(f, "usage: pipedit dit --model PATH --latent IN.safetensors --timestep T --context CTX.safetensors\n"
                "                    [--context-uncond CTX.safetensors] --out OUT.safetensors [--threads N]\n"
                "                    [--device cpu|cuda|cuda:N]\n"
-               "                    [--sp N [--pipesp-chunk G] [--cfg-parallel] [--timeout S]]\n"
+               "                    [--sp N [--pipesp-chunk G] [--cfg-parallel] [--timeout S]] [--aco [--aco-share N]]\n"
                "Runs one DiT evaluation (batch 1, or the CFG pair) and writes the velocity.\n"
                "  --model PATH     model folder (uses transformer/), transformer folder, or a single\n"
                "                   .safetensors file with original (Comfy) names\n"
@@ -38,7 +39,11 @@ static void pd_dit_usage(FILE *f) {
                "  --cfg-parallel   with --context-uncond and an even --sp N: ranks 0..N/2-1 evaluate the\n"
                "                   conditional and the rest the unconditional (each half an SP group of N/2),\n"
                "                   then partners exchange velocities\n"
-               "  --timeout S      seconds any rank waits for its peers before failing (default 120)\n");
+               "  --timeout S      seconds any rank waits for its peers before failing (default 120)\n"
+               "  --aco            Aco: a helper process (per rank with --sp; --threads threads) computes\n"
+               "                   some heads of every self-attention; the share is measured (the first\n"
+               "                   two self-attentions of a shape), the velocity is the same bytes\n"
+               "  --aco-share N    with --aco: lend N heads of every self-attention instead (0 = none)\n");
 }
 
 /* Reads tensor `name` of a safetensors file into an f32 host tensor of its own shape. */
@@ -66,6 +71,7 @@ typedef struct pd_dit_sp_job {
     const pd_tensor *lat, *ctx; // (B, C, T, H, W), (B, L, text_dim) host f32
     const float *ts;            // (B)
     int ranks, threads, chunk;
+    int aco_share;              /* -2: no Aco helper; -1: measured share; >= 0: fixed */
     bool cfg_parallel;
     double timeout;
     char name[64];              /* the SP group's base name, filled by pd_sp_launch */
@@ -84,6 +90,13 @@ static pd_status pd_dit_write_velocity(const char *path, const pd_tensor *vel) {
 static pd_status pd_dit_forward_one(void *dit, pd_tensor *velocity, const pd_tensor *latent, const float *timesteps,
                                     const pd_tensor *context) {
     return pd_wan_dit_forward(dit, velocity, latent, timesteps, context);
+}
+
+/* Logs what an Aco helper did (at info level). */
+static void pd_dit_log_aco(const pd_aco_stats *a, int rank) {
+    PD_INFO("dit", "aco (rank %d): %llu of %llu heads lent in %llu lends%s%s", rank, (unsigned long long)a->heads_lent,
+            (unsigned long long)a->heads_total, (unsigned long long)a->lends, a->failed ? "; the helper failed: " : "",
+            a->failed ? a->error : "");
 }
 
 /* One evaluation on be: uploads lat (B, C, T, H, W) and ctx (B, L, text_dim), runs forward(ud, ...) into
@@ -128,9 +141,16 @@ static int pd_dit_rank_main(void *ud, int rank) {
                                    .chunk_heads = job->chunk, .timeout_s = job->timeout, .be = be};
     if (st == PD_OK) st = pd_sp_group_join(dit, &spec, &g);
     if (st == PD_OK) pd_sp_launch_fault_point(rank);
+    pd_aco_local aco = {0};
+    if (st == PD_OK && job->aco_share > -2) st = pd_aco_local_start(dit, be, job->threads, job->aco_share, job->timeout, &aco);
     if (st == PD_OK)
         st = pd_dit_eval(be, pd_wan_dit_get_config(dit)->out_channels, job->lat, job->ctx, job->ts, pd_sp_group_forward, g,
                          rank == 0 ? job->out_path : NULL);
+    if (aco.lender) {
+        pd_aco_stats a;
+        pd_aco_local_stop(&aco, &a);
+        pd_dit_log_aco(&a, rank);
+    }
     if (st == PD_OK && rank == 0) {
         pd_wan_dit_sp_stats s;
         pd_sp_group_last_stats(g, &s);
@@ -167,16 +187,17 @@ static bool pd_dit_read_context(const char *path, const pd_wan_dit_config *cfg, 
 int pd_cmd_dit(int argc, char **argv) {
     const char *model = NULL, *latent_path = NULL, *ctx_path = NULL, *uctx_path = NULL, *out_path = NULL, *ts = NULL;
     const char *device = "cpu";
-    int threads = 0, sp_ranks = 0, chunk = 0, timeout = 120;
-    bool cfg_parallel = false;
+    int threads = 0, sp_ranks = 0, chunk = 0, timeout = 120, aco_share = -1;
+    bool cfg_parallel = false, aco = false, aco_share_set = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             pd_dit_usage(stdout);
             return 0;
         }
-        if (!strcmp(a, "--cfg-parallel")) {
-            cfg_parallel = true;
+        if (!strcmp(a, "--cfg-parallel") || !strcmp(a, "--aco")) {
+            if (a[2] == 'c') cfg_parallel = true;
+            else aco = true;
             continue;
         }
         if (i + 1 >= argc) {
@@ -200,6 +221,9 @@ int pd_cmd_dit(int argc, char **argv) {
             if (!pd_cli_opt_int("pipedit dit", a, v, 0, PD_SP_MAX_CHUNK, &chunk)) return 2;
         } else if (!strcmp(a, "--timeout")) {
             if (!pd_cli_opt_int("pipedit dit", a, v, 1, 86400, &timeout)) return 2;
+        } else if (!strcmp(a, "--aco-share")) {
+            if (!pd_cli_opt_int("pipedit dit", a, v, 0, 4096, &aco_share)) return 2;
+            aco_share_set = true;
         } else {
             fprintf(stderr, "pipedit dit: unknown option %s\n", a);
             pd_dit_usage(stderr);
@@ -213,6 +237,14 @@ int pd_cmd_dit(int argc, char **argv) {
     }
     if (cfg_parallel && (!uctx_path || sp_ranks < 2 || sp_ranks % 2)) {
         fprintf(stderr, "pipedit dit: --cfg-parallel needs --context-uncond and an even --sp N >= 2\n");
+        return 2;
+    }
+    if (aco_share_set && !aco) {
+        fprintf(stderr, "pipedit dit: --aco-share needs --aco\n");
+        return 2;
+    }
+    if (aco && strcmp(device, "cpu")) {
+        fprintf(stderr, "pipedit dit: --aco runs on the CPU only (its helper is a CPU process)\n");
         return 2;
     }
     if (!pd_device_opt_check("pipedit dit", device, sp_ranks)) return 2;
@@ -232,7 +264,8 @@ int pd_cmd_dit(int argc, char **argv) {
     if (pd_dit_read_input(latent_path, "latent", &lat) != PD_OK) return pd_dit_fail("reading the latent");
     /* With --sp the ranks run in child processes; this one only checks the inputs (one thread, so no
      * thread pool is forked). */
-    if (pd_device_opt_create("pipedit dit", device, sp_ranks ? 1 : threads, &be) != PD_OK) goto done;
+    const int own_threads = threads ? threads : aco ? pd_backend_cpu_share(2) : 0; /* the helper gets as many */
+    if (pd_device_opt_create("pipedit dit", device, sp_ranks ? 1 : own_threads, &be) != PD_OK) goto done;
     if (pd_wan_dit_load(model, be, &dit) != PD_OK) {
         rc = pd_dit_fail("loading the model");
         goto done;
@@ -292,13 +325,25 @@ int pd_cmd_dit(int argc, char **argv) {
         pd_backend_free(be);
         be = NULL;
         pd_dit_sp_job job = {.model = model, .out_path = out_path, .lat = &lat, .ctx = &ctx_b, .ts = tpair,
-                             .ranks = sp_ranks, .threads = threads ? threads : pd_backend_cpu_share(sp_ranks),
-                             .chunk = chunk, .cfg_parallel = cfg_parallel, .timeout = timeout};
+                             .ranks = sp_ranks,
+                             .threads = threads ? threads : pd_backend_cpu_share(aco ? 2 * sp_ranks : sp_ranks),
+                             .chunk = chunk, .aco_share = aco ? aco_share : -2, .cfg_parallel = cfg_parallel,
+                             .timeout = timeout};
         rc = pd_sp_launch("pipedit dit", sp_ranks, pd_dit_rank_main, &job, job.name);
         goto done;
     }
 
+    pd_aco_local aco_run = {0};
+    if (aco && pd_aco_local_start(dit, be, own_threads, aco_share, timeout, &aco_run)) {
+        rc = pd_dit_fail("starting the Aco helper");
+        goto done;
+    }
     st = pd_dit_eval(be, cfg->out_channels, &lat, &ctx_b, tpair, pd_dit_forward_one, dit, out_path);
+    if (aco) {
+        pd_aco_stats a;
+        pd_aco_local_stop(&aco_run, &a);
+        pd_dit_log_aco(&a, 0);
+    }
     if (st != PD_OK) {
         rc = pd_dit_fail(NULL);
         goto done;

@@ -90,9 +90,9 @@ static pd_status buf_view(pd_backend *be, aco_buf *b, int64_t B, int64_t N, int6
         b->cap = n;
     }
     int64_t shape[4] = {B, N, H, D};
-    *out = b->t;
-    out->owns_data = false;
-    return pd_tensor_reshape(out, 4, shape) == PD_OK ? PD_OK : pd_error_set(PD_ERR_INVALID, "aco: bad view");
+    *out = pd_tensor_view(b->t.data, PD_DTYPE_F32, 4, shape);
+    out->device = b->t.device;
+    return PD_OK;
 }
 
 /* out = attention of `n` heads starting at head h0 of q, k, v, through packed copies in the given
