@@ -21,6 +21,7 @@
 #include "tools/cli_opt.h"
 #include "tools/commands.h"
 #include "tools/device_opt.h"
+#include "tools/aco_launch.h"
 #include "tools/sp_launch.h"
 
 static void pd_generate_usage(FILE *f) {
@@ -29,7 +30,7 @@ static void pd_generate_usage(FILE *f) {
             "                        [--size WxH] [--frames N] [--steps N] [--guidance G] [--shift S]\n"
             "                        [--sampler unipc|euler] [--seed S] [--fps N] [--threads N]\n"
             "                        [--thumbnail OUT.png] [--device cpu|cuda|cuda:N]\n"
-            "                        [--sp N [--pipesp-chunk G] [--cfg-parallel]]\n"
+            "                        [--sp N [--pipesp-chunk G] [--cfg-parallel]] [--aco]\n"
             "Generates a video from a text prompt and writes it as an H.264 MP4.\n"
             "  --model DIR        a Wan2.1 model folder (diffusers layout); default: the embedded tiny model\n"
             "  --prompt TEXT      what to show (required)\n"
@@ -53,6 +54,8 @@ static void pd_generate_usage(FILE *f) {
             "  --pipesp-chunk G   heads per PipeSP chunk: 0 = measured (default), 1 = the paper's PipeSP\n"
             "  --cfg-parallel     with an even --sp N and guidance > 1: conditional and unconditional\n"
             "                     evaluations on the two halves of the ranks\n"
+            "  --aco              Aco: a helper process (per rank with --sp) computes some heads of every\n"
+            "                     self-attention, a share measured at run time; the video is the same bytes\n"
             "  --out OUT.mp4      the video to write (written atomically)\n");
 }
 
@@ -153,9 +156,15 @@ typedef struct pd_gen_sp_job {
     const char *model_dir, *out, *thumb;
     pd_gen_params p;
     int ranks, threads, chunk;
-    bool cfg_parallel;
+    bool cfg_parallel, aco;
     char name[64]; /* the SP group's base name, filled by pd_sp_launch */
 } pd_gen_sp_job;
+
+/* With --aco: starts this process's helper for pl's DiT (pd_aco_local_stop ends it). */
+static pd_status pd_gen_aco_start(bool aco, pd_pipeline *pl, pd_backend *be, int threads, pd_aco_local *a) {
+    memset(a, 0, sizeof *a);
+    return aco ? pd_aco_local_start(pd_pipeline_dit(pl), be, threads, -1, 120.0, a) : PD_OK;
+}
 
 static int pd_gen_rank_main(void *ud, int rank) {
     const pd_gen_sp_job *job = ud;
@@ -171,6 +180,8 @@ static int pd_gen_rank_main(void *ud, int rank) {
     if (st == PD_OK) st = pd_sp_group_join(pd_pipeline_dit(pl), &spec, &g);
     if (st == PD_OK) pd_sp_launch_fault_point(rank);
     if (st == PD_OK) pd_pipeline_set_dit_forward(pl, pd_sp_group_forward, g);
+    pd_aco_local aco = {0};
+    if (st == PD_OK) st = pd_gen_aco_start(job->aco, pl, be, job->threads, &aco);
     if (st == PD_OK && rank == 0) {
         pd_progress_state ps = {.tty = isatty(STDERR_FILENO), .last_stage = PD_STAGE_COUNT, .last_call = pd_now_s()};
         pd_gen_timings t;
@@ -183,6 +194,7 @@ static int pd_gen_rank_main(void *ud, int rank) {
         st = pd_pipeline_text_denoise(pl, &job->p, &latent, NULL, NULL, NULL, NULL);
     }
     if (st != PD_OK) PD_GEN_ERR("rank %d: %s", rank, pd_error_msg());
+    if (aco.lender) pd_aco_local_stop(&aco, NULL);
     pd_tensor_free(&latent);
     pd_sp_group_leave(g);
     pd_pipeline_free(pl);
@@ -194,7 +206,7 @@ int pd_cmd_generate(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *thumb = NULL, *prompt = NULL, *neg = NULL, *sampler = NULL;
     const char *device = "cpu";
     int width = 0, height = 0, frames = 0, steps = 0, fps = 0, threads = 0, sp_ranks = 0, chunk = 0;
-    bool cfg_parallel = false;
+    bool cfg_parallel = false, aco = false;
     float guidance = NAN, shift = NAN;
     uint64_t seed = 0;
     int seed_given = 0, size_given = 0;
@@ -208,8 +220,9 @@ int pd_cmd_generate(int argc, char **argv) {
             PD_GEN_ERR("unexpected argument \"%s\" (options start with --; quote the prompt)", a);
             return 2;
         }
-        if (!strcmp(a, "--cfg-parallel")) {
-            cfg_parallel = true;
+        if (!strcmp(a, "--cfg-parallel") || !strcmp(a, "--aco")) {
+            if (a[2] == 'c') cfg_parallel = true;
+            else aco = true;
             continue;
         }
         if (i + 1 >= argc) {
@@ -312,7 +325,12 @@ int pd_cmd_generate(int argc, char **argv) {
     int rc = 1;
     /* With --sp the ranks run in child processes; this one only checks the request (one thread, so
      * no thread pool is forked). */
-    if (pd_device_opt_create("pipedit generate", device, sp_ranks ? 1 : threads, &be) != PD_OK) return 1;
+    if (aco && strcmp(device, "cpu")) {
+        PD_GEN_ERR("--aco runs on the CPU only (its helper is a CPU process)");
+        return 2;
+    }
+    const int own_threads = threads ? threads : aco ? pd_backend_cpu_share(2) : 0; /* the helper gets as many */
+    if (pd_device_opt_create("pipedit generate", device, sp_ranks ? 1 : own_threads, &be) != PD_OK) return 1;
     if (pd_pipeline_load(model_dir, be, PD_PART_ALL, &pl) != PD_OK) {
         PD_GEN_ERR("cannot load the model: %s", pd_error_msg());
         goto done;
@@ -337,8 +355,8 @@ int pd_cmd_generate(int argc, char **argv) {
         pd_backend_free(be);
         be = NULL;
         pd_gen_sp_job job = {.model_dir = model_dir, .out = out, .thumb = thumb, .p = p, .ranks = sp_ranks,
-                             .threads = threads ? threads : pd_backend_cpu_share(sp_ranks), .chunk = chunk,
-                             .cfg_parallel = cfg_parallel};
+                             .threads = threads ? threads : pd_backend_cpu_share(aco ? 2 * sp_ranks : sp_ranks),
+                             .chunk = chunk, .cfg_parallel = cfg_parallel, .aco = aco};
         printf("seed %" PRIu64 "\n", seed);
         rc = pd_sp_launch("pipedit generate", sp_ranks, pd_gen_rank_main, &job, job.name);
         goto done;
@@ -359,7 +377,11 @@ int pd_cmd_generate(int argc, char **argv) {
 
     pd_progress_state ps = {.tty = isatty(STDERR_FILENO), .last_stage = PD_STAGE_COUNT, .last_call = pd_now_s()};
     pd_gen_timings t;
-    pd_status st = pd_pipeline_generate(pl, &p, out, thumb, pd_progress, &ps, &pd_generate_cancel, &t);
+    pd_aco_local aco_run;
+    pd_status st = pd_gen_aco_start(aco, pl, be, own_threads, &aco_run);
+    if (st == PD_OK) st = pd_pipeline_generate(pl, &p, out, thumb, pd_progress, &ps, &pd_generate_cancel, &t);
+    pd_aco_stats as = {0};
+    if (aco_run.lender) pd_aco_local_stop(&aco_run, &as);
     sigaction(SIGINT, &old_sa, NULL);
     if (ps.open_line) fputc('\n', stderr);
     if (st != PD_OK) {
@@ -375,6 +397,9 @@ int pd_cmd_generate(int argc, char **argv) {
         printf("\n");
     }
     printf("%-9s %8.3f\n", "total", total);
+    if (aco)
+        printf("aco: %llu of %llu self-attention heads lent%s%s\n", (unsigned long long)as.heads_lent,
+               (unsigned long long)as.heads_total, as.failed ? "; the helper failed: " : "", as.failed ? as.error : "");
     printf("wrote %s%s%s\n", out, thumb ? " and " : "", thumb ? thumb : "");
     rc = 0;
 done:

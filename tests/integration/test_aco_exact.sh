@@ -4,7 +4,8 @@
 # with a fixed share of 1 and 3 of the tiny model's 4 heads and the measured share, batch 1 and the
 # CFG pair; SP degrees 2 and 3 (PipeSP g 1, and Ulysses) with a helper per rank, with and without CFG
 # parallelism; and when a helper is killed in the middle of its second lend (the lender recomputes
-# the lent heads itself: same bytes, exit 0). Bad option combinations are usage errors.
+# the lent heads itself: same bytes, exit 0). `pipedit generate --aco` writes the same MP4 bytes.
+# Bad option combinations are usage errors.
 source "$(dirname "$0")/../lib/script_env.sh" aco_exact
 ref="$PIPEDIT_SRC/tests/ref/dit_ref.py"
 
@@ -66,6 +67,26 @@ if PIPEDIT_ACO_FAULT_AFTER=1 timeout 120 "$pd" dit "${base[@]}" --sp 2 --aco --a
 else
     bad "SP 2, a rank's helper killed mid-lend"
 fi
+
+# Whole videos: `pipedit generate --aco` writes the same MP4 bytes as without, on one device and on
+# SP 2 (PipeSP g 1) with CFG parallelism.
+gen() { # TAG ARGS...: generate with the given extra arguments into $work/gen_TAG.mp4
+    local tag=$1; shift
+    timeout 300 "$pd" generate --prompt "a red fox in snow" --seed 7 --steps 3 --threads 1 "$@" \
+        --out "$work/gen_$tag.mp4" >"$work/gen_$tag.log" 2>&1
+}
+for v in "one:" "sp2cfg:--sp 2 --cfg-parallel --pipesp-chunk 1"; do
+    tag=${v%%:*} args=${v#*:}
+    # shellcheck disable=SC2086
+    if gen "${tag}_off" $args && gen "${tag}_on" $args --aco; then
+        if cmp -s "$work/gen_${tag}_off.mp4" "$work/gen_${tag}_on.mp4"; then ok "generate $tag: same MP4 bytes with Aco on and off"
+        else bad "generate $tag: the videos differ"; fi
+    else
+        bad "generate $tag failed: $(tail -2 "$work/gen_${tag}_on.log")"
+    fi
+done
+if grep -Eq "aco: [1-9][0-9]* of [0-9]+ self-attention heads lent" "$work/gen_one_on.log"; then ok "generate --aco lent heads"
+else bad "generate --aco lent no heads: $(grep aco "$work/gen_one_on.log")"; fi
 
 # usage errors
 if "$pd" dit "${base[@]}" --aco-share 1 --out "$work/x.safetensors" 2>/dev/null; then bad "--aco-share without --aco accepted"
