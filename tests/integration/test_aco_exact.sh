@@ -7,15 +7,8 @@
 # the lent heads itself: same bytes, exit 0). `pipedit generate --aco` writes the same MP4 bytes.
 # Bad option combinations are usage errors.
 source "$(dirname "$0")/../lib/script_env.sh" aco_exact
-ref="$PIPEDIT_SRC/tests/ref/dit_ref.py"
 
-"$pd" mkmodel --preset tiny --seed 11 --out "$work/model" --layout diffusers --dtype f32 >/dev/null
-"$PYTHON" "$ref" inputs --latent "$work/lat.safetensors" --context "$work/ctx.safetensors" \
-    --shape 16,3,6,10 --ctx-len 7 --text-dim 32 --seed 21
-"$PYTHON" "$ref" inputs --latent "$work/lat_unused.safetensors" --context "$work/uctx.safetensors" \
-    --shape 16,1,2,2 --ctx-len 4 --text-dim 32 --seed 22
-base=(--model "$work/model" --latent "$work/lat.safetensors" --timestep 613 --context "$work/ctx.safetensors")
-pair=(--context-uncond "$work/uctx.safetensors")
+pd_dit_fixture
 
 # same TAG ARGS...: the velocity with --aco ARGS equals the one without, byte for byte.
 same() {

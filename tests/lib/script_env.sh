@@ -27,3 +27,17 @@ pd_require_numpy() {
         exit 1
     }
 }
+
+# pd_dit_fixture: the tiny model (seed 11, f32, diffusers layout) in $work/model, a latent (16, 3, 6,
+# 10) = 45 tokens with a 7-row context and a second 4-row context, and the `pipedit dit` argument
+# arrays base (model, latent, timestep 613, context) and pair (the second context: the CFG pair).
+pd_dit_fixture() {
+    local ref="$PIPEDIT_SRC/tests/ref/dit_ref.py"
+    "$pd" mkmodel --preset tiny --seed 11 --out "$work/model" --layout diffusers --dtype f32 >/dev/null
+    "$PYTHON" "$ref" inputs --latent "$work/lat.safetensors" --context "$work/ctx.safetensors" \
+        --shape 16,3,6,10 --ctx-len 7 --text-dim 32 --seed 21
+    "$PYTHON" "$ref" inputs --latent "$work/lat_unused.safetensors" --context "$work/uctx.safetensors" \
+        --shape 16,1,2,2 --ctx-len 4 --text-dim 32 --seed 22
+    base=(--model "$work/model" --latent "$work/lat.safetensors" --timestep 613 --context "$work/ctx.safetensors")
+    pair=(--context-uncond "$work/uctx.safetensors")
+}
