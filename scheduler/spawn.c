@@ -4,17 +4,17 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "base/process.h"
 
 extern char **environ;
 
 /* Between fork and exec only async-signal-safe calls: the daemon is multi-threaded. */
 static _Noreturn void child(const char *exe, char *const argv[], int keep_fd, pid_t parent, int report_fd) {
-    int e = 0;
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) e = errno;
-    else if (getppid() != parent) _exit(127); /* the daemon died before prctl: nobody to work for */
+    int e = pd_process_die_with_parent(parent);
+    if (e < 0) _exit(127); /* the daemon died before the request: nobody to work for */
     if (!e && setpgid(0, 0) != 0) e = errno;
     static const int dfl[] = {SIGINT, SIGTERM, SIGPIPE, SIGCHLD};
     struct sigaction sa;

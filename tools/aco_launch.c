@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "base/process.h"
+
 static int helper_main(const char *name, int threads, double timeout_s) {
     pd_backend *be = NULL;
     pd_comm *c = NULL;
@@ -28,9 +30,10 @@ pd_status pd_aco_local_start(pd_wan_dit *dit, pd_backend *be, int helper_threads
     memset(out, 0, sizeof *out);
     snprintf(out->name, sizeof out->name, "pdaco-%d-%d", (int)getpid(), run++);
     fflush(NULL);
+    const pid_t self = getpid();
     pid_t kid = fork();
     if (kid < 0) return pd_error_set(PD_ERR_IO, "aco: could not start the helper: %s", strerror(errno));
-    if (kid == 0) _exit(helper_main(out->name, helper_threads, timeout_s));
+    if (kid == 0) _exit(pd_process_die_with_parent(self) < 0 ? 1 : helper_main(out->name, helper_threads, timeout_s));
     out->pid = kid;
     pd_status st = pd_comm_shm_create(out->name, 0, 2, timeout_s, &out->comm);
     if (st == PD_OK) st = pd_aco_lender_create(out->comm, 1, be, share, &out->lender);

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "base/process.h"
 #include "tools/sp_launch.h"
 #include "workers/sp_group.h"
 
@@ -32,6 +33,7 @@ int pd_sp_launch(const char *cmd, int ranks, int (*rank_main)(void *ud, int rank
     int started = 0, rc = 0, status[PD_SP_LAUNCH_MAX];
     bool failed[PD_SP_LAUNCH_MAX] = {false};
     fflush(NULL);
+    const pid_t self = getpid();
     for (; started < ranks; started++) {
         pid_t k = fork();
         if (k < 0) {
@@ -40,6 +42,7 @@ int pd_sp_launch(const char *cmd, int ranks, int (*rank_main)(void *ud, int rank
             break;
         }
         if (k == 0) {
+            if (pd_process_die_with_parent(self) < 0) _exit(1); /* the command is gone */
             int r = rank_main(ud, started);
             fflush(NULL);
             _exit(r);
