@@ -1,6 +1,7 @@
 /* The communicator's front: argument checks shared by every backend, request records, dispatch through
  * the backend table, and the abort state (ok -> aborted, never back): the first failed wait or
- * pd_comm_abort records why, tells every rank through the backend, and every later call fails at once. */
+ * pd_comm_abort records why, tells every rank through the backend, and every later call fails at once,
+ * waits included: a request still out is dropped, not finished, and its wait reports the group's error. */
 #include "comm/comm_impl.h"
 
 #include <math.h>
@@ -212,12 +213,24 @@ static pd_status begin(pd_comm *c, pd_comm_req *r, pd_comm_req **async) {
     return pd_comm_wait(c, r);
 }
 
+/* Once the group is aborted (before this wait, or by another thread while it ran) a request's result is
+ * void: it is dropped, never finished, and the wait reports the group's error. Otherwise the wait's own
+ * failure aborts the group. */
 pd_status pd_comm_wait(pd_comm *c, pd_comm_req *req) {
     if (!c || !req) return pd_error_set(PD_ERR_INVALID, "comm wait: %s is NULL", c ? "req" : "comm");
-    pd_status st = c->be->finish(c, req);
+    const pd_comm_op op = req->op;
+    pd_status st = PD_OK;
+    bool void_result = atomic_load(&c->aborted);
+    if (void_result) {
+        c->be->drop(c, req);
+    } else {
+        st = c->be->finish(c, req);
+        void_result = atomic_load(&c->aborted);
+        if (st && !void_result) st = failed(c, st);
+    }
     req_unlink(c, req);
     free(req);
-    return st ? failed(c, st) : PD_OK;
+    return void_result ? aborted_error(c, op) : st;
 }
 
 /* ---- argument checks, once for every backend ---- */
@@ -229,9 +242,32 @@ static pd_status check_comm(const pd_comm *c, pd_comm_op op, pd_comm_req **async
     return PD_OK;
 }
 
-static pd_status check_buf(pd_comm_op op, const char *which, const void *p, size_t bytes) {
+static pd_status check_buf(pd_comm *c, pd_comm_op op, const char *which, const void *p, size_t bytes) {
     if (bytes && !p) return pd_error_set(PD_ERR_INVALID, "%s: %s is NULL for %zu bytes", pd_comm_op_name(op), which, bytes);
+    if (bytes && c->be->check_buffer) return c->be->check_buffer(c, op, which, p);
     return PD_OK;
+}
+
+static const char *mem_name(pd_comm_mem where) {
+    switch (where) {
+    case PD_COMM_MEM_HOST: return "pageable host memory";
+    case PD_COMM_MEM_HOST_PINNED: return "pinned host memory";
+    case PD_COMM_MEM_DEVICE: return "device memory";
+    case PD_COMM_MEM_MANAGED: return "managed memory";
+    }
+    return "memory of unknown kind";
+}
+
+pd_status pd_comm__check_device_buffer(pd_comm_op op, const char *which, const void *p, pd_comm_mem where, int device,
+                                       int comm_device) {
+    if (where == PD_COMM_MEM_MANAGED || (where == PD_COMM_MEM_DEVICE && device == comm_device)) return PD_OK;
+    if (where == PD_COMM_MEM_DEVICE)
+        return pd_error_set(PD_ERR_INVALID, "%s: %s %p is memory of device %d, but this communicator runs on device %d",
+                            pd_comm_op_name(op), which, p, device, comm_device);
+    return pd_error_set(PD_ERR_INVALID,
+                        "%s: %s %p is %s; this communicator moves device memory of device %d only (copy the bytes "
+                        "into a device buffer first)",
+                        pd_comm_op_name(op), which, p, mem_name(where), comm_device);
 }
 
 static pd_status check_peer(const pd_comm *c, pd_comm_op op, int peer, bool self_ok) {
@@ -247,12 +283,15 @@ static pd_status alltoallv(pd_comm *c, const void *send, const size_t *send_byte
     PD_TRY(check_comm(c, op, req, want_async));
     if (!send_bytes || !send_off || !recv_bytes || !recv_off)
         return pd_error_set(PD_ERR_INVALID, "alltoallv: a count or offset array is NULL");
+    size_t sent = 0, received = 0; /* totals, saturating */
     for (int p = 0; p < c->size; p++) {
         if (send_off[p] > SIZE_MAX - send_bytes[p] || recv_off[p] > SIZE_MAX - recv_bytes[p])
             return pd_error_set(PD_ERR_INVALID, "alltoallv: offset + bytes overflow for peer %d", p);
-        PD_TRY(check_buf(op, "send", send, send_bytes[p]));
-        PD_TRY(check_buf(op, "recv", recv, recv_bytes[p]));
+        sent = sent > SIZE_MAX - send_bytes[p] ? SIZE_MAX : sent + send_bytes[p];
+        received = received > SIZE_MAX - recv_bytes[p] ? SIZE_MAX : received + recv_bytes[p];
     }
+    PD_TRY(check_buf(c, op, "send", send, sent));
+    PD_TRY(check_buf(c, op, "recv", recv, received));
     if (send_bytes[c->rank] != recv_bytes[c->rank])
         return pd_error_set(PD_ERR_INVALID, "alltoallv: rank %d sends itself %zu bytes but expects %zu", c->rank,
                             send_bytes[c->rank], recv_bytes[c->rank]);
@@ -286,14 +325,14 @@ static pd_status simple(pd_comm *c, pd_comm_op op, const void *send, void *recv,
     case PD_COMM_ALLGATHER:
         if (bytes && (size_t)c->size > SIZE_MAX / bytes)
             return pd_error_set(PD_ERR_INVALID, "allgather: %zu bytes x %d ranks overflows", bytes, c->size);
-        PD_TRY(check_buf(op, "send", send, bytes));
-        PD_TRY(check_buf(op, "recv", recv, bytes));
+        PD_TRY(check_buf(c, op, "send", send, bytes));
+        PD_TRY(check_buf(c, op, "recv", recv, bytes));
         break;
     case PD_COMM_BROADCAST: /* its one buffer is recv (== send); a root may be this rank, a peer not */
     case PD_COMM_SEND:
     case PD_COMM_RECV:
         PD_TRY(check_peer(c, op, peer, op == PD_COMM_BROADCAST));
-        PD_TRY(check_buf(op, "buf", op == PD_COMM_SEND ? send : recv, bytes));
+        PD_TRY(check_buf(c, op, "buf", op == PD_COMM_SEND ? send : recv, bytes));
         break;
     default: break;
     }

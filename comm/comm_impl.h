@@ -1,7 +1,11 @@
 /* Inside the communicator: the request record and the backend function table that comm.c dispatches
  * through. comm.c checks every argument and owns the abort state; a backend only moves bytes, and
  * reports a failed wait as PD_ERR_TIMEOUT (deadline) or PD_ERR_DEVICE (dead peer, aborted group,
- * protocol mismatch), which comm.c then turns into an abort of the whole group. */
+ * protocol mismatch), which comm.c then turns into an abort of the whole group.
+ *
+ * After an abort comm.c never calls finish again: a request still out is handed to drop, and its wait
+ * fails with the group's error (an aborted backend, such as NCCL after ncclCommAbort, has freed what
+ * finish would query, and no longer guarantees the result of work that was in flight). */
 #ifndef PD_COMM_IMPL_H
 #define PD_COMM_IMPL_H
 
@@ -46,8 +50,13 @@ typedef struct pd_comm_ops {
     const char *name;
     /* Begins r (queues it, or enqueues it on a stream). PD_OK, or a failure that leaves r not begun. */
     pd_status (*start)(pd_comm *c, pd_comm_req *r);
-    /* Waits for a begun r (each backend wait bounded by the timeout) and returns its status. */
+    /* Waits for a begun r (each backend wait bounded by the timeout) and returns its status. Only
+     * while the group is not aborted. */
     pd_status (*finish)(pd_comm *c, pd_comm_req *r);
+    /* Releases a begun r of an aborted group, its result discarded: it returns promptly (the abort woke
+     * every waiter) and touches nothing the abort released. The calling thread is the one issuing calls
+     * on c, so a backend may finish its abort here (NCCL: ncclCommAbort when it was only asked for). */
+    void (*drop)(pd_comm *c, pd_comm_req *r);
     /* Tells every rank the group failed (idempotent, any thread). why is never NULL. */
     void (*abort)(pd_comm *c, const char *why);
     /* Stops using every request begun on c and frees the backend state (not c itself). */
@@ -57,6 +66,10 @@ typedef struct pd_comm_ops {
     bool (*try_run)(pd_comm *c, pd_comm_req *r, pd_status *st);
     /* Optional: makes later calls wait for the work queued on `stream` so far. */
     void (*set_stream)(pd_comm *c, void *stream);
+    /* Optional: PD_OK when the backend can move `which` (a buffer of the call op, at least one byte)
+     * at p, else PD_ERR_INVALID saying why (NCCL: host memory instead of device memory). Runs before r
+     * begins, so a refused buffer changes nothing. */
+    pd_status (*check_buffer)(pd_comm *c, pd_comm_op op, const char *which, const void *p);
 } pd_comm_ops;
 
 struct pd_comm {
@@ -74,6 +87,21 @@ struct pd_comm {
 static inline const uint8_t *pd_comm__at(const void *p, size_t off) { return p ? (const uint8_t *)p + off : NULL; }
 /* Copies the calling thread's error message into r->err and stores st as r's status. */
 void pd_comm__req_fail(pd_comm_req *r, pd_status st);
+
+/* Where a buffer's memory is, as a device backend's pointer query tells it. */
+typedef enum pd_comm_mem {
+    PD_COMM_MEM_HOST = 1,    /* pageable host memory: stack, malloc, mmap */
+    PD_COMM_MEM_HOST_PINNED, /* page-locked or registered host memory */
+    PD_COMM_MEM_DEVICE,      /* device memory of device `device` */
+    PD_COMM_MEM_MANAGED,     /* unified (managed) memory */
+} pd_comm_mem;
+
+/* The rule of a communicator that moves device memory only (NCCL): PD_OK for device memory of
+ * comm_device and for managed memory; PD_ERR_INVALID naming the call, the buffer, where it is and what
+ * is wanted for host memory (pinned or not: collectives' kernels would read host addresses) and for
+ * another device's memory. A pure function: the backend asks the driver, this decides. */
+pd_status pd_comm__check_device_buffer(pd_comm_op op, const char *which, const void *p, pd_comm_mem where, int device,
+                                       int comm_device);
 
 /* Backend constructors: fill c->impl (c->rank, size and timeout_s are set and checked). */
 pd_status pd_comm__shm_open(pd_comm *c, const char *name);

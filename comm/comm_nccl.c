@@ -4,7 +4,12 @@
  * event; pd_comm_wait polls that event, NCCL's asynchronous error state and the deadline, and aborts
  * the NCCL communicator (ncclCommAbort) on the deadline or an error. NCCL cannot say which peer is
  * late, so its timeouts name the rank and device instead. Peers learn of an abort through NCCL's own
- * remote errors or their deadline (the scheduler's control channel is faster). */
+ * remote errors or their deadline (the scheduler's control channel is faster).
+ *
+ * ncclCommAbort frees the NCCL communicator: the handle is cleared with it, and every path checks it
+ * before use. Only the thread issuing calls aborts NCCL (an abort from another thread is a flag it
+ * sees at its next poll, or at the drop of a request comm.c no longer finishes). Every buffer is
+ * checked with cudaPointerGetAttributes before a call begins: NCCL's kernels cannot read host memory. */
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 #include <stdio.h>
@@ -26,7 +31,6 @@ typedef struct nccl_comm {
     int device, rank, size;
     double timeout;
     atomic_int abort_asked;
-    bool nccl_aborted;
 } nccl_comm;
 
 /* The one check family: names the statement, file, line and device. */
@@ -52,9 +56,16 @@ static pd_status nccl_error(nccl_comm *s, const char *what, const char *call, co
                         s->rank, s->device, ncclGetErrorString(e), last && last[0] ? ": " : "", last ? last : "");
 }
 
+/* Aborts (and so frees) the NCCL communicator once; s->comm is NULL from then on. */
 static void abort_now(nccl_comm *s) {
-    if (s->comm && !s->nccl_aborted) ncclCommAbort(s->comm);
-    s->nccl_aborted = true;
+    if (s->comm) ncclCommAbort(s->comm);
+    s->comm = NULL;
+}
+
+/* The error of a call on a communicator whose NCCL side is gone. */
+static pd_status gone(nccl_comm *s, const char *what) {
+    return pd_error_set(PD_ERR_DEVICE, "%s: the NCCL communicator was aborted (rank %d, device %d)", what, s->rank,
+                        s->device);
 }
 
 static void nap(long *ns) {
@@ -103,9 +114,9 @@ static void nccl_free(nccl_comm *s) {
     cudaSetDevice(s->device);
     if (s->comm) {
         /* A healthy communicator flushes its work (finalize, non-blocking: settle) before it is freed. */
-        ncclResult_t f = s->nccl_aborted || atomic_load(&s->abort_asked) ? ncclInternalError : ncclCommFinalize(s->comm);
+        ncclResult_t f = atomic_load(&s->abort_asked) ? ncclInternalError : ncclCommFinalize(s->comm);
         if ((f != ncclSuccess && f != ncclInProgress) || settle(s, "destroy") != PD_OK) abort_now(s);
-        if (!s->nccl_aborted) ncclCommDestroy(s->comm);
+        if (s->comm) ncclCommDestroy(s->comm);
     }
     if (s->scratch) cudaFree(s->scratch);
     if (s->ready) cudaEventDestroy(s->ready);
@@ -192,6 +203,8 @@ static pd_status nccl_start(pd_comm *c, pd_comm_req *r) {
     nccl_comm *s = c->impl;
     const char *what = pd_comm_op_name(r->op);
     CUDA_CHECK(s, what, cudaSetDevice(s->device));
+    if (atomic_load(&s->abort_asked)) abort_now(s);
+    if (!s->comm) return gone(s, what);
     CUDA_CHECK(s, what, cudaEventRecord(s->ready, s->user));
     CUDA_CHECK(s, what, cudaStreamWaitEvent(s->stream, s->ready, 0));
     PD_TRY(enqueue(s, r, what));
@@ -215,6 +228,10 @@ static pd_status nccl_finish(pd_comm *c, pd_comm_req *r) {
     pd_status st = PD_OK;
     cudaSetDevice(s->device);
     for (;;) {
+        if (!s->comm) { /* comm.c drops, not finishes, requests of an aborted group; kept as a guard */
+            st = gone(s, what);
+            break;
+        }
         cudaError_t q = cudaEventQuery(done);
         if (q == cudaSuccess) break;
         if (q != cudaErrorNotReady) {
@@ -243,6 +260,32 @@ static void nccl_abort(pd_comm *c, const char *why) {
     atomic_store(&s->abort_asked, 1);
 }
 
+/* A request of an aborted group (comm.c): the abort was asked for, so NCCL is aborted here, on the
+ * thread using it, if no poll did it yet; the event goes without being queried. */
+static void nccl_drop(pd_comm *c, pd_comm_req *r) {
+    nccl_comm *s = c->impl;
+    cudaSetDevice(s->device);
+    if (atomic_load(&s->abort_asked)) abort_now(s);
+    if (r->impl) cudaEventDestroy((cudaEvent_t)r->impl);
+    r->impl = NULL;
+}
+
+static pd_status nccl_check_buffer(pd_comm *c, pd_comm_op op, const char *which, const void *p) {
+    nccl_comm *s = c->impl;
+    struct cudaPointerAttributes a;
+    cudaError_t e = cudaPointerGetAttributes(&a, p);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return pd_error_set(PD_ERR_INVALID, "%s: %s %p: cudaPointerGetAttributes (device %d): %s", pd_comm_op_name(op),
+                            which, p, s->device, cudaGetErrorString(e));
+    }
+    pd_comm_mem where = a.type == cudaMemoryTypeDevice    ? PD_COMM_MEM_DEVICE
+                        : a.type == cudaMemoryTypeManaged ? PD_COMM_MEM_MANAGED
+                        : a.type == cudaMemoryTypeHost    ? PD_COMM_MEM_HOST_PINNED
+                                                          : PD_COMM_MEM_HOST;
+    return pd_comm__check_device_buffer(op, which, p, where, a.device, s->device);
+}
+
 static void nccl_destroy(pd_comm *c) {
     nccl_comm *s = c->impl;
     cudaSetDevice(s->device);
@@ -261,7 +304,9 @@ const pd_comm_ops pd_comm__nccl_backend = {
     .name = "nccl",
     .start = nccl_start,
     .finish = nccl_finish,
+    .drop = nccl_drop,
     .abort = nccl_abort,
     .destroy = nccl_destroy,
     .set_stream = nccl_set_stream,
+    .check_buffer = nccl_check_buffer,
 };

@@ -450,13 +450,19 @@ static bool shm_try_run(pd_comm *c, pd_comm_req *r, pd_status *st) {
     return true;
 }
 
-static pd_status shm_finish(pd_comm *c, pd_comm_req *r) {
-    shm_comm *s = c->impl;
+/* Waits until the communication thread is done with r (in an aborted group it fails queued work at once). */
+static void shm_wait_done(shm_comm *s, pd_comm_req *r) {
     pthread_mutex_lock(&s->qmu);
     while (!atomic_load(&r->done)) pthread_cond_wait(&s->qcv, &s->qmu);
     pthread_mutex_unlock(&s->qmu);
+}
+
+static pd_status shm_finish(pd_comm *c, pd_comm_req *r) {
+    shm_wait_done(c->impl, r);
     return r->status ? pd_error_set(r->status, "%s", r->err) : PD_OK;
 }
+
+static void shm_drop(pd_comm *c, pd_comm_req *r) { shm_wait_done(c->impl, r); }
 
 /* ---- joining ---- */
 
@@ -640,6 +646,7 @@ const pd_comm_ops pd_comm__shm_backend = {
     .name = "shm",
     .start = shm_start,
     .finish = shm_finish,
+    .drop = shm_drop,
     .try_run = shm_try_run,
     .abort = shm_abort,
     .destroy = shm_destroy,

@@ -154,6 +154,23 @@ static pd_status pd_sp_wait(pd_wan_dit_sp *sp, pd_comm *c, pd_sp_slot *slot) {
     return s;
 }
 
+/* All-gathers `bytes` (a multiple of 4) host bytes of every rank into all (n * bytes, rank order)
+ * through buffers of the backend's device: the communicator moves only memory where the backend's
+ * tensors live (device memory on NCCL, which refuses host pointers). Resets the arena, which no
+ * tensor of this file outlives a self-attention in. */
+static pd_status pd_sp_allgather_host(pd_wan_dit_sp *sp, const void *mine, void *all, size_t bytes) {
+    PD_ASSERT(bytes % 4 == 0);
+    const int64_t words = (int64_t)(bytes / 4), total = words * sp->n;
+    pd_tensor send, recv;
+    pd_arena_reset(sp->arena, 0);
+    PD_TRY(pd_arena_tensor(sp->arena, &send, PD_DTYPE_I32, 1, &words));
+    PD_TRY(pd_arena_tensor(sp->arena, &recv, PD_DTYPE_I32, 1, &total));
+    pd_tensor hs = pd_tensor_view((void *)mine, PD_DTYPE_I32, 1, &words), hr = pd_tensor_view(all, PD_DTYPE_I32, 1, &total);
+    PD_TRY(pd_backend_upload(sp->m->be, &send, &hs));
+    PD_TRY(pd_comm_allgather(sp->comm, send.data, recv.data, bytes));
+    return pd_backend_download(sp->m->be, &hr, &recv);
+}
+
 /* Splits this forward's waits into waiting for a peer to issue the collective at all (skew: it was
  * still computing) and waiting for the transfer, from every rank's issue times (one all-gather; the
  * ranks share one host clock). */
@@ -162,7 +179,7 @@ static pd_status pd_sp_account(pd_wan_dit_sp *sp) {
     double *mine = malloc((size_t)(K ? K : 1) * sizeof *mine), *all = malloc((size_t)(K ? K : 1) * (size_t)sp->n * sizeof *all);
     pd_status s = mine && all ? PD_OK : pd_error_set(PD_ERR_NOMEM, "DiT SP: out of memory");
     for (int64_t k = 0; k < K && s == PD_OK; k++) mine[k] = sp->tl[3 * k];
-    if (s == PD_OK && K) s = pd_comm_allgather(sp->comm, mine, all, (size_t)K * sizeof *mine);
+    if (s == PD_OK && K) s = pd_sp_allgather_host(sp, mine, all, (size_t)K * sizeof *mine);
     for (int64_t k = 0; k < K && s == PD_OK; k++) {
         double last = 0;
         for (int r = 0; r < sp->n; r++) last = fmax(last, all[(int64_t)r * K + k]);
@@ -410,7 +427,7 @@ static pd_status pd_sp_calibrate(pd_wan_dit_sp *sp, int *g_out) {
     if (s == PD_OK) s = pd_sp_time_chunk(sp, h, &mine[2], &mine[3]);
     if (s == PD_OK) {
         sp->st.collectives++;
-        s = pd_comm_allgather(sp->comm, mine, all, sizeof mine);
+        s = pd_sp_allgather_host(sp, mine, all, sizeof mine);
     }
     if (s != PD_OK) {
         free(all);
