@@ -3,7 +3,10 @@
  *
  * One interface, two backends: shared memory for CPU worker processes on one host (pd_comm_shm_*),
  * and NCCL for GPUs (pd_comm_nccl_*, only in CUDA builds; elsewhere it returns PD_ERR_UNSUPPORTED).
- * Buffers live where the backend's tensors live (host memory for shm, device memory for NCCL).
+ * Buffers live where the backend's tensors live (host memory for shm, device memory for NCCL). The
+ * NCCL backend checks every buffer's pointer before a call begins and refuses host memory (and another
+ * device's memory) with PD_ERR_INVALID, which leaves the group as it was; host values (timings,
+ * counts) must be copied into a device buffer first.
  *
  * Every call that waits has a deadline (the communicator's timeout). When a wait runs past it, or a
  * peer is found dead, the call returns PD_ERR_TIMEOUT or PD_ERR_DEVICE with a message naming the
@@ -75,7 +78,10 @@ pd_status pd_comm_send_async(pd_comm *c, const void *buf, size_t bytes, int peer
 pd_status pd_comm_recv_async(pd_comm *c, void *buf, size_t bytes, int peer, pd_comm_req **req);
 pd_status pd_comm_barrier(pd_comm *c);
 
-/* Waits for an asynchronous call (up to the timeout) and frees req. Its buffers may be reused after. */
+/* Waits for an asynchronous call (up to the timeout) and frees req. Its buffers may be reused after.
+ * Once the group is aborted (by a failed call, or by pd_comm_abort from any thread, also while this
+ * wait runs) it returns PD_ERR_DEVICE with the group's reason for every request, completed or not:
+ * the results of an aborted group are not guaranteed. */
 pd_status pd_comm_wait(pd_comm *c, pd_comm_req *req);
 
 /* NCCL: the CUDA stream (a cudaStream_t) whose queued work produces the send buffers; each later call
