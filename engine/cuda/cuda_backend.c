@@ -1,6 +1,7 @@
 /* The CUDA backend: creation and destruction, its function table, device memory, host transfers,
  * scratch buffers and the error messages of cuda_check.h. */
 #include "engine/cuda/cuda_backend.h"
+#include "engine/cuda_policy.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,7 +138,7 @@ static void pd_cuda_tensor_free(pd_backend *be, pd_tensor *t) {
         return;
     }
     if (t->owns_data && t->data) {
-        pd_cuda_conv_forget(pd_cuda_of(be), t->data); /* its address may come back */
+        pd_cuda_conv_forget(pd_cuda_of(be), t->data, pd_tensor_nbytes(t)); /* its address may come back */
         if (pd_cuda_release(be, t->data) != PD_OK)
             PD_WARN("cuda", "%s: releasing a device tensor failed: %s", be->name, pd_error_msg());
     }
@@ -180,6 +181,7 @@ static pd_status pd_cuda_import_weight(pd_backend *be, pd_tensor *out, const pd_
 static pd_status pd_cuda_upload(pd_backend *be, pd_tensor *dst, const pd_tensor *host_src) {
     if (pd_tensor_numel(dst) == 0) return PD_OK;
     PD_TRY(pd_cuda_enter(be));
+    pd_cuda_conv_forget(pd_cuda_of(be), dst->data, pd_cuda_policy_span_bytes(dst)); /* new contents */
     pd_tensor htmp = {0}, dtmp = {0};
     const pd_tensor *h = host_src;
     pd_tensor *d = dst;
@@ -222,6 +224,12 @@ static pd_status pd_cuda_download(pd_backend *be, pd_tensor *host_dst, const pd_
     pd_tensor_free(&htmp);
     pd_cuda_tensor_free(be, &dtmp);
     return st;
+}
+
+/* COPY writes dst: a widened copy CONV3D kept of those bytes is void from now on. */
+static pd_status pd_cuda_copy_op(pd_backend *be, pd_tensor *dst, const pd_tensor *src) {
+    pd_cuda_conv_forget(pd_cuda_of(be), dst->data, pd_cuda_policy_span_bytes(dst));
+    return pd_cuda_copy(be, dst, src);
 }
 
 /* ---- lifetime ---- */
@@ -270,7 +278,7 @@ static const pd_backend_ops pd_cuda_ops = {
     .timestep_embed = pd_cuda_timestep_embed,
     .patchify = pd_cuda_patchify,
     .unpatchify = pd_cuda_unpatchify,
-    .copy = pd_cuda_copy,
+    .copy = pd_cuda_copy_op,
     .conv3d = pd_cuda_conv3d,
     .upsample_nearest2d = pd_cuda_upsample_nearest2d,
     .channel_rms_norm = pd_cuda_channel_rms_norm,
@@ -280,6 +288,35 @@ static const pd_backend_ops pd_cuda_ops = {
     .linear_gelu = pd_cuda_linear_gelu,
     .rms_norm_rope = pd_cuda_rms_norm_rope,
 };
+
+#ifndef PD_CUDA_ARCHS
+#define PD_CUDA_ARCHS "" /* unknown: only the kernel-image probe decides */
+#endif
+
+const char *pd_cuda_architectures(void) { return PD_CUDA_ARCHS; }
+
+/* Refuses a device this build has no GPU code for, with a message naming what it has (before any
+ * library handle exists), then asks the driver whether a kernel image loads: a list it could not
+ * read ("native") or a driver that disagrees fails here too, not at the first kernel. */
+static pd_status pd_cuda_check_arch(pd_cuda *c) {
+    char desc[300], built[256];
+    snprintf(desc, sizeof desc, "cuda:%d (%s)", c->device, c->gpu_name);
+    PD_TRY(pd_cuda_policy_check_arch(PD_CUDA_ARCHS, desc, c->sm_major, c->sm_minor));
+    pd_cuda_arch_fit fit = pd_cuda_policy_arch_fit(PD_CUDA_ARCHS, c->sm_major, c->sm_minor, built, sizeof built);
+    if (fit == PD_CUDA_ARCH_PTX)
+        PD_WARN("cuda", "%s, compute capability %d.%d: this build has only PTX for it (%s); the driver compiles the "
+                "kernels at start (slow the first time), and they may run slower than machine code for sm_%d%d",
+                desc, c->sm_major, c->sm_minor, built, c->sm_major, c->sm_minor);
+    cudaError_t e = pd_cuda_kernel_image_status();
+    if (e != cudaSuccess)
+        return pd_error_set(PD_ERR_UNSUPPORTED,
+                            "%s, compute capability %d.%d: this build's kernels do not load on it (%s: %s); it was "
+                            "built for CUDA architectures '%s'. Rebuild with cmake "
+                            "-DCMAKE_CUDA_ARCHITECTURES=\"%d%d-real;90-virtual\" (or \"native\" on that machine)",
+                            desc, c->sm_major, c->sm_minor, cudaGetErrorName(e), cudaGetErrorString(e), PD_CUDA_ARCHS,
+                            c->sm_major, c->sm_minor);
+    return PD_OK;
+}
 
 /* Device, stream and library handles, every library bound to the one stream. */
 static pd_status pd_cuda_init(pd_cuda *c) {
@@ -292,6 +329,7 @@ static pd_status pd_cuda_init(pd_cuda *c) {
     c->smem_optin = prop.sharedMemPerBlockOptin;
     c->total_mem = prop.totalGlobalMem;
     snprintf(c->gpu_name, sizeof c->gpu_name, "%s", prop.name);
+    PD_TRY(pd_cuda_check_arch(c));
     /* A blocking stream: work that other code queues on the legacy default stream (the NCCL
      * communicator's default "caller stream", tests' cudaMemcpy) stays ordered after ours. */
     PD_CUDA_CHECK(dev, cudaStreamCreateWithFlags(&c->stream, cudaStreamDefault));

@@ -53,6 +53,7 @@ typedef enum pd_cuda_scratch_id {
     PD_CUDA_SCRATCH_ATTN_QKV,     /* bf16 q, k, v for cuDNN SDPA */
     PD_CUDA_SCRATCH_ATTN_OUT,     /* bf16 attention output before widening */
     PD_CUDA_SCRATCH_CONV,         /* CONV3D's zero-padded f32 copy of x (asymmetric padding) */
+    PD_CUDA_SCRATCH_CONV_W,       /* CONV3D's f32 copies of bf16/f16 weight and bias views */
     PD_CUDA_SCRATCH_WORKSPACE,    /* cuBLASLt and cuDNN workspace */
     PD_CUDA_SCRATCH_COUNT
 } pd_cuda_scratch_id;
@@ -69,6 +70,7 @@ typedef struct pd_cuda {
     char gpu_name[256];
     pd_cuda_buf scratch[PD_CUDA_SCRATCH_COUNT];
     void *sdpa;                   /* cuDNN SDPA plan cache (cuda_sdpa.c); NULL until first use */
+    int sdpa_refuse_at;           /* tests: a pd_sdpa_step at which cuDNN's answer becomes a refusal */
     void *conv;                   /* cuDNN convolution plan cache (cuda_conv.c) */
     void *linear;                 /* cuBLASLt algorithm cache (cuda_linear.c); NULL until first use */
 } pd_cuda;
@@ -86,6 +88,14 @@ pd_status pd_cuda_scratch(pd_backend *be, pd_cuda_scratch_id id, size_t bytes, v
 /* n rounded up to a multiple of 256 bytes (cudaMalloc's alignment): buffers packed one after another
  * into one scratch request keep that alignment. */
 static inline size_t pd_cuda_align256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+/* The CUDA architectures this build was compiled for (CMAKE_CUDA_ARCHITECTURES, ',' between entries;
+ * "" when unknown), which the backend checks each device against at start (cuda_policy.h). */
+const char *pd_cuda_architectures(void);
+
+/* Whether this build's kernels load on the current device: cudaSuccess, or the driver's answer
+ * (cudaErrorNoKernelImageForDevice when no cubin or PTX fits; a PTX-only fit is compiled here, once). */
+cudaError_t pd_cuda_kernel_image_status(void);
 
 /* Converts n contiguous elements between dtypes on the stream (f32 <-> bf16 / f16, bf16 / f16 -> f32). */
 pd_status pd_cuda_convert(pd_backend *be, void *dst, pd_dtype dst_dt, const void *src, pd_dtype src_dt, int64_t n);
@@ -127,14 +137,21 @@ pd_status pd_cuda_sdpa_cudnn(pd_backend *be, pd_tensor *out, const pd_tensor *q,
                              float scale);
 pd_status pd_cuda_attention_flash(pd_backend *be, pd_tensor *out, const pd_tensor *q, const pd_tensor *k,
                                   const pd_tensor *v, const pd_tensor *bias, float scale);
+/* The two steps at which cuDNN can refuse a fused-attention shape. */
+typedef enum pd_sdpa_step { PD_SDPA_STEP_BUILD = 1, PD_SDPA_STEP_EXECUTE } pd_sdpa_step;
+/* Tests (tests/gpu): from now on cuDNN's successful answer at step `at` (building a plan, or
+ * executing it) reads as CUDNN_STATUS_NOT_SUPPORTED, so both fallback paths run on any card; 0 ends it.
+ * Shapes already planned keep their plan until executed. */
+void pd_cuda_sdpa_inject_refusal(pd_backend *be, int at);
 /* Frees the plan caches at backend destruction. */
 void pd_cuda_sdpa_free(pd_cuda *c);
 void pd_cuda_conv_free(pd_cuda *c);
-/* Drops the widened f32 copy CONV3D cached for the weight or bias whose device data is `data`, if any.
- * The cache is keyed by that pointer, so tensor_free calls this before the memory can be reused by
- * another tensor (else a later weight at the same address would meet a stale copy). Safe with any
- * pointer and before the first convolution. */
-void pd_cuda_conv_forget(pd_cuda *c, const void *data);
+/* Drops every widened f32 copy CONV3D kept of an owning bf16/f16 weight or bias whose bytes overlap the
+ * `bytes` bytes at `data`. The copies are kept under their source's address, so tensor_free calls this
+ * before the memory can be reused by another tensor, and upload and copy before they write (else a
+ * later weight at the same address, or new contents, would meet a stale copy). Safe with any range
+ * and before the first convolution; it waits for the stream only when it drops a copy. */
+void pd_cuda_conv_forget(pd_cuda *c, const void *data, size_t bytes);
 void pd_cuda_linear_free(pd_cuda *c);
 
 #ifdef __cplusplus

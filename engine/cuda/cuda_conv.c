@@ -6,15 +6,18 @@
  * left (the VAE's causal time padding (2, 0) outside streaming) is materialised by copying x into a
  * zero-padded scratch tensor. The streaming VAE passes symmetric padding and never copies.
  *
- * Weights and biases stored as bf16 / f16 are widened to f32 once and kept per source pointer until
- * the backend is freed. Plans (descriptors plus the algorithm cuDNN's heuristics rank first among
- * those within the workspace cap) are cached per shape, so a repeated shape costs no host work
- * beyond the calls that queue it. */
+ * Weights and biases stored as bf16 / f16 are widened to f32: an owning tensor's copy is made once and
+ * kept under its bytes (address, dtype, count) until a free, upload or copy touching those bytes voids
+ * it; a view's (a slice of a shared blob, an arena tensor) is widened into scratch at every call, as
+ * its memory can change or be reused without the backend seeing it (cuda_policy.h). Plans
+ * (descriptors plus the algorithm cuDNN's heuristics rank first among those within the workspace cap)
+ * are cached per shape, so a repeated shape costs no host work beyond the calls that queue it. */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/cuda/cuda_conv.h"
+#include "engine/cuda_policy.h"
 
 /* Algorithms needing more workspace than this are skipped: peak device memory matters more than the
  * last few percent of convolution speed (the VAE decode has a 4 GiB budget). */
@@ -36,11 +39,9 @@ typedef struct pd_conv_plan {
     size_t workspace;
 } pd_conv_plan;
 
-/* A weight or bias widened to f32, owned by the cache. */
+/* An owning weight or bias widened to f32, the copy owned by the cache. */
 typedef struct pd_conv_wide {
-    const void *src;
-    pd_dtype dtype;
-    int64_t n;
+    pd_cuda_conv_kept key;
     float *f32;
 } pd_conv_wide;
 
@@ -71,11 +72,11 @@ void pd_cuda_conv_free(pd_cuda *c) {
     c->conv = NULL;
 }
 
-void pd_cuda_conv_forget(pd_cuda *c, const void *data) {
+void pd_cuda_conv_forget(pd_cuda *c, const void *data, size_t bytes) {
     pd_conv_cache *cache = c->conv;
     if (!cache || !data) return;
     for (int i = 0; i < cache->n_wides; i++)
-        if (cache->wides[i].src == data) {
+        if (pd_cuda_policy_conv_kept_void(&cache->wides[i].key, data, bytes)) {
             /* queued convolutions may still read the copy */
             if (cudaStreamSynchronize(c->stream) != cudaSuccess || cudaFree(cache->wides[i].f32) != cudaSuccess)
                 PD_WARN("cuda", "cuda:%d: releasing a widened convolution weight failed: %s", c->device,
@@ -93,21 +94,30 @@ static pd_status pd_conv_cache_get(pd_cuda *c, pd_conv_cache **out) {
     return PD_OK;
 }
 
-/* t's data as f32: the tensor itself when f32, else its cached widened copy (made on first use). */
-static pd_status pd_conv_f32(pd_backend *be, pd_conv_cache *cache, const pd_tensor *t, const float **out) {
+/* Scratch floats t needs for a per-call widening (0 when it needs none), rounded for alignment. */
+static size_t pd_conv_scratch_floats(const pd_tensor *t) {
+    if (!t || pd_cuda_policy_conv_weight(t) != PD_CONV_WEIGHT_PER_CALL) return 0;
+    return pd_cuda_align256((size_t)pd_tensor_numel(t) * sizeof(float)) / sizeof(float);
+}
+
+/* t's data as f32 (cuda_policy.h): the tensor itself when f32; an owning tensor's kept copy (made on
+ * first use); a view widened now into scratch (pd_conv_scratch_floats(t) floats). */
+static pd_status pd_conv_f32(pd_backend *be, pd_conv_cache *cache, const pd_tensor *t, float *scratch, const float **out) {
     pd_cuda *c = pd_cuda_of(be);
-    if (t->dtype == PD_DTYPE_F32) {
-        *out = t->data;
-        return PD_OK;
-    }
     const int64_t n = pd_tensor_numel(t);
-    for (int i = 0; i < cache->n_wides; i++) {
-        const pd_conv_wide *e = &cache->wides[i];
-        if (e->src == t->data && e->dtype == t->dtype && e->n == n) {
-            *out = e->f32;
+    switch (pd_cuda_policy_conv_weight(t)) {
+    case PD_CONV_WEIGHT_AS_IS: *out = t->data; return PD_OK;
+    case PD_CONV_WEIGHT_PER_CALL:
+        PD_TRY(pd_cuda_convert(be, scratch, PD_DTYPE_F32, t->data, t->dtype, n));
+        *out = scratch;
+        return PD_OK;
+    case PD_CONV_WEIGHT_KEEP: break;
+    }
+    for (int i = 0; i < cache->n_wides; i++)
+        if (pd_cuda_policy_conv_kept_matches(&cache->wides[i].key, t)) {
+            *out = cache->wides[i].f32;
             return PD_OK;
         }
-    }
     if (cache->n_wides == cache->cap_wides) {
         int cap = cache->cap_wides ? 2 * cache->cap_wides : 64;
         pd_conv_wide *w = realloc(cache->wides, (size_t)cap * sizeof *w);
@@ -121,8 +131,21 @@ static pd_status pd_conv_f32(pd_backend *be, pd_conv_cache *cache, const pd_tens
         cudaFree(f32);
         return st;
     }
-    cache->wides[cache->n_wides++] = (pd_conv_wide){.src = t->data, .dtype = t->dtype, .n = n, .f32 = f32};
+    cache->wides[cache->n_wides++] = (pd_conv_wide){.key = {.src = t->data, .dtype = t->dtype, .n = n}, .f32 = f32};
     *out = f32;
+    return PD_OK;
+}
+
+/* f32 data of w (may be NULL: no weight) and b (NULL: no bias) into *wf and *bf, one scratch request for
+ * whatever is widened per call. */
+static pd_status pd_conv_params_f32(pd_backend *be, pd_conv_cache *cache, const pd_tensor *w, const pd_tensor *b,
+                                    const float **wf, const float **bf) {
+    const size_t nw = pd_conv_scratch_floats(w), nb = pd_conv_scratch_floats(b);
+    float *tmp = NULL;
+    if (nw + nb) PD_TRY(pd_cuda_scratch(be, PD_CUDA_SCRATCH_CONV_W, (nw + nb) * sizeof(float), (void **)&tmp)); // w | b f32
+    if (w) PD_TRY(pd_conv_f32(be, cache, w, tmp, wf));
+    *bf = NULL;
+    if (b) PD_TRY(pd_conv_f32(be, cache, b, tmp ? tmp + nw : NULL, bf));
     return PD_OK;
 }
 
@@ -226,7 +249,7 @@ static pd_status pd_conv_bias_only(pd_backend *be, pd_conv_cache *cache, pd_tens
     PD_CUDA_CHECK(c->device, cudaMemsetAsync(y->data, 0, pd_tensor_nbytes(y), c->stream));
     if (!b) return PD_OK;
     const float *bias;
-    PD_TRY(pd_conv_f32(be, cache, b, &bias));
+    PD_TRY(pd_conv_params_f32(be, cache, NULL, b, NULL, &bias));
     const int yd[5] = {1, (int)y->shape[0], (int)y->shape[1], (int)y->shape[2], (int)y->shape[3]};
     const int bd[5] = {1, (int)y->shape[0], 1, 1, 1};
     int ys[5], bs[5];
@@ -279,9 +302,8 @@ pd_status pd_cuda_conv3d(pd_backend *be, pd_tensor *y, const pd_tensor *x, const
                             "(cuDNN indexes with int)",
                             c->device, (long long)cin, (long long)T, (long long)H, (long long)W);
 
-    const float *wf, *bf = NULL;
-    PD_TRY(pd_conv_f32(be, cache, w, &wf));
-    if (b) PD_TRY(pd_conv_f32(be, cache, b, &bf));
+    const float *wf, *bf;
+    PD_TRY(pd_conv_params_f32(be, cache, w, b, &wf, &bf));
     const pd_conv_plan *p = NULL;
     PD_TRY(pd_conv_plan_get(c, cache, &key, y->shape, &p));
 

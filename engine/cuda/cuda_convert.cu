@@ -79,3 +79,10 @@ pd_status pd_cuda_convert(pd_backend *be, void *dst, pd_dtype dst_dt, const void
     }
     return pd_error_set(PD_ERR_INVALID, "cuda convert: source dtype %s is not a float dtype", pd_dtype_name(src_dt));
 }
+
+cudaError_t pd_cuda_kernel_image_status(void) {
+    cudaFuncAttributes a;
+    cudaError_t e = cudaFuncGetAttributes(&a, pd_convert_kernel<float, __nv_bfloat16, true>);
+    if (e != cudaSuccess) (void)cudaGetLastError();
+    return e;
+}

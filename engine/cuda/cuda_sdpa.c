@@ -9,13 +9,23 @@
  * no transpose copy exists; K enters as K^T by swapping its last two dims and strides.
  *
  * Plans are built once per shape (heuristics mode A, the first engine config that finalizes) and kept
- * with every descriptor they were built from; a shape cuDNN refuses is remembered and refused again
- * without asking. Per call: q, k, v are narrowed to bf16 staging, the plan runs on the stream, O is
+ * with every descriptor they were built from; a shape cuDNN refuses, when building its plan or when
+ * executing it (the variant pack included), is remembered, warned about once and refused again
+ * without asking, so the caller falls back to the own kernel the same way (cuda_policy.h). Per call: q, k, v are narrowed to bf16 staging, the plan runs on the stream, O is
  * widened into out. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/cuda/cuda_backend.h"
+#include "engine/cuda_policy.h"
+
+/* cuda_policy.h decides from cuDNN 9's status values without cudnn.h; they must be these. */
+_Static_assert(CUDNN_STATUS_BAD_PARAM == PD_CUDNN_STATUS_BAD_PARAM &&
+                   CUDNN_STATUS_NOT_SUPPORTED == PD_CUDNN_STATUS_NOT_SUPPORTED &&
+                   CUDNN_STATUS_INTERNAL_ERROR == PD_CUDNN_STATUS_INTERNAL_ERROR &&
+                   CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED == PD_CUDNN_STATUS_HOST_ALLOCATION_FAILED &&
+                   CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED == PD_CUDNN_STATUS_DEVICE_ALLOCATION_FAILED,
+               "cuDNN status codes differ from cuda_policy.h's");
 
 enum {
     PD_SDPA_UID_Q = 1,
@@ -71,7 +81,7 @@ static cudnnStatus_t pd_sdpa_create(pd_sdpa_plan *p, cudnnBackendDescriptorType_
     if (p->n_descs == p->cap_descs) {
         int cap = p->cap_descs ? 2 * p->cap_descs : 64;
         cudnnBackendDescriptor_t *d = realloc(p->descs, (size_t)cap * sizeof *d);
-        if (!d) return CUDNN_STATUS_ALLOC_FAILED;
+        if (!d) return CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
         p->descs = d, p->cap_descs = cap;
     }
     cudnnStatus_t st = cudnnBackendCreateDescriptor(type, out);
@@ -268,8 +278,33 @@ static bool pd_sdpa_key_eq(const pd_sdpa_key *a, const pd_sdpa_key *b) {
     return a->B == b->B && a->H == b->H && a->Nq == b->Nq && a->Nk == b->Nk && a->D == b->D && a->Dv == b->Dv;
 }
 
+/* Marks p's shape refused (its plan and descriptors released; the key kept, so the shape is refused
+ * again without asking) and warns once: the same for a refusal at build and at execution. Returns
+ * PD_ERR_UNSUPPORTED, on which pd_cuda_attention uses the own kernel. */
+static pd_status pd_sdpa_refuse(pd_cuda *c, pd_sdpa_plan *p, const char *step, cudnnStatus_t st) {
+    char detail[256] = "";
+    cudnnGetLastErrorString(detail, sizeof detail);
+    if (p->plan) (void)cudaStreamSynchronize(c->stream); /* earlier runs of the plan may be queued */
+    const pd_sdpa_key k = p->key;
+    pd_sdpa_plan_release(p);
+    p->key = k;
+    p->refused = true;
+    PD_WARN("cuda", "cuDNN SDPA refused B=%lld H=%lld Nq=%lld Nk=%lld D=%lld Dv=%lld at %s: %s %s; own kernel used",
+            (long long)k.B, (long long)k.H, (long long)k.Nq, (long long)k.Nk, (long long)k.D, (long long)k.Dv, step,
+            cudnnGetErrorString(st), detail);
+    return pd_error_set(PD_ERR_UNSUPPORTED, "ATTENTION (cuda:%d): cuDNN SDPA refused the shape at %s: %s %s", c->device,
+                        step, cudnnGetErrorString(st), detail);
+}
+
+/* A refusal injected by tests at `at` (pd_cuda_sdpa_inject_refusal), else st. */
+static cudnnStatus_t pd_sdpa_injected(const pd_cuda *c, int at, cudnnStatus_t st) {
+    return st == CUDNN_STATUS_SUCCESS && c->sdpa_refuse_at == at ? CUDNN_STATUS_NOT_SUPPORTED : st;
+}
+
+void pd_cuda_sdpa_inject_refusal(pd_backend *be, int at) { pd_cuda_of(be)->sdpa_refuse_at = at; }
+
 /* The cached plan of key, built on first use. PD_ERR_UNSUPPORTED when cuDNN refuses the shape (now or
- * before), PD_ERR_NOMEM when the host cache cannot grow. */
+ * before), PD_ERR_NOMEM when memory runs out. */
 static pd_status pd_sdpa_plan_get(pd_cuda *c, const pd_sdpa_key *key, pd_sdpa_plan **out) {
     pd_sdpa_cache *cache = c->sdpa;
     if (!cache) {
@@ -303,26 +338,15 @@ static pd_status pd_sdpa_plan_get(pd_cuda *c, const pd_sdpa_key *key, pd_sdpa_pl
     cudnnBackendDescriptor_t graph = NULL;
     cudnnStatus_t st = pd_sdpa_graph(p, c->dnn, &graph, &step);
     if (st == CUDNN_STATUS_SUCCESS) st = pd_sdpa_pick(p, c->dnn, graph, &step);
-    if (st == CUDNN_STATUS_ALLOC_FAILED) { /* host memory: do not remember as a refusal */
+    st = pd_sdpa_injected(c, PD_SDPA_STEP_BUILD, st);
+    switch (pd_cuda_policy_sdpa_action(st, false)) {
+    case PD_SDPA_RUN: break;
+    case PD_SDPA_NOMEM: /* not remembered as a refusal */
         pd_sdpa_plan_release(p);
-        return pd_error_set(PD_ERR_NOMEM, "ATTENTION (cuda:%d): out of host memory building the cuDNN SDPA plan",
-                            c->device);
+        return pd_cuda_fail_cudnn(st, "building the cuDNN SDPA plan", __FILE__, __LINE__, c->device);
+    default: cache->n++; return pd_sdpa_refuse(c, p, step, st);
     }
     cache->n++;
-    if (st != CUDNN_STATUS_SUCCESS) {
-        char detail[256] = "";
-        cudnnGetLastErrorString(detail, sizeof detail);
-        /* keep only the key; the descriptors of a refused graph are not needed again */
-        pd_sdpa_key k = p->key;
-        pd_sdpa_plan_release(p);
-        p->key = k;
-        p->refused = true;
-        PD_WARN("cuda", "cuDNN SDPA refused B=%lld H=%lld Nq=%lld Nk=%lld D=%lld Dv=%lld at %s: %s %s; own kernel used",
-                (long long)k.B, (long long)k.H, (long long)k.Nq, (long long)k.Nk, (long long)k.D, (long long)k.Dv, step,
-                cudnnGetErrorString(st), detail);
-        return pd_error_set(PD_ERR_UNSUPPORTED, "ATTENTION (cuda:%d): cuDNN SDPA refused the shape at %s: %s %s",
-                            c->device, step, cudnnGetErrorString(st), detail);
-    }
     *out = p;
     return PD_OK;
 }
@@ -360,10 +384,15 @@ pd_status pd_cuda_sdpa_cudnn(pd_backend *be, pd_tensor *out, const pd_tensor *q,
     if (st == CUDNN_STATUS_SUCCESS)
         st = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
     if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(pack);
+    st = pd_sdpa_injected(c, PD_SDPA_STEP_EXECUTE, st);
     if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendExecute(c->dnn, p->plan, pack);
     cudnnBackendDestroyDescriptor(pack);
-    if (st != CUDNN_STATUS_SUCCESS)
+    switch (pd_cuda_policy_sdpa_action(st, true)) {
+    case PD_SDPA_RUN: break;
+    case PD_SDPA_FALL_BACK: return pd_sdpa_refuse(c, p, "execution (variant pack or execute)", st);
+    default:
         return pd_cuda_fail_cudnn(st, "cudnnBackendExecute (SDPA variant pack or execution)", __FILE__, __LINE__,
                                   c->device);
+    }
     return pd_cuda_convert(be, out->data, PD_DTYPE_F32, o16, PD_DTYPE_BF16, no);
 }
