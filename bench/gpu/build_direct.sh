@@ -45,7 +45,9 @@ else
     echo "build_direct: warning: NCCL not found (bench/gpu/find_deps.sh): the NCCL tests will skip" >&2
 fi
 
-CFLAGS=(-std=c11 -O3 -DNDEBUG -D_GNU_SOURCE -DPD_HAVE_CUDA -DPD_HAVE_PIPELINE "${DEFS_NCCL[@]}" -Wall -Wno-unused-parameter "${INC[@]}")
+# PD_CUDA_ARCHS: what the backend checks a device against at start (the -gencode list below).
+CFLAGS=(-std=c11 -O3 -DNDEBUG -D_GNU_SOURCE -DPD_HAVE_CUDA -DPD_HAVE_PIPELINE "${DEFS_NCCL[@]}" -Wall -Wno-unused-parameter
+        -DPD_CUDA_ARCHS='"90-real,90-virtual"' "${INC[@]}")
 NVFLAGS=(-std=c++17 -O3 -DNDEBUG -D_GNU_SOURCE -DPD_HAVE_CUDA --expt-relaxed-constexpr
          -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 "${INC[@]}")
 

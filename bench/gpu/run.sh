@@ -11,8 +11,11 @@
 #      cmake and pkg-config are there, else (or when that fails, or with PIPEDIT_GPU_BUILD_DIRECT=1)
 #      bench/gpu/build_direct.sh (cc + nvcc). nvcc, OpenBLAS, jansson (the image's, else the static copy
 #      bench/gpu/prepare.sh put in bench/gpu/deps/) and NCCL are found once, by bench/gpu/find_deps.sh.
-#   2. the GPU_TESTS: test_gpu_ops, test_gpu_fused, test_gpu_models, test_comm_nccl and test_gpu_sp (exit 77 =
-#      skipped: no device or no NCCL).
+#   2. the GPU_TESTS: test_gpu_ops, test_gpu_fused, test_gpu_models, test_gpu_fallbacks (start-up architecture
+#      check, cuDNN SDPA refusals at build and at execution falling back, CONV3D weight copies never stale),
+#      test_comm_nccl (host buffers refused, waits after an abort) and test_gpu_sp (SP over NCCL with the chunk
+#      measured: calibration through device memory) (exit 77 = skipped: no device or no NCCL); then archs:
+#      the GPU code in the built programs (cuobjdump: sm_80 and sm_90 machine code, compute_90 PTX).
 #   3. the PyTorch anchor bench/gpu/anchor/anchor_torch.py (prepare.sh's copy of shared/gpu/anchor_torch.py)
 #      when present (skipped with --quick).
 #   4. bench_gpu --anchor <its output>: figures, ratios and the targets (MET / MISSED).
@@ -38,11 +41,24 @@ JOBS=$(nproc 2>/dev/null || echo 8)
 STEPS=()
 FAILED=0
 # The tests/gpu programs: name:timeout in seconds:log lines shown.
-GPU_TESTS=(test_gpu_ops:120:6 test_gpu_fused:60:6 test_gpu_models:120:14 test_comm_nccl:90:8 test_gpu_sp:90:8)
+GPU_TESTS=(test_gpu_ops:120:6 test_gpu_fused:60:6 test_gpu_models:120:14 test_gpu_fallbacks:60:14 test_comm_nccl:90:8
+           test_gpu_sp:90:10)
 GPU_TEST_NAMES=("${GPU_TESTS[@]%%:*}")
 . "$SRC/bench/gpu/find_deps.sh"
 
 elapsed() { echo $(($(date +%s) - START)); }
+# check_archs CUOBJDUMP PROGRAM SM,SM...: prints the machine code and PTX architectures PROGRAM holds; fails
+# when one of the listed sm_XY is missing.
+check_archs() {
+    local elf ptx sm
+    elf=$("$1" --list-elf "$2" | grep -o 'sm_[0-9]*[af]*' | sort -u | tr '\n' ' ')
+    ptx=$("$1" --list-ptx "$2" | grep -o 'sm_[0-9]*[af]*' | sort -u | tr '\n' ' ')
+    echo "machine code: $elf; PTX: $ptx"
+    for sm in ${3//,/ }; do
+        case " $elf " in *" $sm "*) ;; *) echo "missing $sm machine code"; return 1 ;; esac
+    done
+}
+CUOBJDUMP=$(command -v cuobjdump || ls "${CUDA_HOME:-/usr/local/cuda}/bin/cuobjdump" 2>/dev/null | head -1)
 say() { printf '[%4ss] %s\n' "$(elapsed)" "$*"; }
 
 # step NAME TIMEOUT CMD...: runs CMD with its output in $LOGS/NAME.log and the last lines on stdout.
@@ -142,6 +158,16 @@ if [ -n "$BIN" ]; then
             FAILED=1
         fi
     done
+    # The GPU code the build holds (CMake's default: sm_80 and sm_90 machine code, compute_90 PTX;
+    # build_direct.sh: sm_90 only).
+    if [ -n "$CUOBJDUMP" ] && [ -x "$BIN/test_gpu_fallbacks" ]; then
+        WANT_SM=sm_80,sm_90
+        [ "$BIN" = "$BUILD/direct/bin" ] && WANT_SM=sm_90
+        TAIL_LINES=4 step archs 30 bash -c "$(declare -f check_archs); check_archs \"\$@\"" check_archs \
+            "$CUOBJDUMP" "$BIN/test_gpu_fallbacks" "$WANT_SM"
+    else
+        say "archs: cuobjdump or test_gpu_fallbacks missing"
+    fi
     ANCHOR=
     for a in "$SRC/bench/gpu/anchor/anchor_torch.py" "$SRC/shared/gpu/anchor_torch.py" "$SRC/../shared/gpu/anchor_torch.py"; do
         [ -f "$a" ] && { ANCHOR=$a; break; }

@@ -1,7 +1,9 @@
 /* The NCCL communicator on real GPUs: every call with one rank on one GPU (NCCL cannot put two ranks
  * on one device), and with one rank per GPU (a thread each) when several GPUs exist: alltoallv with
  * uneven and zero counts, asynchronous alltoallv in flight, allgather, broadcast from every root,
- * send/recv pairs, barrier, bit-exact against layouts computed here; then an abort fails later calls.
+ * send/recv pairs, barrier, bit-exact against layouts computed here; host buffers refused with a clear
+ * error that leaves the group usable; then an abort asked from another thread fails the waits of
+ * requests still out (their results void, the freed NCCL communicator never queried) and later calls.
  * Exits 77 (skipped) in builds without NCCL or on machines without a CUDA device. */
 #include <pthread.h>
 #include <stdint.h>
@@ -27,6 +29,11 @@ static void *dev_from(const void *h, size_t n) {
     if (cudaMalloc(&d, n ? n : 1) != cudaSuccess) return NULL;
     if (n) cudaMemcpy(d, h, n, cudaMemcpyHostToDevice);
     return d;
+}
+
+static void *abort_thread(void *arg) {
+    pd_comm_abort(arg, "gpu test abort");
+    return NULL;
 }
 
 static void *rank_main(void *arg) {
@@ -96,16 +103,37 @@ static void *rank_main(void *arg) {
         PD_CHECK_MSG(bad == 0, "rank %d: recv from %d", rank, peer);
     }
     PD_CHECK_ERR(pd_comm_send(c, dg, G, rank), PD_ERR_INVALID); /* to itself */
+    /* host memory (stack, malloc) is refused before anything begins; the group stays usable */
+    PD_CHECK_ERR(pd_comm_allgather(c, g, dall, G), PD_ERR_INVALID);
+    PD_CHECK_MSG(strstr(pd_error_msg(), "host memory"), "rank %d: %s", rank, pd_error_msg());
+    PD_CHECK_ERR(pd_comm_allgather(c, dg, all, G), PD_ERR_INVALID);
+    PD_CHECK_ERR(pd_comm_broadcast(c, g, G, 0), PD_ERR_INVALID);
     PD_CHECK_OK(pd_comm_barrier(c));
     cudaFree(dg);
     cudaFree(dall);
     free(all);
 
-    /* an abort fails every later call at once */
+    /* two self-transfers in flight, then an abort asked from another thread: both waits fail with its
+     * reason, and so does every later call */
     PD_CHECK_OK(pd_comm_barrier(c));
-    pd_comm_abort(c, "gpu test abort");
+    size_t asb[MAXR] = {0}, aso[MAXR] = {0};
+    asb[rank] = G;
+    void *da = dev_from(g, G), *db = NULL;
+    cudaMalloc(&db, G);
+    pd_comm_req *ar[2] = {0};
+    for (int k = 0; k < 2; k++) PD_CHECK_OK(pd_comm_alltoallv_async(c, da, asb, aso, db, asb, aso, &ar[k]));
+    pthread_t th;
+    PD_CHECK(pthread_create(&th, NULL, abort_thread, c) == 0);
+    pthread_join(th, NULL);
+    for (int k = 0; k < 2; k++) {
+        if (!ar[k]) continue;
+        PD_CHECK_ERR(pd_comm_wait(c, ar[k]), PD_ERR_DEVICE);
+        PD_CHECK_MSG(strstr(pd_error_msg(), "gpu test abort"), "rank %d wait %d: %s", rank, k, pd_error_msg());
+    }
     PD_CHECK_ERR(pd_comm_barrier(c), PD_ERR_DEVICE);
     PD_CHECK(strstr(pd_error_msg(), "gpu test abort"));
+    cudaFree(da);
+    cudaFree(db);
     pd_comm_destroy(c);
     cudaStreamDestroy(compute);
     return NULL;

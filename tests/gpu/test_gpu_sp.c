@@ -1,6 +1,7 @@
 /* Sequence parallelism on a GPU over NCCL (workers/sp_group.h): one rank on one GPU (NCCL cannot
  * place two ranks on one device) runs the group forward of the tiny model's DiT with PipeSP chunks of
- * 1 and of all heads, the same as the plain CUDA forward; the leader's cancel flag (carried in device
+ * 1 and of all heads, and with the daemon's default chunk 0 (measured: the calibration all-gathers its
+ * timings over NCCL, which must see device memory), the same as the plain CUDA forward; the leader's cancel flag (carried in device
  * memory by an NCCL broadcast) stops the next call; with two or more GPUs, two ranks (one thread
  * each, one GPU each) give that same velocity too.
  *
@@ -97,11 +98,13 @@ static void free_runs(rank_run *runs, int n) {
 
 static void test_one_rank(void) {
     uint8_t ids[3][PD_COMM_NCCL_ID_BYTES];
-    for (int chunk = 0; chunk <= 1; chunk++) {
+    static const struct { int chunk; const char *what; } cs[] = {
+        {4096, "1 rank, one chunk"}, {1, "1 rank, g = 1"}, {0, "1 rank, g calibrated"}};
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
         for (int i = 0; i < 3; i++) PD_CHECK_OK(pd_comm_nccl_unique_id(ids[i]));
-        rank_run r = {.rank = 0, .ranks = 1, .device = 0, .chunk = chunk ? 1 : 4096, .ids = ids, .cancel_check = true};
+        rank_run r = {.rank = 0, .ranks = 1, .device = 0, .chunk = cs[c].chunk, .ids = ids, .cancel_check = true};
         r.st = rank_eval(&r);
-        check_runs(&r, 1, chunk ? "1 rank, g = 1" : "1 rank, one chunk");
+        check_runs(&r, 1, cs[c].what);
         free_runs(&r, 1);
     }
 }
@@ -111,17 +114,19 @@ static void test_two_ranks_two_gpus(void) {
         printf("  one GPU: the two-rank case needs two (skipped)\n");
         return;
     }
-    uint8_t ids[3][PD_COMM_NCCL_ID_BYTES];
-    for (int i = 0; i < 3; i++) PD_CHECK_OK(pd_comm_nccl_unique_id(ids[i]));
-    rank_run runs[2];
-    pthread_t th[2];
-    for (int i = 0; i < 2; i++) {
-        runs[i] = (rank_run){.rank = i, .ranks = 2, .device = i, .chunk = 1, .ids = ids, .cancel_check = true};
-        PD_CHECK(pthread_create(&th[i], NULL, rank_thread, &runs[i]) == 0);
+    for (int chunk = 0; chunk <= 1; chunk++) { /* g = 1, then calibrated */
+        uint8_t ids[3][PD_COMM_NCCL_ID_BYTES];
+        for (int i = 0; i < 3; i++) PD_CHECK_OK(pd_comm_nccl_unique_id(ids[i]));
+        rank_run runs[2];
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++) {
+            runs[i] = (rank_run){.rank = i, .ranks = 2, .device = i, .chunk = 1 - chunk, .ids = ids, .cancel_check = true};
+            PD_CHECK(pthread_create(&th[i], NULL, rank_thread, &runs[i]) == 0);
+        }
+        for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+        check_runs(runs, 2, chunk ? "2 ranks, g calibrated" : "2 ranks, g = 1");
+        free_runs(runs, 2);
     }
-    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
-    check_runs(runs, 2, "2 ranks, g = 1");
-    free_runs(runs, 2);
 }
 
 int main(void) {
