@@ -42,6 +42,7 @@ static pd_status check_group(const char *what, int rank, int size, double timeou
 }
 
 static pd_comm *comm_new(const pd_comm_ops *be, int rank, int size, double timeout_s) {
+    PD_ASSERT(be->start && be->finish && be->drop && be->abort && be->destroy);
     pd_comm *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->be = be;
