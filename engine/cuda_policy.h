@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 #include "engine/tensor.h"
 
 /* ---- compute capability against the build's architectures ---- */
