@@ -83,12 +83,15 @@ pd_cuda_arch_fit pd_cuda_policy_arch_fit(const char *archs, int major, int minor
 }
 
 pd_status pd_cuda_policy_check_arch(const char *archs, const char *device, int major, int minor) {
-    char built[256];
+    char built[256], list[256];
     if (pd_cuda_policy_arch_fit(archs, major, minor, built, sizeof built) != PD_CUDA_ARCH_NONE) return PD_OK;
+    snprintf(list, sizeof list, "%s", archs);
+    for (char *p = list; *p; p++)
+        if (*p == ',') *p = ';'; /* a CMake list */
     return pd_error_set(PD_ERR_UNSUPPORTED,
                         "%s has compute capability %d.%d, which none of this build's GPU code runs on: it has %s. "
                         "Rebuild with cmake -DCMAKE_CUDA_ARCHITECTURES=\"%d%d-real;%s\" (or \"native\" on that machine)",
-                        device, major, minor, built, major, minor, archs);
+                        device, major, minor, built, major, minor, list);
 }
 
 /* ---- cuDNN SDPA ---- */

@@ -10,6 +10,7 @@
  * Exits 77 (skipped) in builds without CUDA or without a visible device. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "engine/backend.h"
 #include "tests/unit/test.h"
@@ -77,12 +78,31 @@ static void test_start(void) {
 
 /* ---- cuDNN SDPA refusals ---- */
 
-static int count_lines(FILE *f, const char *needle) {
+/* The log goes to stderr: captured into a temporary file between capture_begin and capture_end. */
+static int g_saved_stderr = -1;
+
+static FILE *capture_begin(void) {
+    FILE *f = tmpfile();
+    PD_ASSERT(f);
+    fflush(stderr);
+    g_saved_stderr = dup(2);
+    dup2(fileno(f), 2);
+    return f;
+}
+
+/* Restores stderr; returns how many captured lines contain needle (and closes f). */
+static int capture_end(FILE *f, const char *needle) {
     char line[1024];
     int n = 0;
-    fflush(f);
+    fflush(stderr);
+    dup2(g_saved_stderr, 2);
+    close(g_saved_stderr);
     rewind(f);
-    while (fgets(line, sizeof line, f)) n += strstr(line, needle) != NULL;
+    while (fgets(line, sizeof line, f)) {
+        n += strstr(line, needle) != NULL;
+        fputs(line, stderr); /* shown after all */
+    }
+    fclose(f);
     return n;
 }
 
@@ -93,8 +113,7 @@ static void sdpa_refusal(int at, const char *label) {
     if (!be) return;
     pd_backend *keep = g_gpu;
     g_gpu = be;
-    FILE *log = tmpfile();
-    pd_log_set_sink(log);
+    FILE *log = capture_begin();
     pd_cuda_sdpa_inject_refusal(be, at);
     const int64_t s[4] = {1, 200, 2, 64}, s2[4] = {1, 136, 2, 64};
     for (int shape = 0; shape < 2; shape++) {
@@ -117,10 +136,8 @@ static void sdpa_refusal(int at, const char *label) {
         pd_backend_tensor_free(be, &dq), pd_backend_tensor_free(be, &dk), pd_backend_tensor_free(be, &dv);
         pd_backend_tensor_free(be, &dout);
     }
-    pd_log_set_sink(stderr);
-    int warned = count_lines(log, "cuDNN SDPA refused");
+    int warned = capture_end(log, "cuDNN SDPA refused");
     PD_CHECK_MSG(warned == 1, "%s: %d warnings (want 1, for the refused shape only)", label, warned);
-    fclose(log);
     g_gpu = keep;
     pd_backend_free(be);
 }

@@ -33,7 +33,7 @@ static void test_default_architectures(void) {
     PD_CHECK_ERR(pd_cuda_policy_check_arch(default_archs, "cuda:1 (Tesla T4)", 7, 5), PD_ERR_UNSUPPORTED);
     PD_CHECK_MSG(strstr(pd_error_msg(), "cuda:1 (Tesla T4) has compute capability 7.5") &&
                      strstr(pd_error_msg(), "sm_80, sm_90 (machine code)") &&
-                     strstr(pd_error_msg(), "-DCMAKE_CUDA_ARCHITECTURES=\"75-real;80-real,90-real,90-virtual\""),
+                     strstr(pd_error_msg(), "-DCMAKE_CUDA_ARCHITECTURES=\"75-real;80-real;90-real;90-virtual\""),
                  "message: %s", pd_error_msg());
 }
 
