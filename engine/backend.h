@@ -61,8 +61,10 @@ const char *pd_op_name(pd_op op);
 pd_status pd_backend_cpu_create(int n_threads, pd_backend **out);
 /* Creates the CUDA backend on GPU `device` (0-based): one stream for every op, cuBLASLt GEMMs,
  * cuDNN attention and convolutions, weights uploaded once by pd_backend_import_weight. Errors:
- * PD_ERR_UNSUPPORTED in a build without CUDA (the message says so), PD_ERR_DEVICE when the device does
- * not exist or fails to initialise (the message names the device and the CUDA error). */
+ * PD_ERR_UNSUPPORTED in a build without CUDA (the message says so) or without GPU code for the device
+ * (the message names its compute capability, the build's architectures and the cmake option that adds
+ * it), PD_ERR_DEVICE when the device does not exist or fails to initialise (the message names the
+ * device and the CUDA error). */
 pd_status pd_backend_cuda_create(int device, pd_backend **out);
 /* Number of CUDA devices this build can use: 0 without CUDA, without a driver or without a GPU. */
 int pd_backend_cuda_device_count(void);
