@@ -167,6 +167,7 @@ if [ -n "$BIN" ]; then
             "$CUOBJDUMP" "$BIN/test_gpu_fallbacks" "$WANT_SM"
     else
         say "archs: cuobjdump or test_gpu_fallbacks missing"
+        STEPS+=("archs|cuobjdump missing|0")
     fi
     ANCHOR=
     for a in "$SRC/bench/gpu/anchor/anchor_torch.py" "$SRC/shared/gpu/anchor_torch.py" "$SRC/../shared/gpu/anchor_torch.py"; do
@@ -201,8 +202,8 @@ SUMMARY=$SRC/bench/results/gpu_run-$SLUG-$DATE.txt
 {
     echo "bench/gpu/run.sh on $GPU, $(date -u '+%F %T') UTC, $(elapsed) s$([ $QUICK = 1 ] && echo ', --quick')"
     echo "source revision $PIPEDIT_COMMIT"
-    printf '%-16s %-28s %s\n' step status seconds
-    for s in "${STEPS[@]}"; do IFS='|' read -r n st sec <<< "$s"; printf '%-16s %-28s %s\n' "$n" "$st" "$sec"; done
+    printf '%-19s %-28s %s\n' step status seconds
+    for s in "${STEPS[@]}"; do IFS='|' read -r n st sec <<< "$s"; printf '%-19s %-28s %s\n' "$n" "$st" "$sec"; done
     for t in "${GPU_TEST_NAMES[@]}"; do
         [ -f "$LOGS/$t.log" ] || continue
         echo "$t: $(grep -E '^[0-9]+ passed|skip' "$LOGS/$t.log" | tail -1)"
