@@ -301,8 +301,8 @@ const char *pd_cuda_architectures(void) { return PD_CUDA_ARCHS; }
 static pd_status pd_cuda_check_arch(pd_cuda *c) {
     char desc[300], built[256];
     snprintf(desc, sizeof desc, "cuda:%d (%s)", c->device, c->gpu_name);
-    PD_TRY(pd_cuda_policy_check_arch(PD_CUDA_ARCHS, desc, c->sm_major, c->sm_minor));
     pd_cuda_arch_fit fit = pd_cuda_policy_arch_fit(PD_CUDA_ARCHS, c->sm_major, c->sm_minor, built, sizeof built);
+    if (fit == PD_CUDA_ARCH_NONE) return pd_cuda_policy_check_arch(PD_CUDA_ARCHS, desc, c->sm_major, c->sm_minor);
     if (fit == PD_CUDA_ARCH_PTX)
         PD_WARN("cuda", "%s, compute capability %d.%d: this build has only PTX for it (%s); the driver compiles the "
                 "kernels at start (slow the first time), and they may run slower than machine code for sm_%d%d",
