@@ -7,6 +7,8 @@
  *  - CONV3D weights: only owning bf16/f16 tensors keep a widened copy; a view (a slice of a shared
  *    blob) is widened per call; a kept copy is voided by a write or free that overlaps its bytes, so a
  *    new tensor at a reused address never meets it. */
+#include <stdint.h>
+
 #include "engine/cuda_policy.h"
 #include "tests/unit/test.h"
 
@@ -122,7 +124,7 @@ static void test_conv_weight_cache(void) {
     PD_CHECK(pd_cuda_policy_conv_kept_void(&k, blob + 20, 2));        /* upload into a slice of it */
     PD_CHECK(pd_cuda_policy_conv_kept_void(&k, blob + 63, 2));        /* its last element */
     PD_CHECK(!pd_cuda_policy_conv_kept_void(&k, blob + 64, 16));      /* just after */
-    PD_CHECK(!pd_cuda_policy_conv_kept_void(&k, (char *)blob - 8, 8)); /* just before */
+    PD_CHECK(!pd_cuda_policy_conv_kept_void(&k, (const void *)((uintptr_t)blob - 8), 8)); /* just before */
     PD_CHECK(!pd_cuda_policy_conv_kept_void(&k, blob, 0));
     /* the span a write into a strided view can touch */
     PD_CHECK(pd_cuda_policy_span_bytes(&whole) == sizeof blob);
