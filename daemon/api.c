@@ -196,12 +196,6 @@ bad:
 
 /* ---- field validation ---- */
 
-static bool blank(const char *s) {
-    for (; *s; s++)
-        if (!isspace((unsigned char)*s)) return false;
-    return true;
-}
-
 /* Reads an integer field into *v (untouched when absent). Returns 0 or the error status. */
 static int get_int(json_t *root, const char *key, long long lo, long long hi, long long *v, bool *given, pd_api_error *err) {
     json_t *x = json_object_get(root, key);
@@ -215,15 +209,12 @@ static int get_int(json_t *root, const char *key, long long lo, long long hi, lo
     return 0;
 }
 
-static int get_real(json_t *root, const char *key, double lo, double hi, bool lo_open, double *v, pd_api_error *err) {
+/* Reads a number field into *v (untouched when absent); its bounds are the one validation's. */
+static int get_real(json_t *root, const char *key, double *v, pd_api_error *err) {
     json_t *x = json_object_get(root, key);
     if (!x || json_is_null(x)) return 0;
     if (!json_is_number(x)) return pd_api_error_set(err, 400, key, "invalid_type", "'%s' must be a number", key);
-    double d = json_number_value(x);
-    if (!isfinite(d) || d < lo || d > hi || (lo_open && d <= lo))
-        return pd_api_error_set(err, 400, key, "out_of_range", "'%s' must be %s %g and at most %g, got %g", key,
-                                lo_open ? "above" : "at least", lo, hi, d);
-    *v = d;
+    *v = json_number_value(x);
     return 0;
 }
 
@@ -254,9 +245,9 @@ static int parse_size(const char *s, long long *w, long long *h) {
     return 0;
 }
 
-static int check_dim(const char *key, long long v, int max, pd_api_error *err) {
-    if (v < 16 || v > max || v % 16)
-        return pd_api_error_set(err, 400, key, "out_of_range", "%s must be a multiple of 16 between 16 and %d, got %lld", key, max, v);
+/* The server's own ceiling on a field the one validation also bounds. */
+static int check_max(const char *key, long long v, int max, pd_api_error *err) {
+    if (v > max) return pd_api_error_set(err, 400, key, "out_of_range", "'%s' is %lld; this server's limit is %d", key, v, max);
     return 0;
 }
 
@@ -278,12 +269,12 @@ static int validate(const pd_api_limits *lim, json_t *root, pd_job_request *out,
             return pd_api_error_set(err, 400, shown, "unknown_parameter", "unknown parameter '%s'", shown);
         }
     }
+    /* Types and the server's own limits here; the request's bounds are pd_gen_params_check's. */
     int rc;
     const char *prompt, *neg, *model, *size, *sampler, *fmt;
     size_t maxp = (size_t)lim->max_prompt_bytes;
     if ((rc = get_str(root, "prompt", maxp, &prompt, err))) return rc;
     if (!prompt) return pd_api_error_set(err, 400, "prompt", "missing_required_parameter", "'prompt' is required");
-    if (blank(prompt)) return pd_api_error_set(err, 400, "prompt", "invalid_value", "'prompt' must not be empty");
     if ((rc = get_str(root, "negative_prompt", maxp, &neg, err))) return rc;
     if ((rc = get_str(root, "model", 256, &model, err))) return rc;
     if (model && strcmp(model, lim->model_name))
@@ -302,27 +293,27 @@ static int validate(const pd_api_limits *lim, json_t *root, pd_job_request *out,
         return pd_api_error_set(err, 400, "size", "invalid_value", "'size' must look like \"832x480\" (width x height)");
     long long wx = w, hx = h;
     bool wg, hg;
-    if ((rc = get_int(root, "width", 0, INT32_MAX, &wx, &wg, err))) return rc;
-    if ((rc = get_int(root, "height", 0, INT32_MAX, &hx, &hg, err))) return rc;
+    if ((rc = get_int(root, "width", INT32_MIN, INT32_MAX, &wx, &wg, err))) return rc;
+    if ((rc = get_int(root, "height", INT32_MIN, INT32_MAX, &hx, &hg, err))) return rc;
     if (size && ((wg && wx != w) || (hg && hx != h)))
         return pd_api_error_set(err, 400, "size", "invalid_value", "'size' disagrees with 'width'/'height'");
     w = wx;
     h = hx;
-    if ((rc = check_dim("width", w, lim->max_width, err))) return rc;
-    if ((rc = check_dim("height", h, lim->max_height, err))) return rc;
+    if ((rc = check_max("width", w, lim->max_width, err)) || (rc = check_max("height", h, lim->max_height, err))) return rc;
 
     long long fps = lim->default_fps, frames = lim->default_frames, steps = lim->default_steps, seed = 0;
     bool frames_given, seed_given;
-    if ((rc = get_int(root, "fps", 1, 120, &fps, NULL, err))) return rc;
-    if ((rc = get_int(root, "num_frames", 1, lim->max_frames, &frames, &frames_given, err))) return rc;
-    if (frames_given && (frames - 1) % 4)
-        return pd_api_error_set(err, 400, "num_frames", "invalid_value", "'num_frames' must be 4k+1 (1, 5, 9, ... 81), got %lld", frames);
-    if ((rc = get_int(root, "num_inference_steps", 1, lim->max_steps, &steps, NULL, err))) return rc;
+    if ((rc = get_int(root, "fps", INT32_MIN, INT32_MAX, &fps, NULL, err))) return rc;
+    if ((rc = get_int(root, "num_frames", INT32_MIN, INT32_MAX, &frames, &frames_given, err))) return rc;
+    if ((rc = check_max("num_frames", frames, lim->max_frames, err))) return rc;
+    if ((rc = get_int(root, "num_inference_steps", INT32_MIN, INT32_MAX, &steps, NULL, err))) return rc;
+    if ((rc = check_max("num_inference_steps", steps, lim->max_steps, err))) return rc;
     if ((rc = get_int(root, "seed", 0, INT64_MAX, &seed, &seed_given, err))) return rc;
 
     json_t *sec = json_object_get(root, "seconds");
+    bool seconds_given = sec && !json_is_null(sec);
     char seconds[24] = "";
-    if (sec && !json_is_null(sec)) {
+    if (seconds_given) {
         if (frames_given) return pd_api_error_set(err, 400, "seconds", "invalid_value", "give 'seconds' or 'num_frames', not both");
         double s;
         if (json_is_number(sec)) {
@@ -338,17 +329,27 @@ static int validate(const pd_api_limits *lim, json_t *root, pd_job_request *out,
         }
         if (!isfinite(s) || s <= 0 || s > lim->max_seconds)
             return pd_api_error_set(err, 400, "seconds", "out_of_range", "'seconds' must be above 0 and at most %g", lim->max_seconds);
-        frames = 4 * llround(s * (double)fps / 4.0) + 1;
+        if (fps >= 1) frames = 4 * llround(s * (double)fps / 4.0) + 1; /* else the validation below refuses fps */
         if (frames > lim->max_frames)
             return pd_api_error_set(err, 400, "seconds", "out_of_range", "%g seconds at %lld fps is %lld frames; the limit is %d", s, fps, frames,
                                     lim->max_frames);
         snprintf(seconds, sizeof seconds, "%g", s);
-    } else {
+    } else if (fps >= 1) { /* else the validation below refuses fps */
         snprintf(seconds, sizeof seconds, "%g", (double)frames / (double)fps);
     }
     double guidance = lim->default_guidance, shift = lim->default_shift;
-    if ((rc = get_real(root, "guidance_scale", 0, 100, false, &guidance, err))) return rc;
-    if ((rc = get_real(root, "flow_shift", 0, 100, true, &shift, err))) return rc;
+    if ((rc = get_real(root, "guidance_scale", &guidance, err))) return rc;
+    if ((rc = get_real(root, "flow_shift", &shift, err))) return rc;
+
+    /* Every field is now in range of its C type: the one validation decides the rest. */
+    pd_gen_params p = {.prompt = prompt, .negative_prompt = neg, .seed = (uint64_t)seed, .width = (int)w, .height = (int)h,
+                       .frames = (int)frames, .steps = (int)steps, .guidance = (float)guidance, .shift = (float)shift,
+                       .sampler = sk, .fps = (int)fps};
+    pd_gen_field bad;
+    if (pd_gen_params_check(&p, &bad) != PD_OK) {
+        const char *param = bad == PD_GEN_FIELD_FRAMES && seconds_given ? "seconds" : pd_gen_field_name(bad);
+        return pd_api_error_set(err, 400, param, "invalid_value", "%s", pd_error_msg());
+    }
 
     memset(out, 0, sizeof *out);
     out->prompt = strdup(prompt);
@@ -357,18 +358,10 @@ static int validate(const pd_api_limits *lim, json_t *root, pd_job_request *out,
         pd_job_request_free(out);
         return pd_api_error_set(err, 503, NULL, "out_of_memory", "out of memory");
     }
+    out->p = p;
     out->p.prompt = out->prompt;
     out->p.negative_prompt = out->negative_prompt;
-    out->p.seed = (uint64_t)seed;
     out->seed_given = seed_given;
-    out->p.width = (int)w;
-    out->p.height = (int)h;
-    out->p.frames = (int)frames;
-    out->p.steps = (int)steps;
-    out->p.guidance = (float)guidance;
-    out->p.shift = (float)shift;
-    out->p.sampler = sk;
-    out->p.fps = (int)fps;
     snprintf(out->model, sizeof out->model, "%s", lim->model_name);
     snprintf(out->seconds, sizeof out->seconds, "%s", seconds);
     return 0;

@@ -4,13 +4,15 @@
  * Nothing here touches the network or the daemon's state, so the fuzz target and unit tests call
  * the parser directly.
  *
- * Request fields (JSON body, or multipart/form-data with one text part per field):
- *   prompt (required, 1..max_prompt_bytes bytes of UTF-8, not only white space), model (must be the
- *   served model's name), seconds ("4" or 4; > 0, <= max_seconds), size ("WxH"), and the extensions
- *   negative_prompt, seed (0..2^63-1; absent = random), num_inference_steps (1..max_steps),
- *   guidance_scale (0..100; <= 1 turns classifier-free guidance off), flow_shift (> 0, <= 100),
- *   num_frames (4k+1, 1..max_frames), fps (1..120), width, height (multiples of 16, 16..max),
- *   sampler ("unipc" or "euler"), output_format ("mp4"). Null means absent. Unknown fields are errors.
+ * Request fields (JSON body, or multipart/form-data with one text part per field): prompt
+ * (required), model (must be the served model's name), seconds ("4" or 4), size ("WxH"), and the
+ * extensions negative_prompt, seed (0..2^63-1; absent = random), num_inference_steps, guidance_scale
+ * (<= 1 turns classifier-free guidance off), flow_shift, num_frames, fps, width, height, sampler
+ * ("unipc" or "euler"), output_format ("mp4"). Null means absent. Unknown fields are errors.
+ * Bounds: the parser checks types and this server's own limits (pd_api_limits: max_prompt_bytes,
+ *   max_width/height/frames/steps, max_seconds); every other bound is pd_gen_params_check's
+ *   (models/pipeline.h), the one validation the workers and `pipedit generate` apply too, whose
+ *   failing field becomes the error's param.
  * Frames from seconds: frames = 4 * round(seconds * fps / 4) + 1, fps being the request's fps or the
  *   model's (4 s at 16 fps -> 65 frames); give seconds or num_frames, not both. size and
  *   width/height may both be given only when they agree. */

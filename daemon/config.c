@@ -6,12 +6,15 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
+#include "comm/comm.h"
 #include "models/pipeline.h"
 #include "models/wan/pipesp_plan.h"
 #include "proto/proto.h"
+#include "scheduler/scheduler.h"
 
 typedef enum { CT_INT, CT_SIZE, CT_DOUBLE, CT_STR, CT_KEYS } cfg_type;
 
@@ -39,17 +42,17 @@ static const cfg_entry cfg_table[] = {
     {"model_name", CT_STR, F(model_name), "", 0, 0, "model id clients send; empty = the model's preset name"},
     {"worker_exe", CT_STR, F(worker_exe), "", 0, 0, "the pipedit binary workers run; empty = next to pipeditd"},
     {"run_dir", CT_STR, F(run_dir), "", 0, 0, "sockets and shared memory names; empty = <data_dir>/run"},
-    {"workers", CT_INT, F(workers), "2", 1, 64, "worker processes (devices) for denoise and decode; 1 = no pipelining"},
-    {"decode_workers", CT_INT, F(decode_workers), "0", 0, 63, "decode group size; 0 = from measured stage times"},
-    {"threads_per_worker", CT_INT, F(threads_per_worker), "0", 0, 256, "CPU backend threads per worker; 0 = the online cores shared out among the workers"},
-    {"worker_timeout_s", CT_DOUBLE, F(worker_timeout_s), "120", 1, 86400, "a silent worker is restarted after this"},
-    {"worker_stall_timeout_s", CT_DOUBLE, F(worker_stall_timeout_s), "600", 1, 86400, "a worker whose stage makes no progress this long is restarted (job: worker_stuck)"},
+    {"workers", CT_INT, F(workers), "2", 1, PD_SCHED_MAX_DEVICES, "worker processes (devices) for denoise and decode; 1 = no pipelining"},
+    {"decode_workers", CT_INT, F(decode_workers), "0", 0, PD_SCHED_MAX_DEVICES - 1, "decode group size; 0 = from measured stage times"},
+    {"threads_per_worker", CT_INT, F(threads_per_worker), "0", 0, PD_SCHED_MAX_THREADS, "CPU backend threads per worker; 0 = the online cores shared out among the workers"},
+    {"worker_timeout_s", CT_DOUBLE, F(worker_timeout_s), "120", 1, PD_SCHED_MAX_TIMEOUT_S, "a silent worker is restarted after this"},
+    {"worker_stall_timeout_s", CT_DOUBLE, F(worker_stall_timeout_s), "600", 1, PD_SCHED_MAX_TIMEOUT_S, "a worker whose stage makes no progress this long is restarted (job: worker_stuck)"},
     {"device", CT_STR, F(device), "cpu", 0, 0, "cpu, or cuda: worker i runs on GPU cuda:i"},
-    {"sp_degree", CT_INT, F(sp_degree), "1", 1, 64, "ranks per denoise group (sequence parallelism); 1 = every denoise worker alone"},
+    {"sp_degree", CT_INT, F(sp_degree), "1", 1, PD_COMM_MAX_RANKS, "ranks per denoise group (sequence parallelism); 1 = every denoise worker alone"},
     {"cfg_parallel", CT_INT, F(cfg_parallel), "0", 0, 1, "1 = each SP group evaluates the CFG pair on two halves (even sp_degree)"},
     {"pipesp_chunk", CT_INT, F(pipesp_chunk), "0", 0, PD_SP_MAX_CHUNK, "PipeSP heads per chunk; 0 = from measured compute/communication times, 1 = per head"},
-    {"comm_timeout_s", CT_DOUBLE, F(comm_timeout_s), "60", 0.1, 86400, "deadline of each collective in an SP group; a group that misses it is restarted"},
-    {"queue_capacity", CT_INT, F(queue_capacity), "32", 1, 100000, "jobs waiting at most; more are 429"},
+    {"comm_timeout_s", CT_DOUBLE, F(comm_timeout_s), "60", 0.1, PD_SCHED_MAX_TIMEOUT_S, "deadline of each collective in an SP group; a group that misses it is restarted"},
+    {"queue_capacity", CT_INT, F(queue_capacity), "32", 1, PD_SCHED_MAX_QUEUE, "jobs waiting at most; more are 429"},
     {"max_prompt_bytes", CT_INT, F(max_prompt_bytes), "8192", 1, PD_PROTO_TEXT_MAX - 1, "longest prompt (and negative prompt) in bytes"},
     {"max_width", CT_INT, F(max_width), "1280", 16, PD_GEN_MAX_SIDE, "widest output in pixels"},
     {"max_height", CT_INT, F(max_height), "1280", 16, PD_GEN_MAX_SIDE, "tallest output in pixels"},
@@ -241,6 +244,34 @@ pd_status pd_config_load_args(pd_config *cfg, int argc, char **argv) {
         pd_status st = pd_config_set(cfg, key, val);
         if (st) return pd_error_prefix(st, "flag --%s", key);
     }
+    return PD_OK;
+}
+
+void pd_config_scheduler(const pd_config *cfg, pd_scheduler_config *sc) {
+    *sc = (pd_scheduler_config){
+        .n_devices = cfg->workers,
+        .n_decode = cfg->decode_workers,
+        .threads_per_worker = cfg->threads_per_worker,
+        .queue_capacity = cfg->queue_capacity,
+        .worker_timeout_s = cfg->worker_timeout_s,
+        .stall_timeout_s = cfg->worker_stall_timeout_s,
+        .sp_degree = cfg->sp_degree,
+        .cfg_parallel = cfg->cfg_parallel != 0,
+        .pipesp_chunk = cfg->pipesp_chunk,
+        .comm_timeout_s = cfg->comm_timeout_s,
+        .device = cfg->device,
+    };
+}
+
+pd_status pd_config_check(const pd_config *cfg) {
+    pd_scheduler_config sc;
+    pd_config_scheduler(cfg, &sc);
+    pd_status st = pd_scheduler_config_check(&sc);
+    if (st) return pd_error_prefix(st, "the worker settings do not fit together (workers is the scheduler's n_devices, decode_workers its n_decode)");
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (!strcmp(cfg->device, "cpu") && cores > 0 && cfg->workers > cores)
+        PD_WARN("config", "workers = %d is more than the %ld online cores: the workers will share them and each job runs slower",
+                cfg->workers, cores);
     return PD_OK;
 }
 

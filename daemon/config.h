@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "base/status.h"
+#include "scheduler/scheduler.h"
 
 #define PD_CONFIG_STR_MAX 512 /* longest string setting (paths included) */
 #define PD_CONFIG_MAX_KEYS 16 /* most API keys */
@@ -78,6 +79,16 @@ pd_status pd_config_load_args(pd_config *cfg, int argc, char **argv);
 
 /* The config file named by --config or PIPEDIT_CONFIG, or NULL when none. */
 const char *pd_config_find_file(int argc, char **argv);
+
+/* Checks what no single setting's bounds can (call it once every source is read): the worker settings through the scheduler's own check
+ * (pd_scheduler_config_check), so that what the scheduler would refuse is refused here, before
+ * anything starts. PD_ERR_INVALID naming the settings. More CPU workers than online cores is
+ * allowed, with a warning in the log. */
+pd_status pd_config_check(const pd_config *cfg);
+
+/* The scheduler's configuration for cfg, paths left NULL and threads_per_worker as configured (the
+ * daemon resolves those: 0 threads = the online cores shared out among the workers). */
+void pd_config_scheduler(const pd_config *cfg, pd_scheduler_config *sc);
 
 /* Writes one line per setting (flag, default, help) to f, for --help. */
 void pd_config_print_help(FILE *f);

@@ -349,23 +349,13 @@ static bool backlog_remove_locked(pd_daemon *d, const char *id) {
 }
 
 pd_status pd_daemon_start_scheduler(pd_daemon *d) {
-    pd_scheduler_config sc = {
-        .model_dir = d->model_dir,
-        .worker_exe = d->worker_exe,
-        .run_dir = d->run_dir,
-        .n_devices = d->cfg.workers,
-        .n_decode = d->cfg.decode_workers,
-        .threads_per_worker = d->cfg.threads_per_worker ? d->cfg.threads_per_worker : pd_backend_cpu_share(d->cfg.workers),
-        .queue_capacity = d->cfg.queue_capacity,
-        .worker_timeout_s = d->cfg.worker_timeout_s,
-        .stall_timeout_s = d->cfg.worker_stall_timeout_s,
-        .sp_degree = d->cfg.sp_degree,
-        .cfg_parallel = d->cfg.cfg_parallel != 0,
-        .pipesp_chunk = d->cfg.pipesp_chunk,
-        .comm_timeout_s = d->cfg.comm_timeout_s,
-        .device = d->cfg.device,
-        .lock_fd = d->lock_fd,
-    };
+    pd_scheduler_config sc;
+    pd_config_scheduler(&d->cfg, &sc);
+    sc.model_dir = d->model_dir;
+    sc.worker_exe = d->worker_exe;
+    sc.run_dir = d->run_dir;
+    sc.lock_fd = d->lock_fd;
+    if (!sc.threads_per_worker) sc.threads_per_worker = pd_backend_cpu_share(d->cfg.workers);
     pd_status st = pd_scheduler_create(&sc, on_job_event, d, &d->sched);
     if (st) return pd_error_prefix(st, "cannot start workers");
 

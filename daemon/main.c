@@ -38,11 +38,14 @@ int main(int argc, char **argv) {
     pd_status st = file ? pd_config_load_file(&cfg, file) : PD_OK;
     if (st == PD_OK) st = pd_config_load_env(&cfg);
     if (st == PD_OK) st = pd_config_load_args(&cfg, argc, argv);
+    if (st == PD_OK) {
+        pd_log_set_level(level_of(cfg.log_level));
+        st = pd_config_check(&cfg);
+    }
     if (st) {
         fprintf(stderr, "pipeditd: %s\n", pd_error_msg());
         return 2;
     }
-    pd_log_set_level(level_of(cfg.log_level));
 
     /* Signals are taken synchronously by the main thread; every thread started later inherits the mask. */
     sigset_t sigs;

@@ -115,36 +115,47 @@ static bool pd_blank(const char *s) {
     return true;
 }
 
-static pd_status pd_check_side(const char *name, int v) {
-    if (v < PD_GEN_MIN_SIDE || v > PD_GEN_MAX_SIDE || v % 16)
-        return pd_error_set(PD_ERR_INVALID, "%s: %d must be a multiple of 16 in %d..%d", name, v, PD_GEN_MIN_SIDE,
-                            PD_GEN_MAX_SIDE);
+const char *pd_gen_field_name(pd_gen_field f) {
+    static const char *const names[] = {NULL, "prompt", "negative_prompt", "width", "height", "num_frames",
+                                        "num_inference_steps", "guidance_scale", "flow_shift", "sampler", "fps"};
+    return (unsigned)f < sizeof names / sizeof names[0] ? names[f] : NULL;
+}
+
+pd_status pd_gen_params_check(const pd_gen_params *p, pd_gen_field *field) {
+    pd_gen_field unused, *bad = field ? field : &unused;
+    const int max_prompt = PD_GEN_MAX_PROMPT_BYTES;
+#define PD_GEN_FAIL(f, ...) return *bad = (f), pd_error_set(PD_ERR_INVALID, __VA_ARGS__)
+    if (!p->prompt) PD_GEN_FAIL(PD_GEN_FIELD_PROMPT, "prompt: missing");
+    if (strnlen(p->prompt, (size_t)max_prompt + 1) > (size_t)max_prompt)
+        PD_GEN_FAIL(PD_GEN_FIELD_PROMPT, "prompt: longer than %d bytes", max_prompt);
+    if (pd_blank(p->prompt)) PD_GEN_FAIL(PD_GEN_FIELD_PROMPT, "prompt: must not be empty");
+    if (p->negative_prompt && strnlen(p->negative_prompt, (size_t)max_prompt + 1) > (size_t)max_prompt)
+        PD_GEN_FAIL(PD_GEN_FIELD_NEGATIVE_PROMPT, "negative_prompt: longer than %d bytes", max_prompt);
+    const int side[2] = {p->width, p->height};
+    for (int i = 0; i < 2; i++)
+        if (side[i] < PD_GEN_MIN_SIDE || side[i] > PD_GEN_MAX_SIDE || side[i] % 16)
+            PD_GEN_FAIL(i ? PD_GEN_FIELD_HEIGHT : PD_GEN_FIELD_WIDTH, "%s: %d must be a multiple of 16 in %d..%d",
+                        i ? "height" : "width", side[i], PD_GEN_MIN_SIDE, PD_GEN_MAX_SIDE);
+    if (p->frames < 1 || p->frames > PD_GEN_MAX_FRAMES || (p->frames - 1) % 4)
+        PD_GEN_FAIL(PD_GEN_FIELD_FRAMES, "num_frames: %d must be 4k+1 (1, 5, 9, ..., 81, ...) in 1..%d", p->frames,
+                    PD_GEN_MAX_FRAMES);
+    if (p->steps < 1 || p->steps > PD_GEN_MAX_STEPS)
+        PD_GEN_FAIL(PD_GEN_FIELD_STEPS, "num_inference_steps: %d must be in 1..%d", p->steps, PD_GEN_MAX_STEPS);
+    if (!(p->guidance >= 0.0f && p->guidance <= PD_GEN_MAX_GUIDANCE))
+        PD_GEN_FAIL(PD_GEN_FIELD_GUIDANCE, "guidance_scale: %g must be in 0..%g", (double)p->guidance,
+                    (double)PD_GEN_MAX_GUIDANCE);
+    if (!(p->shift > 0.0f && p->shift <= PD_GEN_MAX_SHIFT))
+        PD_GEN_FAIL(PD_GEN_FIELD_SHIFT, "flow_shift: %g must be in (0, %g]", (double)p->shift, (double)PD_GEN_MAX_SHIFT);
+    if (p->sampler != PD_SAMPLER_UNIPC && p->sampler != PD_SAMPLER_EULER)
+        PD_GEN_FAIL(PD_GEN_FIELD_SAMPLER, "sampler: unknown kind %d (unipc or euler)", (int)p->sampler);
+    if (p->fps < 1 || p->fps > PD_GEN_MAX_FPS) PD_GEN_FAIL(PD_GEN_FIELD_FPS, "fps: %d must be in 1..%d", p->fps, PD_GEN_MAX_FPS);
+#undef PD_GEN_FAIL
+    *bad = PD_GEN_FIELD_NONE;
     return PD_OK;
 }
 
 pd_status pd_pipeline_validate(const pd_pipeline *pl, const pd_gen_params *p) {
-    if (!p->prompt) return pd_error_set(PD_ERR_INVALID, "prompt: missing");
-    size_t len = strnlen(p->prompt, (size_t)PD_GEN_MAX_PROMPT_BYTES + 1);
-    if (len > (size_t)PD_GEN_MAX_PROMPT_BYTES)
-        return pd_error_set(PD_ERR_INVALID, "prompt: longer than %d bytes", PD_GEN_MAX_PROMPT_BYTES);
-    if (pd_blank(p->prompt)) return pd_error_set(PD_ERR_INVALID, "prompt: must not be empty");
-    if (p->negative_prompt && strnlen(p->negative_prompt, (size_t)PD_GEN_MAX_PROMPT_BYTES + 1) > (size_t)PD_GEN_MAX_PROMPT_BYTES)
-        return pd_error_set(PD_ERR_INVALID, "negative_prompt: longer than %d bytes", PD_GEN_MAX_PROMPT_BYTES);
-    PD_TRY(pd_check_side("width", p->width));
-    PD_TRY(pd_check_side("height", p->height));
-    if (p->frames < 1 || p->frames > PD_GEN_MAX_FRAMES || (p->frames - 1) % 4)
-        return pd_error_set(PD_ERR_INVALID, "frames: %d must be 4k+1 (1, 5, 9, ..., 81, ...) in 1..%d", p->frames,
-                            PD_GEN_MAX_FRAMES);
-    if (p->steps < 1 || p->steps > PD_GEN_MAX_STEPS)
-        return pd_error_set(PD_ERR_INVALID, "steps: %d must be in 1..%d", p->steps, PD_GEN_MAX_STEPS);
-    if (!(p->guidance >= 0.0f && p->guidance <= PD_GEN_MAX_GUIDANCE))
-        return pd_error_set(PD_ERR_INVALID, "guidance: %g must be in 0..%g", (double)p->guidance, (double)PD_GEN_MAX_GUIDANCE);
-    if (!(p->shift > 0.0f && p->shift <= PD_GEN_MAX_SHIFT))
-        return pd_error_set(PD_ERR_INVALID, "shift: %g must be in (0, %g]", (double)p->shift, (double)PD_GEN_MAX_SHIFT);
-    if (p->sampler != PD_SAMPLER_UNIPC && p->sampler != PD_SAMPLER_EULER)
-        return pd_error_set(PD_ERR_INVALID, "sampler: unknown kind %d (unipc or euler)", (int)p->sampler);
-    if (p->fps < 1 || p->fps > PD_GEN_MAX_FPS)
-        return pd_error_set(PD_ERR_INVALID, "fps: %d must be in 1..%d", p->fps, PD_GEN_MAX_FPS);
+    PD_TRY(pd_gen_params_check(p, NULL));
     if (pl && pl->dit) {
         int64_t shape[4];
         pd_wan_dit_grid grid;

@@ -62,7 +62,7 @@ void pd_pipeline_set_dit_forward(pd_pipeline *pl, pd_dit_forward_fn fn, void *ud
 typedef struct pd_wan_dit pd_wan_dit;
 pd_wan_dit *pd_pipeline_dit(pd_pipeline *pl);
 
-/* The documented bounds pd_pipeline_validate enforces. */
+/* The documented bounds pd_gen_params_check enforces. */
 #define PD_GEN_MIN_SIDE 16            /* width and height: multiples of 16 in 16..4096 */
 #define PD_GEN_MAX_SIDE 4096
 #define PD_GEN_MAX_FRAMES 1024        /* frames: 4k + 1 in 1..1024 */
@@ -73,8 +73,34 @@ pd_wan_dit *pd_pipeline_dit(pd_pipeline *pl);
 #define PD_GEN_MAX_PROMPT_BYTES (256 << 10) /* prompt: 1..this many bytes, not only white space;
                                              * the negative prompt: 0..this many */
 
-/* Checks params against the model and the documented bounds (size multiple of 16 and within
- * limits, frames 4k+1, steps >= 1, ...). PD_ERR_INVALID with a message naming the field.
+/* The fields of a request, for front ends that must say which one is wrong (an HTTP 400's param, a
+ * gRPC INVALID_ARGUMENT). */
+typedef enum pd_gen_field {
+    PD_GEN_FIELD_NONE = 0,
+    PD_GEN_FIELD_PROMPT,
+    PD_GEN_FIELD_NEGATIVE_PROMPT,
+    PD_GEN_FIELD_WIDTH,
+    PD_GEN_FIELD_HEIGHT,
+    PD_GEN_FIELD_FRAMES,
+    PD_GEN_FIELD_STEPS,
+    PD_GEN_FIELD_GUIDANCE,
+    PD_GEN_FIELD_SHIFT,
+    PD_GEN_FIELD_SAMPLER,
+    PD_GEN_FIELD_FPS,
+} pd_gen_field;
+
+/* The request field's name as the HTTP API spells it ("num_frames", "num_inference_steps",
+ * "guidance_scale", "flow_shift", ...); NULL for PD_GEN_FIELD_NONE. */
+const char *pd_gen_field_name(pd_gen_field f);
+
+/* The one check of a request against the documented bounds above (size a multiple of 16 within
+ * limits, frames 4k+1, steps, guidance, shift, sampler, fps, prompt length). Every front end (the
+ * HTTP API, `pipedit generate`, the workers) calls it, so none accepts what another refuses; a front
+ * end adds only its own, tighter limits. PD_ERR_INVALID with a message that starts with the field's
+ * name (pd_gen_field_name); *field (when not NULL) receives the field, PD_GEN_FIELD_NONE on success. */
+pd_status pd_gen_params_check(const pd_gen_params *p, pd_gen_field *field);
+
+/* pd_gen_params_check, then (pl not NULL, with a DiT) whether the model can run that shape.
  * pl may be NULL: then only the documented bounds are checked (a front end can reject a request
  * before loading anything). */
 pd_status pd_pipeline_validate(const pd_pipeline *pl, const pd_gen_params *p);

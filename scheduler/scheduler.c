@@ -168,38 +168,9 @@ pd_status pd_scheduler_create(const pd_scheduler_config *cfg, pd_job_event_fn fn
     if (!cfg->worker_exe || !cfg->worker_exe[0])
         return pd_error_set(PD_ERR_INVALID, "scheduler: worker_exe (the pipedit binary) is required");
     if (!cfg->run_dir || !cfg->run_dir[0]) return pd_error_set(PD_ERR_INVALID, "scheduler: run_dir is required");
-    if (cfg->n_devices < 1 || cfg->n_devices > 256)
-        return pd_error_set(PD_ERR_INVALID, "scheduler: n_devices is %d (want 1..256)", cfg->n_devices);
-    if (cfg->n_decode < 0 || (cfg->n_decode > 0 && cfg->n_decode > cfg->n_devices - 1))
-        return pd_error_set(PD_ERR_INVALID, "scheduler: n_decode is %d (want 0 = measured, or 1..%d with %d devices)",
-                            cfg->n_decode, cfg->n_devices - 1, cfg->n_devices);
-    if (cfg->threads_per_worker < 0 || cfg->threads_per_worker > 1024)
-        return pd_error_set(PD_ERR_INVALID, "scheduler: threads_per_worker is %d (want 0..1024)", cfg->threads_per_worker);
-    if (cfg->queue_capacity < 1 || cfg->queue_capacity > 1000000)
-        return pd_error_set(PD_ERR_INVALID, "scheduler: queue_capacity is %d (want 1..1000000)", cfg->queue_capacity);
-    if (!(cfg->worker_timeout_s >= 0) || cfg->worker_timeout_s > 86400)
-        return pd_error_set(PD_ERR_INVALID, "scheduler: worker_timeout_s is %g (want 0 = 30 s default, up to 86400)",
-                            cfg->worker_timeout_s);
-    if (!(cfg->stall_timeout_s >= 0) || cfg->stall_timeout_s > 86400)
-        return pd_error_set(PD_ERR_INVALID, "scheduler: stall_timeout_s is %g (want 0 = 600 s default, up to 86400)",
-                            cfg->stall_timeout_s);
+    PD_TRY(pd_scheduler_config_check(cfg));
     const int sp = cfg->sp_degree > 1 ? cfg->sp_degree : 1;
-    if (cfg->sp_degree < 0 || cfg->sp_degree > PD_COMM_MAX_RANKS)
-        return pd_error_set(PD_ERR_INVALID, "scheduler: sp_degree is %d (want 0..%d)", cfg->sp_degree, PD_COMM_MAX_RANKS);
-    if (sp > 1 && cfg->n_devices < sp + 1)
-        return pd_error_set(PD_ERR_INVALID, "scheduler: sp_degree %d needs at least %d workers (one group of %d "
-                            "denoise ranks and a decode worker), not %d", sp, sp + 1, sp, cfg->n_devices);
-    if (cfg->cfg_parallel && (sp < 2 || sp % 2))
-        return pd_error_set(PD_ERR_INVALID, "scheduler: cfg_parallel needs an even sp_degree >= 2, not %d", cfg->sp_degree);
-    if (cfg->pipesp_chunk < 0 || cfg->pipesp_chunk > PD_SP_MAX_CHUNK)
-        return pd_error_set(PD_ERR_INVALID, "scheduler: pipesp_chunk is %d (want 0 = measured, or 1..%d)", cfg->pipesp_chunk,
-                            PD_SP_MAX_CHUNK);
-    if (!(cfg->comm_timeout_s >= 0) || cfg->comm_timeout_s > 86400)
-        return pd_error_set(PD_ERR_INVALID, "scheduler: comm_timeout_s is %g (want 0 = 60 s default, up to 86400)",
-                            cfg->comm_timeout_s);
     const char *device = cfg->device && cfg->device[0] ? cfg->device : "cpu";
-    if (strcmp(device, "cpu") && strcmp(device, "cuda"))
-        return pd_error_set(PD_ERR_INVALID, "scheduler: device '%s' (want cpu or cuda; worker i then uses cuda:i)", device);
     if (access(cfg->worker_exe, X_OK) != 0)
         return pd_error_set(PD_ERR_IO, "scheduler: worker program %s is not executable: %s", cfg->worker_exe, strerror(errno));
     PD_TRY(make_dirs(cfg->run_dir));

@@ -45,6 +45,19 @@ typedef struct pd_scheduler_config {
     int lock_fd;
 } pd_scheduler_config;
 
+/* The scheduler's bounds (the daemon's config table uses these, so the two cannot disagree). */
+#define PD_SCHED_MAX_DEVICES 256        /* n_devices: 1..this */
+#define PD_SCHED_MAX_THREADS 1024       /* threads_per_worker: 0..this */
+#define PD_SCHED_MAX_QUEUE 1000000      /* queue_capacity: 1..this */
+#define PD_SCHED_MAX_TIMEOUT_S 86400.0  /* worker_timeout_s, comm_timeout_s: 0 (default) up to this */
+
+/* Checks everything in cfg but the paths (model_dir, worker_exe, run_dir: pd_scheduler_create checks
+ * those when it starts): each bound above, n_decode against n_devices, sp_degree (up to the
+ * communicator's rank limit, with room for a decode worker), cfg_parallel, pipesp_chunk and device.
+ * PD_ERR_INVALID with a message naming the field, so a front end can refuse a configuration before
+ * it starts anything. */
+pd_status pd_scheduler_config_check(const pd_scheduler_config *cfg);
+
 typedef enum pd_job_event_kind {
     PD_JOB_EVENT_STARTED = 0,  /* left the queue */
     PD_JOB_EVENT_STAGE,        /* entered stage ev->stage at ev->t */

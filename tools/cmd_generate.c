@@ -298,8 +298,15 @@ int pd_cmd_generate(int argc, char **argv) {
         if (sampler) (p).sampler = sk;                                                             \
     } while (0)
     PD_APPLY(p);
-    if (pd_pipeline_validate(NULL, &p) != PD_OK) {
-        PD_GEN_ERR("%s", pd_error_msg());
+    /* The one validation every front end shares; its field names are the HTTP API's, so say the flag. */
+    static const char *const flag_of[] = {[PD_GEN_FIELD_PROMPT] = "--prompt", [PD_GEN_FIELD_NEGATIVE_PROMPT] = "--negative-prompt",
+                                          [PD_GEN_FIELD_WIDTH] = "--size", [PD_GEN_FIELD_HEIGHT] = "--size",
+                                          [PD_GEN_FIELD_FRAMES] = "--frames", [PD_GEN_FIELD_STEPS] = "--steps",
+                                          [PD_GEN_FIELD_GUIDANCE] = "--guidance", [PD_GEN_FIELD_SHIFT] = "--shift",
+                                          [PD_GEN_FIELD_SAMPLER] = "--sampler", [PD_GEN_FIELD_FPS] = "--fps"};
+    pd_gen_field bad_field;
+    if (pd_gen_params_check(&p, &bad_field) != PD_OK) {
+        PD_GEN_ERR("%s: %s", flag_of[bad_field] ? flag_of[bad_field] : "request", pd_error_msg());
         return 2;
     }
     if (pd_check_out_dir("--out", out) || (thumb && pd_check_out_dir("--thumbnail", thumb))) return 2;

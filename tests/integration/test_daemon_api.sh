@@ -5,6 +5,22 @@
 TEST_NAME=daemon_api
 source "$(dirname "$0")/daemon_lib.sh"
 
+# ---- a configuration the scheduler would refuse is refused at load: exit 2, a message, nothing made ----
+bad_config() { # bad_config WHAT WORD JSON [flags...]
+    local what=$1 word=$2 json=$3
+    shift 3
+    printf '%s\n' "$json" >"$T/bad.json"
+    local rc=0
+    "$PIPEDIT_BIN/pipeditd" --config "$T/bad.json" --host 127.0.0.1 --port 0 --data-dir "$T/never" "$@" >"$T/bad.out" 2>&1 || rc=$?
+    [ "$rc" = 2 ] || fail "$what: exit status $rc, want 2: $(head -c 300 "$T/bad.out")"
+    grep -q "$word" "$T/bad.out" || fail "$what: the message does not name $word: $(head -c 300 "$T/bad.out")"
+    [ ! -e "$T/never" ] || fail "$what: the data folder was created"
+    pass "config $what refused: $(head -n 1 "$T/bad.out")"
+}
+bad_config "decode_workers = workers" decode_workers '{"workers": 2, "decode_workers": 2}'
+bad_config "sp_degree without room for a decoder" sp_degree '{"workers": 2}' --sp-degree 2
+bad_config "unknown device" device '{"device": "tpu"}'
+
 KEY=test-key-0123456789
 start_daemon "$T/daemon.log" --data-dir "$T/data" --api-keys "$KEY" --max-prompt-bytes 4096 --max-frames 81 --max-steps 50
 AUTH=(-H "Authorization: Bearer $KEY")
@@ -75,6 +91,8 @@ bad "seconds not a number" seconds '{"prompt":"a","seconds":"four"}'
 bad "seconds negative" seconds '{"prompt":"a","seconds":-4}'
 bad "too many seconds for max_frames" seconds '{"prompt":"a","seconds":"8"}'
 bad "guidance as a string" guidance_scale '{"prompt":"a","guidance_scale":"high"}'
+bad "guidance 75 (the pipeline's limit is 50)" guidance_scale '{"prompt":"a","guidance_scale":75}'
+bad "guidance 50.5" guidance_scale '{"prompt":"a","guidance_scale":50.5}'
 bad "zero flow shift" flow_shift '{"prompt":"a","flow_shift":0}'
 bad "unknown sampler" sampler '{"prompt":"a","sampler":"ddim"}'
 bad "unknown output format" output_format '{"prompt":"a","output_format":"gif"}'

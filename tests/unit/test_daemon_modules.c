@@ -1,6 +1,6 @@
 /* The daemon's server-free modules: request parsing (api), job ids (jobs), the journal's replay and
  * compaction (and a failed append), cancel and delete against a journal without a scheduler, the
- * config table, and the API key comparison. Expected values come from DESIGN.md
+ * config table and its cross-checks, and the API key comparison. Expected values come from DESIGN.md
  * section 7 and the documented rules in daemon/api.h, not from running the code. */
 #include <signal.h>
 #include <stdlib.h>
@@ -91,6 +91,18 @@ static void test_rejections(void) {
         {"{\"prompt\":\"a\",\"guidance_scale\":1e999}", ""},
         {"{\"prompt\":\"a\",\"flow_shift\":-1}", "flow_shift"},
         {"{\"prompt\":\"a\",\"extra\":1}", "extra"},
+        /* bounds from the one validation (pd_gen_params_check), named by the request's field */
+        {"{\"prompt\":\"a\",\"guidance_scale\":75}", "guidance_scale"}, /* was accepted up to 100, then failed in the worker */
+        {"{\"prompt\":\"a\",\"guidance_scale\":50.5}", "guidance_scale"},
+        {"{\"prompt\":\"a\",\"guidance_scale\":-0.5}", "guidance_scale"},
+        {"{\"prompt\":\"a\",\"flow_shift\":100.5}", "flow_shift"},
+        {"{\"prompt\":\"a\",\"num_frames\":0}", "num_frames"},
+        {"{\"prompt\":\"a\",\"num_inference_steps\":0}", "num_inference_steps"},
+        {"{\"prompt\":\"a\",\"num_inference_steps\":3000000000}", "num_inference_steps"},
+        {"{\"prompt\":\"a\",\"fps\":121}", "fps"},
+        {"{\"prompt\":\"a\",\"fps\":0,\"seconds\":2}", "fps"},
+        {"{\"prompt\":\"a\",\"width\":0}", "width"},
+        {"{\"prompt\":\" \\n\"}", "prompt"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         pd_job_request r;
@@ -100,6 +112,27 @@ static void test_rejections(void) {
         PD_CHECK_MSG(!strcmp(e.param, cases[i].param), "%s: param '%s', want '%s'", cases[i].body, e.param, cases[i].param);
         PD_CHECK(e.message[0] && !strcmp(e.type, "invalid_request_error"));
         PD_CHECK(r.prompt == NULL); /* nothing to free on failure */
+    }
+}
+
+/* The edges of every bound are accepted: the API adds nothing to the one validation but the
+ * server's own limits. */
+static void test_bounds_accepted(void) {
+    static const char *const bodies[] = {
+        "{\"prompt\":\"a\",\"guidance_scale\":50,\"flow_shift\":100,\"fps\":120,\"num_inference_steps\":100}",
+        "{\"prompt\":\"a\",\"guidance_scale\":0,\"flow_shift\":0.001,\"fps\":1,\"num_inference_steps\":1,\"num_frames\":1}",
+        "{\"prompt\":\"a\",\"size\":\"1280x720\",\"num_frames\":129}",
+        "{\"prompt\":\"a\",\"width\":16,\"height\":16}",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        pd_job_request r;
+        pd_api_error e;
+        int rc = parse("application/json", bodies[i], &r, &e);
+        PD_CHECK_MSG(rc == 0, "%s: %d %s", bodies[i], rc, e.message);
+        if (rc == 0) {
+            PD_CHECK_OK(pd_gen_params_check(&r.p, NULL));
+            pd_job_request_free(&r);
+        }
     }
 }
 
@@ -397,6 +430,56 @@ static void test_config(void) {
     unlink(path);
 }
 
+/* Settings the scheduler would refuse are refused when the config is checked, naming them. */
+static void test_config_check(void) {
+    static const struct { const char *key, *value, *word; } bad[] = {
+        {"decode_workers", "2", "n_decode"},   /* with the default 2 workers: none would denoise */
+        {"sp_degree", "2", "sp_degree"},       /* a group of 2 and a decoder need 3 workers */
+        {"cfg_parallel", "1", "cfg_parallel"}, /* needs an even sp_degree >= 2 */
+        {"device", "tpu", "device"},
+    };
+    pd_config c;
+    pd_config_defaults(&c);
+    PD_CHECK_OK(pd_config_check(&c));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        pd_config_defaults(&c);
+        PD_CHECK_OK(pd_config_set(&c, bad[i].key, bad[i].value));
+        PD_CHECK_ERR(pd_config_check(&c), PD_ERR_INVALID);
+        PD_CHECK_MSG(strstr(pd_error_msg(), bad[i].word), "%s=%s: '%s'", bad[i].key, bad[i].value, pd_error_msg());
+    }
+    /* The table's ranges are the scheduler's. */
+    pd_config_defaults(&c);
+    char v[32];
+    snprintf(v, sizeof v, "%d", PD_SCHED_MAX_DEVICES + 1);
+    PD_CHECK_ERR(pd_config_set(&c, "workers", v), PD_ERR_INVALID);
+    snprintf(v, sizeof v, "%d", PD_SCHED_MAX_QUEUE + 1);
+    PD_CHECK_ERR(pd_config_set(&c, "queue_capacity", v), PD_ERR_INVALID);
+    snprintf(v, sizeof v, "%d", PD_SCHED_MAX_QUEUE);
+    PD_CHECK_OK(pd_config_set(&c, "queue_capacity", v));
+    PD_CHECK_OK(pd_config_check(&c));
+    /* More CPU workers than cores: allowed, with a warning. */
+    pd_config_defaults(&c);
+    snprintf(v, sizeof v, "%ld", sysconf(_SC_NPROCESSORS_ONLN) + 1);
+    PD_CHECK_OK(pd_config_set(&c, "workers", v));
+    char path[] = "/tmp/pd_log_XXXXXX"; /* the log goes to stderr: catch it there */
+    int fd = mkstemp(path);
+    PD_CHECK(fd >= 0);
+    if (fd < 0) return;
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    PD_CHECK_OK(pd_config_check(&c));
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char text[512] = "";
+    ssize_t n = pread(fd, text, sizeof text - 1, 0);
+    text[n > 0 ? n : 0] = 0;
+    PD_CHECK_MSG(strstr(text, "WARN") && strstr(text, "cores"), "log: '%s'", text);
+    close(fd);
+    unlink(path);
+}
+
 static void test_api_keys(void) {
     pd_config c;
     pd_config_defaults(&c);
@@ -413,6 +496,7 @@ int main(void) {
     PD_RUN(test_seconds_to_frames);
     PD_RUN(test_fields_and_defaults);
     PD_RUN(test_rejections);
+    PD_RUN(test_bounds_accepted);
     PD_RUN(test_multipart);
     PD_RUN(test_error_envelope);
     PD_RUN(test_job_ids);
@@ -420,6 +504,7 @@ int main(void) {
     PD_RUN(test_journal_failed_append);
     PD_RUN(test_daemon_cancel_delete_durable);
     PD_RUN(test_config);
+    PD_RUN(test_config_check);
     PD_RUN(test_api_keys);
     return pd_test_summary();
 }

@@ -47,41 +47,60 @@ static void test_validate(void) {
     const pd_model_preset *tiny = pd_model_preset_default();
     PD_CHECK(p.width == tiny->default_width && p.frames == tiny->default_frames && p.sampler == PD_SAMPLER_UNIPC);
     pd_gen_params q;
-#define PD_BAD(field_stmt, word)                                                                    \
+    /* Each bound, just past its edge: refused by the one validation, which names the field the way
+     * the HTTP API spells it (an HTTP 400's param), and by pd_pipeline_validate alike. */
+#define PD_BAD(field_stmt, want)                                                                    \
     do {                                                                                           \
         q = p;                                                                                     \
         field_stmt;                                                                                \
+        pd_gen_field f_ = PD_GEN_FIELD_NONE;                                                       \
+        PD_CHECK_ERR(pd_gen_params_check(&q, &f_), PD_ERR_INVALID);                                \
+        const char *name_ = pd_gen_field_name(want);                                               \
+        PD_CHECK_MSG(f_ == (want) && !strncmp(pd_error_msg(), name_, strlen(name_)), "%s: field %d, message '%s'", \
+                     #field_stmt, (int)f_, pd_error_msg());                                        \
         PD_CHECK_ERR(pd_pipeline_validate(NULL, &q), PD_ERR_INVALID);                              \
-        PD_CHECK_MSG(strstr(pd_error_msg(), word) != NULL, "%s: message '%s'", #field_stmt, pd_error_msg()); \
     } while (0)
-    PD_BAD(q.width = 100, "width");
-    PD_BAD(q.width = 0, "width");
-    PD_BAD(q.height = 4112, "height");
-    PD_BAD(q.height = -16, "height");
-    PD_BAD(q.frames = 8, "frames");
-    PD_BAD(q.frames = 0, "frames");
-    PD_BAD(q.frames = 1025, "frames");
-    PD_BAD(q.steps = 0, "steps");
-    PD_BAD(q.steps = 1001, "steps");
-    PD_BAD(q.guidance = -0.5f, "guidance");
-    PD_BAD(q.guidance = 50.5f, "guidance");
-    PD_BAD(q.guidance = NAN, "guidance");
-    PD_BAD(q.shift = 0.0f, "shift");
-    PD_BAD(q.shift = 100.5f, "shift");
-    PD_BAD(q.shift = INFINITY, "shift");
-    PD_BAD(q.fps = 0, "fps");
-    PD_BAD(q.fps = 121, "fps");
-    PD_BAD(q.sampler = (pd_sampler_kind)5, "sampler");
-    PD_BAD(q.prompt = NULL, "prompt");
-    PD_BAD(q.prompt = " \t\n", "prompt");
+    PD_BAD(q.width = 100, PD_GEN_FIELD_WIDTH);
+    PD_BAD(q.width = 0, PD_GEN_FIELD_WIDTH);
+    PD_BAD(q.width = 4112, PD_GEN_FIELD_WIDTH);
+    PD_BAD(q.height = 4112, PD_GEN_FIELD_HEIGHT);
+    PD_BAD(q.height = -16, PD_GEN_FIELD_HEIGHT);
+    PD_BAD(q.height = 0, PD_GEN_FIELD_HEIGHT);
+    PD_BAD(q.frames = 8, PD_GEN_FIELD_FRAMES);
+    PD_BAD(q.frames = 0, PD_GEN_FIELD_FRAMES);
+    PD_BAD(q.frames = 1025, PD_GEN_FIELD_FRAMES);
+    PD_BAD(q.steps = 0, PD_GEN_FIELD_STEPS);
+    PD_BAD(q.steps = 1001, PD_GEN_FIELD_STEPS);
+    PD_BAD(q.guidance = -0.5f, PD_GEN_FIELD_GUIDANCE);
+    PD_BAD(q.guidance = 50.5f, PD_GEN_FIELD_GUIDANCE);
+    PD_BAD(q.guidance = 75.0f, PD_GEN_FIELD_GUIDANCE);
+    PD_BAD(q.guidance = NAN, PD_GEN_FIELD_GUIDANCE);
+    PD_BAD(q.shift = 0.0f, PD_GEN_FIELD_SHIFT);
+    PD_BAD(q.shift = 100.5f, PD_GEN_FIELD_SHIFT);
+    PD_BAD(q.shift = INFINITY, PD_GEN_FIELD_SHIFT);
+    PD_BAD(q.fps = 0, PD_GEN_FIELD_FPS);
+    PD_BAD(q.fps = 121, PD_GEN_FIELD_FPS);
+    PD_BAD(q.sampler = (pd_sampler_kind)5, PD_GEN_FIELD_SAMPLER);
+    PD_BAD(q.prompt = NULL, PD_GEN_FIELD_PROMPT);
+    PD_BAD(q.prompt = " \t\n", PD_GEN_FIELD_PROMPT);
     static char big[PD_GEN_MAX_PROMPT_BYTES + 2];
     memset(big, 'a', sizeof big - 1);
-    PD_BAD(q.prompt = big, "prompt");
-    PD_BAD(q.negative_prompt = big, "negative_prompt");
+    PD_BAD(q.prompt = big, PD_GEN_FIELD_PROMPT);
+    PD_BAD(q.negative_prompt = big, PD_GEN_FIELD_NEGATIVE_PROMPT);
+    PD_CHECK(pd_gen_field_name(PD_GEN_FIELD_NONE) == NULL && !strcmp(pd_gen_field_name(PD_GEN_FIELD_STEPS), "num_inference_steps"));
     /* the edges of each range are accepted */
     q = p;
     q.width = 4096, q.height = 16, q.frames = 1, q.steps = 1000, q.guidance = 0, q.shift = 100, q.fps = 120;
+    pd_gen_field f = PD_GEN_FIELD_SAMPLER;
+    PD_CHECK_OK(pd_gen_params_check(&q, &f));
+    PD_CHECK(f == PD_GEN_FIELD_NONE);
     PD_CHECK_OK(pd_pipeline_validate(NULL, &q));
+    q.width = 16, q.height = 4096, q.frames = 1021, q.steps = 1, q.guidance = 50, q.shift = 1e-6f, q.fps = 1;
+    big[PD_GEN_MAX_PROMPT_BYTES] = 0; /* exactly the limit */
+    q.prompt = big, q.negative_prompt = big;
+    PD_CHECK_OK(pd_gen_params_check(&q, NULL));
+    q = p;
+    q.width = 4096, q.height = 16, q.frames = 1, q.steps = 1000, q.guidance = 0, q.shift = 100, q.fps = 120;
     q.frames = 1021;
     PD_CHECK_OK(pd_pipeline_validate(g_pl, &q));
     int64_t shape[4];
