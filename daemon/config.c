@@ -34,6 +34,8 @@ static const cfg_entry cfg_table[] = {
     {"http_threads", CT_INT, F(http_threads), "4", 1, 256, "HTTP threads (libmicrohttpd thread pool over epoll)"},
     {"max_connections", CT_INT, F(max_connections), "512", 1, 100000, "open connections at most; more are refused"},
     {"connection_timeout_s", CT_INT, F(connection_timeout_s), "60", 1, 3600, "idle connections are closed after this"},
+    {"header_timeout_s", CT_DOUBLE, F(header_timeout_s), "20", 0.1, 3600, "a request's line and headers must arrive within this, however slowly they trickle (also the keep-alive wait)"},
+    {"body_timeout_s", CT_DOUBLE, F(body_timeout_s), "60", 0.1, 86400, "a request's headers and body must arrive within this (>= header_timeout_s)"},
     {"body_limit", CT_SIZE, F(body_limit), "1048576", 1024, 64.0 * 1024 * 1024, "largest request body in bytes; larger is 413"},
     {"data_dir", CT_STR, F(data_dir), "./data", 0, 0, "journal and outputs (videos/<id>.mp4, .png)"},
     {"output_ttl_s", CT_DOUBLE, F(output_ttl_s), "86400", 1, 365.0 * 86400, "finished videos are deleted this long after completion"},
@@ -264,6 +266,9 @@ void pd_config_scheduler(const pd_config *cfg, pd_scheduler_config *sc) {
 }
 
 pd_status pd_config_check(const pd_config *cfg) {
+    if (cfg->body_timeout_s < cfg->header_timeout_s)
+        return pd_error_set(PD_ERR_INVALID, "body_timeout_s (%g) must be at least header_timeout_s (%g): the body deadline counts from "
+                            "the same start", cfg->body_timeout_s, cfg->header_timeout_s);
     pd_scheduler_config sc;
     pd_config_scheduler(cfg, &sc);
     pd_status st = pd_scheduler_config_check(&sc);

@@ -23,6 +23,8 @@ typedef struct pd_config {
     int http_threads;
     int max_connections;
     int connection_timeout_s;
+    double header_timeout_s;            /* request line + headers, from the request's start */
+    double body_timeout_s;              /* headers + body, from the same start */
     size_t body_limit;
     /* storage */
     char data_dir[PD_CONFIG_STR_MAX];
@@ -80,7 +82,8 @@ pd_status pd_config_load_args(pd_config *cfg, int argc, char **argv);
 /* The config file named by --config or PIPEDIT_CONFIG, or NULL when none. */
 const char *pd_config_find_file(int argc, char **argv);
 
-/* Checks what no single setting's bounds can (call it once every source is read): the worker settings through the scheduler's own check
+/* Checks what no single setting's bounds can (call it once every source is read): body_timeout_s
+ * >= header_timeout_s, and the worker settings through the scheduler's own check
  * (pd_scheduler_config_check), so that what the scheduler would refuse is refused here, before
  * anything starts. PD_ERR_INVALID naming the settings. More CPU workers than online cores is
  * allowed, with a warning in the log. */

@@ -11,6 +11,7 @@
 #include <microhttpd.h>
 
 #include "base/file_io.h"
+#include "daemon/conn_guard.h"
 #include "daemon/http.h"
 #include "daemon/sse.h"
 #include "models/model_dir.h"
@@ -582,6 +583,14 @@ void pd_daemon_gauges(pd_daemon *d, pd_metrics_gauges *g) {
     g->ready = s.ready;
     g->draining = atomic_load(&d->draining);
     g->uptime_s = pd_daemon_now() - d->started_at;
+    if (d->conns) {
+        pd_conn_guard_stats cs;
+        pd_conn_guard_stats_get(d->conns, &cs);
+        g->http_connections = cs.open;
+        g->http_dropped[0] = cs.expired;
+        g->http_dropped[1] = cs.evicted;
+        g->http_dropped[2] = cs.refused;
+    }
 }
 
 /* ---- housekeeping and shutdown ---- */

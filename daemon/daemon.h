@@ -26,6 +26,7 @@
 
 struct MHD_Daemon;
 typedef struct pd_sse_stream pd_sse_stream;
+typedef struct pd_conn_guard pd_conn_guard;
 
 typedef struct pd_daemon {
     pd_config cfg;
@@ -51,6 +52,7 @@ typedef struct pd_daemon {
     pd_metrics metrics;
     pd_scheduler *sched;
     struct MHD_Daemon *mhd;
+    pd_conn_guard *conns;            /* header/body deadlines and slot headroom (daemon/conn_guard.h) */
     atomic_bool draining;            /* SIGTERM seen: not ready, not admitting */
 } pd_daemon;
 

@@ -6,11 +6,15 @@
 #include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
 
+#include "base/clock.h"
+#include "daemon/conn_guard.h"
 #include "daemon/health.h"
 #include "daemon/sse.h"
 
@@ -21,6 +25,9 @@ static const char *const route_names[] = {"other", "/v1/videos", "/v1/videos/{id
                                           "/v1/models/{model}", "/health/live", "/health/ready", "/metrics"};
 
 typedef struct req_ctx {
+    pd_conn_slot *slot;   /* the connection's deadlines (conn_guard.h); NULL when untracked */
+    bool started;         /* the headers were seen (the handler's first call) */
+    bool ambiguous_path;  /* the raw path holds %00 or %2F */
     int route;
     const char *method; /* static */
     char id[PD_JOB_ID_LEN + 2];
@@ -138,7 +145,7 @@ bool pd_http_key_ok(const pd_config *cfg, const char *hdr) {
 /* ---- content with Range ---- */
 
 /* Parses a single "bytes=" range against size. 1: range set, 0: ignore the header (malformed or
- * multiple ranges: the whole file is sent), -1: unsatisfiable. */
+ * multiple ranges: the whole file is sent), -1: unsatisfiable, numbers that overflow included. */
 static int parse_range(const char *h, uint64_t size, uint64_t *from, uint64_t *to) {
     if (strncmp(h, "bytes=", 6) || strchr(h, ',')) return 0;
     const char *p = h + 6;
@@ -147,8 +154,8 @@ static int parse_range(const char *h, uint64_t size, uint64_t *from, uint64_t *t
         if (p[1] < '0' || p[1] > '9') return 0;
         errno = 0;
         unsigned long long n = strtoull(p + 1, &end, 10);
-        if (errno || *end) return 0;
-        if (n == 0 || size == 0) return -1;
+        if (*end) return 0;
+        if (errno == ERANGE || n == 0 || size == 0) return -1;
         *from = n >= size ? 0 : size - n;
         *to = size - 1;
         return 1;
@@ -156,15 +163,19 @@ static int parse_range(const char *h, uint64_t size, uint64_t *from, uint64_t *t
     if (*p < '0' || *p > '9') return 0;
     errno = 0;
     unsigned long long a = strtoull(p, &end, 10);
-    if (errno || *end != '-') return 0;
+    if (*end != '-') return 0;
+    bool overflow = errno == ERANGE;
     p = end + 1;
     unsigned long long b = size ? size - 1 : 0;
     if (*p) {
         if (*p < '0' || *p > '9') return 0;
+        errno = 0;
         b = strtoull(p, &end, 10);
-        if (errno || *end || b < a) return 0;
+        if (*end) return 0;
+        overflow |= errno == ERANGE;
+        if (!overflow && b < a) return 0;
     }
-    if (a >= size) return -1;
+    if (overflow || a >= size) return -1;
     if (b >= size) b = size - 1;
     *from = a;
     *to = b;
@@ -334,16 +345,92 @@ static enum MHD_Result handle(pd_daemon *d, struct MHD_Connection *conn, req_ctx
     }
 }
 
+/* ---- framing: what a proxy in front might read differently is refused, not guessed ---- */
+
+typedef struct header_count {
+    int host, content_length, transfer_encoding;
+    const char *first_length;
+    bool lengths_differ, chunked;
+} header_count;
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    header_count *n = cls;
+    if (!strcasecmp(key, "Host")) n->host++;
+    else if (!strcasecmp(key, "Transfer-Encoding")) n->transfer_encoding++, n->chunked = value && !strcasecmp(value, "chunked");
+    else if (!strcasecmp(key, "Content-Length")) {
+        if (n->content_length++ == 0) n->first_length = value;
+        else n->lengths_differ |= !value || !n->first_length || strcmp(value, n->first_length);
+    }
+    return MHD_YES;
+}
+
+/* NULL when the request's framing is unambiguous, else what is wrong with it. */
+static const char *framing_problem(struct MHD_Connection *conn, const char *version) {
+    header_count n = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &n);
+    if (n.transfer_encoding && n.content_length) return "the request has both Content-Length and Transfer-Encoding";
+    if (n.lengths_differ) return "the request has conflicting Content-Length headers";
+    if (n.transfer_encoding > 1 || (n.transfer_encoding && !n.chunked)) return "the only Transfer-Encoding accepted is a single \"chunked\"";
+    if (n.host > 1) return "the request has more than one Host header";
+    if (!n.host && version && !strcmp(version, "HTTP/1.1")) return "an HTTP/1.1 request needs a Host header";
+    return NULL;
+}
+
+/* True when the path (before any '?') holds a percent-encoded NUL or slash: decoded, those would
+ * end the string early or move a segment boundary (/v1/videos/{id}%2Fcancel). */
+static bool ambiguous_path(const char *uri) {
+    for (const char *p = uri; *p && *p != '?' && *p != '#'; p++)
+        if (p[0] == '%' && p[1] && p[2] && ((p[1] == '0' && p[2] == '0') || (p[1] == '2' && (p[2] == 'f' || p[2] == 'F'))))
+            return true;
+    return false;
+}
+
+/* ---- connection life: the request context, the guard's phases ---- */
+
+/* Called with the raw request line's URI, before it is decoded; the context it returns is the
+ * handler's *con_cls. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
+    req_ctx *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    c->slot = ci ? ci->socket_context : NULL;
+    c->ambiguous_path = ambiguous_path(uri);
+    return c;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context, enum MHD_ConnectionNotificationCode code) {
+    pd_daemon *d = cls;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        pd_conn_guard_close(d->conns, *socket_context);
+        *socket_context = NULL;
+        return;
+    }
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return;
+    *socket_context = pd_conn_guard_open(d->conns, ci->connect_fd, pd_now_s());
+    if (!*socket_context) shutdown(ci->connect_fd, SHUT_RDWR); /* out of memory: no unguarded connections */
+}
+
+static void set_phase(pd_daemon *d, req_ctx *c, pd_conn_phase ph) { pd_conn_guard_set_phase(d->conns, c->slot, ph, pd_now_s()); }
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method, const char *version,
                                   const char *upload_data, size_t *upload_size, void **con_cls) {
     pd_daemon *d = cls;
     req_ctx *c = *con_cls;
-    if (!c) {
-        c = calloc(1, sizeof *c);
-        if (!c) return MHD_NO;
-        *con_cls = c;
+    if (!c) return MHD_NO; /* on_uri ran out of memory */
+    if (!c->started) {
+        c->started = true;
         c->method = method_of(method);
         route_of(url, c);
+        set_phase(d, c, PD_CONN_BODY);
+        /* Refused before any body is read; the connection is then closed. */
+        const char *problem = framing_problem(conn, version);
+        if (problem || c->ambiguous_path) {
+            set_phase(d, c, PD_CONN_BUSY);
+            c->route = R_NONE;
+            return problem ? fail(d, conn, c, 400, NULL, "invalid_request", problem)
+                           : fail(d, conn, c, 400, NULL, "invalid_path", "the path must not hold a percent-encoded NUL or slash (%00, %2F)");
+        }
         /* Refuse a declared oversized body before reading any of it. */
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl) {
@@ -352,6 +439,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             unsigned long long n = strtoull(cl, &end, 10);
             if (errno || *end || n > d->cfg.body_limit) {
                 c->too_large = true;
+                set_phase(d, c, PD_CONN_BUSY);
                 return fail(d, conn, c, 413, NULL, "request_too_large", "the request body is larger than the server's limit");
             }
         }
@@ -380,13 +468,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         c->body[c->len] = 0;
         return MHD_YES;
     }
+    set_phase(d, c, PD_CONN_BUSY); /* the whole request is in: no deadline while it is answered */
     if (c->too_large) return fail(d, conn, c, 413, NULL, "request_too_large", "the request body is larger than the server's limit");
     return handle(d, conn, c);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    pd_daemon *d = cls;
     req_ctx *c = *con_cls;
     if (!c) return;
+    set_phase(d, c, PD_CONN_HEADERS); /* a kept-alive connection waits for its next request */
     free(c->body);
     free(c);
     *con_cls = NULL;
@@ -409,15 +500,27 @@ pd_status pd_http_start(pd_daemon *d, int *bound_port) {
     snprintf(port, sizeof port, "%d", cfg->port);
     int gai = getaddrinfo(cfg->host, port, &hints, &ai);
     if (gai) return pd_error_set(PD_ERR_INVALID, "host '%s' is not a numeric IPv4/IPv6 address: %s", cfg->host, gai_strerror(gai));
+    pd_status st = pd_conn_guard_create(cfg->max_connections, cfg->header_timeout_s, cfg->body_timeout_s, 0.25, &d->conns);
+    if (st) {
+        freeaddrinfo(ai);
+        return st;
+    }
+    /* libmicrohttpd's own limit sits above the guard's, so that a connection past max_connections
+     * still reaches the guard, which then drops the slowest waiting one instead (conn_guard.h). */
+    unsigned hard_limit = (unsigned)cfg->max_connections + (unsigned)cfg->max_connections / 8 + 16;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     d->mhd = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, d, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                              MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT,
-                              (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout_s,
-                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, d,
-                              MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, d, MHD_OPTION_END);
+                              MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT, hard_limit,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                              (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, d, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+                              d, MHD_OPTION_URI_LOG_CALLBACK, on_uri, d, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, d, MHD_OPTION_END);
     freeaddrinfo(ai);
-    if (!d->mhd) return pd_error_set(PD_ERR_IO, "cannot listen on %s:%d (in use, or not an address of this host)", cfg->host, cfg->port);
+    if (!d->mhd) {
+        pd_conn_guard_destroy(d->conns);
+        d->conns = NULL;
+        return pd_error_set(PD_ERR_IO, "cannot listen on %s:%d (in use, or not an address of this host)", cfg->host, cfg->port);
+    }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(d->mhd, MHD_DAEMON_INFO_BIND_PORT);
     *bound_port = info ? info->port : cfg->port;
     return PD_OK;
@@ -431,4 +534,6 @@ void pd_http_stop(pd_daemon *d) {
     pthread_mutex_unlock(&d->lock);
     MHD_stop_daemon(d->mhd);
     d->mhd = NULL;
+    pd_conn_guard_destroy(d->conns); /* after the server: closing its connections unregisters them */
+    d->conns = NULL;
 }

@@ -12,8 +12,19 @@
  *   GET    /health/live, /health/ready, /metrics   (never need an API key)
  *
  * Every error is the OpenAI envelope with 400, 401, 404, 405, 413, 429 (+ Retry-After) or 503
- * (+ Retry-After). With api_keys set, /v1/ routes need "Authorization: Bearer <key>" (compared in
- * constant time). */
+ * (+ Retry-After); 416 has no body (its Content-Range gives the size). With api_keys set, /v1/ routes need
+ * "Authorization: Bearer <key>" (compared in constant time).
+ *
+ * Framing that two parsers could read differently is refused with 400 before any body is read, and
+ * the connection closed: Content-Length together with Transfer-Encoding, Content-Lengths that differ,
+ * a Transfer-Encoding other than one "chunked", an HTTP/1.1 request without exactly one Host, and a
+ * path holding %00 or %2F (decoded, they would cut the id short or move a segment boundary). A Range
+ * whose numbers overflow is 416.
+ *
+ * Slow clients: every connection is registered with a pd_conn_guard (conn_guard.h) that enforces
+ * header_timeout_s and body_timeout_s from the request's start and keeps max_connections as a soft
+ * limit (the oldest connection still sending its request makes room for a new one);
+ * libmicrohttpd's own connection limit sits above it, at max_connections + max_connections/8 + 16. */
 #ifndef PD_DAEMON_HTTP_H
 #define PD_DAEMON_HTTP_H
 

@@ -160,6 +160,15 @@ char *pd_metrics_render(pd_metrics *m, const pd_metrics_gauges *g) {
     bprintf(&b, "# HELP pipedit_uptime_seconds Seconds since the daemon started.\n# TYPE pipedit_uptime_seconds gauge\n"
                 "pipedit_uptime_seconds %.3f\n",
             g->uptime_s);
+    bprintf(&b, "# HELP pipedit_http_connections Open HTTP connections.\n# TYPE pipedit_http_connections gauge\n"
+                "pipedit_http_connections %d\n",
+            g->http_connections);
+    bprintf(&b, "# HELP pipedit_http_connections_dropped_total Connections the server dropped: past their header or body "
+                "deadline, evicted to make room for a newer one, or refused with every slot busy.\n"
+                "# TYPE pipedit_http_connections_dropped_total counter\n");
+    static const char *const reasons[3] = {"deadline", "evicted", "refused"};
+    for (int i = 0; i < 3; i++)
+        bprintf(&b, "pipedit_http_connections_dropped_total{reason=\"%s\"} %llu\n", reasons[i], (unsigned long long)g->http_dropped[i]);
     if (b.oom) {
         free(b.s);
         return NULL;

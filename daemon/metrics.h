@@ -47,6 +47,8 @@ typedef struct pd_metrics_gauges {
     double worker_memory_bytes;
     bool ready, draining;
     double uptime_s;
+    int http_connections;              /* open and not dropped (daemon/conn_guard.h) */
+    uint64_t http_dropped[3];          /* connections dropped: past a deadline, evicted, refused */
 } pd_metrics_gauges;
 
 void pd_metrics_init(pd_metrics *m);

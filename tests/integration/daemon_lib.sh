@@ -52,6 +52,7 @@ start_daemon() {
         sleep 0.1
     done
     [ -n "$port" ] || fail "pipeditd did not start listening within 30 s"
+    PORT=$port
     URL="http://127.0.0.1:$port"
 }
 
@@ -87,6 +88,36 @@ post_json() { http POST "$1" -H 'Content-Type: application/json' --data-binary "
 
 # jq_body PYTHON_EXPR: evaluates an expression over the parsed body bound to `b`.
 jq_body() { "$PYTHON" -c "import json,sys; b=json.load(open(sys.argv[1])); print($1)" "$T/body"; }
+
+# raw_http FORMAT [ARGS...]: sends printf FORMAT ARGS as it is on a fresh connection to the daemon and reads the answer
+# until the server closes or 5 s pass; the status lands in STATUS ("none" when nothing came back), the
+# body in $T/body, the headers in $T/headers. For requests curl will not send (framing tests).
+RAW_HTTP_PY='
+import socket, sys, time
+port, hfile, bfile = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+req = sys.stdin.buffer.read()
+s = socket.create_connection(("127.0.0.1", port), timeout=5)
+s.sendall(req)
+data, t_end = b"", time.monotonic() + 5
+try:
+    while time.monotonic() < t_end:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+except OSError:
+    pass
+head, _, body = data.partition(b"\r\n\r\n")
+open(hfile, "wb").write(head + b"\r\n")
+open(bfile, "wb").write(body)
+line = head.split(b"\r\n", 1)[0].split()
+print(line[1].decode() if len(line) >= 2 else "none")
+'
+raw_http() {
+    # shellcheck disable=SC2059 # the format is the request
+    printf "$@" >"$T/request"
+    STATUS=$("$PYTHON" -c "$RAW_HTTP_PY" "$PORT" "$T/headers" "$T/body" <"$T/request")
+}
 
 header_of() { grep -i "^$1:" "$T/headers" | head -n 1 | cut -d' ' -f2- | tr -d '\r'; }
 

@@ -20,6 +20,7 @@ bad_config() { # bad_config WHAT WORD JSON [flags...]
 bad_config "decode_workers = workers" decode_workers '{"workers": 2, "decode_workers": 2}'
 bad_config "sp_degree without room for a decoder" sp_degree '{"workers": 2}' --sp-degree 2
 bad_config "unknown device" device '{"device": "tpu"}'
+bad_config "body deadline below the header deadline" body_timeout_s '{"header_timeout_s": 10, "body_timeout_s": 5}'
 
 KEY=test-key-0123456789
 start_daemon "$T/daemon.log" --data-dir "$T/data" --api-keys "$KEY" --max-prompt-bytes 4096 --max-frames 81 --max-steps 50
@@ -136,12 +137,18 @@ http POST "/v1/videos/$UNKNOWN/cancel"
 expect_error "cancel unknown" 404
 http GET "/v1/videos/VIDEO_0123456789ABCDEF0123456789ABCDEF"
 expect_error "upper-case id" 404
-for p in "/v1/videos/../../etc/passwd" "/v1/videos/..%2F..%2Fjournal.jsonl/content" "/v1/videos/video_..%2F..%2F..%2Fetc%2Fpasswd/content" \
-    "/v1/videos/%2e%2e/content" "/v1/videos/video_0123456789abcdef0123456789abcde%00/content" "/v1/videos/$UNKNOWN%2F..%2F..%2Fjournal.jsonl/content"; do
+for p in "/v1/videos/../../etc/passwd" "/v1/videos/%2e%2e/content"; do
     http GET "$p" --path-as-is
     [ "$STATUS" = 404 ] || fail "traversal $p: $STATUS"
     grep -q 'op' "$T/body" && fail "traversal $p leaked a file"
     expect_error "traversal $p" 404
+done
+# A percent-encoded slash or NUL in the path is refused outright (test_daemon_framing.sh has more).
+for p in "/v1/videos/..%2F..%2Fjournal.jsonl/content" "/v1/videos/video_..%2F..%2F..%2Fetc%2Fpasswd/content" \
+    "/v1/videos/video_0123456789abcdef0123456789abcde%00/content" "/v1/videos/$UNKNOWN%2F..%2F..%2Fjournal.jsonl/content"; do
+    http GET "$p" --path-as-is
+    grep -q 'op' "$T/body" && fail "traversal $p leaked a file"
+    expect_error "traversal $p" 400
 done
 
 # ---- list parameters, methods, routes ----

@@ -1,16 +1,19 @@
 /* The daemon's server-free modules: request parsing (api), job ids (jobs), the journal's replay and
  * compaction (and a failed append), cancel and delete against a journal without a scheduler, the
- * config table and its cross-checks, and the API key comparison. Expected values come from DESIGN.md
+ * config table and its cross-checks, the API key comparison, and the connection guard's deadlines
+ * and eviction. Expected values come from DESIGN.md
  * section 7 and the documented rules in daemon/api.h, not from running the code. */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/api.h"
 #include "daemon/config.h"
+#include "daemon/conn_guard.h"
 #include "daemon/daemon.h"
 #include "daemon/http.h"
 #include "daemon/jobs.h"
@@ -437,6 +440,7 @@ static void test_config_check(void) {
         {"sp_degree", "2", "sp_degree"},       /* a group of 2 and a decoder need 3 workers */
         {"cfg_parallel", "1", "cfg_parallel"}, /* needs an even sp_degree >= 2 */
         {"device", "tpu", "device"},
+        {"body_timeout_s", "5", "body_timeout_s"}, /* below the 20 s header deadline */
     };
     pd_config c;
     pd_config_defaults(&c);
@@ -480,6 +484,73 @@ static void test_config_check(void) {
     unlink(path);
 }
 
+/* A socket pair per connection: the guard's "drop" is shutdown(2), which the peer sees as end of
+ * file. */
+typedef struct conn_pair {
+    int fd[2];
+    pd_conn_slot *slot;
+} conn_pair;
+
+static bool conn_dropped(const conn_pair *c) {
+    char b;
+    return recv(c->fd[1], &b, 1, MSG_DONTWAIT) == 0;
+}
+
+static void test_conn_guard(void) {
+    pd_conn_guard *g = NULL;
+    PD_CHECK_ERR(pd_conn_guard_create(4, 5, 2, 0, &g), PD_ERR_INVALID); /* body deadline below the header's */
+    PD_CHECK_OK(pd_conn_guard_create(3, 2, 5, 0, &g));
+    if (!g) return;
+    conn_pair c[6];
+    for (int i = 0; i < 6; i++) PD_CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, c[i].fd) == 0);
+    /* t=0: three connections fill the guard; a drop happens only past a deadline. */
+    for (int i = 0; i < 3; i++) c[i].slot = pd_conn_guard_open(g, c[i].fd[0], 0.0 + 0.1 * i);
+    pd_conn_guard_set_phase(g, c[0].slot, PD_CONN_BUSY, 0.5); /* c0 is being answered */
+    pd_conn_guard_set_phase(g, c[1].slot, PD_CONN_BODY, 0.5); /* c1 sends its body */
+    PD_CHECK(pd_conn_guard_sweep(g, 1.9) == 0);
+    /* c2 still in HEADERS at 2.3 s: past its 2 s header deadline however it trickles. */
+    PD_CHECK(pd_conn_guard_sweep(g, 2.3) == 1);
+    PD_CHECK(conn_dropped(&c[2]) && !conn_dropped(&c[0]) && !conn_dropped(&c[1]));
+    pd_conn_guard_close(g, c[2].slot);
+    /* c1 in BODY: its 5 s deadline counts from the request's start (0.1 s). */
+    PD_CHECK(pd_conn_guard_sweep(g, 5.0) == 0);
+    PD_CHECK(pd_conn_guard_sweep(g, 5.2) == 1 && conn_dropped(&c[1]));
+    pd_conn_guard_close(g, c[1].slot);
+    PD_CHECK(pd_conn_guard_sweep(g, 1000) == 0 && !conn_dropped(&c[0])); /* BUSY has no deadline */
+
+    /* Keep-alive: back to HEADERS restarts the clock. */
+    pd_conn_guard_set_phase(g, c[0].slot, PD_CONN_HEADERS, 1000);
+    PD_CHECK(pd_conn_guard_sweep(g, 1001.9) == 0 && !conn_dropped(&c[0]));
+
+    /* Headroom: over the limit of 3, the connection waiting longest in HEADERS makes room. */
+    c[3].slot = pd_conn_guard_open(g, c[3].fd[0], 1001); /* HEADERS since 1001 */
+    c[4].slot = pd_conn_guard_open(g, c[4].fd[0], 1001.5);
+    pd_conn_guard_set_phase(g, c[4].slot, PD_CONN_BUSY, 1001.5);
+    c[5].slot = pd_conn_guard_open(g, c[5].fd[0], 1001.6); /* a 4th: c0 (HEADERS since 1000) goes */
+    PD_CHECK(conn_dropped(&c[0]) && !conn_dropped(&c[3]) && !conn_dropped(&c[4]) && !conn_dropped(&c[5]));
+    pd_conn_guard_stats st;
+    pd_conn_guard_stats_get(g, &st);
+    PD_CHECK_MSG(st.open == 3 && st.accepted == 6 && st.expired == 2 && st.evicted == 1 && st.refused == 0,
+                 "open %d accepted %llu expired %llu evicted %llu refused %llu", st.open, (unsigned long long)st.accepted,
+                 (unsigned long long)st.expired, (unsigned long long)st.evicted, (unsigned long long)st.refused);
+    /* Everyone else busy: the newcomer itself is refused. */
+    pd_conn_guard_close(g, c[0].slot);
+    pd_conn_guard_set_phase(g, c[3].slot, PD_CONN_BUSY, 1002);
+    pd_conn_guard_set_phase(g, c[5].slot, PD_CONN_BUSY, 1002);
+    int fd[2];
+    PD_CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, fd) == 0);
+    conn_pair late = {{fd[0], fd[1]}, NULL};
+    late.slot = pd_conn_guard_open(g, late.fd[0], 1003);
+    PD_CHECK(conn_dropped(&late) && !conn_dropped(&c[3]) && !conn_dropped(&c[5]));
+    pd_conn_guard_stats_get(g, &st);
+    PD_CHECK(st.refused == 1 && st.open == 3);
+    pd_conn_guard_close(g, late.slot);
+    close(late.fd[0]);
+    close(late.fd[1]);
+    pd_conn_guard_destroy(g); /* frees c3..c5's slots */
+    for (int i = 0; i < 6; i++) close(c[i].fd[0]), close(c[i].fd[1]);
+}
+
 static void test_api_keys(void) {
     pd_config c;
     pd_config_defaults(&c);
@@ -505,6 +576,7 @@ int main(void) {
     PD_RUN(test_daemon_cancel_delete_durable);
     PD_RUN(test_config);
     PD_RUN(test_config_check);
+    PD_RUN(test_conn_guard);
     PD_RUN(test_api_keys);
     return pd_test_summary();
 }
