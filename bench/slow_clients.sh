@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Slow-client benchmark: pipeditd on loopback (default settings: 512 connections, 20 s header
+# deadline) under 1,000 connections that each trickle a header line every 2-3 s and are replaced as
+# soon as the server drops them (at most 1,000 new ones a second), while a probe asks GET /health/live
+# on a fresh connection every 0.1 s (bench/slow_clients.py). The figure that matters: every probe
+# answered within 1 s throughout. Runs SLOW_RUNS times; the latency figures are the worst (max) and
+# the median (p99) over the runs, plus the server's own counts of dropped connections (/metrics).
+# Writes bench/results/slow_clients-<machine>-<date>.json in bench/common/bench.h's format.
+#   PIPEDIT_BIN            folder with pipeditd and pipedit (default: build/bin, a release build)
+#   PIPEDIT_BENCH_RESULTS  where the result goes (default: bench/results)
+#   SLOW_CONNECTIONS, SLOW_DURATION, SLOW_RUNS   override 1000 / 30 s / 3
+set -u
+src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin=${PIPEDIT_BIN:-$src/build/bin}
+results=${PIPEDIT_BENCH_RESULTS:-$src/bench/results}
+conns=${SLOW_CONNECTIONS:-1000}
+duration=${SLOW_DURATION:-30}
+runs=${SLOW_RUNS:-3}
+py=/usr/bin/python3
+[ -x "$bin/pipeditd" ] || { echo "slow_clients: $bin/pipeditd is not built (make build)"; exit 1; }
+# One descriptor per connection on both sides, plus the daemon's own.
+need=$((conns + 1024))
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge "$need" ] || ulimit -n "$need" 2>/dev/null ||
+    { echo "slow_clients: the open-file limit $(ulimit -n) is below $need (ulimit -Hn is $(ulimit -Hn))"; exit 77; }
+
+tmp=$(mktemp -d)
+pid=""
+cleanup() {
+    if [ -n "$pid" ]; then
+        kill -TERM "$pid" 2>/dev/null
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$pid" 2>/dev/null
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+die() { echo "slow_clients: $*" >&2; [ -f "$tmp/log" ] && tail -n 20 "$tmp/log" >&2; exit 1; }
+
+setsid "$bin/pipeditd" --host 127.0.0.1 --port 0 --data-dir "$tmp/data" --workers 1 --drain-timeout-s 0 >"$tmp/log" 2>&1 &
+pid=$!
+port=""
+for _ in $(seq 1 300); do
+    port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$tmp/log" | head -n 1)
+    [ -n "$port" ] && break
+    kill -0 "$pid" 2>/dev/null || die "pipeditd exited"
+    sleep 0.1
+done
+[ -n "$port" ] || die "pipeditd is not listening"
+
+for r in $(seq 1 "$runs"); do
+    "$py" "$src/bench/slow_clients.py" --port "$port" --connections "$conns" --duration "$duration" >"$tmp/run$r.json" ||
+        die "slow_clients.py failed (run $r)"
+    "$py" -c 'import json,sys; r=json.load(open(sys.argv[1])); p=r["probes"]; a=r["attack"]; print("run %s: probes %d/%d ok, max %.1f ms, p99 %.1f ms; attack %d opened, %d dropped, at most %d open" % (sys.argv[2], p["ok"], p["sent"], p["latency_ms"]["max"] or -1, p["latency_ms"]["p99"] or -1, a["opened"], a["dropped_by_server"], a["max_open"]))' "$tmp/run$r.json" "$r"
+done
+curl -s "http://127.0.0.1:$port/metrics" >"$tmp/metrics.txt" || die "metrics"
+kill -0 "$pid" 2>/dev/null || die "pipeditd died during the attack"
+
+mkdir -p "$results"
+"$py" - "$tmp" "$runs" "$results" "$src" "$conns" "$duration" <<'PY'
+import datetime, json, os, re, statistics, subprocess, sys
+tmp, runs, results, src, conns, duration = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), float(sys.argv[6])
+rs = [json.load(open(os.path.join(tmp, "run%d.json" % i))) for i in range(1, runs + 1)]
+metrics = open(os.path.join(tmp, "metrics.txt")).read()
+def dropped(reason):
+    m = re.search(r'^pipedit_http_connections_dropped_total\{reason="%s"\} (\d+)$' % reason, metrics, re.M)
+    return int(m.group(1)) if m else None
+model = "unknown CPU"
+for line in open("/proc/cpuinfo"):
+    if line.startswith("model name"):
+        model = line.split(":", 1)[1].strip()
+        break
+cores = os.cpu_count() or 1
+def git(*a):
+    try:
+        return subprocess.run(["git", "-C", src, *a], capture_output=True, text=True, check=True).stdout.strip()
+    except Exception:
+        return ""
+commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+if git("status", "--porcelain", "--untracked-files=no"):
+    commit += "-dirty"
+now = datetime.datetime.now(datetime.timezone.utc)
+slug = "cpu-%dcore" % cores
+lat_max = [r["probes"]["latency_ms"]["max"] for r in rs]
+lat_p99 = [r["probes"]["latency_ms"]["p99"] for r in rs]
+c0 = rs[0]["config"]
+out = {
+    "bench": "slow_clients", "commit": commit, "date": now.strftime("%Y-%m-%d"), "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "machine": "%s, %d core%s" % (model, cores, "" if cores == 1 else "s"), "machine_slug": slug,
+    "config": {"attack": "%d connections, a header line every %g-%g s, replaced when dropped (<= %g/s)" % (
+                   conns, c0["trickle_s"][0], c0["trickle_s"][1], c0["open_rate_per_s"]),
+               "probe": "GET %s on a fresh connection every %g s" % (c0["probe_path"], c0["probe_interval_s"]),
+               "duration_s": duration, "runs": runs, "server": "defaults: max_connections 512, header_timeout_s 20, http_threads 4",
+               "model": "tiny (embedded), idle"},
+    "figures": [
+        {"name": "probe_latency_max", "value": round(max(x for x in lat_max if x is not None), 3) if all(x is not None for x in lat_max) else None,
+         "unit": "ms"},
+        {"name": "probe_latency_p99", "value": round(statistics.median(lat_p99), 3) if all(x is not None for x in lat_p99) else None,
+         "unit": "ms"},
+        {"name": "probe_latency_p50", "value": round(statistics.median(r["probes"]["latency_ms"]["p50"] or 0 for r in rs), 3), "unit": "ms"},
+        {"name": "probes_sent", "value": sum(r["probes"]["sent"] for r in rs), "unit": "count"},
+        {"name": "probes_failed", "value": sum(r["probes"]["failed"] for r in rs), "unit": "count"},
+        {"name": "probes_over_1s", "value": sum(r["probes"]["over_limit"] for r in rs), "unit": "count"},
+        {"name": "attack_connections_opened", "value": sum(r["attack"]["opened"] for r in rs), "unit": "count"},
+        {"name": "attack_connect_failed", "value": sum(r["attack"]["connect_failed"] for r in rs), "unit": "count"},
+        {"name": "attack_dropped_by_server", "value": sum(r["attack"]["dropped_by_server"] for r in rs), "unit": "count"},
+        {"name": "attack_max_open", "value": max(r["attack"]["max_open"] for r in rs), "unit": "count"},
+        {"name": "server_dropped_deadline", "value": dropped("deadline"), "unit": "count"},
+        {"name": "server_dropped_evicted", "value": dropped("evicted"), "unit": "count"},
+        {"name": "server_dropped_refused", "value": dropped("refused"), "unit": "count"},
+    ],
+    "runs": rs,
+}
+path = os.path.join(results, "slow_clients-%s-%s.json" % (slug, out["date"]))
+with open(path + ".tmp", "w") as f:
+    json.dump(out, f, indent=2)
+    f.write("\n")
+os.replace(path + ".tmp", path)
+print("slow_clients:", path)
+for fig in out["figures"]:
+    print("  %-28s %12s %s" % (fig["name"], fig["value"], fig["unit"]))
+PY
