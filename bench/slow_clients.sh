@@ -47,6 +47,7 @@ for _ in $(seq 1 300); do
 done
 [ -n "$port" ] || die "pipeditd is not listening"
 
+load=$(cut -d' ' -f1 /proc/loadavg)
 for r in $(seq 1 "$runs"); do
     "$py" "$src/bench/slow_clients.py" --port "$port" --connections "$conns" --duration "$duration" >"$tmp/run$r.json" ||
         die "slow_clients.py failed (run $r)"
@@ -56,9 +57,10 @@ curl -s "http://127.0.0.1:$port/metrics" >"$tmp/metrics.txt" || die "metrics"
 kill -0 "$pid" 2>/dev/null || die "pipeditd died during the attack"
 
 mkdir -p "$results"
-"$py" - "$tmp" "$runs" "$results" "$src" "$conns" "$duration" <<'PY'
+"$py" - "$tmp" "$runs" "$results" "$src" "$conns" "$duration" "$load" <<'PY'
 import datetime, json, os, re, statistics, subprocess, sys
 tmp, runs, results, src, conns, duration = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), float(sys.argv[6])
+load = float(sys.argv[7])
 rs = [json.load(open(os.path.join(tmp, "run%d.json" % i))) for i in range(1, runs + 1)]
 metrics = open(os.path.join(tmp, "metrics.txt")).read()
 def dropped(reason):
@@ -90,7 +92,7 @@ out = {
                    conns, c0["trickle_s"][0], c0["trickle_s"][1], c0["open_rate_per_s"]),
                "probe": "GET %s on a fresh connection every %g s" % (c0["probe_path"], c0["probe_interval_s"]),
                "duration_s": duration, "runs": runs, "server": "defaults: max_connections 512, header_timeout_s 20, http_threads 4",
-               "model": "tiny (embedded), idle"},
+               "model": "tiny (embedded), idle", "load_average_at_start": load},
     "figures": [
         {"name": "probe_latency_max", "value": round(max(x for x in lat_max if x is not None), 3) if all(x is not None for x in lat_max) else None,
          "unit": "ms"},
