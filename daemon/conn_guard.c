@@ -152,9 +152,13 @@ pd_conn_slot *pd_conn_guard_open(pd_conn_guard *g, int fd, double now) {
     return s;
 }
 
-void pd_conn_guard_set_phase(pd_conn_guard *g, pd_conn_slot *s, pd_conn_phase ph, double now) {
-    if (!s) return;
+bool pd_conn_guard_set_phase(pd_conn_guard *g, pd_conn_slot *s, pd_conn_phase ph, double now) {
+    if (!s) return true;
     pthread_mutex_lock(&g->lock);
+    if (s->dropped) {
+        pthread_mutex_unlock(&g->lock);
+        return false;
+    }
     s->phase = ph;
     if (ph == PD_CONN_HEADERS) { /* a new request: it joins the end of the queue by start time */
         s->start = now;
@@ -162,6 +166,7 @@ void pd_conn_guard_set_phase(pd_conn_guard *g, pd_conn_slot *s, pd_conn_phase ph
         append_slot(g, s);
     }
     pthread_mutex_unlock(&g->lock);
+    return true;
 }
 
 void pd_conn_guard_close(pd_conn_guard *g, pd_conn_slot *s) {

@@ -26,6 +26,7 @@
 #ifndef PD_DAEMON_CONN_GUARD_H
 #define PD_DAEMON_CONN_GUARD_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "base/status.h"
@@ -57,8 +58,10 @@ void pd_conn_guard_destroy(pd_conn_guard *g);
  * then drop the connection itself. */
 pd_conn_slot *pd_conn_guard_open(pd_conn_guard *g, int fd, double now);
 
-/* Moves s to phase ph; entering HEADERS starts a new request at now. s NULL is a no-op. */
-void pd_conn_guard_set_phase(pd_conn_guard *g, pd_conn_slot *s, pd_conn_phase ph, double now);
+/* Moves s to phase ph; entering HEADERS starts a new request at now. False (and nothing changed)
+ * when s was already dropped: the caller must then abandon the request, so that a request whose
+ * last byte raced its deadline is either answered or never acted on. s NULL: true. */
+bool pd_conn_guard_set_phase(pd_conn_guard *g, pd_conn_slot *s, pd_conn_phase ph, double now);
 
 /* Unregisters and frees s (NULL is a no-op); call before the socket is closed. */
 void pd_conn_guard_close(pd_conn_guard *g, pd_conn_slot *s);

@@ -411,7 +411,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     if (!*socket_context) shutdown(ci->connect_fd, SHUT_RDWR); /* out of memory: no unguarded connections */
 }
 
-static void set_phase(pd_daemon *d, req_ctx *c, pd_conn_phase ph) { pd_conn_guard_set_phase(d->conns, c->slot, ph, pd_now_s()); }
+static bool set_phase(pd_daemon *d, req_ctx *c, pd_conn_phase ph) { return pd_conn_guard_set_phase(d->conns, c->slot, ph, pd_now_s()); }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method, const char *version,
                                   const char *upload_data, size_t *upload_size, void **con_cls) {
@@ -468,7 +468,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         c->body[c->len] = 0;
         return MHD_YES;
     }
-    set_phase(d, c, PD_CONN_BUSY); /* the whole request is in: no deadline while it is answered */
+    /* The whole request is in: no deadline while it is answered, unless the deadline won the race. */
+    if (!set_phase(d, c, PD_CONN_BUSY)) return MHD_NO;
     if (c->too_large) return fail(d, conn, c, 413, NULL, "request_too_large", "the request body is larger than the server's limit");
     return handle(d, conn, c);
 }

@@ -511,6 +511,7 @@ static void test_conn_guard(void) {
     /* c2 still in HEADERS at 2.3 s: past its 2 s header deadline however it trickles. */
     PD_CHECK(pd_conn_guard_sweep(g, 2.3) == 1);
     PD_CHECK(conn_dropped(&c[2]) && !conn_dropped(&c[0]) && !conn_dropped(&c[1]));
+    PD_CHECK(!pd_conn_guard_set_phase(g, c[2].slot, PD_CONN_BUSY, 2.4)); /* too late to be answered */
     pd_conn_guard_close(g, c[2].slot);
     /* c1 in BODY: its 5 s deadline counts from the request's start (0.1 s). */
     PD_CHECK(pd_conn_guard_sweep(g, 5.0) == 0);
