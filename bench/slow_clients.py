@@ -3,8 +3,9 @@
 
 Opens --connections connections that each send a request line and then one more header line every
 --trickle-min..--trickle-max seconds, never finishing their headers (the classic slowloris). A
-connection the server drops is replaced at once (so the pressure never lets up), up to --max-opens
-connections in all. Meanwhile a probe sends GET --probe-path on a fresh connection every
+connection the server drops is replaced (so the pressure never lets up), opening at most --open-rate
+connections a second and --max-opens in all; with --no-replace the --connections are opened once and
+only held. Meanwhile a probe sends GET --probe-path on a fresh connection every
 --probe-interval seconds and times the whole exchange (connect to the last byte of the answer).
 After --duration seconds it prints one JSON object:
 
@@ -18,7 +19,7 @@ descriptor); the server needs as many, so raise `ulimit -n` before starting it t
 
 usage: slow_clients.py --port P [--connections 1000] [--duration 30] [--trickle-min 2]
        [--trickle-max 3] [--probe-interval 0.1] [--probe-limit 1] [--open-rate 1000] [--max-opens 40000]
-       [--probe-path /health/live]
+       [--probe-path /health/live] [--no-replace]
 """
 import argparse
 import errno
@@ -61,8 +62,9 @@ def probe_once(port, path, timeout):
 
 
 class Attack:
-    def __init__(self, port, n, tmin, tmax, open_rate, max_opens):
-        self.port, self.n, self.tmin, self.tmax, self.max_opens = port, n, tmin, tmax, max_opens
+    def __init__(self, port, n, tmin, tmax, open_rate, max_opens, replace):
+        self.port, self.n, self.tmin, self.tmax = port, n, tmin, tmax
+        self.max_opens = max_opens if replace else n
         self.open_rate, self.t0 = open_rate, time.monotonic()
         self.sel = selectors.DefaultSelector()
         self.conns = {}  # socket -> [opened_at, next_send_at, lines_sent, connected]
@@ -151,6 +153,7 @@ def main():
     ap.add_argument("--probe-path", default="/health/live")
     ap.add_argument("--open-rate", type=float, default=1000)
     ap.add_argument("--max-opens", type=int, default=40000)
+    ap.add_argument("--no-replace", dest="replace", action="store_false", help="open --connections once, never replace them")
     a = ap.parse_args()
     if a.host not in ("127.0.0.1", "localhost"):
         sys.exit("slow_clients.py: loopback only")
@@ -174,7 +177,7 @@ def main():
             probes.append(probe_once(a.port, a.probe_path, max(5.0, 5 * a.probe_limit)))
             stop.wait(max(0.0, a.probe_interval - (time.monotonic() - t)))
 
-    attack = Attack(a.port, a.connections, a.trickle_min, a.trickle_max, a.open_rate, a.max_opens)
+    attack = Attack(a.port, a.connections, a.trickle_min, a.trickle_max, a.open_rate, a.max_opens, a.replace)
     th = threading.Thread(target=prober, daemon=True)
     t_end = time.monotonic() + a.duration
     th.start()
@@ -190,7 +193,8 @@ def main():
     out = {
         "config": {"connections": a.connections, "duration_s": a.duration, "trickle_s": [a.trickle_min, a.trickle_max],
                    "probe_interval_s": a.probe_interval, "probe_limit_s": a.probe_limit, "probe_path": a.probe_path,
-                   "open_rate_per_s": a.open_rate, "max_opens": a.max_opens, "open_file_limit": soft},
+                   "open_rate_per_s": a.open_rate, "max_opens": attack.max_opens, "replace": a.replace,
+                   "open_file_limit": soft},
         "probes": {"sent": len(probes), "ok": len(lat), "failed": len(failed),
                    "failures": sorted({(p[2] or "status %s" % p[0]) for p in failed})[:5],
                    "over_limit": sum(1 for p in probes if p[0] != 200 or p[1] > a.probe_limit),
