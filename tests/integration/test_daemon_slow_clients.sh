@@ -2,8 +2,9 @@
 # Black-box check that slow clients cannot take pipeditd's connection slots: a header or body that
 # trickles in is cut off at its deadline (header_timeout_s / body_timeout_s, counted from the
 # request's start, not reset by each byte), and while 150 connections trickle headers against a
-# 64-connection limit, a health probe on a fresh connection is answered within 1 s every time (the
-# slowest waiting connection makes room for a new one). The full-size measurement is
+# 64-connection limit, a health probe on a fresh connection is answered within 1 s every time and
+# ordinary requests (a body included) are served (the slowest waiting connection makes room for a
+# new one). The full-size measurement is
 # bench/slow_clients.sh; this is its small version.
 TEST_NAME=daemon_slow_clients
 source "$(dirname "$0")/daemon_lib.sh"
@@ -58,7 +59,17 @@ pass "keep-alive across two requests"
 
 # ---- 150 trickling connections against 64 slots; a probe every 0.1 s must be answered within 1 s ----
 "$PYTHON" "$PIPEDIT_SRC/bench/slow_clients.py" --port "$PORT" --connections 150 --duration 8 --trickle-min 0.5 --trickle-max 1 \
-    --open-rate 300 --probe-interval 0.1 --probe-limit 1 >"$T/attack.json" || fail "slow_clients.py failed"
+    --open-rate 300 --probe-interval 0.1 --probe-limit 1 >"$T/attack.json" &
+ATTACK=$!
+# Meanwhile an ordinary client, body included, is served too.
+sleep 2
+for i in 1 2 3; do
+    STATUS=$(curl -s -o "$T/body" -w '%{http_code}' --max-time 2 "$URL/v1/videos")
+    [ "$STATUS" = 200 ] || fail "GET /v1/videos during the attack: $STATUS"
+    post_json /v1/videos '{"prompt":"a cat","guidance_scale":75}'
+    expect_error "a create with a body during the attack" 400 guidance_scale
+done
+wait "$ATTACK" || fail "slow_clients.py failed"
 "$PYTHON" - "$T/attack.json" <<'PY' || fail "probes during the attack: $(cat "$T/attack.json")"
 import json, sys
 r = json.load(open(sys.argv[1]))
