@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -209,6 +210,9 @@ static int get_int(json_t *root, const char *key, long long lo, long long hi, lo
     return 0;
 }
 
+/* A double as a float, out-of-range values as infinities (a plain cast of those is undefined). */
+static float to_float(double v) { return v > FLT_MAX ? INFINITY : v < -FLT_MAX ? -INFINITY : (float)v; }
+
 /* Reads a number field into *v (untouched when absent); its bounds are the one validation's. */
 static int get_real(json_t *root, const char *key, double *v, pd_api_error *err) {
     json_t *x = json_object_get(root, key);
@@ -343,7 +347,7 @@ static int validate(const pd_api_limits *lim, json_t *root, pd_job_request *out,
 
     /* Every field is now in range of its C type: the one validation decides the rest. */
     pd_gen_params p = {.prompt = prompt, .negative_prompt = neg, .seed = (uint64_t)seed, .width = (int)w, .height = (int)h,
-                       .frames = (int)frames, .steps = (int)steps, .guidance = (float)guidance, .shift = (float)shift,
+                       .frames = (int)frames, .steps = (int)steps, .guidance = to_float(guidance), .shift = to_float(shift),
                        .sampler = sk, .fps = (int)fps};
     pd_gen_field bad;
     if (pd_gen_params_check(&p, &bad) != PD_OK) {

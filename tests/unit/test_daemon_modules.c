@@ -98,6 +98,8 @@ static void test_rejections(void) {
         {"{\"prompt\":\"a\",\"guidance_scale\":75}", "guidance_scale"}, /* was accepted up to 100, then failed in the worker */
         {"{\"prompt\":\"a\",\"guidance_scale\":50.5}", "guidance_scale"},
         {"{\"prompt\":\"a\",\"guidance_scale\":-0.5}", "guidance_scale"},
+        {"{\"prompt\":\"a\",\"guidance_scale\":1e300}", "guidance_scale"}, /* beyond a float */
+        {"{\"prompt\":\"a\",\"flow_shift\":-1e300}", "flow_shift"},
         {"{\"prompt\":\"a\",\"flow_shift\":100.5}", "flow_shift"},
         {"{\"prompt\":\"a\",\"num_frames\":0}", "num_frames"},
         {"{\"prompt\":\"a\",\"num_inference_steps\":0}", "num_inference_steps"},
