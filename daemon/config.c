@@ -32,7 +32,7 @@ static const cfg_entry cfg_table[] = {
     {"host", CT_STR, F(host), "127.0.0.1", 0, 0, "address to listen on (0.0.0.0 for every interface)"},
     {"port", CT_INT, F(port), "8000", 0, 65535, "TCP port (0 = any free port, logged at start)"},
     {"http_threads", CT_INT, F(http_threads), "4", 1, 256, "HTTP threads (libmicrohttpd thread pool over epoll)"},
-    {"max_connections", CT_INT, F(max_connections), "512", 1, 100000, "open connections at most; more are refused"},
+    {"max_connections", CT_INT, F(max_connections), "512", 1, 100000, "open connections at most; a new one beyond it drops the one waiting longest for its request"},
     {"connection_timeout_s", CT_INT, F(connection_timeout_s), "60", 1, 3600, "idle connections are closed after this"},
     {"header_timeout_s", CT_DOUBLE, F(header_timeout_s), "20", 0.1, 3600, "a request's line and headers must arrive within this, however slowly they trickle (also the keep-alive wait)"},
     {"body_timeout_s", CT_DOUBLE, F(body_timeout_s), "60", 0.1, 86400, "a request's headers and body must arrive within this (>= header_timeout_s)"},
