@@ -19,6 +19,15 @@ typedef enum pd_sampler_kind { PD_SAMPLER_UNIPC = 0, PD_SAMPLER_EULER = 1 } pd_s
 pd_status pd_sampler_kind_parse(const char *s, pd_sampler_kind *out);
 const char *pd_sampler_kind_name(pd_sampler_kind k);
 
+/* Where the starting noise comes from (models/sampler/noise.h says exactly what each one computes):
+ * PD_NOISE_PHILOX, ours, the default (any element computable on its own); PD_NOISE_TORCH_CPU, bit-exact
+ * torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed)) in f32. */
+typedef enum pd_noise_kind { PD_NOISE_PHILOX = 0, PD_NOISE_TORCH_CPU = 1 } pd_noise_kind;
+
+/* Parses "philox" / "torch-cpu"; PD_ERR_INVALID (naming the field "noise") otherwise. */
+pd_status pd_noise_kind_parse(const char *s, pd_noise_kind *out);
+const char *pd_noise_kind_name(pd_noise_kind k);
+
 typedef struct pd_gen_params {
     const char *prompt;          /* required, UTF-8 */
     const char *negative_prompt; /* NULL or "" = empty prompt for the unconditional branch */

@@ -6,6 +6,10 @@ pkgs=(cmake make gcc clang libclang-rt-14-dev pkg-config
       libjansson-dev libopenblas-dev
       libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg liburing-dev
       libmicrohttpd-dev python3 python3-numpy curl wrk)
+# python3-torch only checks the torch-cpu noise (tests/ref/test_torch_noise.sh skips without it): it
+# pulls in about 100 packages (Qt5, OpenCV, GDAL), 116 MB of archives and 520 MB installed, so it is
+# opt-in: PIPEDIT_DEPS_TORCH=1 scripts/deps.sh.
+if [ "${PIPEDIT_DEPS_TORCH:-0}" = 1 ]; then pkgs+=(python3-torch); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

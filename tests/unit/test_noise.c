@@ -1,9 +1,14 @@
 /* Seeded noise: Philox4x32-10 against Random123's published known-answer vectors, the Box-Muller
  * mapping against values derived by hand from a published vector, shard independence, and the
- * moments of the normal distribution. */
+ * moments of the normal distribution; torch-cpu against values printed by torch 1.13
+ * (torch.randn(n, generator=torch.Generator("cpu").manual_seed(seed)), float.hex) and its shards.
+ * tests/ref/test_torch_noise.sh compares many more shapes and seeds with a live torch through
+ * `test_noise --torch-dump SEED TOTAL [START N]` (raw f32 on stdout). */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "models/sampler/noise.h"
 #include "tests/unit/test.h"
@@ -99,7 +104,96 @@ static void test_noise_moments(void) {
     free(z);
 }
 
-int main(void) {
+/* From torch 1.13 (Debian's python3-torch): seed 42 (20 values, the vectorised path with a redone
+ * tail), seed 7 (5 values, the scalar path) and seed 2^64 - 1 (33 values). */
+static const double pd_torch42[20] = {
+    0x1.ed4a52p+0,  0x1.7cbea6p+0,  0x1.cd2acep-1,  -0x1.0d81b6p+1, -0x1.8429c4p-1, 0x1.140ca0p+0, 0x1.9a0288p-1,
+    0x1.ae3d26p+0,  0x1.6c668ap-2,  -0x1.5f8d0cp-1, -0x1.f93268p-2, 0x1.ee9126p-3,  -0x1.da5ddap-3, 0x1.561800p-5,
+    -0x1.019cf4p-2, 0x1.b83f60p-1,  -0x1.3d2904p-2, -0x1.953522p-2, 0x1.9b5878p-1,  -0x1.3e41c0p-1};
+static const double pd_torch7[5] = {-0x1.2ca2e8p-3, 0x1.92811cp-1, 0x1.e4c5cep-1, -0x1.1d45a6p+0, 0x1.b0d7a0p+0};
+static const double pd_torch_max[33] = {
+    -0x1.5507b4p+1, -0x1.174ef6p+0, 0x1.ce483cp-2,  0x1.d3aec6p-3,  0x1.e60bd2p+0,  0x1.906ffep+0,  -0x1.4161e0p+0,
+    0x1.96588ap-1,  -0x1.c061f4p+0, -0x1.6b5a7cp-1, 0x1.37e04cp+0,  0x1.c72928p-3,  -0x1.42087ep+1, 0x1.ef5cbep-2,
+    0x1.aefea6p-1,  0x1.209538p-3,  0x1.cb1c42p+0,  0x1.b8d89ep+0,  0x1.8a42bap-1,  -0x1.7b68b6p+0, -0x1.ba339ep-1,
+    -0x1.a5f46ep-4, -0x1.37d25ep+0, -0x1.e86d3ap-1, 0x1.86bf4ep-1,  -0x1.ff324ap-1, 0x1.5d1734p-1,  -0x1.19c124p+0,
+    0x1.8fef02p+0,  -0x1.e2c514p+0, -0x1.0c81cap+0, -0x1.6c0d54p-1, 0x1.4ab836p-5};
+
+static void pd_check_torch(uint64_t seed, int n, const double *want) {
+    float got[64];
+    pd_noise_generate(PD_NOISE_TORCH_CPU, got, 0, n, n, seed);
+    for (int i = 0; i < n; i++)
+        PD_CHECK_MSG(got[i] == (float)want[i], "seed %llu n %d element %d: got %a want %a", (unsigned long long)seed, n, i,
+                     (double)got[i], want[i]);
+}
+
+static void test_torch_known(void) {
+    pd_check_torch(42, 20, pd_torch42);
+    pd_check_torch(7, 5, pd_torch7);
+    pd_check_torch(UINT64_MAX, 33, pd_torch_max);
+    /* only the low 32 bits seed torch's MT19937 */
+    pd_check_torch(42 + (5ull << 32), 20, pd_torch42);
+}
+
+/* Every shard of a torch-cpu stream equals the same slice of the whole, for totals on each path. */
+static void test_torch_shards(void) {
+    const int64_t totals[] = {1, 2, 15, 16, 17, 32, 33, 1001, 4096};
+    for (size_t t = 0; t < sizeof totals / sizeof totals[0]; t++) {
+        const int64_t n = totals[t];
+        float *whole = malloc(sizeof(float) * (size_t)n), *part = malloc(sizeof(float) * (size_t)n);
+        PD_CHECK(whole && part);
+        if (!whole || !part) break;
+        pd_noise_fill_torch(whole, 0, n, n, 99);
+        for (int64_t cut = 1; cut <= 7; cut++) { /* cut the stream into pieces of about n/cut */
+            int64_t a = 0;
+            for (int k = 0; k < cut; k++) {
+                int64_t b = k == cut - 1 ? n : n * (k + 1) / cut;
+                pd_noise_fill_torch(part + a, a, b - a, n, 99);
+                a = b;
+            }
+            PD_CHECK_MSG(!memcmp(whole, part, sizeof(float) * (size_t)n), "total %lld in %lld pieces", (long long)n,
+                         (long long)cut);
+        }
+        free(whole);
+        free(part);
+    }
+}
+
+static void test_noise_kind_names(void) {
+    pd_noise_kind k = PD_NOISE_PHILOX;
+    PD_CHECK_OK(pd_noise_kind_parse("torch-cpu", &k));
+    PD_CHECK(k == PD_NOISE_TORCH_CPU && !strcmp(pd_noise_kind_name(k), "torch-cpu"));
+    PD_CHECK_OK(pd_noise_kind_parse("philox", &k));
+    PD_CHECK(k == PD_NOISE_PHILOX && !strcmp(pd_noise_kind_name(k), "philox"));
+    PD_CHECK_ERR(pd_noise_kind_parse("torch-cuda", &k), PD_ERR_INVALID);
+    PD_CHECK_ERR(pd_noise_kind_parse(NULL, &k), PD_ERR_INVALID);
+    PD_CHECK(k == PD_NOISE_PHILOX); /* unchanged on error */
+    /* the dispatcher gives each generator's own stream */
+    float a[4], b[4];
+    pd_noise_generate(PD_NOISE_PHILOX, a, 0, 4, 4, 3);
+    pd_noise_fill(b, 0, 4, 3);
+    PD_CHECK(!memcmp(a, b, sizeof a));
+}
+
+/* test_noise --torch-dump SEED TOTAL [START N]: elements START..START+N-1 (default all) as raw f32. */
+static int pd_torch_dump(int argc, char **argv) {
+    if (argc != 4 && argc != 6) return 2;
+    const uint64_t seed = strtoull(argv[2], NULL, 10);
+    const int64_t total = strtoll(argv[3], NULL, 10);
+    const int64_t start = argc == 6 ? strtoll(argv[4], NULL, 10) : 0, n = argc == 6 ? strtoll(argv[5], NULL, 10) : total;
+    if (total < 0 || start < 0 || n < 0 || start + n > total) return 2;
+    float *d = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    if (!d) return 1;
+    pd_noise_fill_torch(d, start, n, total, seed);
+    const int ok = fwrite(d, sizeof(float), (size_t)n, stdout) == (size_t)n;
+    free(d);
+    return ok ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--torch-dump")) return pd_torch_dump(argc, argv);
+    PD_RUN(test_torch_known);
+    PD_RUN(test_torch_shards);
+    PD_RUN(test_noise_kind_names);
     PD_RUN(test_philox_kat);
     PD_RUN(test_noise_from_kat);
     PD_RUN(test_noise_shards);
