@@ -35,7 +35,7 @@ static pd_status bench_size_run(pd_pipeline *pl, const bench_size *bs, const cha
     pd_bench_peak_rss_reset();
     for (int r = -1; r < runs; r++) { /* run -1 warms up */
         pd_gen_timings t;
-        PD_TRY(pd_pipeline_generate(pl, &p, mp4, NULL, NULL, NULL, NULL, &t));
+        PD_TRY(pd_pipeline_generate(pl, &p, mp4, NULL, NULL, NULL, NULL, NULL, &t));
         if (r < 0) continue;
         total_s[r] = 0;
         for (int s = 0; s < PD_STAGE_COUNT; s++) {

@@ -258,7 +258,7 @@ static int check_max(const char *key, long long v, int max, pd_api_error *err) {
 static int validate(const pd_api_limits *lim, json_t *root, pd_job_request *out, pd_api_error *err) {
     static const char *const known[] = {"prompt", "model", "seconds", "size", "negative_prompt", "seed",
                                         "num_inference_steps", "guidance_scale", "flow_shift", "num_frames",
-                                        "fps", "width", "height", "sampler", "output_format"};
+                                        "fps", "width", "height", "sampler", "noise", "output_format"};
     if (!json_is_object(root)) return pd_api_error_set(err, 400, NULL, "invalid_json", "the request body must be a JSON object");
     const char *key;
     json_t *val;
@@ -275,7 +275,7 @@ static int validate(const pd_api_limits *lim, json_t *root, pd_job_request *out,
     }
     /* Types and the server's own limits here; the request's bounds are pd_gen_params_check's. */
     int rc;
-    const char *prompt, *neg, *model, *size, *sampler, *fmt;
+    const char *prompt, *neg, *model, *size, *sampler, *noise, *fmt;
     size_t maxp = (size_t)lim->max_prompt_bytes;
     if ((rc = get_str(root, "prompt", maxp, &prompt, err))) return rc;
     if (!prompt) return pd_api_error_set(err, 400, "prompt", "missing_required_parameter", "'prompt' is required");
@@ -288,6 +288,10 @@ static int validate(const pd_api_limits *lim, json_t *root, pd_job_request *out,
     pd_sampler_kind sk = PD_SAMPLER_UNIPC;
     if (sampler && pd_sampler_kind_parse(sampler, &sk) != PD_OK)
         return pd_api_error_set(err, 400, "sampler", "invalid_value", "'sampler' must be \"unipc\" or \"euler\"");
+    if ((rc = get_str(root, "noise", 32, &noise, err))) return rc;
+    pd_noise_kind nk = PD_NOISE_PHILOX;
+    if (noise && pd_noise_kind_parse(noise, &nk) != PD_OK)
+        return pd_api_error_set(err, 400, "noise", "invalid_value", "'noise' must be \"philox\" or \"torch-cpu\"");
     if ((rc = get_str(root, "output_format", 32, &fmt, err))) return rc;
     if (fmt && strcmp(fmt, "mp4")) return pd_api_error_set(err, 400, "output_format", "invalid_value", "'output_format' must be \"mp4\"");
 
@@ -348,7 +352,7 @@ static int validate(const pd_api_limits *lim, json_t *root, pd_job_request *out,
     /* Every field is now in range of its C type: the one validation decides the rest. */
     pd_gen_params p = {.prompt = prompt, .negative_prompt = neg, .seed = (uint64_t)seed, .width = (int)w, .height = (int)h,
                        .frames = (int)frames, .steps = (int)steps, .guidance = to_float(guidance), .shift = to_float(shift),
-                       .sampler = sk, .fps = (int)fps};
+                       .sampler = sk, .noise = nk, .fps = (int)fps};
     pd_gen_field bad;
     if (pd_gen_params_check(&p, &bad) != PD_OK) {
         const char *param = bad == PD_GEN_FIELD_FRAMES && seconds_given ? "seconds" : pd_gen_field_name(bad);
@@ -420,6 +424,7 @@ json_t *pd_api_video_json(const pd_job *j, int queue_position) {
     json_object_set_new(o, "guidance_scale", json_real(p->guidance));
     json_object_set_new(o, "flow_shift", json_real(p->shift));
     json_object_set_new(o, "sampler", json_string(pd_sampler_kind_name(p->sampler)));
+    json_object_set_new(o, "noise", json_string(pd_noise_kind_name(p->noise)));
     json_object_set_new(o, "stage", j->status == PD_JOB_IN_PROGRESS && j->stage >= 0 ? json_string(pd_stage_name((pd_stage)j->stage)) : json_null());
     json_object_set_new(o, "queue_position", queue_position >= 0 ? json_integer(queue_position) : json_null());
     return o;

@@ -70,7 +70,7 @@ pd_status pd_journal_append(pd_journal *jn, json_t *rec, bool sync) {
 json_t *pd_journal_rec_job(const pd_job *j) {
     const pd_gen_params *p = &j->req.p;
     json_t *r = json_pack("{s:s, s:s, s:I, s:s, s:f, s:f, s:f, s:f, s:s, s:s, s:s, s:o, s:I, s:b, s:i, s:i, s:i, s:i, s:f, s:f, "
-                          "s:s, s:i, s:s, s:s}",
+                          "s:s, s:s, s:i, s:s, s:s}",
                           "op", "job", "id", j->id, "seq", (json_int_t)j->seq, "status", pd_job_status_name(j->status),
                           "created_at", j->created_at, "started_at", j->started_at, "completed_at", j->completed_at,
                           "expires_at", j->expires_at, "error_code", j->error_code, "error_message", j->error_message,
@@ -78,7 +78,7 @@ json_t *pd_journal_rec_job(const pd_job *j) {
                           j->req.negative_prompt ? json_string(j->req.negative_prompt) : json_null(), "seed",
                           (json_int_t)p->seed, "seed_given", j->req.seed_given, "width", p->width, "height", p->height,
                           "frames", p->frames, "steps", p->steps, "guidance", (double)p->guidance, "shift",
-                          (double)p->shift, "sampler", pd_sampler_kind_name(p->sampler), "fps", p->fps, "model",
+                          (double)p->shift, "sampler", pd_sampler_kind_name(p->sampler), "noise", pd_noise_kind_name(p->noise), "fps", p->fps, "model",
                           j->req.model, "seconds", j->req.seconds);
     return r;
 }
@@ -118,12 +118,15 @@ static bool apply(pd_jobs *jobs, json_t *r) {
     if (!op || !id || !pd_job_id_valid(id)) return false;
     if (!strcmp(op, "job")) {
         const char *prompt = str(r, "prompt"), *neg = str(r, "negative_prompt"), *sampler = str(r, "sampler");
+        const char *noise = str(r, "noise"); /* absent in journals written before it existed: philox */
         if (!prompt) return false;
         pd_jobs_remove(jobs, id); /* a later full record supersedes */
         pd_job_request q = {0};
         q.prompt = strdup(prompt);
         q.negative_prompt = neg ? strdup(neg) : NULL;
-        if (!q.prompt || (neg && !q.negative_prompt) || !sampler || pd_sampler_kind_parse(sampler, &q.p.sampler)) {
+        q.p.noise = PD_NOISE_PHILOX;
+        if (!q.prompt || (neg && !q.negative_prompt) || !sampler || pd_sampler_kind_parse(sampler, &q.p.sampler) ||
+            (noise && pd_noise_kind_parse(noise, &q.p.noise))) {
             pd_job_request_free(&q);
             return false;
         }

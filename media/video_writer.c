@@ -114,7 +114,14 @@ static pd_status vw_av_error(pd_video_writer *w, int rc, const char *what) {
 }
 
 pd_status pd_video_writer_open(const char *path, int width, int height, int fps, int threads, pd_video_writer **out) {
+    return pd_video_writer_open_tagged(path, width, height, fps, threads, NULL, out);
+}
+
+pd_status pd_video_writer_open_tagged(const char *path, int width, int height, int fps, int threads, const char *comment,
+                                      pd_video_writer **out) {
     *out = NULL;
+    if (comment && strnlen(comment, PD_VIDEO_MAX_COMMENT + 1) > PD_VIDEO_MAX_COMMENT)
+        return pd_error_set(PD_ERR_INVALID, "video comment: longer than %d bytes", PD_VIDEO_MAX_COMMENT);
     if (width < 2 || height < 2 || width > PD_VIDEO_MAX_SIDE || height > PD_VIDEO_MAX_SIDE || width % 2 || height % 2)
         return pd_error_set(PD_ERR_INVALID, "video size %dx%d: width and height must be even and within 2..%d", width,
                             height, PD_VIDEO_MAX_SIDE);
@@ -192,6 +199,10 @@ pd_status pd_video_writer_open(const char *path, int width, int height, int fps,
                             NULL);
     if (!w->sws) {
         st = pd_error_set(PD_ERR_UNSUPPORTED, "no RGB to yuv420p conversion for %dx%d", width, height);
+        goto fail;
+    }
+    if (comment && av_dict_set(&w->oc->metadata, "comment", comment, 0) < 0) {
+        st = pd_error_set(PD_ERR_NOMEM, "out of memory opening %s", path);
         goto fail;
     }
     av_dict_set(&opts, "movflags", "+faststart", 0);

@@ -36,6 +36,12 @@ void pd_media_log_init(void);
  * libx264 or mp4 muxer), PD_ERR_IO (folder missing or not writable, naming it), PD_ERR_NOMEM. */
 pd_status pd_video_writer_open(const char *path, int width, int height, int fps, int threads, pd_video_writer **out);
 
+/* Like pd_video_writer_open, and the MP4 carries comment (UTF-8, at most PD_VIDEO_MAX_COMMENT
+ * bytes; NULL = none) as its "comment" tag (the udta ©cmt atom; ffprobe shows it as TAG:comment). */
+#define PD_VIDEO_MAX_COMMENT 1024
+pd_status pd_video_writer_open_tagged(const char *path, int width, int height, int fps, int threads, const char *comment,
+                                      pd_video_writer **out);
+
 /* Encodes the next frame (3, H, W) matching the size given to open. Errors: PD_ERR_INVALID (shape),
  * PD_ERR_IO (a write failed: disk full, ...). After an error only pd_video_writer_abort is useful. */
 pd_status pd_video_writer_add_frame(pd_video_writer *w, const pd_tensor *frame);

@@ -107,6 +107,8 @@ void pd_pipeline_default_params(const pd_pipeline *pl, pd_gen_params *p) {
     p->shift = pre->default_shift;
     p->sampler = PD_SAMPLER_UNIPC;
     p->fps = pre->fps;
+    p->noise = PD_NOISE_PHILOX;
+    p->init_latent = NULL;
 }
 
 static bool pd_blank(const char *s) {
@@ -117,7 +119,7 @@ static bool pd_blank(const char *s) {
 
 const char *pd_gen_field_name(pd_gen_field f) {
     static const char *const names[] = {NULL, "prompt", "negative_prompt", "width", "height", "num_frames",
-                                        "num_inference_steps", "guidance_scale", "flow_shift", "sampler", "fps"};
+                                        "num_inference_steps", "guidance_scale", "flow_shift", "sampler", "fps", "noise"};
     return (unsigned)f < sizeof names / sizeof names[0] ? names[f] : NULL;
 }
 
@@ -149,6 +151,8 @@ pd_status pd_gen_params_check(const pd_gen_params *p, pd_gen_field *field) {
     if (p->sampler != PD_SAMPLER_UNIPC && p->sampler != PD_SAMPLER_EULER)
         PD_GEN_FAIL(PD_GEN_FIELD_SAMPLER, "sampler: unknown kind %d (unipc or euler)", (int)p->sampler);
     if (p->fps < 1 || p->fps > PD_GEN_MAX_FPS) PD_GEN_FAIL(PD_GEN_FIELD_FPS, "fps: %d must be in 1..%d", p->fps, PD_GEN_MAX_FPS);
+    if (p->noise != PD_NOISE_PHILOX && p->noise != PD_NOISE_TORCH_CPU)
+        PD_GEN_FAIL(PD_GEN_FIELD_NOISE, "noise: unknown generator %d (philox or torch-cpu)", (int)p->noise);
 #undef PD_GEN_FAIL
     *bad = PD_GEN_FIELD_NONE;
     return PD_OK;
@@ -156,6 +160,19 @@ pd_status pd_gen_params_check(const pd_gen_params *p, pd_gen_field *field) {
 
 pd_status pd_pipeline_validate(const pd_pipeline *pl, const pd_gen_params *p) {
     PD_TRY(pd_gen_params_check(p, NULL));
+    if (p->init_latent) {
+        const pd_tensor *t = p->init_latent;
+        int64_t shape[4];
+        pd_pipeline_latent_shape(p, shape);
+        if (t->dtype != PD_DTYPE_F32 || t->device != PD_DEVICE_CPU || !pd_tensor_is_contiguous(t) || t->ndim != 4 ||
+            memcmp(t->shape, shape, sizeof shape)) {
+            char buf[96];
+            return pd_error_set(PD_ERR_INVALID,
+                                "init_latent: must be a host f32 (16, %lld, %lld, %lld) tensor for %dx%d and %d frames, got %s",
+                                (long long)shape[1], (long long)shape[2], (long long)shape[3], p->width, p->height, p->frames,
+                                pd_tensor_describe(t, buf, sizeof buf));
+        }
+    }
     if (pl && pl->dit) {
         int64_t shape[4];
         pd_wan_dit_grid grid;
@@ -164,6 +181,12 @@ pd_status pd_pipeline_validate(const pd_pipeline *pl, const pd_gen_params *p) {
         if (st) return pd_error_prefix(st, "%dx%d, %d frames", p->width, p->height, p->frames);
     }
     return PD_OK;
+}
+
+void pd_pipeline_describe(const pd_gen_params *p, char *buf, size_t n) {
+    snprintf(buf, n, "pipedit seed=%llu noise=%s sampler=%s steps=%d shift=%g guidance=%g%s", (unsigned long long)p->seed,
+             pd_noise_kind_name(p->noise), pd_sampler_kind_name(p->sampler), p->steps, (double)p->shift,
+             (double)p->guidance, p->init_latent ? " init_latent=1" : "");
 }
 
 void pd_pipeline_latent_shape(const pd_gen_params *p, int64_t shape[4]) {
@@ -223,7 +246,8 @@ static pd_status pd_denoise_run(pd_pipeline *pl, const pd_gen_params *p, const p
     PD_TRY(pd_tensor_alloc(x_t, PD_DTYPE_F32, 4, shape));
     const int64_t n = pd_tensor_numel(x_t);
     float *x = x_t->data;
-    pd_noise_fill(x, 0, n, p->seed);
+    if (p->init_latent) memcpy(x, p->init_latent->data, sizeof(float) * (size_t)n); /* shape checked by validate */
+    else pd_noise_generate(p->noise, x, 0, n, n, p->seed);
 
     /* Both contexts padded with zero rows to a common length: the DiT pads to text_len with zeros
      * and attends to every row, so this changes nothing. */

@@ -39,6 +39,9 @@ typedef struct pd_gen_params {
     float shift;                 /* flow shift (> 0) */
     pd_sampler_kind sampler;
     int fps;                     /* output frame rate (> 0) */
+    pd_noise_kind noise;         /* the generator of the starting noise (with seed) */
+    const pd_tensor *init_latent; /* NULL, or a host f32 (16, T, H/8, W/8) latent that replaces the
+                                  * noise (borrowed; shape checked against the request) */
 } pd_gen_params;
 
 /* Stages reported through progress callbacks. */
@@ -96,6 +99,7 @@ typedef enum pd_gen_field {
     PD_GEN_FIELD_SHIFT,
     PD_GEN_FIELD_SAMPLER,
     PD_GEN_FIELD_FPS,
+    PD_GEN_FIELD_NOISE,
 } pd_gen_field;
 
 /* The request field's name as the HTTP API spells it ("num_frames", "num_inference_steps",
@@ -126,15 +130,21 @@ void pd_pipeline_latent_shape(const pd_gen_params *p, int64_t shape[4]);
  * count (<= 512). The caller frees it with pd_tensor_free. */
 pd_status pd_pipeline_encode_text(pd_pipeline *pl, const char *prompt, pd_tensor *ctx_out);
 
-/* Runs the sampler: seeded noise -> steps of the DiT (batch 2 with CFG) -> latent_out, a host f32
+/* Runs the sampler: seeded noise (p->noise; or p->init_latent) -> steps of the DiT (batch 2 with CFG) -> latent_out, a host f32
  * tensor (16, T, H/8, W/8) allocated here. ctx_uncond may be NULL when guidance <= 1. */
 pd_status pd_pipeline_denoise(pd_pipeline *pl, const pd_gen_params *p, const pd_tensor *ctx_cond,
                               const pd_tensor *ctx_uncond, pd_tensor *latent_out, pd_progress_fn progress,
                               void *ud, const atomic_int *cancel);
 
-/* Decodes a latent and writes an MP4 (H.264, yuv420p, fps) to mp4_path and, when thumb_path is not
- * NULL, the first frame as PNG. Files appear complete or not at all (temporary name + rename). */
-pd_status pd_pipeline_decode(pd_pipeline *pl, const pd_tensor *latent, int fps, const char *mp4_path,
+/* The MP4 "comment" tag that records how a video was made: "pipedit seed=S noise=N sampler=K steps=N
+ * shift=X guidance=G" (plus " init_latent=1" when the noise was replaced). Writes at most n bytes
+ * (always terminated). */
+void pd_pipeline_describe(const pd_gen_params *p, char *buf, size_t n);
+
+/* Decodes a latent and writes an MP4 (H.264, yuv420p, p->fps, with pd_pipeline_describe(p) as its
+ * comment tag) to mp4_path and, when thumb_path is not NULL, the first frame as PNG. Only p's fps
+ * and the described fields are read. Files appear complete or not at all (temporary name + rename). */
+pd_status pd_pipeline_decode(pd_pipeline *pl, const pd_tensor *latent, const pd_gen_params *p, const char *mp4_path,
                              const char *thumb_path, pd_progress_fn progress, void *ud, const atomic_int *cancel);
 
 /* Seconds spent per stage by the last pd_pipeline_generate. */
@@ -153,8 +163,22 @@ typedef struct pd_gen_timings {
 pd_status pd_pipeline_text_denoise(pd_pipeline *pl, const pd_gen_params *p, pd_tensor *latent_out, pd_progress_fn progress,
                                    void *ud, const atomic_int *cancel, pd_gen_timings *timings);
 
-/* All stages in order (pd_pipeline_text_denoise, then pd_pipeline_decode). timings may be NULL. */
+/* All stages in order (pd_pipeline_text_denoise, then pd_pipeline_decode). When latent_path is not
+ * NULL the final latent is also written there (pd_pipeline_save_latent) before decoding. timings may
+ * be NULL. */
 pd_status pd_pipeline_generate(pd_pipeline *pl, const pd_gen_params *p, const char *mp4_path, const char *thumb_path,
-                               pd_progress_fn progress, void *ud, const atomic_int *cancel, pd_gen_timings *timings);
+                               const char *latent_path, pd_progress_fn progress, void *ud, const atomic_int *cancel,
+                               pd_gen_timings *timings);
+
+/* Writes latent as a safetensors file (tensor "latent", f32, metadata "pipedit" =
+ * pd_pipeline_describe(p)) atomically: `pipedit decode --latent` and `pipedit generate --init-latent`
+ * read it back. PD_ERR_IO naming the path. */
+pd_status pd_pipeline_save_latent(const pd_tensor *latent, const pd_gen_params *p, const char *path);
+
+/* Reads tensor "latent" (16, T, h, w) of a float dtype from a safetensors file into out, a host f32
+ * tensor allocated here (the caller frees it). Errors name the file: PD_ERR_IO, PD_ERR_FORMAT,
+ * PD_ERR_NOT_FOUND (no such tensor), PD_ERR_INVALID (wrong shape or dtype, a non-finite element).
+ * Its shape is checked against a request by pd_pipeline_validate (p->init_latent). */
+pd_status pd_pipeline_load_latent(const char *path, pd_tensor *out);
 
 #endif

@@ -1,10 +1,12 @@
 /* The media half of the pipeline: streaming VAE decode into the MP4 writer (and the thumbnail), and
  * every stage chained in one process. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "media/image_writer.h"
+#include "engine/safetensors.h"
 #include "media/video_writer.h"
 #include "models/pipeline_impl.h"
 
@@ -40,7 +42,7 @@ static void pd_on_latent_frame(void *ud, int done, int total) {
     if (dc->progress) dc->progress(dc->ud, PD_STAGE_DECODE, done, total);
 }
 
-pd_status pd_pipeline_decode(pd_pipeline *pl, const pd_tensor *latent, int fps, const char *mp4_path,
+pd_status pd_pipeline_decode(pd_pipeline *pl, const pd_tensor *latent, const pd_gen_params *p, const char *mp4_path,
                              const char *thumb_path, pd_progress_fn progress, void *ud, const atomic_int *cancel) {
     pl->decode_s = pl->encode_s = 0;
     if (!pl->vae) return pd_error_set(PD_ERR_INVALID, "decode: the pipeline was loaded without the VAE");
@@ -53,12 +55,15 @@ pd_status pd_pipeline_decode(pd_pipeline *pl, const pd_tensor *latent, int fps, 
         return pd_error_set(PD_ERR_INVALID, "decode: latent must be a host f32 (16, T, H/8, W/8) tensor within the size limits, got %s",
                             latent ? pd_tensor_describe(latent, buf, sizeof buf) : "none");
     }
+    const int fps = p->fps;
     if (fps < 1 || fps > PD_GEN_MAX_FPS) return pd_error_set(PD_ERR_INVALID, "fps: %d must be in 1..%d", fps, PD_GEN_MAX_FPS);
     const int W = (int)latent->shape[3] * 8, H = (int)latent->shape[2] * 8;
     const int64_t frames = pd_wan_vae_frames_for(pl->vae, latent->shape[1]);
     double t0 = pd_now_s();
     pd_decode_ctx dc = {.want_first = thumb_path != NULL, .progress = progress, .ud = ud};
-    pd_status st = pd_video_writer_open(mp4_path, W, H, fps, PD_PIPELINE_ENCODER_THREADS, &dc.vw);
+    char comment[256];
+    pd_pipeline_describe(p, comment, sizeof comment);
+    pd_status st = pd_video_writer_open_tagged(mp4_path, W, H, fps, PD_PIPELINE_ENCODER_THREADS, comment, &dc.vw);
     if (st) return st;
     st = pd_wan_vae_decode(pl->vae, latent, pd_on_frame, pd_on_latent_frame, &dc, cancel);
     /* Both files or neither: the thumbnail first, then the video; a failing video removes it. */
@@ -79,18 +84,57 @@ pd_status pd_pipeline_decode(pd_pipeline *pl, const pd_tensor *latent, int fps, 
     return PD_OK;
 }
 
+/* ---- the latent as a file ---- */
+
+pd_status pd_pipeline_save_latent(const pd_tensor *latent, const pd_gen_params *p, const char *path) {
+    pd_st_writer *w = NULL;
+    char desc[256];
+    pd_pipeline_describe(p, desc, sizeof desc);
+    pd_status st = pd_st_writer_create(&w);
+    if (!st) st = pd_st_writer_add(w, "latent", latent);
+    if (!st) st = pd_st_writer_metadata(w, "pipedit", desc);
+    if (!st) st = pd_st_writer_save(w, path);
+    pd_st_writer_free(w);
+    return st;
+}
+
+pd_status pd_pipeline_load_latent(const char *path, pd_tensor *out) {
+    memset(out, 0, sizeof *out);
+    pd_st *f = NULL;
+    pd_tensor raw;
+    char d[96];
+    pd_status st = pd_st_open(path, &f);
+    if (!st) st = pd_st_get(f, "latent", &raw);
+    if (!st && (raw.ndim != 4 || raw.shape[0] != 16 ||
+                (raw.dtype != PD_DTYPE_F32 && raw.dtype != PD_DTYPE_BF16 && raw.dtype != PD_DTYPE_F16)))
+        st = pd_error_set(PD_ERR_INVALID, "%s: latent %s must be (16, T, h, w) of a float dtype", path,
+                          pd_tensor_describe(&raw, d, sizeof d));
+    if (!st) st = pd_tensor_alloc(out, PD_DTYPE_F32, 4, raw.shape);
+    if (!st) st = pd_tensor_copy(out, &raw);
+    for (int64_t i = 0, n = st ? 0 : pd_tensor_numel(out); i < n; i++)
+        if (!isfinite(((const float *)out->data)[i])) {
+            st = pd_error_set(PD_ERR_INVALID, "%s: latent element %lld is not finite", path, (long long)i);
+            break;
+        }
+    if (st) pd_tensor_free(out);
+    pd_st_close(f);
+    return st;
+}
+
 /* ---- all stages ---- */
 
 pd_status pd_pipeline_generate(pd_pipeline *pl, const pd_gen_params *p, const char *mp4_path, const char *thumb_path,
-                               pd_progress_fn progress, void *ud, const atomic_int *cancel, pd_gen_timings *timings) {
+                               const char *latent_path, pd_progress_fn progress, void *ud, const atomic_int *cancel,
+                               pd_gen_timings *timings) {
     pd_gen_timings t = {0};
     if (timings) *timings = t;
     if ((pl->parts & PD_PART_ALL) != PD_PART_ALL)
         return pd_error_set(PD_ERR_INVALID, "generate: the pipeline needs all of its parts loaded");
     pd_tensor latent = {0};
     pd_status st = pd_pipeline_text_denoise(pl, p, &latent, progress, ud, cancel, &t);
+    if (!st && latent_path) st = pd_pipeline_save_latent(&latent, p, latent_path);
     if (!st) {
-        st = pd_pipeline_decode(pl, &latent, p->fps, mp4_path, thumb_path, progress, ud, cancel);
+        st = pd_pipeline_decode(pl, &latent, p, mp4_path, thumb_path, progress, ud, cancel);
         t.seconds[PD_STAGE_DECODE] = pl->decode_s;
         t.seconds[PD_STAGE_ENCODE] = pl->encode_s;
     }

@@ -55,6 +55,7 @@ pd_status pd_msg_set_params(pd_msg *m, const pd_gen_params *p) {
     m->guidance = p->guidance;
     m->shift = p->shift;
     m->sampler = (int32_t)p->sampler;
+    m->noise = (int32_t)p->noise;
     return PD_OK;
 }
 
@@ -70,6 +71,7 @@ pd_gen_params pd_msg_params(const pd_msg *m) {
         .guidance = m->guidance,
         .shift = m->shift,
         .sampler = (pd_sampler_kind)m->sampler,
+        .noise = (pd_noise_kind)m->noise,
         .fps = m->fps,
     };
     return p;
@@ -149,6 +151,7 @@ pd_status pd_proto_encode(const pd_msg *m, uint8_t *buf, size_t cap, size_t *n) 
         put_f32(&w, m->guidance);
         put_f32(&w, m->shift);
         put_i32(&w, m->sampler);
+        put_i32(&w, m->noise);
         put_str(&w, m->shm_cond, sizeof m->shm_cond);
         put_str(&w, m->shm_uncond, sizeof m->shm_uncond);
         put_str(&w, m->shm_latent, sizeof m->shm_latent);
@@ -293,6 +296,7 @@ pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
         m->guidance = get_f32(&r, "assign.guidance");
         m->shift = get_f32(&r, "assign.shift");
         m->sampler = get_i32(&r, "assign.sampler");
+        m->noise = get_i32(&r, "assign.noise");
         get_str(&r, m->shm_cond, sizeof m->shm_cond, "assign.shm_cond");
         get_str(&r, m->shm_uncond, sizeof m->shm_uncond, "assign.shm_uncond");
         get_str(&r, m->shm_latent, sizeof m->shm_latent, "assign.shm_latent");
@@ -354,6 +358,8 @@ pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
         return pd_error_set(PD_ERR_FORMAT, "proto: worker role %d out of range", (int)m->role);
     if (m->kind == PD_MSG_ASSIGN && m->sampler != PD_SAMPLER_UNIPC && m->sampler != PD_SAMPLER_EULER)
         return pd_error_set(PD_ERR_FORMAT, "proto: sampler %d out of range", (int)m->sampler);
+    if (m->kind == PD_MSG_ASSIGN && m->noise != PD_NOISE_PHILOX && m->noise != PD_NOISE_TORCH_CPU)
+        return pd_error_set(PD_ERR_FORMAT, "proto: noise %d out of range", (int)m->noise);
     if ((m->kind == PD_MSG_ASSIGN || m->kind == PD_MSG_GROUP) && (m->rank < 0 || m->rank >= PD_PROTO_MAX_RANKS))
         return pd_error_set(PD_ERR_FORMAT, "proto: rank %d out of range", (int)m->rank);
     if (m->kind == PD_MSG_GROUP &&

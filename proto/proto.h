@@ -97,6 +97,7 @@ typedef struct pd_msg {
     int32_t width, height, frames, steps, fps;
     float guidance, shift;
     int32_t sampler;       /* pd_sampler_kind */
+    int32_t noise;         /* pd_noise_kind */
     char shm_cond[PD_PROTO_SHM_MAX], shm_uncond[PD_PROTO_SHM_MAX], shm_latent[PD_PROTO_SHM_MAX];
     char mp4_path[PD_PROTO_PATH_MAX], thumb_path[PD_PROTO_PATH_MAX]; /* thumb_path "" = none */
     /* ASSIGN (the group generation the job runs on and this worker's rank in it; 0 and 0 outside

@@ -373,7 +373,7 @@ static void sink_file(void *ud, const char *p, size_t n) {
 static void usage(FILE *f) {
     fprintf(f, "usage: pipedit client [--url http://127.0.0.1:8000] [--api-key K] <action> ...\n"
                "  create --prompt TEXT [--model M] [--seconds S] [--size WxH] [--negative-prompt TEXT] [--seed N]\n"
-               "         [--steps N] [--guidance G] [--shift S] [--frames N] [--fps N] [--sampler unipc|euler] [--wait]\n"
+               "         [--steps N] [--guidance G] [--shift S] [--frames N] [--fps N] [--sampler unipc|euler] [--noise philox|torch-cpu] [--wait]\n"
                "  get ID            print the Video object\n"
                "  wait ID [--poll]  progress bar until the video completes (exit 0) or fails (exit 1)\n"
                "  download ID [--variant video|thumbnail] [--output FILE]\n"
@@ -398,6 +398,7 @@ static int create(const client *c, int argc, char **argv, int from) {
     static const struct { const char *flag, *field; char kind; } fields[] = {
         {"--prompt", "prompt", 's'},     {"--model", "model", 's'},       {"--seconds", "seconds", 's'},
         {"--size", "size", 's'},         {"--negative-prompt", "negative_prompt", 's'}, {"--sampler", "sampler", 's'},
+        {"--noise", "noise", 's'},
         {"--seed", "seed", 'i'},         {"--steps", "num_inference_steps", 'i'},      {"--frames", "num_frames", 'i'},
         {"--fps", "fps", 'i'},           {"--guidance", "guidance_scale", 'f'},        {"--shift", "flow_shift", 'f'},
     };

@@ -28,7 +28,9 @@ static void pd_generate_usage(FILE *f) {
     fprintf(f,
             "usage: pipedit generate --prompt TEXT --out OUT.mp4 [--model DIR] [--negative-prompt TEXT]\n"
             "                        [--size WxH] [--frames N] [--steps N] [--guidance G] [--shift S]\n"
-            "                        [--sampler unipc|euler] [--seed S] [--fps N] [--threads N]\n"
+            "                        [--sampler unipc|euler] [--seed S] [--noise philox|torch-cpu]\n"
+            "                        [--init-latent IN.safetensors] [--save-latent OUT.safetensors]\n"
+            "                        [--fps N] [--threads N]\n"
             "                        [--thumbnail OUT.png] [--device cpu|cuda|cuda:N]\n"
             "                        [--sp N [--pipesp-chunk G] [--cfg-parallel]] [--aco]\n"
             "Generates a video from a text prompt and writes it as an H.264 MP4.\n"
@@ -42,6 +44,13 @@ static void pd_generate_usage(FILE *f) {
             "  --shift S          flow shift, (0, 100] (default 5)\n"
             "  --sampler NAME     unipc (default) or euler\n"
             "  --seed S           random seed, 0..2^64-1 (default: a random one, printed)\n"
+            "  --noise NAME       the starting noise's generator: philox (default) or torch-cpu, bit-exact\n"
+            "                     torch.randn(shape, generator=torch.Generator(\"cpu\").manual_seed(S))\n"
+            "                     (torch uses the low 32 bits of S)\n"
+            "  --init-latent FILE start from tensor \"latent\" (16, T, H/8, W/8) of a safetensors file\n"
+            "                     instead of noise (its shape must match --size and --frames)\n"
+            "  --save-latent FILE also write the final latent (before decoding) as a safetensors file\n"
+            "                     (tensor \"latent\"; `pipedit decode --latent` reads it)\n"
             "  --fps N            output frame rate, 1..120 (default 16)\n"
             "  --threads N        CPU threads, 1..1024 (default: all cores); results do not depend on it\n"
             "  --thumbnail PNG    also write the first frame as a PNG\n"
@@ -153,7 +162,7 @@ static void pd_progress(void *ud, pd_stage stage, int step, int total) {
 
 /* One rank of a --sp run (a child process). */
 typedef struct pd_gen_sp_job {
-    const char *model_dir, *out, *thumb;
+    const char *model_dir, *out, *thumb, *save_latent;
     pd_gen_params p;
     int ranks, threads, chunk;
     bool cfg_parallel, aco;
@@ -185,7 +194,7 @@ static int pd_gen_rank_main(void *ud, int rank) {
     if (st == PD_OK && rank == 0) {
         pd_progress_state ps = {.tty = isatty(STDERR_FILENO), .last_stage = PD_STAGE_COUNT, .last_call = pd_now_s()};
         pd_gen_timings t;
-        st = pd_pipeline_generate(pl, &job->p, job->out, job->thumb, pd_progress, &ps, NULL, &t);
+        st = pd_pipeline_generate(pl, &job->p, job->out, job->thumb, job->save_latent, pd_progress, &ps, NULL, &t);
         if (ps.open_line) fputc('\n', stderr);
         if (st == PD_OK)
             printf("denoise %.3f s (%.3f s/step) over %d ranks%s; wrote %s\n", t.seconds[PD_STAGE_DENOISE],
@@ -204,6 +213,7 @@ static int pd_gen_rank_main(void *ud, int rank) {
 
 int pd_cmd_generate(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *thumb = NULL, *prompt = NULL, *neg = NULL, *sampler = NULL;
+    const char *noise = NULL, *init_latent = NULL, *save_latent = NULL;
     const char *device = "cpu";
     int width = 0, height = 0, frames = 0, steps = 0, fps = 0, threads = 0, sp_ranks = 0, chunk = 0;
     bool cfg_parallel = false, aco = false;
@@ -237,6 +247,9 @@ int pd_cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--thumbnail")) thumb = v;
         else if (!strcmp(a, "--sampler")) sampler = v;
+        else if (!strcmp(a, "--noise")) noise = v;
+        else if (!strcmp(a, "--init-latent")) init_latent = v;
+        else if (!strcmp(a, "--save-latent")) save_latent = v;
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--size")) bad = pd_parse_size(v, &width, &height), size_given = 1;
         else if (!strcmp(a, "--frames")) bad = !pd_cli_opt_int("pipedit generate", a, v, 1, PD_GEN_MAX_FRAMES, &frames);
@@ -285,6 +298,11 @@ int pd_cmd_generate(int argc, char **argv) {
         PD_GEN_ERR("--sampler must be unipc or euler, got \"%s\"", sampler);
         return 2;
     }
+    pd_noise_kind nk = PD_NOISE_PHILOX;
+    if (noise && pd_noise_kind_parse(noise, &nk) != PD_OK) {
+        PD_GEN_ERR("--noise must be philox or torch-cpu, got \"%s\"", noise);
+        return 2;
+    }
 #define PD_APPLY(p)                                                                                \
     do {                                                                                           \
         (p).prompt = prompt;                                                                       \
@@ -296,6 +314,7 @@ int pd_cmd_generate(int argc, char **argv) {
         if (!isnan(guidance)) (p).guidance = guidance;                                             \
         if (!isnan(shift)) (p).shift = shift;                                                      \
         if (sampler) (p).sampler = sk;                                                             \
+        if (noise) (p).noise = nk;                                                                 \
     } while (0)
     PD_APPLY(p);
     /* The one validation every front end shares; its field names are the HTTP API's, so say the flag. */
@@ -309,11 +328,25 @@ int pd_cmd_generate(int argc, char **argv) {
         PD_GEN_ERR("%s: %s", flag_of[bad_field] ? flag_of[bad_field] : "request", pd_error_msg());
         return 2;
     }
-    if (pd_check_out_dir("--out", out) || (thumb && pd_check_out_dir("--thumbnail", thumb))) return 2;
+    if (pd_check_out_dir("--out", out) || (thumb && pd_check_out_dir("--thumbnail", thumb)) ||
+        (save_latent && pd_check_out_dir("--save-latent", save_latent)))
+        return 2;
+    pd_tensor init = {0}; /* --init-latent, checked against the request with it */
+    if (init_latent && pd_pipeline_load_latent(init_latent, &init) != PD_OK) {
+        PD_GEN_ERR("--init-latent %s", pd_error_msg());
+        return 2;
+    }
+    if (init_latent) p.init_latent = &init;
+    if (pd_pipeline_validate(NULL, &p) != PD_OK) {
+        PD_GEN_ERR("%s", pd_error_msg());
+        pd_tensor_free(&init);
+        return 2;
+    }
 
     if (!seed_given) {
         if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
             PD_GEN_ERR("no random seed available (%s); pass --seed", strerror(errno));
+            pd_tensor_free(&init);
             return 1;
         }
         seed &= ((uint64_t)1 << 53) - 1; /* exact in a JSON number, so it can be replayed from any client */
@@ -324,6 +357,7 @@ int pd_cmd_generate(int argc, char **argv) {
         snprintf(model_dir, sizeof model_dir, "%s", model);
     } else if (pd_model_dir_default(model_dir, sizeof model_dir) != PD_OK) {
         PD_GEN_ERR("embedded model: %s", pd_error_msg());
+        pd_tensor_free(&init);
         return 1;
     }
 
@@ -334,10 +368,11 @@ int pd_cmd_generate(int argc, char **argv) {
      * no thread pool is forked). */
     if (aco && strcmp(device, "cpu")) {
         PD_GEN_ERR("--aco runs on the CPU only (its helper is a CPU process)");
+        pd_tensor_free(&init);
         return 2;
     }
     const int own_threads = threads ? threads : aco ? pd_backend_cpu_share(2) : 0; /* the helper gets as many */
-    if (pd_device_opt_create("pipedit generate", device, sp_ranks ? 1 : own_threads, &be) != PD_OK) return 1;
+    if (pd_device_opt_create("pipedit generate", device, sp_ranks ? 1 : own_threads, &be) != PD_OK) goto done;
     if (pd_pipeline_load(model_dir, be, PD_PART_ALL, &pl) != PD_OK) {
         PD_GEN_ERR("cannot load the model: %s", pd_error_msg());
         goto done;
@@ -346,6 +381,7 @@ int pd_cmd_generate(int argc, char **argv) {
     PD_APPLY(p);
 #undef PD_APPLY
     p.seed = seed;
+    if (init_latent) p.init_latent = &init;
     if (pd_pipeline_validate(pl, &p) != PD_OK) {
         PD_GEN_ERR("%s", pd_error_msg());
         rc = 2;
@@ -361,7 +397,8 @@ int pd_cmd_generate(int argc, char **argv) {
         pl = NULL;
         pd_backend_free(be);
         be = NULL;
-        pd_gen_sp_job job = {.model_dir = model_dir, .out = out, .thumb = thumb, .p = p, .ranks = sp_ranks,
+        pd_gen_sp_job job = {.model_dir = model_dir, .out = out, .thumb = thumb, .save_latent = save_latent, .p = p,
+                             .ranks = sp_ranks,
                              .threads = threads ? threads : pd_backend_cpu_share(aco ? 2 * sp_ranks : sp_ranks),
                              .chunk = chunk, .cfg_parallel = cfg_parallel, .aco = aco};
         printf("seed %" PRIu64 "\n", seed);
@@ -376,8 +413,9 @@ int pd_cmd_generate(int argc, char **argv) {
     atomic_store(&pd_generate_cancel, 0);
     sigaction(SIGINT, &sa, &old_sa);
     printf("seed %" PRIu64 "\n", seed);
-    printf("%s: %dx%d, %d frames at %d fps, %d %s steps, guidance %g, shift %g, ", model ? model : "embedded tiny model",
-           p.width, p.height, p.frames, p.fps, p.steps, pd_sampler_kind_name(p.sampler), p.guidance, p.shift);
+    printf("%s: %dx%d, %d frames at %d fps, %d %s steps, guidance %g, shift %g, %s, ", model ? model : "embedded tiny model",
+           p.width, p.height, p.frames, p.fps, p.steps, pd_sampler_kind_name(p.sampler), p.guidance, p.shift,
+           init_latent ? "initial latent from --init-latent" : pd_noise_kind_name(p.noise));
     if (pd_backend_device(be) == PD_DEVICE_CPU) printf("%d threads\n", pd_backend_threads(be));
     else printf("on %s\n", pd_backend_name(be));
     fflush(stdout);
@@ -386,7 +424,7 @@ int pd_cmd_generate(int argc, char **argv) {
     pd_gen_timings t;
     pd_aco_local aco_run;
     pd_status st = pd_gen_aco_start(aco, pl, be, own_threads, &aco_run);
-    if (st == PD_OK) st = pd_pipeline_generate(pl, &p, out, thumb, pd_progress, &ps, &pd_generate_cancel, &t);
+    if (st == PD_OK) st = pd_pipeline_generate(pl, &p, out, thumb, save_latent, pd_progress, &ps, &pd_generate_cancel, &t);
     pd_aco_stats as = {0};
     if (aco_run.lender) pd_aco_local_stop(&aco_run, &as);
     sigaction(SIGINT, &old_sa, NULL);
@@ -407,10 +445,12 @@ int pd_cmd_generate(int argc, char **argv) {
     if (aco)
         printf("aco: %llu of %llu self-attention heads lent%s%s\n", (unsigned long long)as.heads_lent,
                (unsigned long long)as.heads_total, as.failed ? "; the helper failed: " : "", as.failed ? as.error : "");
-    printf("wrote %s%s%s\n", out, thumb ? " and " : "", thumb ? thumb : "");
+    printf("wrote %s%s%s%s%s\n", out, thumb ? " and " : "", thumb ? thumb : "", save_latent ? " and " : "",
+           save_latent ? save_latent : "");
     rc = 0;
 done:
     pd_pipeline_free(pl);
     pd_backend_free(be);
+    pd_tensor_free(&init);
     return rc;
 }

@@ -80,9 +80,9 @@ static pd_status ps_join_group(void *self, const pd_sp_group_spec *spec) {
     return pd_sp_group_join(dit, &on_be, &s->group); /* ps_forward runs over it from now on */
 }
 
-static pd_status ps_decode(void *self, const pd_tensor *latent, int fps, const char *mp4_path, const char *thumb_path,
-                           pd_progress_fn progress, void *ud, const atomic_int *cancel) {
-    return pd_pipeline_decode(((pipeline_stages *)self)->pl, latent, fps, mp4_path, thumb_path, progress, ud, cancel);
+static pd_status ps_decode(void *self, const pd_tensor *latent, const pd_gen_params *p, const char *mp4_path,
+                           const char *thumb_path, pd_progress_fn progress, void *ud, const atomic_int *cancel) {
+    return pd_pipeline_decode(((pipeline_stages *)self)->pl, latent, p, mp4_path, thumb_path, progress, ud, cancel);
 }
 
 static void ps_latent_shape(void *self, const pd_gen_params *p, int64_t shape[4]) {

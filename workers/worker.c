@@ -204,7 +204,7 @@ static pd_status run_denoise(worker *w, const pd_gen_params *p, const pd_msg *a)
 static pd_status run_decode(worker *w, const pd_gen_params *p, const pd_msg *a) {
     pd_shm lat;
     PD_TRY(pd_shm_open(a->shm_latent, &lat));
-    pd_status st = w->st->decode(w->st->self, &lat.tensor, p->fps, a->mp4_path, a->thumb_path[0] ? a->thumb_path : NULL,
+    pd_status st = w->st->decode(w->st->self, &lat.tensor, p, a->mp4_path, a->thumb_path[0] ? a->thumb_path : NULL,
                                  on_progress, w, &w->cancel);
     pd_shm_close(&lat);
     return st;
@@ -265,7 +265,7 @@ static pd_status warm_up(worker *w, double secs[PD_STAGE_COUNT]) {
         int dir_len = slash ? (int)(slash - w->opt->socket_path) : 1;
         snprintf(path, sizeof path, "%.*s/warmup-%d.mp4", dir_len, slash ? w->opt->socket_path : ".", (int)getpid());
         t0 = pd_now_s();
-        if (!st) st = w->st->decode(w->st->self, &latent, p.fps, path, NULL, no_progress, NULL, &w->cancel);
+        if (!st) st = w->st->decode(w->st->self, &latent, &p, path, NULL, no_progress, NULL, &w->cancel);
         secs[PD_STAGE_DECODE] = pd_now_s() - t0;
         unlink(path);
     }

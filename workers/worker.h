@@ -50,9 +50,10 @@ typedef struct pd_worker_stages {
      * In a group every rank calls it; cancel is then read by the leader only (sp_group.h). */
     pd_status (*denoise)(void *self, const pd_gen_params *p, const pd_tensor *ctx_cond, const pd_tensor *ctx_uncond,
                          pd_tensor *latent_out, pd_progress_fn progress, void *ud, const atomic_int *cancel);
-    /* Writes the MP4 (and thumbnail when thumb_path is not NULL). */
-    pd_status (*decode)(void *self, const pd_tensor *latent, int fps, const char *mp4_path, const char *thumb_path,
-                        pd_progress_fn progress, void *ud, const atomic_int *cancel);
+    /* Writes the MP4 at p->fps, tagged with how p made it (and the thumbnail when thumb_path is not
+     * NULL). */
+    pd_status (*decode)(void *self, const pd_tensor *latent, const pd_gen_params *p, const char *mp4_path,
+                        const char *thumb_path, pd_progress_fn progress, void *ud, const atomic_int *cancel);
     /* Latent shape (16, T, H/8, W/8) for p (used to warm up a decode-only worker). */
     void (*latent_shape)(void *self, const pd_gen_params *p, int64_t shape[4]);
     void (*unload)(void *self);

@@ -96,6 +96,8 @@ bad "guidance 75 (the pipeline's limit is 50)" guidance_scale '{"prompt":"a","gu
 bad "guidance 50.5" guidance_scale '{"prompt":"a","guidance_scale":50.5}'
 bad "zero flow shift" flow_shift '{"prompt":"a","flow_shift":0}'
 bad "unknown sampler" sampler '{"prompt":"a","sampler":"ddim"}'
+bad "unknown noise generator" noise '{"prompt":"a","noise":"torch-cuda"}'
+bad "noise not a string" noise '{"prompt":"a","noise":1}'
 bad "unknown output format" output_format '{"prompt":"a","output_format":"gif"}'
 bad "fps out of range" fps '{"prompt":"a","fps":0}'
 # A 1 MB prompt fits the 1 MiB body limit but not max_prompt_bytes.

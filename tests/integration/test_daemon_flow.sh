@@ -14,10 +14,10 @@ start_daemon "$T/a.log" "${FLAGS[@]}"
 wait_ready 120
 
 # ---- create: 1 s at 16 fps -> 17 frames ----
-post_json /v1/videos '{"prompt":"a red fox in the snow","seconds":"1","size":"64x48","num_inference_steps":10,"seed":7}'
+post_json /v1/videos '{"prompt":"a red fox in the snow","seconds":"1","size":"64x48","num_inference_steps":10,"seed":7,"noise":"torch-cpu"}'
 [ "$STATUS" = 200 ] || fail "create: $STATUS $(cat "$T/body")"
-read -r ID1 ST1 FR1 SEED1 OBJ1 <<<"$(jq_body '" ".join(map(str, [b["id"], b["status"], b["num_frames"], b["seed"], b["object"]]))')"
-[ "$ST1 $FR1 $SEED1 $OBJ1" = "queued 17 7 video" ] || fail "create body: $(cat "$T/body")"
+read -r ID1 ST1 FR1 SEED1 OBJ1 NOISE1 <<<"$(jq_body '" ".join(map(str, [b["id"], b["status"], b["num_frames"], b["seed"], b["object"], b["noise"]]))')"
+[ "$ST1 $FR1 $SEED1 $OBJ1 $NOISE1" = "queued 17 7 video torch-cpu" ] || fail "create body: $(cat "$T/body")"
 [[ $ID1 =~ ^video_[0-9a-f]{32}$ ]] || fail "id $ID1"
 grep -q "\"id\":\"$ID1\"" "$DATA/journal.jsonl" || fail "the job was not journaled before the answer"
 pass "create $ID1"
@@ -76,6 +76,8 @@ cp "$T/body" "$T/v1.mp4"
 probe=$(ffprobe -v error -select_streams v:0 -count_frames -show_entries stream=codec_name,width,height,nb_read_frames -of csv=p=0 "$T/v1.mp4") ||
     fail "ffprobe rejects the MP4"
 [ "$probe" = "h264,64,48,17" ] || fail "ffprobe: $probe (want h264,64,48,17)"
+comment=$(ffprobe -v error -show_entries format_tags=comment -of default=nw=1:nk=1 "$T/v1.mp4")
+[[ $comment == *"seed=7 noise=torch-cpu"* ]] || fail "the MP4's comment tag \"$comment\" does not record seed and noise"
 size=$(stat -c %s "$T/v1.mp4")
 http GET "/v1/videos/$ID1/content?variant=video" -H 'Range: bytes=100-199'
 [ "$STATUS" = 206 ] || fail "range: $STATUS"
@@ -180,7 +182,7 @@ pass "SIGTERM: drained for 1 s, exit 0, $left of ${#accepted[@]} queued jobs lef
 # ---- restart on the same data folder (outputs finished from now on expire after 3 s) ----
 start_daemon "$T/b.log" "${FLAGS[@]}" --output-ttl-s 3
 http GET "/v1/videos/$ID1"
-[ "$(jq_body 'b["status"], b["progress"], b["num_frames"]')" = "completed 100 17" ] || fail "after restart: $(cat "$T/body")"
+[ "$(jq_body 'b["status"], b["progress"], b["num_frames"], b["noise"]')" = "completed 100 17 torch-cpu" ] || fail "after restart: $(cat "$T/body")"
 curl -s -o "$T/v1b.mp4" "$URL/v1/videos/$ID1/content"
 cmp -s "$T/v1b.mp4" "$T/v1.mp4" || fail "the video changed across the restart"
 http GET "/v1/videos/$ID3"

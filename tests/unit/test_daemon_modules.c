@@ -59,17 +59,17 @@ static void test_fields_and_defaults(void) {
     pd_api_error e;
     int rc = parse(NULL, "{\"prompt\":\"a cat\",\"model\":\"tiny\",\"size\":\"832x480\",\"seed\":9007199254740993,"
                          "\"negative_prompt\":\"blur\",\"num_inference_steps\":30,\"guidance_scale\":6.5,\"flow_shift\":8,"
-                         "\"sampler\":\"euler\",\"output_format\":\"mp4\",\"width\":null}", &r, &e);
+                         "\"sampler\":\"euler\",\"noise\":\"torch-cpu\",\"output_format\":\"mp4\",\"width\":null}", &r, &e);
     PD_CHECK_MSG(rc == 0, "%s", e.message);
     if (rc) return;
     PD_CHECK(r.p.width == 832 && r.p.height == 480 && r.p.steps == 30 && r.p.sampler == PD_SAMPLER_EULER);
-    PD_CHECK(r.seed_given && r.p.seed == 9007199254740993ull);
+    PD_CHECK(r.seed_given && r.p.seed == 9007199254740993ull && r.p.noise == PD_NOISE_TORCH_CPU);
     PD_CHECK(fabsf(r.p.guidance - 6.5f) < 1e-6f && fabsf(r.p.shift - 8.0f) < 1e-6f && r.p.fps == 16);
     PD_CHECK(!strcmp(r.p.prompt, "a cat") && !strcmp(r.p.negative_prompt, "blur") && !strcmp(r.model, "tiny"));
     pd_job_request_free(&r);
     rc = parse("application/json", "{\"prompt\":\"x\"}", &r, &e);
     PD_CHECK(rc == 0 && !r.seed_given && r.p.width == 128 && r.p.height == 96 && r.p.steps == 8 && r.p.negative_prompt == NULL &&
-             r.p.sampler == PD_SAMPLER_UNIPC);
+             r.p.sampler == PD_SAMPLER_UNIPC && r.p.noise == PD_NOISE_PHILOX);
     if (rc == 0) pd_job_request_free(&r);
 }
 
@@ -213,6 +213,7 @@ static void test_journal_replay(void) {
         pd_job *j;
         PD_CHECK_OK(pd_jobs_add(&t, ids[i], 0, &r, &j));
         j->created_at = 1000 + i;
+        if (i == 0) j->req.p.noise = PD_NOISE_TORCH_CPU;
         PD_CHECK_OK(pd_journal_append(jn, pd_journal_rec_job(j), i == 0));
     }
     PD_CHECK_OK(pd_journal_append(jn, pd_journal_rec_start(ids[0], 1010), false));
@@ -238,6 +239,7 @@ static void test_journal_replay(void) {
     PD_CHECK(c && c->status == PD_JOB_FAILED && !strcmp(c->error_code, "cancelled") && !strcmp(c->error_message, "by request"));
     PD_CHECK(pd_jobs_find(&back, ids[3]) == NULL);
     PD_CHECK(a && a->req.p.width == 32 && a->req.p.frames == 5 && a->req.p.seed == 77 && a->seq == 1 && a->created_at == 1000);
+    PD_CHECK(a && a->req.p.noise == PD_NOISE_TORCH_CPU && b && b->req.p.noise == PD_NOISE_PHILOX);
 
     /* Compaction keeps exactly the same table, one line per job. */
     PD_CHECK_OK(pd_journal_compact(path, &back));

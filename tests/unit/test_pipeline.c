@@ -81,6 +81,38 @@ static void test_validate(void) {
     PD_BAD(q.fps = 0, PD_GEN_FIELD_FPS);
     PD_BAD(q.fps = 121, PD_GEN_FIELD_FPS);
     PD_BAD(q.sampler = (pd_sampler_kind)5, PD_GEN_FIELD_SAMPLER);
+    PD_BAD(q.noise = (pd_noise_kind)2, PD_GEN_FIELD_NOISE);
+    PD_CHECK(p.noise == PD_NOISE_PHILOX && p.init_latent == NULL);
+    /* an initial latent must have the request's latent shape, f32, on the host */
+    pd_tensor init = {0}, init16 = {0};
+    int64_t ishape[4];
+    pd_pipeline_latent_shape(&p, ishape);
+    PD_CHECK_OK(pd_tensor_alloc(&init, PD_DTYPE_F32, 4, ishape));
+    PD_CHECK_OK(pd_tensor_alloc(&init16, PD_DTYPE_F16, 4, ishape));
+    q = p;
+    q.init_latent = &init;
+    PD_CHECK_OK(pd_pipeline_validate(NULL, &q));
+    /* the shape check is the pipeline's (pd_pipeline_validate), on top of the request's bounds */
+#define PD_BAD_INIT(field_stmt)                                                                    \
+    do {                                                                                           \
+        q = p;                                                                                     \
+        field_stmt;                                                                                \
+        PD_CHECK_OK(pd_gen_params_check(&q, NULL));                                                \
+        PD_CHECK_ERR(pd_pipeline_validate(NULL, &q), PD_ERR_INVALID);                              \
+        PD_CHECK_MSG(strstr(pd_error_msg(), "init_latent") != NULL, "%s: '%s'", #field_stmt, pd_error_msg()); \
+    } while (0)
+    PD_BAD_INIT((q.init_latent = &init, q.frames = p.frames + 4));
+    PD_BAD_INIT((q.init_latent = &init, q.width = p.width + 16));
+    PD_BAD_INIT(q.init_latent = &init16);
+#undef PD_BAD_INIT
+    pd_tensor_free(&init);
+    pd_tensor_free(&init16);
+    char desc[256];
+    q = p;
+    q.seed = 42, q.noise = PD_NOISE_TORCH_CPU, q.steps = 50, q.shift = 3.0f, q.guidance = 5.0f;
+    pd_pipeline_describe(&q, desc, sizeof desc);
+    PD_CHECK_MSG(!strcmp(desc, "pipedit seed=42 noise=torch-cpu sampler=unipc steps=50 shift=3 guidance=5"), "%s", desc);
+    q = p;
     PD_BAD(q.prompt = NULL, PD_GEN_FIELD_PROMPT);
     PD_BAD(q.prompt = " \t\n", PD_GEN_FIELD_PROMPT);
     static char big[PD_GEN_MAX_PROMPT_BYTES + 2];
@@ -262,20 +294,22 @@ static void test_decode_files(void) {
     pd_tensor lat = {0};
     PD_CHECK_OK(pd_tensor_alloc(&lat, PD_DTYPE_F32, 4, shape));
     if (lat.data) pd_noise_fill(lat.data, 0, pd_tensor_numel(&lat), 5);
+    pd_gen_params dp = p;
     char mp4[700], png[700];
     snprintf(mp4, sizeof mp4, "%s/d.mp4", g_tmp);
     snprintf(png, sizeof png, "%s/d.png", g_tmp);
     atomic_int cancel = 1;
-    PD_CHECK_ERR(pd_pipeline_decode(g_pl, &lat, 16, mp4, png, NULL, NULL, &cancel), PD_ERR_CANCELLED);
+    PD_CHECK_ERR(pd_pipeline_decode(g_pl, &lat, &dp, mp4, png, NULL, NULL, &cancel), PD_ERR_CANCELLED);
     PD_CHECK(access(mp4, F_OK) && access(png, F_OK));
     /* a thumbnail that cannot be written: no video either */
     char badpng[700];
     snprintf(badpng, sizeof badpng, "%s/missing/d.png", g_tmp);
-    PD_CHECK(pd_pipeline_decode(g_pl, &lat, 16, mp4, badpng, NULL, NULL, NULL) != PD_OK);
+    PD_CHECK(pd_pipeline_decode(g_pl, &lat, &dp, mp4, badpng, NULL, NULL, NULL) != PD_OK);
     PD_CHECK(access(mp4, F_OK));
-    PD_CHECK_OK(pd_pipeline_decode(g_pl, &lat, 16, mp4, png, NULL, NULL, NULL));
+    PD_CHECK_OK(pd_pipeline_decode(g_pl, &lat, &dp, mp4, png, NULL, NULL, NULL));
     PD_CHECK(!access(mp4, F_OK) && !access(png, F_OK));
-    PD_CHECK_ERR(pd_pipeline_decode(g_pl, &lat, 0, mp4, NULL, NULL, NULL, NULL), PD_ERR_INVALID);
+    dp.fps = 0;
+    PD_CHECK_ERR(pd_pipeline_decode(g_pl, &lat, &dp, mp4, NULL, NULL, NULL, NULL), PD_ERR_INVALID);
     pd_tensor_free(&lat);
 }
 
@@ -288,7 +322,7 @@ static void test_parts(void) {
     PD_CHECK_ERR(pd_pipeline_encode_text(vae_only, "x", &t), PD_ERR_INVALID);
     pd_gen_params p = small_params();
     PD_CHECK_ERR(pd_pipeline_denoise(vae_only, &p, &t, NULL, &t, NULL, NULL, NULL), PD_ERR_INVALID);
-    PD_CHECK_ERR(pd_pipeline_generate(vae_only, &p, "/nonexistent/x.mp4", NULL, NULL, NULL, NULL, NULL), PD_ERR_INVALID);
+    PD_CHECK_ERR(pd_pipeline_generate(vae_only, &p, "/nonexistent/x.mp4", NULL, NULL, NULL, NULL, NULL, NULL), PD_ERR_INVALID);
     pd_pipeline_free(vae_only);
     pd_pipeline *none = NULL;
     char missing[700];

@@ -37,6 +37,7 @@ static void sample(pd_msg *m, pd_msg_kind kind) {
         m->guidance = 5.5f;
         m->shift = -0.0f;
         m->sampler = PD_SAMPLER_EULER;
+        m->noise = PD_NOISE_TORCH_CPU;
         snprintf(m->shm_cond, sizeof m->shm_cond, "/pd-1-2-cond");
         snprintf(m->shm_uncond, sizeof m->shm_uncond, "/pd-1-2-uncond");
         snprintf(m->shm_latent, sizeof m->shm_latent, "/pd-1-2-latent");
@@ -111,6 +112,7 @@ static void test_round_trip_every_kind(void) {
     PD_CHECK(!strcmp(b.prompt, a.prompt) && !strcmp(b.thumb_path, "/var/lib/pipedit/videos/x.png"));
     pd_gen_params p = pd_msg_params(&b);
     PD_CHECK(p.sampler == PD_SAMPLER_EULER && p.width == 832 && !strcmp(p.negative_prompt, "blurry"));
+    PD_CHECK(p.noise == PD_NOISE_TORCH_CPU && p.init_latent == NULL);
 }
 
 static void test_params_bounds(void) {
@@ -193,6 +195,9 @@ static void test_bad_fields_rejected(void) {
     CHECK_REJECTED();
     sample(&a, PD_MSG_ASSIGN);
     a.sampler = 7;
+    CHECK_REJECTED();
+    sample(&a, PD_MSG_ASSIGN);
+    a.noise = 2;
     CHECK_REJECTED();
     /* Group fields out of range: rank past the group, bad flags, no name, no timeout. */
     for (int bad = 0; bad < 7; bad++) {

@@ -122,7 +122,7 @@ static pd_status fake_denoise(void *self, const pd_gen_params *p, const pd_tenso
     return PD_OK;
 }
 
-static pd_status fake_decode(void *self, const pd_tensor *latent, int fps, const char *mp4, const char *thumb,
+static pd_status fake_decode(void *self, const pd_tensor *latent, const pd_gen_params *p, const char *mp4, const char *thumb,
                              pd_progress_fn progress, void *ud, const atomic_int *cancel) {
     int ms = env_int("PD_FAKE_FRAME_MS", 10);
     int t = (int)latent->shape[1];
@@ -135,7 +135,7 @@ static pd_status fake_decode(void *self, const pd_tensor *latent, int fps, const
     snprintf(tmp, sizeof tmp, "%s.part", mp4);
     FILE *fp = fopen(tmp, "w");
     if (!fp) return pd_error_set(PD_ERR_IO, "open %s", tmp);
-    fprintf(fp, "%.3f %lld %d\n", tensor_sum(latent), (long long)pd_tensor_numel(latent), fps);
+    fprintf(fp, "%.3f %lld %d\n", tensor_sum(latent), (long long)pd_tensor_numel(latent), p->fps);
     fclose(fp);
     rename(tmp, mp4);
     if (thumb) {
