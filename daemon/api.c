@@ -287,7 +287,7 @@ static int validate(const pd_api_limits *lim, json_t *root, pd_job_request *out,
     if ((rc = get_str(root, "sampler", 32, &sampler, err))) return rc;
     pd_sampler_kind sk = PD_SAMPLER_UNIPC;
     if (sampler && pd_sampler_kind_parse(sampler, &sk) != PD_OK)
-        return pd_api_error_set(err, 400, "sampler", "invalid_value", "'sampler' must be \"unipc\" or \"euler\"");
+        return pd_api_error_set(err, 400, "sampler", "invalid_value", "'sampler' must be \"unipc\", \"euler\" or \"dpm++\"");
     if ((rc = get_str(root, "noise", 32, &noise, err))) return rc;
     pd_noise_kind nk = PD_NOISE_PHILOX;
     if (noise && pd_noise_kind_parse(noise, &nk) != PD_OK)

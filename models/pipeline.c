@@ -148,8 +148,8 @@ pd_status pd_gen_params_check(const pd_gen_params *p, pd_gen_field *field) {
                     (double)PD_GEN_MAX_GUIDANCE);
     if (!(p->shift > 0.0f && p->shift <= PD_GEN_MAX_SHIFT))
         PD_GEN_FAIL(PD_GEN_FIELD_SHIFT, "flow_shift: %g must be in (0, %g]", (double)p->shift, (double)PD_GEN_MAX_SHIFT);
-    if (p->sampler != PD_SAMPLER_UNIPC && p->sampler != PD_SAMPLER_EULER)
-        PD_GEN_FAIL(PD_GEN_FIELD_SAMPLER, "sampler: unknown kind %d (unipc or euler)", (int)p->sampler);
+    if ((unsigned)p->sampler >= PD_SAMPLER_COUNT)
+        PD_GEN_FAIL(PD_GEN_FIELD_SAMPLER, "sampler: unknown kind %d (unipc, euler or dpm++)", (int)p->sampler);
     if (p->fps < 1 || p->fps > PD_GEN_MAX_FPS) PD_GEN_FAIL(PD_GEN_FIELD_FPS, "fps: %d must be in 1..%d", p->fps, PD_GEN_MAX_FPS);
     if (p->noise != PD_NOISE_PHILOX && p->noise != PD_NOISE_TORCH_CPU)
         PD_GEN_FAIL(PD_GEN_FIELD_NOISE, "noise: unknown generator %d (philox or torch-cpu)", (int)p->noise);

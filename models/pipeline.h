@@ -13,9 +13,14 @@
 
 #include "engine/backend.h"
 
-typedef enum pd_sampler_kind { PD_SAMPLER_UNIPC = 0, PD_SAMPLER_EULER = 1 } pd_sampler_kind;
+typedef enum pd_sampler_kind {
+    PD_SAMPLER_UNIPC = 0,
+    PD_SAMPLER_EULER = 1,
+    PD_SAMPLER_DPMPP = 2, /* "dpm++": the official scripts' --sample_solver dpm++ */
+    PD_SAMPLER_COUNT
+} pd_sampler_kind;
 
-/* Parses "unipc" / "euler"; PD_ERR_INVALID otherwise. */
+/* Parses "unipc" / "euler" / "dpm++"; PD_ERR_INVALID otherwise. */
 pd_status pd_sampler_kind_parse(const char *s, pd_sampler_kind *out);
 const char *pd_sampler_kind_name(pd_sampler_kind k);
 

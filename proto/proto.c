@@ -356,7 +356,7 @@ pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
         return pd_error_set(PD_ERR_FORMAT, "proto: stage %d out of range", (int)m->stage);
     if (m->kind == PD_MSG_HELLO && (m->role < 0 || m->role >= PD_ROLE_COUNT))
         return pd_error_set(PD_ERR_FORMAT, "proto: worker role %d out of range", (int)m->role);
-    if (m->kind == PD_MSG_ASSIGN && m->sampler != PD_SAMPLER_UNIPC && m->sampler != PD_SAMPLER_EULER)
+    if (m->kind == PD_MSG_ASSIGN && (m->sampler < 0 || m->sampler >= PD_SAMPLER_COUNT))
         return pd_error_set(PD_ERR_FORMAT, "proto: sampler %d out of range", (int)m->sampler);
     if (m->kind == PD_MSG_ASSIGN && m->noise != PD_NOISE_PHILOX && m->noise != PD_NOISE_TORCH_CPU)
         return pd_error_set(PD_ERR_FORMAT, "proto: noise %d out of range", (int)m->noise);

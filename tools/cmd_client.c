@@ -373,7 +373,7 @@ static void sink_file(void *ud, const char *p, size_t n) {
 static void usage(FILE *f) {
     fprintf(f, "usage: pipedit client [--url http://127.0.0.1:8000] [--api-key K] <action> ...\n"
                "  create --prompt TEXT [--model M] [--seconds S] [--size WxH] [--negative-prompt TEXT] [--seed N]\n"
-               "         [--steps N] [--guidance G] [--shift S] [--frames N] [--fps N] [--sampler unipc|euler] [--noise philox|torch-cpu] [--wait]\n"
+               "         [--steps N] [--guidance G] [--shift S] [--frames N] [--fps N] [--sampler unipc|euler|dpm++] [--noise philox|torch-cpu] [--wait]\n"
                "  get ID            print the Video object\n"
                "  wait ID [--poll]  progress bar until the video completes (exit 0) or fails (exit 1)\n"
                "  download ID [--variant video|thumbnail] [--output FILE]\n"

@@ -28,7 +28,7 @@ static void pd_generate_usage(FILE *f) {
     fprintf(f,
             "usage: pipedit generate --prompt TEXT --out OUT.mp4 [--model DIR] [--negative-prompt TEXT]\n"
             "                        [--size WxH] [--frames N] [--steps N] [--guidance G] [--shift S]\n"
-            "                        [--sampler unipc|euler] [--seed S] [--noise philox|torch-cpu]\n"
+            "                        [--sampler unipc|euler|dpm++] [--seed S] [--noise philox|torch-cpu]\n"
             "                        [--init-latent IN.safetensors] [--save-latent OUT.safetensors]\n"
             "                        [--fps N] [--threads N]\n"
             "                        [--thumbnail OUT.png] [--device cpu|cuda|cuda:N]\n"
@@ -42,7 +42,8 @@ static void pd_generate_usage(FILE *f) {
             "  --steps N          sampler steps, 1..1000 (default: the model's, tiny 8)\n"
             "  --guidance G       classifier-free guidance scale, 0..50; <= 1 turns it off (default 5)\n"
             "  --shift S          flow shift, (0, 100] (default 5)\n"
-            "  --sampler NAME     unipc (default) or euler\n"
+            "  --sampler NAME     unipc (default), euler or dpm++ (the official Wan2.1 solvers are unipc\n"
+            "                     and dpm++; models/sampler/sampler.h says how they match)\n"
             "  --seed S           random seed, 0..2^64-1 (default: a random one, printed)\n"
             "  --noise NAME       the starting noise's generator: philox (default) or torch-cpu, bit-exact\n"
             "                     torch.randn(shape, generator=torch.Generator(\"cpu\").manual_seed(S))\n"
@@ -295,7 +296,7 @@ int pd_cmd_generate(int argc, char **argv) {
     pd_pipeline_default_params(NULL, &p);
     pd_sampler_kind sk = PD_SAMPLER_UNIPC;
     if (sampler && pd_sampler_kind_parse(sampler, &sk) != PD_OK) {
-        PD_GEN_ERR("--sampler must be unipc or euler, got \"%s\"", sampler);
+        PD_GEN_ERR("--sampler must be unipc, euler or dpm++, got \"%s\"", sampler);
         return 2;
     }
     pd_noise_kind nk = PD_NOISE_PHILOX;

@@ -9,12 +9,29 @@
  * prediction of the clean latent is x0 = x - sigma * v.
  *
  * Solvers:
- *  - Euler: x += (sigma_{i+1} - sigma_i) * v.
- *  - UniPC (the official default): the bh2 variant of order 2 in the x0-prediction form with
+ *  - Euler: x += (sigma_{i+1} - sigma_i) * v (ours; the official scripts have no Euler).
+ *  - UniPC (the official default, wan/utils/fm_solvers_unipc.py FlowUniPCMultistepScheduler as
+ *    wan/text2video.py sets it up): the bh2 variant of order 2 in the x0-prediction form with
  *    alpha = 1 - sigma, lambda = log(alpha / sigma). Each step first corrects the current sample with
  *    UniC (using the model output at the current point, so no extra model calls), then predicts the
- *    next one with UniP. Order 1 on the first step (no history) and on the last step; the last step
- *    (to sigma = 0) returns the x0 prediction itself.
+ *    next one with UniP. Order 1 on the first step (no history) and on the last step (Wan's copy
+ *    lowers the final order whatever the step count; diffusers' only below 15 steps); the last step
+ *    (to sigma = 0) returns the x0 prediction itself (its corrector runs but cannot change that).
+ *  - DPM++ (`dpm++`, the official --sample_solver dpm++: wan/utils/fm_solvers.py
+ *    FlowDPMSolverMultistepScheduler, dpmsolver++, order 2, midpoint; models/sampler/dpmpp.c): its
+ *    schedule starts at sigma = 1 (pd_sampler_schedule), first and last steps of order 1.
+ * Both official solvers store their sigmas as f32 and update with those, while the model timesteps
+ * int(sigma * 1000) come from the f64 sigmas: UniPC and DPM++ here do the same (pd_sampler_sigma
+ * returns the f64 sigma; the updates use it rounded to f32). Where this code differs from the
+ * official schedulers:
+ *  - until this was matched, UniPC updated with the f64 sigmas (relative changes of ~1e-8 per step);
+ *  - the official code does its scalar coefficient arithmetic in f32 torch tensors, this code in
+ *    double (differences of the order of 1e-7 relative; the trajectories agree with a float64
+ *    reference within 1e-5, tests/ref/test_sampler_ref.sh);
+ *  - when the first two truncated timesteps are equal (UniPC with many steps and a large shift, e.g.
+ *    100 steps at shift 12 or 251 at shift 5) the official scheduler, which locates its first step
+ *    by timestep value, starts at index 1 and fails on its last step; this code runs the schedule
+ *    as written.
  *
  * A sampler works on a flat array of n floats (the whole latent, or a shard of it: every update is
  * elementwise, so shards of one latent may be stepped by separate samplers and agree exactly with
@@ -31,10 +48,15 @@
 #define PD_SAMPLER_MAX_STEPS PD_GEN_MAX_STEPS
 #define PD_SAMPLER_MAX_SHIFT ((double)PD_GEN_MAX_SHIFT)
 
-/* Writes the steps + 1 sigmas of the schedule (decreasing, sigmas[steps] = 0) into sigmas.
+/* Writes the steps + 1 sigmas of the UniPC / Euler schedule (decreasing, sigmas[steps] = 0) into sigmas.
  * Returns PD_ERR_INVALID (message names the field) when steps is outside 1..PD_SAMPLER_MAX_STEPS or
  * shift is not in (0, PD_SAMPLER_MAX_SHIFT]. */
 pd_status pd_flow_sigmas(int steps, double shift, double *sigmas);
+
+/* The schedule of a sampler kind: pd_flow_sigmas for unipc and euler; for dpm++ the official
+ * get_sampling_sigmas, the same with the linspace starting at 1 (so its first timestep is 1000).
+ * Same errors as pd_flow_sigmas. */
+pd_status pd_sampler_schedule(pd_sampler_kind kind, int steps, double shift, double *sigmas);
 
 /* The model timestep for a sigma: int(sigma * 1000), truncated as the official code does. */
 int pd_flow_timestep(double sigma);
@@ -46,7 +68,7 @@ void pd_cfg_combine(float *v, const float *v_cond, const float *v_uncond, int64_
 typedef struct pd_sampler pd_sampler;
 
 /* Creates a sampler of the given kind for a schedule of `steps` steps with flow shift `shift`, over
- * arrays of n floats (n >= 1). UniPC keeps 3 * n floats of history; Euler none. On success *out is
+ * arrays of n floats (n >= 1). UniPC keeps 3 * n floats of history, DPM++ n, Euler none. On success *out is
  * owned by the caller (pd_sampler_free). Errors: PD_ERR_INVALID (steps, shift, n or kind out of
  * range, with a message naming it), PD_ERR_NOMEM. */
 pd_status pd_sampler_create(pd_sampler_kind kind, int steps, double shift, int64_t n, pd_sampler **out);

@@ -20,20 +20,19 @@ typedef struct pd_unipc_coef {
     double cx, c0, c1, ct; /* x_t = cx*x + c0*m0 + c1*m1 + ct*m_t */
 } pd_unipc_coef;
 
-static double pd_lambda(double sigma) { return log(1.0 - sigma) - log(sigma); }
 
 /* Update from sigma_s0 to sigma_t (both > 0); s1 is the sigma of m1 (used when order == 2).
  * corrector selects UniC (uses m_t) over UniP. */
 static pd_unipc_coef pd_unipc_coefs(double s0, double t, double s1, int order, int corrector) {
     const double alpha_t = 1.0 - t;
-    const double h = pd_lambda(t) - pd_lambda(s0);
+    const double h = pd_flow_lambda(t) - pd_flow_lambda(s0);
     const double hh = -h;
     const double phi1 = expm1(hh);
     const double B = expm1(hh);
     pd_unipc_coef c = {.cx = t / s0, .c0 = -alpha_t * phi1, .c1 = 0.0, .ct = 0.0};
     const double k = -alpha_t * B; /* the factor in front of the rho-weighted differences */
     double rho1 = 0.0, rhot = 0.0, r1 = 1.0;
-    if (order == 2) r1 = (pd_lambda(s1) - pd_lambda(s0)) / h;
+    if (order == 2) r1 = (pd_flow_lambda(s1) - pd_flow_lambda(s0)) / h;
     if (!corrector) {
         if (order == 2) rho1 = 0.5;
     } else if (order == 1) {
@@ -71,7 +70,7 @@ void pd_unipc_release(pd_sampler *s) {
 }
 
 void pd_unipc_step(pd_sampler *s, float *x, const float *v, int i) {
-    const double *sg = s->sigmas;
+    const double *sg = s->ssig;
     const int64_t n = s->n;
     const float sigma = (float)sg[i];
     if (i == s->steps - 1) { /* to sigma = 0: the x0 prediction; the corrector could not change it */

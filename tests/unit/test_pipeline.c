@@ -146,9 +146,8 @@ static void reference_denoise(const pd_gen_params *p, const pd_tensor *cc, const
     int64_t shape[4];
     pd_pipeline_latent_shape(p, shape);
     const int64_t n = shape[0] * shape[1] * shape[2] * shape[3];
-    pd_noise_fill(x, 0, n, p->seed);
-    double sig[PD_GEN_MAX_STEPS + 1];
-    PD_CHECK_OK(pd_flow_sigmas(p->steps, p->shift, sig));
+    if (p->noise == PD_NOISE_TORCH_CPU) pd_noise_fill_torch(x, 0, n, n, p->seed);
+    else pd_noise_fill(x, 0, n, p->seed);
     const int64_t ls[5] = {1, shape[0], shape[1], shape[2], shape[3]};
     pd_tensor lat, vc, vu, ctx_c, ctx_u;
     PD_CHECK_OK(pd_tensor_alloc(&lat, PD_DTYPE_F32, 5, ls));
@@ -161,7 +160,7 @@ static void reference_denoise(const pd_gen_params *p, const pd_tensor *cc, const
     PD_CHECK_OK(pd_sampler_create(p->sampler, p->steps, p->shift, n, &s));
     float *v = malloc(sizeof(float) * (size_t)n);
     for (int i = 0; s && v && i < p->steps; i++) {
-        float t = (float)(int)(sig[i] * 1000.0);
+        float t = (float)(int)(pd_sampler_sigma(s, i) * 1000.0);
         memcpy(lat.data, x, sizeof(float) * (size_t)n);
         PD_CHECK_OK(pd_wan_dit_forward(g_dit, &vc, &lat, &t, &ctx_c));
         const float *fc = vc.data, *fu = vu.data;
@@ -209,12 +208,16 @@ static void test_denoise_matches_reference(void) {
         pd_sampler_kind k;
         float g;
         int steps;
-    } cases[] = {{PD_SAMPLER_EULER, 5.0f, 3}, {PD_SAMPLER_UNIPC, 5.0f, 4}, {PD_SAMPLER_UNIPC, 1.0f, 2}, {PD_SAMPLER_EULER, 0.5f, 1}};
+        pd_noise_kind noise;
+    } cases[] = {{PD_SAMPLER_EULER, 5.0f, 3, PD_NOISE_PHILOX}, {PD_SAMPLER_UNIPC, 5.0f, 4, PD_NOISE_PHILOX},
+                 {PD_SAMPLER_UNIPC, 1.0f, 2, PD_NOISE_TORCH_CPU}, {PD_SAMPLER_EULER, 0.5f, 1, PD_NOISE_PHILOX},
+                 {PD_SAMPLER_DPMPP, 5.0f, 4, PD_NOISE_TORCH_CPU}, {PD_SAMPLER_DPMPP, 1.0f, 1, PD_NOISE_PHILOX}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         pd_gen_params p = small_params();
         p.sampler = cases[c].k;
         p.guidance = cases[c].g;
         p.steps = cases[c].steps;
+        p.noise = cases[c].noise;
         pd_tensor lat = {0};
         progress_log log = {.in_order = 1};
         PD_CHECK_OK(pd_pipeline_denoise(g_pl, &p, &cc, p.guidance > 1 ? &cu : NULL, &lat, on_progress, &log, NULL));

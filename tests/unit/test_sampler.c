@@ -1,4 +1,4 @@
-/* Samplers: the flow schedule, Euler and UniPC on an analytic model whose exact ODE solution is
+/* Samplers: the flow schedules, Euler, UniPC and DPM++ on an analytic model whose exact ODE solution is
  * known (Gaussian data), orders of convergence, shard equivalence, guidance.
  *
  * `test_sampler --trace FILE` also writes the schedules and trajectories of a grid of cases for
@@ -118,6 +118,11 @@ static void test_schedule(void) {
     pd_sampler_kind k;
     PD_CHECK_OK(pd_sampler_kind_parse("euler", &k));
     PD_CHECK(k == PD_SAMPLER_EULER && !strcmp(pd_sampler_kind_name(k), "euler"));
+    PD_CHECK_OK(pd_sampler_kind_parse("dpm++", &k));
+    PD_CHECK(k == PD_SAMPLER_DPMPP && !strcmp(pd_sampler_kind_name(k), "dpm++"));
+    /* dpm++'s schedule starts at 1: timesteps 1000, 750, 500, 250 at shift 1 */
+    PD_CHECK_OK(pd_sampler_schedule(PD_SAMPLER_DPMPP, 4, 1.0, sg));
+    PD_CHECK(sg[0] == 1.0 && sg[1] == 0.75 && sg[4] == 0.0 && pd_flow_timestep(sg[0]) == 1000 && pd_flow_timestep(sg[3]) == 250);
     PD_CHECK_OK(pd_sampler_kind_parse("unipc", &k));
     PD_CHECK(k == PD_SAMPLER_UNIPC && !strcmp(pd_sampler_kind_name(k), "unipc"));
     PD_CHECK_ERR(pd_sampler_kind_parse("ddim", &k), PD_ERR_INVALID);
@@ -141,6 +146,14 @@ static void test_convergence(void) {
     }
     PD_CHECK_MSG(e_uni[1] / e_uni[3] > 10, "UniPC error ratio over 40 -> 160 steps %g (%g -> %g)",
                  e_uni[1] / e_uni[3], e_uni[1], e_uni[3]);
+    /* DPM++(2M): second order too, far ahead of Euler */
+    double e_dp[4];
+    for (int k = 0; k < 4; k++) {
+        e_dp[k] = pd_run(PD_SAMPLER_DPMPP, ns[k], 1.0, 1, NULL);
+        PD_CHECK_MSG(e_dp[k] * 5 < e_eu[k], "DPM++ %g vs Euler %g at %d steps", e_dp[k], e_eu[k], ns[k]);
+    }
+    PD_CHECK_MSG(e_dp[1] / e_dp[3] > 10, "DPM++ error ratio over 40 -> 160 steps %g (%g -> %g)", e_dp[1] / e_dp[3],
+                 e_dp[1], e_dp[3]);
     /* the default 50 steps with shift 5: large shifts leave few steps near sigma = 0, where the
      * narrowest data component (sd 0.3) bends the flow most */
     double u50 = pd_run(PD_SAMPLER_UNIPC, 50, 5.0, 11, NULL), e50 = pd_run(PD_SAMPLER_EULER, 50, 5.0, 11, NULL);
@@ -149,12 +162,12 @@ static void test_convergence(void) {
 
 /* The last step of both samplers returns exactly x - sigma * v; one step is the x0 prediction. */
 static void test_final_step(void) {
-    for (int kind = 0; kind < 2; kind++) {
+    for (int kind = 0; kind < PD_SAMPLER_COUNT; kind++) {
         pd_sampler *s = NULL;
         PD_CHECK_OK(pd_sampler_create((pd_sampler_kind)kind, 1, 5.0, 3, &s));
         if (!s) return;
         float x[3] = {1.0f, -2.0f, 0.5f}, v[3] = {0.25f, 1.0f, -3.0f};
-        float sig = (float)pd_sampler_sigma(s, 0);
+        float sig = (float)pd_sampler_sigma(s, 0); /* dpm++: 1 */
         pd_sampler_step(s, x, v, 0);
         PD_CHECK(fabsf(x[0] - (1.0f - sig * 0.25f)) < 1e-6f && fabsf(x[2] - (0.5f + sig * 3.0f)) < 1e-6f);
         pd_sampler_free(s);
@@ -163,13 +176,13 @@ static void test_final_step(void) {
 
 /* Stepping two halves with two samplers equals one sampler over the whole, bit for bit; reset
  * replays the same trajectory. */
-static void test_shards(void) {
+static void pd_check_shards(pd_sampler_kind kind) {
     enum { N = 37, STEPS = 7 };
     float whole[N], part[N], v[N], vp[N];
     pd_sampler *a = NULL, *b = NULL, *c = NULL;
-    PD_CHECK_OK(pd_sampler_create(PD_SAMPLER_UNIPC, STEPS, 5.0, N, &a));
-    PD_CHECK_OK(pd_sampler_create(PD_SAMPLER_UNIPC, STEPS, 5.0, 20, &b));
-    PD_CHECK_OK(pd_sampler_create(PD_SAMPLER_UNIPC, STEPS, 5.0, N - 20, &c));
+    PD_CHECK_OK(pd_sampler_create(kind, STEPS, 5.0, N, &a));
+    PD_CHECK_OK(pd_sampler_create(kind, STEPS, 5.0, 20, &b));
+    PD_CHECK_OK(pd_sampler_create(kind, STEPS, 5.0, N - 20, &c));
     if (!a || !b || !c) return;
     for (int rep = 0; rep < 2; rep++) {
         pd_noise_fill(whole, 0, N, 3);
@@ -193,6 +206,10 @@ static void test_shards(void) {
     pd_sampler_free(c);
 }
 
+static void test_shards(void) {
+    for (int kind = 0; kind < PD_SAMPLER_COUNT; kind++) pd_check_shards((pd_sampler_kind)kind);
+}
+
 static void test_cfg(void) {
     float vc[3] = {1, 2, 3}, vu[3] = {0.5f, 2, -1}, v[3];
     pd_cfg_combine(v, vc, vu, 3, 5.0f);
@@ -207,13 +224,17 @@ static int pd_trace(const char *path) {
         perror(path);
         return 1;
     }
-    const int steps[] = {1, 2, 3, 5, 10, 20, 50};
-    const double shifts[] = {1.0, 5.0, 12.0};
+    /* Euler on a small grid; the two official solvers on 12 x 6 = 72 (steps, shift) pairs each */
+    const int steps[] = {1, 2, 3, 5, 10, 20, 50}, osteps[] = {1, 2, 3, 4, 5, 7, 10, 15, 20, 30, 50, 100};
+    const double shifts[] = {1.0, 5.0, 12.0}, oshifts[] = {1.0, 2.0, 3.0, 5.0, 8.0, 12.0};
     uint64_t seed = 100;
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+        for (size_t k = 0; k < sizeof shifts / sizeof shifts[0]; k++) pd_run(PD_SAMPLER_EULER, steps[i], shifts[k], seed++, f);
+    const pd_sampler_kind official[2] = {PD_SAMPLER_UNIPC, PD_SAMPLER_DPMPP};
     for (int kind = 0; kind < 2; kind++)
-        for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
-            for (size_t k = 0; k < sizeof shifts / sizeof shifts[0]; k++)
-                pd_run((pd_sampler_kind)kind, steps[i], shifts[k], seed++, f);
+        for (size_t i = 0; i < sizeof osteps / sizeof osteps[0]; i++)
+            for (size_t k = 0; k < sizeof oshifts / sizeof oshifts[0]; k++)
+                pd_run(official[kind], osteps[i], oshifts[k], seed++, f);
     /* schedules alone for long runs and odd shifts */
     const int long_steps[] = {100, 999, 1000};
     const double odd_shifts[] = {0.37, 3.0, 7.5, 100.0};
