@@ -12,6 +12,7 @@
 #include "models/presets.h"
 #include "models/sampler/noise.h"
 #include "models/sampler/sampler.h"
+#include "models/text/prompt_clean.h"
 #include "models/text/tokenizer.h"
 #include "models/text/umt5.h"
 #include "models/wan/dit.h"
@@ -203,7 +204,12 @@ pd_status pd_pipeline_encode_text(pd_pipeline *pl, const char *prompt, pd_tensor
     if (!pl->te || !pl->tok) return pd_error_set(PD_ERR_INVALID, "encode_text: the pipeline was loaded without the text encoder");
     int32_t ids[PD_TOKENIZER_MAX_TOKENS];
     int n = 0;
-    PD_TRY(pd_tokenizer_encode(pl->tok, prompt ? prompt : "", prompt ? strlen(prompt) : 0, PD_TOKENIZER_MAX_TOKENS, ids, &n));
+    char *clean = NULL;
+    size_t clean_len = 0;
+    PD_TRY(pd_prompt_clean(prompt ? prompt : "", prompt ? strlen(prompt) : 0, &clean, &clean_len));
+    pd_status st = pd_tokenizer_encode(pl->tok, clean, clean_len, PD_TOKENIZER_MAX_TOKENS, ids, &n);
+    free(clean);
+    if (st) return st;
     return pd_umt5_encode(pl->te, ids, n, ctx_out);
 }
 

@@ -131,7 +131,8 @@ void pd_pipeline_default_params(const pd_pipeline *pl, pd_gen_params *p);
 /* Latent shape (16, T, H/8, W/8) for params, T = (frames - 1) / 4 + 1. */
 void pd_pipeline_latent_shape(const pd_gen_params *p, int64_t shape[4]);
 
-/* Encodes a prompt: ctx_out is allocated here as a host f32 tensor (L, text_dim), L the real token
+/* Encodes a prompt, cleaned first as Wan2.1's text encoder does (models/text/prompt_clean.h: ftfy-style
+ * fixes, HTML unescaped twice, white space collapsed): ctx_out is allocated here as a host f32 tensor (L, text_dim), L the real token
  * count (<= 512). The caller frees it with pd_tensor_free. */
 pd_status pd_pipeline_encode_text(pd_pipeline *pl, const char *prompt, pd_tensor *ctx_out);
 

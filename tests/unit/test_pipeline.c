@@ -245,6 +245,21 @@ static void test_denoise_matches_reference(void) {
 }
 
 /* Extra zero rows in a context change nothing (the DiT pads to text_len with zeros). */
+/* The text stage cleans prompts as Wan2.1's does: an HTML-escaped, mojibake'd, curly-quoted,
+ * oddly spaced prompt gives the context of its clean form, and a different prompt does not. */
+static void test_prompt_cleaned(void) {
+    pd_tensor a = {0}, b = {0}, c = {0};
+    PD_CHECK_OK(pd_pipeline_encode_text(g_pl, "  Tom &amp; Jerry\xE2\x80\x99s   caf\xC3\x83\xC2\xA9\n", &a));
+    PD_CHECK_OK(pd_pipeline_encode_text(g_pl, "Tom & Jerry's caf\xC3\xA9", &b));
+    PD_CHECK_OK(pd_pipeline_encode_text(g_pl, "Tom and Jerry's cafe", &c));
+    PD_CHECK(a.data && b.data && c.data && a.shape[0] == b.shape[0] &&
+             !memcmp(a.data, b.data, sizeof(float) * (size_t)pd_tensor_numel(&a)));
+    PD_CHECK(c.data && b.data && (c.shape[0] != b.shape[0] || memcmp(c.data, b.data, sizeof(float) * (size_t)pd_tensor_numel(&b))));
+    pd_tensor_free(&a);
+    pd_tensor_free(&b);
+    pd_tensor_free(&c);
+}
+
 static void test_padded_context(void) {
     pd_tensor cc = {0}, pad = {0}, a = {0}, b = {0};
     PD_CHECK_OK(pd_pipeline_encode_text(g_pl, "waves", &cc));
@@ -354,6 +369,7 @@ int main(void) {
     }
     PD_RUN(test_validate);
     PD_RUN(test_denoise_matches_reference);
+    PD_RUN(test_prompt_cleaned);
     PD_RUN(test_padded_context);
     PD_RUN(test_cancel_and_errors);
     PD_RUN(test_decode_files);
