@@ -38,7 +38,7 @@
 
 #include <stddef.h>
 
-#include "engine/status.h"
+#include "base/status.h"
 
 /* Cleans len bytes of text into *out, a NUL-terminated UTF-8 string allocated here (the caller frees
  * it); *out_len (may be NULL) gets its length. The output is never longer than 4 x len + 1 bytes.
