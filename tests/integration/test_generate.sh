@@ -25,13 +25,13 @@ else
     bad "generate failed: $(cat "$work/err.txt")"
 fi
 
-# 2. other sizes and frame counts: 1 + 4 (T - 1) frames
-for spec in "32x16 1 1" "16x16 13 13" "16x32 5 5"; do
-    read -r size frames want <<<"$spec"
-    if gen --seed 3 --size "$size" --frames "$frames" --steps 1 --sampler euler --out "$work/s.mp4"; then
+# 2. other sizes and frame counts: 1 + 4 (T - 1) frames, with each sampler
+for spec in "32x16 1 1 euler" "16x16 13 13 dpm++" "16x32 5 5 unipc"; do
+    read -r size frames want sampler <<<"$spec"
+    if gen --seed 3 --size "$size" --frames "$frames" --steps 2 --sampler "$sampler" --out "$work/s.mp4"; then
         n=$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames,width,height \
             -of csv=p=0 "$work/s.mp4")
-        [ "$n" = "${size%x*},${size#*x},$want" ] && ok "$size, $frames frames -> $n" || bad "$size $frames frames: got '$n'"
+        [ "$n" = "${size%x*},${size#*x},$want" ] && ok "$size, $frames frames, $sampler -> $n" || bad "$size $frames frames: got '$n'"
     else
         bad "generate $size $frames frames failed: $(cat "$work/err.txt")"
     fi
