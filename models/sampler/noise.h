@@ -25,7 +25,9 @@
  *    from two words, the first the high one), r cos then r sin, rounded to f32.
  * A shard [start, start + n) is computed by running the generator over the words it needs and
  * skipping the ones before (MT19937 has no cheap jump), so any split gives the same bytes; the cost of
- * a shard grows with its end, about 3 ns per element on a 2-core VM. */
+ * a shard grows with its end. An 832x480x81 latent (2.1 M elements) takes 0.12-0.22 s on the shared
+ * 2-core VM (philox: 0.12-0.19 s; torch.randn itself, AVX2: 0.03 s), once per request: the fmaf calls
+ * are library calls in a baseline x86-64 build. */
 #ifndef PD_SAMPLER_NOISE_H
 #define PD_SAMPLER_NOISE_H
 
