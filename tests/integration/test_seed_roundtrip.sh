@@ -57,6 +57,10 @@ for spec in "sp1:--sp 1" "sp2:--sp 2" "sp3:--sp 3" "sp2_cfgpar:--sp 2 --cfg-para
     if same "$tag" torch; then ok "--noise torch-cpu $tag: the same MP4 bytes as one process"
     else bad "--noise torch-cpu $tag: MP4 differs from one process"; fi
 done
+# --init-latent reaches every SP rank too
+if gen init_sp2 --init-latent "$work/noise.safetensors" --seed 12345 --sp 2; then
+    same init_sp2 init && ok "--init-latent --sp 2: the same MP4 bytes as one process" || bad "--init-latent --sp 2: MP4 differs"
+fi
 # ... and the comparison can tell: philox and another seed give other videos.
 gen philox
 gen seed8 --noise torch-cpu --seed 8
