@@ -30,7 +30,11 @@
  * (UTF-8 read as Latin-1 with lost bytes, MacRoman, cp437, Cyrillic and Greek code pages,
  * "sloppy" decodes with replacement characters, inconsistent UTF-8), the halfwidth katakana and
  * hangul (U+FF65..U+FFDC, their NFKC composition), surrogate fixes (no UTF-16 here), and the rest of
- * HTML5's 2231 named references (an unknown name is left as written).
+ * HTML5's 2231 named references (an unknown name is left as written). ftfy's own first unescape
+ * needs the ';' and knows upper-case names (&EACUTE;); here that pass follows html.unescape's rules
+ * (legacy names without ';' too), which differs only for references nested three deep. The official
+ * code's clean step is applied by the pipeline's text stage (pd_pipeline_encode_text), not by
+ * `pipedit tokenize` / `encode-text`, which show the tokenizer and encoder on the text as given.
  *
  * Input bytes that are not valid UTF-8 become U+FFFD (Python would have refused them earlier). */
 #ifndef PD_TEXT_PROMPT_CLEAN_H
