@@ -8,7 +8,8 @@
  * (required), model (must be the served model's name), seconds ("4" or 4), size ("WxH"), and the
  * extensions negative_prompt, seed (0..2^63-1; absent = random), num_inference_steps, guidance_scale
  * (<= 1 turns classifier-free guidance off), flow_shift, num_frames, fps, width, height, sampler
- * ("unipc", "euler" or "dpm++"), noise ("philox" or "torch-cpu"), output_format ("mp4"). Null means absent. Unknown fields are errors.
+ * ("unipc", "euler" or "dpm++"), noise ("philox" or "torch-cpu"), output_format ("mp4"). Null means
+ * absent. Unknown fields are errors.
  * Bounds: the parser checks types and this server's own limits (pd_api_limits: max_prompt_bytes,
  *   max_width/height/frames/steps, max_seconds); every other bound is pd_gen_params_check's
  *   (models/pipeline.h), the one validation the workers and `pipedit generate` apply too, whose
