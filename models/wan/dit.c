@@ -24,19 +24,25 @@ pd_status pd_wan_dit_grid_of(const pd_wan_dit_config *cfg, int64_t T, int64_t H,
     return PD_OK;
 }
 
-double pd_wan_dit_flops(const pd_wan_dit_config *c, int64_t B, int64_t T, int64_t H, int64_t W) {
+void pd_wan_dit_flops_split(const pd_wan_dit_config *c, double N, double Nk, pd_wan_dit_flop_parts *out) {
     const double P = (double)c->patch[0] * c->patch[1] * c->patch[2];
-    const double N = (double)(T / c->patch[0]) * (double)(H / c->patch[1]) * (double)(W / c->patch[2]);
     const double D = c->dim, F = c->ffn_dim, Lc = c->text_len;
-    double f = 2.0 * N * c->in_channels * P * D;                               /* patch embed */
-    f += 2.0 * (c->freq_dim * D + D * D + D * 6.0 * D);                          /* time */
-    f += 2.0 * Lc * (c->text_dim * D + D * D);                                   /* text */
-    double blk = 2.0 * N * D * D * 4.0 + 4.0 * N * N * D                         /* self-attention */
-                 + 2.0 * N * D * D * 2.0 + 2.0 * Lc * D * D * 2.0 + 4.0 * N * Lc * D /* cross-attention */
-                 + 2.0 * N * D * F * 2.0;                                        /* FFN */
-    f += blk * c->layers;
-    f += 2.0 * N * D * c->out_channels * P;                                      /* head */
-    return f * (double)B;
+    out->block_linear = 2.0 * N * D * D * 4.0 + 2.0 * N * D * D * 2.0 + 2.0 * N * D * F * 2.0;
+    out->block_context = 2.0 * Lc * D * D * 2.0;
+    out->block_self_attn = 4.0 * N * Nk * D;
+    out->block_cross_attn = 4.0 * N * Lc * D;
+    out->outside = 2.0 * N * c->in_channels * P * D                 /* patch embed */
+                   + 2.0 * (c->freq_dim * D + D * D + D * 6.0 * D) /* time */
+                   + 2.0 * Lc * (c->text_dim * D + D * D)          /* text */
+                   + 2.0 * N * D * c->out_channels * P;            /* head */
+}
+
+double pd_wan_dit_flops(const pd_wan_dit_config *c, int64_t B, int64_t T, int64_t H, int64_t W) {
+    const double N = (double)(T / c->patch[0]) * (double)(H / c->patch[1]) * (double)(W / c->patch[2]);
+    pd_wan_dit_flop_parts p;
+    pd_wan_dit_flops_split(c, N, N, &p);
+    double blk = p.block_linear + p.block_context + p.block_self_attn + p.block_cross_attn;
+    return (p.outside + blk * c->layers) * (double)B;
 }
 
 /* Activations a block reuses; allocated once per forward. */

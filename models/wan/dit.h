@@ -102,6 +102,19 @@ size_t pd_wan_dit_arena_bytes(const pd_wan_dit *m);
  * norms and elementwise ops are not counted). For benchmarks. */
 double pd_wan_dit_flops(const pd_wan_dit_config *cfg, int64_t B, int64_t T, int64_t H, int64_t W);
 
+/* The same count for batch 1, split by kind of work, for N query tokens of which a rank computes the
+ * linears, over a self-attention of Nk keys (Nk = N on one device). pd_wan_dit_flops is the sum of
+ * the parts (outside + layers * every block part) with N = Nk = the latent's tokens. The cost model
+ * (plan/cost.h) prices each part at its own rate. */
+typedef struct pd_wan_dit_flop_parts {
+    double block_linear;     /* self q, k, v, o, cross q, o and the FFN over N tokens */
+    double block_context;    /* cross-attention k, v over text_len context rows */
+    double block_self_attn;  /* q k^T and p v: 4 * N * Nk * dim */
+    double block_cross_attn; /* the same against text_len keys */
+    double outside;          /* patch embedding, time and text embeddings, head */
+} pd_wan_dit_flop_parts;
+void pd_wan_dit_flops_split(const pd_wan_dit_config *cfg, double N, double Nk, pd_wan_dit_flop_parts *out);
+
 /* Writes a random-weight DiT with every tensor name and shape of a real checkpoint. Values are
  * deterministic in (seed, tensor), and the same model in both layouts (values are keyed by the
  * original name), scaled so activations stay O(1) through the layers (linear weights normal(0,

@@ -1,0 +1,154 @@
+/* The cost model (DESIGN.md section 6): pure functions that predict stage times and memory of a
+ * Wan2.1 text-to-video request on a deployment of GPUs, from a device profile and a model config.
+ * No processes, no devices, no state: the scheduler, `pipedit plan` and tests call the same code.
+ *
+ * What it models. A DiT block is priced part by part (models/wan/dit.h, pd_wan_dit_flops_split):
+ * the linears at the profile's GEMM rate, self- and cross-attention at its attention rate, and the
+ * elementwise work (norms, modulation, RoPE, gates, residuals, GELU) as bytes moved at its memory
+ * bandwidth. Sequence parallelism over n ranks (Ulysses, heads padded up to a multiple of n) gives
+ * each rank N/n tokens for the linears and h = ceil(H/n) head slots over all N tokens for the
+ * attention; the Q, K, V and output all-to-alls and their overlap with the attention follow PipeSP's
+ * chunk schedule (models/wan/pipesp_plan.h, pd_pipesp_simulate; g = h is plain Ulysses). Aco lends
+ * heads of each attention call to decode workers at the share models/wan/aco.h's rule picks
+ * (pd_aco_predict, pd_aco_choose_share). The VAE decoder is walked layer by layer from its config
+ * (conv FLOPs at the profile's conv rate, elementwise bytes at its bandwidth); its streaming peak
+ * memory scales with one chunk of four full-resolution frames.
+ *
+ * Units: seconds, bytes, FLOP/s, bytes/s. Every function here is deterministic. */
+#ifndef PD_PLAN_COST_H
+#define PD_PLAN_COST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "models/presets.h"
+
+/* How the GPUs of a group talk. */
+typedef enum pd_plan_topology { PD_PLAN_NVLINK = 0, PD_PLAN_PCIE, PD_PLAN_SHM } pd_plan_topology;
+
+/* A collective's time for `bytes` sent by each rank of a group of n: latency + bytes * (n - 1) / n / bw
+ * for the all-to-all (a rank keeps 1/n of its data), latency + bytes / bw point to point. */
+typedef struct pd_plan_link {
+    double bw;      /* bytes/s each rank sends (and receives) */
+    double latency; /* seconds per collective or message */
+} pd_plan_link;
+
+typedef struct pd_plan_profile {
+    char name[48];
+    char source[200];       /* where the numbers come from (measured, or a published specification) */
+    double gemm_bf16;       /* FLOP/s, large bf16 GEMM */
+    double gemm_f32;        /* FLOP/s, large f32 GEMM */
+    double attn;            /* FLOP/s, self-attention at video lengths (tens of thousands of tokens) */
+    double mem_bw;          /* bytes/s moved (read + write counted) by a device copy */
+    double conv;            /* FLOP/s, 3D convolution (VAE decoder shapes) */
+    double mem_bytes;       /* device memory */
+    /* Passes over a (tokens, dim) activation a DiT block makes outside matmuls and attention (each
+     * eager elementwise op reads its inputs and writes its output). A property of the runtime the
+     * profile was measured with, not of the card: see PD_PLAN_EAGER_PASSES. */
+    double eltwise_passes;
+    int act_bytes;          /* bytes per activation element (2: bf16) */
+    pd_plan_topology topology;
+    pd_plan_link a2a;       /* all-to-all inside an SP group */
+    pd_plan_link p2p;       /* point to point (Aco's lends, latents to the decode group) */
+} pd_plan_profile;
+
+/* Passes of an eager (one kernel per op) bf16 block, counted op by op from the block of
+ * shared/gpu/anchor_torch.py, in units of one (tokens, dim) read or write: LayerNorm + modulate 6,
+ * q and k RMSNorm 13 each (f32 upcast, square, mean, scale, weight), RoPE 11 each (two products, a
+ * roll, a sum), attention output relayout 2 and gated residual 5, cross-attention norm, q RMSNorm,
+ * relayout and residual 20, FFN norm + modulate 6 and gated residual 5. The FFN's GELU adds 2 passes
+ * over (tokens, ffn_dim) on top. */
+#define PD_PLAN_EAGER_PASSES 92.0
+
+/* Memory held back on every device (runtime context, allocator slack, fragmentation). */
+#define PD_PLAN_MEM_RESERVE (3.0 * 1073741824.0)
+
+/* The built-in profiles: "h100", "h200" (DESIGN.md section 9's measured figures) and "l4"
+ * (published specifications only, marked so in its source). NULL for an unknown name. */
+const pd_plan_profile *pd_plan_profile_builtin(const char *name);
+/* The built-in names, NULL-terminated. */
+const char *const *pd_plan_profile_names(void);
+
+/* Reads a profile from JSON: {"name", "source", "gemm_bf16_flops", "gemm_f32_flops", "attn_flops",
+ * "mem_bw_bytes", "conv_flops", "mem_bytes", "eltwise_passes", "act_bytes", "topology":
+ * "nvlink"|"pcie"|"shm", "a2a": {"bw_bytes", "latency_s"}, "p2p": {...}}. Every number is checked
+ * (positive and finite; act_bytes 1..8). PD_ERR_IO, PD_ERR_FORMAT naming the key. */
+pd_status pd_plan_profile_load(const char *path, pd_plan_profile *out);
+/* Writes p as that JSON, atomically. PD_ERR_IO. */
+pd_status pd_plan_profile_save(const char *path, const pd_plan_profile *p);
+/* PD_ERR_INVALID naming the first field that is not positive and finite. */
+pd_status pd_plan_profile_check(const pd_plan_profile *p);
+
+/* A model: the three configs of a Wan2.1 checkpoint. */
+typedef struct pd_plan_model {
+    char name[64];
+    pd_wan_dit_config dit;
+    pd_wan_vae_config vae;
+    pd_umt5_config text;
+} pd_plan_model;
+
+/* The model of a preset name, or of a model folder (its transformer/config.json, vae/config.json and
+ * text_encoder/config.json; a folder without the VAE or text config takes those of the preset whose
+ * DiT matches, else of wan2.1-t2v-1.3b). PD_ERR_NOT_FOUND, and the config loaders' errors. */
+pd_status pd_plan_model_get(const char *name_or_dir, pd_plan_model *out);
+
+typedef struct pd_plan_request {
+    int width, height, frames, steps;
+    bool cfg; /* classifier-free guidance: two DiT evaluations (the CFG pair) per step */
+} pd_plan_request;
+
+/* Latent (T, h, w) and DiT tokens of a request. PD_ERR_INVALID when the size or frames do not fit
+ * the model (width and height multiples of 16, frames 1 + 4k, positive steps). */
+pd_status pd_plan_request_check(const pd_plan_model *m, const pd_plan_request *r, int64_t *tokens);
+
+/* How one denoise group evaluates the DiT. */
+typedef struct pd_plan_sp {
+    int degree;        /* SP ranks evaluating one batch (>= 1) */
+    bool cfg_parallel; /* the CFG pair runs on two such groups, one element each (needs r->cfg) */
+    int g;             /* PipeSP chunk in head slots; 0: one chunk (Ulysses); -1: the fastest g */
+    int aco_helpers;   /* decode workers lending their attention (0: no Aco) */
+    int aco_share;     /* heads lent per attention call; -1: pd_aco_choose_share's pick */
+} pd_plan_sp;
+
+typedef struct pd_plan_step {
+    double step_s;        /* one denoising step (every DiT evaluation it needs) */
+    double block_s;       /* one block on one rank */
+    double linear_s, eltwise_s, cross_s; /* of block_s: linears, elementwise, cross-attention */
+    double self_s;        /* of block_s: self-attention with its all-to-alls (the PipeSP schedule) */
+    double comm_exposed_s;/* of self_s: communication not hidden behind attention */
+    int heads_per_rank;   /* h, head slots after padding */
+    int g;                /* the chunk used */
+    int aco_share;        /* heads lent per call (0: none) */
+} pd_plan_step;
+
+/* One denoising step. PD_ERR_INVALID for a degree < 1, cfg_parallel without CFG, g > h. */
+pd_status pd_plan_dit_step(const pd_plan_profile *p, const pd_plan_model *m, const pd_plan_request *r,
+                           const pd_plan_sp *sp, pd_plan_step *out);
+
+/* One DiT block on one device for B batch elements of N tokens (no parallelism): the figure DESIGN.md
+ * section 9 measures. */
+double pd_plan_block_seconds(const pd_plan_profile *p, const pd_wan_dit_config *c, double N, int B);
+
+typedef struct pd_plan_vae {
+    double seconds;      /* decode of the whole latent on one device, streaming */
+    double flops;        /* conv and attention FLOPs */
+    double peak_bytes;   /* activations held at once (one chunk plus caches) */
+    double weight_bytes;
+} pd_plan_vae;
+/* Streaming VAE decode of a request's latent on one device. */
+void pd_plan_vae_decode(const pd_plan_profile *p, const pd_plan_model *m, const pd_plan_request *r, pd_plan_vae *out);
+
+/* Text encoding of one prompt padded to 512 tokens (both prompts of the CFG pair when r->cfg). */
+double pd_plan_text_seconds(const pd_plan_profile *p, const pd_plan_model *m, const pd_plan_request *r);
+
+/* Parameter counts (weights are stored in bf16: 2 bytes each). */
+double pd_plan_dit_params(const pd_wan_dit_config *c);
+double pd_plan_text_params(const pd_umt5_config *c);
+
+/* Bytes one denoise rank needs for the DiT: weights plus the activations of one block (its N/n tokens
+ * through the linears, and the full sequence of its h head slots around the attention). */
+double pd_plan_dit_rank_bytes(const pd_plan_profile *p, const pd_plan_model *m, const pd_plan_request *r,
+                              const pd_plan_sp *sp);
+
+#endif
