@@ -6,5 +6,6 @@ PD_COMMAND("encode-text", pd_cmd_encode_text, "tokenize a prompt and run the umT
 PD_COMMAND("tokenize", pd_cmd_tokenize, "print a prompt's token ids and pieces")
 PD_COMMAND("generate", pd_cmd_generate, "text to video in one process: prompt -> MP4 (and a PNG thumbnail)")
 PD_COMMAND("client", pd_cmd_client, "talk to a running pipeditd: create, get, wait, download, list, delete videos")
+PD_COMMAND("calibrate", pd_cmd_calibrate, "measure a cost-model device profile (GEMM, attention, copy, conv, links) for pipedit plan")
 PD_COMMAND("plan", pd_cmd_plan, "recommend a multi-GPU deployment (split, SP, PipeSP, CFG parallelism, Aco) from the cost model")
 PD_COMMAND("worker", pd_cmd_worker, "run one worker process of pipeditd (started by the daemon)")

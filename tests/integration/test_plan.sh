@@ -3,7 +3,8 @@
 # recommendation (best, why, every alternative with latency, throughput and memory per GPU; the
 # one-SP-group baseline, DeDiVAE splits, PipeSP, CFG parallelism and Aco among the alternatives;
 # the best has the lowest score), a profile file and a model folder as inputs, a rate goal, and the
-# case that does not fit in memory (exit 1, "DOES NOT FIT", no recommendation).
+# case that does not fit in memory (exit 1, "DOES NOT FIT", no recommendation). `pipedit calibrate`:
+# usage errors, and a measured CPU profile that `pipedit plan` accepts.
 source "$(dirname "$0")/../lib/script_env.sh" plan
 
 expect_usage() { # NAME PATTERN ARGS...: exit 2 with PATTERN on stderr
@@ -93,6 +94,36 @@ expect_usage "malformed profile" "gemm_bf16_flops" "${m14[@]}" --device "$work/b
 "$pd" mkmodel --preset tiny --seed 1 --out "$work/tiny" --layout diffusers --dtype f32 >/dev/null
 "$pd" plan --model "$work/tiny" --gpus 2 --device h100 --size 64x64 --frames 5 --steps 2 --json >"$work/tiny.json" &&
     ok "model folder" || bad "model folder"
+
+# pipedit calibrate: usage errors, then a measured CPU profile that pipedit plan takes.
+expect_cal() { # NAME PATTERN ARGS...
+    local name=$1 pat=$2 rc=0
+    shift 2
+    "$pd" calibrate "$@" >"$work/out" 2>"$work/err" || rc=$?
+    if [ "$rc" -eq 2 ] && grep -q -- "$pat" "$work/err"; then ok "calibrate usage: $name"; else bad "calibrate usage: $name (rc $rc: $(head -c 300 "$work/err"))"; fi
+}
+expect_cal "no --out" "--out is required"
+expect_cal "bad device" "--device must be cpu, cuda or cuda:N" --out "$work/x.json" --device tpu
+expect_cal "cuda without memory" "--mem-gib is required" --out "$work/x.json" --device cuda:0
+expect_cal "unknown option" "unknown option --fast" --out "$work/x.json" --fast
+[ ! -e "$work/x.json" ] && ok "calibrate usage errors write nothing" || bad "calibrate usage errors write nothing"
+if "$pd" calibrate --device cpu --threads 1 --out "$work/cpu.json" >"$work/cal.txt" 2>&1; then
+    "$PYTHON" - "$work/cpu.json" <<'PY' && ok "calibrate: a complete CPU profile" || bad "calibrate: profile contents"
+import json, sys
+j = json.load(open(sys.argv[1]))
+for k in ("gemm_bf16_flops", "gemm_f32_flops", "attn_flops", "mem_bw_bytes", "conv_flops", "mem_bytes"):
+    assert 1e6 < j[k] < 1e16, (k, j[k])
+assert j["topology"] == "shm" and j["act_bytes"] == 4 and "measured" in j["source"]
+for l in ("a2a", "p2p"):
+    assert 1e6 < j[l]["bw_bytes"] < 1e13 and 0 <= j[l]["latency_s"] < 0.1, j[l]
+PY
+    "$pd" plan --model wan2.1-t2v-1.3b --gpus 2 --device "$work/cpu.json" --size 832x480 --steps 2 --json >"$work/cpu_plan.json" &&
+        ok "plan on the calibrated profile" || bad "plan on the calibrated profile"
+elif grep -q "too noisy" "$work/cal.txt"; then
+    ok "calibrate: refused a too-noisy communicator fit (machine busy): $(cat "$work/cal.txt")"
+else
+    bad "calibrate --device cpu: $(cat "$work/cal.txt")"
+fi
 
 # Does not fit: the 14B (28 GB of bf16 weights) on 24 GB L4s.
 rc=0

@@ -1,0 +1,287 @@
+/* pipedit calibrate: measures a cost-model profile (plan/cost.h) of this machine with short
+ * microbenchmarks through the real backend (GEMM, attention, copy, conv3d) and, on the CPU, the
+ * shared-memory communicator between two processes (all-to-all and point to point). */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/process.h"
+#include "comm/comm.h"
+#include "engine/backend.h"
+#include "plan/cost.h"
+#include "tools/cli_opt.h"
+#include "tools/commands.h"
+#include "tools/device_opt.h"
+
+static void pd_cal_usage(FILE *f) {
+    fprintf(f, "usage: pipedit calibrate --out PROFILE.json [--device cpu|cuda|cuda:N] [--threads N]\n"
+               "                         [--mem-gib G] [--name NAME]\n"
+               "Measures a cost-model profile for `pipedit plan --device PROFILE.json` (a few seconds):\n"
+               "GEMM (f32 and bf16 weights), attention, device copy and conv3d through the backend, and on\n"
+               "the CPU the shared-memory communicator between two processes. Medians of 3 runs.\n"
+               "  --out FILE   where the profile goes (written atomically)\n"
+               PD_DEVICE_OPT_USAGE
+               "  --threads N  CPU threads (default: all cores)\n"
+               "  --mem-gib G  device memory in GiB (default: physical memory on the CPU; required on CUDA)\n"
+               "  --name NAME  the profile's name (default: the device spec)\n"
+               "On CUDA the links are not measured (one process, one GPU): the profile keeps NVLink's\n"
+               "published figures and says so in its source.\n");
+}
+
+typedef pd_status (*pd_cal_fn)(pd_backend *be, void *ctx);
+
+/* Median of 3 timed runs after one warm-up, synchronised. */
+static pd_status pd_cal_time(pd_backend *be, pd_cal_fn fn, void *ctx, double *out) {
+    double t[3];
+    PD_TRY(fn(be, ctx));
+    PD_TRY(pd_backend_synchronize(be));
+    for (int i = 0; i < 3; i++) {
+        double t0 = pd_now_s();
+        PD_TRY(fn(be, ctx));
+        PD_TRY(pd_backend_synchronize(be));
+        t[i] = pd_now_s() - t0;
+    }
+    double a = t[0] < t[1] ? t[0] : t[1], b = t[0] < t[1] ? t[1] : t[0];
+    *out = t[2] < a ? a : (t[2] > b ? b : t[2]);
+    return PD_OK;
+}
+
+/* A backend tensor of the shape filled with 0.25 (f32; a bf16 one stays zero). A weight (host not
+ * NULL) is imported from *host, which the caller frees after the weight (the CPU backend's weight is
+ * a view of it). */
+static pd_status pd_cal_tensor(pd_backend *be, pd_tensor *out, pd_dtype dt, int ndim, const int64_t *shape,
+                               pd_tensor *host) {
+    pd_tensor tmp, *h = host ? host : &tmp;
+    PD_TRY(pd_tensor_alloc(h, dt, ndim, shape));
+    if (dt == PD_DTYPE_F32) {
+        float *p = h->data;
+        for (int64_t i = 0; i < pd_tensor_numel(h); i++) p[i] = 0.25f;
+    }
+    pd_status st;
+    if (host) st = pd_backend_import_weight(be, out, h);
+    else if ((st = pd_backend_tensor_alloc(be, out, dt, ndim, shape)) == PD_OK) st = pd_backend_upload(be, out, h);
+    if (!host) pd_tensor_free(h);
+    return st;
+}
+
+typedef struct pd_cal_ops {
+    pd_tensor x, w, y, q, k, v, o, a, b, cx, cw, cy;
+    pd_tensor wh, cwh; /* host copies of the weights */
+    int pad[6];
+} pd_cal_ops;
+
+static pd_status pd_cal_gemm(pd_backend *be, void *c) {
+    pd_cal_ops *o = c;
+    return pd_op_linear(be, &o->y, &o->x, &o->w, NULL);
+}
+static pd_status pd_cal_attn(pd_backend *be, void *c) {
+    pd_cal_ops *o = c;
+    return pd_op_attention(be, &o->o, &o->q, &o->k, &o->v, NULL, 0.125f);
+}
+static pd_status pd_cal_copy(pd_backend *be, void *c) {
+    pd_cal_ops *o = c;
+    return pd_op_copy(be, &o->b, &o->a);
+}
+static pd_status pd_cal_conv(pd_backend *be, void *c) {
+    pd_cal_ops *o = c;
+    return pd_op_conv3d(be, &o->cy, &o->cx, &o->cw, NULL, o->pad);
+}
+
+/* Compute figures. GPU shapes are section 9's (8192^3 GEMM, 32760 x 12 x 128 attention, conv3d
+ * 96->96 over 4 frames of 480x832); CPU shapes are small enough for seconds on two cores. */
+static pd_status pd_cal_compute(pd_backend *be, bool gpu, pd_plan_profile *p) {
+    pd_cal_ops o = {.pad = {0, 0, 1, 1, 1, 1}};
+    const int64_t G = gpu ? 8192 : 768, N = gpu ? 32760 : 2048, H = gpu ? 12 : 4, D = gpu ? 128 : 64;
+    const int64_t ch = 96, fh = gpu ? 480 : 48, fw = gpu ? 832 : 64;
+    double t;
+    for (int bf = 0; bf <= 1; bf++) {
+        int64_t xs[2] = {G, G};
+        PD_TRY(pd_cal_tensor(be, &o.x, PD_DTYPE_F32, 2, xs, NULL));
+        PD_TRY(pd_cal_tensor(be, &o.w, bf ? PD_DTYPE_BF16 : PD_DTYPE_F32, 2, xs, &o.wh));
+        PD_TRY(pd_cal_tensor(be, &o.y, PD_DTYPE_F32, 2, xs, NULL));
+        PD_TRY(pd_cal_time(be, pd_cal_gemm, &o, &t));
+        *(bf ? &p->gemm_bf16 : &p->gemm_f32) = 2.0 * G * G * G / t;
+        pd_backend_tensor_free(be, &o.x), pd_backend_tensor_free(be, &o.y), pd_backend_tensor_free(be, &o.w);
+        pd_tensor_free(&o.wh);
+    }
+    int64_t qs[4] = {1, N, H, D};
+    PD_TRY(pd_cal_tensor(be, &o.q, PD_DTYPE_F32, 4, qs, NULL));
+    PD_TRY(pd_cal_tensor(be, &o.k, PD_DTYPE_F32, 4, qs, NULL));
+    PD_TRY(pd_cal_tensor(be, &o.v, PD_DTYPE_F32, 4, qs, NULL));
+    PD_TRY(pd_cal_tensor(be, &o.o, PD_DTYPE_F32, 4, qs, NULL));
+    PD_TRY(pd_cal_time(be, pd_cal_attn, &o, &t));
+    p->attn = 4.0 * N * N * H * D / t;
+    int64_t n1[1] = {gpu ? (int64_t)1 << 28 : (int64_t)1 << 24};
+    PD_TRY(pd_cal_tensor(be, &o.a, PD_DTYPE_F32, 1, n1, NULL));
+    PD_TRY(pd_cal_tensor(be, &o.b, PD_DTYPE_F32, 1, n1, NULL));
+    PD_TRY(pd_cal_time(be, pd_cal_copy, &o, &t));
+    p->mem_bw = 2.0 * 4.0 * n1[0] / t;
+    int64_t xs5[4] = {ch, 6, fh, fw}, ws5[5] = {ch, ch, 3, 3, 3}, ys5[4] = {ch, 4, fh, fw};
+    PD_TRY(pd_cal_tensor(be, &o.cx, PD_DTYPE_F32, 4, xs5, NULL));
+    PD_TRY(pd_cal_tensor(be, &o.cw, PD_DTYPE_F32, 5, ws5, &o.cwh));
+    PD_TRY(pd_cal_tensor(be, &o.cy, PD_DTYPE_F32, 4, ys5, NULL));
+    PD_TRY(pd_cal_time(be, pd_cal_conv, &o, &t));
+    p->conv = 2.0 * 27 * ch * ch * 4 * fh * fw / t;
+    pd_tensor *all[] = {&o.q, &o.k, &o.v, &o.o, &o.a, &o.b, &o.cx, &o.cy, &o.cw};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pd_backend_tensor_free(be, all[i]);
+    pd_tensor_free(&o.cwh);
+    return PD_OK;
+}
+
+/* The communicator sequence both ranks run: for each size, 1 + 9 all-to-alls of `size` bytes to each
+ * rank, then 1 + 9 round trips of `size` bytes (0 sends, 1 answers). Rank 0 records the medians. */
+#define PD_CAL_REPS 9
+#define PD_CAL_NSIZES 3
+static const size_t pd_cal_sizes[PD_CAL_NSIZES] = {64, 1u << 20, 16u << 20};
+
+static int pd_cal_cmpd(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static pd_status pd_cal_comm_run(pd_comm *c, double a2a[PD_CAL_NSIZES], double rtt[PD_CAL_NSIZES]) {
+    const int me = pd_comm_rank(c);
+    char *buf = malloc(4 * pd_cal_sizes[PD_CAL_NSIZES - 1]);
+    if (!buf) return pd_error_set(PD_ERR_NOMEM, "calibration buffers");
+    memset(buf, 1, 4 * pd_cal_sizes[PD_CAL_NSIZES - 1]);
+    pd_status st = PD_OK;
+    for (int s = 0; s < PD_CAL_NSIZES && st == PD_OK; s++) {
+        const size_t n = pd_cal_sizes[s];
+        size_t bytes[2] = {n, n}, off[2] = {0, n}, roff[2] = {2 * n, 3 * n};
+        double t[PD_CAL_REPS + 1];
+        for (int i = 0; i <= PD_CAL_REPS && st == PD_OK; i++) {
+            double t0 = pd_now_s();
+            st = pd_comm_alltoallv(c, buf, bytes, off, buf, bytes, roff);
+            t[i] = pd_now_s() - t0;
+        }
+        qsort(t + 1, PD_CAL_REPS, sizeof t[0], pd_cal_cmpd);
+        a2a[s] = t[1 + PD_CAL_REPS / 2];
+        for (int i = 0; i <= PD_CAL_REPS && st == PD_OK; i++) {
+            double t0 = pd_now_s();
+            if (me == 0) {
+                if ((st = pd_comm_send(c, buf, n, 1)) == PD_OK) st = pd_comm_recv(c, buf + 2 * n, n, 1);
+            } else {
+                if ((st = pd_comm_recv(c, buf + 2 * n, n, 0)) == PD_OK) st = pd_comm_send(c, buf, n, 0);
+            }
+            t[i] = pd_now_s() - t0;
+        }
+        qsort(t + 1, PD_CAL_REPS, sizeof t[0], pd_cal_cmpd);
+        rtt[s] = t[1 + PD_CAL_REPS / 2];
+    }
+    free(buf);
+    return st;
+}
+
+static pd_status pd_cal_comm(pd_plan_profile *p) {
+    char name[64];
+    snprintf(name, sizeof name, "calib-%d", (int)getpid());
+    const pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) return pd_error_set(PD_ERR_IO, "fork for the communicator's second rank failed");
+    if (pid == 0) {
+        pd_process_die_with_parent(parent);
+        pd_comm *c = NULL;
+        double a[PD_CAL_NSIZES], r[PD_CAL_NSIZES];
+        int rc = pd_comm_shm_create(name, 1, 2, 30.0, &c) == PD_OK && pd_cal_comm_run(c, a, r) == PD_OK ? 0 : 1;
+        pd_comm_destroy(c);
+        _exit(rc);
+    }
+    pd_comm *c = NULL;
+    double a2a[PD_CAL_NSIZES] = {0}, rtt[PD_CAL_NSIZES] = {0};
+    pd_status st = pd_comm_shm_create(name, 0, 2, 30.0, &c);
+    if (st == PD_OK) st = pd_cal_comm_run(c, a2a, rtt);
+    pd_comm_destroy(c);
+    int ws = 0;
+    if (st != PD_OK) kill(pid, SIGKILL);
+    waitpid(pid, &ws, 0);
+    if (st == PD_OK && !(WIFEXITED(ws) && WEXITSTATUS(ws) == 0))
+        st = pd_error_set(PD_ERR_DEVICE, "the communicator's second rank failed");
+    PD_TRY(st);
+    /* All-to-all over 2 ranks: each sends 2n, of which n leaves: t = latency + n / bw; one way of a
+     * round trip: t = latency + n / bw. The latency is the smallest size's time, the bandwidth the
+     * slope between the two larger sizes (wake-up jitter on a busy machine cancels out of it). */
+    const double dn = (double)(pd_cal_sizes[2] - pd_cal_sizes[1]);
+    const double da = a2a[2] - a2a[1], dr = (rtt[2] - rtt[1]) / 2;
+    if (!(da > 0 && dr > 0))
+        return pd_error_set(PD_ERR_DEVICE, "communicator timings too noisy to fit (all-to-all %.3g/%.3g s, round trip "
+                            "%.3g/%.3g s at 1 and 16 MiB): run again on a quieter machine", a2a[1], a2a[2], rtt[1], rtt[2]);
+    p->a2a.latency = a2a[0];
+    p->a2a.bw = dn / da;
+    p->p2p.latency = rtt[0] / 2;
+    p->p2p.bw = dn / dr;
+    return PD_OK;
+}
+
+int pd_cmd_calibrate(int argc, char **argv) {
+    const char *out = NULL, *device = "cpu", *name = NULL;
+    int threads = 0, mem_gib = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            pd_cal_usage(stdout);
+            return 0;
+        }
+        if (strcmp(a, "--out") && strcmp(a, "--device") && strcmp(a, "--threads") && strcmp(a, "--mem-gib") &&
+            strcmp(a, "--name")) {
+            fprintf(stderr, "pipedit calibrate: unknown option %s\n", a);
+            pd_cal_usage(stderr);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "pipedit calibrate: %s needs a value\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--device")) device = v;
+        else if (!strcmp(a, "--name")) name = v;
+        else if (!strcmp(a, "--threads")) {
+            if (!pd_cli_opt_int("pipedit calibrate", a, v, 1, 1024, &threads)) return 2;
+        } else if (!pd_cli_opt_int("pipedit calibrate", a, v, 1, 1 << 20, &mem_gib)) return 2;
+    }
+    if (!out) {
+        fprintf(stderr, "pipedit calibrate: --out is required\n");
+        pd_cal_usage(stderr);
+        return 2;
+    }
+    const int dev = pd_backend_spec_device(device);
+    if (dev == -2) {
+        fprintf(stderr, "pipedit calibrate: --device must be cpu, cuda or cuda:N, got \"%s\"\n", device);
+        return 2;
+    }
+    if (dev >= 0 && !mem_gib) {
+        fprintf(stderr, "pipedit calibrate: --mem-gib is required with a CUDA device\n");
+        return 2;
+    }
+    pd_plan_profile p = *pd_plan_profile_builtin("h100"); /* links on CUDA; every other field is set below */
+    snprintf(p.name, sizeof p.name, "%s", name ? name : device);
+    pd_backend *be = NULL;
+    if (pd_device_opt_create("pipedit calibrate", device, threads, &be) != PD_OK) return 1;
+    pd_status st = pd_cal_compute(be, dev >= 0, &p);
+    pd_backend_free(be);
+    if (st == PD_OK && dev < 0) {
+        p.topology = PD_PLAN_SHM;
+        st = pd_cal_comm(&p);
+    }
+    if (st != PD_OK) {
+        fprintf(stderr, "pipedit calibrate: %s\n", pd_error_msg());
+        return 1;
+    }
+    p.mem_bytes = mem_gib ? mem_gib * 1073741824.0 : (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    p.act_bytes = 4; /* the engine's activations are f32 */
+    p.eltwise_passes = PD_PLAN_EAGER_PASSES;
+    snprintf(p.source, sizeof p.source, "pipedit calibrate --device %s (measured%s; eltwise_passes: the eager count)",
+             device, dev >= 0 ? "; links: NVLink's published figures, not measured" : "");
+    if ((st = pd_plan_profile_save(out, &p)) != PD_OK) {
+        fprintf(stderr, "pipedit calibrate: %s\n", pd_error_msg());
+        return 1;
+    }
+    printf("pipedit calibrate: %s: GEMM f32 %.3g / bf16 %.3g FLOP/s, attention %.3g FLOP/s, copy %.3g B/s, conv %.3g "
+           "FLOP/s, all-to-all %.3g B/s + %.3g s, p2p %.3g B/s + %.3g s\n",
+           out, p.gemm_f32, p.gemm_bf16, p.attn, p.mem_bw, p.conv, p.a2a.bw, p.a2a.latency, p.p2p.bw, p.p2p.latency);
+    return 0;
+}
