@@ -147,7 +147,8 @@ double pd_plan_dit_params(const pd_wan_dit_config *c);
 double pd_plan_text_params(const pd_umt5_config *c);
 
 /* Bytes one denoise rank needs for the DiT: weights plus the activations of one block (its N/n tokens
- * through the linears, and the full sequence of its h head slots around the attention). */
+ * through the linears, and the full sequence of its h head slots around the attention). INFINITY for
+ * a request pd_plan_request_check refuses. */
 double pd_plan_dit_rank_bytes(const pd_plan_profile *p, const pd_plan_model *m, const pd_plan_request *r,
                               const pd_plan_sp *sp);
 

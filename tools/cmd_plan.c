@@ -181,17 +181,13 @@ int pd_cmd_plan(int argc, char **argv) {
             if (!pd_cli_opt_int("pipedit plan", a, v, 1, 100000, &requests)) return 2;
         } else if (!strcmp(a, "--top")) {
             if (!pd_cli_opt_int("pipedit plan", a, v, 1, 100000, &top)) return 2;
-        } else if (!strcmp(a, "--rate")) {
+        } else { /* --rate */
             char *end = NULL;
             rate = strtod(v, &end);
             if (end == v || *end || !isfinite(rate) || rate <= 0 || rate > 1e6) {
                 fprintf(stderr, "pipedit plan: --rate must be a number of requests per second in (0, 1e6], got \"%s\"\n", v);
                 return 2;
             }
-        } else {
-            fprintf(stderr, "pipedit plan: unknown option %s\n", a);
-            pd_plan_usage(stderr);
-            return 2;
         }
     }
     if (!model || !device || !gpus) {

@@ -9,6 +9,7 @@
 #include "models/wan/dit.h"
 #include "models/wan/pipesp_plan.h"
 #include "plan/cost.h"
+#include "plan/deploy.h"
 #include "plan/sim.h"
 #include "tests/unit/test.h"
 
@@ -268,6 +269,49 @@ static void test_sim_monotone(void) {
         }
 }
 
+/* Deployments: bad ones are refused, stage times come from the cost model, memory is flagged, and the
+ * search puts the best fitting score first. */
+static void test_deploy(void) {
+    const pd_plan_profile *h100 = pd_plan_profile_builtin("h100"), *l4 = pd_plan_profile_builtin("l4");
+    const pd_plan_model s = model("wan2.1-t2v-1.3b"), l = model("wan2.1-t2v-14b");
+    const pd_plan_request r = {832, 480, 81, 50, true};
+    const pd_plan_goal goal = {.requests = 16};
+    pd_plan_eval e = {0};
+    PD_CHECK_ERR(pd_plan_evaluate(h100, &s, &r, &(pd_plan_deploy){.replicas = 1, .den = 3, .cfg_parallel = true}, &goal, &e),
+                 PD_ERR_INVALID);
+    PD_CHECK_ERR(pd_plan_evaluate(h100, &s, &r, &(pd_plan_deploy){.replicas = 1, .den = 2, .aco = true}, &goal, &e),
+                 PD_ERR_INVALID);
+    PD_CHECK_ERR(pd_plan_evaluate(h100, &s, &r, &(pd_plan_deploy){.replicas = 1, .den = 13}, &goal, &e), PD_ERR_INVALID);
+    PD_CHECK_ERR(pd_plan_evaluate(h100, &s, &r, &(pd_plan_deploy){.replicas = 0, .den = 1}, &goal, &e), PD_ERR_INVALID);
+    /* One GPU decoding in place: a lone request takes text + 50 steps + decode. */
+    PD_CHECK_OK(pd_plan_evaluate(h100, &s, &r, &(pd_plan_deploy){.replicas = 1, .den = 1}, &goal, &e));
+    pd_plan_step st;
+    PD_CHECK_OK(pd_plan_dit_step(h100, &s, &r, &(pd_plan_sp){.degree = 1}, &st));
+    pd_plan_vae v;
+    pd_plan_vae_decode(h100, &s, &r, &v);
+    PD_CHECK(near(e.alone_s, pd_plan_text_seconds(h100, &s, &r) + 50 * st.step_s + v.seconds, 1e-9));
+    PD_CHECK(near(e.stream.makespan_s, 16 * e.alone_s, 1e-9) && e.fits && e.mem_dec == 0);
+    /* The 14B does not fit on an L4; the reason names the GPU and the sizes. */
+    PD_CHECK_OK(pd_plan_evaluate(l4, &l, &r, &(pd_plan_deploy){.replicas = 1, .den = 4, .dec = 1}, &goal, &e));
+    PD_CHECK(!e.fits && strstr(e.why_not, "denoise GPU needs") && strstr(e.why_not, "l4"));
+    /* The search: every alternative uses all GPUs; nothing fitting scores better than the first by more
+     * than the tie margin; the one-group baseline is among them. */
+    pd_plan_eval *all = NULL;
+    int n = 0;
+    PD_CHECK_OK(pd_plan_search(h100, &s, &r, 8, &goal, &all, &n));
+    PD_CHECK(n > 20 && all[0].fits && all[0].tied_best);
+    bool base = false;
+    for (int i = 0; i < n; i++) {
+        PD_CHECK(all[i].d.replicas * (all[i].d.den + all[i].d.dec) == 8);
+        if (all[i].fits) PD_CHECK(all[0].score <= all[i].score * (1 + PD_PLAN_TIE));
+        base |= all[i].d.replicas == 1 && all[i].d.den == 8 && all[i].d.dec == 0 && all[i].d.g == 0 && !all[i].d.cfg_parallel;
+    }
+    PD_CHECK(base);
+    free(all);
+    PD_CHECK_ERR(pd_plan_search(h100, &s, &r, 0, &goal, &all, &n), PD_ERR_INVALID);
+    PD_CHECK_ERR(pd_plan_search(h100, &s, &r, 8, &(pd_plan_goal){.requests = 0}, &all, &n), PD_ERR_INVALID);
+}
+
 int main(void) {
     PD_RUN(test_block_anchors);
     PD_RUN(test_block_by_hand);
@@ -278,5 +322,6 @@ int main(void) {
     PD_RUN(test_profile_files);
     PD_RUN(test_sim_by_hand);
     PD_RUN(test_sim_monotone);
+    PD_RUN(test_deploy);
     return pd_test_summary();
 }
