@@ -42,7 +42,7 @@ static void pd_dit_usage(FILE *f) {
                "  --timeout S      seconds any rank waits for its peers before failing (default 120)\n"
                "  --aco            Aco: a helper process (per rank with --sp; --threads threads) computes\n"
                "                   some heads of every self-attention; the share is measured (the first\n"
-               "                   two self-attentions of a shape), the velocity is the same bytes\n"
+               "                   three self-attentions of a shape), the velocity is the same bytes\n"
                "  --aco-share N    with --aco: lend N heads of every self-attention instead (0 = none)\n");
 }
 

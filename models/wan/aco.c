@@ -120,9 +120,10 @@ enum { ACO_SHAPES = 4 };
 
 typedef struct aco_shape {
     int64_t key[6]; // B, Nq, Nk, H, D, Dv
-    int phase;      // 0: measure local, 1: probe half, 2: chosen
+    int phase;      // 0: measure local, 1: warm-up probe (buffers), 2: measured probe, 3: adapting
     int share;
-    double local_s, last_used;
+    double local_s, helper_s, xfer_s, fixed_s; // estimates (seconds, per head but fixed_s)
+    double last_used;
 } aco_shape;
 
 struct pd_aco_lender {
@@ -209,11 +210,18 @@ static pd_status lender_ask(pd_aco_lender *l, const pd_tensor *q, const pd_tenso
     return PD_OK;
 }
 
+/* What one lend took (seconds). */
+typedef struct aco_lend_times {
+    double helper; /* the helper's attention compute (its report) */
+    double kept;   /* this side's compute of the kept heads (packing included) */
+    double span;   /* from the first transfer issued to the last one done */
+    double wait;   /* the part of span spent waiting after the kept heads were done */
+} aco_lend_times;
+
 /* One lend of the last n heads: transfers in flight while the kept heads compute here. On a
  * communication failure the lent heads are computed here too (failure reported through *comm_st). */
 static pd_status lender_lend(pd_aco_lender *l, pd_tensor *out, const pd_tensor *q, const pd_tensor *k,
-                             const pd_tensor *v, int64_t n, float scale, double *helper_s, double *wait_s,
-                             pd_status *comm_st) {
+                             const pd_tensor *v, int64_t n, float scale, aco_lend_times *tm, pd_status *comm_st) {
     pd_backend *be = l->be;
     int64_t B = q->shape[0], Nq = q->shape[1], Nk = k->shape[1], H = q->shape[2], D = q->shape[3], Dv = v->shape[3];
     pd_tensor lq, lk, lv, lo;
@@ -229,6 +237,7 @@ static pd_status lender_lend(pd_aco_lender *l, pd_tensor *out, const pd_tensor *
     PD_TRY(pd_backend_synchronize(be));
 
     pd_comm_req *reqs[5] = {0};
+    const double t_issue = pd_now_s();
     pd_status cs = pd_comm_send_async(l->c, lq.data, pd_tensor_nbytes(&lq), l->helper, &reqs[0]);
     if (cs == PD_OK) cs = pd_comm_send_async(l->c, lk.data, pd_tensor_nbytes(&lk), l->helper, &reqs[1]);
     if (cs == PD_OK) cs = pd_comm_send_async(l->c, lv.data, pd_tensor_nbytes(&lv), l->helper, &reqs[2]);
@@ -236,20 +245,23 @@ static pd_status lender_lend(pd_aco_lender *l, pd_tensor *out, const pd_tensor *
     if (cs == PD_OK) cs = pd_comm_recv_async(l->c, l->trailer.dev.data, sizeof(aco_answer), l->helper, &reqs[4]);
 
     pd_status st = H > n ? attend_heads(be, l->kept, out, q, k, v, 0, H - n, scale) : PD_OK;
+    if (st == PD_OK) st = pd_backend_synchronize(be);
 
     double t0 = pd_now_s();
+    tm->kept = t0 - t_issue;
     for (int i = 0; i < 5; i++) {
         if (!reqs[i]) continue;
         pd_status w = pd_comm_wait(l->c, reqs[i]);
         if (cs == PD_OK) cs = w;
     }
-    *wait_s = pd_now_s() - t0;
+    tm->wait = pd_now_s() - t0;
+    tm->span = tm->kept + tm->wait;
     PD_TRY(st);
     if (cs == PD_OK) {
         aco_answer t;
         cs = msg_get(be, &l->trailer, &t, sizeof t);
         if (cs == PD_OK && t.magic != ACO_MAGIC) cs = pd_error_set(PD_ERR_FORMAT, "aco: malformed trailer");
-        if (cs == PD_OK) *helper_s = t.compute_s;
+        if (cs == PD_OK) tm->helper = t.compute_s;
     }
     *comm_st = cs;
     if (cs != PD_OK) {
@@ -257,6 +269,35 @@ static pd_status lender_lend(pd_aco_lender *l, pd_tensor *out, const pd_tensor *
         PD_TRY(pd_op_attention(be, &lo, &lq, &lk, &lv, NULL, scale));
     }
     return pd_op_copy(be, &so, &lo);
+}
+
+static double ema(double old, double x, bool first) { return first ? x : 0.5 * old + 0.5 * x; }
+
+/* Folds one lend's times into the shape's estimates and re-chooses its share. The first lend of a
+ * shape also grows both sides' buffers: it is not measured. When the lender waited for the lent
+ * heads, the helper's path (transfers and its compute) was the whole span, so what the helper did
+ * not spend computing was transfer; when it did not wait, that path took at most the kept heads'
+ * time, an upper bound on the transfer. A new share is taken only for a clear predicted gain. */
+static void shape_update(aco_shape *s, int H, int n, const aco_lend_times *tm, double ask_s) {
+    if (s->phase == 1) {
+        s->phase = 2;
+        return;
+    }
+    bool first = s->phase == 2;
+    if (H > n) s->local_s = ema(s->local_s, tm->kept / (double)(H - n), false);
+    s->helper_s = ema(s->helper_s, tm->helper / (double)n, first);
+    s->fixed_s = ema(s->fixed_s, ask_s, first);
+    double xfer = (tm->span - tm->helper) / (double)n;
+    if (xfer < 0) xfer = 0;
+    if (tm->wait > 0.02 * tm->span) s->xfer_s = ema(s->xfer_s, xfer, first);
+    else s->xfer_s = first || xfer < s->xfer_s ? xfer : s->xfer_s;
+    pd_aco_share_in in = {.heads = H, .local_s = s->local_s, .helper_s = s->helper_s, .xfer_s = s->xfer_s,
+                          .fixed_s = s->fixed_s};
+    int best = pd_aco_choose_share(&in);
+    if (first || pd_aco_predict(&in, best) < pd_aco_predict(&in, s->share) * (1.0 - 0.02)) s->share = best;
+    s->phase = 3;
+    PD_LOG(PD_LOG_DEBUG, "aco", "%d heads: local %.3g s/head, helper %.3g s/head, transfer %.3g s/head, request %.3g s "
+           "-> lend %d", H, s->local_s, s->helper_s, s->xfer_s, s->fixed_s, s->share);
 }
 
 pd_status pd_aco_attention(void *lender, pd_tensor *out, const pd_tensor *q, const pd_tensor *k, const pd_tensor *v,
@@ -273,7 +314,7 @@ pd_status pd_aco_attention(void *lender, pd_tensor *out, const pd_tensor *q, con
     int64_t n;
     if (l->fixed_share >= 0) n = l->fixed_share < H ? l->fixed_share : H;
     else if (s->phase == 0) n = 0;
-    else if (s->phase == 1) n = H / 2 > 0 ? H / 2 : 1;
+    else if (s->phase <= 2) n = H / 2 > 0 ? H / 2 : 1;
     else n = s->share;
     if (l->failed || l->finished) n = 0;
     l->last_share = (int)n;
@@ -299,28 +340,14 @@ pd_status pd_aco_attention(void *lender, pd_tensor *out, const pd_tensor *q, con
         return PD_OK;
     }
 
-    double t0 = pd_now_s(), helper_s = 0, wait_s = 0;
+    aco_lend_times tm = {0};
     pd_status cs = PD_OK;
-    PD_TRY(lender_lend(l, out, q, k, v, n, scale, &helper_s, &wait_s, &cs));
+    PD_TRY(lender_lend(l, out, q, k, v, n, scale, &tm, &cs));
     if (cs != PD_OK) return PD_OK;
-    double total = pd_now_s() - t0;
     l->stats.lends++;
     l->stats.heads_lent += (uint64_t)n;
-    l->stats.lend_wait_s += wait_s;
-    if (l->fixed_share < 0 && s->phase == 1) {
-        /* When the lender had to wait, the helper's path (transfers and its compute) was the whole
-         * lend; when it did not, that path took at most the local compute, taken as its time (which
-         * errs towards lending less). What the helper did not spend computing was transfer. */
-        double remote = wait_s > 5e-4 ? total : (double)(H - n) * s->local_s;
-        double xfer = (remote - helper_s) / (double)n;
-        pd_aco_share_in in = {.heads = (int)H, .local_s = s->local_s, .helper_s = helper_s / (double)n,
-                              .xfer_s = xfer > 0 ? xfer : 0, .fixed_s = ask_s};
-        s->share = pd_aco_choose_share(&in);
-        s->phase = 2;
-        PD_LOG(PD_LOG_DEBUG, "aco", "shape B=%lld Nq=%lld H=%lld: local %.3g s/head, helper %.3g s/head, "
-               "transfer %.3g s/head, request %.3g s -> lend %d", (long long)key[0], (long long)key[1], (long long)H,
-               s->local_s, in.helper_s, in.xfer_s, in.fixed_s, s->share);
-    }
+    l->stats.lend_wait_s += tm.wait;
+    if (l->fixed_share < 0) shape_update(s, (int)H, (int)n, &tm, ask_s);
     return PD_OK;
 }
 

@@ -22,10 +22,14 @@
  *
  * The share. How many heads to lend is chosen per attention shape from times measured at run time
  * (pd_aco_choose_share): the first call of a shape computes every head locally (the local time per
- * head), the second lends half the heads (the helper's compute time per head, reported by the
- * helper, and the transfer time per head: the lend's wait minus the helper's compute), and every
- * later call of that shape lends the chosen share. A new shape is measured anew (a few shapes are
- * remembered: PipeSP's chunks alternate between two). */
+ * head), the next two lend half the heads (the first of them also grows both sides' buffers and is
+ * not measured), and every later call lends the chosen share. Every measured lend updates the
+ * estimates (running averages) and the share is chosen again, changing only for a clear predicted
+ * gain: the kept heads' time per head, the helper's compute time per head (its report), and the
+ * transfer time per head (the helper's path minus its compute, known when the lender had to wait
+ * for it, bounded by the kept heads' time when it did not). A shape that lends nothing is not
+ * measured again. A new shape is measured anew (a few shapes are remembered: PipeSP's chunks
+ * alternate between two). */
 #ifndef PD_WAN_ACO_H
 #define PD_WAN_ACO_H
 

@@ -83,7 +83,7 @@ static int velocity(pd_wan_dit *m, pd_backend *be, const pd_tensor *lat, const p
     PD_CHECK(c && pd_aco_lender_create(c, 1, be, share, &l) == PD_OK);
     if (l) {
         pd_wan_dit_set_self_attention(m, pd_aco_attention, l);
-        for (int rep = 0; rep < 3; rep++) /* the measured share settles after two calls of a shape */
+        for (int rep = 0; rep < 3; rep++) /* the measured share settles after three calls of a shape */
             PD_CHECK(pd_wan_dit_forward(m, vel, lat, ts, ctx) == PD_OK);
         pd_wan_dit_set_self_attention(m, NULL, NULL);
         PD_CHECK(pd_aco_lender_finish(l) == PD_OK);
