@@ -6,8 +6,8 @@
  * Two shapes, random f32 weights, dim 512, 8 heads x 64, text_dim 64, 20 context rows:
  *   attn:   2 layers, ffn 1024, latent (16, 8, 64, 64) -> 8192 tokens: self-attention is most of a block
  *   linear: 2 layers, ffn 4096, latent (16, 2, 32, 32) ->  512 tokens: the linears are most of it
- * The share is chosen by the lender from its measurements (the first two self-attentions of a shape:
- * the warm-up forward). Figures per shape (medians of R timed forwards after one warm-up):
+ * The share is chosen by the lender from its measurements (models/wan/aco.h: the first three
+ * self-attentions of a shape, in the two warm-up forwards, then every lend). Figures per shape (medians of R timed forwards after one warm-up):
  *   <shape>_step_off, <shape>_step_aco   ms per forward
  *   <shape>_ratio                       step_aco / step_off
  *   <shape>_heads_lent                  heads lent per self-attention in the timed forwards
@@ -94,6 +94,7 @@ static bool run_shape(const shape *sh, const char *dir, int runs, pd_bench_resul
     if (st == PD_OK) {
         pd_wan_dit_set_self_attention(s.m, pd_aco_attention, l);
         st = step(&s); /* warm-up: measures the shape and chooses the share */
+        if (st == PD_OK) st = step(&s);
         pd_aco_lender_stats(l, &a0);
         if (st == PD_OK) st = pd_bench_time(step, &s, 0, runs, &on);
         pd_aco_lender_stats(l, &a1);
