@@ -277,7 +277,7 @@ static pd_status pd_denoise_run(pd_pipeline *pl, const pd_gen_params *p, const p
 
     float *lat_h = b->lat_h.data, *vel_h = b->vel_h.data;
     for (int i = 0; i < p->steps; i++) {
-        if (cancel && atomic_load(cancel)) return pd_error_set(PD_ERR_CANCELLED, "cancelled before step %d of %d", i + 1, p->steps);
+        PD_TRY(pd_stop_check(cancel, "before step %d of %d", i + 1, p->steps));
         for (int64_t k = 0; k < B; k++) memcpy(lat_h + k * n, x, sizeof(float) * (size_t)n);
         PD_TRY(pd_backend_upload(pl->be, &b->lat, &b->lat_h));
         const float t = pd_sampler_timestep(b->sampler, i);
@@ -303,7 +303,11 @@ pd_status pd_pipeline_denoise(pd_pipeline *pl, const pd_gen_params *p, const pd_
     PD_TRY(pd_check_context(ctx_cond, "conditional", cfg->text_dim, cfg->text_len));
     if (p->guidance > 1.0f) PD_TRY(pd_check_context(ctx_uncond, "unconditional", cfg->text_dim, cfg->text_len));
     pd_denoise_bufs b = {0};
+    /* The pipeline's own DiT stops between blocks too; a forward set by pd_pipeline_set_dit_forward
+     * (an SP group) has its own agreement on stopping. */
+    if (!pl->dit_fn) pd_wan_dit_set_stop(pl->dit, cancel);
     pd_status st = pd_denoise_run(pl, p, ctx_cond, ctx_uncond, latent_out, &b, progress, ud, cancel);
+    if (!pl->dit_fn) pd_wan_dit_set_stop(pl->dit, NULL);
     pd_denoise_bufs_free(pl->be, &b);
     if (st) pd_tensor_free(latent_out);
     return st;
@@ -325,7 +329,7 @@ pd_status pd_pipeline_text_denoise(pd_pipeline *pl, const pd_gen_params *p, pd_t
         if (!st && progress) progress(ud, PD_STAGE_TEXT, 2, 2);
     }
     if (timings) timings->seconds[PD_STAGE_TEXT] = pd_now_s() - t0;
-    if (!st && cancel && atomic_load(cancel)) st = pd_error_set(PD_ERR_CANCELLED, "cancelled after the text stage");
+    if (!st) st = pd_stop_check(cancel, "after the text stage");
     if (!st) {
         t0 = pd_now_s();
         st = pd_pipeline_denoise(pl, p, &cond, cfg_on ? &uncond : NULL, latent_out, progress, ud, cancel);

@@ -3,8 +3,9 @@
  *
  * The stages are separate calls so the daemon's workers can run each one in its own process (the text
  * stage, the denoise group, the decode group); pd_pipeline_generate() chains them in one process.
- * Every long call reports progress through a callback and checks *cancel at each step boundary,
- * returning PD_ERR_CANCELLED when it is set. */
+ * Every long call reports progress through a callback and reads its stop flag *cancel (base/status.h
+ * PD_STOP_*): the denoiser before every DiT block and step, the decoder before every latent frame;
+ * a set flag ends the call with PD_ERR_CANCELLED (PD_STOP_CANCEL) or PD_ERR_DEADLINE (PD_STOP_DEADLINE). */
 #ifndef PD_MODELS_PIPELINE_H
 #define PD_MODELS_PIPELINE_H
 
@@ -69,7 +70,9 @@ void pd_pipeline_free(pd_pipeline *pl);
 
 /* The DiT evaluation the denoise loop calls, with pd_wan_dit_forward's contract (the pipeline's own
  * loaded DiT is the default). A sequence-parallel rank sets pd_wan_dit_sp_forward here so every rank
- * runs the same sampler loop over the group. fn NULL restores the default; ud is passed through. */
+ * runs the same sampler loop over the group. fn NULL restores the default; ud is passed through.
+ * The pipeline gives its cancel flag to its own DiT only (pd_wan_dit_set_stop): a forward set here
+ * stops between blocks by its own agreement (workers/sp_group.h). */
 typedef pd_status (*pd_dit_forward_fn)(void *ud, pd_tensor *velocity, const pd_tensor *latent, const float *timesteps,
                                        const pd_tensor *context);
 void pd_pipeline_set_dit_forward(pd_pipeline *pl, pd_dit_forward_fn fn, void *ud);

@@ -5,18 +5,20 @@
 #include <string.h>
 
 #include "models/model_dir.h"
+#include "tools/cli_opt.h"
 #include "tools/commands.h"
 
 static void pd_mkmodel_usage(FILE *f) {
     fprintf(f, "usage: pipedit mkmodel --out DIR [--preset tiny] [--seed S] [--layout diffusers|original]\n"
-               "                        [--dtype f32|bf16|f16]\n"
+               "                        [--dtype f32|bf16|f16] [--layers N]\n"
                "Writes a complete Wan2.1 model folder (model_index.json, scheduler/, transformer/, vae/,\n"
                "text_encoder/, tokenizer/) with deterministic random weights.\n"
                "  --out DIR      folder to write (created if missing)\n"
                "  --preset NAME  tiny (default), wan2.1-t2v-1.3b or wan2.1-t2v-14b\n"
                "  --seed S       random seed (default 0)\n"
                "  --layout L     tensor names: diffusers (default) or original\n"
-               "  --dtype D      weight storage: f32 (default), bf16 or f16\n");
+               "  --dtype D      weight storage: f32 (default), bf16 or f16\n"
+               "  --layers N     DiT blocks (1..200) instead of the preset's (a deeper tiny model for tests)\n");
 }
 
 int pd_cmd_mkmodel(int argc, char **argv) {
@@ -24,6 +26,7 @@ int pd_cmd_mkmodel(int argc, char **argv) {
     uint64_t seed = 0;
     pd_wan_layout layout = PD_WAN_LAYOUT_DIFFUSERS;
     pd_dtype dtype = PD_DTYPE_F32;
+    int layers = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -49,6 +52,8 @@ int pd_cmd_mkmodel(int argc, char **argv) {
                 return 2;
             }
             seed = s;
+        } else if (!strcmp(a, "--layers")) {
+            if (!pd_cli_opt_int("pipedit mkmodel", a, v, 1, 200, &layers)) return 2;
         } else if (!strcmp(a, "--layout")) {
             if (!strcmp(v, "diffusers")) layout = PD_WAN_LAYOUT_DIFFUSERS;
             else if (!strcmp(v, "original")) layout = PD_WAN_LAYOUT_ORIGINAL;
@@ -80,7 +85,9 @@ int pd_cmd_mkmodel(int argc, char **argv) {
         fprintf(stderr, "pipedit mkmodel: unknown preset \"%s\" (tiny, wan2.1-t2v-1.3b, wan2.1-t2v-14b)\n", preset);
         return 2;
     }
-    pd_status st = pd_model_dir_write(out, p, seed, layout, dtype);
+    pd_model_preset custom = *p;
+    if (layers) custom.dit.layers = layers;
+    pd_status st = pd_model_dir_write(out, &custom, seed, layout, dtype);
     if (st != PD_OK) {
         fprintf(stderr, "pipedit mkmodel: %s\n", pd_error_msg());
         return 1;

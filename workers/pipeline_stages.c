@@ -24,6 +24,9 @@ static pd_status ps_forward(void *self, pd_tensor *velocity, const pd_tensor *la
     return st;
 }
 
+/* Every DiT block counts as progress too: on a CPU one evaluation can take minutes. */
+static void ps_block_done(void *self, int block) { pd_worker_note_progress(((pipeline_stages *)self)->progress_ud); }
+
 static pd_status ps_load(void *self, const char *model_dir, const char *device, int threads, unsigned parts) {
     pipeline_stages *s = self;
     PD_TRY(pd_backend_create(device, threads, &s->be));
@@ -33,7 +36,10 @@ static pd_status ps_load(void *self, const char *model_dir, const char *device, 
         s->be = NULL;
         return st;
     }
-    if (pd_pipeline_dit(s->pl)) pd_pipeline_set_dit_forward(s->pl, ps_forward, s);
+    if (pd_pipeline_dit(s->pl)) {
+        pd_pipeline_set_dit_forward(s->pl, ps_forward, s);
+        pd_wan_dit_set_block_hook(pd_pipeline_dit(s->pl), ps_block_done, s);
+    }
     return PD_OK;
 }
 
@@ -49,16 +55,13 @@ static pd_status ps_denoise(void *self, const pd_gen_params *p, const pd_tensor 
                             pd_tensor *latent_out, pd_progress_fn progress, void *ud, const atomic_int *cancel) {
     pipeline_stages *s = self;
     s->progress_ud = ud;
-    pd_status st;
-    if (!s->group) {
-        st = pd_pipeline_denoise(s->pl, p, ctx_cond, ctx_uncond, latent_out, progress, ud, cancel);
-    } else {
-        /* The group reads the leader's flag at each step boundary; the loop itself gets none. */
-        pd_sp_group_set_cancel(s->group, cancel);
-        pd_sp_group_reset_steps(s->group);
-        st = pd_pipeline_denoise(s->pl, p, ctx_cond, ctx_uncond, latent_out, progress, ud, NULL);
-        pd_sp_group_set_cancel(s->group, NULL);
-    }
+    /* The DiT reads the flag before every block (in a group the leader's, shared with every rank
+     * before each block); a group's sampler loop gets none, so no rank stops alone between steps. */
+    pd_wan_dit *dit = pd_pipeline_dit(s->pl);
+    pd_wan_dit_set_stop(dit, cancel);
+    if (s->group) pd_sp_group_reset_steps(s->group);
+    pd_status st = pd_pipeline_denoise(s->pl, p, ctx_cond, ctx_uncond, latent_out, progress, ud, s->group ? NULL : cancel);
+    pd_wan_dit_set_stop(dit, NULL);
     s->progress_ud = NULL;
     return st;
 }

@@ -11,10 +11,8 @@ struct pd_sp_group {
     pd_wan_dit_sp *pair;      /* CFG-parallel evaluator (batch 2); NULL without CFG parallelism */
     pd_wan_dit_sp *plain;     /* evaluator over this rank's SP communicator (any batch) */
     pd_wan_dit_sp *last;      /* the one the last forward used */
-    const atomic_int *cancel;
+    pd_wan_dit *dit;
     int steps;
-    pd_backend *be;
-    pd_tensor flag;           /* (1) i32 on the backend's device: the leader's cancel flag in flight */
 };
 
 static const char *const comm_parts[3] = {"sp0", "sp1", "cfg"};
@@ -56,20 +54,20 @@ pd_status pd_sp_group_join(pd_wan_dit *dit, const pd_sp_group_spec *spec, pd_sp_
     if (!g) return pd_error_set(PD_ERR_NOMEM, "SP group: out of memory");
     g->rank = spec->rank;
     g->ranks = spec->ranks;
-    g->be = spec->be;
+    g->dit = dit;
     const int m = spec->cfg_parallel ? spec->ranks / 2 : spec->ranks;
-    const int64_t one = 1;
-    pd_status st = pd_backend_tensor_alloc(g->be, &g->flag, PD_DTYPE_I32, 1, &one);
-    if (st == PD_OK) st = open_comm(spec, spec->rank / m, spec->rank % m, m, &g->sp);
+    pd_status st = open_comm(spec, spec->rank / m, spec->rank % m, m, &g->sp);
     if (st == PD_OK && spec->cfg_parallel) st = open_comm(spec, 2, spec->rank, spec->ranks, &g->cfg);
-    const pd_wan_dit_sp_options opts = {.chunk_heads = spec->chunk_heads};
+    g->world = g->cfg ? g->cfg : g->sp;
+    /* Both evaluators agree on stopping over every rank: the halves stop before the same block
+     * even when each evaluates a batch of 1 on its own. */
+    const pd_wan_dit_sp_options opts = {.chunk_heads = spec->chunk_heads, .stop_comm = g->world};
     if (st == PD_OK) st = pd_wan_dit_sp_create(dit, g->sp, NULL, &opts, &g->plain);
     if (st == PD_OK && g->cfg) st = pd_wan_dit_sp_create(dit, g->sp, g->cfg, &opts, &g->pair);
     if (st != PD_OK) {
         pd_sp_group_leave(g);
         return pd_error_prefix(st, "rank %d of %d joining SP group %s", spec->rank, spec->ranks, spec->name);
     }
-    g->world = g->cfg ? g->cfg : g->sp;
     *out = g;
     return PD_OK;
 }
@@ -80,23 +78,14 @@ void pd_sp_group_leave(pd_sp_group *g) {
     pd_wan_dit_sp_free(g->plain);
     pd_comm_destroy(g->cfg);
     pd_comm_destroy(g->sp);
-    if (g->flag.data) pd_backend_tensor_free(g->be, &g->flag);
     free(g);
 }
 
-void pd_sp_group_set_cancel(pd_sp_group *g, const atomic_int *cancel) { g->cancel = cancel; }
+void pd_sp_group_set_cancel(pd_sp_group *g, const atomic_int *cancel) { pd_wan_dit_set_stop(g->dit, cancel); }
 
 pd_status pd_sp_group_forward(void *group, pd_tensor *velocity, const pd_tensor *latent, const float *timesteps,
                               const pd_tensor *context) {
     pd_sp_group *g = group;
-    int32_t stop = g->rank == 0 && g->cancel && atomic_load(g->cancel);
-    pd_tensor host = pd_tensor_view(&stop, PD_DTYPE_I32, 1, (int64_t[]){1});
-    PD_TRY(pd_backend_upload(g->be, &g->flag, &host));
-    PD_TRY(pd_comm_broadcast(g->world, g->flag.data, sizeof stop, 0));
-    PD_TRY(pd_backend_download(g->be, &host, &g->flag));
-    if (stop)
-        return pd_error_set(PD_ERR_CANCELLED, "cancelled at denoising step boundary %d (rank %d of %d)", g->steps,
-                            g->rank, g->ranks);
     /* Under CFG parallelism a batch of 1 (no guidance) runs on both halves, each as its own SP group. */
     pd_wan_dit_sp *e = g->pair && latent->shape[0] == 2 ? g->pair : g->plain;
     g->last = e;

@@ -12,10 +12,12 @@
  * NCCL communicators come from three unique ids in that order (made by the daemon, which hands them
  * out over the control channel), each rank on its backend's GPU and ordered after its stream.
  *
- * Cancellation: every forward through the group first broadcasts the leader's cancel flag (4 bytes)
- * from rank 0 over the group; when it is set, every rank returns PD_ERR_CANCELLED before computing,
- * so all ranks stop at the same step boundary. A rank must therefore not check a cancel flag of its
- * own between steps (give the sampler loop no cancel flag; the group does it). */
+ * Cancellation and deadlines: before every DiT block of every forward through the group, rank 0
+ * broadcasts the leader's stop flag (4 bytes, base/status.h PD_STOP_*) over every rank of the group
+ * (dit_sp.h, options.stop_comm); when it is set, every rank returns PD_ERR_CANCELLED (or PD_ERR_DEADLINE)
+ * before that same block, so a stop takes effect within one block and all ranks stop at the same
+ * point. A rank must therefore not check a stop flag of its own between steps (give the sampler loop
+ * no cancel flag; the group does it). */
 #ifndef PD_WORKERS_SP_GROUP_H
 #define PD_WORKERS_SP_GROUP_H
 
@@ -53,12 +55,13 @@ void pd_sp_group_unlink(const char *name);
 /* Leaves the group and frees it (the communicators included). NULL is a no-op. */
 void pd_sp_group_leave(pd_sp_group *g);
 
-/* The cancel flag the leader reads at each step boundary (ignored on other ranks). NULL = none. */
+/* The stop flag the leader reads before every DiT block (ignored on other ranks): it becomes the
+ * group's DiT's stop flag (pd_wan_dit_set_stop). NULL = none. */
 void pd_sp_group_set_cancel(pd_sp_group *g, const atomic_int *cancel);
 
-/* A pd_dit_forward_fn (models/pipeline.h) with ud = the group: the step-boundary agreement, then
- * pd_wan_dit_sp_forward over the group. Every rank calls it with the same shapes. PD_ERR_CANCELLED
- * (on every rank at the same call) when the leader's flag was set; the communicators' errors when a
+/* A pd_dit_forward_fn (models/pipeline.h) with ud = the group: pd_wan_dit_sp_forward over the group.
+ * Every rank calls it with the same shapes. PD_ERR_CANCELLED or PD_ERR_DEADLINE (on every rank, before
+ * the same block of the same call) when the leader's flag was set; the communicators' errors when a
  * rank fails. */
 pd_status pd_sp_group_forward(void *group, pd_tensor *velocity, const pd_tensor *latent, const float *timesteps,
                               const pd_tensor *context);

@@ -195,6 +195,11 @@ static size_t pd_dit_activation_bytes(const pd_wan_dit_config *c, int64_t B, int
     return total;
 }
 
+size_t pd_wan_dit_activation_bytes(const pd_wan_dit_config *c, int64_t B, int64_t T, int64_t H, int64_t W) {
+    const int64_t N = (T / c->patch[0]) * (H / c->patch[1]) * (W / c->patch[2]);
+    return pd_dit_activation_bytes(c, B, N, N);
+}
+
 /* Makes the arena one chunk large enough for a (B, N) forward, so the first call allocates once and
  * no more than it needs; a larger shape later replaces it. */
 static pd_status pd_dit_reserve(pd_wan_dit *m, int64_t B, int64_t N, int64_t n, size_t *need_out) {
@@ -207,6 +212,19 @@ static pd_status pd_dit_reserve(pd_wan_dit *m, int64_t B, int64_t N, int64_t n, 
     PD_DEBUG("dit", "activation arena: %.1f MiB for batch %lld, %lld tokens", (double)need / 1048576.0,
              (long long)B, (long long)N);
     return PD_OK;
+}
+
+void pd_wan_dit_set_stop(pd_wan_dit *m, const atomic_int *stop) { m->stop = stop; }
+
+void pd_wan_dit_set_block_hook(pd_wan_dit *m, pd_wan_dit_block_fn fn, void *ud) {
+    m->block_fn = fn;
+    m->block_ud = fn ? ud : NULL;
+}
+
+pd_status pd_dit_before_block(pd_wan_dit *m, int block) {
+    if (!m->stop) return PD_OK;
+    if (block > 0) PD_TRY(pd_backend_synchronize(m->be)); /* the check means "block - 1 has run" */
+    return pd_stop_check(m->stop, "before DiT block %d of %d", block + 1, m->cfg.layers);
 }
 
 pd_status pd_wan_dit_forward(pd_wan_dit *m, pd_tensor *vel, const pd_tensor *latent, const float *timesteps,
@@ -305,8 +323,10 @@ pd_status pd_dit_forward_shard(pd_wan_dit *m, pd_tensor *vel, const pd_tensor *l
     PD_TRY(pd_dit_alloc(m, &s.cv, 3, B, Lc, D, 0));
     PD_TRY(pd_dit_alloc(m, &s.f, 3, B, n, c->ffn_dim, 0));
     for (int i = 0; i < c->layers; i++) {
+        PD_TRY(shard ? shard->before_block(shard->ud, i) : pd_dit_before_block(m, i));
         pd_status st = pd_dit_block_forward(m, &m->w.blocks[i], &x, &e0v, &ctx, &freqs, &s, shard);
         if (st != PD_OK) return pd_error_prefix(st, "DiT block %d", i);
+        if (m->block_fn) m->block_fn(m->block_ud, i);
     }
 
     /* head: modulated by e (not e0); shift first */

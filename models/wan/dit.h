@@ -10,6 +10,7 @@
 #ifndef PD_WAN_DIT_H
 #define PD_WAN_DIT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -95,8 +96,26 @@ typedef pd_status (*pd_wan_attention_fn)(void *ud, pd_tensor *out, const pd_tens
  * too. Cross-attention is unaffected. fn NULL restores the op. */
 void pd_wan_dit_set_self_attention(pd_wan_dit *m, pd_wan_attention_fn fn, void *ud);
 
+/* Stopping between blocks. Before block i of every forward (i = 0 .. layers - 1) the model reads the
+ * stop flag set here (base/status.h: PD_STOP_CANCEL, PD_STOP_DEADLINE); a set flag ends the
+ * forward with PD_ERR_CANCELLED or PD_ERR_DEADLINE naming the block, so a stop takes effect within
+ * one block of being set. On a device backend the forward first waits for the blocks already issued,
+ * so "before block i" holds on the device too. Under the SP evaluator only the flag of rank 0 of its
+ * stop communicator counts, and every rank stops before the same block (dit_sp.h). stop NULL:
+ * none. The flag must outlive the calls that read it. */
+void pd_wan_dit_set_stop(pd_wan_dit *m, const atomic_int *stop);
+
+/* Calls fn(ud, i) after block i of every forward has been issued (progress watchers, tests); fn NULL
+ * removes it. fn must not call back into the model. */
+typedef void (*pd_wan_dit_block_fn)(void *ud, int block);
+void pd_wan_dit_set_block_hook(pd_wan_dit *m, pd_wan_dit_block_fn fn, void *ud);
+
 /* Bytes the activation arena holds after the calls so far. */
 size_t pd_wan_dit_arena_bytes(const pd_wan_dit *m);
+
+/* Bytes of the activation arena one forward reserves for batch B and a latent of (T, H, W) on one
+ * device (what pd_wan_dit_arena_bytes reports after such a call). For admission estimates. */
+size_t pd_wan_dit_activation_bytes(const pd_wan_dit_config *cfg, int64_t B, int64_t T, int64_t H, int64_t W);
 
 /* Multiply-adds x 2 of one forward for batch B and a latent of (T, H, W) (matmuls and attention only;
  * norms and elementwise ops are not counted). For benchmarks. */

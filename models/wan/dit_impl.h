@@ -41,6 +41,9 @@ struct pd_wan_dit {
     pd_arena *arena;
     pd_wan_attention_fn self_attn_fn; // NULL: the backend's op
     void *self_attn_ud;
+    const atomic_int *stop;        /* read before every block (pd_wan_dit_set_stop) */
+    pd_wan_dit_block_fn block_fn;  /* called after every block (pd_wan_dit_set_block_hook) */
+    void *block_ud;
 };
 
 /* Self-attention (B, N, H, D) through the model's route (pd_wan_dit_set_self_attention). */
@@ -73,18 +76,24 @@ static inline pd_tensor pd_dit_item(const pd_tensor *t, int64_t i) {
  * [offset, offset + count) of the N-token sequence; every op is local but two:
  *  - self_attn: att (B, count, D) = attention over the whole sequence for this device's tokens, from
  *    their q, k (RMS-normed, rotated) and v (B, count, D);
- *  - gather: full (B, N, P*Cout) = every device's head outputs, from this one's (B, count, P*Cout).
+ *  - gather: full (B, N, P*Cout) = every device's head outputs, from this one's (B, count, P*Cout);
+ *  - before_block: whether the group goes on to block i (in place of the model's own stop check).
  * (gather is called only when count < N.) */
 typedef struct pd_dit_shard {
     int64_t offset, count;
     pd_status (*self_attn)(void *ud, pd_tensor *att, const pd_tensor *q, const pd_tensor *k, const pd_tensor *v);
     pd_status (*gather)(void *ud, pd_tensor *full, const pd_tensor *local);
+    /* before block i: the group's agreement on the stop flag (PD_OK: go on) */
+    pd_status (*before_block)(void *ud, int block);
     void *ud;
 } pd_dit_shard;
 
 /* pd_wan_dit_forward for one shard (shard NULL: the whole sequence on this device). */
 pd_status pd_dit_forward_shard(pd_wan_dit *m, pd_tensor *vel, const pd_tensor *latent, const float *timesteps,
                                const pd_tensor *context, const pd_dit_shard *shard);
+
+/* The single-device stop check before block (0-based): the model's stop flag (pd_wan_dit_set_stop). */
+pd_status pd_dit_before_block(pd_wan_dit *m, int block);
 
 /* One tensor of the checkpoint. */
 typedef struct pd_dit_tensor_spec {

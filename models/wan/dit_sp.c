@@ -20,6 +20,8 @@ typedef struct pd_sp_slot {
 struct pd_wan_dit_sp {
     pd_wan_dit *m;
     pd_comm *comm, *cfg;
+    pd_comm *stop_comm;       /* the stop agreement's (options.stop_comm, or cfg, or comm) */
+    pd_tensor flag;           /* (1) i32 on the backend's device: the stop flag in flight */
     pd_wan_dit_sp_options opts;
     int rank, n;              /* in the SP group */
     pd_arena *arena;          /* per-layer exchange buffers, reset at every self-attention */
@@ -64,8 +66,11 @@ pd_status pd_wan_dit_sp_create(pd_wan_dit *m, pd_comm *comm, pd_comm *cfg, const
     sp->count = calloc((size_t)n, sizeof *sp->count);
     sp->offset = calloc((size_t)n, sizeof *sp->offset);
     sp->a2a = calloc(4 * (size_t)(n < 2 ? 2 : n), sizeof *sp->a2a);
+    sp->stop_comm = o.stop_comm ? o.stop_comm : cfg ? cfg : comm;
+    const int64_t one = 1;
     pd_status s = (sp->count && sp->offset && sp->a2a) ? PD_OK : pd_error_set(PD_ERR_NOMEM, "DiT SP: out of memory");
     if (s == PD_OK) s = pd_arena_create(m->be, 1 << 20, &sp->arena);
+    if (s == PD_OK) s = pd_backend_tensor_alloc(m->be, &sp->flag, PD_DTYPE_I32, 1, &one);
     if (s != PD_OK) {
         pd_wan_dit_sp_free(sp);
         return s;
@@ -77,6 +82,7 @@ pd_status pd_wan_dit_sp_create(pd_wan_dit *m, pd_comm *comm, pd_comm *cfg, const
 void pd_wan_dit_sp_free(pd_wan_dit_sp *sp) {
     if (!sp) return;
     pd_arena_free(sp->arena);
+    if (sp->flag.data) pd_backend_tensor_free(sp->m->be, &sp->flag);
     free(sp->count);
     free(sp->offset);
     free(sp->gp);
@@ -362,6 +368,20 @@ static pd_status pd_sp_gather(void *ud, pd_tensor *full, const pd_tensor *local)
     return PD_OK;
 }
 
+/* The stop agreement before block i: rank 0 of the stop communicator broadcasts its model's stop
+ * flag, every rank returns the status of that one value, so all stop before the same block. */
+static pd_status pd_sp_before_block(void *ud, int block) {
+    pd_wan_dit_sp *sp = ud;
+    pd_backend *be = sp->m->be;
+    const int me = pd_comm_rank(sp->stop_comm), n = pd_comm_size(sp->stop_comm);
+    int32_t value = me == 0 && sp->m->stop ? atomic_load(sp->m->stop) : PD_STOP_NONE;
+    pd_tensor host = pd_tensor_view(&value, PD_DTYPE_I32, 1, (int64_t[]){1});
+    PD_TRY(pd_backend_upload(be, &sp->flag, &host));
+    PD_TRY(pd_comm_broadcast(sp->stop_comm, sp->flag.data, sizeof value, 0));
+    PD_TRY(pd_backend_download(be, &host, &sp->flag));
+    return pd_stop_status(value, "before DiT block %d of %d (rank %d of %d)", block + 1, sp->m->cfg.layers, me, n);
+}
+
 /* Median of n values (n <= PD_SP_CALIB_REPS); sorts them in place. */
 static double pd_sp_median(double *v, int n) {
     for (int i = 1; i < n; i++)
@@ -473,7 +493,7 @@ static pd_status pd_sp_forward_group(pd_wan_dit_sp *sp, pd_tensor *vel, const pd
     if (g > sp->h) g = sp->h;
     PD_TRY(pd_sp_plan_chunks(sp, g));
     pd_dit_shard shard = {.offset = sp->offset[sp->rank], .count = sp->count[sp->rank], .self_attn = pd_sp_self_attn,
-                          .gather = pd_sp_gather, .ud = sp};
+                          .gather = pd_sp_gather, .before_block = pd_sp_before_block, .ud = sp};
     return pd_dit_forward_shard(sp->m, vel, latent, ts, ctx, &shard);
 }
 

@@ -64,6 +64,11 @@ typedef struct pd_wan_dit_sp_options {
     bool accounting;  /* end every forward with an all-gather of the ranks' issue times of each
                        * collective, so stats.wait_skew_s can tell waiting for a late peer from
                        * waiting for bytes (the ranks must share one clock: one host). */
+    pd_comm *stop_comm; /* the stop agreement's communicator (NULL: cfg when given, else sp): before
+                       * every block its rank 0 broadcasts its model's stop flag (4 bytes,
+                       * pd_wan_dit_set_stop) and every rank acts on that value, so all stop before
+                       * the same block. Every rank of it must run the same forwards (a group whose
+                       * halves evaluate a batch of 1 apart passes the communicator over both). */
 } pd_wan_dit_sp_options;
 
 /* What the last forward did on this rank (times in seconds, bytes to and from other ranks). */

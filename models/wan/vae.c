@@ -788,11 +788,8 @@ pd_status pd_wan_vae_decode(pd_wan_vae *v, const pd_tensor *z, pd_wan_vae_frame_
     pd_status st = vae_run_init(&r, v, true);
     int64_t t = z->shape[1], emitted = 0;
     for (int64_t i = 0; st == PD_OK && i < t; i++) {
-        if (cancel && atomic_load(cancel)) {
-            st = pd_error_set(PD_ERR_CANCELLED, "VAE decode cancelled after %lld of %lld latent frames", (long long)i,
-                              (long long)t);
-            break;
-        }
+        st = pd_stop_check(cancel, "in the VAE decode after %lld of %lld latent frames", (long long)i, (long long)t);
+        if (st != PD_OK) break;
         pd_tensor zi = pd_tensor_slice(z, 1, i, 1), rgb;
         r.first = i == 0;
         st = vae_forward(&r, &zi, &rgb);

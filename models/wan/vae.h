@@ -78,7 +78,8 @@ typedef void (*pd_wan_vae_progress_fn)(void *ud, int done, int total);
 
 /* Streaming decode of latent (16, T, h, w), a host f32 tensor normalised as the DiT produces it
  * (z * latents_std + latents_mean is applied here). Frames go to on_frame as they are produced.
- * cancel (may be NULL) is checked between latent frames: PD_ERR_CANCELLED. Shape errors are
+ * The stop flag cancel (may be NULL; base/status.h PD_STOP_*) is read before every latent frame:
+ * PD_ERR_CANCELLED or PD_ERR_DEADLINE. Shape errors are
  * PD_ERR_INVALID; h and w must be >= 1 and T >= 1. */
 pd_status pd_wan_vae_decode(pd_wan_vae *vae, const pd_tensor *latent, pd_wan_vae_frame_fn on_frame,
                             pd_wan_vae_progress_fn progress, void *ud, const atomic_int *cancel);

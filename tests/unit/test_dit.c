@@ -1,7 +1,7 @@
 /* The Wan2.1 DiT: layout detection, loader errors (missing tensor, wrong shape, bad config.json),
  * batch-2 = two batch-1 evaluations, both layouts of one seed = the same model, forward input checks,
- * arena reuse, and the cached default model folder. Numerics against an independent reference live in
- * tests/ref/test_dit_ref.sh. */
+ * arena reuse, the cached default model folder, and stops between blocks. Numerics against an
+ * independent reference live in tests/ref/test_dit_ref.sh. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -276,6 +276,8 @@ static void test_batch2_equals_two_batch1(void) {
     const float t2[2] = {937.0f, 250.0f};
     PD_CHECK_OK(run(m, &lat2, t2, &ctx2, &v2));
     size_t after_first = pd_wan_dit_arena_bytes(m);
+    PD_CHECK_MSG(pd_wan_dit_activation_bytes(g_cfg, 2, 3, 6, 10) == after_first, "activation estimate %zu, arena %zu",
+                 pd_wan_dit_activation_bytes(g_cfg, 2, 3, 6, 10), after_first);
     pd_tensor l0 = pd_tensor_slice(&lat2, 0, 0, 1), l1 = pd_tensor_slice(&lat2, 0, 1, 1);
     pd_tensor c0 = pd_tensor_slice(&ctx2, 0, 0, 1), c1 = pd_tensor_slice(&ctx2, 0, 1, 1);
     PD_CHECK_OK(run(m, &l0, &t2[0], &c0, &v0));
@@ -476,6 +478,67 @@ static void test_default_model_dir(void) {
     unsetenv("PIPEDIT_CACHE");
 }
 
+/* Stops take effect between blocks: a flag set by the hook after block k ends the forward before
+ * block k + 1 (blocks run: k + 1), with the status its value names; a clear flag runs every block. */
+typedef struct block_watch {
+    atomic_int *flag;
+    int set_after, value, blocks;
+} block_watch;
+
+static void on_block(void *ud, int block) {
+    block_watch *w = ud;
+    w->blocks++;
+    if (block == w->set_after) atomic_store(w->flag, w->value);
+}
+
+static void test_stop_between_blocks(void) {
+    pd_wan_dit_config cfg = *g_cfg;
+    cfg.layers = 6;
+    char d[600];
+    path_in(d, sizeof d, "deep");
+    PD_CHECK_OK(pd_wan_dit_write_random(d, &cfg, 5, PD_WAN_LAYOUT_DIFFUSERS, PD_DTYPE_F32));
+    pd_wan_dit *m;
+    PD_CHECK_OK(pd_wan_dit_load(d, g_be, &m));
+    if (!m) return;
+    pd_tensor lat, ctx, vel;
+    make_inputs(1, 2, 4, 4, 3, 5, &lat, &ctx);
+    const float t = 500.0f;
+    atomic_int flag = PD_STOP_NONE;
+    block_watch w = {.flag = &flag, .set_after = -1};
+    pd_wan_dit_set_block_hook(m, on_block, &w);
+    pd_wan_dit_set_stop(m, &flag);
+    PD_CHECK_OK(run(m, &lat, &t, &ctx, &vel));
+    PD_CHECK_MSG(w.blocks == 6, "no stop: %d blocks run, want 6", w.blocks);
+    pd_tensor_free(&vel);
+    const struct { int after, value; pd_status want; const char *msg; } cases[] = {
+        {2, PD_STOP_CANCEL, PD_ERR_CANCELLED, "cancelled before DiT block 4 of 6"},
+        {0, PD_STOP_DEADLINE, PD_ERR_DEADLINE, "deadline exceeded before DiT block 2 of 6"},
+        {4, PD_STOP_CANCEL, PD_ERR_CANCELLED, "cancelled before DiT block 6 of 6"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        atomic_store(&flag, PD_STOP_NONE);
+        w = (block_watch){.flag = &flag, .set_after = cases[i].after, .value = cases[i].value};
+        PD_CHECK_ERR(run(m, &lat, &t, &ctx, &vel), cases[i].want);
+        PD_CHECK_MSG(w.blocks == cases[i].after + 1, "case %zu: %d blocks run, want %d", i, w.blocks,
+                     cases[i].after + 1);
+        PD_CHECK_MSG(strstr(pd_error_msg(), cases[i].msg), "case %zu: message \"%s\" lacks \"%s\"", i, pd_error_msg(),
+                     cases[i].msg);
+        pd_tensor_free(&vel);
+    }
+    /* A flag already set stops before the first block. */
+    w = (block_watch){.flag = &flag, .set_after = -1};
+    PD_CHECK_ERR(run(m, &lat, &t, &ctx, &vel), PD_ERR_CANCELLED);
+    PD_CHECK(w.blocks == 0);
+    pd_tensor_free(&vel);
+    /* Without a flag nothing stops. */
+    pd_wan_dit_set_stop(m, NULL);
+    w = (block_watch){.flag = &flag, .set_after = -1};
+    PD_CHECK_OK(run(m, &lat, &t, &ctx, &vel));
+    PD_CHECK(w.blocks == 6);
+    pd_tensor_free(&vel), pd_tensor_free(&lat), pd_tensor_free(&ctx);
+    pd_wan_dit_free(m);
+}
+
 int main(void) {
     pd_log_set_level(PD_LOG_WARN);
     if (!pd_test_scratch_dir(g_tmp, sizeof g_tmp, "test_dit")) return 1;
@@ -511,6 +574,7 @@ int main(void) {
     PD_RUN(test_forward_input_errors);
     PD_RUN(test_sharded_checkpoint);
     PD_RUN(test_default_model_dir);
+    PD_RUN(test_stop_between_blocks);
     rc = pd_test_summary();
 out:
     pd_backend_free(g_be);

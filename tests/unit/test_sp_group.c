@@ -4,6 +4,8 @@
  *    the CFG pair and for a batch of 1, which each half evaluates on its own);
  *  - cancellation: the leader's flag, set before the 4th call, stops every rank at that same call,
  *    while flags set on other ranks are ignored; the step counter says 3 everywhere;
+ *  - a stop (cancel or deadline) the leader sets during block k of a call stops every rank before
+ *    block k + 1 of that call (the block hook counts k + 1 blocks on every rank);
  *  - a bad spec is refused with PD_ERR_INVALID before any communicator is made. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,9 +24,25 @@ typedef struct rank_job {
     int64_t batch;
     int cancel_at;  /* the leader sets its flag before this call (-1: never) */
     int calls;
+    const char *model;  /* NULL: the fixture's DiT */
+    int stop_block;     /* >= 0: the leader sets its flag after this block of call cancel_at instead */
+    int stop_value;     /* PD_STOP_* value it sets (0: PD_STOP_CANCEL) */
 } rank_job;
 
-/* One rank: exit 0 when every call matched the reference (and, with a cancel, 100 + the call it stopped at). */
+/* Counts the blocks of the current call; the leader sets its flag after block `after`. */
+typedef struct block_count {
+    atomic_int *flag;
+    int after, value, blocks;
+} block_count;
+
+static void on_block(void *ud, int block) {
+    block_count *b = ud;
+    b->blocks++;
+    if (block == b->after) atomic_store(b->flag, b->value);
+}
+
+/* One rank: exit 0 when every call matched the reference (and, with a cancel, 100 + the call it stopped
+ * at; with a stop inside a call, 100 + the blocks that call ran). */
 static int rank_main(const rank_job *job, int rank) {
     pd_backend *be = NULL;
     pd_wan_dit *dit = NULL;
@@ -32,7 +50,7 @@ static int rank_main(const rank_job *job, int rank) {
     pd_tensor lat = {0}, ctx = {0}, ref = {0}, vel = {0};
     atomic_int flag = 0;
     int rc = 1;
-    if (pd_backend_cpu_create(1, &be) || pd_wan_dit_load(g_model, be, &dit)) goto out;
+    if (pd_backend_cpu_create(1, &be) || pd_wan_dit_load(job->model ? job->model : g_model, be, &dit)) goto out;
     const pd_wan_dit_config *c = pd_wan_dit_get_config(dit);
     PD_ASSERT(make_inputs(c, job->batch, &lat, &ctx) == PD_OK);
     const int64_t vs[5] = {job->batch, c->out_channels, 2, 4, 6};
@@ -46,12 +64,19 @@ static int rank_main(const rank_job *job, int rank) {
         goto out;
     }
     pd_sp_group_set_cancel(g, &flag);
+    const int value = job->stop_value ? job->stop_value : PD_STOP_CANCEL;
+    block_count bc = {.flag = &flag, .after = -1};
+    pd_wan_dit_set_block_hook(dit, on_block, &bc);
     for (int k = 0; k < job->calls; k++) {
-        if (rank == 0 && k == job->cancel_at) atomic_store(&flag, 1);
+        const bool stops_here = rank == 0 && k == job->cancel_at;
+        bc.blocks = 0;
+        bc.after = stops_here && job->stop_block >= 0 ? job->stop_block : -1;
+        bc.value = value;
+        if (stops_here && job->stop_block < 0) atomic_store(&flag, value);
         if (rank == 1 && k == 1) atomic_store(&flag, 1); /* not the leader: must change nothing */
         pd_status st = pd_sp_group_forward(g, &vel, &lat, ts, &ctx);
-        if (st == PD_ERR_CANCELLED) {
-            rc = pd_sp_group_steps(g) == k ? 100 + k : 2;
+        if (st == (value == PD_STOP_DEADLINE ? PD_ERR_DEADLINE : PD_ERR_CANCELLED)) {
+            rc = pd_sp_group_steps(g) != k ? 2 : job->stop_block >= 0 ? 100 + bc.blocks : 100 + k;
             goto out;
         }
         if (st) {
@@ -92,21 +117,41 @@ static void run_group(const rank_job *job, int want) {
 static void test_forward_equals_one_process(void) {
     char name[64];
     snprintf(name, sizeof name, "pdtest-spg-%d-a", (int)getpid());
-    run_group(&(rank_job){.name = name, .ranks = 3, .batch = 2, .cancel_at = -1, .calls = 2}, 0);
+    run_group(&(rank_job){.name = name, .ranks = 3, .batch = 2, .cancel_at = -1, .calls = 2, .stop_block = -1}, 0);
 }
 
 static void test_cfg_parallel_pair_and_single(void) {
     char name[64];
     snprintf(name, sizeof name, "pdtest-spg-%d-b", (int)getpid());
-    run_group(&(rank_job){.name = name, .ranks = 4, .cfg_parallel = true, .batch = 2, .cancel_at = -1, .calls = 1}, 0);
+    run_group(&(rank_job){.name = name, .ranks = 4, .cfg_parallel = true, .batch = 2, .cancel_at = -1, .calls = 1, .stop_block = -1}, 0);
     snprintf(name, sizeof name, "pdtest-spg-%d-c", (int)getpid());
-    run_group(&(rank_job){.name = name, .ranks = 4, .cfg_parallel = true, .batch = 1, .cancel_at = -1, .calls = 1}, 0);
+    run_group(&(rank_job){.name = name, .ranks = 4, .cfg_parallel = true, .batch = 1, .cancel_at = -1, .calls = 1, .stop_block = -1}, 0);
 }
 
 static void test_cancel_same_call_on_every_rank(void) {
     char name[64];
     snprintf(name, sizeof name, "pdtest-spg-%d-d", (int)getpid());
-    run_group(&(rank_job){.name = name, .ranks = 3, .batch = 1, .cancel_at = 3, .calls = 8}, 103);
+    run_group(&(rank_job){.name = name, .ranks = 3, .batch = 1, .cancel_at = 3, .calls = 8, .stop_block = -1}, 103);
+}
+
+/* A stop set by the leader during block k stops every rank before block k + 1 of the same call (6
+ * layers; 3 ranks; and 4 ranks with CFG parallelism on a batch of 1, where the halves compute apart
+ * but stop together); a deadline the same way with its own status. */
+static void test_stop_between_blocks_on_every_rank(void) {
+    char name[64], deep[700];
+    snprintf(deep, sizeof deep, "%s/deep", g_tmp);
+    pd_wan_dit_config cfg = pd_model_preset_default()->dit;
+    cfg.layers = 6;
+    PD_CHECK_OK(pd_wan_dit_write_random(deep, &cfg, 3, PD_WAN_LAYOUT_DIFFUSERS, PD_DTYPE_F32));
+    snprintf(name, sizeof name, "pdtest-spg-%d-e", (int)getpid());
+    run_group(&(rank_job){.name = name, .ranks = 3, .batch = 2, .cancel_at = 1, .calls = 3, .model = deep,
+                          .stop_block = 2}, 103);
+    snprintf(name, sizeof name, "pdtest-spg-%d-f", (int)getpid());
+    run_group(&(rank_job){.name = name, .ranks = 4, .cfg_parallel = true, .batch = 1, .cancel_at = 0, .calls = 2,
+                          .model = deep, .stop_block = 0, .stop_value = PD_STOP_DEADLINE}, 101);
+    snprintf(name, sizeof name, "pdtest-spg-%d-g", (int)getpid());
+    run_group(&(rank_job){.name = name, .ranks = 4, .cfg_parallel = true, .batch = 2, .cancel_at = 2, .calls = 3,
+                          .model = deep, .stop_block = 4}, 105);
 }
 
 static void test_bad_spec(void) {
@@ -147,6 +192,7 @@ int main(void) {
     PD_RUN(test_forward_equals_one_process);
     PD_RUN(test_cfg_parallel_pair_and_single);
     PD_RUN(test_cancel_same_call_on_every_rank);
+    PD_RUN(test_stop_between_blocks_on_every_rank);
     pd_test_rmtree(g_tmp);
     return pd_test_summary();
 }
