@@ -427,5 +427,6 @@ json_t *pd_api_video_json(const pd_job *j, int queue_position) {
     json_object_set_new(o, "noise", json_string(pd_noise_kind_name(p->noise)));
     json_object_set_new(o, "stage", j->status == PD_JOB_IN_PROGRESS && j->stage >= 0 ? json_string(pd_stage_name((pd_stage)j->stage)) : json_null());
     json_object_set_new(o, "queue_position", queue_position >= 0 ? json_integer(queue_position) : json_null());
+    json_object_set_new(o, "estimated_completed_at", json_null()); /* set for live jobs by the daemon */
     return o;
 }

@@ -61,6 +61,8 @@ static const cfg_entry cfg_table[] = {
     {"max_frames", CT_INT, F(max_frames), "129", 1, PD_GEN_MAX_FRAMES, "most frames per video"},
     {"max_steps", CT_INT, F(max_steps), "100", 1, PD_GEN_MAX_STEPS, "most denoising steps"},
     {"max_seconds", CT_DOUBLE, F(max_seconds), "20", 0.1, 3600, "longest video in seconds"},
+    {"max_job_seconds", CT_DOUBLE, F(max_job_seconds), "3600", 1, PD_SCHED_MAX_JOB_SECONDS, "longest a job may run (from leaving the queue); a longer estimate is refused with 400, a job past it fails with deadline_exceeded"},
+    {"job_memory_bytes", CT_DOUBLE, F(job_memory_bytes), "0", 0, PD_SCHED_MAX_JOB_MEMORY, "activation memory a job may use on one worker; a larger estimate is refused with 400 (0 = the machine's RAM / workers on the CPU, unchecked on cuda)"},
     {"retry_after_s", CT_INT, F(retry_after_s), "5", 1, 3600, "Retry-After sent with 429 and 503"},
     {"poll_after_ms", CT_INT, F(poll_after_ms), "1000", 10, 600000, "openai-poll-after-ms sent on retrieve"},
     {"drain_timeout_s", CT_DOUBLE, F(drain_timeout_s), "30", 0, 86400, "on SIGTERM, wait this long for live jobs"},
@@ -262,6 +264,8 @@ void pd_config_scheduler(const pd_config *cfg, pd_scheduler_config *sc) {
         .pipesp_chunk = cfg->pipesp_chunk,
         .comm_timeout_s = cfg->comm_timeout_s,
         .device = cfg->device,
+        .max_job_seconds = cfg->max_job_seconds,
+        .job_memory_bytes = cfg->job_memory_bytes,
     };
 }
 

@@ -51,6 +51,8 @@ typedef struct pd_config {
     int max_prompt_bytes;
     int max_width, max_height, max_frames, max_steps;
     double max_seconds;
+    double max_job_seconds;             /* a job's deadline after it starts; admission by estimate */
+    double job_memory_bytes;            /* 0 = RAM / workers on the CPU, unchecked on cuda */
     int retry_after_s;
     int poll_after_ms;
     /* shutdown */

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <libgen.h>
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "models/model_dir.h"
 #include "models/presets.h"
 #include "models/wan/dit.h"
+#include "models/wan/vae.h"
 
 double pd_daemon_now(void) {
     struct timespec ts;
@@ -349,7 +351,34 @@ static bool backlog_remove_locked(pd_daemon *d, const char *id) {
     return false;
 }
 
+/* The model's cost description for admission: the folder's transformer and VAE configs (the preset's
+ * where a folder lacks them). */
+static void cost_model_of(const pd_daemon *d, pd_estimate_model *m) {
+    char path[PATH_MAX];
+    pd_wan_vae_config vae;
+    m->dit = d->preset->dit;
+    m->vae_base_dim = d->preset->vae.base_dim;
+    m->attn_weight = strcmp(d->cfg.device, "cpu") ? PD_ESTIMATE_ATTN_WEIGHT_CUDA : PD_ESTIMATE_ATTN_WEIGHT_CPU;
+    snprintf(path, sizeof path, "%s/transformer/config.json", d->model_dir);
+    if (pd_wan_dit_config_load(path, &m->dit) != PD_OK) {
+        PD_WARN("daemon", "cost estimates use the %s preset's transformer: %s", d->preset->name, pd_error_msg());
+        m->dit = d->preset->dit;
+    }
+    snprintf(path, sizeof path, "%s/vae/config.json", d->model_dir);
+    if (pd_wan_vae_config_load(path, &vae) == PD_OK) m->vae_base_dim = vae.base_dim;
+    else PD_WARN("daemon", "cost estimates use the %s preset's VAE: %s", d->preset->name, pd_error_msg());
+}
+
+/* job_memory_bytes, or 0 (unchecked) on cuda, or the machine's RAM shared by the workers on the CPU. */
+static double job_memory_limit(const pd_config *c) {
+    if (c->job_memory_bytes > 0 || strcmp(c->device, "cpu")) return c->job_memory_bytes;
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (double)pages * (double)page / (double)c->workers : 0;
+}
+
 pd_status pd_daemon_start_scheduler(pd_daemon *d) {
+    pd_estimate_model cost;
+    cost_model_of(d, &cost);
     pd_scheduler_config sc;
     pd_config_scheduler(&d->cfg, &sc);
     sc.model_dir = d->model_dir;
@@ -357,6 +386,8 @@ pd_status pd_daemon_start_scheduler(pd_daemon *d) {
     sc.run_dir = d->run_dir;
     sc.lock_fd = d->lock_fd;
     if (!sc.threads_per_worker) sc.threads_per_worker = pd_backend_cpu_share(d->cfg.workers);
+    sc.cost_model = &cost;
+    sc.job_memory_bytes = job_memory_limit(&d->cfg);
     pd_status st = pd_scheduler_create(&sc, on_job_event, d, &d->sched);
     if (st) return pd_error_prefix(st, "cannot start workers");
 
@@ -381,8 +412,12 @@ static int not_found(pd_api_error *err, const char *id) {
 
 void pd_daemon_add_queue_position(pd_daemon *d, json_t *v) {
     const char *status = json_string_value(json_object_get(v, "status"));
-    if (!d->sched || !status || strcmp(status, "queued")) return;
-    int pos = pd_scheduler_queue_position(d->sched, json_string_value(json_object_get(v, "id")));
+    if (!d->sched || !status || (strcmp(status, "queued") && strcmp(status, "in_progress"))) return;
+    const char *id = json_string_value(json_object_get(v, "id"));
+    const double eta = pd_scheduler_estimated_completion(d->sched, id);
+    if (eta > 0) json_object_set_new(v, "estimated_completed_at", json_integer((json_int_t)ceil(eta)));
+    if (strcmp(status, "queued")) return;
+    int pos = pd_scheduler_queue_position(d->sched, id);
     if (pos >= 0) json_object_set_new(v, "queue_position", json_integer(pos));
 }
 
@@ -399,6 +434,9 @@ int pd_daemon_create_video(pd_daemon *d, pd_job_request *req, json_t **out, pd_a
         return pd_api_error_set(err, 429, NULL, "queue_full", "%zu jobs from before a restart are waiting to be queued; retry later", backlog);
     if (stats.queued >= d->cfg.queue_capacity)
         return pd_api_error_set(err, 429, NULL, "queue_full", "the queue is full (%d jobs waiting); retry later", stats.queued);
+    /* What cannot finish within max_job_seconds or fit in memory is refused before anything is made. */
+    if (pd_scheduler_admit(d->sched, &req->p, NULL))
+        return pd_api_error_set(err, 400, NULL, "job_too_large", "%s", pd_error_msg());
     char id[PD_JOB_ID_LEN + 1];
     if (pd_job_id_new(id)) return pd_api_error_set(err, 503, NULL, "internal_error", "%s", pd_error_msg());
     if (!req->seed_given) {

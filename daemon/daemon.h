@@ -99,7 +99,9 @@ int pd_daemon_cancel_video(pd_daemon *d, const char *id, json_t **out, pd_api_er
 int pd_daemon_delete_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err);
 /* Path of a completed job's output file; 404 when the job is unknown or not completed. */
 int pd_daemon_content_path(pd_daemon *d, const char *id, pd_store_variant v, char *path, pd_api_error *err);
-/* Sets "queue_position" on a Video object whose status is queued; call without d->lock. */
+/* Sets "queue_position" on a Video object whose status is queued and "estimated_completed_at" (unix
+ * seconds, from the scheduler's queue estimate) on one that is queued or in progress; call without
+ * d->lock. */
 void pd_daemon_add_queue_position(pd_daemon *d, json_t *video);
 /* Samples the gauges for /metrics. */
 void pd_daemon_gauges(pd_daemon *d, pd_metrics_gauges *g);

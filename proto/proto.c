@@ -79,6 +79,12 @@ pd_gen_params pd_msg_params(const pd_msg *m) {
 
 /* ---- encoding ---- */
 
+pd_gen_params pd_proto_warmup_params(void) {
+    return (pd_gen_params){.prompt = "a warm-up", .negative_prompt = "", .seed = 1, .width = 64, .height = 64,
+                           .frames = 5, .steps = 2, .guidance = 5.0f, .shift = 5.0f, .sampler = PD_SAMPLER_EULER,
+                           .fps = 16};
+}
+
 typedef struct wbuf {
     uint8_t *p;
     size_t cap, n;
@@ -159,6 +165,7 @@ pd_status pd_proto_encode(const pd_msg *m, uint8_t *buf, size_t cap, size_t *n) 
         put_str(&w, m->thumb_path, sizeof m->thumb_path);
         put_u32(&w, m->group_gen);
         put_i32(&w, m->rank);
+        put_f64(&w, m->deadline);
         break;
     case PD_MSG_GROUP:
         put_u32(&w, m->group_gen);
@@ -304,6 +311,7 @@ pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
         get_str(&r, m->thumb_path, sizeof m->thumb_path, "assign.thumb_path");
         m->group_gen = get_u32(&r, "assign.group_gen");
         m->rank = get_i32(&r, "assign.rank");
+        m->deadline = get_f64(&r, "assign.deadline");
         break;
     case PD_MSG_GROUP:
         m->group_gen = get_u32(&r, "group.group_gen");
@@ -356,6 +364,8 @@ pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
         return pd_error_set(PD_ERR_FORMAT, "proto: stage %d out of range", (int)m->stage);
     if (m->kind == PD_MSG_HELLO && (m->role < 0 || m->role >= PD_ROLE_COUNT))
         return pd_error_set(PD_ERR_FORMAT, "proto: worker role %d out of range", (int)m->role);
+    if (m->kind == PD_MSG_ASSIGN && !(m->deadline >= 0 && m->deadline < 1e11))
+        return pd_error_set(PD_ERR_FORMAT, "proto: deadline %g out of range", m->deadline);
     if (m->kind == PD_MSG_ASSIGN && (m->sampler < 0 || m->sampler >= PD_SAMPLER_COUNT))
         return pd_error_set(PD_ERR_FORMAT, "proto: sampler %d out of range", (int)m->sampler);
     if (m->kind == PD_MSG_ASSIGN && m->noise != PD_NOISE_PHILOX && m->noise != PD_NOISE_TORCH_CPU)

@@ -35,7 +35,7 @@
 #include "comm/comm.h"
 
 #define PD_PROTO_MAGIC 0x4b574450u /* "PDWK" */
-#define PD_PROTO_VERSION 4u
+#define PD_PROTO_VERSION 5u
 #define PD_PROTO_MAX_FRAME (64 * 1024) /* payload bytes; larger length prefixes are rejected */
 #define PD_PROTO_ID_MAX 128            /* job id field, including the NUL */
 #define PD_PROTO_TEXT_MAX 16384        /* prompt / negative prompt, including the NUL */
@@ -49,7 +49,8 @@
 
 typedef enum pd_msg_kind {
     PD_MSG_HELLO = 1,  /* both directions, first message: magic, version, pid, role / heartbeat_ms */
-    PD_MSG_READY,      /* worker: loaded and warmed up; stage_seconds holds the warm-up times */
+    PD_MSG_READY,      /* worker: loaded and warmed up; stage_seconds holds the warm-up times
+                        * (of pd_proto_warmup_params()'s request) */
     PD_MSG_ASSIGN,     /* scheduler: run one stage of a job */
     PD_MSG_PROGRESS,   /* worker: step of total done within stage */
     PD_MSG_DONE,       /* worker: the assigned stage finished; seconds = its wall time */
@@ -104,6 +105,9 @@ typedef struct pd_msg {
      * a group), GROUP, JOINED */
     uint32_t group_gen;
     int32_t rank;
+    /* ASSIGN: the job's deadline, CLOCK_REALTIME seconds (0 = none; since version 5). The worker stops the
+     * stage there as it stops for a cancel, with code "deadline_exceeded". */
+    double deadline;
     /* GROUP: the group's size, PipeSP chunk, CFG parallelism, collective timeout and the base name of
      * its communicators (workers/sp_group.h) */
     int32_t ranks;
@@ -133,6 +137,10 @@ void pd_msg_init(pd_msg *m, pd_msg_kind kind);
 pd_status pd_msg_set_params(pd_msg *m, const pd_gen_params *p);
 /* A pd_gen_params view of an ASSIGN's fields; its strings point into m. */
 pd_gen_params pd_msg_params(const pd_msg *m);
+
+/* The request every worker runs once at start to warm up; READY's stage_seconds are its stage times
+ * (the scheduler turns them into its first cost rates, scheduler/estimate.h). */
+pd_gen_params pd_proto_warmup_params(void);
 
 /* Copies src into a fixed field of size cap; PD_ERR_INVALID naming `what` when it does not fit. */
 pd_status pd_msg_set_str(char *dst, size_t cap, const char *src, const char *what);

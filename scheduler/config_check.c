@@ -38,6 +38,12 @@ pd_status pd_scheduler_config_check(const pd_scheduler_config *cfg) {
     if (!(cfg->comm_timeout_s >= 0) || cfg->comm_timeout_s > PD_SCHED_MAX_TIMEOUT_S)
         return pd_error_set(PD_ERR_INVALID, "scheduler: comm_timeout_s is %g (want 0 = 60 s default, up to %g)",
                             cfg->comm_timeout_s, PD_SCHED_MAX_TIMEOUT_S);
+    if (!(cfg->max_job_seconds >= 0) || cfg->max_job_seconds > PD_SCHED_MAX_JOB_SECONDS)
+        return pd_error_set(PD_ERR_INVALID, "scheduler: max_job_seconds is %g (want 0 = no deadline, up to %g)",
+                            cfg->max_job_seconds, PD_SCHED_MAX_JOB_SECONDS);
+    if (!(cfg->job_memory_bytes >= 0) || cfg->job_memory_bytes > PD_SCHED_MAX_JOB_MEMORY)
+        return pd_error_set(PD_ERR_INVALID, "scheduler: job_memory_bytes is %g (want 0 = unchecked, up to %g)",
+                            cfg->job_memory_bytes, PD_SCHED_MAX_JOB_MEMORY);
     const char *device = cfg->device && cfg->device[0] ? cfg->device : "cpu";
     if (strcmp(device, "cpu") && strcmp(device, "cuda"))
         return pd_error_set(PD_ERR_INVALID, "scheduler: device '%s' (want cpu or cuda; worker i then uses cuda:i)", device);

@@ -119,8 +119,12 @@ void sched_replan(pd_scheduler *s) {
     }
 }
 
-void sched_record_time(pd_scheduler *s, int stage, double secs) {
+void sched_record_time(pd_scheduler *s, const sched_job *j, int stage, double secs) {
     if (!(secs >= 0) || !isfinite(secs)) return;
+    if (s->have_cost) {
+        const pd_gen_params p = pd_msg_params(j->req);
+        pd_estimate_rates_update(&s->cost, &s->live_rates, &p, stage, secs, SCHED_EMA_ALPHA);
+    }
     s->ema[stage] = s->have_ema[stage] ? (1 - SCHED_EMA_ALPHA) * s->ema[stage] + SCHED_EMA_ALPHA * secs : secs;
     s->have_ema[stage] = true;
 }
@@ -161,14 +165,22 @@ void sched_dispatch(pd_scheduler *s) {
         }
         if (!w) return;
         sched_push_event(s, PD_JOB_EVENT_STARTED, j);
+        j->started_at = sched_now_real();
+        if (s->cfg.max_job_seconds > 0) j->req->deadline = j->started_at + s->cfg.max_job_seconds;
         assign(s, w, j, PD_STAGE_TEXT); /* a group's leader encodes the prompts */
         return sched_dispatch(s);
     }
 }
 
 void sched_send_cancels(pd_scheduler *s) {
+    const double now = sched_now_real();
     for (sched_job *j = s->jobs, *next; j; j = next) {
         next = j->next;
+        if (j->state == SCHED_J_WAIT_DECODE && j->req->deadline > 0 && now >= j->req->deadline && !j->cancel_req) {
+            sched_fail_job(s, j, "deadline_exceeded", "the job ran past its deadline (max_job_seconds %.0f s) waiting "
+                           "for a decode worker", s->cfg.max_job_seconds);
+            continue;
+        }
         if (!j->cancel_req || j->cancel_sent || j->failed) continue;
         if (j->state == SCHED_J_WAIT_DECODE || j->state == SCHED_J_QUEUED) {
             sched_fail_job(s, j, "cancelled", "cancelled by request");
@@ -196,7 +208,7 @@ static int progress_of(int stage, int step, int total) {
 }
 
 static void stage_done(pd_scheduler *s, sched_wslot *w, sched_job *j, int stage, double secs) {
-    sched_record_time(s, stage, secs);
+    sched_record_time(s, j, stage, secs);
     w->job = NULL;
     w->state = SCHED_W_READY;
     j->worker = -1;
@@ -223,29 +235,39 @@ static void stage_done(pd_scheduler *s, sched_wslot *w, sched_job *j, int stage,
     sched_replan(s);
 }
 
+/* What a worker's error code adds to the job's message: the limit behind a deadline. */
+static const char *deadline_note(const pd_scheduler *s, const char *code) {
+    static _Thread_local char note[96];
+    if (strcmp(code, pd_status_name(PD_ERR_DEADLINE))) return "";
+    snprintf(note, sizeof note, " (the job ran longer than max_job_seconds = %.0f s)", s->cfg.max_job_seconds);
+    return note;
+}
+
 /* An answer from one rank of group job j in its denoise stage: progress counts from the leader only
  * (returns false to let the caller report it); the job moves on when every rank has answered. */
 static bool group_rank_on_msg(pd_scheduler *s, sched_wslot *w, sched_job *j, const pd_msg *m) {
     if (m->kind == PD_MSG_PROGRESS) return w->rank != 0 || j->failed;
     if (m->kind == PD_MSG_DONE) {
-        if (w->rank == 0) sched_record_time(s, PD_STAGE_DENOISE, m->seconds);
+        if (w->rank == 0) sched_record_time(s, j, PD_STAGE_DENOISE, m->seconds);
         sched_group_rank_done(s, w, j);
         return true;
     }
     bool cancelled = j->cancel_req || !strcmp(m->code, "cancelled");
+    /* a deadline stops every rank before the same block, as a cancel does: the group stays good */
+    bool stopped = cancelled || !strcmp(m->code, pd_status_name(PD_ERR_DEADLINE));
     PD_INFO("scheduler", "job %s: rank %d of SP group %d stopped: %s: %s", j->id, w->rank, w->group, m->code,
             m->message);
     /* The first failure of this generation breaks it; the peers' errors about the same failure arrive
      * after the bump and leave the new generation alone. */
-    if (!cancelled && w->joined_gen == s->g[w->group].gen) {
+    if (!stopped && w->joined_gen == s->g[w->group].gen) {
         char why[PD_PROTO_MSG_MAX + 64];
         snprintf(why, sizeof why, "rank %d failed: %s", w->rank, m->message);
         sched_group_break(s, &s->g[w->group], why);
     }
     if (cancelled) sched_fail_job(s, j, "cancelled", "cancelled by request");
     else
-        sched_fail_job(s, j, m->code[0] ? m->code : "internal", "denoise stage (rank %d of %d): %s", w->rank,
-                       s->g[w->group].size, m->message);
+        sched_fail_job(s, j, m->code[0] ? m->code : "internal", "denoise stage (rank %d of %d): %s%s", w->rank,
+                       s->g[w->group].size, m->message, deadline_note(s, m->code));
     sched_group_rank_done(s, w, j);
     return true;
 }
@@ -271,7 +293,8 @@ sched_msg_result sched_job_on_msg(pd_scheduler *s, sched_wslot *w, const pd_msg 
         if (j->cancel_req || !strcmp(m->code, "cancelled"))
             sched_fail_job(s, j, "cancelled", "cancelled by request");
         else
-            sched_fail_job(s, j, m->code[0] ? m->code : "internal", "%s stage: %s", stage_str(m->stage), m->message);
+            sched_fail_job(s, j, m->code[0] ? m->code : "internal", "%s stage: %s%s", stage_str(m->stage), m->message,
+                           deadline_note(s, m->code));
     }
     return SCHED_MSG_HANDLED;
 }

@@ -183,6 +183,8 @@ pd_status pd_scheduler_create(const pd_scheduler_config *cfg, pd_job_event_fn fn
     static atomic_uint instances;
     s->instance = atomic_fetch_add(&instances, 1);
     s->cfg = *cfg;
+    s->cfg.cost_model = NULL; /* the copy below */
+    if (cfg->cost_model) s->cost = *cfg->cost_model, s->have_cost = true;
     s->fn = fn;
     s->ud = ud;
     s->n = cfg->n_devices;
@@ -341,6 +343,57 @@ int pd_scheduler_queue_position(pd_scheduler *s, const char *job_id) {
     }
     pthread_mutex_unlock(&s->mu);
     return pos;
+}
+
+/* The rates in force: measured on real jobs where known, else from the warm-ups. */
+static pd_estimate_rates cost_rates(const pd_scheduler *s) {
+    const pd_estimate_rates *l = &s->live_rates, *w = &s->warm_rates;
+    return (pd_estimate_rates){.text_s = l->text_s > 0 ? l->text_s : w->text_s,
+                               .dit_s_per_flop = l->dit_s_per_flop > 0 ? l->dit_s_per_flop : w->dit_s_per_flop,
+                               .vae_s_per_pixel = l->vae_s_per_pixel > 0 ? l->vae_s_per_pixel : w->vae_s_per_pixel};
+}
+
+pd_status pd_scheduler_admit(pd_scheduler *s, const pd_gen_params *p, pd_estimate *est) {
+    pd_estimate e = {0};
+    pthread_mutex_lock(&s->mu);
+    const pd_estimate_rates r = cost_rates(s);
+    pthread_mutex_unlock(&s->mu);
+    pd_status st = PD_OK;
+    if (s->have_cost) {
+        pd_estimate_job(&s->cost, &r, p, &e);
+        st = pd_estimate_admit(&e, s->cfg.max_job_seconds, s->cfg.job_memory_bytes);
+    }
+    if (est) *est = e;
+    return st;
+}
+
+double pd_scheduler_estimated_completion(pd_scheduler *s, const char *job_id) {
+    if (!s->have_cost || !job_id) return 0;
+    pthread_mutex_lock(&s->mu);
+    const pd_estimate_rates r = cost_rates(s);
+    int n = 0, me = -1, servers = s->sp > 1 ? s->n_groups : 0;
+    for (int i = 0; s->sp <= 1 && i < s->n; i++) servers += sched_role_denoises(s->w[i].role);
+    for (sched_job *j = s->jobs; j; j = j->next) n++;
+    double *v = r.dit_s_per_flop > 0 && n ? malloc(3 * (size_t)n * sizeof *v) : NULL;
+    const double now = sched_now_real();
+    int i = 0;
+    for (sched_job *j = s->jobs; v && j; j = j->next, i++) {
+        pd_estimate e;
+        const pd_gen_params p = pd_msg_params(j->req);
+        pd_estimate_job(&s->cost, &r, &p, &e);
+        const double head = e.stage_seconds[PD_STAGE_TEXT] + e.stage_seconds[PD_STAGE_DENOISE];
+        const double ran = j->started_at > 0 ? now - j->started_at : 0;
+        /* running jobs count with what remains: past their denoise, only the decode is left */
+        const bool decoding = j->state == SCHED_J_WAIT_DECODE || j->state == SCHED_J_DECODE;
+        v[i] = decoding ? 0 : fmax(head - ran, 0);
+        v[n + i] = decoding ? fmax(e.seconds - ran, 0) : e.stage_seconds[PD_STAGE_DECODE];
+        if (!strcmp(j->id, job_id)) me = i;
+    }
+    if (v) pd_estimate_queue(v, v + n, n, servers, v + 2 * n);
+    const double at = v && me >= 0 ? now + v[2 * n + me] : 0;
+    pthread_mutex_unlock(&s->mu);
+    free(v);
+    return at;
 }
 
 /* VmRSS of a process in bytes, 0 when it cannot be read (the process just exited). */

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 
 #include "models/pipeline.h"
+#include "scheduler/estimate.h"
 
 typedef struct pd_scheduler_config {
     const char *model_dir;     /* model folder every worker loads (required) */
@@ -43,6 +44,13 @@ typedef struct pd_scheduler_config {
      * folder lock, so a restarted daemon cannot take the folder while a worker of this one still
      * lives. Workers also get SIGKILL when the daemon dies (scheduler/spawn.h). */
     int lock_fd;
+    /* Cost and deadlines (scheduler/estimate.h). A job's deadline is its start (leaving the queue) +
+     * max_job_seconds; a stage still running then stops within one DiT block or latent frame and the
+     * job fails with error code "deadline_exceeded". pd_scheduler_admit refuses a job whose estimate
+     * exceeds max_job_seconds or job_memory_bytes. */
+    const pd_estimate_model *cost_model; /* copied; NULL: no estimates (admission checks nothing) */
+    double max_job_seconds;    /* 0 = no deadline */
+    double job_memory_bytes;   /* activation memory one worker may use (0 = unchecked) */
 } pd_scheduler_config;
 
 /* The scheduler's bounds (the daemon's config table uses these, so the two cannot disagree). */
@@ -50,6 +58,8 @@ typedef struct pd_scheduler_config {
 #define PD_SCHED_MAX_THREADS 1024       /* threads_per_worker: 0..this */
 #define PD_SCHED_MAX_QUEUE 1000000      /* queue_capacity: 1..this */
 #define PD_SCHED_MAX_TIMEOUT_S 86400.0  /* worker_timeout_s, comm_timeout_s: 0 (default) up to this */
+#define PD_SCHED_MAX_JOB_SECONDS (30.0 * 86400) /* max_job_seconds: 0 (none) up to this */
+#define PD_SCHED_MAX_JOB_MEMORY 1e15    /* job_memory_bytes: 0 (unchecked) up to this */
 
 /* Checks everything in cfg but the paths (model_dir, worker_exe, run_dir: pd_scheduler_create checks
  * those when it starts): each bound above, n_decode against n_devices, sp_degree (up to the
@@ -103,8 +113,21 @@ pd_status pd_scheduler_create(const pd_scheduler_config *cfg, pd_job_event_fn fn
 pd_status pd_scheduler_submit(pd_scheduler *s, const char *job_id, const pd_gen_params *p, const char *mp4_path,
                               const char *thumb_path);
 
-/* Cancels a queued or running job; it fails with error code "cancelled" (at the next denoising step
- * boundary when running). PD_ERR_NOT_FOUND when the job is not live. */
+/* Admission by cost: estimates request p on this deployment from the stage times measured so far
+ * (the workers' warm-up until real jobs finish) into *est (may be NULL) and checks it against
+ * max_job_seconds and job_memory_bytes. PD_ERR_INVALID with a message giving the estimate and the
+ * limit when it does not fit; PD_OK (and an all-zero estimate) without a cost model. Nothing is
+ * queued: pd_scheduler_submit does that. */
+pd_status pd_scheduler_admit(pd_scheduler *s, const pd_gen_params *p, pd_estimate *est);
+
+/* Estimated completion time of a live job (CLOCK_REALTIME seconds): the FIFO of live jobs played
+ * over the denoise workers (groups) with every job's estimate, running jobs counted with what remains
+ * of theirs (scheduler/estimate.h pd_estimate_queue). 0 when the job is not live, there is no cost
+ * model or no rates are known yet. */
+double pd_scheduler_estimated_completion(pd_scheduler *s, const char *job_id);
+
+/* Cancels a queued or running job; it fails with error code "cancelled" (within one DiT block or
+ * latent frame when running). PD_ERR_NOT_FOUND when the job is not live. */
 pd_status pd_scheduler_cancel(pd_scheduler *s, const char *job_id);
 
 /* 0-based position of a queued job, -1 when it is not queued. */

@@ -79,6 +79,7 @@ typedef struct sched_job {
     int pending;        /* group denoise: ranks that have not answered yet */
     bool failed;        /* group denoise: FAILED already emitted; removed when pending reaches 0 */
     double fail_deadline;
+    double started_at;  /* CLOCK_REALTIME when it left the queue (0: queued) */
     struct sched_job *next;
 } sched_job;
 
@@ -140,6 +141,9 @@ struct pd_scheduler {
     bool emitting;
     double warm[PD_STAGE_COUNT], ema[PD_STAGE_COUNT];
     bool have_ema[PD_STAGE_COUNT];
+    pd_estimate_model cost;   /* valid when have_cost */
+    bool have_cost;
+    pd_estimate_rates warm_rates, live_rates; /* from warm-ups; from finished stages of real jobs */
     int heartbeat_ms;
     double timeout_s;         /* silence that declares a worker dead */
     double stall_s;           /* a busy worker without progress for this long is stuck */
@@ -178,12 +182,14 @@ void sched_fail_job(pd_scheduler *s, sched_job *j, const char *code, const char 
  * send drops w, which fails the job or, in a group, counts this rank as done. */
 void sched_send_stage(pd_scheduler *s, sched_wslot *w, sched_job *j, pd_stage stage, unsigned gen, int rank);
 double sched_stage_estimate(const pd_scheduler *s, int stage);
-void sched_record_time(pd_scheduler *s, int stage, double secs);
+/* Folds a finished stage of j into the stage times (the split rule) and the cost rates (admission). */
+void sched_record_time(pd_scheduler *s, const sched_job *j, int stage, double secs);
 /* Restarts one idle worker with the other role when the split rule asks for another split. */
 void sched_replan(pd_scheduler *s);
 /* Starts what can start: parked latents on free decode workers first, then queued jobs. */
 void sched_dispatch(pd_scheduler *s);
-/* Cancels requested on running jobs travel to their worker; parked ones fail here. */
+/* Cancels requested on running jobs travel to their worker; parked ones fail here, and so do parked
+ * ones past their deadline (running ones are stopped by their worker). */
 void sched_send_cancels(pd_scheduler *s);
 /* PROGRESS / DONE / ERROR of the stage w is running. */
 sched_msg_result sched_job_on_msg(pd_scheduler *s, sched_wslot *w, const pd_msg *m);

@@ -173,6 +173,11 @@ static sched_msg_result worker_on_msg(pd_scheduler *s, sched_wslot *w, const pd_
     if (m->kind == PD_MSG_READY) {
         for (int i = 0; i < PD_STAGE_COUNT; i++)
             if (m->stage_seconds[i] > 0 && isfinite(m->stage_seconds[i])) s->warm[i] = m->stage_seconds[i];
+        if (s->have_cost) {
+            const pd_gen_params wp = pd_proto_warmup_params();
+            for (int i = 0; i < PD_STAGE_ENCODE; i++)
+                pd_estimate_rates_update(&s->cost, &s->warm_rates, &wp, i, m->stage_seconds[i], 1.0);
+        }
         w->state = SCHED_W_READY;
         w->was_ready = true;
         w->fails = 0;

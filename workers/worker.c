@@ -34,7 +34,8 @@ typedef struct worker {
     bool has_mail;
     bool stop;                /* SHUTDOWN, connection lost or protocol error */
     char current_job[PD_PROTO_ID_MAX];
-    atomic_int cancel;
+    double deadline;          /* of the current job, CLOCK_REALTIME seconds (0: none) */
+    atomic_int cancel;        /* the stop flag of the current job (PD_STOP_*) */
     _Atomic uint64_t ticks;   /* progress counter: bumped whenever a stage advances; heartbeats carry it */
     pd_msg *rx;               /* reader thread's message buffer */
     pd_proto_reader *reader;
@@ -63,10 +64,22 @@ static pd_status wsend(worker *w, const pd_msg *m) {
     return st;
 }
 
+/* Stops the running stage for `why` (PD_STOP_*) unless it is already stopping for another reason. */
+static void stop_job(worker *w, int why) {
+    int run = PD_STOP_NONE;
+    atomic_compare_exchange_strong(&w->cancel, &run, why);
+}
+
+static double wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static void set_stop(worker *w) {
     pthread_mutex_lock(&w->mu);
     w->stop = true;
-    atomic_store(&w->cancel, 1);
+    stop_job(w, PD_STOP_CANCEL);
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }
@@ -83,7 +96,7 @@ static void *reader_main(void *arg) {
         if (m->kind == PD_MSG_SHUTDOWN) break;
         if (m->kind == PD_MSG_CANCEL) {
             pthread_mutex_lock(&w->mu);
-            if (!strcmp(m->job_id, w->current_job)) atomic_store(&w->cancel, 1);
+            if (!strcmp(m->job_id, w->current_job)) stop_job(w, PD_STOP_CANCEL);
             pthread_mutex_unlock(&w->mu);
             continue;
         }
@@ -94,7 +107,8 @@ static void *reader_main(void *arg) {
                 memcpy(w->mail, m, sizeof *m);
                 w->has_mail = true;
                 snprintf(w->current_job, sizeof w->current_job, "%s", m->job_id);
-                atomic_store(&w->cancel, 0);
+                w->deadline = m->kind == PD_MSG_ASSIGN ? m->deadline : 0;
+                atomic_store(&w->cancel, PD_STOP_NONE);
                 pthread_cond_broadcast(&w->cv);
             }
             pthread_mutex_unlock(&w->mu);
@@ -111,19 +125,27 @@ static void *reader_main(void *arg) {
     return NULL;
 }
 
+/* Sends HEARTBEAT every heartbeat_ms and stops the current job at its deadline (woken early by
+ * every new assignment, so a nearer deadline is seen at once). */
 static void *heartbeat_main(void *arg) {
     worker *w = arg;
     pd_msg hb;
     pd_msg_init(&hb, PD_MSG_HEARTBEAT);
     pthread_mutex_lock(&w->mu);
+    double next_hb = wall_now() + w->heartbeat_ms / 1000.0;
     while (!w->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        long ns = ts.tv_nsec + (long)(w->heartbeat_ms % 1000) * 1000000L;
-        ts.tv_sec += w->heartbeat_ms / 1000 + ns / 1000000000L;
-        ts.tv_nsec = ns % 1000000000L;
+        double wake = w->deadline > 0 && w->deadline < next_hb ? w->deadline : next_hb;
+        struct timespec ts = {.tv_sec = (time_t)wake, .tv_nsec = (long)((wake - (double)(time_t)wake) * 1e9)};
         pthread_cond_timedwait(&w->cv, &w->mu, &ts);
         if (w->stop) break;
+        const double now = wall_now();
+        if (w->deadline > 0 && now >= w->deadline) {
+            PD_INFO("worker", "job %s: deadline passed; stopping it", w->current_job);
+            stop_job(w, PD_STOP_DEADLINE);
+            w->deadline = 0;
+        }
+        if (now < next_hb) continue;
+        next_hb = now + w->heartbeat_ms / 1000.0;
         pthread_mutex_unlock(&w->mu);
         hb.ticks = atomic_load(&w->ticks);
         pd_status st = wsend(w, &hb);
@@ -156,9 +178,7 @@ static void no_progress(void *ud, pd_stage stage, int step, int total) {}
 /* A rank other than the leader: its steps reach the scheduler only through the heartbeat's counter. */
 static void count_progress(void *ud, pd_stage stage, int step, int total) { pd_worker_note_progress(ud); }
 
-static pd_status check_cancel(worker *w) {
-    return atomic_load(&w->cancel) ? pd_error_set(PD_ERR_CANCELLED, "cancelled") : PD_OK;
-}
+static pd_status check_cancel(worker *w) { return pd_stop_check(&w->cancel, "in the text stage"); }
 
 /* text: prompt (and negative prompt under CFG) -> contexts in shared memory. */
 static pd_status run_text(worker *w, const pd_gen_params *p, const pd_msg *a) {
@@ -238,8 +258,7 @@ static pd_status run_assign(worker *w, const pd_msg *a) {
 /* One small run of every stage the role has, timed; also proves the loaded model works. */
 static pd_status warm_up(worker *w, double secs[PD_STAGE_COUNT]) {
     pd_worker_role role = w->opt->role;
-    pd_gen_params p = {.prompt = "a warm-up", .negative_prompt = "", .seed = 1, .width = 64, .height = 64,
-                       .frames = 5, .steps = 2, .guidance = 5.0f, .shift = 5.0f, .sampler = PD_SAMPLER_EULER, .fps = 16};
+    pd_gen_params p = pd_proto_warmup_params();
     pd_tensor cond = {0}, uncond = {0}, latent = {0};
     pd_status st = PD_OK;
     double t0 = pd_now_s();
@@ -356,6 +375,7 @@ static void serve(worker *w) {
          * the scheduler when it reads DONE. */
         pthread_mutex_lock(&w->mu);
         w->current_job[0] = 0;
+        w->deadline = 0;
         pthread_mutex_unlock(&w->mu);
         if (st == PD_OK) {
             pd_msg *m = w->tx;

@@ -4,12 +4,14 @@
  * It connects to the scheduler's Unix socket, exchanges HELLO, loads only the model parts its role
  * needs, warms up (one small run of each of its stages, timed), sends READY with those times and then
  * waits on the control channel. For each ASSIGN it runs one stage, sending PROGRESS after every step and
- * DONE (with the stage's wall time) or ERROR at the end. A reader thread handles CANCEL (a flag the
- * stage checks at each step boundary) and SHUTDOWN; a heartbeat thread sends HEARTBEAT at the interval
- * the scheduler's HELLO names, with the worker's progress counter: every step, every encoded prompt
- * and whatever finer point the stages report through pd_worker_note_progress advance it, so the
- * scheduler's watchdog can tell a stuck stage from a slow one (pipeline_stages.c counts every DiT
- * evaluation). Tensors between stages go through shared memory (comm/shm.h):
+ * DONE (with the stage's wall time) or ERROR at the end. A reader thread handles CANCEL (the stage's
+ * stop flag, read before every DiT block, denoising step and latent frame) and SHUTDOWN; a heartbeat
+ * thread sends HEARTBEAT at the interval the scheduler's HELLO names, with the worker's progress
+ * counter: every step, every encoded prompt and whatever finer point the stages report through
+ * pd_worker_note_progress advance it, so the scheduler's watchdog can tell a stuck stage from a slow
+ * one (pipeline_stages.c counts every DiT evaluation). At the deadline an ASSIGN carries, the same
+ * thread sets the stop flag to PD_STOP_DEADLINE: the stage then ends with ERROR code
+ * "deadline_exceeded". Tensors between stages go through shared memory (comm/shm.h):
  *   text:    prompt -> context (L, text_dim) f32 into shm_cond, negative prompt into shm_uncond
  *            (only when guidance > 1)
  *   denoise: shm_cond (+ shm_uncond) -> latent (16, T, H/8, W/8) f32 into shm_latent
@@ -19,7 +21,7 @@
  * any earlier group, joins the new one (workers/sp_group.h) and answers JOINED (or ERROR with job ""
  * when joining failed). A DENOISE ASSIGN then names the group generation and the worker's rank: every
  * rank runs the same sampler loop over the group; the leader (rank 0) reports progress, reads the
- * cancel flag (shared with the others at each step boundary, so every rank stops at the same step)
+ * stop flag (shared with the others before every DiT block, so every rank stops at the same block)
  * and alone writes the latent. A TEXT ASSIGN of a group job goes to the leader only; the other ranks
  * read the contexts from shared memory.
  *

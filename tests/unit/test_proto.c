@@ -45,6 +45,7 @@ static void sample(pd_msg *m, pd_msg_kind kind) {
         snprintf(m->thumb_path, sizeof m->thumb_path, "/var/lib/pipedit/videos/x.png");
         m->group_gen = 7;
         m->rank = 1;
+        m->deadline = 1795000000.25;
         break;
     case PD_MSG_GROUP:
         m->group_gen = 9;
@@ -108,7 +109,7 @@ static void test_round_trip_every_kind(void) {
     size_t n;
     PD_CHECK_OK(pd_proto_encode(&a, frame, sizeof frame, &n));
     PD_CHECK_OK(pd_proto_decode(frame + 4, n - 4, &b));
-    PD_CHECK(b.seed == 0xfedcba9876543210ull && b.guidance == 5.5f && b.frames == 81);
+    PD_CHECK(b.seed == 0xfedcba9876543210ull && b.guidance == 5.5f && b.frames == 81 && b.deadline == 1795000000.25);
     PD_CHECK(!strcmp(b.prompt, a.prompt) && !strcmp(b.thumb_path, "/var/lib/pipedit/videos/x.png"));
     pd_gen_params p = pd_msg_params(&b);
     PD_CHECK(p.sampler == PD_SAMPLER_EULER && p.width == 832 && !strcmp(p.negative_prompt, "blurry"));
@@ -214,6 +215,12 @@ static void test_bad_fields_rejected(void) {
     }
     sample(&a, PD_MSG_ASSIGN);
     a.rank = -1;
+    CHECK_REJECTED();
+    /* A deadline that is not a time: negative, NaN. */
+    sample(&a, PD_MSG_ASSIGN);
+    a.deadline = -1;
+    CHECK_REJECTED();
+    a.deadline = NAN;
     CHECK_REJECTED();
     /* Encoding an unknown kind is the caller's error. */
     pd_msg_init(&a, PD_MSG_KIND_END);

@@ -14,6 +14,9 @@
  *    (steps, or only the counter its heartbeats carry) is left alone however long its job takes;
  *  - a full queue gives PD_ERR_BUSY, queue positions, duplicate ids, cancel of a queued job;
  *  - cancel of a running job ends it as "cancelled" within a step;
+ *  - a running job past its deadline fails with "deadline_exceeded" within a step;
+ *  - admission by cost refuses what cannot finish within max_job_seconds or fit the memory limit,
+ *    and queued jobs get completion estimates in queue order;
  *  - a request the worker rejects fails with its code; drain; the split re-plans from measured times;
  *  - a worker sending garbage, a wrong protocol version or an oversized frame is dropped and restarted
  *    (the scheduler never becomes ready on it and does not crash). */
@@ -27,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "models/presets.h"
 #include "scheduler/scheduler.h"
 #include "scheduler/split.h"
 #include "tests/unit/sched_events.h"
@@ -101,7 +105,7 @@ static pd_status fake_denoise(void *self, const pd_gen_params *p, const pd_tenso
     int ms = env_int("PD_FAKE_STEP_MS", 10);
     const bool stall = !strncmp(p->prompt, "stall", 5), substep = !strncmp(p->prompt, "substep", 7);
     for (int s = 1; s <= p->steps; s++) {
-        if (atomic_load(cancel)) return pd_error_set(PD_ERR_CANCELLED, "cancelled before step %d", s);
+        PD_TRY(pd_stop_check(cancel, "before step %d", s));
         while (stall && s == 3) sleep_ms(100);
         if (substep) {
             for (int k = 0; k < 20; k++) {
@@ -127,7 +131,7 @@ static pd_status fake_decode(void *self, const pd_tensor *latent, const pd_gen_p
     int ms = env_int("PD_FAKE_FRAME_MS", 10);
     int t = (int)latent->shape[1];
     for (int f = 1; f <= t; f++) {
-        if (atomic_load(cancel)) return pd_error_set(PD_ERR_CANCELLED, "cancelled before frame %d", f);
+        PD_TRY(pd_stop_check(cancel, "before frame %d", f));
         sleep_ms(ms);
         progress(ud, PD_STAGE_DECODE, f, t);
     }
@@ -211,13 +215,20 @@ static int count_lines(const char *path) {
 static char exe[1024];
 static char tmpdir[256];
 
-/* stall_s 0: the scheduler's default stall limit. */
-static pd_scheduler *start_stall(int n, int n_decode, int capacity, double timeout_s, double stall_s) {
+/* A scheduler over n fake workers, ready; extra (may be NULL) sets the stall limit, the cost model and
+ * the job limits. */
+static pd_scheduler *start_with(int n, int n_decode, int capacity, double timeout_s, const pd_scheduler_config *extra) {
     char run[300];
     snprintf(run, sizeof run, "%s/run", tmpdir);
     pd_scheduler_config cfg = {.model_dir = tmpdir, .worker_exe = exe, .run_dir = run, .n_devices = n,
                                .n_decode = n_decode, .threads_per_worker = 1, .queue_capacity = capacity,
-                               .worker_timeout_s = timeout_s, .stall_timeout_s = stall_s};
+                               .worker_timeout_s = timeout_s};
+    if (extra) {
+        cfg.stall_timeout_s = extra->stall_timeout_s;
+        cfg.cost_model = extra->cost_model;
+        cfg.max_job_seconds = extra->max_job_seconds;
+        cfg.job_memory_bytes = extra->job_memory_bytes;
+    }
     pd_scheduler *s = NULL;
     reset_events();
     PD_CHECK_OK(pd_scheduler_create(&cfg, on_event, NULL, &s));
@@ -226,7 +237,12 @@ static pd_scheduler *start_stall(int n, int n_decode, int capacity, double timeo
 }
 
 static pd_scheduler *start(int n, int n_decode, int capacity, double timeout_s) {
-    return start_stall(n, n_decode, capacity, timeout_s, 0);
+    return start_with(n, n_decode, capacity, timeout_s, NULL);
+}
+
+/* stall_s 0: the scheduler's default stall limit. */
+static pd_scheduler *start_stall(int n, int n_decode, int capacity, double timeout_s, double stall_s) {
+    return start_with(n, n_decode, capacity, timeout_s, &(pd_scheduler_config){.stall_timeout_s = stall_s});
 }
 
 static pd_gen_params params(const char *prompt, int steps, int frames) {
@@ -608,6 +624,81 @@ static void test_cancel_running(void) {
     pd_scheduler_destroy(s);
 }
 
+static double wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A running job past its deadline (start + max_job_seconds, carried to the worker in the ASSIGN) stops
+ * within a step and fails with "deadline_exceeded"; the worker then serves the next job. */
+static void test_deadline_running(void) {
+    setenv("PD_FAKE_STEP_MS", "100", 1);
+    setenv("PD_FAKE_FRAME_MS", "10", 1);
+    pd_scheduler *s = start_with(2, 0, 8, 10, &(pd_scheduler_config){.max_job_seconds = 1.0});
+    if (!s) return;
+    pd_gen_params p = params("too long", 50, 5); /* 5 s of denoising */
+    PD_CHECK_OK(submit(s, "dl-1", &p));
+    PD_CHECK(wait_final("dl-1", 10));
+    const rec *st = find_ev("dl-1", PD_JOB_EVENT_STARTED, -1, 0), *f = find_ev("dl-1", PD_JOB_EVENT_FAILED, -1, 0);
+    PD_CHECK_MSG(f && !strcmp(f->code, "deadline_exceeded") && strstr(f->msg, "deadline exceeded") &&
+                     strstr(f->msg, "max_job_seconds = 1 s"), "%s: %s",
+                 f ? f->code : "-", f ? f->msg : "no failure");
+    if (st && f) PD_CHECK_MSG(f->t - st->t > 0.9 && f->t - st->t < 1.6, "failed %.3f s after the start", f->t - st->t);
+    pd_gen_params q = params("in time", 2, 5);
+    PD_CHECK_OK(submit(s, "dl-2", &q));
+    PD_CHECK(wait_final("dl-2", 20));
+    PD_CHECK(find_ev("dl-2", PD_JOB_EVENT_COMPLETED, -1, 0) != NULL);
+    pd_scheduler_destroy(s);
+}
+
+/* Admission by cost: with rates from the warm-up, a request whose estimate exceeds max_job_seconds or
+ * the memory limit is refused with the estimate and the limit in the message (and nothing queued); a
+ * small one passes; queued jobs get completion times that grow along the queue. */
+static void test_admission_and_completion_estimates(void) {
+    setenv("PD_FAKE_STEP_MS", "20", 1);
+    setenv("PD_FAKE_FRAME_MS", "10", 1);
+    const pd_model_preset *pre = pd_model_preset_default();
+    const pd_estimate_model cost = {.dit = pre->dit, .vae_base_dim = pre->vae.base_dim};
+    pd_scheduler *s = start_with(1, 0, 8, 10, &(pd_scheduler_config){.cost_model = &cost, .max_job_seconds = 60});
+    if (!s) return;
+    pd_gen_params big = params("too big", 100, 129), small = params("small", 4, 5);
+    big.width = big.height = 1280;
+    pd_estimate e;
+    PD_CHECK_ERR(pd_scheduler_admit(s, &big, &e), PD_ERR_INVALID);
+    char want[64];
+    snprintf(want, sizeof want, "is %.0f s", e.seconds);
+    PD_CHECK_MSG(e.seconds > 60 && strstr(pd_error_msg(), want) && strstr(pd_error_msg(), "max_job_seconds = 60 s"),
+                 "estimate %g s: %s", e.seconds, pd_error_msg());
+    pd_scheduler_stats st;
+    pd_scheduler_stats_get(s, &st);
+    PD_CHECK(st.queued == 0 && st.running == 0);
+    PD_CHECK_OK(pd_scheduler_admit(s, &small, &e));
+    PD_CHECK_MSG(e.seconds > 0 && e.seconds < 60 && e.bytes > 0, "small: %g s, %g bytes", e.seconds, e.bytes);
+    /* completion estimates: later in the queue, later done; all in the future, none absurd */
+    pd_gen_params slow = params("slow", 40, 5);
+    PD_CHECK_OK(submit(s, "e-1", &slow));
+    PD_CHECK_OK(submit(s, "e-2", &slow));
+    PD_CHECK_OK(submit(s, "e-3", &small));
+    const double now = wall_now(), t1 = pd_scheduler_estimated_completion(s, "e-1");
+    const double t2 = pd_scheduler_estimated_completion(s, "e-2"), t3 = pd_scheduler_estimated_completion(s, "e-3");
+    PD_CHECK_MSG(t1 > now && t2 > t1 && t3 > t2 && t3 < now + 60, "now %.2f: %.2f %.2f %.2f", now, t1, t2, t3);
+    PD_CHECK(pd_scheduler_estimated_completion(s, "nope") == 0);
+    PD_CHECK(wait_final("e-3", 30));
+    PD_CHECK(pd_scheduler_estimated_completion(s, "e-3") == 0);
+    pd_scheduler_destroy(s);
+    /* the memory limit */
+    s = start_with(1, 0, 8, 10, &(pd_scheduler_config){.cost_model = &cost, .job_memory_bytes = 16 << 20});
+    if (!s) return;
+    big = params("wide", 1, 5);
+    big.width = big.height = 1024;
+    PD_CHECK_ERR(pd_scheduler_admit(s, &big, &e), PD_ERR_INVALID);
+    PD_CHECK_MSG(e.bytes > (16 << 20) && strstr(pd_error_msg(), "activation memory") && strstr(pd_error_msg(), "job_memory_bytes"),
+                 "%s", pd_error_msg());
+    PD_CHECK_OK(pd_scheduler_admit(s, &small, &e));
+    pd_scheduler_destroy(s);
+}
+
 static void test_rejected_request_and_drain(void) {
     setenv("PD_FAKE_STEP_MS", "10", 1);
     setenv("PD_FAKE_FRAME_MS", "10", 1);
@@ -714,6 +805,8 @@ int main(int argc, char **argv) {
     PD_RUN(test_slow_worker_left_alone);
     PD_RUN(test_queue_full_and_cancel_queued);
     PD_RUN(test_cancel_running);
+    PD_RUN(test_deadline_running);
+    PD_RUN(test_admission_and_completion_estimates);
     PD_RUN(test_rejected_request_and_drain);
     PD_RUN(test_replan_from_timings);
     PD_RUN(test_protocol_errors_drop_the_worker);
