@@ -31,7 +31,9 @@ cleanup() {
 trap cleanup EXIT
 die() { echo "wrk_get: $*" >&2; [ -f "$tmp/log" ] && tail -n 20 "$tmp/log" >&2; exit 1; }
 
-setsid "$bin/pipeditd" --host 127.0.0.1 --port 0 --data-dir "$tmp/data" --http-threads 2 --drain-timeout-s 0 >"$tmp/log" 2>&1 &
+# The background job below is meant to outlast the run: admission must not refuse it by its estimate.
+setsid "$bin/pipeditd" --host 127.0.0.1 --port 0 --data-dir "$tmp/data" --http-threads 2 --drain-timeout-s 0 \
+    --max-job-seconds 86400 >"$tmp/log" 2>&1 &
 pid=$!
 port=""
 for _ in $(seq 1 300); do
