@@ -12,7 +12,8 @@ TEST_NAME=daemon_durability
 source "$(dirname "$0")/daemon_lib.sh"
 
 DATA=$T/data
-FLAGS=(--data-dir "$DATA" --poll-after-ms 250 --drain-timeout-s 1)
+# The long jobs below are meant to outlast the test: admission must not refuse them by their estimate.
+FLAGS=(--data-dir "$DATA" --poll-after-ms 250 --drain-timeout-s 1 --max-job-seconds 2592000)
 SMALL='{"prompt":"small","num_frames":5,"size":"32x32","num_inference_steps":2}'
 # About 3 s per denoising step on a 2-core VM under the sanitizers: a worker stays busy for minutes.
 LONG='{"prompt":"long","num_frames":33,"size":"256x256","num_inference_steps":100}'
