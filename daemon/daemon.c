@@ -548,7 +548,7 @@ int pd_daemon_cancel_video(pd_daemon *d, const char *id, json_t **out, pd_api_er
     if (s == PD_JOB_COMPLETED) return pd_api_error_set(err, 400, "id", "invalid_state", "video '%s' has already completed", id);
     if (st) return pd_api_error_set(err, 503, NULL, "journal_error", "the cancel could not be recorded: %s", pd_error_msg());
     if (live && d->sched) {
-        /* Durable already; the worker stops at its next step boundary. */
+        /* Durable already; the worker stops before its next DiT block or latent frame. */
         st = pd_scheduler_cancel(d->sched, id);
         if (st && st != PD_ERR_NOT_FOUND) PD_WARN("daemon", "cancel %s: %s", id, pd_error_msg());
         else PD_INFO("daemon", "%s cancelled", id);

@@ -55,7 +55,7 @@ typedef enum pd_msg_kind {
     PD_MSG_PROGRESS,   /* worker: step of total done within stage */
     PD_MSG_DONE,       /* worker: the assigned stage finished; seconds = its wall time */
     PD_MSG_ERROR,      /* worker: the assigned stage (or start-up when job_id is "") failed */
-    PD_MSG_CANCEL,     /* scheduler: stop job_id at the next step boundary */
+    PD_MSG_CANCEL,     /* scheduler: stop job_id before its next DiT block or latent frame */
     PD_MSG_HEARTBEAT,  /* worker: still alive; ticks = its progress counter */
     PD_MSG_SHUTDOWN,   /* scheduler: finish nothing, exit */
     PD_MSG_GROUP,      /* scheduler: leave any SP group, join group generation group_gen as rank of ranks */

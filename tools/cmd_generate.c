@@ -406,7 +406,7 @@ int pd_cmd_generate(int argc, char **argv) {
         rc = pd_sp_launch("pipedit generate", sp_ranks, pd_gen_rank_main, &job, job.name);
         goto done;
     }
-    /* Ctrl-C cancels at the next step boundary; installed before anything is printed, so a
+    /* Ctrl-C cancels before the next DiT block; installed before anything is printed, so a
      * caller that waits for output and then interrupts always gets the clean path. */
     struct sigaction sa = {0}, old_sa;
     sa.sa_handler = pd_on_sigint;
