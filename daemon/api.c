@@ -394,6 +394,19 @@ int pd_api_parse_create(const pd_api_limits *lim, const char *content_type, cons
     return rc;
 }
 
+int pd_api_parse_create_object(const pd_api_limits *lim, json_t *root, pd_job_request *out, pd_api_error *err) {
+    memset(out, 0, sizeof *out);
+    return validate(lim, root, out, err);
+}
+
+int pd_api_check_list(long limit, const char *order, const char *after, pd_api_error *err) {
+    if (limit < 1 || limit > 100) return pd_api_error_set(err, 400, "limit", "invalid_value", "'limit' must be an integer from 1 to 100");
+    if (order && strcmp(order, "asc") && strcmp(order, "desc"))
+        return pd_api_error_set(err, 400, "order", "invalid_value", "'order' must be \"asc\" or \"desc\"");
+    if (after && *after && !pd_job_id_valid(after)) return pd_api_error_set(err, 400, "after", "invalid_value", "'after' must be a video id");
+    return 0;
+}
+
 json_t *pd_api_video_json(const pd_job *j, int queue_position) {
     const pd_gen_params *p = &j->req.p;
     char size[32];

@@ -59,6 +59,14 @@ json_t *pd_api_error_json(const pd_api_error *e);
 int pd_api_parse_create(const pd_api_limits *lim, const char *content_type, const char *body, size_t len,
                         pd_job_request *out, pd_api_error *err);
 
+/* The same validation for a request whose fields are already a JSON object (the gRPC front end
+ * builds one from its message). root stays the caller's; results as pd_api_parse_create. */
+int pd_api_parse_create_object(const pd_api_limits *lim, json_t *root, pd_job_request *out, pd_api_error *err);
+
+/* Checks list paging arguments: limit 1..100, order NULL/"asc"/"desc", after NULL/""/a video id.
+ * Returns 0, or fills err (400 naming the argument) and returns 400. */
+int pd_api_check_list(long limit, const char *order, const char *after, pd_api_error *err);
+
 /* The Video object for job j. queue_position < 0 leaves it null. A new reference (NULL: no memory). */
 json_t *pd_api_video_json(const pd_job *j, int queue_position);
 

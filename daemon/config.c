@@ -37,6 +37,8 @@ static const cfg_entry cfg_table[] = {
     {"header_timeout_s", CT_DOUBLE, F(header_timeout_s), "20", 0.1, 3600, "a request's line and headers must arrive within this, however slowly they trickle (also the keep-alive wait)"},
     {"body_timeout_s", CT_DOUBLE, F(body_timeout_s), "60", 0.1, 86400, "a request's headers and body must arrive within this (>= header_timeout_s)"},
     {"body_limit", CT_SIZE, F(body_limit), "1048576", 1024, 64.0 * 1024 * 1024, "largest request body in bytes; larger is 413"},
+    {"grpc_port", CT_INT, F(grpc_port), "0", 0, 65535, "gRPC port of the pipedit.v1 API and grpc.health.v1 (0 = no gRPC server)"},
+    {"grpc_threads", CT_INT, F(grpc_threads), "2", 1, 64, "threads serving the gRPC completion queue"},
     {"data_dir", CT_STR, F(data_dir), "./data", 0, 0, "journal and outputs (videos/<id>.mp4, .png)"},
     {"output_ttl_s", CT_DOUBLE, F(output_ttl_s), "86400", 1, 365.0 * 86400, "finished videos are deleted this long after completion"},
     {"housekeeping_interval_s", CT_DOUBLE, F(housekeeping_interval_s), "30", 0.1, 3600, "period of the expiry sweep"},

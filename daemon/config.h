@@ -26,6 +26,8 @@ typedef struct pd_config {
     double header_timeout_s;            /* request line + headers, from the request's start */
     double body_timeout_s;              /* headers + body, from the same start */
     size_t body_limit;
+    int grpc_port;                      /* 0 = no gRPC server */
+    int grpc_threads;
     /* storage */
     char data_dir[PD_CONFIG_STR_MAX];
     double output_ttl_s;

@@ -14,6 +14,9 @@
 #include "base/file_io.h"
 #include "daemon/conn_guard.h"
 #include "daemon/http.h"
+#ifdef PD_HAVE_GRPC
+#include "daemon/grpc_server.h"
+#endif
 #include "daemon/sse.h"
 #include "models/model_dir.h"
 #include "models/presets.h"
@@ -124,6 +127,7 @@ pd_status pd_daemon_open(pd_daemon *d, const pd_config *cfg) {
     d->cfg = *cfg;
     d->started_at = pd_daemon_now();
     pthread_mutex_init(&d->lock, NULL);
+    pthread_cond_init(&d->changed, NULL);
     pd_jobs_init(&d->jobs);
     pd_metrics_init(&d->metrics);
     atomic_init(&d->draining, false);
@@ -421,6 +425,27 @@ void pd_daemon_add_queue_position(pd_daemon *d, json_t *v) {
     if (pos >= 0) json_object_set_new(v, "queue_position", json_integer(pos));
 }
 
+json_t *pd_daemon_model_json(pd_daemon *d) {
+    return json_pack("{s:s, s:s, s:I, s:s}", "id", d->model_name, "object", "model", "created", (json_int_t)d->started_at, "owned_by",
+                     "pipedit");
+}
+
+pd_watch_event pd_daemon_watch_next_locked(pd_daemon *d, const char *id, pd_watch_cursor *c, json_t **video) {
+    *video = NULL;
+    pd_job *j = pd_jobs_find(&d->jobs, id);
+    if (!j) return PD_WATCH_DELETED;
+    if (c->sent_any && j->version == c->version) return PD_WATCH_NONE;
+    pd_watch_event ev = PD_WATCH_PROGRESS;
+    if (j->status == PD_JOB_COMPLETED) ev = PD_WATCH_COMPLETED;
+    else if (j->status == PD_JOB_FAILED) ev = PD_WATCH_FAILED;
+    else if (c->sent_any && j->stage != c->stage && j->stage >= 0) ev = PD_WATCH_STAGE;
+    c->sent_any = true;
+    c->version = j->version;
+    c->stage = j->stage;
+    *video = pd_api_video_json(j, -1);
+    return ev;
+}
+
 int pd_daemon_create_video(pd_daemon *d, pd_job_request *req, json_t **out, pd_api_error *err) {
     if (atomic_load(&d->draining))
         return pd_api_error_set(err, 503, NULL, "shutting_down", "the server is shutting down; retry against another instance");
@@ -685,6 +710,9 @@ void pd_daemon_shutdown(pd_daemon *d) {
         else if (st) PD_WARN("daemon", "drain: %s", pd_error_msg());
     }
     pd_http_stop(d);
+#ifdef PD_HAVE_GRPC
+    pd_grpc_stop(d);
+#endif
     if (d->sched) {
         pd_scheduler_destroy(d->sched);
         d->sched = NULL;
@@ -698,6 +726,9 @@ void pd_daemon_shutdown(pd_daemon *d) {
 
 void pd_daemon_close(pd_daemon *d) {
     pd_http_stop(d);
+#ifdef PD_HAVE_GRPC
+    pd_grpc_stop(d);
+#endif
     if (d->sched) pd_scheduler_destroy(d->sched);
     d->sched = NULL;
     pd_journal_close(d->journal);
@@ -708,5 +739,6 @@ void pd_daemon_close(pd_daemon *d) {
     free(d->backlog);
     d->backlog = NULL;
     pd_metrics_free(&d->metrics);
+    pthread_cond_destroy(&d->changed);
     pthread_mutex_destroy(&d->lock);
 }

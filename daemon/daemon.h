@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -27,6 +28,7 @@
 struct MHD_Daemon;
 typedef struct pd_sse_stream pd_sse_stream;
 typedef struct pd_conn_guard pd_conn_guard;
+typedef struct pd_grpc pd_grpc;
 
 typedef struct pd_daemon {
     pd_config cfg;
@@ -40,6 +42,7 @@ typedef struct pd_daemon {
     double started_at;
 
     pthread_mutex_t lock;            /* guards jobs and sse_waiters */
+    pthread_cond_t changed;          /* broadcast (d->lock held) whenever a job changes: gRPC watches wait on it */
     pd_jobs jobs;
     pd_sse_stream *sse_waiters;      /* suspended event streams, resumed when any job changes */
     bool http_stopping;              /* event streams end instead of waiting */
@@ -53,6 +56,7 @@ typedef struct pd_daemon {
     pd_scheduler *sched;
     struct MHD_Daemon *mhd;
     pd_conn_guard *conns;            /* header/body deadlines and slot headroom (daemon/conn_guard.h) */
+    pd_grpc *grpc;                   /* the gRPC server (daemon/grpc_server.h); NULL when off */
     atomic_bool draining;            /* SIGTERM seen: not ready, not admitting */
 } pd_daemon;
 
@@ -99,6 +103,33 @@ int pd_daemon_cancel_video(pd_daemon *d, const char *id, json_t **out, pd_api_er
 int pd_daemon_delete_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err);
 /* Path of a completed job's output file; 404 when the job is unknown or not completed. */
 int pd_daemon_content_path(pd_daemon *d, const char *id, pd_store_variant v, char *path, pd_api_error *err);
+/* The Model object of the served model ({id, object:"model", created, owned_by}); a new reference
+ * (NULL: no memory). */
+json_t *pd_daemon_model_json(pd_daemon *d);
+
+/* What a watcher of one job (an SSE stream, a gRPC WatchVideo) sends next. */
+typedef enum pd_watch_event {
+    PD_WATCH_NONE = 0,  /* nothing new since the cursor */
+    PD_WATCH_PROGRESS,  /* the first event, and progress changes */
+    PD_WATCH_STAGE,     /* the job entered a new stage */
+    PD_WATCH_COMPLETED, /* final */
+    PD_WATCH_FAILED,    /* final */
+    PD_WATCH_DELETED,   /* final: the job is gone (deleted or expired) */
+} pd_watch_event;
+
+/* A watcher's position: what it has sent so far. Zero-initialise with stage = -1. */
+typedef struct pd_watch_cursor {
+    bool sent_any;
+    uint64_t version;
+    int stage;
+} pd_watch_cursor;
+
+/* d->lock must be held. The next event for a watcher of job id at cursor c, which it advances: for
+ * every event but NONE and DELETED *video receives the Video object (a new reference, without
+ * queue_position; NULL when out of memory). The first call always answers the current state, so a
+ * watcher that reconnects resumes from where the job is now. */
+pd_watch_event pd_daemon_watch_next_locked(pd_daemon *d, const char *id, pd_watch_cursor *c, json_t **video);
+
 /* Sets "queue_position" on a Video object whose status is queued and "estimated_completed_at" (unix
  * seconds, from the scheduler's queue estimate) on one that is queued or in progress; call without
  * d->lock. */

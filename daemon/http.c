@@ -264,8 +264,7 @@ static enum MHD_Result handle(pd_daemon *d, struct MHD_Connection *conn, req_ctx
     case R_MODELS:
     case R_MODEL: {
         if (!get) return method_not_allowed(d, conn, c, "GET");
-        json_t *model = json_pack("{s:s, s:s, s:I, s:s}", "id", d->model_name, "object", "model", "created", (json_int_t)d->started_at,
-                                  "owned_by", "pipedit");
+        json_t *model = pd_daemon_model_json(d);
         if (c->route == R_MODEL) {
             if (strcmp(c->model, d->model_name)) {
                 json_decref(model);
@@ -296,13 +295,9 @@ static enum MHD_Result handle(pd_daemon *d, struct MHD_Connection *conn, req_ctx
                 char *end;
                 errno = 0;
                 limit = strtol(lim, &end, 10);
-                if (!*lim || *end || errno || limit < 1 || limit > 100)
-                    return fail(d, conn, c, 400, "limit", "invalid_value", "'limit' must be an integer from 1 to 100");
+                if (!*lim || *end || errno) limit = 0; /* out of range: refused below */
             }
-            if (order && strcmp(order, "asc") && strcmp(order, "desc"))
-                return fail(d, conn, c, 400, "order", "invalid_value", "'order' must be \"asc\" or \"desc\"");
-            if (after && *after && !pd_job_id_valid(after))
-                return fail(d, conn, c, 400, "after", "invalid_value", "'after' must be a video id");
+            if ((st = pd_api_check_list(limit, order, after, &e))) return send_error(d, conn, c, &e);
             st = pd_daemon_list_videos(d, after && *after ? after : NULL, (int)limit, order && !strcmp(order, "asc"), &out, &e);
             return reply(d, conn, c, st, out, &e, NULL, NULL);
         }

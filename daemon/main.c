@@ -9,10 +9,13 @@
 
 #include "daemon/daemon.h"
 #include "daemon/http.h"
+#ifdef PD_HAVE_GRPC
+#include "daemon/grpc_server.h"
+#endif
 
 static void usage(FILE *f) {
     fprintf(f, "usage: pipeditd [--config FILE] [--port P] [--host ADDR] [--data-dir DIR] [--model-dir DIR] [--SETTING VALUE]...\n\n"
-               "Serves OpenAI-compatible /v1/videos generation over HTTP. Settings come from the JSON file given by\n"
+               "Serves OpenAI-compatible /v1/videos generation over HTTP (and the pipedit.v1 gRPC API with --grpc-port). Settings come from the JSON file given by\n"
                "--config (or PIPEDIT_CONFIG), then PIPEDIT_<SETTING> environment variables, then flags.\n"
                "--model is short for --model-dir; without one the embedded tiny model is served.\n\nsettings:\n");
     pd_config_print_help(f);
@@ -42,6 +45,11 @@ int main(int argc, char **argv) {
         pd_log_set_level(level_of(cfg.log_level));
         st = pd_config_check(&cfg);
     }
+#ifndef PD_HAVE_GRPC
+    if (st == PD_OK && cfg.grpc_port)
+        st = pd_error_set(PD_ERR_INVALID, "grpc_port: this pipeditd was built without gRPC (PIPEDIT_GRPC=OFF, or libgrpc-dev, libprotobuf-c-dev or "
+                                          "protobuf-c-compiler missing); set grpc_port to 0");
+#endif
     if (st) {
         fprintf(stderr, "pipeditd: %s\n", pd_error_msg());
         return 2;
@@ -60,6 +68,10 @@ int main(int argc, char **argv) {
     if (st == PD_OK) st = pd_daemon_start_scheduler(&d);
     int port = 0;
     if (st == PD_OK) st = pd_http_start(&d, &port);
+    int grpc_port = 0;
+#ifdef PD_HAVE_GRPC
+    if (st == PD_OK && cfg.grpc_port) st = pd_grpc_start(&d, &grpc_port);
+#endif
     if (st) {
         PD_ERROR("pipeditd", "%s", pd_error_msg());
         fprintf(stderr, "pipeditd: %s\n", pd_error_msg());
@@ -68,6 +80,7 @@ int main(int argc, char **argv) {
     }
     pd_config_log(&cfg);
     PD_INFO("pipeditd", "listening on http://%s:%d", cfg.host, port);
+    if (grpc_port) PD_INFO("pipeditd", "gRPC listening on %s:%d", cfg.host, grpc_port);
 
     bool was_ready = false;
     double last_sweep = pd_daemon_now();

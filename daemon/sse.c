@@ -12,9 +12,8 @@ struct pd_sse_stream {
     pd_daemon *d;
     struct MHD_Connection *conn;
     char id[PD_JOB_ID_LEN + 1];
-    bool sent_any, finished, waiting;
-    uint64_t sent_version;
-    int sent_stage;
+    bool finished, waiting;
+    pd_watch_cursor cursor;
     double last_send;
     char *buf; /* pending event text */
     size_t len, off;
@@ -22,6 +21,7 @@ struct pd_sse_stream {
 };
 
 void pd_daemon_wake_streams_locked(pd_daemon *d) {
+    pthread_cond_broadcast(&d->changed);
     for (pd_sse_stream *s = d->sse_waiters; s;) {
         pd_sse_stream *next = s->next;
         s->waiting = false;
@@ -67,21 +67,15 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max) {
             pthread_mutex_unlock(&d->lock);
             return MHD_CONTENT_READER_END_OF_STREAM;
         }
-        pd_job *j = pd_jobs_find(&d->jobs, s->id);
-        if (!j) {
-            event = "deleted";
+        static const char *const names[] = {"", "progress", "stage", "completed", "failed", "deleted"};
+        pd_watch_event ev = pd_daemon_watch_next_locked(d, s->id, &s->cursor, &video);
+        if (ev == PD_WATCH_DELETED) {
+            event = names[ev];
             video = json_pack("{s:s, s:s, s:b}", "id", s->id, "object", "video.deleted", "deleted", 1);
             s->finished = true;
-        } else if (!s->sent_any || j->version != s->sent_version) {
-            if (j->status == PD_JOB_COMPLETED) event = "completed";
-            else if (j->status == PD_JOB_FAILED) event = "failed";
-            else if (s->sent_any && j->stage != s->sent_stage && j->stage >= 0) event = "stage";
-            else event = "progress";
-            s->finished = j->status == PD_JOB_COMPLETED || j->status == PD_JOB_FAILED;
-            s->sent_any = true;
-            s->sent_version = j->version;
-            s->sent_stage = j->stage;
-            video = pd_api_video_json(j, -1);
+        } else if (ev != PD_WATCH_NONE) {
+            event = names[ev];
+            s->finished = ev == PD_WATCH_COMPLETED || ev == PD_WATCH_FAILED;
         } else if (now - s->last_send >= KEEPALIVE_S) {
             keepalive = true;
         } else {
@@ -101,7 +95,7 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max) {
             s->len = s->buf ? strlen(s->buf) : 0;
             s->off = 0;
         } else {
-            if (video && j) pd_daemon_add_queue_position(d, video);
+            if (video && strcmp(event, "deleted")) pd_daemon_add_queue_position(d, video);
             if (!video) return MHD_CONTENT_READER_END_WITH_ERROR;
             set_event(s, event, video);
         }
@@ -127,7 +121,7 @@ struct MHD_Response *pd_sse_response(pd_daemon *d, struct MHD_Connection *conn, 
     if (!s) return NULL;
     s->d = d;
     s->conn = conn;
-    s->sent_stage = -1;
+    s->cursor.stage = -1;
     snprintf(s->id, sizeof s->id, "%s", id);
     struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, reader, s, stream_free);
     if (!r) {
