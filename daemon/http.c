@@ -19,10 +19,14 @@
 #include "daemon/sse.h"
 
 /* Route templates double as the metrics' route label, so they are static strings. */
-enum { R_NONE, R_VIDEOS, R_VIDEO, R_CONTENT, R_CANCEL, R_EVENTS, R_MODELS, R_MODEL, R_LIVE, R_READY, R_METRICS };
+enum { R_NONE, R_VIDEOS, R_VIDEO, R_CONTENT, R_CANCEL, R_EVENTS, R_MODELS, R_MODEL, R_LIVE, R_READY, R_METRICS, R_PAGE };
 static const char *const route_names[] = {"other", "/v1/videos", "/v1/videos/{id}", "/v1/videos/{id}/content",
                                           "/v1/videos/{id}/cancel", "/v1/videos/{id}/events", "/v1/models",
-                                          "/v1/models/{model}", "/health/live", "/health/ready", "/metrics"};
+                                          "/v1/models/{model}", "/health/live", "/health/ready", "/metrics", "/"};
+
+/* daemon/web/index.html, embedded at build time (daemon/web/embed.cmake). */
+extern const unsigned char pd_web_index[];
+extern const unsigned long pd_web_index_len;
 
 typedef struct req_ctx {
     pd_conn_slot *slot;   /* the connection's deadlines (conn_guard.h); NULL when untracked */
@@ -48,7 +52,8 @@ static const char *method_of(const char *m) {
 /* Splits the path into a route and its {id}. */
 static void route_of(const char *url, req_ctx *c) {
     c->route = R_NONE;
-    if (!strcmp(url, "/health/live")) c->route = R_LIVE;
+    if (!strcmp(url, "/") || !strcmp(url, "/index.html")) c->route = R_PAGE;
+    else if (!strcmp(url, "/health/live")) c->route = R_LIVE;
     else if (!strcmp(url, "/health/ready")) c->route = R_READY;
     else if (!strcmp(url, "/metrics")) c->route = R_METRICS;
     else if (!strcmp(url, "/v1/models") || !strcmp(url, "/v1/models/")) c->route = R_MODELS;
@@ -248,6 +253,21 @@ static enum MHD_Result handle(pd_daemon *d, struct MHD_Connection *conn, req_ctx
         struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
         if (!r) free(text);
         else MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+        return queue(d, conn, c, 200, r);
+    }
+    case R_PAGE: {
+        /* The page itself needs no key: it asks for one when the API answers 401. */
+        if (!get) return method_not_allowed(d, conn, c, "GET");
+        struct MHD_Response *r = MHD_create_response_from_buffer(pd_web_index_len, (void *)pd_web_index, MHD_RESPMEM_PERSISTENT);
+        if (r) {
+            MHD_add_response_header(r, "Content-Type", "text/html; charset=utf-8");
+            MHD_add_response_header(r, "Cache-Control", "no-cache");
+            MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+            /* Everything is inline and same-origin; nothing may load from elsewhere. */
+            MHD_add_response_header(r, "Content-Security-Policy",
+                                    "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob: data:; "
+                                    "media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'");
+        }
         return queue(d, conn, c, 200, r);
     }
     case R_NONE: return fail(d, conn, c, 404, NULL, "not_found", "no such route");

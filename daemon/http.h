@@ -10,6 +10,7 @@
  *   GET    /v1/videos/{id}/events          Server-Sent Events (sse.h)
  *   GET    /v1/models, /v1/models/{model}
  *   GET    /health/live, /health/ready, /metrics   (never need an API key)
+ *   GET    /                               the web page (daemon/web/index.html, embedded; no key needed)
  *
  * Every error is the OpenAI envelope with 400, 401, 404, 405, 413, 429 (+ Retry-After) or 503
  * (+ Retry-After); 416 has no body (its Content-Range gives the size). With api_keys set, /v1/ routes need
