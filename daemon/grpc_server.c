@@ -17,6 +17,7 @@
 #include <grpc/support/time.h>
 
 #include "daemon/http.h"
+#include "daemon/pb_json.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "pipedit/v1/video.pb-c.h"
 
@@ -111,153 +112,7 @@ struct gcall {
     const char *content_type;
 };
 
-/* ---- protobuf <-> the JSON objects the daemon's operations speak ---- */
-
-typedef struct pool {
-    void **p;
-    size_t n, cap;
-} pool;
-
-static void *pool_alloc(pool *pl, size_t bytes) {
-    if (pl->n == pl->cap) {
-        size_t cap = pl->cap ? 2 * pl->cap : 16;
-        void **p = realloc(pl->p, cap * sizeof *p);
-        if (!p) return NULL;
-        pl->p = p;
-        pl->cap = cap;
-    }
-    void *x = calloc(1, bytes ? bytes : 1);
-    if (x) pl->p[pl->n++] = x;
-    return x;
-}
-
-static void pool_free(pool *pl) {
-    for (size_t i = 0; i < pl->n; i++) free(pl->p[i]);
-    free(pl->p);
-}
-
-static bool oneof_set(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
-    return *(const uint32_t *)((const char *)m + f->quantifier_offset) == f->id;
-}
-
-/* The scalar fields of m that are set (one-field oneofs: when chosen; plain proto3 fields: when not
- * zero or empty) as a JSON object named as in the REST API. A string that is not UTF-8 or a number
- * JSON cannot hold names its field in *bad and answers NULL (NULL with *bad unset: no memory). */
-static json_t *msg_to_json(const ProtobufCMessage *m, const char **bad) {
-    json_t *o = json_object();
-    if (!o) return NULL;
-    const ProtobufCMessageDescriptor *desc = m->descriptor;
-    for (unsigned i = 0; i < desc->n_fields; i++) {
-        const ProtobufCFieldDescriptor *f = &desc->fields[i];
-        const char *p = (const char *)m + f->offset;
-        bool oneof = f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF;
-        if (f->label == PROTOBUF_C_LABEL_REPEATED || (oneof && !oneof_set(m, f))) continue;
-        json_t *v = NULL;
-        switch (f->type) {
-        case PROTOBUF_C_TYPE_STRING: {
-            const char *s = *(char *const *)p;
-            if (!s || (!oneof && !*s)) continue;
-            v = json_string(s);
-            break;
-        }
-        case PROTOBUF_C_TYPE_INT32:
-            if (!oneof && !*(const int32_t *)p) continue;
-            v = json_integer(*(const int32_t *)p);
-            break;
-        case PROTOBUF_C_TYPE_INT64:
-            if (!oneof && !*(const int64_t *)p) continue;
-            v = json_integer(*(const int64_t *)p);
-            break;
-        case PROTOBUF_C_TYPE_DOUBLE:
-            if (!oneof && *(const double *)p == 0) continue;
-            v = json_real(*(const double *)p); /* NULL for NaN and infinities */
-            break;
-        default: continue; /* no request carries other kinds of fields */
-        }
-        if (!v || json_object_set_new(o, f->name, v)) {
-            *bad = f->name;
-            json_decref(o);
-            return NULL;
-        }
-    }
-    return o;
-}
-
-/* The enum value whose name ends in "_" + upper-case s ("in_progress" -> VIDEO_STATUS_IN_PROGRESS). */
-static int enum_of(const ProtobufCEnumDescriptor *e, const char *s) {
-    char up[64] = "_";
-    size_t n = 1;
-    for (; *s && n + 1 < sizeof up; s++) up[n++] = (char)(*s >= 'a' && *s <= 'z' ? *s - 32 : *s);
-    up[n] = 0;
-    for (unsigned i = 0; i < e->n_values; i++) {
-        size_t l = strlen(e->values[i].name);
-        if (l >= n && !strcmp(e->values[i].name + l - n, up)) return e->values[i].value;
-    }
-    return 0;
-}
-
-/* Fills message m of type desc from the JSON object o by field name (the REST names). Strings point
- * into o, which must outlive m; sub-messages and arrays come from pl. False when out of memory. */
-static bool json_to_msg(const ProtobufCMessageDescriptor *desc, json_t *o, ProtobufCMessage *m, pool *pl) {
-    protobuf_c_message_init(desc, m);
-    for (unsigned i = 0; i < desc->n_fields; i++) {
-        const ProtobufCFieldDescriptor *f = &desc->fields[i];
-        json_t *v = json_object_get(o, f->name);
-        char *p = (char *)m + f->offset;
-        if (!v || json_is_null(v)) continue;
-        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            if (f->type != PROTOBUF_C_TYPE_MESSAGE || !json_is_array(v)) continue;
-            const ProtobufCMessageDescriptor *sd = f->descriptor;
-            size_t n = json_array_size(v);
-            ProtobufCMessage **arr = pool_alloc(pl, n * sizeof *arr);
-            if (!arr) return false;
-            for (size_t k = 0; k < n; k++) {
-                arr[k] = pool_alloc(pl, sd->sizeof_message);
-                if (!arr[k] || !json_to_msg(sd, json_array_get(v, k), arr[k], pl)) return false;
-            }
-            *(size_t *)((char *)m + f->quantifier_offset) = n;
-            *(ProtobufCMessage ***)p = arr;
-            continue;
-        }
-        switch (f->type) {
-        case PROTOBUF_C_TYPE_STRING:
-            if (!json_is_string(v)) continue;
-            *(const char **)p = json_string_value(v);
-            break;
-        case PROTOBUF_C_TYPE_INT32:
-            if (!json_is_integer(v)) continue;
-            *(int32_t *)p = (int32_t)json_integer_value(v);
-            break;
-        case PROTOBUF_C_TYPE_INT64:
-            if (!json_is_integer(v)) continue;
-            *(int64_t *)p = json_integer_value(v);
-            break;
-        case PROTOBUF_C_TYPE_DOUBLE:
-            if (!json_is_number(v)) continue;
-            *(double *)p = json_number_value(v);
-            break;
-        case PROTOBUF_C_TYPE_BOOL:
-            if (!json_is_boolean(v)) continue;
-            *(protobuf_c_boolean *)p = json_is_true(v);
-            break;
-        case PROTOBUF_C_TYPE_ENUM:
-            if (!json_is_string(v)) continue;
-            *(int *)p = enum_of(f->descriptor, json_string_value(v));
-            break;
-        case PROTOBUF_C_TYPE_MESSAGE: {
-            if (!json_is_object(v)) continue;
-            const ProtobufCMessageDescriptor *sd = f->descriptor;
-            ProtobufCMessage *sub = pool_alloc(pl, sd->sizeof_message);
-            if (!sub || !json_to_msg(sd, v, sub, pl)) return false;
-            *(ProtobufCMessage **)p = sub;
-            break;
-        }
-        default: continue;
-        }
-        if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) *(uint32_t *)((char *)m + f->quantifier_offset) = f->id;
-    }
-    return true;
-}
+/* ---- messages ---- */
 
 static grpc_byte_buffer *pack(const ProtobufCMessage *m) {
     size_t n = protobuf_c_message_get_packed_size(m);
@@ -270,10 +125,10 @@ static grpc_byte_buffer *pack(const ProtobufCMessage *m) {
 
 /* The message of type desc that o describes, serialised; NULL when out of memory. */
 static grpc_byte_buffer *pack_json(const ProtobufCMessageDescriptor *desc, json_t *o) {
-    pool pl = {0};
-    ProtobufCMessage *m = pool_alloc(&pl, desc->sizeof_message);
-    grpc_byte_buffer *bb = m && json_to_msg(desc, o, m, &pl) ? pack(m) : NULL;
-    pool_free(&pl);
+    pd_pb_pool pl = {0};
+    ProtobufCMessage *m = pd_pb_pool_alloc(&pl, desc->sizeof_message);
+    grpc_byte_buffer *bb = m && pd_pb_from_json(desc, o, m, &pl) ? pack(m) : NULL;
+    pd_pb_pool_free(&pl);
     return bb;
 }
 
@@ -431,13 +286,13 @@ static void watch_send_start(pd_daemon *d, watch_send *ws) {
         else if (video) pd_daemon_add_queue_position(d, video);
         json_t *o = video ? json_pack("{s:o}", "video", video) : NULL;
         if (o) {
-            pool pl = {0};
+            pd_pb_pool pl = {0};
             Pipedit__V1__WatchVideoEvent ev = PIPEDIT__V1__WATCH_VIDEO_EVENT__INIT;
-            if (json_to_msg(&pipedit__v1__watch_video_event__descriptor, o, &ev.base, &pl)) {
+            if (pd_pb_from_json(&pipedit__v1__watch_video_event__descriptor, o, &ev.base, &pl)) {
                 ev.type = types[ws->ev];
                 bb = pack(&ev.base);
             }
-            pool_free(&pl);
+            pd_pb_pool_free(&pl);
             json_decref(o);
         }
     }
@@ -682,7 +537,7 @@ static void dispatch(gcall *c, ProtobufCMessage *req) {
     switch (c->m->kind) {
     case K_CREATE: {
         const char *bad = NULL;
-        json_t *root = msg_to_json(req, &bad);
+        json_t *root = pd_pb_to_json(req, &bad);
         if (!root) {
             if (bad) pd_api_error_set(&e, 400, bad, "invalid_value", "'%s' is not valid UTF-8 or not a finite number", bad);
             else pd_api_error_set(&e, 503, NULL, "out_of_memory", "out of memory");

@@ -21,6 +21,9 @@
 
 #include "base/file_io.h"
 #include "tools/commands.h"
+#ifdef PD_HAVE_GRPC
+#include "tools/client_grpc.h"
+#endif
 
 #define MAX_BODY (64u << 20)  /* largest JSON answer kept in memory */
 #define MAX_HEADERS (64u << 10)
@@ -371,14 +374,16 @@ static void sink_file(void *ud, const char *p, size_t n) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: pipedit client [--url http://127.0.0.1:8000] [--api-key K] <action> ...\n"
+    fprintf(f, "usage: pipedit client [--url http://127.0.0.1:8000 | --grpc HOST:PORT] [--api-key K] <action> ...\n"
                "  create --prompt TEXT [--model M] [--seconds S] [--size WxH] [--negative-prompt TEXT] [--seed N]\n"
                "         [--steps N] [--guidance G] [--shift S] [--frames N] [--fps N] [--sampler unipc|euler|dpm++] [--noise philox|torch-cpu] [--wait]\n"
                "  get ID            print the Video object\n"
                "  wait ID [--poll]  progress bar until the video completes (exit 0) or fails (exit 1)\n"
                "  download ID [--variant video|thumbnail] [--output FILE]\n"
                "  list [--limit N] [--after ID] [--order asc|desc]\n"
-               "  cancel ID | delete ID\n");
+               "  cancel ID | delete ID\n"
+               "  models            the served model (--grpc only)\n"
+               "--grpc (or $PIPEDIT_GRPC) speaks the gRPC API (proto/pipedit/v1/video.proto) instead of HTTP.\n");
 }
 
 /* Option value lookup: "--name value" among argv[from..]. */
@@ -394,7 +399,8 @@ static bool flag(int argc, char **argv, int from, const char *name) {
     return false;
 }
 
-static int create(const client *c, int argc, char **argv, int from) {
+/* The create request as REST JSON from the flags; 0, or 2 (usage) with a message. */
+static int create_request(int argc, char **argv, int from, json_t **out) {
     static const struct { const char *flag, *field; char kind; } fields[] = {
         {"--prompt", "prompt", 's'},     {"--model", "model", 's'},       {"--seconds", "seconds", 's'},
         {"--size", "size", 's'},         {"--negative-prompt", "negative_prompt", 's'}, {"--sampler", "sampler", 's'},
@@ -435,6 +441,14 @@ static int create(const client *c, int argc, char **argv, int from) {
         json_decref(req);
         return 2;
     }
+    *out = req;
+    return 0;
+}
+
+static int create(const client *c, int argc, char **argv, int from) {
+    json_t *req;
+    int urc = create_request(argc, argv, from, &req);
+    if (urc) return urc;
     char *body = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     response rs;
@@ -455,7 +469,7 @@ static int create(const client *c, int argc, char **argv, int from) {
 
 int pd_cmd_client(int argc, char **argv) {
     client c = {0};
-    const char *url = getenv("PIPEDIT_URL");
+    const char *url = getenv("PIPEDIT_URL"), *grpc = getenv("PIPEDIT_GRPC");
     c.api_key = getenv("PIPEDIT_API_KEY");
     int i = 1;
     for (; i < argc && !strncmp(argv[i], "--", 2); i += 2) {
@@ -465,6 +479,7 @@ int pd_cmd_client(int argc, char **argv) {
         }
         if (i + 1 >= argc) break;
         if (!strcmp(argv[i], "--url")) url = argv[i + 1];
+        else if (!strcmp(argv[i], "--grpc")) grpc = argv[i + 1];
         else if (!strcmp(argv[i], "--api-key")) c.api_key = argv[i + 1];
         else break;
     }
@@ -477,6 +492,24 @@ int pd_cmd_client(int argc, char **argv) {
         return 2;
     }
     const char *action = argv[i++];
+    if (grpc && *grpc) {
+#ifdef PD_HAVE_GRPC
+        json_t *req = NULL;
+        if (!strcmp(action, "create")) {
+            int urc = create_request(argc, argv, i, &req);
+            if (urc) return urc;
+        } else if (strcmp(action, "list") && strcmp(action, "models") && (i >= argc || !id_ok(argv[i]))) {
+            fprintf(stderr, "pipedit client %s: needs a video id\n", action);
+            return 2;
+        }
+        int rc = pd_client_grpc(grpc, c.api_key, action, req, argc, argv, i);
+        json_decref(req);
+        return rc;
+#else
+        fprintf(stderr, "pipedit client: this pipedit was built without gRPC; use --url\n");
+        return 2;
+#endif
+    }
     if (!strcmp(action, "create")) return create(&c, argc, argv, i);
     if (!strcmp(action, "list")) {
         char path[256] = "/v1/videos?";
