@@ -16,45 +16,9 @@ conns=${WRK_CONNECTIONS:-64}
 threads=${WRK_THREADS:-2}
 py=/usr/bin/python3
 command -v wrk >/dev/null || { echo "wrk_get: wrk is not installed (scripts/deps.sh installs it)"; exit 77; }
-[ -x "$bin/pipeditd" ] || { echo "wrk_get: $bin/pipeditd is not built (make build)"; exit 1; }
 
-tmp=$(mktemp -d)
-pid=""
-cleanup() {
-    if [ -n "$pid" ]; then
-        kill -TERM "$pid" 2>/dev/null
-        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL -- "-$pid" 2>/dev/null
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-die() { echo "wrk_get: $*" >&2; [ -f "$tmp/log" ] && tail -n 20 "$tmp/log" >&2; exit 1; }
-
-# The background job below is meant to outlast the run: admission must not refuse it by its estimate.
-setsid "$bin/pipeditd" --host 127.0.0.1 --port 0 --data-dir "$tmp/data" --http-threads 2 --drain-timeout-s 0 \
-    --max-job-seconds 86400 >"$tmp/log" 2>&1 &
-pid=$!
-port=""
-for _ in $(seq 1 300); do
-    port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$tmp/log" | head -n 1)
-    [ -n "$port" ] && break
-    kill -0 "$pid" 2>/dev/null || die "pipeditd exited"
-    sleep 0.1
-done
-[ -n "$port" ] || die "pipeditd is not listening"
-url="http://127.0.0.1:$port"
-for _ in $(seq 1 600); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health/ready")" = 200 ] && break
-    sleep 0.1
-done
-[ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health/ready")" = 200 ] || die "not ready"
-
-# A job that keeps the worker busy for the whole run.
-id=$(curl -s "$url/v1/videos" -H 'Content-Type: application/json' \
-    -d '{"prompt":"benchmark load","size":"256x256","num_frames":129,"num_inference_steps":100}' |
-    "$py" -c 'import json,sys; print(json.load(sys.stdin)["id"])') || die "create failed"
-target="$url/v1/videos/$id"
+source "$src/bench/serve_lib.sh"
+serve_start wrk_get
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$pid/status"; }
 curl -s -o /dev/null "$target"
