@@ -2,7 +2,7 @@
  * running, measures HTTP with wrk in the same run and passes those figures in):
  *   1. load: --threads clients (one connection each, the gRPC C core library) call GetVideo on --id
  *      back to back for --duration seconds after a 1 s warm-up: requests/s, p50/p99/max latency, errors;
- *   2. soak: SOAK_ROUNDS rounds of --watches WatchVideo streams, opened --batch at a time (all 1000 at
+ *   2. soak: --rounds rounds (default 5) of --watches WatchVideo streams, opened --batch at a time (all 1000 at
  *      once by default), each read to its first event and then dropped (cancelled); the daemon's RSS
  *      (/proc/<pid>/status) after each round shows whether dropped streams leave memory behind.
  * Writes bench/results/bench_grpc-<machine>-<date>.json; the HTTP figures are an anchor, so the ratio
@@ -18,11 +18,11 @@
 #include "daemon/grpc_client.h"
 #include "pipedit/v1/video.pb-c.h"
 
-#define SOAK_ROUNDS 5
+#define MAX_ROUNDS 100
 
 typedef struct opts {
     const char *target, *id, *key, *results;
-    int pid, threads, watches, batch;
+    int pid, threads, watches, batch, rounds;
     double duration, http_rps, http_p50_ms, http_p99_ms;
     int http_connections;
 } opts;
@@ -126,6 +126,7 @@ int main(int argc, char **argv) {
         .threads = atoi(arg(argc, argv, "--threads", "16")),
         .watches = atoi(arg(argc, argv, "--watches", "1000")),
         .batch = atoi(arg(argc, argv, "--batch", "1000")),
+        .rounds = atoi(arg(argc, argv, "--rounds", "5")),
         .duration = atof(arg(argc, argv, "--duration", "10")),
         .http_rps = atof(arg(argc, argv, "--http-rps", "nan")),
         .http_p50_ms = atof(arg(argc, argv, "--http-p50-ms", "nan")),
@@ -136,9 +137,9 @@ int main(int argc, char **argv) {
         printf("bench_grpc: needs a running pipeditd; bench/grpc_get.sh starts one and drives this program\n");
         return 77;
     }
-    if (!o.target || !o.id || o.pid <= 0 || o.threads < 1 || o.threads > 256 || o.duration <= 0 || o.watches < 0 || o.batch < 1) {
+    if (!o.target || !o.id || o.pid <= 0 || o.threads < 1 || o.threads > 256 || o.duration <= 0 || o.watches < 0 || o.batch < 1 || o.rounds < 1 || o.rounds > MAX_ROUNDS) {
         fprintf(stderr, "usage: bench_grpc --target HOST:PORT --id VIDEO_ID --pid DAEMON_PID [--key K] [--threads 16] [--duration 10]\n"
-                        "                  [--watches 1000] [--batch 1000] [--http-rps R --http-p50-ms A --http-p99-ms B --http-connections N]\n"
+                        "                  [--watches 1000] [--batch 1000] [--rounds 5] [--http-rps R --http-p50-ms A --http-p99-ms B --http-connections N]\n"
                         "                  [--results DIR]\n");
         return 2;
     }
@@ -182,18 +183,18 @@ int main(int argc, char **argv) {
     /* ---- soak ---- */
     pd_grpc_client *c;
     if (pd_grpc_client_open(o.target, o.key, &c)) return 1;
-    double rss[SOAK_ROUNDS + 1], t0 = pd_bench_now();
+    double rss[MAX_ROUNDS + 1], t0 = pd_bench_now();
     long failed = 0;
     rss[0] = rss_mib(o.pid);
-    printf("bench_grpc: soak: %d rounds of %d watches opened and dropped; daemon RSS %.2f MiB", SOAK_ROUNDS, o.watches, rss[0]);
-    for (int i = 1; i <= SOAK_ROUNDS; i++) {
+    printf("bench_grpc: soak: %d rounds of %d watches opened and dropped; daemon RSS %.2f MiB", o.rounds, o.watches, rss[0]);
+    for (int i = 1; i <= o.rounds; i++) {
         failed += soak_round(&o, c, o.watches);
         sleep(1); /* the daemon releases dropped watches on its next pass */
         rss[i] = rss_mib(o.pid);
         printf(" -> %.2f", rss[i]);
         fflush(stdout);
     }
-    double soak_s = pd_bench_now() - t0 - SOAK_ROUNDS;
+    double soak_s = pd_bench_now() - t0 - o.rounds;
     pd_grpc_client_close(c);
     printf(" MiB; %ld failed, %.1f s\n", failed, soak_s);
 
@@ -204,7 +205,7 @@ int main(int argc, char **argv) {
     pd_bench_result_config_int(r, "http_connections", o.http_connections);
     pd_bench_result_config_num(r, "duration_s", o.duration);
     pd_bench_result_config_int(r, "soak_watches_per_round", o.watches);
-    pd_bench_result_config_int(r, "soak_rounds", SOAK_ROUNDS);
+    pd_bench_result_config_int(r, "soak_rounds", o.rounds);
     pd_bench_result_config_int(r, "soak_batch", o.batch);
     pd_bench_result_figure(r, "grpc_get_requests_per_s", rps, "req/s");
     pd_bench_result_figure(r, "grpc_get_latency_p50", p50, "ms");
@@ -214,13 +215,13 @@ int main(int argc, char **argv) {
     pd_bench_result_figure(r, "http_get_latency_p50", o.http_p50_ms, "ms");
     pd_bench_result_figure(r, "http_get_latency_p99", o.http_p99_ms, "ms");
     pd_bench_result_figure(r, "soak_rss_before", rss[0], "MiB");
-    for (int i = 1; i <= SOAK_ROUNDS; i++) {
+    for (int i = 1; i <= o.rounds; i++) {
         char name[48];
         snprintf(name, sizeof name, "soak_rss_after_round_%d", i);
         pd_bench_result_figure(r, name, rss[i], "MiB");
     }
     /* Flat = what the later rounds add once the first has warmed the allocator and gRPC's caches. */
-    pd_bench_result_figure(r, "soak_rss_growth_rounds_2_to_last", rss[SOAK_ROUNDS] - rss[1], "MiB");
+    pd_bench_result_figure(r, "soak_rss_growth_rounds_2_to_last", rss[o.rounds] - rss[1], "MiB");
     pd_bench_result_figure(r, "soak_failed_watches", (double)failed, "count");
     pd_bench_result_figure(r, "soak_seconds", soak_s, "s");
     pd_bench_result_anchor(r, "http_get_requests_per_s", o.http_rps, "req/s", "grpc_get_requests_per_s");

@@ -71,6 +71,7 @@ struct pd_grpc {
     bool stopping;              /* d->lock */
     gcall *watchers;            /* d->lock: WatchVideo and Health.Watch streams */
     atomic_bool shutting;       /* no new request_call */
+    atomic_long live_calls;     /* accepted and not yet freed (logged at debug level when it changes) */
     tag shutdown_tag;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -136,6 +137,7 @@ static grpc_byte_buffer *pack_json(const ProtobufCMessageDescriptor *desc, json_
 
 static void call_unref(gcall *c) {
     if (atomic_fetch_sub(&c->refs, 1) != 1) return;
+    atomic_fetch_sub(&c->g->live_calls, 1);
     grpc_call_unref(c->call);
     if (c->recv) grpc_byte_buffer_destroy(c->recv);
     if (c->send) grpc_byte_buffer_destroy(c->send);
@@ -354,7 +356,11 @@ static void *watch_main(void *arg) {
     pd_daemon *d = g->d;
     watch_send *batch = NULL;
     size_t cap = 0;
+    long logged = -1;
     for (;;) {
+        long live = atomic_load(&g->live_calls);
+        if (live != logged) PD_DEBUG("grpc", "%ld calls open", live);
+        logged = live;
         pd_scheduler_stats s;
         bool ready = pd_daemon_ready(d, &s);
         size_t n = 0;
@@ -749,6 +755,7 @@ static void on_request(tag *t, bool ok) {
     if (!c) return;
 
     atomic_init(&c->refs, 2);
+    atomic_fetch_add(&g->live_calls, 1);
     grpc_op ops[2];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -815,6 +822,7 @@ pd_status pd_grpc_start(pd_daemon *d, int *bound_port) {
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
     atomic_init(&g->shutting, false);
+    atomic_init(&g->live_calls, 0);
     g->shutdown_tag.fn = on_shutdown;
     grpc_arg args[] = {
         {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, .value.integer = (int)cfg->body_limit},
