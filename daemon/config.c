@@ -39,6 +39,7 @@ static const cfg_entry cfg_table[] = {
     {"body_limit", CT_SIZE, F(body_limit), "1048576", 1024, 64.0 * 1024 * 1024, "largest request body in bytes; larger is 413"},
     {"grpc_port", CT_INT, F(grpc_port), "0", 0, 65535, "gRPC port of the pipedit.v1 API and grpc.health.v1 (0 = no gRPC server)"},
     {"grpc_threads", CT_INT, F(grpc_threads), "2", 1, 64, "threads serving the gRPC completion queue"},
+    {"grpc_max_calls", CT_INT, F(grpc_max_calls), "4096", 1, 1000000, "open gRPC calls (watch and download streams included) at most; more are RESOURCE_EXHAUSTED"},
     {"data_dir", CT_STR, F(data_dir), "./data", 0, 0, "journal and outputs (videos/<id>.mp4, .png)"},
     {"output_ttl_s", CT_DOUBLE, F(output_ttl_s), "86400", 1, 365.0 * 86400, "finished videos are deleted this long after completion"},
     {"housekeeping_interval_s", CT_DOUBLE, F(housekeeping_interval_s), "30", 0.1, 3600, "period of the expiry sweep"},

@@ -28,6 +28,7 @@ typedef struct pd_config {
     size_t body_limit;
     int grpc_port;                      /* 0 = no gRPC server */
     int grpc_threads;
+    int grpc_max_calls;                 /* open gRPC calls (streams included) at most */
     /* storage */
     char data_dir[PD_CONFIG_STR_MAX];
     double output_ttl_s;

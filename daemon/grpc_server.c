@@ -723,8 +723,14 @@ static void request_next(pending *p) {
 static void on_request(tag *t, bool ok) {
     pending *p = (pending *)t;
     pd_grpc *g = p->g;
-    gcall *c = ok ? calloc(1, sizeof *c) : NULL;
-    if (ok && !c) grpc_call_cancel_with_status(p->call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+    /* Every open call costs memory until it ends: bound them (a watch is cheap but a client can open many). */
+    bool full = ok && atomic_load(&g->live_calls) >= g->d->cfg.grpc_max_calls;
+    gcall *c = ok && !full ? calloc(1, sizeof *c) : NULL;
+    if (ok && !c) {
+        grpc_call_cancel_with_status(p->call, GRPC_STATUS_RESOURCE_EXHAUSTED, full ? "too many open calls (grpc_max_calls); retry later" : "out of memory",
+                                     NULL);
+        pd_metrics_request(&g->d->metrics, "unknown", "GRPC", 429);
+    }
     if (c) {
         c->g = g;
         c->call = p->call;

@@ -300,10 +300,25 @@ t0 = time.time()
 for _ in range(20):
     call("GetVideo", pb.GetVideoRequest(id=v1.id))
 dt = time.time() - t0
-for s in streams:
-    s.cancel()
 check(dt < 5, f"20 GetVideo took {dt:.2f} s with 50 open watches")
 ok(f"50 open watches; 20 GetVideo in {dt:.3f} s")
+# The daemon runs with --grpc-max-calls 55: the calls beyond it are refused, and served again once
+# the open ones end.
+extra, refused = [], 0
+for _ in range(10):
+    s = call("WatchVideo", pb.WatchVideoRequest(id=l1.id), timeout=120)
+    try:
+        next(s)
+        extra.append(s)
+    except grpc.RpcError as e:
+        check(e.code() == SC.RESOURCE_EXHAUSTED, f"call over the limit: {e.code()}")
+        refused += 1
+check(refused >= 5 and len(extra) <= 5, f"{len(extra)} calls over a limit of 55 were accepted")
+for s in streams + extra:
+    s.cancel()
+time.sleep(1.5)
+check(call("GetVideo", pb.GetVideoRequest(id=v1.id)).id == v1.id, "a call after the open ones ended")
+ok(f"grpc_max_calls: {refused} calls over the limit refused with RESOURCE_EXHAUSTED; served again after")
 
 # ---- a full queue: RESOURCE_EXHAUSTED, nothing created ----
 l2 = call("CreateVideo", long_job(prompt="waiting in the queue"))

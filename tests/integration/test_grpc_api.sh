@@ -10,7 +10,7 @@ source "$(dirname "$0")/grpc_lib.sh"
 KEY=test-key-0123456789
 GPORT=$(free_port)
 start_daemon "$T/daemon.log" --data-dir "$T/data" --api-keys "$KEY" --grpc-port "$GPORT" --queue-capacity 1 --workers 2 \
-    --drain-timeout-s 1 --max-steps 100
+    --drain-timeout-s 1 --max-steps 100 --grpc-max-calls 55
 grep -q "gRPC listening on 127.0.0.1:$GPORT" "$LOG" || fail "no gRPC listener in the log"
 wait_ready 120
 # ---- pipedit client --grpc: a C client on the gRPC core library ----
