@@ -95,6 +95,7 @@ bad "guidance as a string" guidance_scale '{"prompt":"a","guidance_scale":"high"
 bad "guidance 75 (the pipeline's limit is 50)" guidance_scale '{"prompt":"a","guidance_scale":75}'
 bad "guidance 50.5" guidance_scale '{"prompt":"a","guidance_scale":50.5}'
 bad "zero flow shift" flow_shift '{"prompt":"a","flow_shift":0}'
+bad "flow shift that is 0 as a float" flow_shift '{"prompt":"a","flow_shift":1e-50}'
 bad "unknown sampler" sampler '{"prompt":"a","sampler":"ddim"}'
 bad "unknown noise generator" noise '{"prompt":"a","noise":"torch-cuda"}'
 bad "noise not a string" noise '{"prompt":"a","noise":1}'
