@@ -292,6 +292,8 @@ static void watch_send_start(pd_daemon *d, watch_send *ws) {
             Pipedit__V1__WatchVideoEvent ev = PIPEDIT__V1__WATCH_VIDEO_EVENT__INIT;
             if (pd_pb_from_json(&pipedit__v1__watch_video_event__descriptor, o, &ev.base, &pl)) {
                 ev.type = types[ws->ev];
+                if (ws->ev == PD_WATCH_PROGRESS && ev.video && ev.video->status == PIPEDIT__V1__VIDEO_STATUS__VIDEO_STATUS_QUEUED)
+                    ev.type = PIPEDIT__V1__WATCH_VIDEO_EVENT__TYPE__TYPE_QUEUED;
                 bb = pack(&ev.base);
             }
             pd_pb_pool_free(&pl);

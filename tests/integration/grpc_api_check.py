@@ -226,6 +226,7 @@ for vid in (v1.id, v2id):
     check(prog == sorted(prog) and prog[-1] == 100 and all(p < 100 for p in prog[:-1]), f"watch progress {prog}")
     check(len(evs) >= 3 and ET.TYPE_STAGE in types, f"too few events: {types}")
     check(all(e.video.id == vid for e in evs), "an event of another video")
+    check(all((e.type == ET.TYPE_QUEUED) == (e.video.status == pb.VIDEO_STATUS_QUEUED) for e in evs), f"QUEUED events: {types}")
     ok(f"WatchVideo {vid}: {len(evs)} events, progress {prog[0]}..{prog[-1]}")
 evs = watch_all(v1.id)
 check(len(evs) == 1 and evs[0].type == ET.TYPE_COMPLETED, f"re-watching a completed video: {[e.type for e in evs]}")
@@ -340,6 +341,11 @@ ok(f"full queue -> RESOURCE_EXHAUSTED (after {len(waiting)} more long jobs)")
 # ---- cancel: queued and running; a completed video cannot be cancelled ----
 queued = [v for v in waiting if call("GetVideo", pb.GetVideoRequest(id=v.id)).status == pb.VIDEO_STATUS_QUEUED]
 check(queued, "no queued job while the queue was full")
+wq = call("WatchVideo", pb.WatchVideoRequest(id=queued[0].id), timeout=30)
+fq = next(wq)
+wq.cancel()
+check(fq.type == ET.TYPE_QUEUED and fq.video.HasField("queue_position"), f"first event of a queued video: {fq}")
+ok(f"a queued video's watch starts with TYPE_QUEUED (queue_position {fq.video.queue_position})")
 for v in waiting:
     check(call("CancelVideo", pb.CancelVideoRequest(id=v.id)).id == v.id, "CancelVideo answer")
 for v in waiting:
