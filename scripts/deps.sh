@@ -12,7 +12,9 @@ pkgs=(cmake make gcc clang libclang-rt-14-dev pkg-config
 # opt-in: PIPEDIT_DEPS_TORCH=1 scripts/deps.sh.
 if [ "${PIPEDIT_DEPS_TORCH:-0}" = 1 ]; then pkgs+=(python3-torch); fi
 # Wanted but not required: the browser test (tests/integration/test_web_page.sh) skips without Chromium.
+# PIPEDIT_NO_BROWSER=1 leaves it out (image builds that run no tests).
 optional=(chromium)
+[ "${PIPEDIT_NO_BROWSER:-0}" = 1 ] && optional=()
 missing=()
 for p in "${pkgs[@]}" "${optional[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
