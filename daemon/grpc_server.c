@@ -217,7 +217,9 @@ static void send_last(gcall *c, grpc_byte_buffer *msg, grpc_status_code code, co
 /* Answers with the error: the HTTP API's message, prefixed with the field at fault. */
 static void send_error(gcall *c, const pd_api_error *e) {
     char text[sizeof e->message + sizeof e->param + 4];
-    if (e->param[0]) snprintf(text, sizeof text, "%s: %s", e->param, e->message);
+    size_t pl = strlen(e->param);
+    bool named = pl && !strncmp(e->message, e->param, pl) && e->message[pl] == ':'; /* "seed: ..." already */
+    if (e->param[0] && !named) snprintf(text, sizeof text, "%s: %s", e->param, e->message);
     else snprintf(text, sizeof text, "%s", e->message);
     send_last(c, NULL, status_of(e), text, e);
 }

@@ -136,7 +136,7 @@ try:
         document.getElementById('create').click(); return true; })()""")
     err = wait_for("(() => { const e = document.getElementById('error'); return !e.classList.contains('hidden') && e.textContent; })()",
                    15, "the error box")
-    if "num_inference_steps" not in err or "between 1 and" not in err:
+    if "num_inference_steps" not in err or "HTTP 400" not in err:
         fail(f"error box text: {err!r}")
     ok(f"invalid request shown readably: {err.splitlines()[0]!r} / {err.splitlines()[-1]!r}")
 
