@@ -10,7 +10,6 @@
 #define PD_STATUS_H
 
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -41,19 +40,6 @@ pd_status pd_error_prefix(pd_status st, const char *fmt, ...) __attribute__((for
 
 /* The calling thread's last message ("" when none). Valid until the next pd_error_* call. */
 const char *pd_error_msg(void);
-
-/* The stop flag a long call reads at its check points (between DiT blocks, denoising steps, latent
- * frames): PD_STOP_NONE runs on; PD_STOP_CANCEL ends the call with PD_ERR_CANCELLED ("cancelled ...");
- * PD_STOP_DEADLINE with PD_ERR_DEADLINE ("deadline exceeded ..."). Whoever owns the flag stores one
- * of these values; the first reason stored wins (store with atomic_compare_exchange from 0). */
-enum { PD_STOP_NONE = 0, PD_STOP_CANCEL = 1, PD_STOP_DEADLINE = 2 };
-
-/* PD_OK when value is PD_STOP_NONE; otherwise the status value stands for (any other non-zero value
- * counts as a cancel), with the message "cancelled <where>" or "deadline exceeded <where>", where
- * is printf-formatted from fmt. */
-pd_status pd_stop_status(int value, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* pd_stop_status of *flag's value; PD_OK when flag is NULL. */
-pd_status pd_stop_check(const atomic_int *flag, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Propagates a failing status from an expression. */
 #define PD_TRY(expr)                                                                               \

@@ -358,7 +358,7 @@ static bool backlog_remove_locked(pd_daemon *d, const char *id) {
 /* The model's cost description for admission: the folder's transformer and VAE configs (the preset's
  * where a folder lacks them). */
 static void cost_model_of(const pd_daemon *d, pd_estimate_model *m) {
-    char path[PATH_MAX];
+    char path[sizeof d->model_dir + 32]; /* the folder and the longest name below */
     pd_wan_vae_config vae;
     m->dit = d->preset->dit;
     m->vae_base_dim = d->preset->vae.base_dim;

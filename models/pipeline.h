@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "base/stop.h"
 #include "engine/backend.h"
 
 typedef enum pd_sampler_kind {

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "base/stop.h"
 #include "engine/backend.h"
 #include "engine/safetensors.h"
 #include "models/presets.h"

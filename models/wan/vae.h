@@ -30,6 +30,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "base/stop.h"
 #include "engine/backend.h"
 #include "models/presets.h"
 #include "models/wan/layout.h"
