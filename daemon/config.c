@@ -15,6 +15,7 @@
 #include "models/wan/pipesp_plan.h"
 #include "proto/proto.h"
 #include "scheduler/scheduler.h"
+#include "scheduler/split.h"
 
 typedef enum { CT_INT, CT_SIZE, CT_DOUBLE, CT_STR, CT_KEYS } cfg_type;
 
@@ -58,6 +59,7 @@ static const cfg_entry cfg_table[] = {
     {"pipesp_chunk", CT_INT, F(pipesp_chunk), "0", 0, PD_SP_MAX_CHUNK, "PipeSP heads per chunk; 0 = from measured compute/communication times, 1 = per head"},
     {"comm_timeout_s", CT_DOUBLE, F(comm_timeout_s), "60", 0.1, PD_SCHED_MAX_TIMEOUT_S, "deadline of each collective in an SP group; a group that misses it is restarted"},
     {"queue_capacity", CT_INT, F(queue_capacity), "32", 1, PD_SCHED_MAX_QUEUE, "jobs waiting at most; more are 429"},
+    {"aco", CT_STR, F(aco), "auto", 0, 0, "Aco: idle decode workers compute attention heads for the denoise ranks; auto (when the measured share pays), on (half the heads whenever a decode worker is idle) or off"},
     {"max_prompt_bytes", CT_INT, F(max_prompt_bytes), "8192", 1, PD_PROTO_TEXT_MAX - 1, "longest prompt (and negative prompt) in bytes"},
     {"max_width", CT_INT, F(max_width), "1280", 16, PD_GEN_MAX_SIDE, "widest output in pixels"},
     {"max_height", CT_INT, F(max_height), "1280", 16, PD_GEN_MAX_SIDE, "tallest output in pixels"},
@@ -116,7 +118,11 @@ static pd_status set_entry(pd_config *cfg, const cfg_entry *e, const char *value
         if (!strcmp(e->name, "log_level") && strcmp(value, "error") && strcmp(value, "warn") && strcmp(value, "info") &&
             strcmp(value, "debug"))
             return pd_error_set(PD_ERR_INVALID, "log_level: '%s' is not error, warn, info or debug", value);
-        size_t cap = !strcmp(e->name, "log_level") ? sizeof cfg->log_level : PD_CONFIG_STR_MAX;
+        pd_aco_mode mode;
+        if (!strcmp(e->name, "aco")) PD_TRY(pd_aco_mode_parse(value, &mode));
+        size_t cap = !strcmp(e->name, "log_level") ? sizeof cfg->log_level
+                     : !strcmp(e->name, "aco")     ? sizeof cfg->aco
+                                                   : PD_CONFIG_STR_MAX;
         snprintf(base, cap, "%s", value);
         return PD_OK;
     }
@@ -255,6 +261,8 @@ pd_status pd_config_load_args(pd_config *cfg, int argc, char **argv) {
 }
 
 void pd_config_scheduler(const pd_config *cfg, pd_scheduler_config *sc) {
+    pd_aco_mode aco = PD_ACO_AUTO;
+    if (pd_aco_mode_parse(cfg->aco, &aco) != PD_OK) aco = PD_ACO_AUTO; /* checked when it was set */
     *sc = (pd_scheduler_config){
         .n_devices = cfg->workers,
         .n_decode = cfg->decode_workers,
@@ -269,6 +277,7 @@ void pd_config_scheduler(const pd_config *cfg, pd_scheduler_config *sc) {
         .device = cfg->device,
         .max_job_seconds = cfg->max_job_seconds,
         .job_memory_bytes = cfg->job_memory_bytes,
+        .aco = aco,
     };
 }
 

@@ -64,6 +64,7 @@ typedef struct pd_config {
     char api_keys[PD_CONFIG_MAX_KEYS][128];
     int n_api_keys;
     char log_level[16];
+    char aco[8];                        /* auto, on or off (scheduler/split.h pd_aco_mode) */
 } pd_config;
 
 /* Fills cfg with every setting's default. */

@@ -642,6 +642,7 @@ void pd_daemon_gauges(pd_daemon *d, pd_metrics_gauges *g) {
     g->n_decode = s.n_decode;
     g->sp_groups = s.sp_groups;
     g->sp_groups_formed = s.sp_groups_formed;
+    g->aco = s.aco;
     g->worker_memory_bytes = d->sched ? pd_scheduler_worker_memory_bytes(d->sched) : 0;
     g->ready = s.ready;
     g->draining = atomic_load(&d->draining);

@@ -153,6 +153,37 @@ char *pd_metrics_render(pd_metrics *m, const pd_metrics_gauges *g) {
     bprintf(&b, "# HELP pipedit_sp_groups Sequence-parallel denoise groups configured, and those formed (communicators up).\n"
                 "# TYPE pipedit_sp_groups gauge\npipedit_sp_groups{state=\"configured\"} %d\npipedit_sp_groups{state=\"formed\"} %d\n",
             g->sp_groups, g->sp_groups_formed);
+    const pd_scheduler_aco_stats *a = &g->aco;
+    bprintf(&b, "# HELP pipedit_aco_lent_share Share of self-attention heads lent to Aco helpers in the last denoise stage "
+                "that had a pair.\n# TYPE pipedit_aco_lent_share gauge\npipedit_aco_lent_share %.4f\n", a->lent_share);
+    bprintf(&b, "# HELP pipedit_aco_sessions_total Aco pair sessions started (a denoise stage and an idle decode worker).\n"
+                "# TYPE pipedit_aco_sessions_total counter\npipedit_aco_sessions_total %llu\n",
+            (unsigned long long)a->sessions);
+    bprintf(&b, "# HELP pipedit_aco_lends_total Self-attention calls whose lent heads came back from a helper.\n"
+                "# TYPE pipedit_aco_lends_total counter\npipedit_aco_lends_total %llu\n", (unsigned long long)a->lends);
+    bprintf(&b, "# HELP pipedit_aco_heads_total Self-attention heads of denoise ranks, and those lent.\n"
+                "# TYPE pipedit_aco_heads_total counter\npipedit_aco_heads_total{where=\"all\"} %llu\n"
+                "pipedit_aco_heads_total{where=\"lent\"} %llu\n",
+            (unsigned long long)a->heads_total, (unsigned long long)a->heads_lent);
+    bprintf(&b, "# HELP pipedit_aco_declines_total Lend requests a helper declined (back-offs: a decode came first).\n"
+                "# TYPE pipedit_aco_declines_total counter\npipedit_aco_declines_total %llu\n",
+            (unsigned long long)a->declined);
+    bprintf(&b, "# HELP pipedit_aco_helper_failures_total Sessions whose lend failed (the heads were recomputed by the "
+                "denoise rank), and helpers lost while serving.\n# TYPE pipedit_aco_helper_failures_total counter\n"
+                "pipedit_aco_helper_failures_total{kind=\"lend_failed\"} %llu\n"
+                "pipedit_aco_helper_failures_total{kind=\"helper_lost\"} %llu\n",
+            (unsigned long long)a->failures, (unsigned long long)a->helpers_lost);
+    bprintf(&b, "# HELP pipedit_aco_lend_wait_seconds_total Time denoise ranks waited for lent heads after their own.\n"
+                "# TYPE pipedit_aco_lend_wait_seconds_total counter\npipedit_aco_lend_wait_seconds_total %.6f\n",
+            a->lend_wait_s);
+    bprintf(&b, "# HELP pipedit_aco_speedup Measured denoise stage speedup with a pair (1 until measured both ways).\n"
+                "# TYPE pipedit_aco_speedup gauge\npipedit_aco_speedup %.4f\n", a->speedup);
+    bprintf(&b, "# HELP pipedit_decode_start_delay_seconds From a decode's assignment reaching its worker to the decode "
+                "starting (a helper first finishes the lend in progress).\n# TYPE pipedit_decode_start_delay_seconds summary\n"
+                "pipedit_decode_start_delay_seconds_sum %.6f\npipedit_decode_start_delay_seconds_count %llu\n"
+                "# HELP pipedit_decode_start_delay_seconds_max The longest such delay since start.\n"
+                "# TYPE pipedit_decode_start_delay_seconds_max gauge\npipedit_decode_start_delay_seconds_max %.6f\n",
+            a->decode_delay_sum_s, (unsigned long long)a->decodes, a->decode_delay_max_s);
     bprintf(&b, "# HELP pipedit_ready 1 when every worker group is loaded and the daemon is not draining.\n"
                 "# TYPE pipedit_ready gauge\npipedit_ready %d\n",
             g->ready && !g->draining);

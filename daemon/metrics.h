@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "daemon/jobs.h"
+#include "scheduler/scheduler.h"
 
 #define PD_METRICS_MAX_SERIES 96
 #define PD_METRICS_BUCKETS 14
@@ -45,6 +46,7 @@ typedef struct pd_metrics_gauges {
     int n_denoise, n_decode;
     int sp_groups, sp_groups_formed; /* sequence-parallel denoise groups, and those with live communicators */
     double worker_memory_bytes;
+    pd_scheduler_aco_stats aco;      /* Aco counts since start */
     bool ready, draining;
     double uptime_s;
     int http_connections;              /* open and not dropped (daemon/conn_guard.h) */

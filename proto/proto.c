@@ -126,6 +126,17 @@ static void put_str(wbuf *w, const char *s, size_t cap) {
     put_bytes(w, s, n);
 }
 
+static void put_aco(wbuf *w, const pd_msg_aco *a) {
+    put_u64(w, a->calls);
+    put_u64(w, a->lends);
+    put_u64(w, a->declined);
+    put_u64(w, a->heads_total);
+    put_u64(w, a->heads_lent);
+    put_f64(w, a->wait_s);
+    put_f64(w, a->backoff_s);
+    put_i32(w, a->failed);
+}
+
 pd_status pd_proto_encode(const pd_msg *m, uint8_t *buf, size_t cap, size_t *n) {
     if (m->kind < PD_MSG_HELLO || m->kind >= PD_MSG_KIND_END)
         return pd_error_set(PD_ERR_INVALID, "proto: cannot encode message kind %d", (int)m->kind);
@@ -142,6 +153,7 @@ pd_status pd_proto_encode(const pd_msg *m, uint8_t *buf, size_t cap, size_t *n) 
         break;
     case PD_MSG_READY:
         for (int i = 0; i < PD_STAGE_COUNT; i++) put_f64(&w, m->stage_seconds[i]);
+        put_i32(&w, m->aco_capable);
         break;
     case PD_MSG_ASSIGN:
         put_str(&w, m->job_id, sizeof m->job_id);
@@ -181,6 +193,22 @@ pd_status pd_proto_encode(const pd_msg *m, uint8_t *buf, size_t cap, size_t *n) 
     case PD_MSG_JOINED:
         put_u32(&w, m->group_gen);
         break;
+    case PD_MSG_ACO:
+        put_str(&w, m->job_id, sizeof m->job_id);
+        put_u32(&w, m->aco_seq);
+        put_i32(&w, m->aco_serve);
+        put_i32(&w, m->aco_share);
+        put_f64(&w, m->comm_timeout_s);
+        put_str(&w, m->comm_name, sizeof m->comm_name);
+        put_i32(&w, m->comm_nccl);
+        put_bytes(&w, m->nccl_ids[0], sizeof m->nccl_ids[0]);
+        break;
+    case PD_MSG_ACO_DONE:
+        put_u32(&w, m->aco_seq);
+        put_aco(&w, &m->aco);
+        put_str(&w, m->code, sizeof m->code);
+        put_str(&w, m->message, sizeof m->message);
+        break;
     case PD_MSG_PROGRESS:
         put_str(&w, m->job_id, sizeof m->job_id);
         put_i32(&w, m->stage);
@@ -191,6 +219,7 @@ pd_status pd_proto_encode(const pd_msg *m, uint8_t *buf, size_t cap, size_t *n) 
         put_str(&w, m->job_id, sizeof m->job_id);
         put_i32(&w, m->stage);
         put_f64(&w, m->seconds);
+        put_aco(&w, &m->aco);
         break;
     case PD_MSG_ERROR:
         put_str(&w, m->job_id, sizeof m->job_id);
@@ -270,6 +299,17 @@ static void get_str(rbuf *r, char *dst, size_t cap, const char *what) {
     r->pos += n;
 }
 
+static void get_aco(rbuf *r, pd_msg_aco *a, const char *what) {
+    a->calls = get_u64(r, what);
+    a->lends = get_u64(r, what);
+    a->declined = get_u64(r, what);
+    a->heads_total = get_u64(r, what);
+    a->heads_lent = get_u64(r, what);
+    a->wait_s = get_f64(r, what);
+    a->backoff_s = get_f64(r, what);
+    a->failed = get_i32(r, what);
+}
+
 pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
     if (n < 1 || n > PD_PROTO_MAX_FRAME)
         return pd_error_set(PD_ERR_FORMAT, "proto: frame of %zu bytes (must be 1..%d)", n, PD_PROTO_MAX_FRAME);
@@ -288,6 +328,7 @@ pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
         break;
     case PD_MSG_READY:
         for (int i = 0; i < PD_STAGE_COUNT; i++) m->stage_seconds[i] = get_f64(&r, "ready.stage_seconds");
+        m->aco_capable = get_i32(&r, "ready.aco_capable");
         break;
     case PD_MSG_ASSIGN:
         get_str(&r, m->job_id, sizeof m->job_id, "assign.job_id");
@@ -327,6 +368,22 @@ pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
     case PD_MSG_JOINED:
         m->group_gen = get_u32(&r, "joined.group_gen");
         break;
+    case PD_MSG_ACO:
+        get_str(&r, m->job_id, sizeof m->job_id, "aco.job_id");
+        m->aco_seq = get_u32(&r, "aco.aco_seq");
+        m->aco_serve = get_i32(&r, "aco.aco_serve");
+        m->aco_share = get_i32(&r, "aco.aco_share");
+        m->comm_timeout_s = get_f64(&r, "aco.comm_timeout_s");
+        get_str(&r, m->comm_name, sizeof m->comm_name, "aco.comm_name");
+        m->comm_nccl = get_i32(&r, "aco.comm_nccl");
+        get_bytes(&r, m->nccl_ids[0], sizeof m->nccl_ids[0], "aco.nccl_id");
+        break;
+    case PD_MSG_ACO_DONE:
+        m->aco_seq = get_u32(&r, "aco_done.aco_seq");
+        get_aco(&r, &m->aco, "aco_done.aco");
+        get_str(&r, m->code, sizeof m->code, "aco_done.code");
+        get_str(&r, m->message, sizeof m->message, "aco_done.message");
+        break;
     case PD_MSG_PROGRESS:
         get_str(&r, m->job_id, sizeof m->job_id, "progress.job_id");
         m->stage = get_i32(&r, "progress.stage");
@@ -337,6 +394,7 @@ pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
         get_str(&r, m->job_id, sizeof m->job_id, "done.job_id");
         m->stage = get_i32(&r, "done.stage");
         m->seconds = get_f64(&r, "done.seconds");
+        get_aco(&r, &m->aco, "done.aco");
         break;
     case PD_MSG_ERROR:
         get_str(&r, m->job_id, sizeof m->job_id, "error.job_id");
@@ -362,6 +420,8 @@ pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
                      m->kind == PD_MSG_ERROR;
     if (has_stage && (m->stage < 0 || m->stage >= PD_STAGE_COUNT))
         return pd_error_set(PD_ERR_FORMAT, "proto: stage %d out of range", (int)m->stage);
+    if (m->kind == PD_MSG_READY && m->aco_capable != 0 && m->aco_capable != 1)
+        return pd_error_set(PD_ERR_FORMAT, "proto: aco_capable %d is not 0 or 1", (int)m->aco_capable);
     if (m->kind == PD_MSG_HELLO && (m->role < 0 || m->role >= PD_ROLE_COUNT))
         return pd_error_set(PD_ERR_FORMAT, "proto: worker role %d out of range", (int)m->role);
     if (m->kind == PD_MSG_ASSIGN && !(m->deadline >= 0 && m->deadline < 1e11))
@@ -372,6 +432,11 @@ pd_status pd_proto_decode(const uint8_t *payload, size_t n, pd_msg *m) {
         return pd_error_set(PD_ERR_FORMAT, "proto: noise %d out of range", (int)m->noise);
     if ((m->kind == PD_MSG_ASSIGN || m->kind == PD_MSG_GROUP) && (m->rank < 0 || m->rank >= PD_PROTO_MAX_RANKS))
         return pd_error_set(PD_ERR_FORMAT, "proto: rank %d out of range", (int)m->rank);
+    if (m->kind == PD_MSG_ACO && ((m->aco_serve != 0 && m->aco_serve != 1) || m->aco_share < -2 ||
+                                  (m->comm_nccl != 0 && m->comm_nccl != 1) ||
+                                  !(m->comm_timeout_s > 0 && m->comm_timeout_s <= 86400) || !m->comm_name[0]))
+        return pd_error_set(PD_ERR_FORMAT, "proto: aco message out of range (serve %d, share %d, nccl %d, timeout %g)",
+                            (int)m->aco_serve, (int)m->aco_share, (int)m->comm_nccl, m->comm_timeout_s);
     if (m->kind == PD_MSG_GROUP &&
         (m->ranks < 1 || m->ranks > PD_PROTO_MAX_RANKS || m->rank >= m->ranks || m->chunk_heads < 0 ||
          m->chunk_heads > PD_SP_MAX_CHUNK || (m->cfg_parallel != 0 && m->cfg_parallel != 1) ||

@@ -18,6 +18,10 @@
  * Workers of a sequence-parallel denoise group are also sent GROUP while idle (after READY and after
  * every group failure) and answer JOINED once their communicators are up; every ASSIGN of a group job
  * names the generation it expects, so a worker never computes on a stale group.
+ * Aco (scheduler/aco_pair in scheduler_impl.h): the scheduler sends ACO to a denoise worker running a
+ * denoise stage and to an idle decode worker with the same pair communicator; the decode worker serves
+ * lends on a thread of its own until the lender finishes (or the pair fails) and then answers ACO_DONE;
+ * the denoise worker joins at its next self-attention and reports what it lent in its stage's DONE.
  *
  * Only small messages travel here. Tensors go through named shared-memory segments (comm/shm.h)
  * whose names an ASSIGN carries. Every length read from the peer is bounded: a malformed, truncated,
@@ -60,6 +64,8 @@ typedef enum pd_msg_kind {
     PD_MSG_SHUTDOWN,   /* scheduler: finish nothing, exit */
     PD_MSG_GROUP,      /* scheduler: leave any SP group, join group generation group_gen as rank of ranks */
     PD_MSG_JOINED,     /* worker: joined group generation group_gen (a failed join is an ERROR, job "") */
+    PD_MSG_ACO,        /* scheduler: join Aco pair session aco_seq: serve lends (aco_serve 1) or lend (0) */
+    PD_MSG_ACO_DONE,   /* helper: session aco_seq ended (aco: its counts; code/message: why, "" = finished) */
     PD_MSG_KIND_END
 } pd_msg_kind;
 
@@ -76,6 +82,18 @@ const char *pd_worker_role_name(pd_worker_role r);
 /* Parses a role name; PD_ERR_INVALID naming the value otherwise. */
 pd_status pd_worker_role_parse(const char *s, pd_worker_role *out);
 
+/* What an Aco session did: a lender's figures in the DONE of its denoise stage, a helper's in
+ * ACO_DONE; backoff_s in the DONE of a decode stage. */
+typedef struct pd_msg_aco {
+    uint64_t calls;      /* self-attention calls (lender) */
+    uint64_t lends;      /* calls whose lent heads came back (lender), lends computed (helper) */
+    uint64_t declined;   /* requests declined because a decode came first */
+    uint64_t heads_total, heads_lent;
+    double wait_s;       /* lender: time blocked on lent heads after its own; helper: attention compute time */
+    double backoff_s;    /* decode: from its ASSIGN to the decode starting (the in-flight lend finished) */
+    int32_t failed;      /* 1: a lend failed and the lent heads were computed by the lender */
+} pd_msg_aco;
+
 /* One decoded message. Fields a kind does not carry are zero. Strings are NUL-terminated and owned by
  * the struct (fixed buffers), so a pd_msg needs no cleanup; it is large (~40 KiB): keep it off small
  * stacks or reuse one. */
@@ -86,8 +104,10 @@ typedef struct pd_msg {
     int32_t pid;
     int32_t role;          /* pd_worker_role (worker -> scheduler) */
     int32_t heartbeat_ms;  /* scheduler -> worker */
-    /* READY: warm-up seconds per pd_stage (0 = not measured by this role) */
+    /* READY: warm-up seconds per pd_stage (0 = not measured by this role); aco_capable 1 when the
+     * worker's stages can lend or serve Aco heads */
     double stage_seconds[PD_STAGE_COUNT];
+    int32_t aco_capable;
     /* ASSIGN, PROGRESS, DONE, ERROR, CANCEL */
     char job_id[PD_PROTO_ID_MAX];
     int32_t stage;         /* pd_stage */
@@ -118,6 +138,13 @@ typedef struct pd_msg {
     int32_t comm_nccl;     /* 0: shared memory (names from comm_name); 1: NCCL with the ids below, made by
                             * the daemon (its process hosts NCCL's bootstrap root) */
     uint8_t nccl_ids[PD_PROTO_GROUP_COMMS][PD_PROTO_NCCL_ID_BYTES]; /* SP half 0, SP half 1, CFG pair */
+    /* ACO: the session number, the side (1 = serve: rank 1 of the pair; 0 = lend: rank 0) and, for the
+     * lender, the heads of each self-attention to lend (-1: chosen from measured times; -2: half of
+     * them, PD_ACO_SHARE_HALF); job_id names the denoise stage it belongs to. The communicator is
+     * comm_name / comm_nccl / nccl_ids[0] / comm_timeout_s as in GROUP. ACO_DONE: aco_seq, aco. */
+    uint32_t aco_seq;
+    int32_t aco_serve, aco_share;
+    pd_msg_aco aco;        /* DONE (denoise: lender; decode: backoff_s), ACO_DONE */
     /* PROGRESS */
     int32_t step, total;
     /* DONE */

@@ -35,6 +35,8 @@ pd_status pd_scheduler_config_check(const pd_scheduler_config *cfg) {
     if (cfg->pipesp_chunk < 0 || cfg->pipesp_chunk > PD_SP_MAX_CHUNK)
         return pd_error_set(PD_ERR_INVALID, "scheduler: pipesp_chunk is %d (want 0 = measured, or 1..%d)", cfg->pipesp_chunk,
                             PD_SP_MAX_CHUNK);
+    if (cfg->aco < PD_ACO_AUTO || cfg->aco > PD_ACO_OFF)
+        return pd_error_set(PD_ERR_INVALID, "scheduler: aco mode %d (want auto, on or off)", (int)cfg->aco);
     if (!(cfg->comm_timeout_s >= 0) || cfg->comm_timeout_s > PD_SCHED_MAX_TIMEOUT_S)
         return pd_error_set(PD_ERR_INVALID, "scheduler: comm_timeout_s is %g (want 0 = 60 s default, up to %g)",
                             cfg->comm_timeout_s, PD_SCHED_MAX_TIMEOUT_S);

@@ -79,6 +79,7 @@ void sched_send_stage(pd_scheduler *s, sched_wslot *w, sched_job *j, pd_stage st
     w->job = j;
     w->state = SCHED_W_BUSY;
     w->progressed_at = pd_now_s();
+    w->aco_tried = false;
     sched_send_to(s, w, m);
 }
 
@@ -102,15 +103,19 @@ void sched_replan(pd_scheduler *s) {
         if (s->w[i].want_role != s->w[i].role) return; /* one switch at a time */
         n_dec += s->w[i].want_role == PD_ROLE_DECODE;
     }
-    double t_den = sched_stage_estimate(s, PD_STAGE_TEXT) + sched_stage_estimate(s, PD_STAGE_DENOISE);
+    /* With Aco the rule needs the denoise time without a pair and the speedup a pair gives (both
+     * measured; until then the speedup is 1 and this is the DeDiVAE rule on the stage times). */
+    double speedup = s->cfg.aco == PD_ACO_OFF ? 1.0 : sched_aco_speedup(s);
+    double t_den = sched_stage_estimate(s, PD_STAGE_TEXT) +
+                   (speedup > 1.0 ? s->ema_den_plain : sched_stage_estimate(s, PD_STAGE_DENOISE));
     double t_dec = sched_stage_estimate(s, PD_STAGE_DECODE);
-    int target = pd_split_replan(s->n, s->cfg.n_decode, n_dec, t_den, t_dec);
+    int target = pd_split_replan_aco(s->n, s->cfg.n_decode, n_dec, t_den, t_dec, speedup);
     if (target == n_dec) return;
     pd_worker_role from = target > n_dec ? PD_ROLE_DENOISE : PD_ROLE_DECODE;
     pd_worker_role to = target > n_dec ? PD_ROLE_DECODE : PD_ROLE_DENOISE;
     for (int i = s->n - 1; i >= 0; i--) {
         sched_wslot *w = &s->w[i];
-        if (w->role != from || w->state != SCHED_W_READY) continue;
+        if (w->role != from || w->state != SCHED_W_READY || w->aco_seq) continue;
         PD_INFO("scheduler", "split %d+%d -> %d+%d (T_den %.3f s, T_dec %.3f s): worker %d becomes %s", s->n - n_dec,
                 n_dec, s->n - target, target, t_den, t_dec, i, pd_worker_role_name(to));
         w->want_role = to;
@@ -277,6 +282,7 @@ sched_msg_result sched_job_on_msg(pd_scheduler *s, sched_wslot *w, const pd_msg 
     sched_job *j = w->job;
     if (w->state != SCHED_W_BUSY || !j || strcmp(j->id, m->job_id)) return SCHED_MSG_NOT_MINE;
     if (m->kind == PD_MSG_PROGRESS) w->progressed_at = w->last_heard;
+    if (m->kind == PD_MSG_DONE) sched_aco_stage_done(s, w, m);
     if (j->group >= 0 && j->state == SCHED_J_DENOISE && group_rank_on_msg(s, w, j, m)) return SCHED_MSG_HANDLED;
     if (m->kind == PD_MSG_PROGRESS) {
         sched_evrec *r = sched_push_event(s, PD_JOB_EVENT_PROGRESS, j);

@@ -66,6 +66,7 @@ static void *sched_main(void *arg) {
         sched_form_groups(s);
         sched_send_cancels(s);
         sched_dispatch(s);
+        sched_aco_form(s);
         sched_deliver_events(s);
         if (s->stopping) break;
         int np = 0;
@@ -229,6 +230,7 @@ pd_status pd_scheduler_create(const pd_scheduler_config *cfg, pd_job_event_fn fn
     for (int i = 0; i < s->n; i++) {
         sched_wslot *w = &s->w[i];
         w->index = i;
+        w->aco_partner = -1;
         w->group = i < s->n_groups * sp ? i / sp : -1;
         w->rank = i % sp;
         if (s->gpu) snprintf(w->device, sizeof w->device, "cuda:%d", i);
@@ -431,6 +433,8 @@ void pd_scheduler_stats_get(pd_scheduler *s, pd_scheduler_stats *out) {
     if (s->n_groups) den_up = out->sp_groups_formed > 0;
     out->ready = den_up && dec_up;
     for (int i = 0; i < PD_STAGE_COUNT; i++) out->stage_seconds_mean[i] = sched_stage_estimate(s, i);
+    out->aco = s->aco;
+    out->aco.speedup = sched_aco_speedup(s);
     pthread_mutex_unlock(&s->mu);
 }
 

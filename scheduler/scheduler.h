@@ -16,6 +16,7 @@
 
 #include "models/pipeline.h"
 #include "scheduler/estimate.h"
+#include "scheduler/split.h"
 
 typedef struct pd_scheduler_config {
     const char *model_dir;     /* model folder every worker loads (required) */
@@ -51,6 +52,12 @@ typedef struct pd_scheduler_config {
     const pd_estimate_model *cost_model; /* copied; NULL: no estimates (admission checks nothing) */
     double max_job_seconds;    /* 0 = no deadline */
     double job_memory_bytes;   /* activation memory one worker may use (0 = unchecked) */
+    /* Aco: while a denoise rank runs its denoise stage and the decode worker assigned to it
+     * (pd_split_aco_helpers) is idle, the two form a pair over a communicator of their own (shared
+     * memory; NCCL with device cuda) and the decode worker computes some heads of every
+     * self-attention; a latent for it makes it stop at the next request. PD_ACO_AUTO (0) is the
+     * default. */
+    pd_aco_mode aco;
 } pd_scheduler_config;
 
 /* The scheduler's bounds (the daemon's config table uses these, so the two cannot disagree). */
@@ -92,6 +99,20 @@ typedef struct pd_job_event {
 
 typedef void (*pd_job_event_fn)(void *ud, const pd_job_event *ev);
 
+/* Aco since start: pair sessions started; what the lenders reported in their stages' DONE (calls and
+ * heads over all self-attentions, lends that came back, requests declined because a decode came
+ * first, sessions in which a lend failed and the heads were recomputed); helpers lost (their process
+ * died) while serving; every decode's delay from its ASSIGN reaching the worker to the decode
+ * starting (a helper first finishes the lend in progress). */
+typedef struct pd_scheduler_aco_stats {
+    uint64_t sessions, calls, lends, declined, heads_total, heads_lent;
+    uint64_t failures, helpers_lost, decodes;
+    double lend_wait_s;           /* lenders' time blocked on lent heads after their own */
+    double decode_delay_max_s, decode_delay_sum_s;
+    double lent_share;            /* heads lent / heads in the last finished denoise stage that had a pair */
+    double speedup;               /* measured denoise speedup with a pair (1 until both kinds were measured) */
+} pd_scheduler_aco_stats;
+
 typedef struct pd_scheduler_stats {
     int queued, running;       /* jobs waiting, jobs in some stage */
     int workers_up, workers_total;
@@ -99,6 +120,7 @@ typedef struct pd_scheduler_stats {
     int sp_groups, sp_groups_formed; /* SP groups, and those whose communicators are up */
     bool ready;                /* every group has a loaded, warmed-up worker */
     double stage_seconds_mean[PD_STAGE_COUNT]; /* measured, for the split rule and metrics */
+    pd_scheduler_aco_stats aco;
 } pd_scheduler_stats;
 
 typedef struct pd_scheduler pd_scheduler;

@@ -32,7 +32,14 @@
  *    ERROR), so no rank ever runs two jobs' collectives. Any failure inside a group other than a
  *    cancellation bumps the group's generation: once all its ranks are up again (a dead one
  *    restarted), each is sent GROUP for the new generation and rejoins fresh communicators. A rank
- *    that does not answer within the collective timeout (+10 s) after its job failed is killed. */
+ *    that does not answer within the collective timeout (+10 s) after its job failed is killed.
+ *  - Aco (aco_pairs.c): helpers are assigned by pd_split_aco_helpers over the current roles. A pair
+ *    session starts when a denoise rank is in its denoise stage (no session yet in that stage, its
+ *    job did not lose a helper) and its helper is idle (READY, serving nothing, no latent waiting:
+ *    sched_dispatch runs first); ACO goes to both. The helper answers ACO_DONE when the session ends
+ *    (the lender finished its stage, or the pair failed); the lender reports its counts in the
+ *    stage's DONE. A helper that dies while serving is restarted like any worker, and the job it
+ *    served gets no further session (it finishes without Aco, same bytes); later jobs pair again. */
 #ifndef PD_SCHEDULER_IMPL_H
 #define PD_SCHEDULER_IMPL_H
 
@@ -78,6 +85,7 @@ typedef struct sched_job {
     int group;          /* SP group holding the job, -1 */
     int pending;        /* group denoise: ranks that have not answered yet */
     bool failed;        /* group denoise: FAILED already emitted; removed when pending reaches 0 */
+    bool aco_off;       /* a helper was lost while serving it: no more Aco sessions for this job */
     double fail_deadline;
     double started_at;  /* CLOCK_REALTIME when it left the queue (0: queued) */
     struct sched_job *next;
@@ -100,6 +108,10 @@ typedef struct sched_wslot {
     int group, rank;    /* SP group and rank in it; group -1 outside groups */
     unsigned joined_gen;
     char device[32];    /* --device of the worker */
+    uint32_t aco_seq;   /* helper: the Aco session it serves (0: none) */
+    int aco_partner;    /* helper: the lender slot of that session */
+    bool aco_tried;     /* lender: a session was started in its running stage */
+    bool aco_capable;   /* its READY said it can lend or serve Aco heads */
 } sched_wslot;
 
 typedef struct sched_group {
@@ -149,6 +161,10 @@ struct pd_scheduler {
     double stall_s;           /* a busy worker without progress for this long is stuck */
     unsigned instance;        /* tells this process's schedulers apart in shared-memory names */
     pd_msg *tx, *rx;          /* scheduler-thread message buffers */
+    uint32_t aco_next_seq;    /* the last Aco session number handed out */
+    pd_scheduler_aco_stats aco; /* Aco counts since start */
+    double ema_den_aco, ema_den_plain; /* denoise stage times with heads lent, and without a pair */
+    bool have_den_aco, have_den_plain;
 };
 
 /* What a per-state-machine message handler did with a worker's message. */
@@ -209,6 +225,18 @@ void sched_group_assign_denoise(pd_scheduler *s, sched_group *g, sched_job *j);
 void sched_form_groups(pd_scheduler *s);
 /* JOINED, or a failed join, from a rank asked to join. */
 sched_msg_result sched_group_on_msg(pd_scheduler *s, sched_wslot *w, const pd_msg *m);
+
+/* ---- aco_pairs.c ---- */
+/* Starts the Aco sessions that can start (after sched_dispatch, so latents go first). */
+void sched_aco_form(pd_scheduler *s);
+/* The counts in a stage's DONE from w (denoise: lender's; decode: its back-off). */
+void sched_aco_stage_done(pd_scheduler *s, sched_wslot *w, const pd_msg *m);
+/* w is gone: a session it served ends, and its job gets no further one. */
+void sched_aco_worker_lost(pd_scheduler *s, sched_wslot *w);
+/* ACO_DONE from a helper. */
+sched_msg_result sched_aco_on_msg(pd_scheduler *s, sched_wslot *w, const pd_msg *m);
+/* Measured denoise speedup with a pair: EMA without / EMA with, 1 until both are known. */
+double sched_aco_speedup(const pd_scheduler *s);
 
 /* ---- supervise.c ---- */
 bool sched_role_denoises(pd_worker_role r);

@@ -59,6 +59,7 @@ static void drop_worker(pd_scheduler *s, sched_wslot *w, const char *code, const
         w->pid = 0;
     }
     close_conn(w);
+    sched_aco_worker_lost(s, w);
     PD_WARN("scheduler", "worker %d (%s, pid %d): %s%s%s", w->index, pd_worker_role_name(w->role), (int)pid, reason,
             how[0] ? "; " : "", how);
     /* A rank of the current generation (joined, or asked to join) takes it down; a rank lost after
@@ -180,6 +181,7 @@ static sched_msg_result worker_on_msg(pd_scheduler *s, sched_wslot *w, const pd_
         }
         w->state = SCHED_W_READY;
         w->was_ready = true;
+        w->aco_capable = m->aco_capable != 0;
         w->fails = 0;
         PD_INFO("scheduler", "worker %d (%s, pid %d) ready", w->index, pd_worker_role_name(w->role), (int)w->pid);
         sched_replan(s);
@@ -198,6 +200,7 @@ static sched_msg_result worker_on_msg(pd_scheduler *s, sched_wslot *w, const pd_
 static bool handle_msg(pd_scheduler *s, sched_wslot *w, const pd_msg *m) {
     w->last_heard = pd_now_s();
     sched_msg_result r = worker_on_msg(s, w, m);
+    if (r == SCHED_MSG_NOT_MINE) r = sched_aco_on_msg(s, w, m);
     if (r == SCHED_MSG_NOT_MINE) r = sched_group_on_msg(s, w, m);
     if (r == SCHED_MSG_NOT_MINE) r = sched_job_on_msg(s, w, m);
     if (r != SCHED_MSG_NOT_MINE) return r == SCHED_MSG_HANDLED;
@@ -251,6 +254,7 @@ void sched_supervise(pd_scheduler *s) {
             w->pid = 0;
             if (w->state == SCHED_W_EXITING) {
                 close_conn(w);
+                sched_aco_worker_lost(s, w);
                 w->state = SCHED_W_OFF;
                 w->role = w->want_role;
                 w->restart_at = now;

@@ -92,6 +92,13 @@ static void ps_latent_shape(void *self, const pd_gen_params *p, int64_t shape[4]
     pd_pipeline_latent_shape(p, shape);
 }
 
+static pd_backend *ps_backend(void *self) { return ((pipeline_stages *)self)->be; }
+
+static void ps_set_self_attention(void *self, pd_wan_attention_fn fn, void *ud) {
+    pd_wan_dit *dit = pd_pipeline_dit(((pipeline_stages *)self)->pl);
+    if (dit) pd_wan_dit_set_self_attention(dit, fn, ud);
+}
+
 static void ps_unload(void *self) {
     pipeline_stages *s = self;
     ps_leave_group(self);
@@ -112,6 +119,8 @@ const pd_worker_stages *pd_worker_pipeline_stages(void) {
         .latent_shape = ps_latent_shape,
         .unload = ps_unload,
         .join_group = ps_join_group,
+        .backend = ps_backend,
+        .set_self_attention = ps_set_self_attention,
     };
     return &table;
 }

@@ -12,6 +12,7 @@
 
 #include "base/clock.h"
 #include "comm/shm.h"
+#include "models/wan/aco.h"
 
 typedef struct worker_options {
     const char *socket_path;
@@ -43,6 +44,19 @@ typedef struct worker {
     /* progress of the running stage */
     const char *job_id;
     pd_msg *tx;               /* main thread's message buffer */
+    double assigned_at;       /* when the running ASSIGN arrived (reader thread) */
+    pd_msg_aco aco;           /* what the running stage's Aco did, for its DONE */
+    /* Aco, helper side: the serving thread and the flags a decode shares with it */
+    pd_msg *aco_serve_msg;    /* the session being served (the thread's) */
+    pd_comm *aco_serve_comm;  /* its communicator while it serves (under mu: aborted on stop) */
+    pthread_t aco_thread;
+    bool aco_thread_live;
+    atomic_bool aco_decline, aco_lending;
+    /* Aco, lender side: a session handed over by the reader (under mu) and the one in use */
+    pd_msg *aco_lend_mail, *aco_lend_cur; /* handed over (under mu), taken */
+    atomic_bool aco_lend_pending;
+    pd_comm *aco_comm;
+    pd_aco_lender *lender;
 } worker;
 
 /* The model parts (PD_PART_* bits) a role loads: denoise -> TEXT | DIT (a denoise worker encodes its
@@ -80,8 +94,142 @@ static void set_stop(worker *w) {
     pthread_mutex_lock(&w->mu);
     w->stop = true;
     stop_job(w, PD_STOP_CANCEL);
+    if (w->aco_serve_comm) pd_comm_abort(w->aco_serve_comm, "the worker is stopping");
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
+}
+
+
+/* ---- Aco ---- */
+
+/* Joins the pair communicator an ACO names as `rank` (0 lends, 1 serves). */
+static pd_status aco_join(const worker *w, const pd_msg *a, int rank, pd_comm **out) {
+    if (!a->comm_nccl) return pd_comm_shm_create(a->comm_name, rank, 2, a->comm_timeout_s, out);
+    int dev = pd_backend_spec_device(w->opt->device);
+    return pd_comm_nccl_create(a->nccl_ids[0], rank, 2, dev < 0 ? 0 : dev, a->comm_timeout_s, out);
+}
+
+/* The helper's thread: serve the session until the lender finishes or the pair fails; ACO_DONE. */
+static void *aco_serve_main(void *arg) {
+    worker *w = arg;
+    const pd_msg *a = w->aco_serve_msg;
+    pd_aco_serve_stats ss = {0};
+    pd_comm *c = NULL;
+    pd_backend *be = w->st->backend ? w->st->backend(w->st->self) : NULL;
+    const char *fault = getenv("PIPEDIT_ACO_FAULT_AFTER"); /* tests: the helper dies mid-lend */
+    pd_aco_serve_options o = {.decline = &w->aco_decline, .lending = &w->aco_lending,
+                              .kill_after = fault && *fault ? atoi(fault) : 0};
+    pd_status st = be ? aco_join(w, a, 1, &c)
+                      : pd_error_set(PD_ERR_UNSUPPORTED, "this worker's stages cannot serve Aco lends");
+    pthread_mutex_lock(&w->mu);
+    if (st == PD_OK && w->stop) st = pd_error_set(PD_ERR_CANCELLED, "the worker is stopping");
+    w->aco_serve_comm = c;
+    pthread_mutex_unlock(&w->mu);
+    if (st == PD_OK) st = pd_aco_serve(c, 0, be, &o, &ss);
+    pthread_mutex_lock(&w->mu);
+    w->aco_serve_comm = NULL;
+    pthread_mutex_unlock(&w->mu);
+    pd_comm_destroy(c);
+    pd_msg m;
+    pd_msg_init(&m, PD_MSG_ACO_DONE);
+    m.aco_seq = a->aco_seq;
+    m.aco = (pd_msg_aco){.lends = ss.lends, .declined = ss.declined, .heads_lent = ss.heads, .wait_s = ss.compute_s,
+                         .failed = st != PD_OK};
+    if (st != PD_OK) {
+        snprintf(m.code, sizeof m.code, "%s", pd_status_name(st));
+        snprintf(m.message, sizeof m.message, "%s", pd_error_msg());
+        PD_WARN("worker", "pid %d: Aco session %u ended: %s", (int)getpid(), a->aco_seq, pd_error_msg());
+    }
+    wsend(w, &m);
+    return NULL;
+}
+
+/* An ACO from the scheduler (reader thread). */
+static void aco_on_msg(worker *w, const pd_msg *m) {
+    if (m->aco_serve) {
+        if (w->aco_thread_live) pthread_join(w->aco_thread, NULL); /* it sent ACO_DONE: it is ending */
+        w->aco_thread_live = false;
+        memcpy(w->aco_serve_msg, m, sizeof *m);
+        if (pthread_create(&w->aco_thread, NULL, aco_serve_main, w) == 0) {
+            w->aco_thread_live = true;
+            return;
+        }
+        pd_msg d;
+        pd_msg_init(&d, PD_MSG_ACO_DONE);
+        d.aco_seq = m->aco_seq;
+        d.aco.failed = 1;
+        snprintf(d.code, sizeof d.code, "nomem");
+        snprintf(d.message, sizeof d.message, "cannot start the Aco thread");
+        wsend(w, &d);
+        return;
+    }
+    pthread_mutex_lock(&w->mu);
+    memcpy(w->aco_lend_mail, m, sizeof *m); /* a newer session replaces one never taken */
+    atomic_store(&w->aco_lend_pending, true);
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Ends the lender's session: tells the helper to return, keeps the counts for the stage's DONE. */
+static void aco_lend_end(worker *w) {
+    if (w->lender) {
+        pd_aco_lender_finish(w->lender);
+        pd_aco_stats a;
+        pd_aco_lender_stats(w->lender, &a);
+        w->aco.calls += a.calls;
+        w->aco.lends += a.lends;
+        w->aco.declined += a.declined;
+        w->aco.heads_total += a.heads_total;
+        w->aco.heads_lent += a.heads_lent;
+        w->aco.wait_s += a.lend_wait_s;
+        w->aco.failed |= a.failed;
+        pd_aco_lender_free(w->lender);
+        w->lender = NULL;
+    }
+    pd_comm_destroy(w->aco_comm);
+    w->aco_comm = NULL;
+}
+
+/* Takes a session the reader handed over: joins it, and lends from now on when it belongs to the
+ * running denoise stage (job_id), or finishes it at once otherwise. */
+static void aco_lend_take(worker *w, const char *job_id) {
+    pd_msg *a = w->aco_lend_cur;
+    pthread_mutex_lock(&w->mu);
+    memcpy(a, w->aco_lend_mail, sizeof *a);
+    atomic_store(&w->aco_lend_pending, false);
+    pthread_mutex_unlock(&w->mu);
+    aco_lend_end(w);
+    pd_backend *be = w->st->backend ? w->st->backend(w->st->self) : NULL;
+    if (!be) return; /* READY said so: the scheduler pairs no such worker */
+    pd_status st = aco_join(w, a, 0, &w->aco_comm);
+    const bool use = st == PD_OK && be && job_id && !strcmp(job_id, a->job_id);
+    if (use) st = pd_aco_lender_create(w->aco_comm, 1, be, a->aco_share, &w->lender);
+    if (st != PD_OK) {
+        PD_WARN("worker", "pid %d: Aco session %u not joined, computing every head here: %s", (int)getpid(),
+                a->aco_seq, pd_error_msg());
+        if (w->aco_comm) pd_comm_abort(w->aco_comm, "aco: the lender could not start");
+        aco_lend_end(w);
+        return;
+    }
+    if (use) return;
+    /* Not for a running denoise: release the helper at once. */
+    pd_aco_lender *l;
+    if (pd_aco_lender_create(w->aco_comm, 1, be, 0, &l) == PD_OK) {
+        pd_aco_lender_finish(l);
+        pd_aco_lender_free(l);
+    } else {
+        pd_comm_abort(w->aco_comm, "aco: no stage to lend from");
+    }
+    aco_lend_end(w);
+}
+
+/* The DiT's self-attention while a denoise runs: joins a session handed over, lends while in one. */
+static pd_status aco_attention(void *ud, pd_tensor *out, const pd_tensor *q, const pd_tensor *k, const pd_tensor *v,
+                               float scale) {
+    worker *w = ud;
+    if (atomic_load(&w->aco_lend_pending)) aco_lend_take(w, w->job_id);
+    if (w->lender) return pd_aco_attention(w->lender, out, q, k, v, scale);
+    return pd_op_attention(w->st->backend(w->st->self), out, q, k, v, NULL, scale);
 }
 
 static void *reader_main(void *arg) {
@@ -100,12 +248,19 @@ static void *reader_main(void *arg) {
             pthread_mutex_unlock(&w->mu);
             continue;
         }
+        if (m->kind == PD_MSG_ACO) {
+            aco_on_msg(w, m);
+            continue;
+        }
         if (m->kind == PD_MSG_ASSIGN || m->kind == PD_MSG_GROUP) {
+            /* Decoding comes first: the helper declines from its next request on. */
+            if (m->kind == PD_MSG_ASSIGN && m->stage == PD_STAGE_DECODE) atomic_store(&w->aco_decline, true);
             pthread_mutex_lock(&w->mu);
             bool busy = w->has_mail;
             if (!busy) {
                 memcpy(w->mail, m, sizeof *m);
                 w->has_mail = true;
+                w->assigned_at = pd_now_s();
                 snprintf(w->current_job, sizeof w->current_job, "%s", m->job_id);
                 w->deadline = m->kind == PD_MSG_ASSIGN ? m->deadline : 0;
                 atomic_store(&w->cancel, PD_STOP_NONE);
@@ -208,11 +363,18 @@ static pd_status run_denoise(worker *w, const pd_gen_params *p, const pd_msg *a)
     pd_shm cond = {0}, uncond = {0}, out = {0};
     pd_tensor latent = {0};
     const bool leader = a->rank == 0;
+    const bool aco = w->st->backend && w->st->set_self_attention;
     pd_status st = pd_shm_open(a->shm_cond, &cond);
     if (!st && p->guidance > 1.0f) st = pd_shm_open(a->shm_uncond, &uncond);
+    if (!st && aco) w->st->set_self_attention(w->st->self, aco_attention, w);
     if (!st)
         st = w->st->denoise(w->st->self, p, &cond.tensor, p->guidance > 1.0f ? &uncond.tensor : NULL, &latent,
                             leader ? on_progress : count_progress, w, &w->cancel);
+    if (aco) {
+        w->st->set_self_attention(w->st->self, NULL, NULL);
+        if (atomic_load(&w->aco_lend_pending)) aco_lend_take(w, NULL); /* arrived too late: release it */
+        aco_lend_end(w);
+    }
     if (!st && leader) st = pd_shm_create_from(a->shm_latent, &latent, &out);
     pd_tensor_free(&latent);
     pd_shm_close(&out);
@@ -222,11 +384,21 @@ static pd_status run_denoise(worker *w, const pd_gen_params *p, const pd_msg *a)
 }
 
 static pd_status run_decode(worker *w, const pd_gen_params *p, const pd_msg *a) {
+    /* The reader set the decline flag when the ASSIGN arrived; the lend in progress, if any, ends
+     * before the backend is ours (at most one lend's work; a failed pair ends it too). */
+    while (atomic_load(&w->aco_lending)) {
+        struct timespec nap = {0, 100 * 1000};
+        nanosleep(&nap, NULL);
+    }
+    w->aco.backoff_s = pd_now_s() - w->assigned_at;
     pd_shm lat;
-    PD_TRY(pd_shm_open(a->shm_latent, &lat));
-    pd_status st = w->st->decode(w->st->self, &lat.tensor, p, a->mp4_path, a->thumb_path[0] ? a->thumb_path : NULL,
-                                 on_progress, w, &w->cancel);
-    pd_shm_close(&lat);
+    pd_status st = pd_shm_open(a->shm_latent, &lat);
+    if (!st) {
+        st = w->st->decode(w->st->self, &lat.tensor, p, a->mp4_path, a->thumb_path[0] ? a->thumb_path : NULL,
+                           on_progress, w, &w->cancel);
+        pd_shm_close(&lat);
+    }
+    atomic_store(&w->aco_decline, false);
     return st;
 }
 
@@ -354,10 +526,15 @@ static void serve(worker *w) {
     PD_ASSERT(a);
     for (;;) {
         pthread_mutex_lock(&w->mu);
-        while (!w->has_mail && !w->stop) pthread_cond_wait(&w->cv, &w->mu);
+        while (!w->has_mail && !w->stop && !atomic_load(&w->aco_lend_pending)) pthread_cond_wait(&w->cv, &w->mu);
         if (w->stop) {
             pthread_mutex_unlock(&w->mu);
             break;
+        }
+        if (!w->has_mail) { /* an ACO for a stage that has ended: release its helper */
+            pthread_mutex_unlock(&w->mu);
+            aco_lend_take(w, NULL);
+            continue;
         }
         memcpy(a, w->mail, sizeof *a);
         w->has_mail = false;
@@ -368,6 +545,7 @@ static void serve(worker *w) {
         }
 
         double t0 = pd_now_s();
+        memset(&w->aco, 0, sizeof w->aco);
         pd_status st = run_assign(w, a);
         double secs = pd_now_s() - t0;
         /* Before the reply: once DONE is out, the next ASSIGN (maybe the same job's next stage) may
@@ -383,6 +561,7 @@ static void serve(worker *w) {
             snprintf(m->job_id, sizeof m->job_id, "%s", a->job_id);
             m->stage = a->stage;
             m->seconds = secs;
+            m->aco = w->aco;
             wsend(w, m);
         } else {
             PD_INFO("worker", "job %s stage %d: %s: %s", a->job_id, (int)a->stage, pd_status_name(st), pd_error_msg());
@@ -401,10 +580,13 @@ static pd_status run_worker(const worker_options *opt, const pd_worker_stages *s
     w.rx = malloc(sizeof *w.rx);
     w.tx = malloc(sizeof *w.tx);
     w.reader = malloc(sizeof *w.reader);
+    w.aco_serve_msg = malloc(sizeof *w.aco_serve_msg);
+    w.aco_lend_mail = malloc(sizeof *w.aco_lend_mail);
+    w.aco_lend_cur = malloc(sizeof *w.aco_lend_cur);
     pd_status st = PD_OK;
     bool threads = false, loaded = false;
     pthread_t rd, hb;
-    if (!w.mail || !w.rx || !w.tx || !w.reader) {
+    if (!w.mail || !w.rx || !w.tx || !w.reader || !w.aco_serve_msg || !w.aco_lend_mail || !w.aco_lend_cur) {
         st = pd_error_set(PD_ERR_NOMEM, "worker: out of memory");
         goto out;
     }
@@ -449,6 +631,7 @@ static pd_status run_worker(const worker_options *opt, const pd_worker_stages *s
     }
     pd_msg_init(w.tx, PD_MSG_READY);
     memcpy(w.tx->stage_seconds, secs, sizeof secs);
+    w.tx->aco_capable = stages->backend && stages->set_self_attention;
     if ((st = wsend(&w, w.tx))) goto out;
     PD_INFO("worker", "pid %d role %s: ready (warm-up text %.3f s, denoise %.3f s, decode %.3f s)", (int)getpid(),
             pd_worker_role_name(opt->role), secs[PD_STAGE_TEXT], secs[PD_STAGE_DENOISE], secs[PD_STAGE_DECODE]);
@@ -460,6 +643,7 @@ out:
         shutdown(w.fd, SHUT_RDWR);
         pthread_join(rd, NULL);
         pthread_join(hb, NULL);
+        if (w.aco_thread_live) pthread_join(w.aco_thread, NULL); /* its communicator times out at worst */
     }
     if (loaded) stages->unload(stages->self);
     if (w.fd >= 0) close(w.fd);
@@ -467,6 +651,9 @@ out:
     free(w.rx);
     free(w.tx);
     free(w.reader);
+    free(w.aco_serve_msg);
+    free(w.aco_lend_mail);
+    free(w.aco_lend_cur);
     pthread_cond_destroy(&w.cv);
     pthread_mutex_destroy(&w.mu);
     pthread_mutex_destroy(&w.send_mu);

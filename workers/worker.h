@@ -25,6 +25,18 @@
  * and alone writes the latent. A TEXT ASSIGN of a group job goes to the leader only; the other ranks
  * read the contexts from shared memory.
  *
+ * Aco (models/wan/aco.h): an ACO names a two-rank pair communicator and a side. A decode worker
+ * (rank 1) serves lends on a thread of its own, on its stages' backend, until the lender finishes or
+ * the pair fails, then answers ACO_DONE. Decoding comes first: a DECODE ASSIGN sets the decline flag
+ * in the reader thread the moment it arrives, the decode waits for the one lend in progress (if any)
+ * and then runs; the time from the ASSIGN to the decode starting goes back in DONE (aco.backoff_s),
+ * and the flag is cleared when the decode ends. A denoise worker (rank 0) joins at the next
+ * self-attention of its running denoise stage (its DiT's self-attention goes through the worker while
+ * a denoise runs), lends from then on and finishes the pair when the stage ends (whatever its
+ * result); what it lent goes back in the stage's DONE (aco). A failed lend costs nothing but the
+ * lending: the lent heads are recomputed locally (aco.h), so the latent is the same bytes. An ACO that
+ * arrives for no running denoise is joined and finished at once, so its helper never waits.
+ *
  * The stage work itself goes through a pd_worker_stages table so the protocol side can be exercised
  * with synthetic stages; pd_worker_pipeline_stages() (workers/pipeline_stages.c) is the real one,
  * running models/pipeline.h. */
@@ -34,6 +46,7 @@
 #include <stdatomic.h>
 
 #include "models/pipeline.h"
+#include "models/wan/dit.h"
 #include "proto/proto.h"
 #include "workers/sp_group.h"
 
@@ -62,6 +75,11 @@ typedef struct pd_worker_stages {
     /* Leaves any group, then joins the one spec describes: later denoise calls run over it (unload
      * leaves it). NULL: the stages cannot run in groups (a GROUP is then answered with an ERROR). */
     pd_status (*join_group)(void *self, const pd_sp_group_spec *spec);
+    /* Aco: the backend the stages compute on (loaded), and the route of the DiT's self-attention
+     * (fn NULL: the engine's op again). NULL members: the stages take no part in Aco (an ACO to serve
+     * is then answered with a failed ACO_DONE; one to lend is joined and finished at once). */
+    pd_backend *(*backend)(void *self);
+    void (*set_self_attention)(void *self, pd_wan_attention_fn fn, void *ud);
 } pd_worker_stages;
 
 /* The stages of models/pipeline.h on the CPU backend. The table is static; one per process. */

@@ -142,6 +142,8 @@ struct pd_aco_lender {
 pd_status pd_aco_lender_create(pd_comm *c, int helper, pd_backend *be, int share, pd_aco_lender **out) {
     *out = NULL;
     if (!c || !be) return pd_error_set(PD_ERR_INVALID, "aco lender: communicator and backend are required");
+    if (share < PD_ACO_SHARE_HALF)
+        return pd_error_set(PD_ERR_INVALID, "aco lender: share %d (want -2, -1 or >= 0)", share);
     if (helper < 0 || helper >= pd_comm_size(c) || helper == pd_comm_rank(c))
         return pd_error_set(PD_ERR_INVALID, "aco lender: helper rank %d is not another rank of a group of %d", helper,
                             pd_comm_size(c));
@@ -312,7 +314,8 @@ pd_status pd_aco_attention(void *lender, pd_tensor *out, const pd_tensor *q, con
     s->last_used = pd_now_s();
 
     int64_t n;
-    if (l->fixed_share >= 0) n = l->fixed_share < H ? l->fixed_share : H;
+    if (l->fixed_share == PD_ACO_SHARE_HALF) n = H / 2 > 0 ? H / 2 : 1;
+    else if (l->fixed_share >= 0) n = l->fixed_share < H ? l->fixed_share : H;
     else if (s->phase == 0) n = 0;
     else if (s->phase <= 2) n = H / 2 > 0 ? H / 2 : 1;
     else n = s->share;
@@ -332,7 +335,7 @@ pd_status pd_aco_attention(void *lender, pd_tensor *out, const pd_tensor *q, con
         l->last_share = 0;
         double t0 = pd_now_s();
         PD_TRY(pd_op_attention(be, out, q, k, v, NULL, scale));
-        if (l->fixed_share < 0 && s->phase == 0 && !l->failed) {
+        if (l->fixed_share == -1 && s->phase == 0 && !l->failed) {
             PD_TRY(pd_backend_synchronize(be));
             s->local_s = (pd_now_s() - t0) / (double)H;
             s->phase = 1;
@@ -347,7 +350,7 @@ pd_status pd_aco_attention(void *lender, pd_tensor *out, const pd_tensor *q, con
     l->stats.lends++;
     l->stats.heads_lent += (uint64_t)n;
     l->stats.lend_wait_s += tm.wait;
-    if (l->fixed_share < 0) shape_update(s, (int)H, (int)n, &tm, ask_s);
+    if (l->fixed_share == -1) shape_update(s, (int)H, (int)n, &tm, ask_s);
     return PD_OK;
 }
 
@@ -388,7 +391,9 @@ pd_status pd_aco_serve(pd_comm *c, int lender, pd_backend *be, const pd_aco_serv
             st = pd_error_set(PD_ERR_FORMAT, "aco helper: request shape out of bounds");
             break;
         }
+        if (opts->lending) atomic_store(opts->lending, true); /* before decline is read: see the header */
         bool take = !(opts->decline && atomic_load(opts->decline));
+        if (!take && opts->lending) atomic_store(opts->lending, false);
         aco_answer a = {.magic = ACO_MAGIC, .accepted = take};
         st = msg_put(be, &ans, &a, sizeof a);
         if (st == PD_OK) st = pd_comm_send(c, ans.dev.data, sizeof a, lender);
@@ -415,11 +420,13 @@ pd_status pd_aco_serve(pd_comm *c, int lender, pd_backend *be, const pd_aco_serv
         if (st == PD_OK) st = msg_put(be, &ans, &t, sizeof t);
         if (st == PD_OK) st = pd_comm_send(c, o.data, pd_tensor_nbytes(&o), lender);
         if (st == PD_OK) st = pd_comm_send(c, ans.dev.data, sizeof t, lender);
+        if (opts->lending) atomic_store(opts->lending, false);
         if (st != PD_OK) break;
         stats->lends++;
         stats->heads += (uint64_t)r.heads;
         stats->compute_s += dt;
     }
+    if (opts->lending) atomic_store(opts->lending, false);
     pd_backend_tensor_free(be, &req.dev);
     pd_backend_tensor_free(be, &ans.dev);
     for (int i = 0; i < 4; i++) pd_backend_tensor_free(be, &bufs[i].t);

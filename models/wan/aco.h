@@ -80,9 +80,13 @@ typedef struct pd_aco_stats {
     char error[256];         /* the failure's message ("" when none) */
 } pd_aco_stats;
 
+/* share for pd_aco_lender_create: lend half the heads of every call (at least one). */
+#define PD_ACO_SHARE_HALF (-2)
+
 /* Makes a lender that lends to rank `helper` of communicator c (which must outlive it), running its
- * own heads and the copies on backend be. share < 0 chooses the share from measurements (above); a
- * share >= 0 lends min(share, heads) heads of every call (0: never lends; for comparisons and tests).
+ * own heads and the copies on backend be. share -1 chooses the share from measurements (above);
+ * PD_ACO_SHARE_HALF lends max(1, heads / 2) heads of every call; a share >= 0 lends min(share, heads)
+ * heads of every call (0: never lends; for comparisons and tests).
  * PD_ERR_INVALID for a bad rank, PD_ERR_NOMEM. */
 pd_status pd_aco_lender_create(pd_comm *c, int helper, pd_backend *be, int share, pd_aco_lender **out);
 
@@ -112,6 +116,10 @@ typedef struct pd_aco_serve_options {
     /* Read before each request: while set, requests are declined. A decode that arrives sets it, so
      * it waits for at most the one lend in progress. NULL: never declines. */
     const atomic_bool *decline;
+    /* Set while a lend is accepted and in progress (set before decline is read, cleared when the
+     * output is sent or the request declined), so a decode that set decline can wait for it to be
+     * false before it uses the backend. NULL: not reported. */
+    atomic_bool *lending;
     /* Fault injection for tests and benchmarks: > 0 makes the helper kill itself (SIGKILL) after
      * receiving the q, k and v of its kill_after-th lend, before sending the output. */
     int kill_after;

@@ -22,6 +22,7 @@ static void sample(pd_msg *m, pd_msg_kind kind) {
         break;
     case PD_MSG_READY:
         for (int i = 0; i < PD_STAGE_COUNT; i++) m->stage_seconds[i] = 0.125 * (i + 1) + 1e-9;
+        m->aco_capable = 1;
         break;
     case PD_MSG_ASSIGN:
         snprintf(m->job_id, sizeof m->job_id, "video_0123456789abcdef");
@@ -71,6 +72,24 @@ static void sample(pd_msg *m, pd_msg_kind kind) {
         snprintf(m->job_id, sizeof m->job_id, "j2");
         m->stage = PD_STAGE_TEXT;
         m->seconds = 3.75;
+        m->aco = (pd_msg_aco){.calls = 60, .lends = 50, .declined = 3, .heads_total = 480, .heads_lent = 200,
+                              .wait_s = 0.25, .backoff_s = 0.5, .failed = 1};
+        break;
+    case PD_MSG_ACO:
+        snprintf(m->job_id, sizeof m->job_id, "j5");
+        m->aco_seq = 12;
+        m->aco_serve = 1;
+        m->aco_share = -2;
+        m->comm_timeout_s = 7.5;
+        snprintf(m->comm_name, sizeof m->comm_name, "pda-1-0-12");
+        m->comm_nccl = 1;
+        for (size_t i = 0; i < sizeof m->nccl_ids[0]; i++) m->nccl_ids[0][i] = (uint8_t)(i * 5 + 3);
+        break;
+    case PD_MSG_ACO_DONE:
+        m->aco_seq = 12;
+        m->aco = (pd_msg_aco){.lends = 40, .declined = 2, .heads_lent = 160, .wait_s = 1.5};
+        snprintf(m->code, sizeof m->code, "timeout");
+        snprintf(m->message, sizeof m->message, "the lender went silent");
         break;
     case PD_MSG_ERROR:
         snprintf(m->job_id, sizeof m->job_id, "j3");
@@ -222,6 +241,17 @@ static void test_bad_fields_rejected(void) {
     CHECK_REJECTED();
     a.deadline = NAN;
     CHECK_REJECTED();
+    /* Aco pair fields out of range: side, share, backend flag, timeout, no name. */
+    for (int bad = 0; bad < 5; bad++) {
+        sample(&a, PD_MSG_ACO);
+        if (bad == 0) a.aco_serve = 2;
+        if (bad == 1) a.aco_share = -3;
+        if (bad == 2) a.comm_nccl = -1;
+        if (bad == 3) a.comm_timeout_s = 1e9;
+        if (bad == 4) a.comm_name[0] = 0;
+        PD_CHECK_OK(pd_proto_encode(&a, frame, sizeof frame, &n));
+        PD_CHECK_MSG(pd_proto_decode(frame + 4, n - 4, &b) == PD_ERR_FORMAT, "aco case %d accepted", bad);
+    }
     /* Encoding an unknown kind is the caller's error. */
     pd_msg_init(&a, PD_MSG_KIND_END);
     PD_CHECK_ERR(pd_proto_encode(&a, frame, sizeof frame, &n), PD_ERR_INVALID);
