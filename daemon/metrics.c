@@ -176,6 +176,11 @@ char *pd_metrics_render(pd_metrics *m, const pd_metrics_gauges *g) {
     bprintf(&b, "# HELP pipedit_aco_lend_wait_seconds_total Time denoise ranks waited for lent heads after their own.\n"
                 "# TYPE pipedit_aco_lend_wait_seconds_total counter\npipedit_aco_lend_wait_seconds_total %.6f\n",
             a->lend_wait_s);
+    bprintf(&b, "# HELP pipedit_aco_helper_lends_total Lends the helpers computed, and their attention time.\n"
+                "# TYPE pipedit_aco_helper_lends_total counter\npipedit_aco_helper_lends_total %llu\n"
+                "# HELP pipedit_aco_helper_compute_seconds_total Attention time of the helpers' lends.\n"
+                "# TYPE pipedit_aco_helper_compute_seconds_total counter\npipedit_aco_helper_compute_seconds_total %.6f\n",
+            (unsigned long long)a->helper_lends, a->helper_compute_s);
     bprintf(&b, "# HELP pipedit_aco_speedup Measured denoise stage speedup with a pair (1 until measured both ways).\n"
                 "# TYPE pipedit_aco_speedup gauge\npipedit_aco_speedup %.4f\n", a->speedup);
     bprintf(&b, "# HELP pipedit_decode_start_delay_seconds From a decode's assignment reaching its worker to the decode "

@@ -25,6 +25,23 @@ static const pd_model_preset pd_presets[] = {
         .default_guidance = 5.0f, .default_shift = 5.0f, .fps = 16,
     },
     {
+        /* Attention-heavy benchmarks (Aco): a DiT whose self-attention is most of a block at thousands
+         * of tokens (dim 512, 8 heads x 64, ffn 1024), with the tiny text encoder and VAE so the
+         * decode stays short. Defaults: one 1536x1376 frame = 96 x 86 = 8256 tokens, no CFG. */
+        .name = "attn-bench",
+        .dit = {.dim = 512, .heads = 8, .head_dim = 64, .layers = 2, .ffn_dim = 1024, .freq_dim = 256,
+                .text_dim = 32, .text_len = 512, .in_channels = 16, .out_channels = 16,
+                .patch = {1, 2, 2}, .eps = 1e-6f, .rope_theta = 10000.0},
+        .vae = {.base_dim = 8, .z_dim = 16, .dim_mult = {1, 2, 4, 4}, .num_res_blocks = 2,
+                .temporal_downsample = {false, true, true},
+                .latents_mean = PD_WAN_LATENTS_MEAN, .latents_std = PD_WAN_LATENTS_STD},
+        .text = {.vocab_size = 2048, .d_model = 32, .d_kv = 8, .num_heads = 4, .d_ff = 64,
+                 .num_layers = 2, .num_buckets = 32, .max_distance = 128, .eps = 1e-6f},
+        .tokenizer_vocab = 2048,
+        .default_width = 1536, .default_height = 1376, .default_frames = 1, .default_steps = 4,
+        .default_guidance = 1.0f, .default_shift = 5.0f, .fps = 16,
+    },
+    {
         .name = "wan2.1-t2v-1.3b",
         .dit = {.dim = 1536, .heads = 12, .head_dim = 128, .layers = 30, .ffn_dim = 8960, .freq_dim = 256,
                 .text_dim = 4096, .text_len = 512, .in_channels = 16, .out_channels = 16,

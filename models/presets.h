@@ -1,6 +1,6 @@
 /* Model configurations and the presets pipedit knows: "tiny" (the embedded default, random weights,
- * same architecture and tensor names as Wan2.1 with smaller dims), "wan2.1-t2v-1.3b" and
- * "wan2.1-t2v-14b". This header is the one source of truth for the tiny preset's dims; the tiny model
+ * same architecture and tensor names as Wan2.1 with smaller dims), "attn-bench" (tiny's text encoder
+ * and VAE with an attention-heavy DiT, for benchmarks), "wan2.1-t2v-1.3b" and "wan2.1-t2v-14b". This header is the one source of truth for the tiny preset's dims; the tiny model
  * writer and every test take them from here. Real checkpoints carry their own config.json files,
  * which the loaders parse into these same structs. */
 #ifndef PD_MODELS_PRESETS_H

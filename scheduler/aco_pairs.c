@@ -94,7 +94,13 @@ void sched_aco_stage_done(pd_scheduler *s, sched_wslot *w, const pd_msg *m) {
     t->heads_lent += a->heads_lent;
     t->failures += a->failed != 0;
     if (isfinite(a->wait_s) && a->wait_s > 0) t->lend_wait_s += a->wait_s;
-    if (w->aco_tried && a->heads_total) t->lent_share = (double)a->heads_lent / (double)a->heads_total;
+    if (w->aco_tried && a->heads_total) {
+        t->lent_share = (double)a->heads_lent / (double)a->heads_total;
+        PD_INFO("scheduler", "job %s denoise (worker %d): %.3f s, Aco lent %llu of %llu heads in %llu lends, waited %.3f s "
+                "for them, %llu declined%s", m->job_id, w->index, m->seconds, (unsigned long long)a->heads_lent,
+                (unsigned long long)a->heads_total, (unsigned long long)a->lends, a->wait_s,
+                (unsigned long long)a->declined, a->failed ? ", a lend failed (recomputed here)" : "");
+    }
     /* The stage's time, with heads lent or without any pair, for the split (the leader speaks for a group). */
     if (w->rank != 0 || !(m->seconds > 0) || !isfinite(m->seconds)) return;
     double *ema = a->heads_lent ? &s->ema_den_aco : !w->aco_tried ? &s->ema_den_plain : NULL;
@@ -119,6 +125,8 @@ void sched_aco_worker_lost(pd_scheduler *s, sched_wslot *w) {
 sched_msg_result sched_aco_on_msg(pd_scheduler *s, sched_wslot *w, const pd_msg *m) {
     if (m->kind != PD_MSG_ACO_DONE) return SCHED_MSG_NOT_MINE;
     if (!sched_slot_up(w) || !w->aco_seq || m->aco_seq != w->aco_seq) return SCHED_MSG_HANDLED; /* a stale one */
+    s->aco.helper_lends += m->aco.lends;
+    if (isfinite(m->aco.wait_s) && m->aco.wait_s > 0) s->aco.helper_compute_s += m->aco.wait_s;
     if (m->code[0])
         PD_WARN("scheduler", "Aco session %u (helper worker %d): %s: %s", m->aco_seq, w->index, m->code, m->message);
     session_end(s, w);

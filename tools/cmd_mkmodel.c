@@ -14,7 +14,8 @@ static void pd_mkmodel_usage(FILE *f) {
                "Writes a complete Wan2.1 model folder (model_index.json, scheduler/, transformer/, vae/,\n"
                "text_encoder/, tokenizer/) with deterministic random weights.\n"
                "  --out DIR      folder to write (created if missing)\n"
-               "  --preset NAME  tiny (default), wan2.1-t2v-1.3b or wan2.1-t2v-14b\n"
+               "  --preset NAME  tiny (default), attn-bench (dim 512, 8 heads: attention-heavy), wan2.1-t2v-1.3b\n"
+               "                 or wan2.1-t2v-14b\n"
                "  --seed S       random seed (default 0)\n"
                "  --layout L     tensor names: diffusers (default) or original\n"
                "  --dtype D      weight storage: f32 (default), bf16 or f16\n"
@@ -82,7 +83,7 @@ int pd_cmd_mkmodel(int argc, char **argv) {
     }
     const pd_model_preset *p = pd_model_preset_find(preset);
     if (!p) {
-        fprintf(stderr, "pipedit mkmodel: unknown preset \"%s\" (tiny, wan2.1-t2v-1.3b, wan2.1-t2v-14b)\n", preset);
+        fprintf(stderr, "pipedit mkmodel: unknown preset \"%s\" (tiny, attn-bench, wan2.1-t2v-1.3b, wan2.1-t2v-14b)\n", preset);
         return 2;
     }
     pd_model_preset custom = *p;

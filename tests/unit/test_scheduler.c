@@ -322,6 +322,54 @@ static void test_split_rule(void) {
     PD_CHECK(pd_split_replan(8, 0, 2, 0, 0) == 2); /* no timings: keep */
 }
 
+/* Aco: helpers in slot order, one per rank; the split with Aco from the throughput model. */
+static void test_aco_rules(void) {
+    /* Two SP ranks (slots 0, 1), one solo denoise worker (2), two decode workers (3, 4). */
+    bool den[5] = {true, true, true, false, false}, dec[5] = {false, false, false, true, true};
+    int h[5];
+    pd_split_aco_helpers(5, den, dec, h);
+    PD_CHECK(h[0] == 3 && h[1] == 4 && h[2] == -1 && h[3] == -1 && h[4] == -1);
+    /* Decode slots before denoise ones; more helpers than ranks; a slot doing both takes no part. */
+    bool den2[4] = {false, true, false, true}, dec2[4] = {true, false, true, false};
+    pd_split_aco_helpers(4, den2, dec2, h);
+    PD_CHECK(h[1] == 0 && h[3] == 2 && h[0] == -1 && h[2] == -1);
+    bool all[1] = {true};
+    pd_split_aco_helpers(1, all, all, h);
+    PD_CHECK(h[0] == -1);
+    bool den3[3] = {true, false, false}, dec3[3] = {false, true, true};
+    pd_split_aco_helpers(3, den3, dec3, h);
+    PD_CHECK(h[0] == 1 && h[1] == -1 && h[2] == -1); /* one helper per rank at most */
+
+    /* Speedup 1 is the DeDiVAE balance min(n_den / T_den, n_dec / T_dec). */
+    PD_CHECK(fabs(pd_split_aco_throughput(4, 1, 4, 1, 1.0) - 0.75) < 1e-12);
+    PD_CHECK(fabs(pd_split_aco_throughput(4, 2, 4, 1, 1.0) - 0.5) < 1e-12);
+    /* Speedup 3 (g = 2), T_den 4, T_dec 1: 1 decode worker -> (3 + 2) / (4 + 2) = 5/6 jobs/s; 2 decode
+     * workers -> (2 + 4) / (4 + 4 / 2) = 1 job/s: Aco moves the best split from 1 to 2 decode workers. */
+    PD_CHECK(fabs(pd_split_aco_throughput(4, 1, 4, 1, 3.0) - 5.0 / 6.0) < 1e-12);
+    PD_CHECK(fabs(pd_split_aco_throughput(4, 2, 4, 1, 3.0) - 1.0) < 1e-12);
+    PD_CHECK(pd_split_replan(4, 0, 1, 4, 1) == 1);
+    PD_CHECK(pd_split_replan_aco(4, 0, 1, 4, 1, 3.0) == 2);
+    PD_CHECK(pd_split_replan_aco(4, 0, 1, 4, 1, 1.0) == 1); /* no gain measured: the DeDiVAE rule */
+    PD_CHECK(pd_split_replan_aco(4, 0, 1, 4, 1, NAN) == 1);
+    PD_CHECK(pd_split_replan_aco(4, 1, 2, 4, 1, 3.0) == 1); /* pinned wins */
+    PD_CHECK(pd_split_replan_aco(2, 0, 1, 4, 1, 3.0) == 1); /* two workers: always 1 + 1 */
+    /* Speedup 1.1: 1 decode worker 3.1 / 4.1 = 0.756 jobs/s, 2 give 2.2 / 4.1 = 0.537: stays at 1.
+     * Decode-bound (T_dec 3, T_den 4, speedup 2): 1 decode worker gives 1/3, 2 give 4 / 7 = 0.571. */
+    PD_CHECK(pd_split_replan_aco(4, 0, 1, 4, 1, 1.1) == 1);
+    PD_CHECK(pd_split_replan_aco(4, 0, 1, 4, 3, 2.0) == 2);
+    PD_CHECK(pd_split_replan_aco(4, 0, 2, 4, 3, 2.0) == 2);
+    /* Hysteresis: T_den 6, T_dec 2.5, speedup 1.5: 1 decode worker 0.4 jobs/s, 2 give 0.4138 (3.4%
+     * more, under PD_SPLIT_ACO_GAIN): from 1 the split stays, from nothing (current 0) it is 2. */
+    PD_CHECK(pd_split_replan_aco(4, 0, 1, 6, 2.5, 1.5) == 1);
+    PD_CHECK(pd_split_replan_aco(4, 0, 0, 6, 2.5, 1.5) == 2);
+    /* Modes. */
+    pd_aco_mode m;
+    PD_CHECK_OK(pd_aco_mode_parse("off", &m));
+    PD_CHECK(m == PD_ACO_OFF && !strcmp(pd_aco_mode_name(m), "off"));
+    PD_CHECK_ERR(pd_aco_mode_parse("On", &m), PD_ERR_INVALID);
+    PD_CHECK_ERR(pd_aco_mode_parse(NULL, &m), PD_ERR_INVALID);
+}
+
 static void test_config_errors(void) {
     pd_scheduler *s = NULL;
     pd_scheduler_config cfg = {.model_dir = tmpdir, .worker_exe = exe, .run_dir = tmpdir, .n_devices = 2,
@@ -796,6 +844,7 @@ int main(int argc, char **argv) {
     exe[n] = 0;
     if (!pd_test_scratch_dir(tmpdir, sizeof tmpdir, "test_scheduler")) return 1;
     PD_RUN(test_split_rule);
+    PD_RUN(test_aco_rules);
     PD_RUN(test_config_errors);
     PD_RUN(test_pipelined_overlap);
     PD_RUN(test_single_worker_baseline);

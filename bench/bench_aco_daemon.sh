@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Aco end to end: a stream of attention-heavy requests through pipeditd with 1 denoise + 1 decode
+# worker (one CPU thread each), with Aco off and on (auto, and optionally on), alternating rounds.
+# The model is `pipedit mkmodel --preset attn-bench` (dim 512, 8 heads x 64, 2 layers, ffn 1024; the
+# tiny text encoder and VAE); each request is its default: one 1536x1376 frame (8256 tokens), 4 steps,
+# no CFG. Per round, N requests are queued at once; the throughput is (N - 1) jobs over the time from
+# the first completion to the last (the pipeline is full then), in jobs per minute. From /metrics:
+# the lent share, lends, declines, and the decode start delay (from a decode's ASSIGN reaching its
+# worker to the decode starting: the back-off, at most the one lend in progress) against one lend's
+# work (the helpers' attention time per lend).
+# Writes bench/results/bench_aco_daemon-<machine>-<date>.json.
+#   PIPEDIT_BIN            folder with pipeditd and pipedit (default: build/bin, a release build)
+#   PIPEDIT_BENCH_RESULTS  where the result goes (default: bench/results)
+#   ACO_JOBS (6), ACO_ROUNDS (2), ACO_MODES ("off auto"), ACO_STEPS (4)
+set -u
+src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin=${PIPEDIT_BIN:-$src/build/bin}
+results=${PIPEDIT_BENCH_RESULTS:-$src/bench/results}
+jobs=${ACO_JOBS:-6}
+rounds=${ACO_ROUNDS:-2}
+modes=${ACO_MODES:-off auto}
+steps=${ACO_STEPS:-4}
+py=/usr/bin/python3
+[ -x "$bin/pipeditd" ] || { echo "bench_aco_daemon: $bin/pipeditd is not built (make build)"; exit 1; }
+
+tmp=$(mktemp -d)
+pid=""
+stop() {
+    if [ -n "$pid" ]; then
+        kill -TERM "$pid" 2>/dev/null
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$pid" 2>/dev/null
+    fi
+    pid=""
+}
+cleanup() { stop; rm -rf "$tmp"; }
+trap cleanup EXIT
+die() { echo "bench_aco_daemon: $*" >&2; [ -f "$tmp/log" ] && tail -n 20 "$tmp/log" >&2; exit 1; }
+
+"$bin/pipedit" mkmodel --preset attn-bench --out "$tmp/model" >/dev/null || die "mkmodel failed"
+load0=$(cut -d' ' -f1 /proc/loadavg)
+
+# run_round MODE TAG: one daemon, N queued requests; writes $tmp/TAG.json.
+run_round() {
+    local mode=$1 tag=$2 port="" url i
+    rm -rf "$tmp/data"
+    setsid "$bin/pipeditd" --host 127.0.0.1 --port 0 --data-dir "$tmp/data" --model "$tmp/model" --workers 2 \
+        --decode-workers 1 --threads-per-worker 1 --aco "$mode" --max-width 1536 --max-height 1536 \
+        --max-steps 100 --queue-capacity 64 --drain-timeout-s 0 --worker-timeout-s 600 >"$tmp/log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 300); do
+        port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$tmp/log" | head -n 1)
+        [ -n "$port" ] && break
+        kill -0 "$pid" 2>/dev/null || die "pipeditd exited"
+        sleep 0.1
+    done
+    [ -n "$port" ] || die "pipeditd did not listen"
+    url="http://127.0.0.1:$port"
+    for _ in $(seq 1 1200); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health/ready")" = 200 ] && break
+        sleep 0.25
+    done
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health/ready")" = 200 ] || die "not ready"
+    for i in $(seq 1 "$jobs"); do
+        curl -s "$url/v1/videos" -H 'Content-Type: application/json' \
+            -d "{\"prompt\":\"a fox $i\",\"seed\":$i,\"num_inference_steps\":$steps}" >/dev/null || die "create failed"
+    done
+    "$py" - "$url" "$jobs" "$tmp/$tag.json" "$mode" <<'PY' || die "round $tag failed"
+import json, sys, time, urllib.request
+url, n, out, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+done, t0 = {}, time.monotonic()
+while len(done) < n:
+    vids = json.load(urllib.request.urlopen(url + "/v1/videos?limit=100"))["data"]
+    for v in vids:
+        if v["status"] == "failed":
+            sys.exit("job %s failed: %s" % (v["id"], v["error"]))
+        if v["status"] == "completed" and v["id"] not in done:
+            done[v["id"]] = time.monotonic() - t0
+    if time.monotonic() - t0 > 3600:
+        sys.exit("timed out")
+    time.sleep(0.25)
+t = sorted(done.values())
+m = {}
+for line in urllib.request.urlopen(url + "/metrics").read().decode().splitlines():
+    if line and not line.startswith("#"):
+        k, v = line.rsplit(" ", 1)
+        m[k] = float(v)
+json.dump({"mode": mode, "completions_s": t, "jobs_per_min": 60.0 * (n - 1) / (t[-1] - t[0]),
+           "metrics": {k: v for k, v in m.items() if "aco" in k or "decode_start" in k or "stage_duration_seconds_sum" in k
+                       or "stage_duration_seconds_count" in k}}, open(out, "w"))
+print("%-5s %.3f jobs/min (completions %s)" % (mode, 60.0 * (n - 1) / (t[-1] - t[0]), ", ".join("%.1f" % x for x in t)))
+PY
+    stop
+}
+
+for r in $(seq 1 "$rounds"); do
+    for mode in $modes; do run_round "$mode" "r$r-$mode"; done
+done
+
+mkdir -p "$results"
+"$py" - "$tmp" "$results" "$src" "$jobs" "$rounds" "$steps" "$load0" "$(cut -d' ' -f1 /proc/loadavg)" $modes <<'PY'
+import datetime, glob, json, os, statistics, subprocess, sys
+tmp, results, src, jobs, rounds, steps, load0, load1 = sys.argv[1:9]
+modes = sys.argv[9:]
+runs = {m: [json.load(open(p)) for p in sorted(glob.glob(os.path.join(tmp, "r*-%s.json" % m)))] for m in modes}
+model = "unknown CPU"
+for line in open("/proc/cpuinfo"):
+    if line.startswith("model name"):
+        model = line.split(":", 1)[1].strip()
+        break
+cores = os.cpu_count() or 1
+def git(*a):
+    try:
+        return subprocess.run(["git", "-C", src, *a], capture_output=True, text=True, check=True).stdout.strip()
+    except Exception:
+        return ""
+commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+if git("status", "--porcelain", "--untracked-files=no"):
+    commit += "-dirty"
+now = datetime.datetime.now(datetime.timezone.utc)
+slug = "cpu-%dcore" % cores
+figs = []
+for m in modes:
+    jpm = [r["jobs_per_min"] for r in runs[m]]
+    figs.append({"name": "%s_jobs_per_min" % m, "value": round(statistics.median(jpm), 4), "unit": "jobs/min"})
+    figs.append({"name": "%s_jobs_per_min_runs" % m, "value": [round(x, 4) for x in jpm], "unit": "jobs/min"})
+    met = runs[m][-1]["metrics"]
+    if m != "off":
+        lends = max(met.get("pipedit_aco_helper_lends_total", 0), 1)
+        figs += [
+            {"name": "%s_lent_share" % m, "value": met.get("pipedit_aco_lent_share", 0), "unit": "fraction"},
+            {"name": "%s_lends" % m, "value": met.get("pipedit_aco_lends_total", 0), "unit": "count"},
+            {"name": "%s_declines" % m, "value": met.get("pipedit_aco_declines_total", 0), "unit": "count"},
+            {"name": "%s_lend_work" % m, "value": round(1e3 * met.get("pipedit_aco_helper_compute_seconds_total", 0) / lends, 3),
+             "unit": "ms"},
+        ]
+    cnt = max(met.get("pipedit_decode_start_delay_seconds_count", 0), 1)
+    figs += [
+        {"name": "%s_decode_start_delay_max" % m, "value": round(1e3 * met.get("pipedit_decode_start_delay_seconds_max", 0), 3), "unit": "ms"},
+        {"name": "%s_decode_start_delay_mean" % m, "value": round(1e3 * met.get("pipedit_decode_start_delay_seconds_sum", 0) / cnt, 3), "unit": "ms"},
+    ]
+    for st in ("denoise", "decode"):
+        s = met.get('pipedit_stage_duration_seconds_sum{stage="%s"}' % st, 0)
+        c = max(met.get('pipedit_stage_duration_seconds_count{stage="%s"}' % st, 0), 1)
+        figs.append({"name": "%s_%s_stage_mean" % (m, st), "value": round(s / c, 3), "unit": "s"})
+base = statistics.median(r["jobs_per_min"] for r in runs["off"]) if "off" in runs else None
+for m in modes:
+    if m != "off" and base:
+        figs.append({"name": "%s_throughput_ratio" % m, "value": round(statistics.median(r["jobs_per_min"] for r in runs[m]) / base, 4),
+                     "unit": "x"})
+out = {
+    "bench": "bench_aco_daemon", "commit": commit, "date": now.strftime("%Y-%m-%d"), "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "machine": "%s, %d core%s" % (model, cores, "" if cores == 1 else "s"), "machine_slug": slug,
+    "config": {"model": "attn-bench (dim 512, 8x64 heads, 2 layers, ffn 1024; tiny text encoder and VAE)",
+               "request": "1536x1376, 1 frame (8256 tokens), %s steps, guidance 1" % steps, "workers": "1 denoise + 1 decode",
+               "threads_per_worker": 1, "jobs_per_round": int(jobs), "rounds": int(rounds), "modes": modes,
+               "throughput": "(N - 1) jobs / (last completion - first completion)",
+               "load_average_at_start": float(load0), "load_average_at_end": float(load1)},
+    "figures": figs,
+}
+path = os.path.join(results, "bench_aco_daemon-%s-%s.json" % (slug, out["date"]))
+with open(path + ".tmp", "w") as f:
+    json.dump(out, f, indent=2)
+    f.write("\n")
+os.replace(path + ".tmp", path)
+print("bench_aco_daemon:", path)
+for fig in out["figures"]:
+    print("  %-34s %12s %s" % (fig["name"], fig["value"], fig["unit"]))
+PY
