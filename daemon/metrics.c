@@ -181,6 +181,9 @@ char *pd_metrics_render(pd_metrics *m, const pd_metrics_gauges *g) {
                 "# HELP pipedit_aco_helper_compute_seconds_total Attention time of the helpers' lends.\n"
                 "# TYPE pipedit_aco_helper_compute_seconds_total counter\npipedit_aco_helper_compute_seconds_total %.6f\n",
             (unsigned long long)a->helper_lends, a->helper_compute_s);
+    bprintf(&b, "# HELP pipedit_aco_helper_lend_seconds_max The longest attention time of one lend (one block's lent work).\n"
+                "# TYPE pipedit_aco_helper_lend_seconds_max gauge\npipedit_aco_helper_lend_seconds_max %.6f\n",
+            a->helper_lend_max_s);
     bprintf(&b, "# HELP pipedit_aco_speedup Measured denoise stage speedup with a pair (1 until measured both ways).\n"
                 "# TYPE pipedit_aco_speedup gauge\npipedit_aco_speedup %.4f\n", a->speedup);
     bprintf(&b, "# HELP pipedit_decode_start_delay_seconds From a decode's assignment reaching its worker to the decode "

@@ -134,6 +134,7 @@ static void put_aco(wbuf *w, const pd_msg_aco *a) {
     put_u64(w, a->heads_lent);
     put_f64(w, a->wait_s);
     put_f64(w, a->backoff_s);
+    put_f64(w, a->lend_max_s);
     put_i32(w, a->failed);
 }
 
@@ -307,6 +308,7 @@ static void get_aco(rbuf *r, pd_msg_aco *a, const char *what) {
     a->heads_lent = get_u64(r, what);
     a->wait_s = get_f64(r, what);
     a->backoff_s = get_f64(r, what);
+    a->lend_max_s = get_f64(r, what);
     a->failed = get_i32(r, what);
 }
 

@@ -91,6 +91,7 @@ typedef struct pd_msg_aco {
     uint64_t heads_total, heads_lent;
     double wait_s;       /* lender: time blocked on lent heads after its own; helper: attention compute time */
     double backoff_s;    /* decode: from its ASSIGN to the decode starting (the in-flight lend finished) */
+    double lend_max_s;   /* helper: the longest attention time of one lend */
     int32_t failed;      /* 1: a lend failed and the lent heads were computed by the lender */
 } pd_msg_aco;
 

@@ -127,6 +127,8 @@ sched_msg_result sched_aco_on_msg(pd_scheduler *s, sched_wslot *w, const pd_msg 
     if (!sched_slot_up(w) || !w->aco_seq || m->aco_seq != w->aco_seq) return SCHED_MSG_HANDLED; /* a stale one */
     s->aco.helper_lends += m->aco.lends;
     if (isfinite(m->aco.wait_s) && m->aco.wait_s > 0) s->aco.helper_compute_s += m->aco.wait_s;
+    if (isfinite(m->aco.lend_max_s) && m->aco.lend_max_s > s->aco.helper_lend_max_s)
+        s->aco.helper_lend_max_s = m->aco.lend_max_s;
     if (m->code[0])
         PD_WARN("scheduler", "Aco session %u (helper worker %d): %s: %s", m->aco_seq, w->index, m->code, m->message);
     session_end(s, w);

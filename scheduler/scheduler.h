@@ -109,6 +109,7 @@ typedef struct pd_scheduler_aco_stats {
     uint64_t failures, helpers_lost, decodes;
     uint64_t helper_lends;        /* lends the helpers computed (their ACO_DONE) */
     double helper_compute_s;      /* and their attention time: helper_compute_s / helper_lends is one lend's work */
+    double helper_lend_max_s;     /* the longest attention time of one lend */
     double lend_wait_s;           /* lenders' time blocked on lent heads after their own */
     double decode_delay_max_s, decode_delay_sum_s;
     double lent_share;            /* heads lent / heads in the last finished denoise stage that had a pair */

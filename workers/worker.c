@@ -134,6 +134,7 @@ static void *aco_serve_main(void *arg) {
     pd_msg_init(&m, PD_MSG_ACO_DONE);
     m.aco_seq = a->aco_seq;
     m.aco = (pd_msg_aco){.lends = ss.lends, .declined = ss.declined, .heads_lent = ss.heads, .wait_s = ss.compute_s,
+                         .lend_max_s = ss.compute_max_s,
                          .failed = st != PD_OK};
     if (st != PD_OK) {
         snprintf(m.code, sizeof m.code, "%s", pd_status_name(st));

@@ -425,6 +425,7 @@ pd_status pd_aco_serve(pd_comm *c, int lender, pd_backend *be, const pd_aco_serv
         stats->lends++;
         stats->heads += (uint64_t)r.heads;
         stats->compute_s += dt;
+        if (dt > stats->compute_max_s) stats->compute_max_s = dt;
     }
     if (opts->lending) atomic_store(opts->lending, false);
     pd_backend_tensor_free(be, &req.dev);

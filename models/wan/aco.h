@@ -128,6 +128,7 @@ typedef struct pd_aco_serve_options {
 typedef struct pd_aco_serve_stats {
     uint64_t lends, declined, heads;
     double compute_s; /* attention time spent on lent heads */
+    double compute_max_s; /* the longest one lend's attention took */
 } pd_aco_serve_stats;
 
 /* Serves the lender at rank `lender` of c on backend be until the lender finishes (PD_OK) or the

@@ -89,6 +89,31 @@ cmp -s "$T/off.mp4" "$T/fault2.mp4" || fail "the next job's video differs"
 pass "helper restarted, the pair re-formed for the next job, same bytes"
 stop_daemon
 
+# ---- decoding comes first: 2 denoise + 1 decode worker; the decode worker helps worker 0 while worker
+# 1's latents arrive for it. Every job completes with the same bytes, and no decode waited for more
+# than the lend in progress (its delay stays under the longest lend plus scheduling slack, far below
+# a whole session or the communicator's timeout).
+start_daemon "$T/back.log" --data-dir "$T/d-back" --workers 3 --decode-workers 1 --aco on "${COMMON[@]}"
+wait_ready 240
+ids=()
+for i in 1 2 3 4; do
+    post_json /v1/videos "$REQ"
+    [ "$STATUS" = 200 ] || fail "create: $STATUS $(cat "$T/body")"
+    ids+=("$(jq_body 'b["id"]')")
+done
+for id in "${ids[@]}"; do
+    wait_completed "$id" 300
+    http GET "/v1/videos/$id/content"
+    cmp -s "$T/body" "$T/off.mp4" || fail "2+1 workers: job $id's video differs"
+done
+delay=$(metric pipedit_decode_start_delay_seconds_max)
+lendmax=$(metric pipedit_aco_helper_lend_seconds_max)
+declines=$(metric pipedit_aco_declines_total)
+"$PYTHON" -c "import sys; sys.exit(0 if float('$delay') <= float('$lendmax') + 1.0 else 1)" ||
+    fail "a decode waited $delay s to start (longest lend $lendmax s)"
+pass "2+1 workers: 4 jobs, same bytes; decode start delay max ${delay} s (longest lend ${lendmax} s, $declines declines)"
+stop_daemon
+
 # ---- an SP group of two ranks + one decode worker (rank 0 gets the helper) ----
 start_daemon "$T/spoff.log" --data-dir "$T/d-spoff" --workers 3 --sp-degree 2 --aco off "${COMMON[@]}"
 wait_ready 300

@@ -87,7 +87,7 @@ static void sample(pd_msg *m, pd_msg_kind kind) {
         break;
     case PD_MSG_ACO_DONE:
         m->aco_seq = 12;
-        m->aco = (pd_msg_aco){.lends = 40, .declined = 2, .heads_lent = 160, .wait_s = 1.5};
+        m->aco = (pd_msg_aco){.lends = 40, .declined = 2, .heads_lent = 160, .wait_s = 1.5, .lend_max_s = 0.125};
         snprintf(m->code, sizeof m->code, "timeout");
         snprintf(m->message, sizeof m->message, "the lender went silent");
         break;
