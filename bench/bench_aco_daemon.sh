@@ -8,10 +8,14 @@
 # the lent share, lends, declines, and the decode start delay (from a decode's ASSIGN reaching its
 # worker to the decode starting: the back-off, at most the one lend in progress) against one lend's
 # work (the helpers' attention time per lend).
+# Back-off round (ACO_BACKOFF_JOBS, default 4; 0 skips it): 2 denoise + 1 decode worker with --aco on,
+# 1024x1024 requests (4096 tokens), 2 steps: the decode worker helps denoise worker 0 while worker 1's
+# latents arrive for it, so decodes land mid-session; the figures are the decode start delays (max,
+# mean) against the longest lend (one block's lent work) and the declines.
 # Writes bench/results/bench_aco_daemon-<machine>-<date>.json.
 #   PIPEDIT_BIN            folder with pipeditd and pipedit (default: build/bin, a release build)
 #   PIPEDIT_BENCH_RESULTS  where the result goes (default: bench/results)
-#   ACO_JOBS (6), ACO_ROUNDS (2), ACO_MODES ("off auto"), ACO_STEPS (4)
+#   ACO_JOBS (6), ACO_ROUNDS (2), ACO_MODES ("off auto"), ACO_STEPS (4), ACO_BACKOFF_JOBS (4)
 set -u
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${PIPEDIT_BIN:-$src/build/bin}
@@ -20,6 +24,7 @@ jobs=${ACO_JOBS:-6}
 rounds=${ACO_ROUNDS:-2}
 modes=${ACO_MODES:-off auto}
 steps=${ACO_STEPS:-4}
+backoff_jobs=${ACO_BACKOFF_JOBS:-4}
 py=/usr/bin/python3
 [ -x "$bin/pipeditd" ] || { echo "bench_aco_daemon: $bin/pipeditd is not built (make build)"; exit 1; }
 
@@ -40,11 +45,12 @@ die() { echo "bench_aco_daemon: $*" >&2; [ -f "$tmp/log" ] && tail -n 20 "$tmp/l
 "$bin/pipedit" mkmodel --preset attn-bench --out "$tmp/model" >/dev/null || die "mkmodel failed"
 load0=$(cut -d' ' -f1 /proc/loadavg)
 
-# run_round MODE TAG: one daemon, N queued requests; writes $tmp/TAG.json.
+# run_round MODE TAG WORKERS JOBS EXTRA_JSON: one daemon (WORKERS - 1 denoise + 1 decode), JOBS queued
+# requests (EXTRA_JSON: more request fields); writes $tmp/TAG.json.
 run_round() {
-    local mode=$1 tag=$2 port="" url i
+    local mode=$1 tag=$2 workers=$3 n=$4 extra=$5 port="" url i
     rm -rf "$tmp/data"
-    setsid "$bin/pipeditd" --host 127.0.0.1 --port 0 --data-dir "$tmp/data" --model "$tmp/model" --workers 2 \
+    setsid "$bin/pipeditd" --host 127.0.0.1 --port 0 --data-dir "$tmp/data" --model "$tmp/model" --workers "$workers" \
         --decode-workers 1 --threads-per-worker 1 --aco "$mode" --max-width 1536 --max-height 1536 \
         --max-steps 100 --queue-capacity 64 --drain-timeout-s 0 --worker-timeout-s 600 >"$tmp/log" 2>&1 &
     pid=$!
@@ -61,11 +67,11 @@ run_round() {
         sleep 0.25
     done
     [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health/ready")" = 200 ] || die "not ready"
-    for i in $(seq 1 "$jobs"); do
+    for i in $(seq 1 "$n"); do
         curl -s "$url/v1/videos" -H 'Content-Type: application/json' \
-            -d "{\"prompt\":\"a fox $i\",\"seed\":$i,\"num_inference_steps\":$steps}" >/dev/null || die "create failed"
+            -d "{\"prompt\":\"a fox $i\",\"seed\":$i$extra}" >/dev/null || die "create failed"
     done
-    "$py" - "$url" "$jobs" "$tmp/$tag.json" "$mode" <<'PY' || die "round $tag failed"
+    "$py" - "$url" "$n" "$tmp/$tag.json" "$mode" <<'PY' || die "round $tag failed"
 import json, sys, time, urllib.request
 url, n, out, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 done, t0 = {}, time.monotonic()
@@ -94,14 +100,18 @@ PY
 }
 
 for r in $(seq 1 "$rounds"); do
-    for mode in $modes; do run_round "$mode" "r$r-$mode"; done
+    for mode in $modes; do run_round "$mode" "r$r-$mode" 2 "$jobs" ",\"num_inference_steps\":$steps"; done
 done
+if [ "$backoff_jobs" -gt 0 ]; then
+    run_round on backoff 3 "$backoff_jobs" ',"num_inference_steps":2,"size":"1024x1024"'
+fi
 
 mkdir -p "$results"
-"$py" - "$tmp" "$results" "$src" "$jobs" "$rounds" "$steps" "$load0" "$(cut -d' ' -f1 /proc/loadavg)" $modes <<'PY'
+"$py" - "$tmp" "$results" "$src" "$jobs" "$rounds" "$steps" "$load0" "$(cut -d' ' -f1 /proc/loadavg)" "$backoff_jobs" \
+    $modes <<'PY'
 import datetime, glob, json, os, statistics, subprocess, sys
-tmp, results, src, jobs, rounds, steps, load0, load1 = sys.argv[1:9]
-modes = sys.argv[9:]
+tmp, results, src, jobs, rounds, steps, load0, load1, backoff_jobs = sys.argv[1:10]
+modes = sys.argv[10:]
 runs = {m: [json.load(open(p)) for p in sorted(glob.glob(os.path.join(tmp, "r*-%s.json" % m)))] for m in modes}
 model = "unknown CPU"
 for line in open("/proc/cpuinfo"):
@@ -123,7 +133,8 @@ figs = []
 for m in modes:
     jpm = [r["jobs_per_min"] for r in runs[m]]
     figs.append({"name": "%s_jobs_per_min" % m, "value": round(statistics.median(jpm), 4), "unit": "jobs/min"})
-    figs.append({"name": "%s_jobs_per_min_runs" % m, "value": [round(x, 4) for x in jpm], "unit": "jobs/min"})
+    for i, x in enumerate(jpm):
+        figs.append({"name": "%s_jobs_per_min_round%d" % (m, i + 1), "value": round(x, 4), "unit": "jobs/min"})
     met = runs[m][-1]["metrics"]
     if m != "off":
         lends = max(met.get("pipedit_aco_helper_lends_total", 0), 1)
@@ -148,12 +159,25 @@ for m in modes:
     if m != "off" and base:
         figs.append({"name": "%s_throughput_ratio" % m, "value": round(statistics.median(r["jobs_per_min"] for r in runs[m]) / base, 4),
                      "unit": "x"})
+if int(backoff_jobs) > 0:
+    met = json.load(open(os.path.join(tmp, "backoff.json")))["metrics"]
+    cnt = max(met.get("pipedit_decode_start_delay_seconds_count", 0), 1)
+    lends = max(met.get("pipedit_aco_helper_lends_total", 0), 1)
+    figs += [
+        {"name": "backoff_decodes", "value": met.get("pipedit_decode_start_delay_seconds_count", 0), "unit": "count"},
+        {"name": "backoff_declines", "value": met.get("pipedit_aco_declines_total", 0), "unit": "count"},
+        {"name": "backoff_decode_start_delay_max", "value": round(1e3 * met.get("pipedit_decode_start_delay_seconds_max", 0), 3), "unit": "ms"},
+        {"name": "backoff_decode_start_delay_mean", "value": round(1e3 * met.get("pipedit_decode_start_delay_seconds_sum", 0) / cnt, 3), "unit": "ms"},
+        {"name": "backoff_lend_work_mean", "value": round(1e3 * met.get("pipedit_aco_helper_compute_seconds_total", 0) / lends, 3), "unit": "ms"},
+        {"name": "backoff_lend_work_max", "value": round(1e3 * met.get("pipedit_aco_helper_lend_seconds_max", 0), 3), "unit": "ms"},
+    ]
 out = {
     "bench": "bench_aco_daemon", "commit": commit, "date": now.strftime("%Y-%m-%d"), "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
     "machine": "%s, %d core%s" % (model, cores, "" if cores == 1 else "s"), "machine_slug": slug,
     "config": {"model": "attn-bench (dim 512, 8x64 heads, 2 layers, ffn 1024; tiny text encoder and VAE)",
                "request": "1536x1376, 1 frame (8256 tokens), %s steps, guidance 1" % steps, "workers": "1 denoise + 1 decode",
-               "threads_per_worker": 1, "jobs_per_round": int(jobs), "rounds": int(rounds), "modes": modes,
+               "threads_per_worker": 1, "jobs_per_round": int(jobs), "rounds": int(rounds), "modes": " ".join(modes),
+               "backoff_round": "2 denoise + 1 decode worker, --aco on, %s jobs of 1024x1024 (4096 tokens), 2 steps" % backoff_jobs,
                "throughput": "(N - 1) jobs / (last completion - first completion)",
                "load_average_at_start": float(load0), "load_average_at_end": float(load1)},
     "figures": figs,
