@@ -49,7 +49,7 @@ load0=$(cut -d' ' -f1 /proc/loadavg)
 # requests (EXTRA_JSON: more request fields); writes $tmp/TAG.json.
 run_round() {
     local mode=$1 tag=$2 workers=$3 n=$4 extra=$5 port="" url i
-    rm -rf "$tmp/data"
+    rm -rf "$tmp/data" "$tmp/log" # the new log only: a stale one names the last daemon's port
     setsid "$bin/pipeditd" --host 127.0.0.1 --port 0 --data-dir "$tmp/data" --model "$tmp/model" --workers "$workers" \
         --decode-workers 1 --threads-per-worker 1 --aco "$mode" --max-width 1536 --max-height 1536 \
         --max-steps 100 --queue-capacity 64 --drain-timeout-s 0 --worker-timeout-s 600 >"$tmp/log" 2>&1 &
