@@ -50,7 +50,7 @@ static void session_start(pd_scheduler *s, int li, sched_wslot *h, sched_job *j)
     if (sched_send_to(s, h, m)) return; /* h was dropped */
     m->aco_serve = 0;
     s->aco.sessions++;
-    PD_DEBUG("scheduler", "Aco session %u: worker %d lends to worker %d during job %s", seq, li, h->index, j->id);
+    PD_INFO("scheduler", "Aco session %u: worker %d lends to worker %d during job %s", seq, li, h->index, j->id);
     sched_send_to(s, l, m);
 }
 

@@ -9,6 +9,7 @@ source "$(dirname "$0")/daemon_lib.sh"
 export PIPEDIT_CACHE=$T/cache # every daemon shares the embedded tiny model
 
 REQ='{"prompt":"a red fox in the snow","num_frames":9,"size":"64x48","num_inference_steps":5,"seed":11}'
+LONG='{"prompt":"a long walk","num_frames":9,"size":"64x48","num_inference_steps":80,"seed":5}'
 
 wait_completed() { # ID SECONDS
     local i st
@@ -22,9 +23,9 @@ wait_completed() { # ID SECONDS
     fail "job $1 not completed within $2 s: $(cat "$T/body")"
 }
 
-# run_job TAG: submits REQ, waits, saves the MP4 as $T/TAG.mp4.
+# run_job TAG [JSON]: submits JSON (default REQ), waits, saves the MP4 as $T/TAG.mp4.
 run_job() {
-    post_json /v1/videos "$REQ"
+    post_json /v1/videos "${2:-$REQ}"
     [ "$STATUS" = 200 ] || fail "create: $STATUS $(cat "$T/body")"
     local id
     id=$(jq_body 'b["id"]')
@@ -50,6 +51,7 @@ COMMON=(--threads-per-worker 1 --comm-timeout-s 20 --worker-timeout-s 60)
 start_daemon "$T/off.log" --data-dir "$T/d-off" --workers 2 --aco off "${COMMON[@]}"
 wait_ready 240
 run_job off
+run_job long-off "$LONG"
 [ "$(metric pipedit_aco_sessions_total)" = 0 ] || fail "--aco off started a pair"
 stop_daemon
 
@@ -89,29 +91,33 @@ cmp -s "$T/off.mp4" "$T/fault2.mp4" || fail "the next job's video differs"
 pass "helper restarted, the pair re-formed for the next job, same bytes"
 stop_daemon
 
-# ---- decoding comes first: 2 denoise + 1 decode worker; the decode worker helps worker 0 while worker
-# 1's latents arrive for it. Every job completes with the same bytes, and no decode waited for more
-# than the lend in progress (its delay stays under the longest lend plus scheduling slack, far below
-# a whole session or the communicator's timeout).
+# ---- decoding comes first: 2 denoise + 1 decode worker. A long job on worker 0 lends to the decode
+# worker; a short job on worker 1 finishes meanwhile and its latent goes to the decode worker mid-session:
+# it declines from its next request on (the long job's rank computes every head), decodes at once (no
+# wait past the lend in progress), and both videos are the same bytes as without Aco.
 start_daemon "$T/back.log" --data-dir "$T/d-back" --workers 3 --decode-workers 1 --aco on "${COMMON[@]}"
 wait_ready 240
-ids=()
-for i in 1 2 3 4; do
-    post_json /v1/videos "$REQ"
-    [ "$STATUS" = 200 ] || fail "create: $STATUS $(cat "$T/body")"
-    ids+=("$(jq_body 'b["id"]')")
+post_json /v1/videos "$LONG"
+[ "$STATUS" = 200 ] || fail "create: $STATUS $(cat "$T/body")"
+long_id=$(jq_body 'b["id"]')
+for i in $(seq 1 600); do
+    grep -q "Aco session 1: worker 0 lends to worker 2" "$LOG" && break
+    sleep 0.1
 done
-for id in "${ids[@]}"; do
-    wait_completed "$id" 300
-    http GET "/v1/videos/$id/content"
-    cmp -s "$T/body" "$T/off.mp4" || fail "2+1 workers: job $id's video differs"
-done
+grep -q "Aco session 1: worker 0 lends to worker 2" "$LOG" || fail "no pair formed for the long job"
+run_job short-on
+cmp -s "$T/short-on.mp4" "$T/off.mp4" || fail "the short job's video differs"
+wait_completed "$long_id" 300
+http GET "/v1/videos/$long_id/content"
+cmp -s "$T/body" "$T/long-off.mp4" || fail "the long job's video differs after its helper declined"
 delay=$(metric pipedit_decode_start_delay_seconds_max)
 lendmax=$(metric pipedit_aco_helper_lend_seconds_max)
 declines=$(metric pipedit_aco_declines_total)
+lends=$(metric pipedit_aco_lends_total)
+[ "${declines:-0}" -ge 1 ] || fail "the helper never declined (declines ${declines:-?}, lends ${lends:-?})"
 "$PYTHON" -c "import sys; sys.exit(0 if float('$delay') <= float('$lendmax') + 1.0 else 1)" ||
     fail "a decode waited $delay s to start (longest lend $lendmax s)"
-pass "2+1 workers: 4 jobs, same bytes; decode start delay max ${delay} s (longest lend ${lendmax} s, $declines declines)"
+pass "decode mid-session: $declines declines, $lends lends; decode start delay max ${delay} s (longest lend ${lendmax} s); same bytes"
 stop_daemon
 
 # ---- an SP group of two ranks + one decode worker (rank 0 gets the helper) ----
