@@ -113,22 +113,8 @@ import datetime, glob, json, os, statistics, subprocess, sys
 tmp, results, src, jobs, rounds, steps, load0, load1, backoff_jobs = sys.argv[1:10]
 modes = sys.argv[10:]
 runs = {m: [json.load(open(p)) for p in sorted(glob.glob(os.path.join(tmp, "r*-%s.json" % m)))] for m in modes}
-model = "unknown CPU"
-for line in open("/proc/cpuinfo"):
-    if line.startswith("model name"):
-        model = line.split(":", 1)[1].strip()
-        break
-cores = os.cpu_count() or 1
-def git(*a):
-    try:
-        return subprocess.run(["git", "-C", src, *a], capture_output=True, text=True, check=True).stdout.strip()
-    except Exception:
-        return ""
-commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
-if git("status", "--porcelain", "--untracked-files=no"):
-    commit += "-dirty"
-now = datetime.datetime.now(datetime.timezone.utc)
-slug = "cpu-%dcore" % cores
+sys.path.insert(0, os.path.join(src, "bench"))
+import result_lib
 figs = []
 for m in modes:
     jpm = [r["jobs_per_min"] for r in runs[m]]
@@ -171,9 +157,8 @@ if int(backoff_jobs) > 0:
         {"name": "backoff_lend_work_mean", "value": round(1e3 * met.get("pipedit_aco_helper_compute_seconds_total", 0) / lends, 3), "unit": "ms"},
         {"name": "backoff_lend_work_max", "value": round(1e3 * met.get("pipedit_aco_helper_lend_seconds_max", 0), 3), "unit": "ms"},
     ]
-out = {
-    "bench": "bench_aco_daemon", "commit": commit, "date": now.strftime("%Y-%m-%d"), "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    "machine": "%s, %d core%s" % (model, cores, "" if cores == 1 else "s"), "machine_slug": slug,
+out = result_lib.header("bench_aco_daemon", src)
+out.update({
     "config": {"model": "attn-bench (dim 512, 8x64 heads, 2 layers, ffn 1024; tiny text encoder and VAE)",
                "request": "1536x1376, 1 frame (8256 tokens), %s steps, guidance 1" % steps, "workers": "1 denoise + 1 decode",
                "threads_per_worker": 1, "jobs_per_round": int(jobs), "rounds": int(rounds), "modes": " ".join(modes),
@@ -181,13 +166,6 @@ out = {
                "throughput": "(N - 1) jobs / (last completion - first completion)",
                "load_average_at_start": float(load0), "load_average_at_end": float(load1)},
     "figures": figs,
-}
-path = os.path.join(results, "bench_aco_daemon-%s-%s.json" % (slug, out["date"]))
-with open(path + ".tmp", "w") as f:
-    json.dump(out, f, indent=2)
-    f.write("\n")
-os.replace(path + ".tmp", path)
-print("bench_aco_daemon:", path)
-for fig in out["figures"]:
-    print("  %-34s %12s %s" % (fig["name"], fig["value"], fig["unit"]))
+})
+result_lib.write(out, results, width=34)
 PY

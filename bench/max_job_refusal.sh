@@ -77,25 +77,10 @@ small0 = json.load(open(os.path.join(tmp, "small.json")))
 # estimated_completed_at is whole unix seconds (rounded up); the real time is polled every 0.1 s
 small_est = round(small0["estimated_completed_at"] - float(t0), 2)
 small_real = round(float(t1) - float(t0), 2)
-model = "unknown CPU"
-for line in open("/proc/cpuinfo"):
-    if line.startswith("model name"):
-        model = line.split(":", 1)[1].strip()
-        break
-cores = os.cpu_count() or 1
-def git(*a):
-    try:
-        return subprocess.run(["git", "-C", src, *a], capture_output=True, text=True, check=True).stdout.strip()
-    except Exception:
-        return ""
-commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
-if git("status", "--porcelain", "--untracked-files=no"):
-    commit += "-dirty"
-now = datetime.datetime.now(datetime.timezone.utc)
-slug = "cpu-%dcore" % cores
-out = {
-    "bench": "max_job_refusal", "commit": commit, "date": now.strftime("%Y-%m-%d"), "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    "machine": "%s, %d core%s" % (model, cores, "" if cores == 1 else "s"), "machine_slug": slug,
+sys.path.insert(0, os.path.join(src, "bench"))
+import result_lib
+out = result_lib.header("max_job_refusal", src)
+out.update({
     "config": {"model": "tiny (embedded)", "workers": 1, "backend": "cpu", "max_job_seconds": "default",
                "rates": "from the worker's warm-up (no job had finished)", "request": max_req,
                "small_request": small_req},
@@ -111,15 +96,8 @@ out = {
         {"name": "small_job_estimated", "value": small_est, "unit": "s"},
         {"name": "small_job_real", "value": small_real, "unit": "s"},
     ],
-}
-path = os.path.join(results, "max_job_refusal-%s-%s.json" % (slug, out["date"]))
-with open(path + ".tmp", "w") as f:
-    json.dump(out, f, indent=2)
-    f.write("\n")
-os.replace(path + ".tmp", path)
-print("max_job_refusal:", path)
+})
+result_lib.write(out, results, width=24)
 print("  answer %s: %s" % (code, msg))
-for fig in out["figures"]:
-    print("  %-24s %12s %s" % (fig["name"], fig["value"], fig["unit"]))
 assert int(code) == 400 and int(videos_after) == 0, "the max request was not refused cleanly"
 PY

@@ -81,28 +81,13 @@ for i, r in enumerate(rs, 1):
     r["mode"] = "replace" if i <= runs else "hold"
     r["server_dropped"] = {k: (after[k] - before[k]) if after[k] is not None and before[k] is not None else None for k in after}
 rep, hold = rs[:runs], rs[runs]
-model = "unknown CPU"
-for line in open("/proc/cpuinfo"):
-    if line.startswith("model name"):
-        model = line.split(":", 1)[1].strip()
-        break
-cores = os.cpu_count() or 1
-def git(*a):
-    try:
-        return subprocess.run(["git", "-C", src, *a], capture_output=True, text=True, check=True).stdout.strip()
-    except Exception:
-        return ""
-commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
-if git("status", "--porcelain", "--untracked-files=no"):
-    commit += "-dirty"
-now = datetime.datetime.now(datetime.timezone.utc)
-slug = "cpu-%dcore" % cores
+sys.path.insert(0, os.path.join(src, "bench"))
+import result_lib
 def worst(values):
     return None if any(v is None for v in values) else round(max(values), 3)
 c0 = rs[0]["config"]
-out = {
-    "bench": "slow_clients", "commit": commit, "date": now.strftime("%Y-%m-%d"), "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    "machine": "%s, %d core%s" % (model, cores, "" if cores == 1 else "s"), "machine_slug": slug,
+out = result_lib.header("slow_clients", src)
+out.update({
     "config": {"attack": "%d connections, a header line every %g-%g s" % (conns, c0["trickle_s"][0], c0["trickle_s"][1]),
                "modes": "%d run(s) replacing each dropped connection (<= %g/s), then 1 run holding the %d opened once" % (
                    runs, c0["open_rate_per_s"], conns),
@@ -130,13 +115,6 @@ out = {
         {"name": "hold_lifetime_max", "value": worst([hold["attack"]["lifetime_s"]["max"]]), "unit": "s"},
     ],
     "runs": rs,
-}
-path = os.path.join(results, "slow_clients-%s-%s.json" % (slug, out["date"]))
-with open(path + ".tmp", "w") as f:
-    json.dump(out, f, indent=2)
-    f.write("\n")
-os.replace(path + ".tmp", path)
-print("slow_clients:", path)
-for fig in out["figures"]:
-    print("  %-28s %12s %s" % (fig["name"], fig["value"], fig["unit"]))
+})
+result_lib.write(out, results, width=28)
 PY

@@ -41,25 +41,10 @@ import datetime, json, os, re, subprocess, sys
 run_txt, results, src, rss0, rss1, counted, duration, conns, threads, st_during, st_after = sys.argv[1:]
 w = json.loads(re.search(r"^WRK_JSON (.*)$", open(run_txt).read(), re.M).group(1))
 errors = w["err_connect"] + w["err_read"] + w["err_write"] + w["err_status"] + w["err_timeout"]
-model = "unknown CPU"
-for line in open("/proc/cpuinfo"):
-    if line.startswith("model name"):
-        model = line.split(":", 1)[1].strip()
-        break
-cores = os.cpu_count() or 1
-def git(*a):
-    try:
-        return subprocess.run(["git", "-C", src, *a], capture_output=True, text=True, check=True).stdout.strip()
-    except Exception:
-        return ""
-commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
-if git("status", "--porcelain", "--untracked-files=no"):
-    commit += "-dirty"
-now = datetime.datetime.now(datetime.timezone.utc)
-slug = "cpu-%dcore" % cores
-out = {
-    "bench": "wrk_get", "commit": commit, "date": now.strftime("%Y-%m-%d"), "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    "machine": "%s, %d core%s" % (model, cores, "" if cores == 1 else "s"), "machine_slug": slug,
+sys.path.insert(0, os.path.join(src, "bench"))
+import result_lib
+out = result_lib.header("wrk_get", src)
+out.update({
     "config": {"route": "GET /v1/videos/{id}", "model": "tiny (embedded)", "connections": int(conns), "wrk_threads": int(threads),
                "duration_s": int(duration), "http_threads": 2, "background_job": "256x256, 129 frames, 100 steps",
                "job_status_during": st_during, "job_status_after": st_after},
@@ -75,13 +60,6 @@ out = {
         {"name": "rss_growth_10k", "value": round((int(rss1) - int(rss0)) / 1024.0, 2), "unit": "MiB"},
         {"name": "requests_counted_for_rss", "value": int(counted), "unit": "count"},
     ],
-}
-path = os.path.join(results, "wrk_get-%s-%s.json" % (slug, out["date"]))
-with open(path + ".tmp", "w") as f:
-    json.dump(out, f, indent=2)
-    f.write("\n")
-os.replace(path + ".tmp", path)
-print("wrk_get:", path)
-for fig in out["figures"]:
-    print("  %-26s %12s %s" % (fig["name"], fig["value"], fig["unit"]))
+})
+result_lib.write(out, results, width=26)
 PY
