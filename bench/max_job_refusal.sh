@@ -12,37 +12,9 @@ src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${PIPEDIT_BIN:-$src/build/bin}
 results=${PIPEDIT_BENCH_RESULTS:-$src/bench/results}
 py=/usr/bin/python3
-[ -x "$bin/pipeditd" ] || { echo "max_job_refusal: $bin/pipeditd is not built (make build)"; exit 1; }
 
-tmp=$(mktemp -d)
-pid=""
-cleanup() {
-    if [ -n "$pid" ]; then
-        kill -TERM "$pid" 2>/dev/null
-        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL -- "-$pid" 2>/dev/null
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-die() { echo "max_job_refusal: $*" >&2; [ -f "$tmp/log" ] && tail -n 20 "$tmp/log" >&2; exit 1; }
-
-setsid "$bin/pipeditd" --host 127.0.0.1 --port 0 --data-dir "$tmp/data" --workers 1 --drain-timeout-s 0 >"$tmp/log" 2>&1 &
-pid=$!
-port=""
-for _ in $(seq 1 300); do
-    port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$tmp/log" | head -n 1)
-    [ -n "$port" ] && break
-    kill -0 "$pid" 2>/dev/null || die "pipeditd exited"
-    sleep 0.1
-done
-[ -n "$port" ] || die "pipeditd is not listening"
-url="http://127.0.0.1:$port"
-for _ in $(seq 1 600); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health/ready")" = 200 ] && break
-    sleep 0.1
-done
-[ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health/ready")" = 200 ] || die "not ready"
+source "$src/bench/serve_lib.sh"
+serve_daemon max_job_refusal --workers 1
 
 max='{"prompt":"everything at once","size":"1280x1280","num_frames":129,"num_inference_steps":100}'
 curl -s -o "$tmp/refusal.json" -w '%{http_code} %{time_total}\n' "$url/v1/videos" -H 'Content-Type: application/json' \

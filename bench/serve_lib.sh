@@ -1,8 +1,9 @@
-# Sourced by the serving benchmarks (wrk_get.sh, grpc_get.sh). serve_start NAME [pipeditd flags...]
-# starts pipeditd (from $bin) on loopback with the embedded tiny model in a scratch folder, waits until
-# it is ready and creates one long job that keeps the worker busy for the whole run. Sets tmp (the
-# scratch folder), pid, url, id (the job) and target ($url/v1/videos/$id); the daemon and the folder
-# go away on exit. die MESSAGE prints the daemon's last log lines and exits 1.
+# Sourced by the serving benchmarks (wrk_get.sh, grpc_get.sh, slow_clients.sh, max_job_refusal.sh).
+# serve_daemon NAME [pipeditd flags...] starts pipeditd (from $bin) on loopback with the embedded tiny
+# model in a scratch folder and waits until it is ready; it sets tmp (the scratch folder), pid, port and
+# url. serve_start NAME [flags...] does the same with two HTTP threads and then creates one long job that
+# keeps the worker busy for the whole run (id, target = $url/v1/videos/$id). The daemon and the folder go
+# away on exit. die MESSAGE prints the daemon's last log lines and exits 1.
 tmp=$(mktemp -d)
 pid=""
 bench_name=serve
@@ -17,15 +18,13 @@ cleanup() {
 trap cleanup EXIT
 die() { echo "$bench_name: $*" >&2; [ -f "$tmp/log" ] && tail -n 20 "$tmp/log" >&2; exit 1; }
 
-serve_start() {
+serve_daemon() {
     bench_name=$1
     shift
     [ -x "$bin/pipeditd" ] || die "$bin/pipeditd is not built (make build)"
-    # The long job below is meant to outlast the run: admission must not refuse it by its estimate.
-    setsid "$bin/pipeditd" --host 127.0.0.1 --port 0 --data-dir "$tmp/data" --http-threads 2 --drain-timeout-s 0 \
-        --max-job-seconds 86400 "$@" >"$tmp/log" 2>&1 &
+    setsid "$bin/pipeditd" --host 127.0.0.1 --port 0 --data-dir "$tmp/data" --drain-timeout-s 0 "$@" >"$tmp/log" 2>&1 &
     pid=$!
-    local port=""
+    port=""
     for _ in $(seq 1 300); do
         port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$tmp/log" | head -n 1)
         [ -n "$port" ] && break
@@ -39,6 +38,13 @@ serve_start() {
         sleep 0.1
     done
     [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health/ready")" = 200 ] || die "not ready"
+}
+
+serve_start() {
+    local name=$1
+    shift
+    # The long job below is meant to outlast the run: admission must not refuse it by its estimate.
+    serve_daemon "$name" --http-threads 2 --max-job-seconds 86400 "$@"
     id=$(curl -s "$url/v1/videos" -H 'Content-Type: application/json' \
         -d '{"prompt":"benchmark load","size":"256x256","num_frames":129,"num_inference_steps":100}' |
         "$py" -c 'import json,sys; print(json.load(sys.stdin)["id"])') || die "create failed"

@@ -18,35 +18,13 @@ conns=${SLOW_CONNECTIONS:-1000}
 duration=${SLOW_DURATION:-30}
 runs=${SLOW_RUNS:-3}
 py=/usr/bin/python3
-[ -x "$bin/pipeditd" ] || { echo "slow_clients: $bin/pipeditd is not built (make build)"; exit 1; }
 # One descriptor per connection on both sides, plus the daemon's own.
 need=$((conns + 1024))
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge "$need" ] || ulimit -n "$need" 2>/dev/null ||
     { echo "slow_clients: the open-file limit $(ulimit -n) is below $need (ulimit -Hn is $(ulimit -Hn))"; exit 77; }
 
-tmp=$(mktemp -d)
-pid=""
-cleanup() {
-    if [ -n "$pid" ]; then
-        kill -TERM "$pid" 2>/dev/null
-        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL -- "-$pid" 2>/dev/null
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-die() { echo "slow_clients: $*" >&2; [ -f "$tmp/log" ] && tail -n 20 "$tmp/log" >&2; exit 1; }
-
-setsid "$bin/pipeditd" --host 127.0.0.1 --port 0 --data-dir "$tmp/data" --workers 1 --drain-timeout-s 0 >"$tmp/log" 2>&1 &
-pid=$!
-port=""
-for _ in $(seq 1 300); do
-    port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$tmp/log" | head -n 1)
-    [ -n "$port" ] && break
-    kill -0 "$pid" 2>/dev/null || die "pipeditd exited"
-    sleep 0.1
-done
-[ -n "$port" ] || die "pipeditd is not listening"
+source "$src/bench/serve_lib.sh"
+serve_daemon slow_clients --workers 1
 
 load=$(cut -d' ' -f1 /proc/loadavg)
 # run i: replace mode for i = 1..runs, then one hold mode run (the connections opened once, held
