@@ -9,10 +9,12 @@
 # worker to the decode starting: the back-off, at most the one lend in progress) against one lend's
 # work (the helpers' attention time per lend).
 # Back-off round (ACO_BACKOFF_JOBS, default 4; 0 skips it): 2 denoise + 1 decode worker with --aco on,
-# 1024x1024 requests (4096 tokens), 2 steps: the decode worker helps denoise worker 0 while worker 1's
-# latents arrive for it, so decodes land mid-session; the figures are the decode start delays (max,
-# mean) against the longest lend (one block's lent work) and the declines.
-# Writes bench/results/bench_aco_daemon-<machine>-<date>.json.
+# 1024x1024 requests (4096 tokens), alternately 6 and 1 steps: the decode worker helps the denoise
+# worker with a long job while the other's short job finishes and its latent arrives, so decodes land
+# mid-session; the figures are the decode start delays (max, mean) against the longest lend (one
+# block's lent work) and the declines.
+# Writes bench/results/bench_aco_daemon-<machine>-<date>.json; with ACO_ROUNDS=0 (the back-off round
+# only) bench/results/bench_aco_backoff-<machine>-<date>.json.
 #   PIPEDIT_BIN            folder with pipeditd and pipedit (default: build/bin, a release build)
 #   PIPEDIT_BENCH_RESULTS  where the result goes (default: bench/results)
 #   ACO_JOBS (6), ACO_ROUNDS (2), ACO_MODES ("off auto"), ACO_STEPS (4), ACO_BACKOFF_JOBS (4)
@@ -45,10 +47,11 @@ die() { echo "bench_aco_daemon: $*" >&2; [ -f "$tmp/log" ] && tail -n 20 "$tmp/l
 "$bin/pipedit" mkmodel --preset attn-bench --out "$tmp/model" >/dev/null || die "mkmodel failed"
 load0=$(cut -d' ' -f1 /proc/loadavg)
 
-# run_round MODE TAG WORKERS JOBS EXTRA_JSON: one daemon (WORKERS - 1 denoise + 1 decode), JOBS queued
-# requests (EXTRA_JSON: more request fields); writes $tmp/TAG.json.
+# run_round MODE TAG WORKERS JOBS EXTRA_JSON [EXTRA_JSON_EVEN]: one daemon (WORKERS - 1 denoise + 1
+# decode), JOBS queued requests (EXTRA_JSON: more request fields; the even-numbered ones take
+# EXTRA_JSON_EVEN when given); writes $tmp/TAG.json.
 run_round() {
-    local mode=$1 tag=$2 workers=$3 n=$4 extra=$5 port="" url i
+    local mode=$1 tag=$2 workers=$3 n=$4 extra=$5 extra_even=${6:-$5} port="" url i x
     rm -rf "$tmp/data" "$tmp/log" # the new log only: a stale one names the last daemon's port
     setsid "$bin/pipeditd" --host 127.0.0.1 --port 0 --data-dir "$tmp/data" --model "$tmp/model" --workers "$workers" \
         --decode-workers 1 --threads-per-worker 1 --aco "$mode" --max-width 1536 --max-height 1536 \
@@ -68,8 +71,10 @@ run_round() {
     done
     [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health/ready")" = 200 ] || die "not ready"
     for i in $(seq 1 "$n"); do
+        x=$extra
+        [ $((i % 2)) -eq 0 ] && x=$extra_even
         curl -s "$url/v1/videos" -H 'Content-Type: application/json' \
-            -d "{\"prompt\":\"a fox $i\",\"seed\":$i$extra}" >/dev/null || die "create failed"
+            -d "{\"prompt\":\"a fox $i\",\"seed\":$i$x}" >/dev/null || die "create failed"
     done
     "$py" - "$url" "$n" "$tmp/$tag.json" "$mode" <<'PY' || die "round $tag failed"
 import json, sys, time, urllib.request
@@ -103,7 +108,8 @@ for r in $(seq 1 "$rounds"); do
     for mode in $modes; do run_round "$mode" "r$r-$mode" 2 "$jobs" ",\"num_inference_steps\":$steps"; done
 done
 if [ "$backoff_jobs" -gt 0 ]; then
-    run_round on backoff 3 "$backoff_jobs" ',"num_inference_steps":2,"size":"1024x1024"'
+    run_round on backoff 3 "$backoff_jobs" ',"num_inference_steps":6,"size":"1024x1024"' \
+        ',"num_inference_steps":1,"size":"1024x1024"'
 fi
 
 mkdir -p "$results"
@@ -113,6 +119,7 @@ import datetime, glob, json, os, statistics, subprocess, sys
 tmp, results, src, jobs, rounds, steps, load0, load1, backoff_jobs = sys.argv[1:10]
 modes = sys.argv[10:]
 runs = {m: [json.load(open(p)) for p in sorted(glob.glob(os.path.join(tmp, "r*-%s.json" % m)))] for m in modes}
+modes = [m for m in modes if runs[m]]  # none with ACO_ROUNDS=0
 sys.path.insert(0, os.path.join(src, "bench"))
 import result_lib
 figs = []
@@ -140,7 +147,7 @@ for m in modes:
         s = met.get('pipedit_stage_duration_seconds_sum{stage="%s"}' % st, 0)
         c = max(met.get('pipedit_stage_duration_seconds_count{stage="%s"}' % st, 0), 1)
         figs.append({"name": "%s_%s_stage_mean" % (m, st), "value": round(s / c, 3), "unit": "s"})
-base = statistics.median(r["jobs_per_min"] for r in runs["off"]) if "off" in runs else None
+base = statistics.median(r["jobs_per_min"] for r in runs["off"]) if runs.get("off") else None
 for m in modes:
     if m != "off" and base:
         figs.append({"name": "%s_throughput_ratio" % m, "value": round(statistics.median(r["jobs_per_min"] for r in runs[m]) / base, 4),
@@ -157,12 +164,12 @@ if int(backoff_jobs) > 0:
         {"name": "backoff_lend_work_mean", "value": round(1e3 * met.get("pipedit_aco_helper_compute_seconds_total", 0) / lends, 3), "unit": "ms"},
         {"name": "backoff_lend_work_max", "value": round(1e3 * met.get("pipedit_aco_helper_lend_seconds_max", 0), 3), "unit": "ms"},
     ]
-out = result_lib.header("bench_aco_daemon", src)
+out = result_lib.header("bench_aco_daemon" if int(rounds) > 0 else "bench_aco_backoff", src)
 out.update({
     "config": {"model": "attn-bench (dim 512, 8x64 heads, 2 layers, ffn 1024; tiny text encoder and VAE)",
                "request": "1536x1376, 1 frame (8256 tokens), %s steps, guidance 1" % steps, "workers": "1 denoise + 1 decode",
                "threads_per_worker": 1, "jobs_per_round": int(jobs), "rounds": int(rounds), "modes": " ".join(modes),
-               "backoff_round": "2 denoise + 1 decode worker, --aco on, %s jobs of 1024x1024 (4096 tokens), 2 steps" % backoff_jobs,
+               "backoff_round": "2 denoise + 1 decode worker, --aco on, %s jobs of 1024x1024 (4096 tokens), alternately 6 and 1 steps" % backoff_jobs,
                "throughput": "(N - 1) jobs / (last completion - first completion)",
                "load_average_at_start": float(load0), "load_average_at_end": float(load1)},
     "figures": figs,

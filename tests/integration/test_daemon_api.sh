@@ -196,7 +196,7 @@ for line in text.splitlines():
         continue
     if line.startswith("# TYPE "):
         _, _, name, kind = line.split(" ", 3)
-        assert kind in ("counter", "gauge", "histogram"), line
+        assert kind in ("counter", "gauge", "histogram", "summary"), line
         types[name] = kind
         continue
     m = sample.match(line)
