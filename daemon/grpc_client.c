@@ -11,6 +11,8 @@
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
 
+#include "daemon/pb_json.h"
+
 struct pd_grpc_client {
     grpc_channel *ch;
     grpc_completion_queue *cq; /* pluck */
@@ -78,25 +80,6 @@ static gpr_timespec deadline_of(double timeout_s) {
     return gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_micros((int64_t)(timeout_s * 1e6), GPR_TIMESPAN));
 }
 
-static grpc_byte_buffer *pack(const ProtobufCMessage *m) {
-    size_t n = protobuf_c_message_get_packed_size(m);
-    grpc_slice s = grpc_slice_malloc(n);
-    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
-    return bb;
-}
-
-static ProtobufCMessage *unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc) {
-    grpc_byte_buffer_reader r;
-    if (!grpc_byte_buffer_reader_init(&r, bb)) return NULL;
-    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
-    grpc_byte_buffer_reader_destroy(&r);
-    ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
-    grpc_slice_unref(s);
-    return m;
-}
-
 static void copy_slice(char *dst, size_t cap, grpc_slice s) {
     size_t n = GRPC_SLICE_LENGTH(s) < cap - 1 ? GRPC_SLICE_LENGTH(s) : cap - 1;
     memcpy(dst, GRPC_SLICE_START_PTR(s), n);
@@ -131,7 +114,7 @@ pd_status pd_grpc_client_unary(pd_grpc_client *c, const char *method, const Prot
                                pd_grpc_result *r) {
     *resp = NULL;
     grpc_call *call = new_call(c, method, timeout_s);
-    grpc_byte_buffer *send = pack(req), *recv = NULL;
+    grpc_byte_buffer *send = pd_pb_pack(req), *recv = NULL;
     grpc_metadata_array initial, trailing;
     grpc_metadata_array_init(&initial);
     grpc_metadata_array_init(&trailing);
@@ -158,7 +141,7 @@ pd_status pd_grpc_client_unary(pd_grpc_client *c, const char *method, const Prot
     if (ret == PD_OK) {
         fill_result(r, st, details, &trailing);
         if (st == GRPC_STATUS_OK) {
-            *resp = recv ? unpack(recv, resp_desc) : NULL;
+            *resp = recv ? pd_pb_unpack(recv, resp_desc) : NULL;
             if (!*resp) ret = pd_error_set(PD_ERR_FORMAT, "gRPC %s: the answer is not a valid %s", method, resp_desc->name);
         }
     }
@@ -180,7 +163,7 @@ pd_status pd_grpc_stream_open(pd_grpc_client *c, const char *method, const Proto
     s->details = grpc_empty_slice();
     grpc_metadata_array_init(&s->initial);
     grpc_metadata_array_init(&s->trailing);
-    grpc_byte_buffer *send = pack(req);
+    grpc_byte_buffer *send = pd_pb_pack(req);
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -226,7 +209,7 @@ int pd_grpc_stream_next(pd_grpc_stream *s, const ProtobufCMessageDescriptor *des
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &recv;
     if (!s->done && run_batch(s->c, s->call, &op, 1, &s->msg_tag) && recv) {
-        *msg = unpack(recv, desc);
+        *msg = pd_pb_unpack(recv, desc);
         grpc_byte_buffer_destroy(recv);
         return *msg ? 1 : -1;
     }

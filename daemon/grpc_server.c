@@ -115,20 +115,11 @@ struct gcall {
 
 /* ---- messages ---- */
 
-static grpc_byte_buffer *pack(const ProtobufCMessage *m) {
-    size_t n = protobuf_c_message_get_packed_size(m);
-    grpc_slice s = grpc_slice_malloc(n);
-    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
-    return bb;
-}
-
 /* The message of type desc that o describes, serialised; NULL when out of memory. */
 static grpc_byte_buffer *pack_json(const ProtobufCMessageDescriptor *desc, json_t *o) {
     pd_pb_pool pl = {0};
     ProtobufCMessage *m = pd_pb_pool_alloc(&pl, desc->sizeof_message);
-    grpc_byte_buffer *bb = m && pd_pb_from_json(desc, o, m, &pl) ? pack(m) : NULL;
+    grpc_byte_buffer *bb = m && pd_pb_from_json(desc, o, m, &pl) ? pd_pb_pack(m) : NULL;
     pd_pb_pool_free(&pl);
     return bb;
 }
@@ -279,7 +270,7 @@ static void watch_send_start(pd_daemon *d, watch_send *ws) {
     if (c->m->kind == K_HEALTH_WATCH) {
         Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
         r.status = ws->health;
-        bb = pack(&r.base);
+        bb = pd_pb_pack(&r.base);
     } else {
         static const Pipedit__V1__WatchVideoEvent__Type types[] = {
             PIPEDIT__V1__WATCH_VIDEO_EVENT__TYPE__TYPE_UNSPECIFIED, PIPEDIT__V1__WATCH_VIDEO_EVENT__TYPE__TYPE_PROGRESS,
@@ -296,7 +287,7 @@ static void watch_send_start(pd_daemon *d, watch_send *ws) {
                 ev.type = types[ws->ev];
                 if (ws->ev == PD_WATCH_PROGRESS && ev.video && ev.video->status == PIPEDIT__V1__VIDEO_STATUS__VIDEO_STATUS_QUEUED)
                     ev.type = PIPEDIT__V1__WATCH_VIDEO_EVENT__TYPE__TYPE_QUEUED;
-                bb = pack(&ev.base);
+                bb = pd_pb_pack(&ev.base);
             }
             pd_pb_pool_free(&pl);
             json_decref(o);
@@ -453,7 +444,7 @@ static void send_chunk(gcall *c) {
     ch.total_size = (int64_t)c->total;
     if (c->content_type) ch.content_type = (char *)c->content_type;
     c->content_type = NULL; /* first chunk only */
-    grpc_byte_buffer *bb = pack(&ch.base);
+    grpc_byte_buffer *bb = pd_pb_pack(&ch.base);
     free(buf);
     c->off += n;
     if (c->off == c->end) {
@@ -604,7 +595,7 @@ static void dispatch(gcall *c, ProtobufCMessage *req) {
         h.status = ready ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
                          : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
         {
-            send_last(c, pack(&h.base), GRPC_STATUS_OK, NULL, NULL);
+            send_last(c, pd_pb_pack(&h.base), GRPC_STATUS_OK, NULL, NULL);
             return;
         }
     }

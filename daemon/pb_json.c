@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/slice.h>
+
 void *pd_pb_pool_alloc(pd_pb_pool *pl, size_t bytes) {
     if (pl->n == pl->cap) {
         size_t cap = pl->cap ? 2 * pl->cap : 16;
@@ -180,4 +183,23 @@ bool pd_pb_from_json(const ProtobufCMessageDescriptor *desc, json_t *o, Protobuf
         if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) *(uint32_t *)((char *)m + f->quantifier_offset) = f->id;
     }
     return true;
+}
+
+grpc_byte_buffer *pd_pb_pack(const ProtobufCMessage *m) {
+    size_t n = protobuf_c_message_get_packed_size(m);
+    grpc_slice s = grpc_slice_malloc(n);
+    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return bb;
+}
+
+ProtobufCMessage *pd_pb_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc) {
+    grpc_byte_buffer_reader r;
+    if (!grpc_byte_buffer_reader_init(&r, bb)) return NULL;
+    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    return m;
 }

@@ -1,5 +1,5 @@
 /* Protobuf messages (protobuf-c) <-> the JSON objects of the HTTP API, by field name, through
- * protobuf-c's reflection. The gRPC API's fields carry the REST names (proto/pipedit/v1/video.proto),
+ * protobuf-c's reflection, and <-> gRPC byte buffers. The gRPC API's fields carry the REST names (proto/pipedit/v1/video.proto),
  * so one conversion serves every message: the gRPC server turns requests into the JSON the daemon's
  * operations validate and answers into messages; the gRPC client prints answers as JSON.
  *
@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <grpc/byte_buffer.h>
 #include <jansson.h>
 #include <protobuf-c/protobuf-c.h>
 
@@ -36,5 +37,11 @@ json_t *pd_pb_to_json(const ProtobufCMessage *m, const char **bad);
  * or with another JSON type stay unset. Strings point into o, which must outlive m; sub-messages
  * and arrays come from pl. False when out of memory. */
 bool pd_pb_from_json(const ProtobufCMessageDescriptor *desc, json_t *o, ProtobufCMessage *m, pd_pb_pool *pl);
+
+/* A message serialised into a new gRPC byte buffer (the caller destroys it), and back: the message of
+ * type desc in bb (free it with protobuf_c_message_free_unpacked; NULL when bb cannot be read or is not
+ * such a message). For the gRPC server and client alike. */
+grpc_byte_buffer *pd_pb_pack(const ProtobufCMessage *m);
+ProtobufCMessage *pd_pb_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc);
 
 #endif
