@@ -121,7 +121,7 @@ def small(**kw):
 
 
 def long_job(**kw):
-    base = dict(prompt="a very slow river", size="64x48", num_frames=17, num_inference_steps=100)
+    base = dict(prompt="a very slow river", size="256x192", num_frames=17, num_inference_steps=100)
     base.update(kw)
     return pb.CreateVideoRequest(**base)
 
