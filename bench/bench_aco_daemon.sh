@@ -30,19 +30,8 @@ backoff_jobs=${ACO_BACKOFF_JOBS:-4}
 py=/usr/bin/python3
 [ -x "$bin/pipeditd" ] || { echo "bench_aco_daemon: $bin/pipeditd is not built (make build)"; exit 1; }
 
-tmp=$(mktemp -d)
-pid=""
-stop() {
-    if [ -n "$pid" ]; then
-        kill -TERM "$pid" 2>/dev/null
-        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL -- "-$pid" 2>/dev/null
-    fi
-    pid=""
-}
-cleanup() { stop; rm -rf "$tmp"; }
-trap cleanup EXIT
-die() { echo "bench_aco_daemon: $*" >&2; [ -f "$tmp/log" ] && tail -n 20 "$tmp/log" >&2; exit 1; }
+source "$src/bench/serve_lib.sh"
+bench_name=bench_aco_daemon
 
 "$bin/pipedit" mkmodel --preset attn-bench --out "$tmp/model" >/dev/null || die "mkmodel failed"
 load0=$(cut -d' ' -f1 /proc/loadavg)
@@ -51,25 +40,11 @@ load0=$(cut -d' ' -f1 /proc/loadavg)
 # decode), JOBS queued requests (EXTRA_JSON: more request fields; the even-numbered ones take
 # EXTRA_JSON_EVEN when given); writes $tmp/TAG.json.
 run_round() {
-    local mode=$1 tag=$2 workers=$3 n=$4 extra=$5 extra_even=${6:-$5} port="" url i x
-    rm -rf "$tmp/data" "$tmp/log" # the new log only: a stale one names the last daemon's port
-    setsid "$bin/pipeditd" --host 127.0.0.1 --port 0 --data-dir "$tmp/data" --model "$tmp/model" --workers "$workers" \
-        --decode-workers 1 --threads-per-worker 1 --aco "$mode" --max-width 1536 --max-height 1536 \
-        --max-steps 100 --queue-capacity 64 --drain-timeout-s 0 --worker-timeout-s 600 >"$tmp/log" 2>&1 &
-    pid=$!
-    for _ in $(seq 1 300); do
-        port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$tmp/log" | head -n 1)
-        [ -n "$port" ] && break
-        kill -0 "$pid" 2>/dev/null || die "pipeditd exited"
-        sleep 0.1
-    done
-    [ -n "$port" ] || die "pipeditd did not listen"
-    url="http://127.0.0.1:$port"
-    for _ in $(seq 1 1200); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health/ready")" = 200 ] && break
-        sleep 0.25
-    done
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health/ready")" = 200 ] || die "not ready"
+    local mode=$1 tag=$2 workers=$3 n=$4 extra=$5 extra_even=${6:-$5} i x
+    rm -rf "$tmp/data" # a fresh data folder per round
+    SERVE_READY_S=300 serve_daemon bench_aco_daemon --model "$tmp/model" --workers "$workers" --decode-workers 1 \
+        --threads-per-worker 1 --aco "$mode" --max-width 1536 --max-height 1536 --max-steps 100 --queue-capacity 64 \
+        --worker-timeout-s 600
     for i in $(seq 1 "$n"); do
         x=$extra
         [ $((i % 2)) -eq 0 ] && x=$extra_even
@@ -101,7 +76,7 @@ json.dump({"mode": mode, "completions_s": t, "jobs_per_min": 60.0 * (n - 1) / (t
                        or "stage_duration_seconds_count" in k}}, open(out, "w"))
 print("%-5s %.3f jobs/min (completions %s)" % (mode, 60.0 * (n - 1) / (t[-1] - t[0]), ", ".join("%.1f" % x for x in t)))
 PY
-    stop
+    serve_stop
 }
 
 for r in $(seq 1 "$rounds"); do

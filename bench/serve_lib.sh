@@ -1,20 +1,21 @@
 # Sourced by the serving benchmarks (wrk_get.sh, grpc_get.sh, slow_clients.sh, max_job_refusal.sh).
 # serve_daemon NAME [pipeditd flags...] starts pipeditd (from $bin) on loopback with the embedded tiny
 # model in a scratch folder and waits until it is ready; it sets tmp (the scratch folder), pid, port and
-# url. serve_start NAME [flags...] does the same with two HTTP threads and then creates one long job that
+# url (SERVE_READY_S, default 60: how long readiness may take); serve_stop stops it. serve_start NAME [flags...] does the same with two HTTP threads and then creates one long job that
 # keeps the worker busy for the whole run (id, target = $url/v1/videos/$id). The daemon and the folder go
 # away on exit. die MESSAGE prints the daemon's last log lines and exits 1.
 tmp=$(mktemp -d)
 pid=""
 bench_name=serve
-cleanup() {
+serve_stop() {
     if [ -n "$pid" ]; then
         kill -TERM "$pid" 2>/dev/null
         for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL -- "-$pid" 2>/dev/null
     fi
-    rm -rf "$tmp"
+    pid=""
 }
+cleanup() { serve_stop; rm -rf "$tmp"; }
 trap cleanup EXIT
 die() { echo "$bench_name: $*" >&2; [ -f "$tmp/log" ] && tail -n 20 "$tmp/log" >&2; exit 1; }
 
@@ -33,7 +34,7 @@ serve_daemon() {
     done
     [ -n "$port" ] || die "pipeditd is not listening"
     url="http://127.0.0.1:$port"
-    for _ in $(seq 1 600); do
+    for _ in $(seq 1 $((${SERVE_READY_S:-60} * 10))); do
         [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health/ready")" = 200 ] && break
         sleep 0.1
     done

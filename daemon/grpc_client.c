@@ -109,6 +109,20 @@ static bool run_batch(pd_grpc_client *c, grpc_call *call, const grpc_op *ops, si
     return ev.type == GRPC_OP_COMPLETE;
 }
 
+/* The first four ops of every call: send the metadata (the key), the request and the close, receive the
+ * server's initial metadata into initial. */
+static void request_ops(pd_grpc_client *c, grpc_byte_buffer *send, grpc_metadata_array *initial, grpc_op ops[4]) {
+    memset(ops, 0, 4 * sizeof *ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = c->n_md;
+    ops[0].data.send_initial_metadata.metadata = c->md;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = initial;
+}
+
 pd_status pd_grpc_client_unary(pd_grpc_client *c, const char *method, const ProtobufCMessage *req,
                                const ProtobufCMessageDescriptor *resp_desc, double timeout_s, ProtobufCMessage **resp,
                                pd_grpc_result *r) {
@@ -122,14 +136,7 @@ pd_status pd_grpc_client_unary(pd_grpc_client *c, const char *method, const Prot
     grpc_slice details = grpc_empty_slice();
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = c->n_md;
-    ops[0].data.send_initial_metadata.metadata = c->md;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
+    request_ops(c, send, &initial, ops);
     ops[4].op = GRPC_OP_RECV_MESSAGE;
     ops[4].data.recv_message.recv_message = &recv;
     ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
@@ -165,15 +172,7 @@ pd_status pd_grpc_stream_open(pd_grpc_client *c, const char *method, const Proto
     grpc_metadata_array_init(&s->trailing);
     grpc_byte_buffer *send = pd_pb_pack(req);
     grpc_op ops[4];
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = c->n_md;
-    ops[0].data.send_initial_metadata.metadata = c->md;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->initial;
+    request_ops(c, send, &s->initial, ops);
     bool ok = run_batch(c, s->call, ops, 4, &s->msg_tag);
     grpc_byte_buffer_destroy(send);
     /* The status arrives whenever the stream ends; its op stays outstanding until then. */

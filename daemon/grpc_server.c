@@ -235,6 +235,18 @@ typedef struct watch_send {
     bool stop;         /* end the stream: the server is stopping */
 } watch_send;
 
+/* Sends one message of a server stream (c takes bb until it is sent); then() runs when it is sent, or
+ * with ok false when the batch cannot start. */
+static void send_next(gcall *c, grpc_byte_buffer *bb, void (*then)(tag *t, bool ok)) {
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_SEND_MESSAGE;
+    op.data.send_message.send_message = bb;
+    c->send = bb;
+    c->op.fn = then;
+    if (grpc_call_start_batch(c->call, &op, 1, &c->op, NULL) != GRPC_CALL_OK) then(&c->op, false);
+}
+
 static void on_watch_sent(tag *t, bool ok);
 
 /* d->lock held. What idle watcher c sends next: true (and c busy) when there is something. ready is
@@ -301,13 +313,7 @@ static void watch_send_start(pd_daemon *d, watch_send *ws) {
         send_last(c, bb, GRPC_STATUS_OK, NULL, NULL);
         return;
     }
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_SEND_MESSAGE;
-    op.data.send_message.send_message = bb;
-    c->send = bb;
-    c->op.fn = on_watch_sent;
-    if (grpc_call_start_batch(c->call, &op, 1, &c->op, NULL) != GRPC_CALL_OK) on_watch_sent(&c->op, false);
+    send_next(c, bb, on_watch_sent);
 }
 
 static void watch_remove_locked(pd_grpc *g, gcall *c) {
@@ -451,13 +457,7 @@ static void send_chunk(gcall *c) {
         send_last(c, bb, GRPC_STATUS_OK, NULL, NULL);
         return;
     }
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_SEND_MESSAGE;
-    op.data.send_message.send_message = bb;
-    c->send = bb;
-    c->op.fn = on_chunk_sent;
-    if (grpc_call_start_batch(c->call, &op, 1, &c->op, NULL) != GRPC_CALL_OK) on_chunk_sent(&c->op, false);
+    send_next(c, bb, on_chunk_sent);
 }
 
 static void on_chunk_sent(tag *t, bool ok) {

@@ -9,18 +9,22 @@
     {2.8184f, 1.4541f, 2.3275f, 2.6558f, 1.2196f, 1.7708f, 2.6052f, 2.0743f,                       \
      3.2687f, 2.1526f, 2.8652f, 1.5579f, 1.6382f, 1.1253f, 2.8251f, 1.9160f}
 
+/* The tiny model's VAE, text encoder and tokenizer (also under the attention-heavy benchmark DiT). */
+#define PD_TINY_VAE_AND_TEXT                                                                                   \
+    .vae = {.base_dim = 8, .z_dim = 16, .dim_mult = {1, 2, 4, 4}, .num_res_blocks = 2,                        \
+            .temporal_downsample = {false, true, true},                                                        \
+            .latents_mean = PD_WAN_LATENTS_MEAN, .latents_std = PD_WAN_LATENTS_STD},                           \
+    .text = {.vocab_size = 2048, .d_model = 32, .d_kv = 8, .num_heads = 4, .d_ff = 64,                         \
+             .num_layers = 2, .num_buckets = 32, .max_distance = 128, .eps = 1e-6f},                           \
+    .tokenizer_vocab = 2048
+
 static const pd_model_preset pd_presets[] = {
     {
         .name = "tiny",
         .dit = {.dim = 128, .heads = 4, .head_dim = 32, .layers = 2, .ffn_dim = 256, .freq_dim = 256,
                 .text_dim = 32, .text_len = 512, .in_channels = 16, .out_channels = 16,
                 .patch = {1, 2, 2}, .eps = 1e-6f, .rope_theta = 10000.0},
-        .vae = {.base_dim = 8, .z_dim = 16, .dim_mult = {1, 2, 4, 4}, .num_res_blocks = 2,
-                .temporal_downsample = {false, true, true},
-                .latents_mean = PD_WAN_LATENTS_MEAN, .latents_std = PD_WAN_LATENTS_STD},
-        .text = {.vocab_size = 2048, .d_model = 32, .d_kv = 8, .num_heads = 4, .d_ff = 64,
-                 .num_layers = 2, .num_buckets = 32, .max_distance = 128, .eps = 1e-6f},
-        .tokenizer_vocab = 2048,
+        PD_TINY_VAE_AND_TEXT,
         .default_width = 128, .default_height = 96, .default_frames = 9, .default_steps = 8,
         .default_guidance = 5.0f, .default_shift = 5.0f, .fps = 16,
     },
@@ -32,12 +36,7 @@ static const pd_model_preset pd_presets[] = {
         .dit = {.dim = 512, .heads = 8, .head_dim = 64, .layers = 2, .ffn_dim = 1024, .freq_dim = 256,
                 .text_dim = 32, .text_len = 512, .in_channels = 16, .out_channels = 16,
                 .patch = {1, 2, 2}, .eps = 1e-6f, .rope_theta = 10000.0},
-        .vae = {.base_dim = 8, .z_dim = 16, .dim_mult = {1, 2, 4, 4}, .num_res_blocks = 2,
-                .temporal_downsample = {false, true, true},
-                .latents_mean = PD_WAN_LATENTS_MEAN, .latents_std = PD_WAN_LATENTS_STD},
-        .text = {.vocab_size = 2048, .d_model = 32, .d_kv = 8, .num_heads = 4, .d_ff = 64,
-                 .num_layers = 2, .num_buckets = 32, .max_distance = 128, .eps = 1e-6f},
-        .tokenizer_vocab = 2048,
+        PD_TINY_VAE_AND_TEXT,
         .default_width = 1536, .default_height = 1376, .default_frames = 1, .default_steps = 4,
         .default_guidance = 1.0f, .default_shift = 5.0f, .fps = 16,
     },
