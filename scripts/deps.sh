@@ -6,7 +6,8 @@ pkgs=(cmake make gcc clang libclang-rt-14-dev pkg-config
       libjansson-dev libopenblas-dev
       libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg liburing-dev
       libmicrohttpd-dev python3 python3-numpy curl wrk
-      libgrpc-dev libprotobuf-c-dev protobuf-c-compiler python3-grpcio python3-grpc-tools python3-websocket)
+      libgrpc-dev libprotobuf-c-dev protobuf-c-compiler python3-grpcio python3-grpc-tools python3-websocket
+      libpq-dev postgresql-15 postgresql-client-15)
 # python3-torch only checks the torch-cpu noise (tests/ref/test_torch_noise.sh skips without it): it
 # pulls in about 100 packages (Qt5, OpenCV, GDAL), 116 MB of archives and 520 MB installed, so it is
 # opt-in: PIPEDIT_DEPS_TORCH=1 scripts/deps.sh.
