@@ -49,6 +49,7 @@ typedef struct pd_config {
     int cfg_parallel;                   /* 0 or 1 */
     int pipesp_chunk;
     double comm_timeout_s;
+    char profile[PD_CONFIG_STR_MAX];    /* "" = pd_plan_online_default_profile(device); a built-in name or a file */
     /* admission and request bounds */
     int queue_capacity;
     int max_prompt_bytes;

@@ -64,6 +64,18 @@ static pd_status resolve_model(pd_daemon *d) {
     return PD_OK;
 }
 
+/* The profile setting: a built-in name or a profile file, read now so a bad one stops the start. */
+static pd_status resolve_profile(pd_daemon *d) {
+    const char *p = d->cfg.profile;
+    if (!p[0]) return PD_OK;
+    const pd_plan_profile *b = pd_plan_profile_builtin(p);
+    if (b) d->profile = *b;
+    else if (pd_plan_profile_load(p, &d->profile) != PD_OK)
+        return pd_error_prefix(PD_ERR_INVALID, "profile: neither a built-in profile (h100, h200, l4) nor a readable profile file");
+    d->have_profile = true;
+    return PD_OK;
+}
+
 static void fill_limits(pd_daemon *d) {
     const pd_config *c = &d->cfg;
     const pd_model_preset *p = d->preset;
@@ -133,6 +145,7 @@ pd_status pd_daemon_open(pd_daemon *d, const pd_config *cfg) {
     atomic_init(&d->draining, false);
 
     PD_TRY(resolve_model(d));
+    PD_TRY(resolve_profile(d));
     fill_limits(d);
     PD_TRY(lock_data_dir(d));
     PD_TRY(pd_store_init(&d->store, cfg->data_dir));
@@ -391,6 +404,10 @@ pd_status pd_daemon_start_scheduler(pd_daemon *d) {
     sc.lock_fd = d->lock_fd;
     if (!sc.threads_per_worker) sc.threads_per_worker = pd_backend_cpu_share(d->cfg.workers);
     sc.cost_model = &cost;
+    sc.profile = d->have_profile ? &d->profile : NULL;
+    sc.typical = (pd_plan_request){.width = d->preset->default_width, .height = d->preset->default_height,
+                                   .frames = d->preset->default_frames, .steps = d->preset->default_steps,
+                                   .cfg = d->preset->default_guidance > 1.0f};
     sc.job_memory_bytes = job_memory_limit(&d->cfg);
     pd_status st = pd_scheduler_create(&sc, on_job_event, d, &d->sched);
     if (st) return pd_error_prefix(st, "cannot start workers");
@@ -643,6 +660,7 @@ void pd_daemon_gauges(pd_daemon *d, pd_metrics_gauges *g) {
     g->sp_groups = s.sp_groups;
     g->sp_groups_formed = s.sp_groups_formed;
     g->aco = s.aco;
+    g->plan = s.plan;
     g->worker_memory_bytes = d->sched ? pd_scheduler_worker_memory_bytes(d->sched) : 0;
     g->ready = s.ready;
     g->draining = atomic_load(&d->draining);

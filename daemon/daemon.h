@@ -33,7 +33,9 @@ typedef struct pd_grpc pd_grpc;
 typedef struct pd_daemon {
     pd_config cfg;
     pd_api_limits limits;
-    const pd_model_preset *preset;   /* request defaults */
+    const pd_model_preset *preset;   /* request defaults, and the typical request the scheduler plans for */
+    pd_plan_profile profile;         /* the configured profile (cfg.profile) */
+    bool have_profile;               /* false: the scheduler takes the device's default */
     char model_dir[PATH_MAX];
     char model_name[128];
     char journal_path[PATH_MAX];

@@ -192,6 +192,35 @@ char *pd_metrics_render(pd_metrics *m, const pd_metrics_gauges *g) {
                 "# HELP pipedit_decode_start_delay_seconds_max The longest such delay since start.\n"
                 "# TYPE pipedit_decode_start_delay_seconds_max gauge\npipedit_decode_start_delay_seconds_max %.6f\n",
             a->decode_delay_sum_s, (unsigned long long)a->decodes, a->decode_delay_max_s);
+    const pd_scheduler_plan_stats *pl = &g->plan;
+    bprintf(&b, "# HELP pipedit_plan_info The plan in force: the profile it was made with, and whether it comes from the cost "
+                "model or from measured stage times alone.\n# TYPE pipedit_plan_info gauge\n"
+                "pipedit_plan_info{profile=\"%s\",source=\"%s\"} 1\n",
+            pl->have_model ? pl->profile : "none", pl->have_model ? "cost_model" : "measured");
+    bprintf(&b, "# HELP pipedit_plan_denoise_workers Denoise workers the plan in force asks for.\n"
+                "# TYPE pipedit_plan_denoise_workers gauge\npipedit_plan_denoise_workers %d\n"
+                "# HELP pipedit_plan_decode_workers Decode workers the plan in force asks for.\n"
+                "# TYPE pipedit_plan_decode_workers gauge\npipedit_plan_decode_workers %d\n",
+            pl->plan.denoise_workers, pl->plan.decode_workers);
+    bprintf(&b, "# HELP pipedit_plan_pipesp_chunk PipeSP chunk (heads) sent to SP groups; 0 = none or measured by the group.\n"
+                "# TYPE pipedit_plan_pipesp_chunk gauge\npipedit_plan_pipesp_chunk %d\n"
+                "# HELP pipedit_plan_aco_share Heads a denoise rank lends per self-attention call (-2 half of each call, "
+                "-1 measured by the lender, 0 none).\n# TYPE pipedit_plan_aco_share gauge\npipedit_plan_aco_share %d\n",
+            pl->plan.chunk, pl->plan.aco_share);
+    bprintf(&b, "# HELP pipedit_plan_predicted_stage_seconds One typical job's stage time the plan in force predicted.\n"
+                "# TYPE pipedit_plan_predicted_stage_seconds gauge\n");
+    for (int i = 0; i < PD_PLAN_STAGES; i++)
+        bprintf(&b, "pipedit_plan_predicted_stage_seconds{stage=\"%s\"} %.6f\n", pd_plan_stage_name((pd_plan_stage)i),
+                pl->plan.predicted_s[i]);
+    bprintf(&b, "# HELP pipedit_plan_measured_stage_seconds One typical job's stage time from measured stage times (the "
+                "model's shape scaled by measured / predicted; 0 until measured).\n"
+                "# TYPE pipedit_plan_measured_stage_seconds gauge\n");
+    for (int i = 0; i < PD_PLAN_STAGES; i++)
+        bprintf(&b, "pipedit_plan_measured_stage_seconds{stage=\"%s\"} %.6f\n", pd_plan_stage_name((pd_plan_stage)i),
+                pl->measured_s[i]);
+    bprintf(&b, "# HELP pipedit_plan_revisions_total Changes of plan since start (re-plans from measured stage times).\n"
+                "# TYPE pipedit_plan_revisions_total counter\npipedit_plan_revisions_total %u\n",
+            pl->plan.revision > 0 ? pl->plan.revision - 1 : 0);
     bprintf(&b, "# HELP pipedit_ready 1 when every worker group is loaded and the daemon is not draining.\n"
                 "# TYPE pipedit_ready gauge\npipedit_ready %d\n",
             g->ready && !g->draining);

@@ -47,6 +47,7 @@ typedef struct pd_metrics_gauges {
     int sp_groups, sp_groups_formed; /* sequence-parallel denoise groups, and those with live communicators */
     double worker_memory_bytes;
     pd_scheduler_aco_stats aco;      /* Aco counts since start */
+    pd_scheduler_plan_stats plan;    /* the plan in force (plan/online.h) */
     bool ready, draining;
     double uptime_s;
     int http_connections;              /* open and not dropped (daemon/conn_guard.h) */

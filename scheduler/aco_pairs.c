@@ -21,11 +21,7 @@ static void session_end(pd_scheduler *s, sched_wslot *w) {
     w->aco_partner = -1;
 }
 
-double sched_aco_speedup(const pd_scheduler *s) {
-    if (!s->have_den_aco || !s->have_den_plain || !(s->ema_den_aco > 0)) return 1.0;
-    double sp = s->ema_den_plain / s->ema_den_aco;
-    return isfinite(sp) && sp > 1.0 ? sp : 1.0;
-}
+double sched_aco_speedup(const pd_scheduler *s) { return pd_plan_online_aco_speedup(&s->plan); }
 
 /* Starts a session between lender slot li (running job j's denoise stage) and helper slot H. */
 static void session_start(pd_scheduler *s, int li, sched_wslot *h, sched_job *j) {
@@ -36,7 +32,7 @@ static void session_start(pd_scheduler *s, int li, sched_wslot *h, sched_job *j)
     const uint32_t seq = ++s->aco_next_seq;
     snprintf(m->job_id, sizeof m->job_id, "%s", j->id);
     m->aco_seq = seq;
-    m->aco_share = s->cfg.aco == PD_ACO_ON ? -2 : -1; /* PD_ACO_SHARE_HALF, or measured */
+    m->aco_share = s->plan.plan.aco_share; /* planned; PD_ACO_SHARE_HALF (on); -1 measured (no model) */
     m->comm_timeout_s = s->comm_timeout_s;
     session_name(s, seq, m->comm_name, sizeof m->comm_name);
     m->comm_nccl = s->gpu;
@@ -55,7 +51,7 @@ static void session_start(pd_scheduler *s, int li, sched_wslot *h, sched_job *j)
 }
 
 void sched_aco_form(pd_scheduler *s) {
-    if (s->stopping || s->cfg.aco == PD_ACO_OFF || s->n < 2) return;
+    if (s->stopping || s->plan.plan.aco_share == 0 || s->n < 2) return; /* off, or lending does not pay */
     bool den[256], dec[256]; /* n_devices is at most 256 (pd_scheduler_create) */
     int helper_of[256];
     for (int i = 0; i < s->n; i++) {
@@ -101,13 +97,12 @@ void sched_aco_stage_done(pd_scheduler *s, sched_wslot *w, const pd_msg *m) {
                 (unsigned long long)a->heads_total, (unsigned long long)a->lends, a->wait_s,
                 (unsigned long long)a->declined, a->failed ? ", a lend failed (recomputed here)" : "");
     }
-    /* The stage's time, with heads lent or without any pair, for the split (the leader speaks for a group). */
-    if (w->rank != 0 || !(m->seconds > 0) || !isfinite(m->seconds)) return;
-    double *ema = a->heads_lent ? &s->ema_den_aco : !w->aco_tried ? &s->ema_den_plain : NULL;
-    bool *have = a->heads_lent ? &s->have_den_aco : &s->have_den_plain;
-    if (!ema) return;
-    *ema = *have ? (1 - SCHED_EMA_ALPHA) * *ema + SCHED_EMA_ALPHA * m->seconds : m->seconds;
-    *have = true;
+    /* The stage's time, with heads lent or without any pair, for the plan's Aco speedup (the leader
+     * speaks for a group). */
+    if (w->rank != 0 || !w->job || (!a->heads_lent && w->aco_tried)) return;
+    const pd_gen_params p = pd_msg_params(w->job->req);
+    const pd_plan_request r = sched_plan_request(&p);
+    pd_plan_online_observe(&s->plan, PD_PLAN_DENOISE, a->heads_lent ? PD_PLAN_OBS_ACO : PD_PLAN_OBS_PLAIN, &r, m->seconds);
 }
 
 void sched_aco_worker_lost(pd_scheduler *s, sched_wslot *w) {

@@ -96,21 +96,28 @@ double sched_stage_estimate(const pd_scheduler *s, int stage) {
     return s->have_ema[stage] ? s->ema[stage] : s->warm[stage];
 }
 
+pd_plan_request sched_plan_request(const pd_gen_params *p) {
+    return (pd_plan_request){.width = p->width, .height = p->height, .frames = p->frames, .steps = p->steps,
+                             .cfg = p->guidance > 1.0f};
+}
+
 void sched_replan(pd_scheduler *s) {
-    if (s->n < 2 || s->stopping || s->sp > 1) return;
+    if (s->stopping) return;
     int n_dec = 0;
     for (int i = 0; i < s->n; i++) {
         if (s->w[i].want_role != s->w[i].role) return; /* one switch at a time */
         n_dec += s->w[i].want_role == PD_ROLE_DECODE;
     }
-    /* With Aco the rule needs the denoise time without a pair and the speedup a pair gives (both
-     * measured; until then the speedup is 1 and this is the DeDiVAE rule on the stage times). */
-    double speedup = s->cfg.aco == PD_ACO_OFF ? 1.0 : sched_aco_speedup(s);
-    double t_den = sched_stage_estimate(s, PD_STAGE_TEXT) +
-                   (speedup > 1.0 ? s->ema_den_plain : sched_stage_estimate(s, PD_STAGE_DENOISE));
-    double t_dec = sched_stage_estimate(s, PD_STAGE_DECODE);
-    int target = pd_split_replan_aco(s->n, s->cfg.n_decode, n_dec, t_den, t_dec, speedup);
+    if (pd_plan_online_revise(&s->plan, n_dec)) {
+        char line[512];
+        pd_plan_online_describe(&s->plan, line, sizeof line);
+        PD_INFO("scheduler", "plan %s", line);
+    }
+    if (s->n < 2 || s->sp > 1) return;
+    const int target = s->plan.plan.decode_workers;
     if (target == n_dec) return;
+    const double t_den = pd_plan_online_stage_seconds(&s->plan, PD_PLAN_TEXT) + pd_plan_online_stage_seconds(&s->plan, PD_PLAN_DENOISE);
+    const double t_dec = pd_plan_online_stage_seconds(&s->plan, PD_PLAN_DECODE);
     pd_worker_role from = target > n_dec ? PD_ROLE_DENOISE : PD_ROLE_DECODE;
     pd_worker_role to = target > n_dec ? PD_ROLE_DECODE : PD_ROLE_DENOISE;
     for (int i = s->n - 1; i >= 0; i--) {
@@ -132,6 +139,11 @@ void sched_record_time(pd_scheduler *s, const sched_job *j, int stage, double se
     }
     s->ema[stage] = s->have_ema[stage] ? (1 - SCHED_EMA_ALPHA) * s->ema[stage] + SCHED_EMA_ALPHA * secs : secs;
     s->have_ema[stage] = true;
+    if (stage <= PD_STAGE_DECODE) {
+        const pd_gen_params p = pd_msg_params(j->req);
+        const pd_plan_request r = sched_plan_request(&p);
+        pd_plan_online_observe(&s->plan, (pd_plan_stage)stage, PD_PLAN_OBS_JOB, &r, secs);
+    }
 }
 
 static sched_wslot *idle_slot(pd_scheduler *s, bool (*can)(pd_worker_role)) {

@@ -99,7 +99,7 @@ void sched_form_groups(pd_scheduler *s) {
             m->group_gen = g->gen;
             m->rank = r;
             m->ranks = g->size;
-            m->chunk_heads = s->cfg.pipesp_chunk;
+            m->chunk_heads = s->plan.plan.chunk; /* planned, pinned, or 0: measured by the group */
             m->cfg_parallel = s->cfg.cfg_parallel;
             m->comm_timeout_s = s->comm_timeout_s;
             group_name(s, gi, g->gen, m->comm_name, sizeof m->comm_name);
@@ -128,7 +128,7 @@ static void group_join_answer(pd_scheduler *s, sched_wslot *w, bool ok, unsigned
     if (sched_group_formed(s, g)) {
         g->join_fails = 0;
         PD_INFO("scheduler", "SP group %d: generation %u formed (%d ranks%s, PipeSP chunk %d)", (int)(g - s->g), g->gen,
-                g->size, s->cfg.cfg_parallel ? ", CFG parallel" : "", s->cfg.pipesp_chunk);
+                g->size, s->cfg.cfg_parallel ? ", CFG parallel" : "", s->plan.plan.chunk);
     }
 }
 

@@ -25,6 +25,7 @@
 #include "base/clock.h"
 #include "comm/comm.h"
 #include "comm/shm.h"
+#include "models/presets.h"
 #include "models/wan/pipesp_plan.h"
 #include "scheduler/scheduler_impl.h"
 #include "scheduler/split.h"
@@ -110,6 +111,45 @@ static void *sched_main(void *arg) {
     free(who);
     free(is_listen);
     return NULL;
+}
+
+/* The live plan at start: the cost model of the configured profile and the model in model_dir, or,
+ * where that model cannot be priced, measured stage times alone. Logged either way. */
+static pd_status plan_start(pd_scheduler *s, const pd_scheduler_config *cfg, const char *device) {
+    pd_plan_online_config pc = {.workers = s->n, .pinned_decode = cfg->n_decode, .sp_degree = s->sp,
+                                .cfg_parallel = cfg->cfg_parallel, .pinned_chunk = cfg->pipesp_chunk,
+                                .aco = cfg->aco != PD_ACO_OFF, .aco_half = cfg->aco == PD_ACO_ON};
+    const pd_plan_profile *prof = cfg->profile ? cfg->profile : pd_plan_online_default_profile(device);
+    char why[300] = "no profile for this device";
+    if (prof && pd_plan_model_get(s->model_dir, &pc.model) == PD_OK) {
+        pc.profile = *prof;
+        pc.typical = cfg->typical;
+        if (pc.typical.width <= 0) {
+            const pd_model_preset *pre = pd_model_preset_match_dit(&pc.model.dit);
+            if (!pre) pre = pd_model_preset_default();
+            pc.typical = (pd_plan_request){.width = pre->default_width, .height = pre->default_height,
+                                           .frames = pre->default_frames, .steps = pre->default_steps,
+                                           .cfg = pre->default_guidance > 1.0f};
+        }
+        pc.have_model = true;
+        if (pd_plan_online_init(&s->plan, &pc) == PD_OK) {
+            snprintf(s->plan_profile, sizeof s->plan_profile, "%s", prof->name);
+            char line[512];
+            pd_plan_online_describe(&s->plan, line, sizeof line);
+            PD_INFO("scheduler", "plan (profile %s, model %s, typical request %dx%d, %d frames, %d steps%s): %s", prof->name,
+                    pc.model.name, pc.typical.width, pc.typical.height, pc.typical.frames, pc.typical.steps,
+                    pc.typical.cfg ? ", CFG" : "", line);
+            return PD_OK;
+        }
+        snprintf(why, sizeof why, "%s", pd_error_msg());
+        pc.have_model = false;
+    } else if (prof) {
+        snprintf(why, sizeof why, "%s", pd_error_msg());
+    }
+    PD_TRY(pd_plan_online_init(&s->plan, &pc));
+    PD_WARN("scheduler", "plan: no cost model (%s): the split is planned from measured stage times alone, SP groups "
+            "measure their PipeSP chunk and Aco lenders their share", why);
+    return PD_OK;
 }
 
 static void free_scheduler(pd_scheduler *s) {
@@ -212,8 +252,9 @@ pd_status pd_scheduler_create(const pd_scheduler_config *cfg, pd_job_event_fn fn
         st = pd_error_set(PD_ERR_IO, "scheduler: pipe: %s", strerror(errno));
         goto fail;
     }
-    int n_dec = pd_split_decode_workers(s->n, cfg->n_decode, 0, 0);
     s->sp = sp;
+    if ((st = plan_start(s, cfg, device))) goto fail;
+    int n_dec = s->plan.plan.decode_workers;
     s->gpu = !strcmp(device, "cuda");
     s->comm_timeout_s = cfg->comm_timeout_s > 0 ? cfg->comm_timeout_s : 60.0;
     if (sp > 1) {
@@ -435,6 +476,10 @@ void pd_scheduler_stats_get(pd_scheduler *s, pd_scheduler_stats *out) {
     for (int i = 0; i < PD_STAGE_COUNT; i++) out->stage_seconds_mean[i] = sched_stage_estimate(s, i);
     out->aco = s->aco;
     out->aco.speedup = sched_aco_speedup(s);
+    out->plan.plan = s->plan.plan;
+    for (int i = 0; i < PD_PLAN_STAGES; i++) out->plan.measured_s[i] = pd_plan_online_measured_seconds(&s->plan, (pd_plan_stage)i);
+    out->plan.have_model = s->plan.cfg.have_model;
+    snprintf(out->plan.profile, sizeof out->plan.profile, "%s", s->plan_profile);
     pthread_mutex_unlock(&s->mu);
 }
 

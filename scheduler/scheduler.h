@@ -15,6 +15,7 @@
 #include <stdbool.h>
 
 #include "models/pipeline.h"
+#include "plan/online.h"
 #include "scheduler/estimate.h"
 #include "scheduler/split.h"
 
@@ -23,7 +24,7 @@ typedef struct pd_scheduler_config {
     const char *worker_exe;    /* path of the `pipedit` binary whose `worker` command runs a worker */
     const char *run_dir;       /* folder for Unix sockets and shared-memory names (created if absent) */
     int n_devices;             /* worker processes for the denoise and decode groups (>= 1) */
-    int n_decode;              /* decode group size; 0 = chosen from measured stage times */
+    int n_decode;              /* decode group size; 0 = planned (plan/online.h) */
     int threads_per_worker;    /* CPU backend threads in each worker (0 = 1) */
     int queue_capacity;        /* jobs admitted but not yet started; a full queue is PD_ERR_BUSY */
     double worker_timeout_s;   /* a worker silent for this long is declared dead and restarted */
@@ -38,7 +39,7 @@ typedef struct pd_scheduler_config {
      * failure of one of them (a rank that died is restarted, the survivors rejoin a fresh group). */
     int sp_degree;             /* ranks per denoise group; 0 or 1 = every denoise worker alone */
     bool cfg_parallel;         /* groups split the CFG pair into two halves (sp_degree even) */
-    int pipesp_chunk;          /* PipeSP g sent to every group (0 = measured by the group) */
+    int pipesp_chunk;          /* PipeSP g sent to every group (0 = planned; measured by the group without a model) */
     double comm_timeout_s;     /* deadline of every collective inside a group (0 = 60 s) */
     const char *device;        /* "cpu" (NULL or "" too) or "cuda": worker slot i then uses cuda:i */
     /* A descriptor (3 or higher; 0, the default, for none) every worker inherits: the daemon's data
@@ -58,6 +59,13 @@ typedef struct pd_scheduler_config {
      * self-attention; a latent for it makes it stop at the next request. PD_ACO_AUTO (0) is the
      * default. */
     pd_aco_mode aco;
+    /* The live plan (plan/online.h): the split, the PipeSP chunk and the Aco share come from the cost
+     * model with this profile (copied; NULL: pd_plan_online_default_profile(device)) for the model in
+     * model_dir and the typical request `typical` (a zero width: the model preset's defaults), corrected
+     * by the measured stage times. Where model_dir's configs cannot be read the plan runs on measured
+     * stage times alone (and a group measures its chunk, a lender its share). */
+    const pd_plan_profile *profile;
+    pd_plan_request typical;
 } pd_scheduler_config;
 
 /* The scheduler's bounds (the daemon's config table uses these, so the two cannot disagree). */
@@ -116,6 +124,14 @@ typedef struct pd_scheduler_aco_stats {
     double speedup;               /* measured denoise speedup with a pair (1 until both kinds were measured) */
 } pd_scheduler_aco_stats;
 
+/* The plan in force (plan/online.h) and what was measured against it. */
+typedef struct pd_scheduler_plan_stats {
+    pd_plan_decision plan;
+    double measured_s[PD_PLAN_STAGES]; /* one typical job, from measured stage times (0: not yet) */
+    bool have_model;                   /* false: planned from measured times alone */
+    char profile[48];
+} pd_scheduler_plan_stats;
+
 typedef struct pd_scheduler_stats {
     int queued, running;       /* jobs waiting, jobs in some stage */
     int workers_up, workers_total;
@@ -124,6 +140,7 @@ typedef struct pd_scheduler_stats {
     bool ready;                /* every group has a loaded, warmed-up worker */
     double stage_seconds_mean[PD_STAGE_COUNT]; /* measured, for the split rule and metrics */
     pd_scheduler_aco_stats aco;
+    pd_scheduler_plan_stats plan;
 } pd_scheduler_stats;
 
 typedef struct pd_scheduler pd_scheduler;

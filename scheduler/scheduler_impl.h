@@ -18,10 +18,12 @@
  *    its latent waits in shared memory for the first free decode worker (FIFO).
  *  - Progress: text = 0, denoise step s of S = 90 s / S, decode step d of D = 90 + 10 d / D (at most 99),
  *    completed = 100.
- *  - Split: workers' warm-up times give the first estimate; each finished stage updates an exponential
- *    moving average (alpha 0.3) that replaces the warm-up figure for that stage. When the rule in
- *    scheduler/split.h asks for another split, one idle worker of the surplus group is restarted with the
- *    other role (one switch at a time).
+ *  - Plan (plan/online.h): at start the live plan lays out the split from the cost model (the
+ *    configured profile, the model in model_dir, the preset's typical request) and gives the PipeSP
+ *    chunk sent to SP groups and the Aco share sent to lenders. Workers' warm-up times and then every
+ *    finished stage correct the model; after each, the plan is revised, and when it asks for another
+ *    split one idle worker of the surplus group is restarted with the other role (one switch at a
+ *    time). Every change of plan is logged with its predictions and the measured times.
  *  - Watchdog: a worker silent (no message at all) for worker_timeout_s is dead; a busy worker whose
  *    stage shows no progress for stall_timeout_s (no PROGRESS, and the counter its heartbeats carry
  *    unchanged) is stuck: both are killed and restarted, failing the job with "worker_died" or
@@ -163,8 +165,8 @@ struct pd_scheduler {
     pd_msg *tx, *rx;          /* scheduler-thread message buffers */
     uint32_t aco_next_seq;    /* the last Aco session number handed out */
     pd_scheduler_aco_stats aco; /* Aco counts since start */
-    double ema_den_aco, ema_den_plain; /* denoise stage times with heads lent, and without a pair */
-    bool have_den_aco, have_den_plain;
+    pd_plan_online plan;      /* the live plan: split, chunk, share (plan/online.h) */
+    char plan_profile[48];    /* the profile's name ("" without a model) */
 };
 
 /* What a per-state-machine message handler did with a worker's message. */
@@ -200,8 +202,11 @@ void sched_send_stage(pd_scheduler *s, sched_wslot *w, sched_job *j, pd_stage st
 double sched_stage_estimate(const pd_scheduler *s, int stage);
 /* Folds a finished stage of j into the stage times (the split rule) and the cost rates (admission). */
 void sched_record_time(pd_scheduler *s, const sched_job *j, int stage, double secs);
-/* Restarts one idle worker with the other role when the split rule asks for another split. */
+/* Revises the live plan from the stage times measured so far (logging a change) and restarts one idle
+ * worker with the other role when the plan asks for another split. */
 void sched_replan(pd_scheduler *s);
+/* The cost model's view of request p. */
+pd_plan_request sched_plan_request(const pd_gen_params *p);
 /* Starts what can start: parked latents on free decode workers first, then queued jobs. */
 void sched_dispatch(pd_scheduler *s);
 /* Cancels requested on running jobs travel to their worker; parked ones fail here, and so do parked
@@ -235,7 +240,7 @@ void sched_aco_stage_done(pd_scheduler *s, sched_wslot *w, const pd_msg *m);
 void sched_aco_worker_lost(pd_scheduler *s, sched_wslot *w);
 /* ACO_DONE from a helper. */
 sched_msg_result sched_aco_on_msg(pd_scheduler *s, sched_wslot *w, const pd_msg *m);
-/* Measured denoise speedup with a pair: EMA without / EMA with, 1 until both are known. */
+/* Measured denoise speedup with a pair (pd_plan_online_aco_speedup), 1 until measured both ways. */
 double sched_aco_speedup(const pd_scheduler *s);
 
 /* ---- supervise.c ---- */

@@ -174,8 +174,12 @@ static sched_msg_result worker_on_msg(pd_scheduler *s, sched_wslot *w, const pd_
     if (m->kind == PD_MSG_READY) {
         for (int i = 0; i < PD_STAGE_COUNT; i++)
             if (m->stage_seconds[i] > 0 && isfinite(m->stage_seconds[i])) s->warm[i] = m->stage_seconds[i];
+        const pd_gen_params wp = pd_proto_warmup_params();
+        const pd_plan_request wr = sched_plan_request(&wp);
+        for (int i = 0; i < PD_PLAN_STAGES; i++) /* an SP rank warms up alone: not its group's denoise time */
+            if (s->sp == 1 || i != PD_PLAN_DENOISE)
+                pd_plan_online_observe(&s->plan, (pd_plan_stage)i, PD_PLAN_OBS_WARMUP, &wr, m->stage_seconds[i]);
         if (s->have_cost) {
-            const pd_gen_params wp = pd_proto_warmup_params();
             for (int i = 0; i < PD_STAGE_ENCODE; i++)
                 pd_estimate_rates_update(&s->cost, &s->warm_rates, &wp, i, m->stage_seconds[i], 1.0);
         }
