@@ -118,6 +118,47 @@ static int pd_plan_online_split(const pd_plan_online *o, int current) {
                                     pd_plan_online_stage_seconds(o, PD_PLAN_DECODE), speedup);
 }
 
+/* One step of the typical request at the planned chunk on profile p, lending `share` heads per call
+ * (0: none, -1: the model's pick) to one helper per rank. */
+static pd_status pd_plan_online_step(const pd_plan_online *o, const pd_plan_profile *p, int share, pd_plan_step *out) {
+    const pd_plan_online_config *c = &o->cfg;
+    const int lenders = o->sp_eval * (c->cfg_parallel ? 2 : 1);
+    const pd_plan_sp s = {.degree = o->sp_eval, .cfg_parallel = c->cfg_parallel, .g = o->g_eval,
+                          .aco_helpers = share ? lenders : 0, .aco_share = share};
+    return pd_plan_dit_step(p, &c->model, &c->typical, &s, out);
+}
+
+/* The share from the model corrected by the measured Aco speedup (plain / lent denoise factors): the
+ * profile's point-to-point link is scaled (bandwidth x k, latency / k; k found by bisection on log k)
+ * until the model's speedup at the share in force matches the measured one, which folds in whatever
+ * the model leaves out of a lend (a helper sharing cores, copies); the share is then the model's pick
+ * on that profile, taken only when predicted PD_PLAN_SHARE_GAIN faster than the share in force. */
+static int pd_plan_online_share(const pd_plan_online *o, double *speedup_pred) {
+    const int cur = o->plan.aco_share, d = PD_PLAN_DENOISE;
+    *speedup_pred = o->plan.aco_speedup_predicted;
+    if (!o->share_planned || cur <= 0 || !o->have[PD_PLAN_OBS_PLAIN][d] || !o->have[PD_PLAN_OBS_ACO][d]) return cur;
+    const double measured = o->scale[PD_PLAN_OBS_PLAIN][d] / o->scale[PD_PLAN_OBS_ACO][d];
+    if (!pd_plan_usable(measured)) return cur;
+    pd_plan_profile q = o->cfg.profile;
+    pd_plan_step plain, lent;
+    if (pd_plan_online_step(o, &q, 0, &plain) != PD_OK) return cur;
+    double lo = -30, hi = 30; /* log k */
+    for (int i = 0; i < 80; i++) {
+        const double mid = 0.5 * (lo + hi), k = exp(mid);
+        q.p2p.bw = o->cfg.profile.p2p.bw * k, q.p2p.latency = o->cfg.profile.p2p.latency / k;
+        if (pd_plan_online_step(o, &q, cur, &lent) != PD_OK) return cur;
+        if (plain.step_s / lent.step_s < measured) lo = mid;
+        else hi = mid;
+    }
+    q.p2p.bw = o->cfg.profile.p2p.bw * exp(lo), q.p2p.latency = o->cfg.profile.p2p.latency / exp(lo);
+    pd_plan_step now, best;
+    if (pd_plan_online_step(o, &q, cur, &now) != PD_OK || pd_plan_online_step(o, &q, -1, &best) != PD_OK) return cur;
+    const double t_best = best.aco_share > 0 ? best.step_s : plain.step_s;
+    if (best.aco_share == cur || !(t_best < now.step_s * (1.0 - PD_PLAN_SHARE_GAIN))) return cur;
+    *speedup_pred = best.aco_share > 0 ? plain.step_s / best.step_s : 1.0;
+    return best.aco_share;
+}
+
 static void pd_plan_online_predictions(pd_plan_online *o) {
     for (int i = 0; i < PD_PLAN_STAGES; i++) o->plan.predicted_s[i] = pd_plan_online_stage_seconds(o, (pd_plan_stage)i);
 }
@@ -153,15 +194,11 @@ pd_status pd_plan_online_init(pd_plan_online *o, const pd_plan_online_config *c)
             o->g_eval = p->chunk;
         }
         if (p->aco_share == -1) {
-            /* One helper per lending rank (the scheduler pairs them one to one). */
-            const int lenders = sp * (c->cfg_parallel ? 2 : 1);
-            pd_plan_sp s = {.degree = sp, .cfg_parallel = c->cfg_parallel, .g = o->g_eval, .aco_helpers = lenders,
-                            .aco_share = -1};
             pd_plan_step plain, lent;
-            PD_TRY(pd_plan_dit_step(&c->profile, &c->model, &c->typical, &s, &lent));
-            s.aco_helpers = 0;
-            PD_TRY(pd_plan_dit_step(&c->profile, &c->model, &c->typical, &s, &plain));
+            PD_TRY(pd_plan_online_step(o, &c->profile, -1, &lent));
+            PD_TRY(pd_plan_online_step(o, &c->profile, 0, &plain));
             p->aco_share = lent.aco_share;
+            o->share_planned = true;
             if (lent.aco_share > 0 && lent.step_s > 0) p->aco_speedup_predicted = plain.step_s / lent.step_s;
         }
     }
@@ -192,7 +229,14 @@ void pd_plan_online_observe(pd_plan_online *o, pd_plan_stage stage, pd_plan_obs 
 
 bool pd_plan_online_revise(pd_plan_online *o, int current_decode) {
     const int dec = pd_plan_online_split(o, current_decode);
-    if (dec == o->plan.decode_workers) return false;
+    double speedup_pred;
+    const int share = pd_plan_online_share(o, &speedup_pred);
+    if (dec == o->plan.decode_workers && share == o->plan.aco_share) return false;
+    if (share != o->plan.aco_share) {
+        o->plan.aco_share = share;
+        o->plan.aco_speedup_predicted = speedup_pred;
+        o->have[PD_PLAN_OBS_ACO][PD_PLAN_DENOISE] = false; /* lends at the new share are measured afresh */
+    }
     o->plan.decode_workers = dec;
     o->plan.denoise_workers = o->cfg.workers - dec;
     o->plan.revision++;

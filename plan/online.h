@@ -27,9 +27,14 @@
  *  - Aco share (aco without aco_half): the heads a denoise rank lends of each self-attention call to one
  *    helper of its own, from the cost model at the planned chunk (pd_plan_dit_step's share, which is
  *    models/wan/aco.h's pd_aco_choose_share on the profile's times); -1 without a model (the lender
- *    then measures its own).
- * The split is re-planned from the corrected times; the chunk and the share depend on the profile and
- * the typical request only, which the per-stage factors do not change, so they are planned once. */
+ *    then measures its own). Once denoise stages were measured both without a pair and lending at
+ *    that share, the model is corrected to the measured speedup (its point-to-point link scaled until
+ *    the predicted speedup at the share in force is the measured one) and the share re-planned on it,
+ *    moving only when the new share is predicted PD_PLAN_SHARE_GAIN faster than the one in force. No
+ *    pairs form at share 0, so a share of 0 is final.
+ * The split and the share are re-planned from measured times; the chunk depends on the profile and
+ * the typical request only (stage times do not tell compute from communication), so it is planned
+ * once. */
 #ifndef PD_PLAN_ONLINE_H
 #define PD_PLAN_ONLINE_H
 
@@ -40,6 +45,8 @@
 
 /* Weight of a new measurement in a stage's scale factor. */
 #define PD_PLAN_ONLINE_ALPHA 0.3
+/* How much faster a re-planned Aco share must be predicted than the share in force. */
+#define PD_PLAN_SHARE_GAIN 0.02
 
 /* ---- the split rules (pure; the live plan applies them to its corrected times) ---- */
 
@@ -118,6 +125,7 @@ typedef enum pd_plan_obs {
 typedef struct pd_plan_online {
     pd_plan_online_config cfg;
     int sp_eval, g_eval;           /* SP ranks and chunk of one DiT evaluation, as the model takes them */
+    bool share_planned;            /* the share comes from the model (aco auto with a model) */
     double base_s[PD_PLAN_STAGES]; /* predicted(typical) per stage (1 without a model) */
     double scale[4][PD_PLAN_STAGES]; /* by pd_plan_obs kind */
     bool have[4][PD_PLAN_STAGES];
@@ -145,9 +153,10 @@ double pd_plan_online_measured_seconds(const pd_plan_online *o, pd_plan_stage st
  * both were measured, and never below 1). */
 double pd_plan_online_aco_speedup(const pd_plan_online *o);
 
-/* Re-plans the split from the corrected model, given the split the workers have now (current decode
- * workers; < 1 when none is settled): when the decision differs from the plan in force it becomes the
- * plan in force (its predictions the corrected times, its revision + 1) and true is returned. */
+/* Re-plans the split and the share from the corrected model, given the split the workers have now
+ * (current decode workers; < 1 when none is settled): when the decision differs from the plan in force
+ * it becomes the plan in force (its predictions the corrected times, its revision + 1) and true is
+ * returned. */
 bool pd_plan_online_revise(pd_plan_online *o, int current_decode);
 
 /* One line for the log: "rev R: D denoise + K decode workers, SP n, PipeSP g, Aco share s; predicted

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Black-box lifecycle of pipeditd on the embedded tiny model: create -> progress rising over SSE and
 # polling -> completed -> an MP4 that ffprobe accepts (whole and by Range) -> list paging -> cancel
-# -> delete; then a full queue (429), SIGTERM with jobs queued (readiness 503, creates 503, exit 0),
-# and a restart on the same data folder that still lists and serves the finished video and runs the
+# -> delete; the plan in force (logged at start; /metrics: split, chunk, share, predicted against
+# measured stage times); then a full queue (429), SIGTERM with jobs queued (readiness 503, creates 503, exit 0),
+# a --profile that is no file stops the start, and a restart with a profile file (its plan logged)
+# on the same data folder that still lists and serves the finished video and runs the
 # jobs left queued to completion.
 TEST_NAME=daemon_flow
 source "$(dirname "$0")/daemon_lib.sh"
@@ -45,6 +47,22 @@ assert p[-1] == 100 and all(x < 100 for x in p[:-1]), "100 only when completed"
 assert len({x for x in p if 0 < x < 100}) >= 2, "no intermediate progress seen while polling"
 PY
 pass "polling: progress ${polled[*]}"
+
+# ---- the plan in force: logged at start, in /metrics with what it predicted and what was measured ----
+grep -q "plan (profile cpu-reference, model tiny.*rev 1: 1 denoise + 1 decode workers.*predicted per job text" "$T/a.log" ||
+    fail "no start plan in the log: $(grep -m3 'plan' "$T/a.log")"
+http GET /metrics
+plan_metric() { awk -v k="$1" '$1 == k {print $2}' "$T/body"; }
+[ "$(plan_metric 'pipedit_plan_info{profile="cpu-reference",source="cost_model"}')" = 1 ] || fail "plan_info: $(grep plan_info "$T/body")"
+[ "$(plan_metric pipedit_plan_denoise_workers) $(plan_metric pipedit_plan_decode_workers)" = "1 1" ] || fail "plan split: $(grep pipedit_plan_ "$T/body")"
+[ -n "$(plan_metric pipedit_plan_revisions_total)" ] && [ -n "$(plan_metric pipedit_plan_aco_share)" ] &&
+    [ "$(plan_metric pipedit_plan_pipesp_chunk)" = 0 ] || fail "plan gauges: $(grep pipedit_plan_ "$T/body")"
+for stage in text denoise decode; do
+    p=$(plan_metric "pipedit_plan_predicted_stage_seconds{stage=\"$stage\"}")
+    m=$(plan_metric "pipedit_plan_measured_stage_seconds{stage=\"$stage\"}")
+    "$PYTHON" -c 'import sys; assert float(sys.argv[1]) > 0 and float(sys.argv[2]) > 0' "$p" "$m" || fail "$stage: predicted '$p', measured '$m'"
+done
+pass "plan: logged at start, /metrics shows the split, chunk, share and predicted vs measured stage times"
 wait "$SSE_PID" || fail "the event stream did not end cleanly"
 "$PYTHON" - "$T/sse.txt" "$ID1" <<'PY' || fail "SSE stream: $(head -c 600 "$T/sse.txt")"
 import json, sys
@@ -179,8 +197,22 @@ left=$(grep -o 'stopped; [0-9]* unfinished' "$T/a.log" | grep -o '[0-9]*')
 [ "${left:-0}" -ge 1 ] || fail "every queued job finished within the 1 s drain: nothing left to test the restart with"
 pass "SIGTERM: drained for 1 s, exit 0, $left of ${#accepted[@]} queued jobs left for the next start"
 
-# ---- restart on the same data folder (outputs finished from now on expire after 3 s) ----
-start_daemon "$T/b.log" "${FLAGS[@]}" --output-ttl-s 3
+# ---- a bad profile stops the start; restart on the same data folder with a profile file (outputs
+# finished from now on expire after 3 s) ----
+rc=0
+"$PIPEDIT_BIN/pipeditd" --data-dir "$T/bad" --profile "$T/none.json" >"$T/bad.log" 2>&1 || rc=$?
+[ "$rc" != 0 ] && grep -q "profile: neither a built-in profile" "$T/bad.log" || fail "--profile none.json: rc $rc, $(cat "$T/bad.log")"
+cat >"$T/prof.json" <<'JSON'
+{"name": "flow-profile", "source": "test", "gemm_bf16_flops": 2e10, "gemm_f32_flops": 4e10, "attn_flops": 1.5e10,
+ "mem_bw_bytes": 2e10, "conv_flops": 5e10, "mem_bytes": 8e9, "eltwise_passes": 92, "act_bytes": 4, "topology": "shm",
+ "a2a": {"bw_bytes": 1.5e9, "latency_s": 2e-5}, "p2p": {"bw_bytes": 5e9, "latency_s": 1e-5}}
+JSON
+start_daemon "$T/b.log" "${FLAGS[@]}" --output-ttl-s 3 --profile "$T/prof.json"
+grep -q "plan (profile flow-profile, model tiny.*rev 1: 1 denoise + 1 decode workers" "$T/b.log" ||
+    fail "the profile's plan is not in the log: $(grep -m3 'plan' "$T/b.log")"
+http GET /metrics
+grep -q '^pipedit_plan_info{profile="flow-profile",source="cost_model"} 1$' "$T/body" || fail "plan_info: $(grep plan_info "$T/body")"
+pass "--profile FILE: the plan made with it is logged and in /metrics; a missing file stops the start"
 http GET "/v1/videos/$ID1"
 [ "$(jq_body 'b["status"], b["progress"], b["num_frames"], b["noise"]')" = "completed 100 17 torch-cpu" ] || fail "after restart: $(cat "$T/body")"
 curl -s -o "$T/v1b.mp4" "$URL/v1/videos/$ID1/content"

@@ -1,5 +1,6 @@
 /* The live plan (plan/online.h): the split it picks from a profile and from measured stage times, its
- * hysteresis, the Aco split, the chunk and the share it plans, warm-up versus job measurements, and
+ * hysteresis, the Aco split, the chunk and the share it plans (and re-plans from a measured Aco
+ * speedup), warm-up versus job measurements, and
  * bad configurations. Every expected value is computed by hand or from the cost model's own calls. */
 #include <math.h>
 
@@ -201,6 +202,48 @@ static void test_share(void) {
     PD_CHECK(o.plan.aco_share == 0 && o.plan.decode_workers == 0);
 }
 
+/* The share re-planned from the measured Aco speedup: measured as predicted, it stays; a pair that
+ * made denoising slower (speedup 0.8) lowers it, a much slower one (0.1) drops it to 0; a speedup
+ * between none and the predicted one keeps a share that pays. */
+static void test_share_replanned(void) {
+    pd_plan_online_config c = model_cfg("h100", "wan2.1-t2v-1.3b", 2, 1);
+    c.aco = true;
+    c.profile.p2p = (pd_plan_link){.bw = 1e12, .latency = 0};
+    pd_plan_online o;
+    PD_CHECK_OK(pd_plan_online_init(&o, &c));
+    const int share = o.plan.aco_share;
+    const double pred = o.plan.aco_speedup_predicted;
+    PD_CHECK_MSG(share > 0 && pred > 1.05, "share %d, x%.3f", share, pred);
+    pd_plan_online_observe(&o, PD_PLAN_DENOISE, PD_PLAN_OBS_PLAIN, NULL, 10.0);
+    PD_CHECK(!pd_plan_online_revise(&o, 1)); /* no lend measured yet */
+    pd_plan_online_observe(&o, PD_PLAN_DENOISE, PD_PLAN_OBS_ACO, NULL, 10.0 / pred);
+    PD_CHECK(!pd_plan_online_revise(&o, 1) && o.plan.aco_share == share);
+    /* 0.8: the lent heads came back later than the kept ones took; the corrected link makes fewer heads
+     * pay (they travel while more heads are kept). */
+    pd_plan_online_observe(&o, PD_PLAN_DENOISE, PD_PLAN_OBS_ACO, NULL, 10.0 / 0.8 / 0.3 - 0.7 / 0.3 * 10.0 / pred);
+    PD_CHECK(near(pd_plan_online_aco_speedup(&o), 1.0)); /* 0.8, reported as no gain */
+    PD_CHECK(pd_plan_online_revise(&o, 1) && o.plan.revision == 2);
+    PD_CHECK_MSG(o.plan.aco_share > 0 && o.plan.aco_share < share, "share %d", o.plan.aco_share);
+    PD_CHECK(!pd_plan_online_revise(&o, 1)); /* the lends at the new share are not measured yet */
+    /* 0.1 at that share: nothing pays; 0 is final. */
+    pd_plan_online_observe(&o, PD_PLAN_DENOISE, PD_PLAN_OBS_ACO, NULL, 100.0);
+    PD_CHECK(pd_plan_online_revise(&o, 1) && o.plan.aco_share == 0 && o.plan.revision == 3);
+    PD_CHECK(o.plan.aco_speedup_predicted == 1.0 && o.plan.decode_workers == 1);
+    PD_CHECK(!pd_plan_online_revise(&o, 1));
+    /* Measured 1.2 where the model said more: a share still pays; it is the corrected model's pick. */
+    PD_CHECK_OK(pd_plan_online_init(&o, &c));
+    pd_plan_online_observe(&o, PD_PLAN_DENOISE, PD_PLAN_OBS_PLAIN, NULL, 12.0);
+    pd_plan_online_observe(&o, PD_PLAN_DENOISE, PD_PLAN_OBS_ACO, NULL, 10.0);
+    pd_plan_online_revise(&o, 1);
+    PD_CHECK_MSG(o.plan.aco_share > 0, "share %d", o.plan.aco_share);
+    /* aco on (half) is never re-planned. */
+    c.aco_half = true;
+    PD_CHECK_OK(pd_plan_online_init(&o, &c));
+    pd_plan_online_observe(&o, PD_PLAN_DENOISE, PD_PLAN_OBS_PLAIN, NULL, 8.0);
+    pd_plan_online_observe(&o, PD_PLAN_DENOISE, PD_PLAN_OBS_ACO, NULL, 10.0);
+    PD_CHECK(!pd_plan_online_revise(&o, 1) && o.plan.aco_share == PD_ACO_SHARE_HALF);
+}
+
 static void test_bad_config(void) {
     pd_plan_online o;
     PD_CHECK_ERR(pd_plan_online_init(&o, &(pd_plan_online_config){.workers = 0, .sp_degree = 1}), PD_ERR_INVALID);
@@ -226,6 +269,7 @@ int main(void) {
     PD_RUN(test_model_split_and_correction);
     PD_RUN(test_chunk);
     PD_RUN(test_share);
+    PD_RUN(test_share_replanned);
     PD_RUN(test_bad_config);
     return pd_test_summary();
 }
