@@ -65,6 +65,17 @@ const char *pd_plan_stage_name(pd_plan_stage s) {
     return s >= 0 && s < PD_PLAN_STAGES ? names[s] : "?";
 }
 
+/* One denoising step of request r at the planned SP degree and chunk on profile p, lending `share`
+ * heads per call (0: none, -1: the model's pick) to one helper per rank. */
+static pd_status pd_plan_online_step(const pd_plan_online *o, const pd_plan_profile *p, const pd_plan_request *r,
+                                     int share, pd_plan_step *out) {
+    const pd_plan_online_config *c = &o->cfg;
+    const int lenders = o->sp_eval * (c->cfg_parallel ? 2 : 1);
+    const pd_plan_sp s = {.degree = o->sp_eval, .cfg_parallel = c->cfg_parallel, .g = o->g_eval,
+                          .aco_helpers = share ? lenders : 0, .aco_share = share};
+    return pd_plan_dit_step(p, &c->model, r, &s, out);
+}
+
 /* Predicted seconds of each stage of request r at the planned chunk, without Aco. */
 static pd_status pd_plan_online_predict(const pd_plan_online *o, const pd_plan_request *r, double out[PD_PLAN_STAGES]) {
     const pd_plan_online_config *c = &o->cfg;
@@ -73,7 +84,7 @@ static pd_status pd_plan_online_predict(const pd_plan_online *o, const pd_plan_r
         return PD_OK;
     }
     pd_plan_step st;
-    PD_TRY(pd_plan_dit_step(&c->profile, &c->model, r, &(pd_plan_sp){.degree = o->sp_eval, .cfg_parallel = c->cfg_parallel, .g = o->g_eval}, &st));
+    PD_TRY(pd_plan_online_step(o, &c->profile, r, 0, &st));
     pd_plan_vae vae;
     pd_plan_vae_decode(&c->profile, &c->model, r, &vae);
     out[PD_PLAN_TEXT] = pd_plan_text_seconds(&c->profile, &c->model, r);
@@ -100,7 +111,8 @@ double pd_plan_online_measured_seconds(const pd_plan_online *o, pd_plan_stage s)
 
 double pd_plan_online_aco_speedup(const pd_plan_online *o) {
     const int d = PD_PLAN_DENOISE;
-    if (!o->have[PD_PLAN_OBS_PLAIN][d] || !o->have[PD_PLAN_OBS_ACO][d] || !(o->scale[PD_PLAN_OBS_ACO][d] > 0)) return 1.0;
+    if (!o->have[PD_PLAN_OBS_PLAIN][d] || !o->have[PD_PLAN_OBS_ACO][d] || !(o->scale[PD_PLAN_OBS_ACO][d] > 0))
+        return 1.0;
     double sp = o->scale[PD_PLAN_OBS_PLAIN][d] / o->scale[PD_PLAN_OBS_ACO][d];
     return isfinite(sp) && sp > 1.0 ? sp : 1.0;
 }
@@ -111,21 +123,19 @@ static int pd_plan_online_split(const pd_plan_online *o, int current) {
     if (c->workers < 2) return 0;
     if (c->sp_degree > 1) return o->plan.decode_workers; /* fixed at start */
     const double speedup = c->aco ? pd_plan_online_aco_speedup(o) : 1.0;
-    const double den = speedup > 1.0 ? o->base_s[PD_PLAN_DENOISE] * pd_plan_online_factor(o, PD_PLAN_DENOISE, PD_PLAN_OBS_PLAIN)
-                                     : pd_plan_online_stage_seconds(o, PD_PLAN_DENOISE);
+    /* With a gain, the throughput model wants the denoise time without a pair. */
+    const double den = speedup > 1.0
+                           ? o->base_s[PD_PLAN_DENOISE] * pd_plan_online_factor(o, PD_PLAN_DENOISE, PD_PLAN_OBS_PLAIN)
+                           : pd_plan_online_stage_seconds(o, PD_PLAN_DENOISE);
     const double t_den = pd_plan_online_stage_seconds(o, PD_PLAN_TEXT) + den;
     return pd_plan_split_replan_aco(c->workers, c->pinned_decode, current, t_den,
                                     pd_plan_online_stage_seconds(o, PD_PLAN_DECODE), speedup);
 }
 
-/* One step of the typical request at the planned chunk on profile p, lending `share` heads per call
- * (0: none, -1: the model's pick) to one helper per rank. */
-static pd_status pd_plan_online_step(const pd_plan_online *o, const pd_plan_profile *p, int share, pd_plan_step *out) {
-    const pd_plan_online_config *c = &o->cfg;
-    const int lenders = o->sp_eval * (c->cfg_parallel ? 2 : 1);
-    const pd_plan_sp s = {.degree = o->sp_eval, .cfg_parallel = c->cfg_parallel, .g = o->g_eval,
-                          .aco_helpers = share ? lenders : 0, .aco_share = share};
-    return pd_plan_dit_step(p, &c->model, &c->typical, &s, out);
+/* q = p with its point-to-point link e^log_k times faster. */
+static void pd_plan_online_scale_p2p(pd_plan_profile *q, const pd_plan_profile *p, double log_k) {
+    const double k = exp(log_k);
+    q->p2p.bw = p->p2p.bw * k, q->p2p.latency = p->p2p.latency / k;
 }
 
 /* The share from the model corrected by the measured Aco speedup (plain / lent denoise factors): the
@@ -141,18 +151,19 @@ static int pd_plan_online_share(const pd_plan_online *o, double *speedup_pred) {
     if (!pd_plan_usable(measured)) return cur;
     pd_plan_profile q = o->cfg.profile;
     pd_plan_step plain, lent;
-    if (pd_plan_online_step(o, &q, 0, &plain) != PD_OK) return cur;
+    const pd_plan_request *r = &o->cfg.typical;
+    if (pd_plan_online_step(o, &q, r, 0, &plain) != PD_OK) return cur;
     double lo = -30, hi = 30; /* log k */
     for (int i = 0; i < 80; i++) {
-        const double mid = 0.5 * (lo + hi), k = exp(mid);
-        q.p2p.bw = o->cfg.profile.p2p.bw * k, q.p2p.latency = o->cfg.profile.p2p.latency / k;
-        if (pd_plan_online_step(o, &q, cur, &lent) != PD_OK) return cur;
+        const double mid = 0.5 * (lo + hi);
+        pd_plan_online_scale_p2p(&q, &o->cfg.profile, mid);
+        if (pd_plan_online_step(o, &q, r, cur, &lent) != PD_OK) return cur;
         if (plain.step_s / lent.step_s < measured) lo = mid;
         else hi = mid;
     }
-    q.p2p.bw = o->cfg.profile.p2p.bw * exp(lo), q.p2p.latency = o->cfg.profile.p2p.latency / exp(lo);
+    pd_plan_online_scale_p2p(&q, &o->cfg.profile, lo);
     pd_plan_step now, best;
-    if (pd_plan_online_step(o, &q, cur, &now) != PD_OK || pd_plan_online_step(o, &q, -1, &best) != PD_OK) return cur;
+    if (pd_plan_online_step(o, &q, r, cur, &now) != PD_OK || pd_plan_online_step(o, &q, r, -1, &best) != PD_OK) return cur;
     const double t_best = best.aco_share > 0 ? best.step_s : plain.step_s;
     if (best.aco_share == cur || !(t_best < now.step_s * (1.0 - PD_PLAN_SHARE_GAIN))) return cur;
     *speedup_pred = best.aco_share > 0 ? plain.step_s / best.step_s : 1.0;
@@ -160,16 +171,19 @@ static int pd_plan_online_share(const pd_plan_online *o, double *speedup_pred) {
 }
 
 static void pd_plan_online_predictions(pd_plan_online *o) {
-    for (int i = 0; i < PD_PLAN_STAGES; i++) o->plan.predicted_s[i] = pd_plan_online_stage_seconds(o, (pd_plan_stage)i);
+    for (int i = 0; i < PD_PLAN_STAGES; i++)
+        o->plan.predicted_s[i] = pd_plan_online_stage_seconds(o, (pd_plan_stage)i);
 }
 
 pd_status pd_plan_online_init(pd_plan_online *o, const pd_plan_online_config *c) {
-    if (c->workers < 1 || c->workers > 4096) return pd_error_set(PD_ERR_INVALID, "plan: workers %d must be in 1..4096", c->workers);
+    if (c->workers < 1 || c->workers > 4096)
+        return pd_error_set(PD_ERR_INVALID, "plan: workers %d must be in 1..4096", c->workers);
     if (c->sp_degree < 1 || c->sp_degree > c->workers)
         return pd_error_set(PD_ERR_INVALID, "plan: SP degree %d must be in 1..%d (the workers)", c->sp_degree, c->workers);
     if (c->pinned_decode < 0 || c->pinned_chunk < 0)
         return pd_error_set(PD_ERR_INVALID, "plan: pinned decode workers and chunk must be >= 0");
-    if (c->cfg_parallel && c->sp_degree % 2) return pd_error_set(PD_ERR_INVALID, "plan: CFG parallelism needs an even SP degree");
+    if (c->cfg_parallel && c->sp_degree % 2)
+        return pd_error_set(PD_ERR_INVALID, "plan: CFG parallelism needs an even SP degree");
     memset(o, 0, sizeof *o);
     o->cfg = *c;
     /* With CFG parallelism a group's two halves each evaluate one element of the pair. */
@@ -181,22 +195,23 @@ pd_status pd_plan_online_init(pd_plan_online *o, const pd_plan_online_config *c)
     p->aco_speedup_predicted = 1.0;
     if (c->have_model) {
         PD_TRY(pd_plan_request_check(&c->model, &c->typical, NULL));
-        if (c->cfg_parallel && !c->typical.cfg) return pd_error_set(PD_ERR_INVALID, "plan: CFG parallelism needs a CFG request");
+        if (c->cfg_parallel && !c->typical.cfg)
+            return pd_error_set(PD_ERR_INVALID, "plan: CFG parallelism needs a CFG request");
         const int sp = o->sp_eval, h = (c->model.dit.heads + sp - 1) / sp;
         if (sp > c->model.dit.heads)
             return pd_error_set(PD_ERR_INVALID, "plan: %d SP ranks exceed the model's %d heads", sp, c->model.dit.heads);
         if (sp > 1) {
             pd_plan_step st;
-            PD_TRY(pd_plan_dit_step(&c->profile, &c->model, &c->typical,
-                                    &(pd_plan_sp){.degree = sp, .cfg_parallel = c->cfg_parallel, .g = -1}, &st));
+            o->g_eval = -1; /* the fastest */
+            PD_TRY(pd_plan_online_step(o, &c->profile, &c->typical, 0, &st));
             /* A pinned g past the heads per rank is Ulysses' one chunk. */
             p->chunk = c->pinned_chunk == 0 ? st.g : c->pinned_chunk < h ? c->pinned_chunk : h;
             o->g_eval = p->chunk;
         }
         if (p->aco_share == -1) {
             pd_plan_step plain, lent;
-            PD_TRY(pd_plan_online_step(o, &c->profile, -1, &lent));
-            PD_TRY(pd_plan_online_step(o, &c->profile, 0, &plain));
+            PD_TRY(pd_plan_online_step(o, &c->profile, &c->typical, -1, &lent));
+            PD_TRY(pd_plan_online_step(o, &c->profile, &c->typical, 0, &plain));
             p->aco_share = lent.aco_share;
             o->share_planned = true;
             if (lent.aco_share > 0 && lent.step_s > 0) p->aco_speedup_predicted = plain.step_s / lent.step_s;
@@ -244,20 +259,24 @@ bool pd_plan_online_revise(pd_plan_online *o, int current_decode) {
     return true;
 }
 
-static int pd_plan_online_secs(char *b, size_t n, const char *what, const double *v) {
-    int k = snprintf(b, n, "%s", what);
-    for (int i = 0; i < PD_PLAN_STAGES && k >= 0 && (size_t)k < n; i++) {
-        if (v[i] > 0) k += snprintf(b + k, n - (size_t)k, " %s %.3f s%s", pd_plan_stage_name((pd_plan_stage)i), v[i], i + 1 < PD_PLAN_STAGES ? "," : "");
-        else k += snprintf(b + k, n - (size_t)k, " %s -%s", pd_plan_stage_name((pd_plan_stage)i), i + 1 < PD_PLAN_STAGES ? "," : "");
+/* "what text a s, denoise b s, decode c s" ("-" for 0: unknown). */
+static void pd_plan_online_secs(char *b, size_t n, const char *what, const double *v) {
+    size_t k = (size_t)snprintf(b, n, "%s", what);
+    for (int i = 0; i < PD_PLAN_STAGES && k < n; i++) {
+        const char *name = pd_plan_stage_name((pd_plan_stage)i), *sep = i + 1 < PD_PLAN_STAGES ? "," : "";
+        if (v[i] > 0) k += (size_t)snprintf(b + k, n - k, " %s %.3f s%s", name, v[i], sep);
+        else k += (size_t)snprintf(b + k, n - k, " %s -%s", name, sep);
     }
-    return k;
 }
 
 void pd_plan_online_describe(const pd_plan_online *o, char *buf, size_t n) {
     const pd_plan_decision *p = &o->plan;
-    char sp[64] = "", aco[64] = "", pred[160], meas[160];
-    if (p->sp_degree > 1) snprintf(sp, sizeof sp, ", SP %d%s, PipeSP g %d%s", p->sp_degree, o->cfg.cfg_parallel ? " (CFG parallel)" : "", p->chunk, p->chunk ? "" : " (measured by the group)");
-    if (p->aco_share > 0) snprintf(aco, sizeof aco, ", Aco share %d (x%.2f predicted)", p->aco_share, p->aco_speedup_predicted);
+    char sp[80] = "", aco[64] = "", pred[160], meas[160];
+    if (p->sp_degree > 1)
+        snprintf(sp, sizeof sp, ", SP %d%s, PipeSP g %d%s", p->sp_degree, o->cfg.cfg_parallel ? " (CFG parallel)" : "",
+                 p->chunk, p->chunk ? "" : " (measured by the group)");
+    if (p->aco_share > 0)
+        snprintf(aco, sizeof aco, ", Aco share %d (x%.2f predicted)", p->aco_share, p->aco_speedup_predicted);
     else if (p->aco_share == PD_ACO_SHARE_HALF) snprintf(aco, sizeof aco, ", Aco half the heads");
     else if (p->aco_share < 0) snprintf(aco, sizeof aco, ", Aco share measured by the lender");
     else if (o->cfg.aco && o->cfg.workers >= 2) snprintf(aco, sizeof aco, ", Aco share 0 (lending does not pay)");

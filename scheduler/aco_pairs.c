@@ -102,7 +102,8 @@ void sched_aco_stage_done(pd_scheduler *s, sched_wslot *w, const pd_msg *m) {
     if (w->rank != 0 || !w->job || (!a->heads_lent && w->aco_tried)) return;
     const pd_gen_params p = pd_msg_params(w->job->req);
     const pd_plan_request r = sched_plan_request(&p);
-    pd_plan_online_observe(&s->plan, PD_PLAN_DENOISE, a->heads_lent ? PD_PLAN_OBS_ACO : PD_PLAN_OBS_PLAIN, &r, m->seconds);
+    pd_plan_online_observe(&s->plan, PD_PLAN_DENOISE, a->heads_lent ? PD_PLAN_OBS_ACO : PD_PLAN_OBS_PLAIN, &r,
+                           m->seconds);
 }
 
 void sched_aco_worker_lost(pd_scheduler *s, sched_wslot *w) {

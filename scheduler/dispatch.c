@@ -116,7 +116,8 @@ void sched_replan(pd_scheduler *s) {
     if (s->n < 2 || s->sp > 1) return;
     const int target = s->plan.plan.decode_workers;
     if (target == n_dec) return;
-    const double t_den = pd_plan_online_stage_seconds(&s->plan, PD_PLAN_TEXT) + pd_plan_online_stage_seconds(&s->plan, PD_PLAN_DENOISE);
+    const double t_den =
+        pd_plan_online_stage_seconds(&s->plan, PD_PLAN_TEXT) + pd_plan_online_stage_seconds(&s->plan, PD_PLAN_DENOISE);
     const double t_dec = pd_plan_online_stage_seconds(&s->plan, PD_PLAN_DECODE);
     pd_worker_role from = target > n_dec ? PD_ROLE_DENOISE : PD_ROLE_DECODE;
     pd_worker_role to = target > n_dec ? PD_ROLE_DECODE : PD_ROLE_DENOISE;

@@ -119,6 +119,7 @@ static pd_status plan_start(pd_scheduler *s, const pd_scheduler_config *cfg, con
     pd_plan_online_config pc = {.workers = s->n, .pinned_decode = cfg->n_decode, .sp_degree = s->sp,
                                 .cfg_parallel = cfg->cfg_parallel, .pinned_chunk = cfg->pipesp_chunk,
                                 .aco = cfg->aco != PD_ACO_OFF, .aco_half = cfg->aco == PD_ACO_ON};
+    if (cfg->profile) PD_TRY(pd_plan_profile_check(cfg->profile));
     const pd_plan_profile *prof = cfg->profile ? cfg->profile : pd_plan_online_default_profile(device);
     char why[300] = "no profile for this device";
     if (prof && pd_plan_model_get(s->model_dir, &pc.model) == PD_OK) {
@@ -477,7 +478,8 @@ void pd_scheduler_stats_get(pd_scheduler *s, pd_scheduler_stats *out) {
     out->aco = s->aco;
     out->aco.speedup = sched_aco_speedup(s);
     out->plan.plan = s->plan.plan;
-    for (int i = 0; i < PD_PLAN_STAGES; i++) out->plan.measured_s[i] = pd_plan_online_measured_seconds(&s->plan, (pd_plan_stage)i);
+    for (int i = 0; i < PD_PLAN_STAGES; i++)
+        out->plan.measured_s[i] = pd_plan_online_measured_seconds(&s->plan, (pd_plan_stage)i);
     out->plan.have_model = s->plan.cfg.have_model;
     snprintf(out->plan.profile, sizeof out->plan.profile, "%s", s->plan_profile);
     pthread_mutex_unlock(&s->mu);
