@@ -27,6 +27,7 @@
 #include "comm/shm.h"
 #include "models/presets.h"
 #include "models/wan/pipesp_plan.h"
+#include "plan/deploy.h"
 #include "scheduler/scheduler_impl.h"
 #include "scheduler/split.h"
 
@@ -113,6 +114,27 @@ static void *sched_main(void *arg) {
     return NULL;
 }
 
+/* What `pipedit plan` would deploy on these devices (the SP degree and groups are configured, not
+ * planned: this is advice for the operator). */
+static void plan_advise(const pd_scheduler *s, const pd_plan_online_config *pc) {
+    pd_plan_eval *ev = NULL;
+    int ne = 0;
+    if (s->n > 64 || pd_plan_search(&pc->profile, &pc->model, &pc->typical, s->n,
+                                    &(pd_plan_goal){.rate = 0, .requests = 10 * s->n}, &ev, &ne) != PD_OK || ne < 1) {
+        free(ev);
+        return;
+    }
+    char d[200];
+    pd_plan_describe(&ev[0], d, sizeof d);
+    if (ev[0].fits)
+        PD_INFO("scheduler", "plan: for %d devices the cost model would deploy %s (a job alone %.3f s; `pipedit plan` "
+                "explains); configured: SP degree %d%s", s->n, d, ev[0].alone_s, s->sp, pc->cfg_parallel ? ", CFG parallel" : "");
+    else
+        PD_WARN("scheduler", "plan: no deployment of %d devices fits the typical request in the profile's memory: %s", s->n,
+                ev[0].why_not);
+    free(ev);
+}
+
 /* The live plan at start: the cost model of the configured profile and the model in model_dir, or,
  * where that model cannot be priced, measured stage times alone. Logged either way. */
 static pd_status plan_start(pd_scheduler *s, const pd_scheduler_config *cfg, const char *device) {
@@ -140,6 +162,7 @@ static pd_status plan_start(pd_scheduler *s, const pd_scheduler_config *cfg, con
             PD_INFO("scheduler", "plan (profile %s, model %s, typical request %dx%d, %d frames, %d steps%s): %s", prof->name,
                     pc.model.name, pc.typical.width, pc.typical.height, pc.typical.frames, pc.typical.steps,
                     pc.typical.cfg ? ", CFG" : "", line);
+            plan_advise(s, &pc);
             return PD_OK;
         }
         snprintf(why, sizeof why, "%s", pd_error_msg());
