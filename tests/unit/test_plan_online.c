@@ -10,6 +10,50 @@
 
 static bool near(double got, double want) { return fabs(got - want) <= 1e-9 * fmax(1.0, fabs(want)); }
 
+/* The split rules themselves (pure): PipeDiT's rounding with clamps and a pinned size, the hysteresis,
+ * and the Aco throughput model. */
+static void test_split_rules(void) {
+    PD_CHECK(pd_plan_split_decode_workers(1, 0, 1, 1) == 0);
+    PD_CHECK(pd_plan_split_decode_workers(2, 0, 10, 1) == 1);  /* clamped up */
+    PD_CHECK(pd_plan_split_decode_workers(2, 0, 1, 10) == 1);  /* clamped down */
+    PD_CHECK(pd_plan_split_decode_workers(8, 0, 3, 1) == 2);   /* 1/4 * 8 */
+    PD_CHECK(pd_plan_split_decode_workers(8, 0, 1, 3) == 6);   /* 3/4 * 8 */
+    PD_CHECK(pd_plan_split_decode_workers(8, 0, 1, 100) == 7); /* at most N - 1 */
+    PD_CHECK(pd_plan_split_decode_workers(5, 0, 2, 3) == 3);   /* 0.6 * 5 = 3 */
+    PD_CHECK(pd_plan_split_decode_workers(4, 3, 10, 1) == 3);  /* pinned wins */
+    PD_CHECK(pd_plan_split_decode_workers(4, 9, 10, 1) == 3);  /* pinned, clamped */
+    PD_CHECK(pd_plan_split_decode_workers(4, 0, 0, 1) == 1);   /* no timings yet */
+    PD_CHECK(pd_plan_split_decode_workers(4, 0, NAN, 1) == 1);
+    /* Hysteresis: 8 workers at 1.58 decode-equivalents stays at 1; at 1.65 moves to 2. */
+    PD_CHECK(pd_plan_split_replan(8, 0, 1, 8 - 1.58, 1.58) == 1);
+    PD_CHECK(pd_plan_split_replan(8, 0, 1, 8 - 1.65, 1.65) == 2);
+    PD_CHECK(pd_plan_split_replan(8, 0, 2, 8 - 1.42, 1.42) == 2);
+    PD_CHECK(pd_plan_split_replan(8, 0, 2, 8 - 1.35, 1.35) == 1);
+    PD_CHECK(pd_plan_split_replan(8, 0, 2, 0, 0) == 2); /* no timings: keep */
+    /* Speedup 1 is the DeDiVAE balance min(n_den / T_den, n_dec / T_dec). */
+    PD_CHECK(fabs(pd_plan_split_aco_throughput(4, 1, 4, 1, 1.0) - 0.75) < 1e-12);
+    PD_CHECK(fabs(pd_plan_split_aco_throughput(4, 2, 4, 1, 1.0) - 0.5) < 1e-12);
+    /* Speedup 3 (g = 2), T_den 4, T_dec 1: 1 decode worker -> (3 + 2) / (4 + 2) = 5/6 jobs/s; 2 decode
+     * workers -> (2 + 4) / (4 + 4 / 2) = 1 job/s: Aco moves the best split from 1 to 2 decode workers. */
+    PD_CHECK(fabs(pd_plan_split_aco_throughput(4, 1, 4, 1, 3.0) - 5.0 / 6.0) < 1e-12);
+    PD_CHECK(fabs(pd_plan_split_aco_throughput(4, 2, 4, 1, 3.0) - 1.0) < 1e-12);
+    PD_CHECK(pd_plan_split_replan(4, 0, 1, 4, 1) == 1);
+    PD_CHECK(pd_plan_split_replan_aco(4, 0, 1, 4, 1, 3.0) == 2);
+    PD_CHECK(pd_plan_split_replan_aco(4, 0, 1, 4, 1, 1.0) == 1); /* no gain measured: the DeDiVAE rule */
+    PD_CHECK(pd_plan_split_replan_aco(4, 0, 1, 4, 1, NAN) == 1);
+    PD_CHECK(pd_plan_split_replan_aco(4, 1, 2, 4, 1, 3.0) == 1); /* pinned wins */
+    PD_CHECK(pd_plan_split_replan_aco(2, 0, 1, 4, 1, 3.0) == 1); /* two workers: always 1 + 1 */
+    /* Speedup 1.1: 1 decode worker 3.1 / 4.1 = 0.756 jobs/s, 2 give 2.2 / 4.1 = 0.537: stays at 1.
+     * Decode-bound (T_dec 3, T_den 4, speedup 2): 1 decode worker gives 1/3, 2 give 4 / 7 = 0.571. */
+    PD_CHECK(pd_plan_split_replan_aco(4, 0, 1, 4, 1, 1.1) == 1);
+    PD_CHECK(pd_plan_split_replan_aco(4, 0, 1, 4, 3, 2.0) == 2);
+    PD_CHECK(pd_plan_split_replan_aco(4, 0, 2, 4, 3, 2.0) == 2);
+    /* Hysteresis: T_den 6, T_dec 2.5, speedup 1.5: 1 decode worker 0.4 jobs/s, 2 give 0.4138 (3.4%
+     * more, under PD_PLAN_SPLIT_ACO_GAIN): from 1 the split stays, from nothing (current 0) it is 2. */
+    PD_CHECK(pd_plan_split_replan_aco(4, 0, 1, 6, 2.5, 1.5) == 1);
+    PD_CHECK(pd_plan_split_replan_aco(4, 0, 0, 6, 2.5, 1.5) == 2);
+}
+
 /* A planner without a model: every request is predicted alike, stage times are measured averages. */
 static pd_plan_online measured_only(int workers, int pinned, bool aco) {
     pd_plan_online o;
@@ -263,6 +307,7 @@ static void test_bad_config(void) {
 }
 
 int main(void) {
+    PD_RUN(test_split_rules);
     PD_RUN(test_split_hysteresis);
     PD_RUN(test_warmup_then_jobs);
     PD_RUN(test_aco_split);
