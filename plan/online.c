@@ -252,6 +252,7 @@ bool pd_plan_online_revise(pd_plan_online *o, int current_decode) {
         o->plan.aco_speedup_predicted = speedup_pred;
         o->have[PD_PLAN_OBS_ACO][PD_PLAN_DENOISE] = false; /* lends at the new share are measured afresh */
     }
+    memcpy(o->previous_s, o->plan.predicted_s, sizeof o->previous_s);
     o->plan.decode_workers = dec;
     o->plan.denoise_workers = o->cfg.workers - dec;
     o->plan.revision++;
@@ -271,7 +272,7 @@ static void pd_plan_online_secs(char *b, size_t n, const char *what, const doubl
 
 void pd_plan_online_describe(const pd_plan_online *o, char *buf, size_t n) {
     const pd_plan_decision *p = &o->plan;
-    char sp[80] = "", aco[64] = "", pred[160], meas[160];
+    char sp[80] = "", aco[64] = "", pred[160], meas[160], prev[176] = "";
     if (p->sp_degree > 1)
         snprintf(sp, sizeof sp, ", SP %d%s, PipeSP g %d%s", p->sp_degree, o->cfg.cfg_parallel ? " (CFG parallel)" : "",
                  p->chunk, p->chunk ? "" : " (measured by the group)");
@@ -284,8 +285,13 @@ void pd_plan_online_describe(const pd_plan_online *o, char *buf, size_t n) {
     for (int i = 0; i < PD_PLAN_STAGES; i++) m[i] = pd_plan_online_measured_seconds(o, (pd_plan_stage)i);
     pd_plan_online_secs(pred, sizeof pred, "predicted per job", p->predicted_s);
     pd_plan_online_secs(meas, sizeof meas, "measured", m);
-    snprintf(buf, n, "rev %u: %d denoise + %d decode workers%s%s; %s; %s", p->revision, p->denoise_workers,
-             p->decode_workers, sp, aco, pred, meas);
+    if (p->revision > 1) {
+        char what[32];
+        snprintf(what, sizeof what, "; rev %u predicted", p->revision - 1);
+        pd_plan_online_secs(prev, sizeof prev, what, o->previous_s);
+    }
+    snprintf(buf, n, "rev %u: %d denoise + %d decode workers%s%s; %s; %s%s", p->revision, p->denoise_workers,
+             p->decode_workers, sp, aco, pred, meas, prev);
 }
 
 /* The CPU reference: `pipedit calibrate --device cpu --threads 1` (one worker's share of the 2-core

@@ -130,6 +130,7 @@ typedef struct pd_plan_online {
     double scale[4][PD_PLAN_STAGES]; /* by pd_plan_obs kind */
     bool have[4][PD_PLAN_STAGES];
     pd_plan_decision plan;         /* in force */
+    double previous_s[PD_PLAN_STAGES]; /* what the plan before it predicted (revision > 1) */
 } pd_plan_online;
 
 /* Plans from the model (or, without one, from nothing yet: the pinned split or 1 decode worker, chunk
@@ -160,7 +161,8 @@ double pd_plan_online_aco_speedup(const pd_plan_online *o);
 bool pd_plan_online_revise(pd_plan_online *o, int current_decode);
 
 /* One line for the log: "rev R: D denoise + K decode workers, SP n, PipeSP g, Aco share s; predicted
- * per job text a s, denoise b s, decode c s; measured text x s, ..." ("-" for what is not measured). */
+ * per job text a s, denoise b s, decode c s; measured text x s, ..." ("-" for what is not measured),
+ * and after a change "; rev R-1 predicted text ..." (what the plan it replaced predicted). */
 void pd_plan_online_describe(const pd_plan_online *o, char *buf, size_t n);
 
 /* The profile the scheduler plans with when none is configured: for "cuda" the built-in h100 profile

@@ -109,7 +109,7 @@ void sched_replan(pd_scheduler *s) {
         n_dec += s->w[i].want_role == PD_ROLE_DECODE;
     }
     if (pd_plan_online_revise(&s->plan, n_dec)) {
-        char line[512];
+        char line[768];
         pd_plan_online_describe(&s->plan, line, sizeof line);
         PD_INFO("scheduler", "plan %s", line);
     }

@@ -157,7 +157,7 @@ static pd_status plan_start(pd_scheduler *s, const pd_scheduler_config *cfg, con
         pc.have_model = true;
         if (pd_plan_online_init(&s->plan, &pc) == PD_OK) {
             snprintf(s->plan_profile, sizeof s->plan_profile, "%s", prof->name);
-            char line[512];
+            char line[768];
             pd_plan_online_describe(&s->plan, line, sizeof line);
             PD_INFO("scheduler", "plan (profile %s, model %s, typical request %dx%d, %d frames, %d steps%s): %s", prof->name,
                     pc.model.name, pc.typical.width, pc.typical.height, pc.typical.frames, pc.typical.steps,

@@ -120,7 +120,9 @@ static void test_warmup_then_jobs(void) {
     PD_CHECK(pd_plan_online_revise(&o, 2) && o.plan.decode_workers == 1 && o.plan.revision == 3);
     char line[512];
     pd_plan_online_describe(&o, line, sizeof line);
-    PD_CHECK_MSG(strstr(line, "rev 3: 3 denoise + 1 decode workers") && strstr(line, "measured text 1.000 s"), "%s", line);
+    PD_CHECK_MSG(strstr(line, "rev 3: 3 denoise + 1 decode workers") && strstr(line, "measured text 1.000 s") &&
+                     strstr(line, "; rev 2 predicted text 1.000 s, denoise 1.000 s, decode 2.000 s"),
+                 "%s", line);
 }
 
 /* With Aco the split maximises predicted throughput once a speedup is measured (denoise without a pair
