@@ -18,7 +18,8 @@
  *  - admission by cost refuses what cannot finish within max_job_seconds or fit the memory limit,
  *    and queued jobs get completion estimates in queue order;
  *  - a request the worker rejects fails with its code; drain; the split re-plans from measured times
- *    (the live plan without a model: the fake model folder has no configs);
+ *    (the live plan without a model: the fake model folder has no configs), and with a model (the
+ *    tiny preset's configs) from the model corrected by the warm-up times;
  *  - a worker sending garbage, a wrong protocol version or an oversized frame is dropped and restarted
  *    (the scheduler never becomes ready on it and does not crash). */
 #include <dirent.h>
@@ -31,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "models/model_dir.h"
 #include "models/presets.h"
 #include "scheduler/scheduler.h"
 #include "scheduler/split.h"
@@ -216,8 +218,8 @@ static int count_lines(const char *path) {
 static char exe[1024];
 static char tmpdir[256];
 
-/* A scheduler over n fake workers, ready; extra (may be NULL) sets the stall limit, the cost model and
- * the job limits. */
+/* A scheduler over n fake workers, ready; extra (may be NULL) sets the model folder (the live plan's
+ * model; the fake stages load nothing), the stall limit, the cost model and the job limits. */
 static pd_scheduler *start_with(int n, int n_decode, int capacity, double timeout_s, const pd_scheduler_config *extra) {
     char run[300];
     snprintf(run, sizeof run, "%s/run", tmpdir);
@@ -225,6 +227,7 @@ static pd_scheduler *start_with(int n, int n_decode, int capacity, double timeou
                                .n_decode = n_decode, .threads_per_worker = 1, .queue_capacity = capacity,
                                .worker_timeout_s = timeout_s};
     if (extra) {
+        if (extra->model_dir) cfg.model_dir = extra->model_dir;
         cfg.stall_timeout_s = extra->stall_timeout_s;
         cfg.cost_model = extra->cost_model;
         cfg.max_job_seconds = extra->max_job_seconds;
@@ -757,6 +760,38 @@ static void test_replan_from_timings(void) {
     pd_scheduler_destroy(s);
 }
 
+/* The live plan with a model (the tiny preset's configs, the CPU reference profile): it is made at
+ * start from the model, the workers' warm-up times correct it (decode far slower than the model says:
+ * the fake decode sleeps 150 ms a latent frame) and the split moves to 1 + 2 through a revision; the
+ * stats carry the plan, its predictions and the measured times. */
+static void test_plan_from_model(void) {
+    char model[300];
+    snprintf(model, sizeof model, "%s/model", tmpdir);
+    PD_CHECK_OK(pd_model_dir_write(model, pd_model_preset_default(), 1, PD_WAN_LAYOUT_DIFFUSERS, PD_DTYPE_F32));
+    setenv("PD_FAKE_STEP_MS", "5", 1);
+    setenv("PD_FAKE_FRAME_MS", "150", 1);
+    pd_scheduler *s = start_with(3, 0, 8, 10, &(pd_scheduler_config){.model_dir = model});
+    if (!s) return;
+    pd_scheduler_stats st = {0};
+    double end = pd_now_s() + 30;
+    while (pd_now_s() < end) {
+        pd_scheduler_stats_get(s, &st);
+        if (st.n_decode == 2 && st.ready && st.workers_up == 3) break;
+        sleep_ms(20);
+    }
+    const pd_scheduler_plan_stats *pl = &st.plan;
+    PD_CHECK_MSG(st.n_decode == 2 && pl->plan.decode_workers == 2 && pl->plan.denoise_workers == 1,
+                 "split %d+%d, plan %d+%d", st.n_denoise, st.n_decode, pl->plan.denoise_workers, pl->plan.decode_workers);
+    PD_CHECK_MSG(pl->have_model && !strcmp(pl->profile, "cpu-reference") && pl->plan.revision >= 2, "%s rev %u",
+                 pl->profile, pl->plan.revision);
+    PD_CHECK(pl->measured_s[PD_PLAN_DECODE] > 0 && pl->plan.predicted_s[PD_PLAN_DECODE] > 0);
+    PD_CHECK(pl->measured_s[PD_PLAN_DECODE] > 5 * pl->measured_s[PD_PLAN_DENOISE]);
+    pd_gen_params p = params("planned", 2, 5);
+    PD_CHECK_OK(submit(s, "m-1", &p));
+    PD_CHECK(wait_final("m-1", 30) && find_ev("m-1", PD_JOB_EVENT_COMPLETED, -1, 0) != NULL);
+    pd_scheduler_destroy(s);
+}
+
 static void test_protocol_errors_drop_the_worker(void) {
     const char *modes[3] = {"garbage", "version", "oversize"};
     setenv("PD_FAKE_PID_DIR", tmpdir, 1);
@@ -815,6 +850,7 @@ int main(int argc, char **argv) {
     PD_RUN(test_admission_and_completion_estimates);
     PD_RUN(test_rejected_request_and_drain);
     PD_RUN(test_replan_from_timings);
+    PD_RUN(test_plan_from_model);
     PD_RUN(test_protocol_errors_drop_the_worker);
     pd_test_rmtree(tmpdir);
     return pd_test_summary();
