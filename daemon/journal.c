@@ -106,7 +106,42 @@ static const char *str(json_t *o, const char *k) {
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-static pd_job_status status_parse(const char *s) {
+bool pd_journal_request_parse(json_t *r, pd_job_request *q) {
+    const char *prompt = str(r, "prompt"), *neg = str(r, "negative_prompt"), *sampler = str(r, "sampler");
+    const char *noise = str(r, "noise"); /* absent in journals written before it existed: philox */
+    memset(q, 0, sizeof *q);
+    if (!prompt) return false;
+    q->prompt = strdup(prompt);
+    q->negative_prompt = neg ? strdup(neg) : NULL;
+    q->p.noise = PD_NOISE_PHILOX;
+    if (!q->prompt || (neg && !q->negative_prompt) || !sampler || pd_sampler_kind_parse(sampler, &q->p.sampler) ||
+        (noise && pd_noise_kind_parse(noise, &q->p.noise))) {
+        pd_job_request_free(q);
+        return false;
+    }
+    q->p.seed = (uint64_t)num(r, "seed");
+    json_t *seed = json_object_get(r, "seed");
+    if (json_is_integer(seed)) q->p.seed = (uint64_t)json_integer_value(seed);
+    q->seed_given = json_is_true(json_object_get(r, "seed_given"));
+    q->p.width = (int)num(r, "width");
+    q->p.height = (int)num(r, "height");
+    q->p.frames = (int)num(r, "frames");
+    q->p.steps = (int)num(r, "steps");
+    q->p.guidance = (float)num(r, "guidance");
+    q->p.shift = (float)num(r, "shift");
+    q->p.fps = (int)num(r, "fps");
+    snprintf(q->model, sizeof q->model, "%s", str(r, "model") ? str(r, "model") : "");
+    snprintf(q->seconds, sizeof q->seconds, "%s", str(r, "seconds") ? str(r, "seconds") : "");
+    if (q->p.width <= 0 || q->p.height <= 0 || q->p.frames <= 0 || q->p.steps <= 0 || q->p.fps <= 0) {
+        pd_job_request_free(q);
+        return false;
+    }
+    q->p.prompt = q->prompt;
+    q->p.negative_prompt = q->negative_prompt;
+    return true;
+}
+
+pd_job_status pd_journal_status_parse(const char *s) {
     for (int i = 0; i < PD_JOB_STATUS_COUNT; i++)
         if (s && !strcmp(s, pd_job_status_name((pd_job_status)i))) return (pd_job_status)i;
     return PD_JOB_QUEUED;
@@ -117,43 +152,16 @@ static bool apply(pd_jobs *jobs, json_t *r) {
     const char *op = str(r, "op"), *id = str(r, "id");
     if (!op || !id || !pd_job_id_valid(id)) return false;
     if (!strcmp(op, "job")) {
-        const char *prompt = str(r, "prompt"), *neg = str(r, "negative_prompt"), *sampler = str(r, "sampler");
-        const char *noise = str(r, "noise"); /* absent in journals written before it existed: philox */
-        if (!prompt) return false;
         pd_jobs_remove(jobs, id); /* a later full record supersedes */
-        pd_job_request q = {0};
-        q.prompt = strdup(prompt);
-        q.negative_prompt = neg ? strdup(neg) : NULL;
-        q.p.noise = PD_NOISE_PHILOX;
-        if (!q.prompt || (neg && !q.negative_prompt) || !sampler || pd_sampler_kind_parse(sampler, &q.p.sampler) ||
-            (noise && pd_noise_kind_parse(noise, &q.p.noise))) {
-            pd_job_request_free(&q);
-            return false;
-        }
-        q.p.seed = (uint64_t)num(r, "seed");
-        json_t *seed = json_object_get(r, "seed");
-        if (json_is_integer(seed)) q.p.seed = (uint64_t)json_integer_value(seed);
-        q.seed_given = json_is_true(json_object_get(r, "seed_given"));
-        q.p.width = (int)num(r, "width");
-        q.p.height = (int)num(r, "height");
-        q.p.frames = (int)num(r, "frames");
-        q.p.steps = (int)num(r, "steps");
-        q.p.guidance = (float)num(r, "guidance");
-        q.p.shift = (float)num(r, "shift");
-        q.p.fps = (int)num(r, "fps");
-        snprintf(q.model, sizeof q.model, "%s", str(r, "model") ? str(r, "model") : "");
-        snprintf(q.seconds, sizeof q.seconds, "%s", str(r, "seconds") ? str(r, "seconds") : "");
-        if (q.p.width <= 0 || q.p.height <= 0 || q.p.frames <= 0 || q.p.steps <= 0 || q.p.fps <= 0) {
-            pd_job_request_free(&q);
-            return false;
-        }
+        pd_job_request q;
+        if (!pd_journal_request_parse(r, &q)) return false;
         pd_job *j;
         json_t *seq = json_object_get(r, "seq");
         if (pd_jobs_add(jobs, id, json_is_integer(seq) && json_integer_value(seq) > 0 ? (uint64_t)json_integer_value(seq) : 0, &q, &j)) {
             pd_job_request_free(&q);
             return false;
         }
-        j->status = status_parse(str(r, "status"));
+        j->status = pd_journal_status_parse(str(r, "status"));
         j->created_at = num(r, "created_at");
         j->started_at = num(r, "started_at");
         j->completed_at = num(r, "completed_at");

@@ -41,6 +41,13 @@ json_t *pd_journal_rec_complete(const char *id, double t, double expires_at);
 json_t *pd_journal_rec_fail(const char *id, double t, double expires_at, const char *code, const char *message);
 json_t *pd_journal_rec_delete(const char *id);
 
+/* Parses the request fields of a "job" record (as pd_journal_rec_job writes them) into q, which then
+ * owns its strings; false (q empty) when they are missing or malformed. The shared job store keeps
+ * requests in this form too. */
+bool pd_journal_request_parse(json_t *rec, pd_job_request *q);
+/* A status name ("queued", ...) as written by pd_job_status_name; unknown names are queued. */
+pd_job_status pd_journal_status_parse(const char *s);
+
 /* Reads path (absent = empty) and applies every record to jobs, which should start empty.
  * *n_records receives the number of lines applied, *n_bad the number skipped. PD_ERR_IO when the
  * file exists but cannot be read, PD_ERR_NOMEM. */

@@ -1,0 +1,705 @@
+#include "daemon/pg_store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#include "daemon/journal.h"
+
+#define POOL_SIZE 4
+#define BACKOFF_MIN_S 0.1
+#define BACKOFF_MAX_S 5.0
+/* Advisory lock keys (decimal: they are spliced into SQL): migrations, and the capacity check of creates. */
+#define MIGRATE_LOCK_KEY 1885958245
+#define CREATE_LOCK_KEY 1701079412
+#define XSTR(x) #x
+#define STR(x) XSTR(x)
+
+/* ---- schema ---- */
+
+/* Each step runs once, in order, under the migration lock; steps are never edited once released,
+ * a change is a new step. Function bodies use $f$ quotes (the step itself sits inside $m$). */
+static const char *const migrations[PD_PG_SCHEMA_VERSION] = {
+    /* 1: jobs, the queue index, change notifications and the bounded create */
+    "CREATE TABLE pipedit_jobs ("
+    " id text PRIMARY KEY,"
+    " seq bigserial NOT NULL UNIQUE,"
+    " status text NOT NULL CHECK (status IN ('queued', 'in_progress', 'completed', 'failed')),"
+    " progress int NOT NULL DEFAULT 0, stage int NOT NULL DEFAULT -1, step int NOT NULL DEFAULT 0, total int NOT NULL DEFAULT 0,"
+    " created_at double precision NOT NULL, started_at double precision NOT NULL DEFAULT 0,"
+    " completed_at double precision NOT NULL DEFAULT 0, expires_at double precision NOT NULL DEFAULT 0,"
+    " error_code text NOT NULL DEFAULT '', error_message text NOT NULL DEFAULT '',"
+    " request text NOT NULL,"
+    " lease_holder text, lease_expires timestamptz,"
+    " fence bigint NOT NULL DEFAULT 0, completions int NOT NULL DEFAULT 0, progress_writes int NOT NULL DEFAULT 0);"
+    "CREATE INDEX pipedit_jobs_queued ON pipedit_jobs (seq) WHERE status = 'queued';"
+    "CREATE INDEX pipedit_jobs_leases ON pipedit_jobs (lease_expires) WHERE status = 'in_progress';"
+    "CREATE INDEX pipedit_jobs_expiry ON pipedit_jobs (expires_at) WHERE expires_at > 0;"
+    "CREATE FUNCTION pipedit_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN"
+    " IF TG_OP = 'DELETE' THEN"
+    "  PERFORM pg_notify('pipedit_jobs', OLD.id || ' deleted ' || coalesce(OLD.lease_holder, ''));"
+    "  RETURN OLD;"
+    " END IF;"
+    " PERFORM pg_notify('pipedit_jobs', NEW.id || ' ' || NEW.status || ' ' || coalesce(NEW.lease_holder, ''));"
+    " RETURN NEW; END $f$;"
+    "CREATE TRIGGER pipedit_jobs_notify_rows AFTER INSERT OR DELETE ON pipedit_jobs"
+    " FOR EACH ROW EXECUTE FUNCTION pipedit_jobs_notify();"
+    "CREATE TRIGGER pipedit_jobs_notify_changes AFTER UPDATE ON pipedit_jobs FOR EACH ROW"
+    " WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.progress <> NEW.progress OR OLD.stage <> NEW.stage"
+    "  OR OLD.step <> NEW.step OR OLD.lease_holder IS DISTINCT FROM NEW.lease_holder)"
+    " EXECUTE FUNCTION pipedit_jobs_notify();"
+    /* Each statement of a plpgsql function sees what committed before it began, so the count after
+     * the lock includes every create that went before. */
+    "CREATE FUNCTION pipedit_create_job(p_id text, p_created double precision, p_request text, p_capacity int)"
+    " RETURNS bigint LANGUAGE plpgsql AS $f$ DECLARE n bigint; BEGIN"
+    " PERFORM pg_advisory_xact_lock(" STR(CREATE_LOCK_KEY) ");"
+    " SELECT count(*) INTO n FROM pipedit_jobs WHERE status = 'queued';"
+    " IF n >= p_capacity THEN RETURN -1; END IF;"
+    " INSERT INTO pipedit_jobs (id, status, created_at, request) VALUES (p_id, 'queued', p_created, p_request);"
+    " RETURN n; END $f$;",
+};
+
+/* ---- statements ---- */
+
+#define COLS                                                                                                                       \
+    "j.id, j.seq, j.status, j.progress, j.stage, j.step, j.total, j.created_at, j.started_at, j.completed_at, j.expires_at, "     \
+    "j.error_code, j.error_message, j.request, coalesce(j.lease_holder, ''), j.fence, j.completions, j.progress_writes, "         \
+    "CASE WHEN j.status = 'queued' THEN (SELECT count(*) FROM pipedit_jobs q WHERE q.status = 'queued' AND q.seq < j.seq) "       \
+    "ELSE -1 END"
+#define N_COLS 19
+#define FENCED "WHERE id = $1 AND lease_holder = $2 AND fence = $3 AND status = 'in_progress'"
+
+enum stmt {
+    S_CREATE, S_GET, S_SEQ, S_LIST_ASC, S_LIST_DESC, S_QPOS, S_TAKE, S_PROGRESS, S_COMPLETE, S_FAIL, S_RELEASE,
+    S_RENEW, S_REQUEUE, S_CANCEL, S_DELETE, S_EXPIRE, S_COUNT
+};
+
+static const struct {
+    const char *name, *sql;
+    int n_params;
+} stmts[S_COUNT] = {
+    [S_CREATE] = {"pd_create", "SELECT pipedit_create_job($1, $2, $3, $4)", 4},
+    [S_GET] = {"pd_get", "SELECT " COLS " FROM pipedit_jobs j WHERE j.id = $1", 1},
+    [S_SEQ] = {"pd_seq", "SELECT seq FROM pipedit_jobs WHERE id = $1", 1},
+    [S_LIST_ASC] = {"pd_list_asc", "SELECT " COLS " FROM pipedit_jobs j WHERE j.seq > $1 ORDER BY j.seq LIMIT $2", 2},
+    [S_LIST_DESC] = {"pd_list_desc", "SELECT " COLS " FROM pipedit_jobs j WHERE j.seq < $1 ORDER BY j.seq DESC LIMIT $2", 2},
+    [S_QPOS] = {"pd_qpos",
+                "SELECT CASE WHEN j.status = 'queued' THEN (SELECT count(*) FROM pipedit_jobs q WHERE q.status = 'queued' AND q.seq < "
+                "j.seq) ELSE -1 END FROM pipedit_jobs j WHERE j.id = $1",
+                1},
+    [S_TAKE] = {"pd_take",
+                "UPDATE pipedit_jobs j SET status = 'in_progress', lease_holder = $1, lease_expires = clock_timestamp() + $2 * "
+                "interval '1 second', fence = fence + 1, started_at = $3, progress = 0, stage = -1, step = 0, total = 0 "
+                "WHERE j.status = 'queued' AND j.id = (SELECT id FROM pipedit_jobs WHERE status = 'queued' ORDER BY seq "
+                "FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING " COLS,
+                3},
+    [S_PROGRESS] = {"pd_progress",
+                    "UPDATE pipedit_jobs SET progress = $4, stage = $5, step = $6, total = $7, progress_writes = progress_writes + 1 " FENCED, 7},
+    [S_COMPLETE] = {"pd_complete",
+                    "UPDATE pipedit_jobs SET status = 'completed', progress = 100, stage = -1, completed_at = $4, expires_at = $5, "
+                    "lease_expires = NULL, completions = completions + 1 " FENCED,
+                    5},
+    [S_FAIL] = {"pd_fail",
+                "UPDATE pipedit_jobs SET status = 'failed', stage = -1, completed_at = $4, expires_at = $5, error_code = $6, "
+                "error_message = $7, lease_expires = NULL " FENCED,
+                7},
+    [S_RELEASE] = {"pd_release",
+                   "UPDATE pipedit_jobs SET status = 'queued', lease_holder = NULL, lease_expires = NULL, started_at = 0, progress = 0, "
+                   "stage = -1, step = 0, total = 0 " FENCED,
+                   3},
+    [S_RENEW] = {"pd_renew",
+                 "UPDATE pipedit_jobs SET lease_expires = clock_timestamp() + $2 * interval '1 second' "
+                 "WHERE lease_holder = $1 AND status = 'in_progress' RETURNING id",
+                 2},
+    [S_REQUEUE] = {"pd_requeue",
+                   "UPDATE pipedit_jobs SET status = 'queued', lease_holder = NULL, lease_expires = NULL, started_at = 0, progress = 0, "
+                   "stage = -1, step = 0, total = 0 WHERE status = 'in_progress' AND lease_expires < clock_timestamp() RETURNING id",
+                   0},
+    [S_CANCEL] = {"pd_cancel",
+                  "UPDATE pipedit_jobs SET status = 'failed', stage = -1, completed_at = $2, expires_at = $3, error_code = 'cancelled', "
+                  "error_message = 'cancelled by request', lease_expires = NULL "
+                  "WHERE id = $1 AND status IN ('queued', 'in_progress')",
+                  3},
+    [S_DELETE] = {"pd_delete", "DELETE FROM pipedit_jobs WHERE id = $1 RETURNING status", 1},
+    [S_EXPIRE] = {"pd_expire",
+                  "DELETE FROM pipedit_jobs WHERE id IN (SELECT id FROM pipedit_jobs WHERE status IN ('completed', 'failed') AND "
+                  "expires_at > 0 AND expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
+                  2},
+};
+
+/* ---- connections ---- */
+
+typedef struct slot {
+    PGconn *conn; /* NULL or bad: connect on next use */
+    bool busy;
+} slot;
+
+struct pd_pg_store {
+    char *url;
+    char holder[PD_PG_HOLDER_MAX];
+    double lease_s;
+    pthread_mutex_t mu;  /* slots, backoff, migrated */
+    pthread_cond_t freed;
+    slot slots[POOL_SIZE];
+    double backoff_s, next_try; /* no connection attempt before next_try (monotonic seconds) */
+    bool migrated;
+    PGconn *listen;            /* pd_pg_store_listen's thread only */
+    double listen_backoff_s, listen_next_try;
+    atomic_uint_fast64_t queries, notifications;
+    atomic_bool up;
+};
+
+static double mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The first line of libpq's message (they end with a newline and may run on). */
+static const char *short_msg(const char *m, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s", m && *m ? m : "no message");
+    char *nl = strchr(buf, '\n');
+    if (nl) *nl = 0;
+    return buf;
+}
+
+bool pd_pg_url_valid(const char *url) {
+    if (strncmp(url, "postgres://", 11) && strncmp(url, "postgresql://", 13)) return false;
+    char *err = NULL;
+    PQconninfoOption *o = PQconninfoParse(url, &err);
+    PQfreemem(err);
+    if (!o) return false;
+    PQconninfoFree(o);
+    return true;
+}
+
+static PGconn *connect_url(pd_pg_store *s) {
+    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
+    const char *vals[] = {s->url, "3", "pipeditd", NULL};
+    return PQconnectdbParams(keys, vals, 1);
+}
+
+static PGresult *counted_exec(pd_pg_store *s, PGconn *c, const char *sql) {
+    atomic_fetch_add(&s->queries, 1);
+    return PQexec(c, sql);
+}
+
+/* Creates or upgrades the schema on connection c. */
+static pd_status migrate(pd_pg_store *s, PGconn *c) {
+    char *sql = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&sql, &len);
+    if (!f) return pd_error_set(PD_ERR_NOMEM, "out of memory migrating the job store");
+    fprintf(f, "BEGIN; SELECT pg_advisory_xact_lock(%d);"
+               "CREATE TABLE IF NOT EXISTS pipedit_schema_version (version int NOT NULL);"
+               "INSERT INTO pipedit_schema_version SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM pipedit_schema_version);",
+            MIGRATE_LOCK_KEY);
+    for (int v = 1; v <= PD_PG_SCHEMA_VERSION; v++)
+        fprintf(f, "DO $m$ BEGIN IF (SELECT version FROM pipedit_schema_version) < %d THEN %s "
+                   "UPDATE pipedit_schema_version SET version = %d; END IF; END $m$;",
+                v, migrations[v - 1], v);
+    fprintf(f, "SELECT version FROM pipedit_schema_version;");
+    fclose(f);
+    if (!sql) return pd_error_set(PD_ERR_NOMEM, "out of memory migrating the job store");
+    PGresult *r = counted_exec(s, c, sql);
+    free(sql);
+    char m[256];
+    pd_status st = PD_OK;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        st = pd_error_set(PD_ERR_IO, "the job store's schema could not be created: %s", short_msg(PQerrorMessage(c), m, sizeof m));
+        PQclear(r);
+        PQclear(counted_exec(s, c, "ROLLBACK"));
+        return st;
+    }
+    int version = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    r = counted_exec(s, c, "COMMIT");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        st = pd_error_set(PD_ERR_IO, "the job store's schema could not be committed: %s", short_msg(PQerrorMessage(c), m, sizeof m));
+    PQclear(r);
+    if (st == PD_OK && version > PD_PG_SCHEMA_VERSION)
+        st = pd_error_set(PD_ERR_FORMAT, "the job store's schema is version %d; this pipeditd knows up to %d (upgrade it)", version,
+                          PD_PG_SCHEMA_VERSION);
+    return st;
+}
+
+static pd_status prepare_all(pd_pg_store *s, PGconn *c) {
+    char m[256];
+    for (int i = 0; i < S_COUNT; i++) {
+        atomic_fetch_add(&s->queries, 1);
+        PGresult *r = PQprepare(c, stmts[i].name, stmts[i].sql, stmts[i].n_params, NULL);
+        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (!ok) return pd_error_set(PD_ERR_IO, "preparing %s: %s", stmts[i].name, short_msg(PQerrorMessage(c), m, sizeof m));
+    }
+    return PD_OK;
+}
+
+static void note_failure(pd_pg_store *s) {
+    pthread_mutex_lock(&s->mu);
+    s->backoff_s = s->backoff_s <= 0 ? BACKOFF_MIN_S : fmin(s->backoff_s * 2, BACKOFF_MAX_S);
+    s->next_try = mono_now() + s->backoff_s;
+    pthread_mutex_unlock(&s->mu);
+    atomic_store(&s->up, false);
+}
+
+/* A connected slot's connection (PD_ERR_IO when the database cannot be reached); release it with
+ * put_conn. force ignores the backoff. */
+static pd_status get_conn(pd_pg_store *s, bool force, int *slot_out) {
+    pthread_mutex_lock(&s->mu);
+    int k = -1;
+    for (;;) {
+        for (int i = 0; i < POOL_SIZE && k < 0; i++)
+            if (!s->slots[i].busy && s->slots[i].conn) k = i; /* prefer a connected one */
+        for (int i = 0; i < POOL_SIZE && k < 0; i++)
+            if (!s->slots[i].busy) k = i;
+        if (k >= 0) break;
+        pthread_cond_wait(&s->freed, &s->mu);
+    }
+    slot *sl = &s->slots[k];
+    if (sl->conn && PQstatus(sl->conn) == CONNECTION_OK) {
+        sl->busy = true;
+        pthread_mutex_unlock(&s->mu);
+        *slot_out = k;
+        return PD_OK;
+    }
+    if (!force && mono_now() < s->next_try) {
+        pthread_mutex_unlock(&s->mu);
+        return pd_error_set(PD_ERR_IO, "the job store is unreachable (retrying)");
+    }
+    sl->busy = true;
+    pthread_mutex_unlock(&s->mu);
+    if (sl->conn) PQfinish(sl->conn);
+    sl->conn = connect_url(s);
+    atomic_fetch_add(&s->queries, 1);
+    char m[256];
+    pd_status st = PD_OK;
+    if (!sl->conn || PQstatus(sl->conn) != CONNECTION_OK) {
+        st = pd_error_set(PD_ERR_IO, "the job store is unreachable: %s", short_msg(sl->conn ? PQerrorMessage(sl->conn) : "out of memory", m, sizeof m));
+    } else {
+        pthread_mutex_lock(&s->mu);
+        bool need = !s->migrated;
+        pthread_mutex_unlock(&s->mu);
+        if (need) st = migrate(s, sl->conn);
+        if (st == PD_OK) st = prepare_all(s, sl->conn);
+        if (st == PD_OK && need) {
+            pthread_mutex_lock(&s->mu);
+            s->migrated = true;
+            pthread_mutex_unlock(&s->mu);
+        }
+    }
+    if (st) {
+        pd_status keep = st;
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", pd_error_msg());
+        if (sl->conn) PQfinish(sl->conn);
+        sl->conn = NULL;
+        if (keep != PD_ERR_FORMAT) note_failure(s);
+        pthread_mutex_lock(&s->mu);
+        sl->busy = false;
+        pthread_cond_signal(&s->freed);
+        pthread_mutex_unlock(&s->mu);
+        return pd_error_set(keep, "%s", msg);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->backoff_s = 0;
+    s->next_try = 0;
+    pthread_mutex_unlock(&s->mu);
+    atomic_store(&s->up, true);
+    *slot_out = k;
+    return PD_OK;
+}
+
+static void put_conn(pd_pg_store *s, int k) {
+    pthread_mutex_lock(&s->mu);
+    s->slots[k].busy = false;
+    pthread_cond_signal(&s->freed);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Runs prepared statement `which` with text params; *res receives the result (PQclear it) when the
+ * statement succeeded. A broken connection is dropped and the store marked down. */
+static pd_status run(pd_pg_store *s, enum stmt which, const char *const *params, PGresult **res) {
+    int k;
+    PD_TRY(get_conn(s, false, &k));
+    PGconn *c = s->slots[k].conn;
+    atomic_fetch_add(&s->queries, 1);
+    PGresult *r = PQexecPrepared(c, stmts[which].name, stmts[which].n_params, params, NULL, NULL, 0);
+    ExecStatusType es = PQresultStatus(r);
+    pd_status st = PD_OK;
+    if (es != PGRES_TUPLES_OK && es != PGRES_COMMAND_OK) {
+        char m[256];
+        st = pd_error_set(PD_ERR_IO, "the job store failed (%s): %s", stmts[which].name, short_msg(PQerrorMessage(c), m, sizeof m));
+        PQclear(r);
+        r = NULL;
+        if (PQstatus(c) != CONNECTION_OK) {
+            PQfinish(c);
+            s->slots[k].conn = NULL;
+            note_failure(s);
+        }
+    } else {
+        atomic_store(&s->up, true);
+    }
+    put_conn(s, k);
+    *res = r;
+    return st;
+}
+
+/* ---- rows ---- */
+
+void pd_pg_job_free(pd_pg_job *j) {
+    pd_job_request_free(&j->job.req);
+    memset(j, 0, sizeof *j);
+}
+
+static pd_status parse_row(PGresult *r, int row, pd_pg_job *out) {
+    memset(out, 0, sizeof *out);
+    pd_job *j = &out->job;
+#define V(c) PQgetvalue(r, row, c)
+    snprintf(j->id, sizeof j->id, "%s", V(0));
+    j->seq = strtoull(V(1), NULL, 10);
+    j->status = pd_journal_status_parse(V(2));
+    j->progress = atoi(V(3));
+    j->stage = atoi(V(4));
+    j->step = atoi(V(5));
+    j->total = atoi(V(6));
+    j->created_at = strtod(V(7), NULL);
+    j->started_at = strtod(V(8), NULL);
+    j->completed_at = strtod(V(9), NULL);
+    j->expires_at = strtod(V(10), NULL);
+    snprintf(j->error_code, sizeof j->error_code, "%s", V(11));
+    snprintf(j->error_message, sizeof j->error_message, "%s", V(12));
+    json_t *rec = json_loads(V(13), 0, NULL);
+    bool ok = rec && pd_journal_request_parse(rec, &j->req);
+    json_decref(rec);
+    snprintf(out->holder, sizeof out->holder, "%s", V(14));
+    out->fence = strtoll(V(15), NULL, 10);
+    out->completions = atoi(V(16));
+    out->progress_writes = atoi(V(17));
+    out->queue_position = atoi(V(18));
+#undef V
+    if (!ok) return pd_error_set(PD_ERR_FORMAT, "job %s in the store has a malformed request", j->id);
+    return PD_OK;
+}
+
+/* ---- public ---- */
+
+pd_status pd_pg_store_open(const char *url, const char *holder, double lease_s, pd_pg_store **out) {
+    *out = NULL;
+    if (!pd_pg_url_valid(url)) return pd_error_set(PD_ERR_INVALID, "store: '%.80s' is not a postgres:// or postgresql:// URL", url);
+    if (!holder[0] || strlen(holder) >= PD_PG_HOLDER_MAX || strchr(holder, ' '))
+        return pd_error_set(PD_ERR_INVALID, "replica_id must be 1 to %d characters without spaces", PD_PG_HOLDER_MAX - 1);
+    if (!(lease_s > 0)) return pd_error_set(PD_ERR_INVALID, "store_lease_s must be positive");
+    pd_pg_store *s = calloc(1, sizeof *s);
+    if (!s || !(s->url = strdup(url))) {
+        free(s);
+        return pd_error_set(PD_ERR_NOMEM, "out of memory opening the job store");
+    }
+    snprintf(s->holder, sizeof s->holder, "%s", holder);
+    s->lease_s = lease_s;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->freed, NULL);
+    atomic_init(&s->queries, 0);
+    atomic_init(&s->notifications, 0);
+    atomic_init(&s->up, false);
+    pd_status st = pd_pg_store_ping(s);
+    if (st == PD_ERR_FORMAT) {
+        pd_pg_store_close(s);
+        return st;
+    }
+    if (st) PD_WARN("pg_store", "%s; retrying in the background", pd_error_msg());
+    *out = s;
+    return PD_OK;
+}
+
+void pd_pg_store_close(pd_pg_store *s) {
+    if (!s) return;
+    for (int i = 0; i < POOL_SIZE; i++)
+        if (s->slots[i].conn) PQfinish(s->slots[i].conn);
+    if (s->listen) PQfinish(s->listen);
+    pthread_cond_destroy(&s->freed);
+    pthread_mutex_destroy(&s->mu);
+    free(s->url);
+    free(s);
+}
+
+pd_status pd_pg_store_ping(pd_pg_store *s) {
+    int k;
+    PD_TRY(get_conn(s, true, &k));
+    put_conn(s, k);
+    return PD_OK;
+}
+
+void pd_pg_store_stats_get(pd_pg_store *s, pd_pg_store_stats *out) {
+    out->queries = atomic_load(&s->queries);
+    out->notifications = atomic_load(&s->notifications);
+    out->up = atomic_load(&s->up);
+}
+
+pd_status pd_pg_store_create(pd_pg_store *s, const pd_job *j, int capacity, int *queue_position) {
+    json_t *rec = pd_journal_rec_job(j);
+    char *req = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+    json_decref(rec);
+    if (!req) return pd_error_set(PD_ERR_NOMEM, "out of memory storing a job");
+    char created[32], cap[16];
+    snprintf(created, sizeof created, "%.6f", j->created_at);
+    snprintf(cap, sizeof cap, "%d", capacity);
+    const char *p[] = {j->id, created, req, cap};
+    PGresult *r;
+    pd_status st = run(s, S_CREATE, p, &r);
+    free(req);
+    if (st) return st;
+    long long pos = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (pos < 0) return pd_error_set(PD_ERR_BUSY, "the queue is full (%d jobs waiting)", capacity);
+    *queue_position = (int)pos;
+    return PD_OK;
+}
+
+pd_status pd_pg_store_get(pd_pg_store *s, const char *id, pd_pg_job *out) {
+    const char *p[] = {id};
+    PGresult *r;
+    PD_TRY(run(s, S_GET, p, &r));
+    pd_status st = PQntuples(r) == 1 ? parse_row(r, 0, out) : pd_error_set(PD_ERR_NOT_FOUND, "no job %s", id);
+    PQclear(r);
+    return st;
+}
+
+pd_status pd_pg_store_list(pd_pg_store *s, const char *after, int limit, bool ascending, pd_pg_job *out, int *n, bool *more) {
+    *n = 0;
+    *more = false;
+    char seq[24], lim[16];
+    snprintf(seq, sizeof seq, "%s", ascending ? "0" : "9223372036854775807");
+    PGresult *r;
+    if (after) {
+        const char *p[] = {after};
+        PD_TRY(run(s, S_SEQ, p, &r));
+        bool found = PQntuples(r) == 1;
+        if (found) snprintf(seq, sizeof seq, "%s", PQgetvalue(r, 0, 0));
+        PQclear(r);
+        if (!found) return pd_error_set(PD_ERR_NOT_FOUND, "'after' names no video");
+    }
+    snprintf(lim, sizeof lim, "%d", limit + 1);
+    const char *p[] = {seq, lim};
+    PD_TRY(run(s, ascending ? S_LIST_ASC : S_LIST_DESC, p, &r));
+    int rows = PQntuples(r);
+    pd_status st = PD_OK;
+    for (int i = 0; i < rows && i < limit && st == PD_OK; i++) {
+        st = parse_row(r, i, &out[i]);
+        if (st == PD_OK) (*n)++;
+    }
+    *more = rows > limit;
+    PQclear(r);
+    if (st)
+        for (int i = 0; i < *n; i++) pd_pg_job_free(&out[i]);
+    if (st) *n = 0;
+    return st;
+}
+
+pd_status pd_pg_store_queue_position(pd_pg_store *s, const char *id, int *pos) {
+    const char *p[] = {id};
+    PGresult *r;
+    *pos = -1;
+    PD_TRY(run(s, S_QPOS, p, &r));
+    if (PQntuples(r) == 1) *pos = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return PD_OK;
+}
+
+pd_status pd_pg_store_take(pd_pg_store *s, double now, pd_pg_job *out) {
+    char lease[32], t[32];
+    snprintf(lease, sizeof lease, "%.3f", s->lease_s);
+    snprintf(t, sizeof t, "%.6f", now);
+    const char *p[] = {s->holder, lease, t};
+    PGresult *r;
+    PD_TRY(run(s, S_TAKE, p, &r));
+    pd_status st = PQntuples(r) == 1 ? parse_row(r, 0, out) : pd_error_set(PD_ERR_NOT_FOUND, "no job is queued");
+    PQclear(r);
+    return st;
+}
+
+/* Runs a fenced statement whose first three parameters are id, holder, fence. */
+static pd_status fenced(pd_pg_store *s, enum stmt which, const char **p, int64_t fence) {
+    char f[24];
+    snprintf(f, sizeof f, "%" PRId64, fence);
+    p[1] = s->holder;
+    p[2] = f;
+    PGresult *r;
+    PD_TRY(run(s, which, p, &r));
+    bool changed = atoi(PQcmdTuples(r)) == 1;
+    PQclear(r);
+    return changed ? PD_OK : pd_error_set(PD_ERR_CANCELLED, "the lease on job %s was lost (requeued, taken elsewhere, cancelled or deleted)", p[0]);
+}
+
+pd_status pd_pg_store_progress(pd_pg_store *s, const char *id, int64_t fence, int progress, int stage, int step, int total) {
+    char a[16], b[16], c[16], d[16];
+    snprintf(a, sizeof a, "%d", progress);
+    snprintf(b, sizeof b, "%d", stage);
+    snprintf(c, sizeof c, "%d", step);
+    snprintf(d, sizeof d, "%d", total);
+    const char *p[] = {id, NULL, NULL, a, b, c, d};
+    return fenced(s, S_PROGRESS, p, fence);
+}
+
+pd_status pd_pg_store_complete(pd_pg_store *s, const char *id, int64_t fence, double t, double expires_at) {
+    char a[32], b[32];
+    snprintf(a, sizeof a, "%.6f", t);
+    snprintf(b, sizeof b, "%.6f", expires_at);
+    const char *p[] = {id, NULL, NULL, a, b};
+    return fenced(s, S_COMPLETE, p, fence);
+}
+
+pd_status pd_pg_store_fail(pd_pg_store *s, const char *id, int64_t fence, double t, double expires_at, const char *code, const char *message) {
+    char a[32], b[32];
+    snprintf(a, sizeof a, "%.6f", t);
+    snprintf(b, sizeof b, "%.6f", expires_at);
+    const char *p[] = {id, NULL, NULL, a, b, code, message};
+    return fenced(s, S_FAIL, p, fence);
+}
+
+pd_status pd_pg_store_release(pd_pg_store *s, const char *id, int64_t fence) {
+    const char *p[] = {id, NULL, NULL};
+    return fenced(s, S_RELEASE, p, fence);
+}
+
+/* Copies column 0 of every row into ids (room for cap); *n = the row count. */
+static void ids_of(PGresult *r, char (*ids)[PD_JOB_ID_LEN + 1], int cap, int *n) {
+    *n = PQntuples(r);
+    for (int i = 0; i < *n && i < cap; i++) snprintf(ids[i], PD_JOB_ID_LEN + 1, "%s", PQgetvalue(r, i, 0));
+}
+
+pd_status pd_pg_store_renew(pd_pg_store *s, char (*held)[PD_JOB_ID_LEN + 1], int cap, int *n) {
+    char lease[32];
+    snprintf(lease, sizeof lease, "%.3f", s->lease_s);
+    const char *p[] = {s->holder, lease};
+    PGresult *r;
+    *n = 0;
+    PD_TRY(run(s, S_RENEW, p, &r));
+    ids_of(r, held, cap, n);
+    PQclear(r);
+    return PD_OK;
+}
+
+pd_status pd_pg_store_requeue_expired(pd_pg_store *s, int *n) {
+    PGresult *r;
+    *n = 0;
+    PD_TRY(run(s, S_REQUEUE, NULL, &r));
+    *n = PQntuples(r);
+    for (int i = 0; i < *n; i++) PD_INFO("pg_store", "%s: its lease expired; back in the queue", PQgetvalue(r, i, 0));
+    PQclear(r);
+    return PD_OK;
+}
+
+pd_status pd_pg_store_cancel(pd_pg_store *s, const char *id, double t, double expires_at, pd_pg_job *out) {
+    char a[32], b[32];
+    snprintf(a, sizeof a, "%.6f", t);
+    snprintf(b, sizeof b, "%.6f", expires_at);
+    const char *p[] = {id, a, b};
+    PGresult *r;
+    PD_TRY(run(s, S_CANCEL, p, &r));
+    PQclear(r);
+    return pd_pg_store_get(s, id, out);
+}
+
+pd_status pd_pg_store_delete(pd_pg_store *s, const char *id, bool *was_live) {
+    const char *p[] = {id};
+    PGresult *r;
+    PD_TRY(run(s, S_DELETE, p, &r));
+    bool found = PQntuples(r) == 1;
+    if (found) {
+        pd_job_status js = pd_journal_status_parse(PQgetvalue(r, 0, 0));
+        *was_live = js == PD_JOB_QUEUED || js == PD_JOB_IN_PROGRESS;
+    }
+    PQclear(r);
+    return found ? PD_OK : pd_error_set(PD_ERR_NOT_FOUND, "no job %s", id);
+}
+
+pd_status pd_pg_store_expire(pd_pg_store *s, double now, char (*ids)[PD_JOB_ID_LEN + 1], int cap, int *n) {
+    char a[32], b[16];
+    snprintf(a, sizeof a, "%.6f", now);
+    snprintf(b, sizeof b, "%d", cap);
+    const char *p[] = {a, b};
+    PGresult *r;
+    *n = 0;
+    PD_TRY(run(s, S_EXPIRE, p, &r));
+    ids_of(r, ids, cap, n);
+    PQclear(r);
+    return PD_OK;
+}
+
+/* ---- LISTEN ---- */
+
+static void sleep_s(double s) {
+    if (s <= 0) return;
+    struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
+    while (nanosleep(&ts, &ts) && errno == EINTR) {
+    }
+}
+
+static pd_status listen_connect(pd_pg_store *s, double timeout_s, pd_pg_notify_fn fn, void *ud) {
+    double now = mono_now();
+    if (now < s->listen_next_try) {
+        sleep_s(fmin(timeout_s, s->listen_next_try - now));
+        if (mono_now() < s->listen_next_try) return pd_error_set(PD_ERR_IO, "the job store is unreachable (retrying)");
+    }
+    s->listen = connect_url(s);
+    atomic_fetch_add(&s->queries, 1);
+    PGresult *r = NULL;
+    if (s->listen && PQstatus(s->listen) == CONNECTION_OK) r = counted_exec(s, s->listen, "LISTEN pipedit_jobs");
+    bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) {
+        char m[256];
+        pd_error_set(PD_ERR_IO, "the job store's notifications are unreachable: %s",
+                     short_msg(s->listen ? PQerrorMessage(s->listen) : "out of memory", m, sizeof m));
+        if (s->listen) PQfinish(s->listen);
+        s->listen = NULL;
+        s->listen_backoff_s = s->listen_backoff_s <= 0 ? BACKOFF_MIN_S : fmin(s->listen_backoff_s * 2, BACKOFF_MAX_S);
+        s->listen_next_try = mono_now() + s->listen_backoff_s;
+        return PD_ERR_IO;
+    }
+    s->listen_backoff_s = 0;
+    s->listen_next_try = 0;
+    fn(ud, NULL, NULL, NULL); /* anything may have changed while nobody listened */
+    return PD_OK;
+}
+
+pd_status pd_pg_store_listen(pd_pg_store *s, double timeout_s, pd_pg_notify_fn fn, void *ud) {
+    if (!s->listen) PD_TRY(listen_connect(s, timeout_s, fn, ud));
+    struct pollfd pfd = {.fd = PQsocket(s->listen), .events = POLLIN};
+    int rc = pfd.fd >= 0 ? poll(&pfd, 1, (int)(timeout_s * 1000)) : -1;
+    bool bad = rc < 0 && errno != EINTR;
+    if (rc > 0 && !PQconsumeInput(s->listen)) bad = true;
+    PGnotify *n;
+    while (!bad && (n = PQnotifies(s->listen))) {
+        atomic_fetch_add(&s->notifications, 1);
+        /* "<id> <status> <holder>" */
+        char id[PD_JOB_ID_LEN + 1] = "", status[16] = "", holder[PD_PG_HOLDER_MAX] = "";
+        const char *a = n->extra, *b = strchr(a, ' ');
+        const char *c = b ? strchr(b + 1, ' ') : NULL;
+        if (b && c && (size_t)(b - a) == PD_JOB_ID_LEN && (size_t)(c - b - 1) < sizeof status) {
+            memcpy(id, a, PD_JOB_ID_LEN);
+            memcpy(status, b + 1, (size_t)(c - b - 1));
+            snprintf(holder, sizeof holder, "%s", c + 1);
+            if (pd_job_id_valid(id)) fn(ud, id, status, holder);
+        }
+        PQfreemem(n);
+    }
+    if (bad || PQstatus(s->listen) != CONNECTION_OK) {
+        PQfinish(s->listen);
+        s->listen = NULL;
+        s->listen_backoff_s = BACKOFF_MIN_S;
+        s->listen_next_try = mono_now() + s->listen_backoff_s;
+        return pd_error_set(PD_ERR_IO, "the job store's notification connection was lost");
+    }
+    return PD_OK;
+}
