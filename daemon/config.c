@@ -11,6 +11,9 @@
 #include <jansson.h>
 
 #include "comm/comm.h"
+#ifdef PD_HAVE_PG
+#include "daemon/pg_store.h"
+#endif
 #include "models/pipeline.h"
 #include "models/wan/pipesp_plan.h"
 #include "proto/proto.h"
@@ -43,6 +46,10 @@ static const cfg_entry cfg_table[] = {
     {"grpc_max_calls", CT_INT, F(grpc_max_calls), "4096", 1, 1000000, "open gRPC calls (watch and download streams included) at most; more are RESOURCE_EXHAUSTED"},
     {"data_dir", CT_STR, F(data_dir), "./data", 0, 0, "journal and outputs (videos/<id>.mp4, .png)"},
     {"output_ttl_s", CT_DOUBLE, F(output_ttl_s), "86400", 1, 365.0 * 86400, "finished videos are deleted this long after completion"},
+    {"outputs_dir", CT_STR, F(outputs_dir), "", 0, 0, "folder finished videos (<id>.mp4, <id>.png) are written to and served from; empty = <data_dir>/videos. Replicas on one store name the same (shared) folder"},
+    {"store", CT_STR, F(store), "", 0, 0, "job store: empty = the local journal; postgres://... = a PostgreSQL job store and queue shared by every replica that names it"},
+    {"replica_id", CT_STR, F(replica_id), "", 0, 0, "this replica's name as a lease holder in the shared store; empty = <hostname>-<pid>"},
+    {"store_lease_s", CT_DOUBLE, F(store_lease_s), "30", 0.5, 3600, "lease on a job taken from the shared store, renewed every third of it; a job whose lease expired is run by another replica"},
     {"housekeeping_interval_s", CT_DOUBLE, F(housekeeping_interval_s), "30", 0.1, 3600, "period of the expiry sweep"},
     {"model_dir", CT_STR, F(model_dir), "", 0, 0, "model folder; empty = the embedded tiny model"},
     {"model_name", CT_STR, F(model_name), "", 0, 0, "model id clients send; empty = the model's preset name"},
@@ -121,9 +128,18 @@ static pd_status set_entry(pd_config *cfg, const cfg_entry *e, const char *value
             return pd_error_set(PD_ERR_INVALID, "log_level: '%s' is not error, warn, info or debug", value);
         pd_aco_mode mode;
         if (!strcmp(e->name, "aco")) PD_TRY(pd_aco_mode_parse(value, &mode));
-        size_t cap = !strcmp(e->name, "log_level") ? sizeof cfg->log_level
-                     : !strcmp(e->name, "aco")     ? sizeof cfg->aco
-                                                   : PD_CONFIG_STR_MAX;
+        if (!strcmp(e->name, "store") && *value && strncmp(value, "postgres://", 11) && strncmp(value, "postgresql://", 13))
+            return pd_error_set(PD_ERR_INVALID, "store: '%.60s' is neither empty (the local journal) nor a postgres:// or postgresql:// URL", value);
+        if (!strcmp(e->name, "replica_id")) {
+            if (strlen(value) >= sizeof cfg->replica_id) return pd_error_set(PD_ERR_INVALID, "replica_id: longer than %zu bytes", sizeof cfg->replica_id - 1);
+            for (const char *c = value; *c; c++)
+                if ((unsigned char)*c <= ' ' || (unsigned char)*c > '~')
+                    return pd_error_set(PD_ERR_INVALID, "replica_id: only printable ASCII without spaces");
+        }
+        size_t cap = !strcmp(e->name, "log_level")    ? sizeof cfg->log_level
+                     : !strcmp(e->name, "aco")        ? sizeof cfg->aco
+                     : !strcmp(e->name, "replica_id") ? sizeof cfg->replica_id
+                                                      : PD_CONFIG_STR_MAX;
         snprintf(base, cap, "%s", value);
         return PD_OK;
     }
@@ -286,6 +302,13 @@ pd_status pd_config_check(const pd_config *cfg) {
     if (cfg->body_timeout_s < cfg->header_timeout_s)
         return pd_error_set(PD_ERR_INVALID, "body_timeout_s (%g) must be at least header_timeout_s (%g): the body deadline counts from "
                             "the same start", cfg->body_timeout_s, cfg->header_timeout_s);
+#ifdef PD_HAVE_PG
+    if (cfg->store[0] && !pd_pg_url_valid(cfg->store))
+        return pd_error_set(PD_ERR_INVALID, "store: libpq cannot parse '%.60s' (postgres://user@host:port/database?option=value)", cfg->store);
+#else
+    if (cfg->store[0])
+        return pd_error_set(PD_ERR_INVALID, "store: this pipeditd was built without libpq (libpq-dev missing); leave store empty for the local journal");
+#endif
     pd_scheduler_config sc;
     pd_config_scheduler(cfg, &sc);
     pd_status st = pd_scheduler_config_check(&sc);
@@ -315,7 +338,7 @@ void pd_config_log(const pd_config *cfg) {
         case CT_INT: PD_DEBUG("config", "%s = %d", e->name, *(const int *)base); break;
         case CT_SIZE: PD_DEBUG("config", "%s = %zu", e->name, *(const size_t *)base); break;
         case CT_DOUBLE: PD_DEBUG("config", "%s = %g", e->name, *(const double *)base); break;
-        case CT_STR: PD_DEBUG("config", "%s = \"%s\"", e->name, base); break;
+        case CT_STR: PD_DEBUG("config", "%s = \"%s\"", e->name, strcmp(e->name, "store") ? base : *base ? "postgres://(hidden)" : ""); break;
         case CT_KEYS: PD_DEBUG("config", "%s = %d key(s)", e->name, cfg->n_api_keys); break;
         }
     }

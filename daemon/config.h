@@ -15,6 +15,7 @@
 
 #define PD_CONFIG_STR_MAX 512 /* longest string setting (paths included) */
 #define PD_CONFIG_MAX_KEYS 16 /* most API keys */
+#define PD_PG_REPLICA_ID_MAX 128 /* replica_id: the longest lease holder name + 1 */
 
 typedef struct pd_config {
     /* network */
@@ -33,6 +34,11 @@ typedef struct pd_config {
     char data_dir[PD_CONFIG_STR_MAX];
     double output_ttl_s;
     double housekeeping_interval_s;
+    char outputs_dir[PD_CONFIG_STR_MAX]; /* "" = <data_dir>/videos */
+    /* the shared job store (daemon/pg_store.h): "" = the local journal */
+    char store[PD_CONFIG_STR_MAX];      /* "" or postgres://... / postgresql://... */
+    char replica_id[PD_PG_REPLICA_ID_MAX]; /* "" = <hostname>-<pid> */
+    double store_lease_s;
     /* model and workers */
     char model_dir[PD_CONFIG_STR_MAX];  /* "" = the embedded tiny model */
     char model_name[PD_CONFIG_STR_MAX]; /* "" = the preset's or folder's name */

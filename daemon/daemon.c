@@ -14,6 +14,9 @@
 #include "base/file_io.h"
 #include "daemon/conn_guard.h"
 #include "daemon/http.h"
+#ifdef PD_HAVE_PG
+#include "daemon/replica.h"
+#endif
 #ifdef PD_HAVE_GRPC
 #include "daemon/grpc_server.h"
 #endif
@@ -22,6 +25,8 @@
 #include "models/presets.h"
 #include "models/wan/dit.h"
 #include "models/wan/vae.h"
+
+static const pd_daemon_ops local_ops;
 
 double pd_daemon_now(void) {
     struct timespec ts;
@@ -96,7 +101,7 @@ static void fill_limits(pd_daemon *d) {
     l->default_shift = p->default_shift;
 }
 
-static void job_finish(pd_job *j, pd_job_status s, double t, double ttl) {
+void pd_daemon_job_finish(pd_job *j, pd_job_status s, double t, double ttl) {
     j->status = s;
     j->stage = -1;
     j->completed_at = t;
@@ -148,7 +153,7 @@ pd_status pd_daemon_open(pd_daemon *d, const pd_config *cfg) {
     PD_TRY(resolve_profile(d));
     fill_limits(d);
     PD_TRY(lock_data_dir(d));
-    PD_TRY(pd_store_init(&d->store, cfg->data_dir));
+    PD_TRY(pd_store_init(&d->store, cfg->data_dir, cfg->outputs_dir));
     if (cfg->run_dir[0]) snprintf(d->run_dir, sizeof d->run_dir, "%s", cfg->run_dir);
     else snprintf(d->run_dir, sizeof d->run_dir, "%s/run", cfg->data_dir);
     if (cfg->worker_exe[0]) {
@@ -160,6 +165,17 @@ pd_status pd_daemon_open(pd_daemon *d, const pd_config *cfg) {
         self[n] = 0;
         snprintf(d->worker_exe, sizeof d->worker_exe, "%s/pipedit", dirname(self));
     }
+
+    PD_INFO("daemon", "model %s (%s), serving it as '%s'", d->model_dir, d->preset->name, d->model_name);
+    if (cfg->store[0]) {
+#ifdef PD_HAVE_PG
+        d->ops = &pd_replica_ops;
+        return pd_replica_open(d);
+#else
+        return pd_error_set(PD_ERR_INVALID, "store: this pipeditd was built without libpq");
+#endif
+    }
+    d->ops = &local_ops;
 
     /* Rebuild the table from the journal, settle what the last run left, and rewrite it compactly. */
     snprintf(d->journal_path, sizeof d->journal_path, "%s/journal.jsonl", cfg->data_dir);
@@ -176,7 +192,7 @@ pd_status pd_daemon_open(pd_daemon *d, const pd_config *cfg) {
             continue;
         }
         if (j->status == PD_JOB_COMPLETED && !pd_store_has_video(&d->store, j->id)) {
-            job_finish(j, PD_JOB_FAILED, now, cfg->output_ttl_s);
+            pd_daemon_job_finish(j, PD_JOB_FAILED, now, cfg->output_ttl_s);
             snprintf(j->error_code, sizeof j->error_code, "output_missing");
             snprintf(j->error_message, sizeof j->error_message, "the video file was missing when the daemon restarted");
             lost++;
@@ -192,40 +208,17 @@ pd_status pd_daemon_open(pd_daemon *d, const pd_config *cfg) {
     PD_TRY(pd_journal_open(d->journal_path, &d->journal));
     PD_INFO("daemon", "journal %s: %zu records (%zu skipped), %zu jobs kept, %d expired, %d to run again, %d lost outputs",
             d->journal_path, n_rec, n_bad, d->jobs.n, expired, requeued, lost);
-    PD_INFO("daemon", "model %s (%s), serving it as '%s'", d->model_dir, d->preset->name, d->model_name);
     return PD_OK;
 }
 
 /* ---- scheduler events ---- */
 
-static void on_job_event(void *ud, const pd_job_event *ev) {
-    pd_daemon *d = ud;
-    json_t *rec = NULL;
-    bool sync = false, orphan = false;
-    PD_DEBUG("daemon", "event %d for %s: stage %d step %d/%d progress %d", (int)ev->kind, ev->job_id, (int)ev->stage, ev->step, ev->total,
-             ev->progress);
-    pthread_mutex_lock(&d->lock);
-    pd_job *j = pd_jobs_find(&d->jobs, ev->job_id);
-    if (!j) {
-        /* Deleted while running: whatever it still wrote goes too. */
-        orphan = ev->kind == PD_JOB_EVENT_COMPLETED && pd_job_id_valid(ev->job_id);
-        pthread_mutex_unlock(&d->lock);
-        if (orphan) pd_store_remove(&d->store, ev->job_id);
-        return;
-    }
-    if (j->status == PD_JOB_COMPLETED || j->status == PD_JOB_FAILED) {
-        /* Cancelled, but the worker finished before it saw the cancel: the job stays cancelled. */
-        bool stray = ev->kind == PD_JOB_EVENT_COMPLETED && j->status == PD_JOB_FAILED;
-        pthread_mutex_unlock(&d->lock);
-        if (stray) pd_store_remove(&d->store, ev->job_id);
-        return;
-    }
+void pd_daemon_apply_event(pd_daemon *d, pd_job *j, const pd_job_event *ev) {
     double ttl = d->cfg.output_ttl_s;
     switch (ev->kind) {
     case PD_JOB_EVENT_STARTED:
         j->status = PD_JOB_IN_PROGRESS;
         j->started_at = ev->t;
-        rec = pd_journal_rec_start(j->id, ev->t);
         break;
     case PD_JOB_EVENT_STAGE:
         j->status = PD_JOB_IN_PROGRESS;
@@ -255,20 +248,46 @@ static void on_job_event(void *ud, const pd_job_event *ev) {
         break;
     case PD_JOB_EVENT_COMPLETED:
         if (j->stage >= 0) pd_metrics_stage(&d->metrics, (pd_stage)j->stage, ev->t - j->stage_started_at);
-        job_finish(j, PD_JOB_COMPLETED, ev->t, ttl);
+        pd_daemon_job_finish(j, PD_JOB_COMPLETED, ev->t, ttl);
         pd_metrics_job_finished(&d->metrics, PD_JOB_COMPLETED, false);
-        rec = pd_journal_rec_complete(j->id, ev->t, j->expires_at);
-        sync = true;
         break;
     case PD_JOB_EVENT_FAILED:
-        job_finish(j, PD_JOB_FAILED, ev->t, ttl);
+        pd_daemon_job_finish(j, PD_JOB_FAILED, ev->t, ttl);
         snprintf(j->error_code, sizeof j->error_code, "%s", ev->error_code ? ev->error_code : "failed");
         snprintf(j->error_message, sizeof j->error_message, "%s", ev->error_message ? ev->error_message : "generation failed");
         pd_metrics_job_finished(&d->metrics, PD_JOB_FAILED, !strcmp(j->error_code, "cancelled"));
-        rec = pd_journal_rec_fail(j->id, ev->t, j->expires_at, j->error_code, j->error_message);
-        sync = true;
         break;
     }
+}
+
+static void on_job_event(void *ud, const pd_job_event *ev) {
+    pd_daemon *d = ud;
+    json_t *rec = NULL;
+    bool sync = false, orphan = false;
+    PD_DEBUG("daemon", "event %d for %s: stage %d step %d/%d progress %d", (int)ev->kind, ev->job_id, (int)ev->stage, ev->step, ev->total,
+             ev->progress);
+    pthread_mutex_lock(&d->lock);
+    pd_job *j = pd_jobs_find(&d->jobs, ev->job_id);
+    if (!j) {
+        /* Deleted while running: whatever it still wrote goes too. */
+        orphan = ev->kind == PD_JOB_EVENT_COMPLETED && pd_job_id_valid(ev->job_id);
+        pthread_mutex_unlock(&d->lock);
+        if (orphan) pd_store_remove(&d->store, ev->job_id);
+        return;
+    }
+    if (j->status == PD_JOB_COMPLETED || j->status == PD_JOB_FAILED) {
+        /* Cancelled, but the worker finished before it saw the cancel: the job stays cancelled. */
+        bool stray = ev->kind == PD_JOB_EVENT_COMPLETED && j->status == PD_JOB_FAILED;
+        pthread_mutex_unlock(&d->lock);
+        if (stray) pd_store_remove(&d->store, ev->job_id);
+        return;
+    }
+    pd_daemon_apply_event(d, j, ev);
+    double t = ev->t;
+    if (ev->kind == PD_JOB_EVENT_STARTED) rec = pd_journal_rec_start(j->id, t);
+    if (ev->kind == PD_JOB_EVENT_COMPLETED) rec = pd_journal_rec_complete(j->id, t, j->expires_at);
+    if (ev->kind == PD_JOB_EVENT_FAILED) rec = pd_journal_rec_fail(j->id, t, j->expires_at, j->error_code, j->error_message);
+    sync = ev->kind == PD_JOB_EVENT_COMPLETED || ev->kind == PD_JOB_EVENT_FAILED;
     j->version++;
     pd_daemon_wake_streams_locked(d);
     pthread_mutex_unlock(&d->lock);
@@ -295,7 +314,7 @@ static pd_status fail_job_locked(pd_daemon *d, pd_job *j, const char *code, cons
         PD_ERROR("daemon", "%s", pd_error_msg());
         return st;
     }
-    job_finish(j, PD_JOB_FAILED, now, d->cfg.output_ttl_s);
+    pd_daemon_job_finish(j, PD_JOB_FAILED, now, d->cfg.output_ttl_s);
     snprintf(j->error_code, sizeof j->error_code, "%s", code);
     snprintf(j->error_message, sizeof j->error_message, "%s", msg);
     pd_metrics_job_finished(&d->metrics, PD_JOB_FAILED, !strcmp(code, "cancelled"));
@@ -409,9 +428,12 @@ pd_status pd_daemon_start_scheduler(pd_daemon *d) {
                                    .frames = d->preset->default_frames, .steps = d->preset->default_steps,
                                    .cfg = d->preset->default_guidance > 1.0f};
     sc.job_memory_bytes = job_memory_limit(&d->cfg);
-    pd_status st = pd_scheduler_create(&sc, on_job_event, d, &d->sched);
+    pd_status st = pd_scheduler_create(&sc, d->ops->on_job_event, d, &d->sched);
     if (st) return pd_error_prefix(st, "cannot start workers");
+    return d->ops->start(d);
+}
 
+static pd_status local_start(pd_daemon *d) {
     /* Jobs the last run left queued or running go first, in creation order; those the queue has no
      * room for wait in the backlog, and new requests get 429 until it is empty. */
     pthread_mutex_lock(&d->lock);
@@ -431,7 +453,7 @@ static int not_found(pd_api_error *err, const char *id) {
     return pd_api_error_set(err, 404, "id", "video_not_found", "no video with id '%.60s'", id);
 }
 
-void pd_daemon_add_queue_position(pd_daemon *d, json_t *v) {
+static void local_add_queue_position(pd_daemon *d, json_t *v) {
     const char *status = json_string_value(json_object_get(v, "status"));
     if (!d->sched || !status || (strcmp(status, "queued") && strcmp(status, "in_progress"))) return;
     const char *id = json_string_value(json_object_get(v, "id"));
@@ -463,7 +485,7 @@ pd_watch_event pd_daemon_watch_next_locked(pd_daemon *d, const char *id, pd_watc
     return ev;
 }
 
-int pd_daemon_create_video(pd_daemon *d, pd_job_request *req, json_t **out, pd_api_error *err) {
+static int local_create_video(pd_daemon *d, pd_job_request *req, json_t **out, pd_api_error *err) {
     if (atomic_load(&d->draining))
         return pd_api_error_set(err, 503, NULL, "shutting_down", "the server is shutting down; retry against another instance");
     if (!d->sched) return pd_api_error_set(err, 503, NULL, "not_ready", "the server has no workers");
@@ -536,7 +558,7 @@ int pd_daemon_create_video(pd_daemon *d, pd_job_request *req, json_t **out, pd_a
     return 200;
 }
 
-int pd_daemon_get_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err) {
+static int local_get_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err) {
     pthread_mutex_lock(&d->lock);
     pd_job *j = pd_jobs_find(&d->jobs, id);
     *out = j ? pd_api_video_json(j, -1) : NULL;
@@ -547,7 +569,7 @@ int pd_daemon_get_video(pd_daemon *d, const char *id, json_t **out, pd_api_error
     return 200;
 }
 
-int pd_daemon_list_videos(pd_daemon *d, const char *after, int limit, bool ascending, json_t **out, pd_api_error *err) {
+static int local_list_videos(pd_daemon *d, const char *after, int limit, bool ascending, json_t **out, pd_api_error *err) {
     json_t *data = json_array();
     if (!data) return pd_api_error_set(err, 503, NULL, "out_of_memory", "out of memory");
     pthread_mutex_lock(&d->lock);
@@ -569,6 +591,10 @@ int pd_daemon_list_videos(pd_daemon *d, const char *after, int limit, bool ascen
     size_t k;
     json_t *v;
     json_array_foreach(data, k, v) pd_daemon_add_queue_position(d, v);
+    return pd_daemon_list_reply(data, more, out, err);
+}
+
+int pd_daemon_list_reply(json_t *data, bool more, json_t **out, pd_api_error *err) {
     size_t cnt = json_array_size(data);
     json_t *first = cnt ? json_object_get(json_array_get(data, 0), "id") : NULL;
     json_t *last = cnt ? json_object_get(json_array_get(data, cnt - 1), "id") : NULL;
@@ -578,7 +604,7 @@ int pd_daemon_list_videos(pd_daemon *d, const char *after, int limit, bool ascen
 
 static bool job_live(const pd_job *j) { return j->status == PD_JOB_QUEUED || j->status == PD_JOB_IN_PROGRESS; }
 
-int pd_daemon_cancel_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err) {
+static int local_cancel_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err) {
     pthread_mutex_lock(&d->lock);
     pd_job *j = pd_jobs_find(&d->jobs, id);
     pd_job_status s = j ? j->status : PD_JOB_FAILED;
@@ -598,7 +624,7 @@ int pd_daemon_cancel_video(pd_daemon *d, const char *id, json_t **out, pd_api_er
     return pd_daemon_get_video(d, id, out, err);
 }
 
-int pd_daemon_delete_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err) {
+static int local_delete_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err) {
     pthread_mutex_lock(&d->lock);
     pd_job *j = pd_jobs_find(&d->jobs, id);
     bool live = j && job_live(j);
@@ -625,7 +651,7 @@ int pd_daemon_delete_video(pd_daemon *d, const char *id, json_t **out, pd_api_er
     return *out ? 200 : pd_api_error_set(err, 503, NULL, "out_of_memory", "out of memory");
 }
 
-int pd_daemon_content_path(pd_daemon *d, const char *id, pd_store_variant v, char *path, pd_api_error *err) {
+static int local_content_path(pd_daemon *d, const char *id, pd_store_variant v, char *path, pd_api_error *err) {
     pthread_mutex_lock(&d->lock);
     pd_job *j = pd_jobs_find(&d->jobs, id);
     pd_job_status s = j ? j->status : PD_JOB_FAILED;
@@ -641,14 +667,18 @@ int pd_daemon_content_path(pd_daemon *d, const char *id, pd_store_variant v, cha
 bool pd_daemon_ready(pd_daemon *d, pd_scheduler_stats *stats) {
     memset(stats, 0, sizeof *stats);
     if (d->sched) pd_scheduler_stats_get(d->sched, stats);
-    return stats->ready && !atomic_load(&d->draining);
+    return stats->ready && !atomic_load(&d->draining) && pd_daemon_store_up(d);
+}
+
+static void local_gauges(pd_daemon *d, pd_metrics_gauges *g) {
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = 0; i < d->jobs.n; i++) g->jobs[d->jobs.v[i]->status]++;
+    pthread_mutex_unlock(&d->lock);
 }
 
 void pd_daemon_gauges(pd_daemon *d, pd_metrics_gauges *g) {
     memset(g, 0, sizeof *g);
-    pthread_mutex_lock(&d->lock);
-    for (size_t i = 0; i < d->jobs.n; i++) g->jobs[d->jobs.v[i]->status]++;
-    pthread_mutex_unlock(&d->lock);
+    d->ops->gauges(d, g);
     pd_scheduler_stats s;
     pd_daemon_ready(d, &s);
     g->queue_depth = s.queued;
@@ -685,7 +715,7 @@ static bool job_known(void *ud, const char *id) {
     return k;
 }
 
-void pd_daemon_housekeep(pd_daemon *d, bool sweep) {
+static void local_housekeep(pd_daemon *d, bool sweep) {
     if (d->sched && !atomic_load(&d->draining)) submit_backlog(d);
     double now = pd_daemon_now();
     char(*gone)[PD_JOB_ID_LEN + 1] = NULL;
@@ -732,10 +762,12 @@ void pd_daemon_shutdown(pd_daemon *d) {
 #ifdef PD_HAVE_GRPC
     pd_grpc_stop(d);
 #endif
+    d->ops->stop(d); /* before the scheduler goes: the shared store's threads use it */
     if (d->sched) {
         pd_scheduler_destroy(d->sched);
         d->sched = NULL;
     }
+    if (d->replica) return;
     int left = 0;
     pthread_mutex_lock(&d->lock);
     for (size_t i = 0; i < d->jobs.n; i++) left += d->jobs.v[i]->status == PD_JOB_QUEUED || d->jobs.v[i]->status == PD_JOB_IN_PROGRESS;
@@ -748,8 +780,12 @@ void pd_daemon_close(pd_daemon *d) {
 #ifdef PD_HAVE_GRPC
     pd_grpc_stop(d);
 #endif
+    if (d->ops) d->ops->stop(d);
     if (d->sched) pd_scheduler_destroy(d->sched);
     d->sched = NULL;
+#ifdef PD_HAVE_PG
+    pd_replica_close(d);
+#endif
     pd_journal_close(d->journal);
     d->journal = NULL;
     if (d->lock_fd > 2) close(d->lock_fd); /* the workers are gone: the folder is free */
@@ -761,3 +797,43 @@ void pd_daemon_close(pd_daemon *d) {
     pthread_cond_destroy(&d->changed);
     pthread_mutex_destroy(&d->lock);
 }
+
+static void local_stop(pd_daemon *d) { (void)d; }
+
+static bool local_store_up(pd_daemon *d) {
+    (void)d;
+    return true;
+}
+
+static const pd_daemon_ops local_ops = {
+    .name = "local journal",
+    .start = local_start,
+    .stop = local_stop,
+    .on_job_event = on_job_event,
+    .create_video = local_create_video,
+    .get_video = local_get_video,
+    .list_videos = local_list_videos,
+    .cancel_video = local_cancel_video,
+    .delete_video = local_delete_video,
+    .content_path = local_content_path,
+    .add_queue_position = local_add_queue_position,
+    .housekeep = local_housekeep,
+    .store_up = local_store_up,
+    .gauges = local_gauges,
+};
+
+/* ---- the operations, through the job store in use ---- */
+
+int pd_daemon_create_video(pd_daemon *d, pd_job_request *req, json_t **out, pd_api_error *err) { return d->ops->create_video(d, req, out, err); }
+int pd_daemon_get_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err) { return d->ops->get_video(d, id, out, err); }
+int pd_daemon_list_videos(pd_daemon *d, const char *after, int limit, bool ascending, json_t **out, pd_api_error *err) {
+    return d->ops->list_videos(d, after, limit, ascending, out, err);
+}
+int pd_daemon_cancel_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err) { return d->ops->cancel_video(d, id, out, err); }
+int pd_daemon_delete_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err) { return d->ops->delete_video(d, id, out, err); }
+int pd_daemon_content_path(pd_daemon *d, const char *id, pd_store_variant v, char *path, pd_api_error *err) {
+    return d->ops->content_path(d, id, v, path, err);
+}
+void pd_daemon_add_queue_position(pd_daemon *d, json_t *video) { d->ops->add_queue_position(d, video); }
+void pd_daemon_housekeep(pd_daemon *d, bool sweep) { d->ops->housekeep(d, sweep); }
+bool pd_daemon_store_up(pd_daemon *d) { return !d->ops || d->ops->store_up(d); }

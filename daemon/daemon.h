@@ -29,8 +29,30 @@ struct MHD_Daemon;
 typedef struct pd_sse_stream pd_sse_stream;
 typedef struct pd_conn_guard pd_conn_guard;
 typedef struct pd_grpc pd_grpc;
+typedef struct pd_replica pd_replica;
+typedef struct pd_daemon pd_daemon;
 
-typedef struct pd_daemon {
+/* Where jobs live: the local table and journal (daemon.c), or the PostgreSQL store shared by
+ * replicas (daemon/replica.h). The public operations below dispatch through d->ops; each entry has
+ * the contract of the operation of the same name. */
+typedef struct pd_daemon_ops {
+    const char *name;
+    pd_status (*start)(pd_daemon *d);   /* after the scheduler exists: local re-submits recovered jobs, shared starts its threads */
+    void (*stop)(pd_daemon *d);         /* after the scheduler is destroyed */
+    pd_job_event_fn on_job_event;       /* the scheduler's callback (ud = d) */
+    int (*create_video)(pd_daemon *d, pd_job_request *req, json_t **out, pd_api_error *err);
+    int (*get_video)(pd_daemon *d, const char *id, json_t **out, pd_api_error *err);
+    int (*list_videos)(pd_daemon *d, const char *after, int limit, bool ascending, json_t **out, pd_api_error *err);
+    int (*cancel_video)(pd_daemon *d, const char *id, json_t **out, pd_api_error *err);
+    int (*delete_video)(pd_daemon *d, const char *id, json_t **out, pd_api_error *err);
+    int (*content_path)(pd_daemon *d, const char *id, pd_store_variant v, char *path, pd_api_error *err);
+    void (*add_queue_position)(pd_daemon *d, json_t *video);
+    void (*housekeep)(pd_daemon *d, bool sweep);
+    bool (*store_up)(pd_daemon *d);
+    void (*gauges)(pd_daemon *d, pd_metrics_gauges *g); /* the job counts and the store's */
+} pd_daemon_ops;
+
+struct pd_daemon {
     pd_config cfg;
     pd_api_limits limits;
     const pd_model_preset *preset;   /* request defaults, and the typical request the scheduler plans for */
@@ -44,6 +66,8 @@ typedef struct pd_daemon {
     double started_at;
 
     pthread_mutex_t lock;            /* guards jobs and sse_waiters */
+    /* With the shared store, jobs is a cache of the jobs this replica was asked about: the store's
+     * notifications refresh it, so event streams and watches here follow jobs run anywhere. */
     pthread_cond_t changed;          /* broadcast (d->lock held) whenever a job changes: gRPC watches wait on it */
     pd_jobs jobs;
     pd_sse_stream *sse_waiters;      /* suspended event streams, resumed when any job changes */
@@ -60,7 +84,9 @@ typedef struct pd_daemon {
     pd_conn_guard *conns;            /* header/body deadlines and slot headroom (daemon/conn_guard.h) */
     pd_grpc *grpc;                   /* the gRPC server (daemon/grpc_server.h); NULL when off */
     atomic_bool draining;            /* SIGTERM seen: not ready, not admitting */
-} pd_daemon;
+    const pd_daemon_ops *ops;        /* the local journal's or the shared store's */
+    pd_replica *replica;             /* the shared store's state (daemon/replica.h); NULL with the local journal */
+};
 
 /* Prepares d from cfg: resolves the model (cfg->model_dir, or the embedded tiny model), creates the
  * data folder and locks it (before anything in it is read or written), creates its subfolders,
@@ -81,6 +107,15 @@ pd_status pd_daemon_start_scheduler(pd_daemon *d);
 /* One housekeeping pass: expires outputs past their TTL, sweeps orphaned files, and wakes event
  * streams so they send a keep-alive. Called periodically by the main thread. */
 void pd_daemon_housekeep(pd_daemon *d, bool sweep);
+
+/* Applies a scheduler event to j's status, stage, step and progress and to the metrics (both job
+ * stores use it; the caller guards j). */
+void pd_daemon_apply_event(pd_daemon *d, pd_job *j, const pd_job_event *ev);
+/* The list object ({object:"list", data, first_id, last_id, has_more}) around data (consumed), with
+ * queue positions already set; 200, or 503 out of memory. */
+int pd_daemon_list_reply(json_t *data, bool more, json_t **out, pd_api_error *err);
+/* Finishes j: status, completed_at, expires_at = t + ttl, stage -1, progress 100 when completed. */
+void pd_daemon_job_finish(pd_job *j, pd_job_status s, double t, double ttl);
 
 /* Shutdown: stops admitting and reporting ready, waits up to drain_timeout_s for live jobs, stops the
  * workers and the HTTP server. Jobs still live stay in the journal and run after the next start. */
@@ -138,8 +173,12 @@ pd_watch_event pd_daemon_watch_next_locked(pd_daemon *d, const char *id, pd_watc
 void pd_daemon_add_queue_position(pd_daemon *d, json_t *video);
 /* Samples the gauges for /metrics. */
 void pd_daemon_gauges(pd_daemon *d, pd_metrics_gauges *g);
-/* The scheduler's readiness and worker counts, and whether the daemon is draining. */
+/* The scheduler's readiness and worker counts, and whether the daemon is draining; with the shared
+ * store, not ready while the store is unreachable. */
 bool pd_daemon_ready(pd_daemon *d, pd_scheduler_stats *stats);
+
+/* False while the shared store is unreachable (always true with the local journal). */
+bool pd_daemon_store_up(pd_daemon *d);
 
 /* Resumes every waiting event stream; d->lock must be held. */
 void pd_daemon_wake_streams_locked(pd_daemon *d);

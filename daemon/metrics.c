@@ -237,6 +237,32 @@ char *pd_metrics_render(pd_metrics *m, const pd_metrics_gauges *g) {
     static const char *const reasons[3] = {"deadline", "evicted", "refused"};
     for (int i = 0; i < 3; i++)
         bprintf(&b, "pipedit_http_connections_dropped_total{reason=\"%s\"} %llu\n", reasons[i], (unsigned long long)g->http_dropped[i]);
+    if (g->store_enabled) {
+        /* The replica id is validated printable ASCII without spaces; quotes and backslashes are escaped. */
+        char rid[2 * 128 + 1];
+        size_t k = 0;
+        for (const char *c = g->replica_id ? g->replica_id : ""; *c && k + 2 < sizeof rid; c++) {
+            if (*c == '"' || *c == '\\') rid[k++] = '\\';
+            rid[k++] = *c;
+        }
+        rid[k] = 0;
+        bprintf(&b, "# HELP pipedit_store_up 1 while the shared job store answers.\n# TYPE pipedit_store_up gauge\n"
+                    "pipedit_store_up{replica=\"%s\"} %d\n", rid, g->store_up);
+        const struct {
+            const char *name, *help;
+            uint64_t v;
+        } c[] = {
+            {"pipedit_store_queries_total", "Round trips to the shared job store since start.", g->store_queries},
+            {"pipedit_store_notifications_total", "Job change notifications received from the shared store.", g->store_notifications},
+            {"pipedit_store_lease_renewals_total", "Leases on running jobs this replica renewed.", g->lease_renewals},
+            {"pipedit_store_jobs_taken_total", "Jobs this replica took from the shared queue.", g->jobs_taken},
+            {"pipedit_store_stale_results_total", "Writes by this replica refused because it had lost the job's lease.", g->stale_results},
+            {"pipedit_store_progress_writes_total", "Progress writes to the shared store (throttled to about one a second per job).", g->progress_writes},
+        };
+        for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+            bprintf(&b, "# HELP %s %s\n# TYPE %s counter\n%s{replica=\"%s\"} %llu\n", c[i].name, c[i].help, c[i].name, c[i].name, rid,
+                    (unsigned long long)c[i].v);
+    }
     if (b.oom) {
         free(b.s);
         return NULL;

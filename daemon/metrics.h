@@ -52,6 +52,10 @@ typedef struct pd_metrics_gauges {
     double uptime_s;
     int http_connections;              /* open and not dropped (daemon/conn_guard.h) */
     uint64_t http_dropped[3];          /* connections dropped: past a deadline, evicted, refused */
+    /* the shared job store (rendered only when store_enabled) */
+    bool store_enabled, store_up;
+    const char *replica_id;
+    uint64_t store_queries, store_notifications, lease_renewals, jobs_taken, stale_results, progress_writes;
 } pd_metrics_gauges;
 
 void pd_metrics_init(pd_metrics *m);

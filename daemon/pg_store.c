@@ -80,7 +80,7 @@ static const char *const migrations[PD_PG_SCHEMA_VERSION] = {
 
 enum stmt {
     S_CREATE, S_GET, S_SEQ, S_LIST_ASC, S_LIST_DESC, S_QPOS, S_TAKE, S_PROGRESS, S_COMPLETE, S_FAIL, S_RELEASE,
-    S_RENEW, S_REQUEUE, S_CANCEL, S_DELETE, S_EXPIRE, S_COUNT
+    S_RENEW, S_REQUEUE, S_CANCEL, S_DELETE, S_EXPIRE, S_COUNTS, S_COUNT
 };
 
 static const struct {
@@ -134,6 +134,7 @@ static const struct {
                   "DELETE FROM pipedit_jobs WHERE id IN (SELECT id FROM pipedit_jobs WHERE status IN ('completed', 'failed') AND "
                   "expires_at > 0 AND expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
                   2},
+    [S_COUNTS] = {"pd_counts", "SELECT status, count(*) FROM pipedit_jobs GROUP BY status", 0},
 };
 
 /* ---- connections ---- */
@@ -511,6 +512,15 @@ pd_status pd_pg_store_queue_position(pd_pg_store *s, const char *id, int *pos) {
     *pos = -1;
     PD_TRY(run(s, S_QPOS, p, &r));
     if (PQntuples(r) == 1) *pos = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return PD_OK;
+}
+
+pd_status pd_pg_store_count(pd_pg_store *s, int counts[PD_JOB_STATUS_COUNT]) {
+    PGresult *r;
+    memset(counts, 0, PD_JOB_STATUS_COUNT * sizeof *counts);
+    PD_TRY(run(s, S_COUNTS, NULL, &r));
+    for (int i = 0; i < PQntuples(r); i++) counts[pd_journal_status_parse(PQgetvalue(r, i, 0))] += atoi(PQgetvalue(r, i, 1));
     PQclear(r);
     return PD_OK;
 }

@@ -89,6 +89,9 @@ pd_status pd_pg_store_list(pd_pg_store *s, const char *after, int limit, bool as
 /* Queue position of a queued job, -1 when it is not queued or not there. */
 pd_status pd_pg_store_queue_position(pd_pg_store *s, const char *id, int *pos);
 
+/* The number of jobs in each status (indexed by pd_job_status). */
+pd_status pd_pg_store_count(pd_pg_store *s, int counts[PD_JOB_STATUS_COUNT]);
+
 /* Takes the oldest queued job (FOR UPDATE SKIP LOCKED: concurrent takers never get the same one):
  * it becomes in progress (started_at = now), held by this replica until now + lease_s, with a new
  * fence. PD_ERR_NOT_FOUND when none is queued. */

@@ -1,5 +1,5 @@
-/* The output store: finished videos live in <data_dir>/videos/<id>.mp4 with the first frame as
- * <id>.png beside them. The scheduler's workers write there (complete files only, by rename); the
+/* The output store: finished videos live in the outputs folder (<data_dir>/videos unless configured)
+ * as <id>.mp4 with the first frame as <id>.png beside them. The scheduler's workers write there (complete files only, by rename); the
  * daemon serves, deletes and expires them. File names come only from validated job ids. */
 #ifndef PD_DAEMON_STORE_H
 #define PD_DAEMON_STORE_H
@@ -13,15 +13,25 @@
 typedef enum pd_store_variant { PD_STORE_VIDEO = 0, PD_STORE_THUMBNAIL = 1 } pd_store_variant;
 
 typedef struct pd_store {
-    char dir[PATH_MAX]; /* <data_dir>/videos */
+    char dir[PATH_MAX]; /* the outputs folder */
 } pd_store;
 
-/* Creates data_dir and data_dir/videos when absent. PD_ERR_IO naming the folder. */
-pd_status pd_store_init(pd_store *s, const char *data_dir);
+/* Uses outputs_dir, or data_dir/videos when it is empty; creates it when absent. PD_ERR_IO naming the
+ * folder. */
+pd_status pd_store_init(pd_store *s, const char *data_dir, const char *outputs_dir);
 
 /* Writes the path of a job's output into out (PATH_MAX bytes). The id must be valid
  * (pd_job_id_valid). */
 void pd_store_path(const pd_store *s, const char *id, pd_store_variant v, char *out);
+
+/* The path one attempt of a job writes its output to before it is known to be the job's result
+ * (".<id>.a<attempt>.mp4"): the shared store's replicas publish it with pd_store_publish only once
+ * the store accepted the result, so a stale attempt never overwrites the job's files. */
+void pd_store_attempt_path(const pd_store *s, const char *id, long long attempt, pd_store_variant v, char *out);
+/* Renames an attempt's files to the job's (a missing thumbnail is fine); PD_ERR_IO naming the file. */
+pd_status pd_store_publish(const pd_store *s, const char *id, long long attempt);
+/* Removes an attempt's files; absent files are fine. */
+void pd_store_remove_attempt(const pd_store *s, const char *id, long long attempt);
 
 /* True when the job's MP4 exists. */
 bool pd_store_has_video(const pd_store *s, const char *id);

@@ -1,0 +1,40 @@
+/* The daemon on the shared job store (store = postgres://...): replicas of pipeditd that name the
+ * same database share one queue and answer every request for every job (daemon/pg_store.h holds
+ * the SQL). Chosen once by pd_daemon_open, which then routes every operation through
+ * pd_replica_ops instead of the local table and journal.
+ *
+ * - Create validates and admits as the local daemon does, then inserts into the store (the queue
+ *   bound is global: 429 when queue_capacity jobs are queued across the replicas); the reply comes
+ *   only after the insert committed. Get, list, content, cancel and delete read and write the store.
+ * - A taker thread takes the oldest queued job whenever this replica's scheduler has a free pipeline
+ *   (ready, its own queue empty, fewer jobs before decode than denoise groups: job N+1 starts
+ *   denoising while N decodes), submits it with the attempt's output paths, and every lease/3 (at
+ *   most 1 s) renews the leases of what it runs, returns jobs whose lease expired anywhere to the
+ *   queue, cancels local runs whose lease is gone and retries results the store could not take.
+ *   It wakes on notifications of queued jobs and on its scheduler's events.
+ * - Scheduler events become fenced writes: stage changes at once, progress at most once a second per
+ *   job, the result once. A refused write means the lease was lost: the run is cancelled and its
+ *   output dropped (pipedit_store_stale_results_total). A completed attempt's files are renamed to
+ *   <id>.mp4/.png in outputs_dir only after the store accepted the result.
+ * - A listener thread holds the LISTEN connection: each notification may mark a local run lost
+ *   (cancelled, deleted or requeued elsewhere: it stops within one DiT block), wakes the taker, and
+ *   refreshes the job in d->jobs when this replica caches it, which bumps its version and wakes the
+ *   event streams and gRPC watches here.
+ * - Housekeeping expires finished jobs with one DELETE ... RETURNING: the replica whose DELETE
+ *   removed a row removes its files. */
+#ifndef PD_DAEMON_REPLICA_H
+#define PD_DAEMON_REPLICA_H
+
+#include "daemon/daemon.h"
+
+extern const pd_daemon_ops pd_replica_ops;
+
+/* Connects d to the store named by d->cfg.store as replica cfg.replica_id (default
+ * <hostname>-<pid>), creating or upgrading the schema when the database answers (an unreachable one
+ * is retried in the background). Errors from pd_pg_store_open, prefixed "store". */
+pd_status pd_replica_open(pd_daemon *d);
+
+/* Frees what pd_replica_open made (the threads are gone by then); nothing when d has no replica. */
+void pd_replica_close(pd_daemon *d);
+
+#endif
