@@ -46,10 +46,10 @@ static const char *const migrations[PD_PG_SCHEMA_VERSION] = {
     "CREATE INDEX pipedit_jobs_expiry ON pipedit_jobs (expires_at) WHERE expires_at > 0;"
     "CREATE FUNCTION pipedit_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN"
     " IF TG_OP = 'DELETE' THEN"
-    "  PERFORM pg_notify('pipedit_jobs', OLD.id || ' deleted ' || coalesce(OLD.lease_holder, ''));"
+    "  PERFORM pg_notify('pipedit_jobs', OLD.id || ' deleted ' || OLD.fence || ' ' || coalesce(OLD.lease_holder, ''));"
     "  RETURN OLD;"
     " END IF;"
-    " PERFORM pg_notify('pipedit_jobs', NEW.id || ' ' || NEW.status || ' ' || coalesce(NEW.lease_holder, ''));"
+    " PERFORM pg_notify('pipedit_jobs', NEW.id || ' ' || NEW.status || ' ' || NEW.fence || ' ' || coalesce(NEW.lease_holder, ''));"
     " RETURN NEW; END $f$;"
     "CREATE TRIGGER pipedit_jobs_notify_rows AFTER INSERT OR DELETE ON pipedit_jobs"
     " FOR EACH ROW EXECUTE FUNCTION pipedit_jobs_notify();"
@@ -118,8 +118,8 @@ static const struct {
                    3},
     [S_RENEW] = {"pd_renew",
                  "UPDATE pipedit_jobs SET lease_expires = clock_timestamp() + $2 * interval '1 second' "
-                 "WHERE lease_holder = $1 AND status = 'in_progress' RETURNING id",
-                 2},
+                 "WHERE lease_holder = $1 AND status = 'in_progress' AND id = ANY($3::text[]) RETURNING id",
+                 3},
     [S_REQUEUE] = {"pd_requeue",
                    "UPDATE pipedit_jobs SET status = 'queued', lease_holder = NULL, lease_expires = NULL, started_at = 0, progress = 0, "
                    "stage = -1, step = 0, total = 0 WHERE status = 'in_progress' AND lease_expires < clock_timestamp() RETURNING id",
@@ -183,10 +183,17 @@ bool pd_pg_url_valid(const char *url) {
     return true;
 }
 
+static void quiet(void *arg, const char *message) {
+    (void)arg;
+    PD_DEBUG("pg_store", "%s", message); /* NOTICEs such as "relation ... already exists, skipping" */
+}
+
 static PGconn *connect_url(pd_pg_store *s) {
     const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
     const char *vals[] = {s->url, "3", "pipeditd", NULL};
-    return PQconnectdbParams(keys, vals, 1);
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (c) PQsetNoticeProcessor(c, quiet, NULL);
+    return c;
 }
 
 static PGresult *counted_exec(pd_pg_store *s, PGconn *c, const char *sql) {
@@ -587,14 +594,24 @@ static void ids_of(PGresult *r, char (*ids)[PD_JOB_ID_LEN + 1], int cap, int *n)
     for (int i = 0; i < *n && i < cap; i++) snprintf(ids[i], PD_JOB_ID_LEN + 1, "%s", PQgetvalue(r, i, 0));
 }
 
-pd_status pd_pg_store_renew(pd_pg_store *s, char (*held)[PD_JOB_ID_LEN + 1], int cap, int *n) {
+pd_status pd_pg_store_renew(pd_pg_store *s, const char (*ids)[PD_JOB_ID_LEN + 1], int n_ids, char (*held)[PD_JOB_ID_LEN + 1], int *n) {
     char lease[32];
     snprintf(lease, sizeof lease, "%.3f", s->lease_s);
-    const char *p[] = {s->holder, lease};
-    PGresult *r;
     *n = 0;
-    PD_TRY(run(s, S_RENEW, p, &r));
-    ids_of(r, held, cap, n);
+    if (n_ids == 0) return PD_OK;
+    char *arr = malloc((size_t)n_ids * (PD_JOB_ID_LEN + 1) + 3);
+    if (!arr) return pd_error_set(PD_ERR_NOMEM, "out of memory renewing leases");
+    size_t off = 0;
+    arr[off++] = '{';
+    for (int i = 0; i < n_ids; i++) off += (size_t)sprintf(arr + off, "%s%s", i ? "," : "", ids[i]); /* ids are [a-z0-9_] */
+    arr[off++] = '}';
+    arr[off] = 0;
+    const char *p[] = {s->holder, lease, arr};
+    PGresult *r;
+    pd_status st = run(s, S_RENEW, p, &r);
+    free(arr);
+    PD_TRY(st);
+    ids_of(r, held, n_ids, n);
     PQclear(r);
     return PD_OK;
 }
@@ -679,7 +696,7 @@ static pd_status listen_connect(pd_pg_store *s, double timeout_s, pd_pg_notify_f
     }
     s->listen_backoff_s = 0;
     s->listen_next_try = 0;
-    fn(ud, NULL, NULL, NULL); /* anything may have changed while nobody listened */
+    fn(ud, NULL, NULL, 0, NULL); /* anything may have changed while nobody listened */
     return PD_OK;
 }
 
@@ -692,15 +709,13 @@ pd_status pd_pg_store_listen(pd_pg_store *s, double timeout_s, pd_pg_notify_fn f
     PGnotify *n;
     while (!bad && (n = PQnotifies(s->listen))) {
         atomic_fetch_add(&s->notifications, 1);
-        /* "<id> <status> <holder>" */
+        /* "<id> <status> <fence> <holder>" */
         char id[PD_JOB_ID_LEN + 1] = "", status[16] = "", holder[PD_PG_HOLDER_MAX] = "";
-        const char *a = n->extra, *b = strchr(a, ' ');
-        const char *c = b ? strchr(b + 1, ' ') : NULL;
-        if (b && c && (size_t)(b - a) == PD_JOB_ID_LEN && (size_t)(c - b - 1) < sizeof status) {
-            memcpy(id, a, PD_JOB_ID_LEN);
-            memcpy(status, b + 1, (size_t)(c - b - 1));
-            snprintf(holder, sizeof holder, "%s", c + 1);
-            if (pd_job_id_valid(id)) fn(ud, id, status, holder);
+        long long fence = -1;
+        int used = 0;
+        if (sscanf(n->extra, "%38s %15s %lld %n", id, status, &fence, &used) == 3 && pd_job_id_valid(id)) {
+            snprintf(holder, sizeof holder, "%s", n->extra + used);
+            fn(ud, id, status, (int64_t)fence, holder);
         }
         PQfreemem(n);
     }

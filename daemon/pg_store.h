@@ -9,7 +9,7 @@
  *     error_message, request (the job as the journal's "job" record), lease_holder, lease_expires
  *     (the database's clock, so replicas' clocks need not agree), fence (incremented at every take:
  *     the holder's token), completions (fenced completions: 1 at most), progress_writes.
- *   A trigger NOTIFYs channel "pipedit_jobs" with "<id> <status> <holder>" ("deleted" for a deleted
+ *   A trigger NOTIFYs channel "pipedit_jobs" with "<id> <status> <fence> <holder>" ("deleted" for a deleted
  *   row) whenever a job is created or deleted or its status, progress, stage, step or holder
  *   changes; lease renewals notify nobody.
  *   pipedit_create_job(): the capacity check and the insert in one call, serialised by an advisory
@@ -104,9 +104,10 @@ pd_status pd_pg_store_complete(pd_pg_store *s, const char *id, int64_t fence, do
 pd_status pd_pg_store_fail(pd_pg_store *s, const char *id, int64_t fence, double t, double expires_at, const char *code, const char *message);
 pd_status pd_pg_store_release(pd_pg_store *s, const char *id, int64_t fence);
 
-/* Extends the lease of every job this replica holds to now + lease_s; fills held (room for cap) with
- * the ids still held, *n with their count (a count above cap means some were left out). */
-pd_status pd_pg_store_renew(pd_pg_store *s, char (*held)[PD_JOB_ID_LEN + 1], int cap, int *n);
+/* Extends to now + lease_s the lease of each of the n_ids jobs in ids that this replica still holds;
+ * fills held (room for n_ids) with those, *n with their count. A job it holds but did not name
+ * (its local run is gone) is left to expire. */
+pd_status pd_pg_store_renew(pd_pg_store *s, const char (*ids)[PD_JOB_ID_LEN + 1], int n_ids, char (*held)[PD_JOB_ID_LEN + 1], int *n);
 
 /* Returns every in-progress job whose lease has expired to the queue (progress reset, fence kept);
  * *n receives how many. */
@@ -124,10 +125,12 @@ pd_status pd_pg_store_delete(pd_pg_store *s, const char *id, bool *was_live);
  * only the caller whose DELETE removed a row learns its id, so each expiry happens once. */
 pd_status pd_pg_store_expire(pd_pg_store *s, double now, char (*ids)[PD_JOB_ID_LEN + 1], int cap, int *n);
 
-/* What pd_pg_store_listen reports: one changed job (id, its status or "deleted", its holder, "" for
- * none), or id NULL after the LISTEN connection was (re)established: notifications may have been
- * missed before it, so the caller re-reads what it caches. */
-typedef void (*pd_pg_notify_fn)(void *ud, const char *id, const char *status, const char *holder);
+/* What pd_pg_store_listen reports: one changed job (id, its status or "deleted", its fence and its
+ * holder, "" for none) in commit order, or id NULL after the LISTEN connection was (re)established:
+ * notifications may have been missed before it, so the caller re-reads what it caches. A
+ * notification can arrive after the caller acted on a later state (a take), so one whose fence is
+ * below the caller's is old news. */
+typedef void (*pd_pg_notify_fn)(void *ud, const char *id, const char *status, int64_t fence, const char *holder);
 
 /* Waits up to timeout_s for notifications on the LISTEN connection and reports each through fn;
  * (re)connects with the backoff when it is down. PD_ERR_IO while the database is unreachable (after

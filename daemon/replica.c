@@ -24,6 +24,7 @@ typedef struct run {
     int stage_written;
     bool lost;           /* the lease is gone: cancel the run, drop what it reports */
     bool cancel_sent;
+    bool settling;       /* a thread is writing the result (the scheduler's or the taker's, never both) */
     pd_job_status final; /* COMPLETED or FAILED once the run ended (until the store took it); QUEUED before */
 } run;
 
@@ -156,10 +157,11 @@ static void settle(pd_daemon *d, const char *id) {
     pd_replica *r = d->replica;
     pthread_mutex_lock(&r->mu);
     long i = find_run_locked(r, id);
-    if (i < 0 || !r->runs[i].final) {
+    if (i < 0 || !r->runs[i].final || r->runs[i].settling) {
         pthread_mutex_unlock(&r->mu);
         return;
     }
+    r->runs[i].settling = true;
     run u = r->runs[i];
     pthread_mutex_unlock(&r->mu);
     pd_job *j = &u.state;
@@ -167,6 +169,10 @@ static void settle(pd_daemon *d, const char *id) {
                                                : pd_pg_store_fail(r->store, id, u.fence, j->completed_at, j->expires_at, j->error_code, j->error_message);
     if (st && st != PD_ERR_CANCELLED) {
         PD_WARN("replica", "%s: the result waits for the store: %s", id, pd_error_msg());
+        pthread_mutex_lock(&r->mu);
+        i = find_run_locked(r, id);
+        if (i >= 0) r->runs[i].settling = false;
+        pthread_mutex_unlock(&r->mu);
         return;
     }
     if (st == PD_OK && u.final == PD_JOB_COMPLETED && pd_store_publish(&d->store, id, u.fence) != PD_OK)
@@ -255,7 +261,9 @@ static bool pipeline_free(pd_daemon *d) {
         before_decode += r->runs[i].state.stage < PD_STAGE_DECODE;
     }
     pthread_mutex_unlock(&r->mu);
-    return s.n_decode > 0 ? before_decode < groups : live < groups;
+    /* Separate decode workers: job N+1 may denoise while N decodes. One worker doing both: one job. */
+    bool pipelined = s.n_decode > 0 && s.n_denoise + s.n_decode <= s.workers_total;
+    return pipelined ? before_decode < groups : live < groups;
 }
 
 static void take_while_free(pd_daemon *d) {
@@ -312,28 +320,24 @@ static void take_while_free(pd_daemon *d) {
     }
 }
 
-/* Renews this replica's leases and marks runs whose lease is gone; requeues expired leases. */
+/* Renews the leases of this replica's runs (those whose result waits for the store too) and marks
+ * runs whose lease is gone. */
 static void renew(pd_daemon *d) {
     pd_replica *r = d->replica;
-    char held[BATCH][PD_JOB_ID_LEN + 1];
-    int n;
-    if (pd_pg_store_renew(r->store, held, BATCH, &n) == PD_OK) {
+    char ids[BATCH][PD_JOB_ID_LEN + 1], held[BATCH][PD_JOB_ID_LEN + 1];
+    int n_ids = 0, n;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < r->n_runs && n_ids < BATCH; i++)
+        if (!r->runs[i].lost) snprintf(ids[n_ids++], PD_JOB_ID_LEN + 1, "%s", r->runs[i].id);
+    pthread_mutex_unlock(&r->mu);
+    if (n_ids && pd_pg_store_renew(r->store, (const char(*)[PD_JOB_ID_LEN + 1])ids, n_ids, held, &n) == PD_OK) {
         atomic_fetch_add(&r->renewals, (uint64_t)n);
-        char gone[BATCH][PD_JOB_ID_LEN + 1];
-        int n_gone = 0;
-        pthread_mutex_lock(&r->mu);
-        for (size_t i = 0; n <= BATCH && i < r->n_runs && n_gone < BATCH; i++) {
-            run *u = &r->runs[i];
-            if (u->lost || u->final) continue;
+        for (int i = 0; i < n_ids; i++) {
             bool found = false;
-            for (int k = 0; k < n && !found; k++) found = !strcmp(held[k], u->id);
-            if (!found) snprintf(gone[n_gone++], PD_JOB_ID_LEN + 1, "%s", u->id);
+            for (int k = 0; k < n && !found; k++) found = !strcmp(held[k], ids[i]);
+            if (!found) lose_run(r, ids[i], "its lease is no longer this replica's");
         }
-        pthread_mutex_unlock(&r->mu);
-        for (int k = 0; k < n_gone; k++) lose_run(r, gone[k], "its lease is no longer this replica's");
     }
-    int q;
-    if (pd_pg_store_requeue_expired(r->store, &q) == PD_OK && q) kick(r);
 }
 
 /* Cancels lost runs in the scheduler and retries results the store could not take. */
@@ -369,11 +373,20 @@ static void *taker_main(void *arg) {
     double next = 0;
     for (;;) {
         double now = mono_now();
-        if (now >= next) {
+        bool tick_now = now >= next;
+        if (tick_now) {
             next = now + tick;
             renew(d);
         }
         chase_runs(d);
+        /* After this replica's own renewals and pending results: a store that was away longer than
+         * a lease does not take from a replica the jobs it is still running. */
+        int q;
+        if (tick_now && pd_pg_store_requeue_expired(r->store, &q) == PD_OK && q) {
+            pthread_mutex_lock(&r->mu);
+            r->kick = true;
+            pthread_mutex_unlock(&r->mu);
+        }
         take_while_free(d);
         pthread_mutex_lock(&r->mu);
         while (!r->kick && !r->stop) {
@@ -395,7 +408,7 @@ static void *taker_main(void *arg) {
 
 /* ---- the listener ---- */
 
-static void on_notify(void *ud, const char *id, const char *status, const char *holder) {
+static void on_notify(void *ud, const char *id, const char *status, int64_t fence, const char *holder) {
     pd_daemon *d = ud;
     pd_replica *r = d->replica;
     if (!id) {
@@ -405,8 +418,10 @@ static void on_notify(void *ud, const char *id, const char *status, const char *
     }
     if (!strcmp(status, "queued")) kick(r);
     if (strcmp(status, "in_progress") || strcmp(holder, r->id)) {
+        /* Only news about this replica's attempt or a later one can take the run away. */
         pthread_mutex_lock(&r->mu);
-        bool mine = find_run_locked(r, id) >= 0;
+        long i = find_run_locked(r, id);
+        bool mine = i >= 0 && fence >= r->runs[i].fence;
         pthread_mutex_unlock(&r->mu);
         if (mine) lose_run(r, id, !strcmp(status, "deleted") ? "deleted" : !strcmp(status, "failed") ? "cancelled" : "taken away");
     }

@@ -233,7 +233,7 @@ static void test_fenced_writes_and_lease_expiry(void) {
     char held[4][PD_JOB_ID_LEN + 1];
     int n;
     sleep_ms(300);
-    PD_CHECK_OK(pd_pg_store_renew(a, held, 4, &n));
+    PD_CHECK_OK(pd_pg_store_renew(a, (const char(*)[PD_JOB_ID_LEN + 1])&id, 1, held, &n));
     PD_CHECK(n == 1 && !strcmp(held[0], id));
     sleep_ms(300);
     PD_CHECK_OK(pd_pg_store_requeue_expired(b, &n));
@@ -244,7 +244,7 @@ static void test_fenced_writes_and_lease_expiry(void) {
     PD_CHECK_OK(pd_pg_store_get(b, id, &t));
     PD_CHECK(t.job.status == PD_JOB_QUEUED && t.job.progress == 0 && t.holder[0] == 0 && t.fence == fa && t.queue_position == 0);
     pd_pg_job_free(&t);
-    PD_CHECK_OK(pd_pg_store_renew(a, held, 4, &n));
+    PD_CHECK_OK(pd_pg_store_renew(a, (const char(*)[PD_JOB_ID_LEN + 1])&id, 1, held, &n));
     PD_CHECK(n == 0); /* a learns it lost the job */
     PD_CHECK_OK(pd_pg_store_take(b, pd_daemon_now(), &t));
     int64_t fb = t.fence;
@@ -342,10 +342,11 @@ static void test_expiry_once(void) {
 
 typedef struct heard {
     int reconnects, n;
+    int64_t fence;
     char last[PD_JOB_ID_LEN + 1], status[16], holder[16];
 } heard;
 
-static void on_notify(void *ud, const char *id, const char *status, const char *holder) {
+static void on_notify(void *ud, const char *id, const char *status, int64_t fence, const char *holder) {
     heard *h = ud;
     if (!id) {
         h->reconnects++;
@@ -355,6 +356,7 @@ static void on_notify(void *ud, const char *id, const char *status, const char *
     snprintf(h->last, sizeof h->last, "%s", id);
     snprintf(h->status, sizeof h->status, "%s", status);
     snprintf(h->holder, sizeof h->holder, "%s", holder);
+    h->fence = fence;
 }
 
 static void test_notifications(void) {
@@ -366,15 +368,15 @@ static void test_notifications(void) {
     char id[PD_JOB_ID_LEN + 1];
     PD_CHECK_OK(create(a, 10, id, NULL));
     for (int i = 0; i < 20 && h.n == 0; i++) PD_CHECK_OK(pd_pg_store_listen(b, 0.1, on_notify, &h));
-    PD_CHECK(h.n == 1 && !strcmp(h.last, id) && !strcmp(h.status, "queued") && !h.holder[0]);
+    PD_CHECK(h.n == 1 && !strcmp(h.last, id) && !strcmp(h.status, "queued") && !h.holder[0] && h.fence == 0);
     pd_pg_job t;
     PD_CHECK_OK(pd_pg_store_take(a, pd_daemon_now(), &t));
     char held[2][PD_JOB_ID_LEN + 1];
     int n;
-    PD_CHECK_OK(pd_pg_store_renew(a, held, 2, &n)); /* renewals notify nobody */
+    PD_CHECK_OK(pd_pg_store_renew(a, (const char(*)[PD_JOB_ID_LEN + 1])&id, 1, held, &n)); /* renewals notify nobody */
     PD_CHECK_OK(pd_pg_store_progress(a, id, t.fence, 10, 1, 1, 4));
     for (int i = 0; i < 20 && h.n < 3; i++) PD_CHECK_OK(pd_pg_store_listen(b, 0.1, on_notify, &h));
-    PD_CHECK_MSG(h.n == 3 && !strcmp(h.status, "in_progress") && !strcmp(h.holder, "a"), "%d notifications", h.n);
+    PD_CHECK_MSG(h.n == 3 && !strcmp(h.status, "in_progress") && !strcmp(h.holder, "a") && h.fence == 1, "%d notifications", h.n);
     pd_pg_job_free(&t);
     pd_pg_store_stats ss;
     pd_pg_store_stats_get(b, &ss);

@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# Black-box: three pipeditd replicas on one PostgreSQL job store (a throwaway server from pg_lib.sh),
+# one shared outputs folder, a 3 s lease.
+#  1. Jobs created round-robin across the replicas all complete exactly once (the store's completion
+#     count and fence), and every replica lists and serves every video (the same bytes).
+#  2. A cancel sent to a replica that does not run the job stops it: error.code "cancelled", the
+#     holder's worker stops within a few seconds, and an event stream on the third replica follows
+#     the job to its "failed" event.
+#  3. SIGKILL of the replica running a job (its whole process group: workers too): the job goes back
+#     to the queue when the lease expires and completes on another replica, exactly once (fence 2).
+#  4. The database stopped mid-run: readiness is 503 and creates answer 503 (never 200), then after
+#     the restart readiness recovers and every job accepted before completes.
+TEST_NAME=replicas
+source "$(dirname "$0")/daemon_lib.sh"
+source "$(dirname "$0")/pg_lib.sh"
+
+why=$(pg_available)
+if [ -n "$why" ]; then
+    echo "SKIP: $why"
+    exit 77
+fi
+pg_start || fail "pg_start"
+
+# A store that is not PostgreSQL is a configuration error (exit 2) that leaves nothing behind.
+"$PIPEDIT_BIN/pipeditd" --port 0 --data-dir "$T/bad" --store "mysql://x@127.0.0.1/db" >"$T/bad.log" 2>&1
+rc=$?
+[ "$rc" = 2 ] || fail "--store mysql://...: exit $rc, want 2: $(cat "$T/bad.log")"
+grep -q "store" "$T/bad.log" && [ ! -e "$T/bad" ] || fail "a bad store setting: $(cat "$T/bad.log")"
+
+OUT=$T/outputs
+mkdir -p "$OUT"
+URLS=()
+PIDS=()
+LOGS=()
+for i in 0 1 2; do
+    start_daemon "$T/r$i.log" --data-dir "$T/d$i" --workers 1 --threads-per-worker 1 --store "$PG_URL" --replica-id "r$i" \
+        --store-lease-s 3 --outputs-dir "$OUT"
+    URLS+=("$URL")
+    PIDS+=("$DAEMON_PID")
+    LOGS+=("$LOG")
+done
+for i in 0 1 2; do
+    URL=${URLS[$i]} DAEMON_PID=${PIDS[$i]} LOG=${LOGS[$i]} wait_ready 180
+done
+pass "three replicas ready on one store"
+
+# on I: the next http call goes to replica I.
+on() { URL=${URLS[$1]}; LOG=${LOGS[$1]}; }
+SMALL='"size":"64x48","num_frames":5,"num_inference_steps":2'
+LONG='"size":"128x96","num_frames":17,"num_inference_steps":40'
+
+create() { # create I BODY: sets ID
+    on "$1"
+    post_json /v1/videos "$2"
+    [ "$STATUS" = 200 ] || fail "create on r$1: $STATUS $(cat "$T/body")"
+    ID=$(jq_body 'b["id"]')
+}
+# wait_status I ID WANT SECONDS: polls replica I until the job has status WANT.
+wait_status() {
+    local i s
+    for i in $(seq 1 $(($4 * 5))); do
+        on "$1"
+        http GET "/v1/videos/$2"
+        s=$(jq_body 'b.get("status")' 2>/dev/null)
+        [ "$s" = "$3" ] && return 0
+        if [ "$3" != failed ] && [ "$s" = failed ]; then fail "$2 failed: $(cat "$T/body")"; fi
+        sleep 0.2
+    done
+    fail "$2 is not $3 after $4 s: $(cat "$T/body")"
+}
+holder_of() { psql_q "SELECT coalesce(lease_holder, '') FROM pipedit_jobs WHERE id = '$1'"; }
+# wait_running ID: until the job is in progress with some progress; prints the holder's index.
+wait_running() {
+    local i h p
+    for i in $(seq 1 600); do
+        read -r h p <<<"$(psql_q "SELECT coalesce(lease_holder, '-') || ' ' || progress FROM pipedit_jobs WHERE id = '$1' AND status = 'in_progress'")"
+        if [ -n "$h" ] && [ "${p:-0}" -gt 0 ]; then echo "${h#r}"; return 0; fi
+        sleep 0.1
+    done
+    fail "$1 never ran"
+}
+
+# ---- 1. round-robin creates complete once; every replica lists and serves every video ----
+JOBS=()
+for k in 0 1 2 3 4 5; do
+    create $((k % 3)) "{\"prompt\":\"round robin $k\",$SMALL,\"seed\":$k}"
+    JOBS+=("$ID")
+done
+for id in "${JOBS[@]}"; do wait_status $((RANDOM % 3)) "$id" completed 120; done
+[ "$(psql_q "SELECT count(*) FROM pipedit_jobs WHERE status = 'completed' AND completions = 1 AND fence = 1")" = 6 ] ||
+    fail "not every job completed exactly once: $(psql_q "SELECT id, status, completions, fence, lease_holder FROM pipedit_jobs")"
+echo "ran on: $(psql_q "SELECT string_agg(lease_holder, ' ' ORDER BY seq) FROM pipedit_jobs")"
+for i in 0 1 2; do
+    on $i
+    http GET "/v1/videos?limit=100&order=asc"
+    [ "$STATUS" = 200 ] || fail "list on r$i: $STATUS"
+    [ "$(jq_body '" ".join(v["id"] for v in b["data"])')" = "${JOBS[*]}" ] || fail "r$i lists $(jq_body '[v["id"] for v in b["data"]]')"
+    for id in "${JOBS[@]}"; do
+        http GET "/v1/videos/$id/content"
+        [ "$STATUS" = 200 ] || fail "r$i content of $id: $STATUS"
+        cmp -s "$T/body" "$OUT/$id.mp4" || fail "r$i served other bytes for $id"
+    done
+done
+ls -A "$OUT" | grep -q '^\.' && fail "attempt files left in the outputs folder: $(ls -A "$OUT")"
+pass "6 jobs created round-robin completed once each; every replica lists and serves all of them"
+
+# ---- 2. a cancel sent to a replica that does not run the job stops it ----
+create 0 "{\"prompt\":\"to cancel\",$LONG,\"seed\":11}"
+CID=$ID
+H=$(wait_running "$CID")
+[ -n "$H" ] || fail "$CID never ran"
+O=$(((H + 1) % 3))
+W=$(((H + 2) % 3))
+curl -s -N --max-time 60 "${URLS[$W]}/v1/videos/$CID/events" >"$T/events" 2>/dev/null &
+SSE=$!
+sleep 0.5
+t0=$(date +%s.%N)
+on "$O"
+http POST "/v1/videos/$CID/cancel"
+[ "$STATUS" = 200 ] || fail "cancel on r$O: $STATUS $(cat "$T/body")"
+[ "$(jq_body 'b["status"] + " " + b["error"]["code"]')" = "failed cancelled" ] || fail "after the cancel: $(cat "$T/body")"
+# The worker says "job <id> stage <n>: cancelled: cancelled before step/DiT block ..." when it stops.
+for i in $(seq 1 100); do
+    grep -q "$CID stage [0-9]*: cancelled" "${LOGS[$H]}" && break
+    sleep 0.1
+done
+t1=$(date +%s.%N)
+grep -q "$CID stage [0-9]*: cancelled" "${LOGS[$H]}" || fail "the worker of r$H (which ran $CID) did not stop within 10 s"
+echo "r$H's worker stopped $("$PYTHON" -c "print(round($t1 - $t0, 2))") s after the cancel on r$O"
+wait "$SSE"
+grep -q '^event: failed' "$T/events" || fail "the event stream on r$W did not end with 'failed': $(tail -c 400 "$T/events")"
+grep -q '"cancelled"' "$T/events" || fail "the failed event does not say cancelled"
+grep -q '^event: progress' "$T/events" || fail "the event stream on r$W sent no progress"
+[ "$(psql_q "SELECT status || ' ' || error_code || ' ' || completions FROM pipedit_jobs WHERE id = '$CID'")" = "failed cancelled 0" ] ||
+    fail "the store says: $(psql_q "SELECT status, error_code, completions FROM pipedit_jobs WHERE id = '$CID'")"
+pass "a cancel on r$O stopped $CID running on r$H; the stream on r$W followed it"
+
+# ---- 3. SIGKILL of the replica running a job ----
+create 1 "{\"prompt\":\"survives its replica\",$LONG,\"seed\":12}"
+KID=$ID
+K=$(wait_running "$KID")
+[ -n "$K" ] || fail "$KID never ran"
+kill -KILL -- "-${PIDS[$K]}" 2>/dev/null || fail "kill r$K"
+tk=$(date +%s)
+S=$(((K + 1) % 3))
+wait_status "$S" "$KID" completed 240
+echo "$KID completed $(($(date +%s) - tk)) s after r$K was killed"
+read -r holder fence comp <<<"$(psql_q "SELECT lease_holder || ' ' || fence || ' ' || completions FROM pipedit_jobs WHERE id = '$KID'")"
+[ "$holder" != "r$K" ] && [ "$fence" = 2 ] && [ "$comp" = 1 ] || fail "after the kill: holder $holder fence $fence completions $comp"
+grep -q "$KID: its lease expired" "${LOGS[0]}" "${LOGS[1]}" "${LOGS[2]}" || fail "no replica requeued $KID"
+on "$S"
+http GET "/v1/videos/$KID/content"
+[ "$STATUS" = 200 ] && cmp -s "$T/body" "$OUT/$KID.mp4" || fail "content of $KID after the kill: $STATUS"
+pass "SIGKILL of r$K mid-job: $KID completed once on $holder after the lease (fence 2)"
+
+# ---- 4. the database stopped and restarted mid-run ----
+LIVE=()
+for i in 0 1 2; do [ "$i" != "$K" ] && LIVE+=("$i"); done
+A=${LIVE[0]}
+B=${LIVE[1]}
+create "$A" "{\"prompt\":\"across the outage\",$LONG,\"seed\":13}"
+D1=$ID
+create "$B" "{\"prompt\":\"queued across the outage\",$SMALL,\"seed\":14}"
+D2=$ID
+[ -n "$(wait_running "$D1")" ] || fail "$D1 never ran"
+pg_stop
+on "$A"
+for i in $(seq 1 50); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/health/ready")" = 503 ] && break
+    sleep 0.1
+done
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/health/ready")" = 503 ] || fail "r$A still ready without its store"
+for i in "$A" "$B"; do
+    on "$i"
+    post_json /v1/videos "{\"prompt\":\"in the gap\",$SMALL}"
+    expect_error "create on r$i without the store" 503
+    [ "$(jq_body 'b["error"]["code"]')" = store_unavailable ] || fail "code: $(cat "$T/body")"
+    http GET "/v1/videos/$D2"
+    [ "$STATUS" = 503 ] || fail "a read without the store: $STATUS"
+done
+curl -s "${URLS[$A]}/metrics" | grep -q '^pipedit_store_up{replica="r'"$A"'"} 0' || fail "pipedit_store_up is not 0"
+sleep 1
+pg_restart 0 || fail "pg_restart"
+for i in "$A" "$B"; do URL=${URLS[$i]} DAEMON_PID=${PIDS[$i]} LOG=${LOGS[$i]} wait_ready 30; done
+pass "without the store: not ready, creates and reads 503; ready again after the restart"
+wait_status "$A" "$D1" completed 240
+wait_status "$B" "$D2" completed 120
+[ "$(psql_q "SELECT count(*) FROM pipedit_jobs WHERE request LIKE '%in the gap%'")" = 0 ] || fail "a create refused in the gap was stored"
+[ "$(psql_q "SELECT count(*) FROM pipedit_jobs WHERE completions > 1")" = 0 ] || fail "a job completed twice"
+[ "$(psql_q "SELECT count(*) FROM pipedit_jobs WHERE status = 'completed'")" = 9 ] ||
+    fail "jobs lost: $(psql_q "SELECT id, status, completions, fence FROM pipedit_jobs")"
+pass "jobs accepted before the outage completed exactly once"
+
+# Round trips and progress writes per job, for the record.
+q=0
+for i in "$A" "$B"; do
+    n=$(curl -s "${URLS[$i]}/metrics" | sed -n 's/^pipedit_store_queries_total{[^}]*} //p')
+    q=$((q + n))
+done
+echo "store: $(psql_q "SELECT round(avg(progress_writes), 1) FROM pipedit_jobs WHERE status = 'completed'") progress writes per completed job;" \
+    "$q round trips by the two surviving replicas in all"
