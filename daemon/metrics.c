@@ -246,8 +246,10 @@ char *pd_metrics_render(pd_metrics *m, const pd_metrics_gauges *g) {
             rid[k++] = *c;
         }
         rid[k] = 0;
-        bprintf(&b, "# HELP pipedit_store_up 1 while the shared job store answers.\n# TYPE pipedit_store_up gauge\n"
-                    "pipedit_store_up{replica=\"%s\"} %d\n", rid, g->store_up);
+        bprintf(&b, "# HELP pipedit_replica_info This replica's name as a lease holder in the shared job store.\n"
+                    "# TYPE pipedit_replica_info gauge\npipedit_replica_info{replica=\"%s\"} 1\n", rid);
+        bprintf(&b, "# HELP pipedit_store_up 1 while the shared job store answers.\n# TYPE pipedit_store_up gauge\npipedit_store_up %d\n",
+                g->store_up);
         const struct {
             const char *name, *help;
             uint64_t v;
@@ -260,8 +262,7 @@ char *pd_metrics_render(pd_metrics *m, const pd_metrics_gauges *g) {
             {"pipedit_store_progress_writes_total", "Progress writes to the shared store (throttled to about one a second per job).", g->progress_writes},
         };
         for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
-            bprintf(&b, "# HELP %s %s\n# TYPE %s counter\n%s{replica=\"%s\"} %llu\n", c[i].name, c[i].help, c[i].name, c[i].name, rid,
-                    (unsigned long long)c[i].v);
+            bprintf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", c[i].name, c[i].help, c[i].name, c[i].name, (unsigned long long)c[i].v);
     }
     if (b.oom) {
         free(b.s);

@@ -189,8 +189,11 @@ static void quiet(void *arg, const char *message) {
 }
 
 static PGconn *connect_url(pd_pg_store *s) {
-    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
-    const char *vals[] = {s->url, "3", "pipeditd", NULL};
+    /* Defaults first, so that the URL's own parameters override them: a dead server or network is
+     * noticed within seconds (connect, keepalives, unacknowledged writes), never after TCP's hours. */
+    const char *keys[] = {"connect_timeout", "application_name", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+                          "tcp_user_timeout", "dbname", NULL};
+    const char *vals[] = {"3", "pipeditd", "1", "5", "2", "3", "10000", s->url, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (c) PQsetNoticeProcessor(c, quiet, NULL);
     return c;
