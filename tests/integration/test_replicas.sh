@@ -7,7 +7,8 @@
 #     holder hears of it by the store's notification and its worker stops, and an event stream on the
 #     third replica follows the job to its "failed" event.
 #  3. SIGKILL of the replica running a job (its whole process group: workers too): the job goes back
-#     to the queue when the lease expires and completes on another replica, exactly once (fence 2).
+#     to the queue when the lease expires and completes on another replica, exactly once (fence 2);
+#     a gRPC WatchVideo on a surviving replica (when built with gRPC) follows it to completion.
 #  4. The database stopped mid-run: readiness is 503 and creates answer 503 (never 200), then after
 #     the restart readiness recovers and every job accepted before completes.
 TEST_NAME=replicas
@@ -32,9 +33,17 @@ mkdir -p "$OUT"
 URLS=()
 PIDS=()
 LOGS=()
+GPORTS=()
+HAVE_GRPC=0
+grep -qa "gRPC listening on" "$PIPEDIT_BIN/pipeditd" && HAVE_GRPC=1
 for i in 0 1 2; do
+    grpc=()
+    if [ "$HAVE_GRPC" = 1 ]; then
+        GPORTS+=("$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')")
+        grpc=(--grpc-port "${GPORTS[$i]}")
+    fi
     start_daemon "$T/r$i.log" --data-dir "$T/d$i" --workers 1 --threads-per-worker 1 --store "$PG_URL" --replica-id "r$i" \
-        --store-lease-s 3 --outputs-dir "$OUT"
+        --store-lease-s 3 --outputs-dir "$OUT" ${grpc[@]+"${grpc[@]}"}
     URLS+=("$URL")
     PIDS+=("$DAEMON_PID")
     LOGS+=("$LOG")
@@ -143,9 +152,13 @@ create 1 "{\"prompt\":\"survives its replica\",$LONG,\"seed\":12}"
 KID=$ID
 K=$(wait_running "$KID")
 [ -n "$K" ] || fail "$KID never ran"
+S=$(((K + 1) % 3))
+if [ "$HAVE_GRPC" = 1 ]; then
+    "$PIPEDIT_BIN/pipedit" client --grpc "127.0.0.1:${GPORTS[$S]}" wait "$KID" >/dev/null 2>"$T/watch.txt" &
+    WATCH=$!
+fi
 kill -KILL -- "-${PIDS[$K]}" 2>/dev/null || fail "kill r$K"
 tk=$(date +%s)
-S=$(((K + 1) % 3))
 wait_status "$S" "$KID" completed 240
 echo "$KID completed $(($(date +%s) - tk)) s after r$K was killed"
 read -r holder fence comp <<<"$(psql_q "SELECT lease_holder || ' ' || fence || ' ' || completions FROM pipedit_jobs WHERE id = '$KID'")"
@@ -154,6 +167,10 @@ grep -q "$KID: its lease expired" "${LOGS[0]}" "${LOGS[1]}" "${LOGS[2]}" || fail
 on "$S"
 http GET "/v1/videos/$KID/content"
 [ "$STATUS" = 200 ] && cmp -s "$T/body" "$OUT/$KID.mp4" || fail "content of $KID after the kill: $STATUS"
+if [ "$HAVE_GRPC" = 1 ]; then
+    wait "$WATCH" || fail "the gRPC watch on r$S did not end with completion: $(tr '\r' '\n' <"$T/watch.txt" | tail -n 3)"
+    grep -q completed "$T/watch.txt" || fail "the gRPC watch on r$S: $(cat "$T/watch.txt")"
+fi
 pass "SIGKILL of r$K mid-job: $KID completed once on $holder after the lease (fence 2)"
 
 # ---- 4. the database stopped and restarted mid-run ----
