@@ -11,6 +11,8 @@
 #     a gRPC WatchVideo on a surviving replica (when built with gRPC) follows it to completion.
 #  4. The database stopped mid-run: readiness is 503 and creates answer 503 (never 200), then after
 #     the restart readiness recovers and every job accepted before completes.
+#  5. The queue bound (queue_capacity 4) and queue positions are global: with every replica busy,
+#     jobs created on either replica queue at positions 0-3 and the next create is 429 on both.
 TEST_NAME=replicas
 source "$(dirname "$0")/daemon_lib.sh"
 source "$(dirname "$0")/pg_lib.sh"
@@ -43,7 +45,7 @@ for i in 0 1 2; do
         grpc=(--grpc-port "${GPORTS[$i]}")
     fi
     start_daemon "$T/r$i.log" --data-dir "$T/d$i" --workers 1 --threads-per-worker 1 --store "$PG_URL" --replica-id "r$i" \
-        --store-lease-s 3 --outputs-dir "$OUT" ${grpc[@]+"${grpc[@]}"}
+        --store-lease-s 3 --outputs-dir "$OUT" --queue-capacity 4 ${grpc[@]+"${grpc[@]}"}
     URLS+=("$URL")
     PIDS+=("$DAEMON_PID")
     LOGS+=("$LOG")
@@ -221,3 +223,33 @@ for i in "$A" "$B"; do
 done
 echo "store: $(psql_q "SELECT round(avg(progress_writes), 1) FROM pipedit_jobs WHERE status = 'completed'") progress writes per completed job;" \
     "$q round trips by the two surviving replicas in all"
+
+# ---- 5. the queue bound and queue positions are global ----
+create "$A" "{\"prompt\":\"busy a\",$LONG,\"seed\":21}"
+BUSY=("$ID")
+create "$B" "{\"prompt\":\"busy b\",$LONG,\"seed\":22}"
+BUSY+=("$ID")
+for id in "${BUSY[@]}"; do [ -n "$(wait_running "$id")" ] || fail "$id never ran"; done
+QUEUED=()
+for k in 0 1 2 3; do
+    on $((k % 2 ? B : A))
+    post_json /v1/videos "{\"prompt\":\"waits $k\",$SMALL,\"seed\":$((30 + k))}"
+    [ "$STATUS" = 200 ] || fail "create $k behind busy replicas: $STATUS $(cat "$T/body")"
+    [ "$(jq_body 'b["queue_position"]')" = "$k" ] || fail "create $k: position $(jq_body 'b["queue_position"]'), want $k"
+    QUEUED+=("$(jq_body 'b["id"]')")
+done
+for i in "$A" "$B"; do
+    on "$i"
+    post_json /v1/videos "{\"prompt\":\"one too many\",$SMALL}"
+    expect_error "a fifth queued job on r$i" 429
+    http GET "/v1/videos/${QUEUED[3]}"
+    [ "$(jq_body 'b["queue_position"]')" = 3 ] || fail "r$i: position of the last queued job: $(cat "$T/body")"
+done
+for id in "${BUSY[@]}"; do
+    on "$A"
+    http POST "/v1/videos/$id/cancel"
+    [ "$STATUS" = 200 ] || fail "cancel $id: $STATUS"
+done
+for id in "${QUEUED[@]}"; do wait_status "$B" "$id" completed 120; done
+[ "$(psql_q "SELECT count(*) FROM pipedit_jobs WHERE completions > 1")" = 0 ] || fail "a job completed twice"
+pass "queue_capacity and queue positions hold across replicas (429 on both)"
