@@ -264,7 +264,7 @@ static void note_failure(pd_pg_store *s) {
 }
 
 /* A connected slot's connection (PD_ERR_IO when the database cannot be reached); release it with
- * put_conn. force ignores the backoff. */
+ * put_conn. force ignores the backoff and connects afresh. */
 static pd_status get_conn(pd_pg_store *s, bool force, int *slot_out) {
     pthread_mutex_lock(&s->mu);
     int k = -1;
@@ -277,7 +277,7 @@ static pd_status get_conn(pd_pg_store *s, bool force, int *slot_out) {
         pthread_cond_wait(&s->freed, &s->mu);
     }
     slot *sl = &s->slots[k];
-    if (sl->conn && PQstatus(sl->conn) == CONNECTION_OK) {
+    if (!force && sl->conn && PQstatus(sl->conn) == CONNECTION_OK) {
         sl->busy = true;
         pthread_mutex_unlock(&s->mu);
         *slot_out = k;
@@ -337,32 +337,45 @@ static void put_conn(pd_pg_store *s, int k) {
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Statements that may run again when the connection broke under them: reads, and creates (a create
+ * that did commit is refused the second time by its primary key, never stored twice). Fenced writes
+ * are not retried: their outcome would be misread. */
+static bool retry_safe(enum stmt which) {
+    return which == S_GET || which == S_SEQ || which == S_LIST_ASC || which == S_LIST_DESC || which == S_QPOS || which == S_COUNTS ||
+           which == S_CREATE;
+}
+
 /* Runs prepared statement `which` with text params; *res receives the result (PQclear it) when the
- * statement succeeded. A broken connection is dropped and the store marked down. */
+ * statement succeeded. A broken connection is dropped and the store marked down; a retry-safe
+ * statement then gets one more try on a fresh connection (after a server restart every pooled
+ * connection is broken, and the first request on each should not fail for it). */
 static pd_status run(pd_pg_store *s, enum stmt which, const char *const *params, PGresult **res) {
-    int k;
-    PD_TRY(get_conn(s, false, &k));
-    PGconn *c = s->slots[k].conn;
-    atomic_fetch_add(&s->queries, 1);
-    PGresult *r = PQexecPrepared(c, stmts[which].name, stmts[which].n_params, params, NULL, NULL, 0);
-    ExecStatusType es = PQresultStatus(r);
-    pd_status st = PD_OK;
-    if (es != PGRES_TUPLES_OK && es != PGRES_COMMAND_OK) {
+    *res = NULL;
+    for (int attempt = 0;; attempt++) {
+        int k;
+        PD_TRY(get_conn(s, attempt > 0, &k));
+        PGconn *c = s->slots[k].conn;
+        atomic_fetch_add(&s->queries, 1);
+        PGresult *r = PQexecPrepared(c, stmts[which].name, stmts[which].n_params, params, NULL, NULL, 0);
+        ExecStatusType es = PQresultStatus(r);
+        if (es == PGRES_TUPLES_OK || es == PGRES_COMMAND_OK) {
+            atomic_store(&s->up, true);
+            put_conn(s, k);
+            *res = r;
+            return PD_OK;
+        }
         char m[256];
-        st = pd_error_set(PD_ERR_IO, "the job store failed (%s): %s", stmts[which].name, short_msg(PQerrorMessage(c), m, sizeof m));
+        pd_status st = pd_error_set(PD_ERR_IO, "the job store failed (%s): %s", stmts[which].name, short_msg(PQerrorMessage(c), m, sizeof m));
         PQclear(r);
-        r = NULL;
-        if (PQstatus(c) != CONNECTION_OK) {
+        bool broken = PQstatus(c) != CONNECTION_OK;
+        if (broken) {
             PQfinish(c);
             s->slots[k].conn = NULL;
             note_failure(s);
         }
-    } else {
-        atomic_store(&s->up, true);
+        put_conn(s, k);
+        if (!broken || attempt > 0 || !retry_safe(which)) return st;
     }
-    put_conn(s, k);
-    *res = r;
-    return st;
 }
 
 /* ---- rows ---- */

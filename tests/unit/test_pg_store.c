@@ -385,6 +385,31 @@ static void test_notifications(void) {
     pd_pg_store_close(b);
 }
 
+static void test_dropped_connections(void) {
+    wipe();
+    pd_pg_store *a = open_as("a", 5);
+    char id[PD_JOB_ID_LEN + 1];
+    PD_CHECK_OK(create(a, 10, id, NULL));
+    pd_pg_job t;
+    PD_CHECK_OK(pd_pg_store_get(a, id, &t));
+    pd_pg_job_free(&t);
+    /* The server drops every connection of the store (as a restart does): the next read and create
+     * reconnect and succeed instead of failing once per pooled connection. */
+    PGconn *c = raw();
+    PD_CHECK(q1(c, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pipeditd'") >= 1);
+    PQfinish(c);
+    for (int i = 0; i < 3; i++) {
+        PD_CHECK_OK(pd_pg_store_get(a, id, &t));
+        pd_pg_job_free(&t);
+    }
+    char id2[PD_JOB_ID_LEN + 1];
+    PD_CHECK_OK(create(a, 10, id2, NULL));
+    pd_pg_store_stats ss;
+    pd_pg_store_stats_get(a, &ss);
+    PD_CHECK(ss.up);
+    pd_pg_store_close(a);
+}
+
 static void test_bad_settings(void) {
     pd_pg_store *s = NULL;
     PD_CHECK_ERR(pd_pg_store_open("mysql://x", "a", 5, &s), PD_ERR_INVALID);
@@ -420,6 +445,7 @@ int main(void) {
     PD_RUN(test_cancel_and_release);
     PD_RUN(test_expiry_once);
     PD_RUN(test_notifications);
+    PD_RUN(test_dropped_connections);
     PD_RUN(test_bad_settings);
     PD_RUN(test_unreachable);
     return pd_test_summary();
