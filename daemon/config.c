@@ -129,7 +129,8 @@ static pd_status set_entry(pd_config *cfg, const cfg_entry *e, const char *value
         pd_aco_mode mode;
         if (!strcmp(e->name, "aco")) PD_TRY(pd_aco_mode_parse(value, &mode));
         if (!strcmp(e->name, "store") && *value && strncmp(value, "postgres://", 11) && strncmp(value, "postgresql://", 13))
-            return pd_error_set(PD_ERR_INVALID, "store: '%.60s' is neither empty (the local journal) nor a postgres:// or postgresql:// URL", value);
+            return pd_error_set(PD_ERR_INVALID, "store: the value is neither empty (the local journal) nor a postgres:// or postgresql:// URL "
+                                                "(not shown: it may hold a password)");
         if (!strcmp(e->name, "replica_id")) {
             if (strlen(value) >= sizeof cfg->replica_id) return pd_error_set(PD_ERR_INVALID, "replica_id: longer than %zu bytes", sizeof cfg->replica_id - 1);
             for (const char *c = value; *c; c++)
@@ -304,7 +305,8 @@ pd_status pd_config_check(const pd_config *cfg) {
                             "the same start", cfg->body_timeout_s, cfg->header_timeout_s);
 #ifdef PD_HAVE_PG
     if (cfg->store[0] && !pd_pg_url_valid(cfg->store))
-        return pd_error_set(PD_ERR_INVALID, "store: libpq cannot parse '%.60s' (postgres://user@host:port/database?option=value)", cfg->store);
+        return pd_error_set(PD_ERR_INVALID, "store: libpq cannot parse the URL (postgres://user@host:port/database?option=value; not shown: it "
+                                            "may hold a password)");
 #else
     if (cfg->store[0])
         return pd_error_set(PD_ERR_INVALID, "store: this pipeditd was built without libpq (libpq-dev missing); leave store empty for the local journal");

@@ -419,7 +419,7 @@ static pd_status parse_row(PGresult *r, int row, pd_pg_job *out) {
 
 pd_status pd_pg_store_open(const char *url, const char *holder, double lease_s, pd_pg_store **out) {
     *out = NULL;
-    if (!pd_pg_url_valid(url)) return pd_error_set(PD_ERR_INVALID, "store: '%.80s' is not a postgres:// or postgresql:// URL", url);
+    if (!pd_pg_url_valid(url)) return pd_error_set(PD_ERR_INVALID, "store: not a postgres:// or postgresql:// URL that libpq can parse");
     if (!holder[0] || strlen(holder) >= PD_PG_HOLDER_MAX || strchr(holder, ' '))
         return pd_error_set(PD_ERR_INVALID, "replica_id must be 1 to %d characters without spaces", PD_PG_HOLDER_MAX - 1);
     if (!(lease_s > 0)) return pd_error_set(PD_ERR_INVALID, "store_lease_s must be positive");
