@@ -101,7 +101,7 @@ static void fill_limits(pd_daemon *d) {
     l->default_shift = p->default_shift;
 }
 
-void pd_daemon_job_finish(pd_job *j, pd_job_status s, double t, double ttl) {
+static void job_finish(pd_job *j, pd_job_status s, double t, double ttl) {
     j->status = s;
     j->stage = -1;
     j->completed_at = t;
@@ -192,7 +192,7 @@ pd_status pd_daemon_open(pd_daemon *d, const pd_config *cfg) {
             continue;
         }
         if (j->status == PD_JOB_COMPLETED && !pd_store_has_video(&d->store, j->id)) {
-            pd_daemon_job_finish(j, PD_JOB_FAILED, now, cfg->output_ttl_s);
+            job_finish(j, PD_JOB_FAILED, now, cfg->output_ttl_s);
             snprintf(j->error_code, sizeof j->error_code, "output_missing");
             snprintf(j->error_message, sizeof j->error_message, "the video file was missing when the daemon restarted");
             lost++;
@@ -248,11 +248,11 @@ void pd_daemon_apply_event(pd_daemon *d, pd_job *j, const pd_job_event *ev) {
         break;
     case PD_JOB_EVENT_COMPLETED:
         if (j->stage >= 0) pd_metrics_stage(&d->metrics, (pd_stage)j->stage, ev->t - j->stage_started_at);
-        pd_daemon_job_finish(j, PD_JOB_COMPLETED, ev->t, ttl);
+        job_finish(j, PD_JOB_COMPLETED, ev->t, ttl);
         pd_metrics_job_finished(&d->metrics, PD_JOB_COMPLETED, false);
         break;
     case PD_JOB_EVENT_FAILED:
-        pd_daemon_job_finish(j, PD_JOB_FAILED, ev->t, ttl);
+        job_finish(j, PD_JOB_FAILED, ev->t, ttl);
         snprintf(j->error_code, sizeof j->error_code, "%s", ev->error_code ? ev->error_code : "failed");
         snprintf(j->error_message, sizeof j->error_message, "%s", ev->error_message ? ev->error_message : "generation failed");
         pd_metrics_job_finished(&d->metrics, PD_JOB_FAILED, !strcmp(j->error_code, "cancelled"));
@@ -314,7 +314,7 @@ static pd_status fail_job_locked(pd_daemon *d, pd_job *j, const char *code, cons
         PD_ERROR("daemon", "%s", pd_error_msg());
         return st;
     }
-    pd_daemon_job_finish(j, PD_JOB_FAILED, now, d->cfg.output_ttl_s);
+    job_finish(j, PD_JOB_FAILED, now, d->cfg.output_ttl_s);
     snprintf(j->error_code, sizeof j->error_code, "%s", code);
     snprintf(j->error_message, sizeof j->error_message, "%s", msg);
     pd_metrics_job_finished(&d->metrics, PD_JOB_FAILED, !strcmp(code, "cancelled"));

@@ -4,7 +4,8 @@
  * main thread waits for signals and runs housekeeping (expiry, orphan sweep, event-stream
  * keep-alives) once per tick. d->lock guards the jobs table and the list of waiting event streams.
  * The scheduler is never called with d->lock held, because the scheduler calls back into the daemon
- * (pd_job_event) from its own threads while holding its locks. */
+ * (pd_job_event) from its own threads while holding its locks. With the shared store
+ * (daemon/replica.h) two more threads run: the taker and the LISTEN connection's listener. */
 #ifndef PD_DAEMON_DAEMON_H
 #define PD_DAEMON_DAEMON_H
 
@@ -114,8 +115,6 @@ void pd_daemon_apply_event(pd_daemon *d, pd_job *j, const pd_job_event *ev);
 /* The list object ({object:"list", data, first_id, last_id, has_more}) around data (consumed), with
  * queue positions already set; 200, or 503 out of memory. */
 int pd_daemon_list_reply(json_t *data, bool more, json_t **out, pd_api_error *err);
-/* Finishes j: status, completed_at, expires_at = t + ttl, stage -1, progress 100 when completed. */
-void pd_daemon_job_finish(pd_job *j, pd_job_status s, double t, double ttl);
 
 /* Shutdown: stops admitting and reporting ready, waits up to drain_timeout_s for live jobs, stops the
  * workers and the HTTP server. Jobs still live stay in the journal and run after the next start. */
