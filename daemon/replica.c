@@ -369,13 +369,14 @@ static void chase_runs(pd_daemon *d) {
 static void *taker_main(void *arg) {
     pd_daemon *d = arg;
     pd_replica *r = d->replica;
-    const double tick = fmin(TICK_MAX_S, d->cfg.store_lease_s / 3);
-    double next = 0;
+    const double tick = fmin(TICK_MAX_S, d->cfg.store_lease_s / 3), renew_every = d->cfg.store_lease_s / 3;
+    double next = 0, next_renew = 0;
     for (;;) {
         double now = mono_now();
         bool tick_now = now >= next;
-        if (tick_now) {
-            next = now + tick;
+        if (tick_now) next = now + tick;
+        if (now >= next_renew) {
+            next_renew = now + renew_every;
             renew(d);
         }
         chase_runs(d);

@@ -8,10 +8,11 @@
  *   only after the insert committed. Get, list, content, cancel and delete read and write the store.
  * - A taker thread takes the oldest queued job whenever this replica's scheduler has a free pipeline
  *   (ready, its own queue empty, fewer jobs before decode than denoise groups: job N+1 starts
- *   denoising while N decodes), submits it with the attempt's output paths, and every lease/3 (at
- *   most 1 s) renews the leases of what it runs, returns jobs whose lease expired anywhere to the
- *   queue, cancels local runs whose lease is gone and retries results the store could not take.
- *   It wakes on notifications of queued jobs and on its scheduler's events.
+ *   denoising while N decodes), submits it with the attempt's output paths. Every lease/3 it renews
+ *   the leases of what it runs; every lease/3 or second, whichever is shorter, it returns jobs whose
+ *   lease expired anywhere to the queue, retries results the store could not take and tries to take
+ *   (the fallback for a missed notification). It wakes on notifications of queued jobs and on its
+ *   scheduler's events, and cancels local runs whose lease is gone.
  * - Scheduler events become fenced writes: stage changes at once, progress at most once a second per
  *   job, the result once. A refused write means the lease was lost: the run is cancelled and its
  *   output dropped (pipedit_store_stale_results_total). A completed attempt's files are renamed to
