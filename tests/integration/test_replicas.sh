@@ -13,6 +13,9 @@
 #     the restart readiness recovers and every job accepted before completes.
 #  5. The queue bound (queue_capacity 4) and queue positions are global: with every replica busy,
 #     jobs created on either replica queue at positions 0-3 and the next create is 429 on both.
+#  6. Expiry happens once: two fresh replicas with a 2 s output TTL (the others stopped with
+#     SIGTERM) both sweep; each expired job is deleted by exactly one of them, its files go, and
+#     both answer 404.
 TEST_NAME=replicas
 source "$(dirname "$0")/daemon_lib.sh"
 source "$(dirname "$0")/pg_lib.sh"
@@ -253,3 +256,42 @@ done
 for id in "${QUEUED[@]}"; do wait_status "$B" "$id" completed 120; done
 [ "$(psql_q "SELECT count(*) FROM pipedit_jobs WHERE completions > 1")" = 0 ] || fail "a job completed twice"
 pass "queue_capacity and queue positions hold across replicas (429 on both)"
+
+# ---- 6. expiry happens once ----
+for i in "$A" "$B"; do kill -TERM "${PIDS[$i]}"; done
+for i in "$A" "$B"; do
+    for k in $(seq 1 150); do kill -0 "${PIDS[$i]}" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "${PIDS[$i]}" 2>/dev/null && fail "r$i did not stop on SIGTERM"
+done
+for i in 3 4; do
+    start_daemon "$T/r$i.log" --data-dir "$T/d$i" --workers 1 --threads-per-worker 1 --store "$PG_URL" --replica-id "r$i" \
+        --store-lease-s 3 --outputs-dir "$OUT" --output-ttl-s 2
+    URLS+=("$URL")
+    PIDS+=("$DAEMON_PID")
+    LOGS+=("$LOG")
+done
+for i in 3 4; do URL=${URLS[$i]} DAEMON_PID=${PIDS[$i]} LOG=${LOGS[$i]} wait_ready 180; done
+EXP=()
+for i in 3 4; do
+    create "$i" "{\"prompt\":\"short lived $i\",$SMALL,\"seed\":$((40 + i))}"
+    EXP+=("$ID")
+done
+for id in "${EXP[@]}"; do
+    for k in $(seq 1 300); do
+        [ "$(psql_q "SELECT count(*) FROM pipedit_jobs WHERE id = '$id'")" = 0 ] && break
+        sleep 0.2
+    done
+    [ "$(psql_q "SELECT count(*) FROM pipedit_jobs WHERE id = '$id'")" = 0 ] || fail "$id did not expire: $(psql_q "SELECT status, expires_at FROM pipedit_jobs WHERE id = '$id'")"
+done
+sleep 2 # both replicas sweep again
+for id in "${EXP[@]}"; do
+    n=$(cat "${LOGS[3]}" "${LOGS[4]}" | grep -c "$id expired")
+    [ "$n" = 1 ] || fail "$id expired $n times"
+    [ ! -e "$OUT/$id.mp4" ] && [ ! -e "$OUT/$id.png" ] || fail "the files of $id outlived it"
+    for i in 3 4; do
+        on "$i"
+        http GET "/v1/videos/$id"
+        [ "$STATUS" = 404 ] || fail "r$i: $id after expiry: $STATUS"
+    done
+done
+pass "jobs with a 2 s TTL expired once, files and all, on two replicas that both sweep"
