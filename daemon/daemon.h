@@ -126,15 +126,18 @@ void pd_daemon_close(pd_daemon *d);
 /* ---- operations behind the routes; each returns 200 (or the status it answers with) and fills
  *      *out with a new JSON reference, or fills err and returns err->http_status. ---- */
 /* Admits a job: journals it (on disk before returning; 503 when it cannot be) and submits it to the
- * scheduler. The
- * request is consumed (moved into the table, or left for the caller to free when refused; freeing a
- * consumed request is harmless). 429 when the queue is full, 503 while draining. */
+ * scheduler; with the shared store, inserts it (committed before returning; 503 "store_unavailable"
+ * when it cannot be) for whichever replica takes it. The request is consumed (moved into the table,
+ * or left for the caller to free when refused; freeing a consumed request is harmless). 429 when the
+ * queue (with the shared store: across replicas) is full, 503 while draining. */
 int pd_daemon_create_video(pd_daemon *d, pd_job_request *req, json_t **out, pd_api_error *err);
 int pd_daemon_get_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err);
 int pd_daemon_list_videos(pd_daemon *d, const char *after, int limit, bool ascending, json_t **out, pd_api_error *err);
-/* Cancel and delete are on disk (journal, fdatasync) before they answer, so neither is undone by a
- * crash: a cancelled job is failed with error.code "cancelled" at once and never runs again, a
- * deleted one stays deleted. 503 (and nothing changed) when the journal cannot record them. */
+/* Cancel and delete are on disk (journal, fdatasync; or committed in the shared store) before they
+ * answer, so neither is undone by a crash: a cancelled job is failed with error.code "cancelled" at
+ * once and never runs again, a deleted one stays deleted. 503 (and nothing changed) when the journal
+ * or the store cannot record them. With the shared store every operation reads and writes the store
+ * (503 "store_unavailable" while it is unreachable), whichever replica runs the job. */
 int pd_daemon_cancel_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err);
 int pd_daemon_delete_video(pd_daemon *d, const char *id, json_t **out, pd_api_error *err);
 /* Path of a completed job's output file; 404 when the job is unknown or not completed. */
