@@ -61,7 +61,7 @@ pass "three replicas ready on one store"
 # on I: the next http call goes to replica I.
 on() { URL=${URLS[$1]}; LOG=${LOGS[$1]}; }
 SMALL='"size":"64x48","num_frames":5,"num_inference_steps":2'
-LONG='"size":"128x96","num_frames":17,"num_inference_steps":40'
+LONG='"size":"128x96","num_frames":17,"num_inference_steps":100' # outlasts the checks in a release build too
 
 create() { # create I BODY: sets ID
     on "$1"
