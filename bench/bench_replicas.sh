@@ -91,10 +91,11 @@ def metrics(u):
             m[k] = float(v)
     return m
 
-def store_sum(ms):  # every pipedit_store_*_total counter, summed over the replicas
+def store_sum(ms):  # every pipedit_store_*_total counter (labels dropped), summed over the replicas
     s = {}
     for m in ms:
         for k, v in m.items():
+            k = k.split("{", 1)[0]
             if k.startswith("pipedit_store_") and k.endswith("_total"):
                 s[k] = s.get(k, 0.0) + v
     return s
@@ -171,6 +172,19 @@ print("%-8s %7.2f jobs/min  (%d jobs in %.1f s; creates %.2f s%s)" % (
 PY
 }
 
+# store_rows TAG: from the run's database (bench_TAG), the progress writes per job and the completions
+# (each job exactly once), read from the table itself; writes $tmp/TAG.rows ("" when the columns are
+# not there).
+store_rows() {
+    psql -X -q -A -t -F ' ' -h 127.0.0.1 -p "$PG_PORT" -U pipedit -d "bench_$1" \
+        -c "SELECT count(*), avg(progress_writes), min(completions), max(completions) FROM pipedit_jobs" >"$tmp/$1.rows" 2>/dev/null ||
+        { echo "bench_replicas: warning: could not read progress_writes and completions from bench_$1" >&2; : >"$tmp/$1.rows"; }
+    read -r n writes cmin cmax <"$tmp/$1.rows" || return 0
+    [ "$n" = "$jobs" ] && [ "$cmin" = 1 ] && [ "$cmax" = 1 ] ||
+        die "bench_$1 holds $n jobs with $cmin-$cmax completions each, not $jobs jobs completed once"
+    echo "$1: $writes progress writes per job, every job completed once"
+}
+
 # run_wrk TAG: part 3 against the latest daemon (url, pid): one long job, then wrk; writes $tmp/TAG.json.
 run_wrk() {
     local tag=$1 id target
@@ -189,8 +203,8 @@ import json, os, re, sys
 tag, tmp, job = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 def q(name):
     for line in open(os.path.join(tmp, "%s.%s" % (tag, name))):
-        if line.startswith("pipedit_store_queries_total "):
-            return float(line.split()[1])
+        if line.startswith("pipedit_store_queries_total ") or line.startswith("pipedit_store_queries_total{"):
+            return float(line.rsplit(" ", 1)[1])
     return None
 w = json.loads(re.search(r"^WRK_JSON (.*)$", open(os.path.join(tmp, tag + ".txt")).read(), re.M).group(1))
 res = {"requests_per_s": w["requests"] / (w["duration_us"] / 1e6), "p50_ms": w["p50_us"] / 1e3, "p99_ms": w["p99_us"] / 1e3,
@@ -213,6 +227,7 @@ for r in $(seq 1 "$rounds"); do
     for k in $counts; do
         start_replicas "r${r}_store$k" "$k"
         run_jobs "r${r}_store$k" 1
+        store_rows "r${r}_store$k"
         serve_stop_all
     done
 done
@@ -257,6 +272,10 @@ for k in counts:
         if name != "queries":
             figs.append({"name": "%s_%s_per_job" % (p, name), "value": med([r["store_delta"].get(key, 0) / r["jobs"] for r in rs]),
                          "unit": "count"})
+    rows = [open(os.path.join(tmp, "r%d_store%d.rows" % (i + 1, k))).read().split() for i in range(len(rs))]
+    if all(rows):
+        figs.append({"name": p + "_progress_writes_per_job", "value": med([float(x[1]) for x in rows]), "unit": "writes"})
+        figs.append({"name": p + "_completions_per_job_max", "value": max(int(x[3]) for x in rows), "unit": "count"})
     figs.append({"name": p + "_idle_queries_per_s", "value": med([r["idle_queries_per_s"] for r in rs]), "unit": "round trips/s"})
     figs.append({"name": p + "_queries_per_list_poll", "value": med([r["queries_per_poll"] for r in rs]), "unit": "round trips"})
 for tag in ("wrk-local", "wrk-store"):
