@@ -116,7 +116,7 @@ for i in range(n):
     st, body = req(urls[i % len(urls)], "/v1/videos", dict(MIX[i % 2], prompt="a fox %d" % i, seed=i))
     ids.append(json.loads(body)["id"])
 t_created = time.monotonic() - t_start
-want, done, polls = set(ids), {}, 0
+want, done, polls, t_last = set(ids), {}, 0, time.monotonic()
 while len(done) < n:
     vids = listed(urls[0])
     polls += 1
@@ -128,8 +128,9 @@ while len(done) < n:
             sys.exit("job %s failed: %s" % (i, v.get("error")))
         if v["status"] == "completed" and i not in done:
             done[i] = time.monotonic() - t_start
-    if time.monotonic() - t_start > 600:
-        sys.exit("timed out: %d of %d jobs completed" % (len(done), n))
+            t_last = time.monotonic()
+    if time.monotonic() - t_last > 60:
+        sys.exit("stalled: %d of %d jobs completed, none in the last 60 s" % (len(done), n))
     time.sleep(0.2)
 t_end = max(done.values())
 after = [metrics(u) for u in urls]
