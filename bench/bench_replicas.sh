@@ -20,13 +20,13 @@
 # durable database; the local journal does fsync) and wrk; exits 77 (skipped) without the last two.
 #   PIPEDIT_BIN            folder with pipeditd and pipedit (default: build/bin, a release build)
 #   PIPEDIT_BENCH_RESULTS  where the result goes (default: bench/results)
-#   REPLICAS_JOBS (100, at most 100), REPLICAS_ROUNDS (3), REPLICAS_COUNTS ("1 2 3"; "" = the local daemon only)
+#   REPLICAS_JOBS (60, at most 100), REPLICAS_ROUNDS (3), REPLICAS_COUNTS ("1 2 3"; "" = the local daemon only)
 #   WRK_DURATION, WRK_CONNECTIONS, WRK_THREADS   override 10 s / 64 / 2 (0 s skips part 3)
 set -u
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${PIPEDIT_BIN:-$src/build/bin}
 results=${PIPEDIT_BENCH_RESULTS:-$src/bench/results}
-jobs=${REPLICAS_JOBS:-100}
+jobs=${REPLICAS_JOBS:-60}
 rounds=${REPLICAS_ROUNDS:-3}
 counts=${REPLICAS_COUNTS-1 2 3}
 duration=${WRK_DURATION:-10}
@@ -275,7 +275,8 @@ for k in counts:
                          "unit": "count"})
     rows = [open(os.path.join(tmp, "r%d_store%d.rows" % (i + 1, k))).read().split() for i in range(len(rs))]
     if all(rows):
-        figs.append({"name": p + "_progress_writes_per_job", "value": med([float(x[1]) for x in rows]), "unit": "writes"})
+        if "pipedit_store_progress_writes_total" not in rs[-1]["store_delta"]:
+            figs.append({"name": p + "_progress_writes_per_job", "value": med([float(x[1]) for x in rows]), "unit": "count"})
         figs.append({"name": p + "_completions_per_job_max", "value": max(int(x[3]) for x in rows), "unit": "count"})
     figs.append({"name": p + "_idle_queries_per_s", "value": med([r["idle_queries_per_s"] for r in rs]), "unit": "round trips/s"})
     figs.append({"name": p + "_queries_per_list_poll", "value": med([r["queries_per_poll"] for r in rs]), "unit": "round trips"})
