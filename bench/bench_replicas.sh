@@ -22,6 +22,7 @@
 #   PIPEDIT_BENCH_RESULTS  where the result goes (default: bench/results)
 #   REPLICAS_JOBS (60, at most 100), REPLICAS_ROUNDS (3), REPLICAS_COUNTS ("1 2 3"; "" = the local daemon only)
 #   WRK_DURATION, WRK_CONNECTIONS, WRK_THREADS   override 10 s / 64 / 2 (0 s skips part 3)
+#   REPLICAS_NOTE          recorded as config.note (e.g. which build ran)
 set -u
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${PIPEDIT_BIN:-$src/build/bin}
@@ -307,5 +308,7 @@ out.update({
                "completed_by_replica": dist, "host": "2-core Debian 12 VM, shared with other builds and tests", "load_average_at_start": float(load0), "load_average_at_end": float(load1)},
     "figures": figs,
 })
+if os.environ.get("REPLICAS_NOTE"):
+    out["config"]["note"] = os.environ["REPLICAS_NOTE"]
 result_lib.write(out, results, width=34)
 PY
