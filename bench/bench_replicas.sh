@@ -297,7 +297,7 @@ for tag in ("wrk-local", "wrk-store"):
 if os.path.exists(os.path.join(tmp, "wrk-local.json")) and os.path.exists(os.path.join(tmp, "wrk-store.json")):
     a, b = (json.load(open(os.path.join(tmp, t + ".json")))["requests_per_s"] for t in ("wrk-local", "wrk-store"))
     figs.append({"name": "wrk_store_over_local", "value": round(b / a, 4), "unit": "x"})
-dist = {r["tag"]: r["completed_by_replica"] for r in runs("") if r["replicas"] > 1}
+dist = "; ".join("%s %s" % (r["tag"], "/".join("%d" % x for x in r["completed_by_replica"])) for r in runs("") if r["replicas"] > 1)
 out = result_lib.header("bench_replicas", src)
 out.update({
     "config": {"model": "tiny (embedded)", "daemon": "1 worker, 1 CPU thread, queue_capacity 256, http_threads 2",
@@ -306,7 +306,7 @@ out.update({
                "throughput": "N / (last completion - first create), completions seen by polling one replica's list every 0.2 s",
                "store_queries_per_job": "rise of pipedit_store_queries_total over all replicas during the run, less the list polls, / N",
                "postgres": "%s on loopback, same machine, fsync off, synchronous_commit off (tests/integration/pg_lib.sh)" % pg_version,
-               "local_journal": "fsync per create (the default)", "wrk": "GET /v1/videos/{id}, %s connections, %s threads, %s s, one long job running" % (conns, threads, duration),
+               "local_journal": "fsync per create and per result (the default)", "wrk": "GET /v1/videos/{id}, %s connections, %s threads, %s s, one long job running" % (conns, threads, duration),
                "completed_by_replica": dist, "host": "2-core Debian 12 VM, shared with other builds and tests", "load_average_at_start": float(load0), "load_average_at_end": float(load1)},
     "figures": figs,
 })
