@@ -583,12 +583,26 @@ pd_status pd_pg_store_progress(pd_pg_store *s, const char *id, int64_t fence, in
     return fenced(s, S_PROGRESS, p, fence);
 }
 
+/* After a fenced result was refused: whether the row already holds this replica's own result of
+ * attempt `fence` (status, and for a failure its error code), written by an earlier call whose reply
+ * was lost with its connection. */
+static bool own_result(pd_pg_store *s, const char *id, int64_t fence, pd_job_status status, const char *code) {
+    pd_pg_job j;
+    if (pd_pg_store_get(s, id, &j)) return false;
+    bool own = j.job.status == status && j.fence == fence && !strcmp(j.holder, s->holder) && (!code || !strcmp(j.job.error_code, code));
+    pd_pg_job_free(&j);
+    return own;
+}
+
 pd_status pd_pg_store_complete(pd_pg_store *s, const char *id, int64_t fence, double t, double expires_at) {
     char a[32], b[32];
     snprintf(a, sizeof a, "%.6f", t);
     snprintf(b, sizeof b, "%.6f", expires_at);
     const char *p[] = {id, NULL, NULL, a, b};
-    return fenced(s, S_COMPLETE, p, fence);
+    pd_status st = fenced(s, S_COMPLETE, p, fence);
+    if (st == PD_ERR_CANCELLED && own_result(s, id, fence, PD_JOB_COMPLETED, NULL)) return PD_OK;
+    if (st == PD_ERR_CANCELLED) pd_error_set(st, "the lease on job %s was lost (requeued, taken elsewhere, cancelled or deleted)", id);
+    return st;
 }
 
 pd_status pd_pg_store_fail(pd_pg_store *s, const char *id, int64_t fence, double t, double expires_at, const char *code, const char *message) {
@@ -596,7 +610,10 @@ pd_status pd_pg_store_fail(pd_pg_store *s, const char *id, int64_t fence, double
     snprintf(a, sizeof a, "%.6f", t);
     snprintf(b, sizeof b, "%.6f", expires_at);
     const char *p[] = {id, NULL, NULL, a, b, code, message};
-    return fenced(s, S_FAIL, p, fence);
+    pd_status st = fenced(s, S_FAIL, p, fence);
+    if (st == PD_ERR_CANCELLED && strcmp(code, "cancelled") && own_result(s, id, fence, PD_JOB_FAILED, code)) return PD_OK;
+    if (st == PD_ERR_CANCELLED) pd_error_set(st, "the lease on job %s was lost (requeued, taken elsewhere, cancelled or deleted)", id);
+    return st;
 }
 
 pd_status pd_pg_store_release(pd_pg_store *s, const char *id, int64_t fence) {

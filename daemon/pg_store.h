@@ -24,7 +24,10 @@
  * Writes by a lease holder (progress, complete, fail, release) are fenced: they change the row only
  * while it is in progress, held by this replica with the fence its take returned; otherwise nothing
  * changes and the call returns PD_ERR_CANCELLED (the lease was lost: the job was requeued, taken by
- * another replica, cancelled or deleted). */
+ * another replica, cancelled or deleted). A result (complete, fail) is idempotent for its writer: when
+ * the row already holds this replica's own result of that attempt (an earlier call committed but its
+ * reply was lost with the connection, and the caller retried) the call returns PD_OK and changes
+ * nothing, so a retried result is never mistaken for a stale one. */
 #ifndef PD_DAEMON_PG_STORE_H
 #define PD_DAEMON_PG_STORE_H
 
