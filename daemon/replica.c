@@ -34,6 +34,7 @@ struct pd_replica {
     pthread_mutex_t mu;  /* runs, kick, stop */
     pthread_cond_t wake;
     bool kick, stop;
+    double hold_until;   /* the taker's own: no take before it (monotonic; its scheduler just refused one) */
     run *runs;
     size_t n_runs, cap_runs;
     pthread_t taker, listener;
@@ -268,14 +269,16 @@ static bool pipeline_free(pd_daemon *d) {
 
 static void take_while_free(pd_daemon *d) {
     pd_replica *r = d->replica;
-    while (!atomic_load(&d->draining) && pipeline_free(d)) {
+    while (!atomic_load(&d->draining) && mono_now() >= r->hold_until && pipeline_free(d)) {
         pd_pg_job pj;
         if (pd_pg_store_take(r->store, pd_daemon_now(), &pj)) return; /* none queued, or no store */
         atomic_fetch_add(&r->taken, 1);
         const char *id = pj.job.id;
         pthread_mutex_lock(&r->mu);
-        bool room = true;
-        if (r->n_runs == r->cap_runs) {
+        /* An earlier attempt of this job (its lease lost) may still be ending here: the scheduler
+         * would refuse the same id, so the job goes back for any replica. */
+        bool room = find_run_locked(r, id) < 0;
+        if (room && r->n_runs == r->cap_runs) {
             size_t cap = r->cap_runs ? 2 * r->cap_runs : 8;
             run *v = realloc(r->runs, cap * sizeof *v);
             if (v) {
@@ -297,21 +300,18 @@ static void take_while_free(pd_daemon *d) {
         char mp4[PATH_MAX], png[PATH_MAX];
         pd_store_attempt_path(&d->store, id, pj.fence, PD_STORE_VIDEO, mp4);
         pd_store_attempt_path(&d->store, id, pj.fence, PD_STORE_THUMBNAIL, png);
-        pd_status st = room ? pd_scheduler_submit(d->sched, id, &pj.job.req.p, mp4, png) : PD_ERR_NOMEM;
+        pd_status st = room ? pd_scheduler_submit(d->sched, id, &pj.job.req.p, mp4, png)
+                            : pd_error_set(PD_ERR_BUSY, "an earlier attempt is still ending here, or out of memory");
         if (st) {
-            pd_status sub = st;
-            PD_WARN("replica", "%s could not be started here: %s", id, room ? pd_error_msg() : "out of memory");
+            PD_WARN("replica", "%s could not be started here; back to the queue: %s", id, pd_error_msg());
             pthread_mutex_lock(&r->mu);
-            long i = find_run_locked(r, id);
-            if (i >= 0) remove_run_locked(r, i);
+            if (room) remove_run_locked(r, find_run_locked(r, id));
             pthread_mutex_unlock(&r->mu);
-            /* What another replica could run goes back to the queue; a job no scheduler accepts fails. */
-            if (sub == PD_ERR_BUSY || sub == PD_ERR_CANCELLED || sub == PD_ERR_NOMEM) {
-                pd_pg_store_release(r->store, id, pj.fence);
-            } else {
-                double now = pd_daemon_now();
-                pd_pg_store_fail(r->store, id, pj.fence, now, now + d->cfg.output_ttl_s, "scheduler_error", "the job could not be queued");
-            }
+            r->hold_until = mono_now() + fmin(TICK_MAX_S, d->cfg.store_lease_s / 3);
+            /* Create validated and admitted the request, so a refusal is this replica's state (full,
+             * draining, the same id still live): the job goes back to the queue for any replica (a
+             * release that fails leaves it to the lease). Never failed for it. */
+            pd_pg_store_release(r->store, id, pj.fence);
             pd_pg_job_free(&pj);
             return;
         }

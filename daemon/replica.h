@@ -8,7 +8,9 @@
  *   only after the insert committed. Get, list, content, cancel and delete read and write the store.
  * - A taker thread takes the oldest queued job whenever this replica's scheduler has a free pipeline
  *   (ready, its own queue empty, fewer jobs before decode than denoise groups: job N+1 starts
- *   denoising while N decodes), submits it with the attempt's output paths. Every lease/3 it renews
+ *   denoising while N decodes), submits it with the attempt's output paths; a job its scheduler
+ *   refuses (full, draining, or an earlier attempt of the same job still ending here) goes back to
+ *   the queue, and this replica takes nothing more until its next tick. Every lease/3 it renews
  *   the leases of what it runs; every lease/3 or second, whichever is shorter, it returns jobs whose
  *   lease expired anywhere to the queue, retries results the store could not take and tries to take
  *   (the fallback for a missed notification). It wakes on notifications of queued jobs and on its

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Black-box: a job requeued while its replica still decodes it (its lease taken away, as when another
+# replica found the lease expired) is stopped there and runs again, on the same replica when that is
+# the only one. With a separate decode worker the replica has a free denoise pipeline at once and
+# takes the job again while its first attempt is still ending; its scheduler refuses the same id then,
+# and the replica gives the job back to the queue (it never fails it) and takes it once the first
+# attempt has ended. It completes exactly once, on a later attempt.
+TEST_NAME=replicas_retake
+source "$(dirname "$0")/daemon_lib.sh"
+source "$(dirname "$0")/pg_lib.sh"
+
+why=$(pg_available)
+if [ -n "$why" ]; then
+    echo "SKIP: $why"
+    exit 77
+fi
+pg_start || fail "pg_start"
+mkdir -p "$T/outputs"
+start_daemon "$T/r0.log" --data-dir "$T/d0" --workers 2 --decode-workers 1 --threads-per-worker 1 --store "$PG_URL" --replica-id r0 \
+    --store-lease-s 3 --outputs-dir "$T/outputs"
+wait_ready 180
+
+for round in 1 2 3; do
+    post_json /v1/videos "{\"prompt\":\"requeued under its replica $round\",\"size\":\"128x96\",\"num_frames\":17,\"num_inference_steps\":6,\"seed\":$round}"
+    [ "$STATUS" = 200 ] || fail "create: $STATUS $(cat "$T/body")"
+    ID=$(jq_body 'b["id"]')
+    for i in $(seq 1 600); do
+        [ "$(psql_q "SELECT stage >= 2 FROM pipedit_jobs WHERE id = '$ID' AND status = 'in_progress'")" = t ] && break # decode
+        sleep 0.02
+    done
+    # What pd_pg_store_requeue_expired does to an expired lease.
+    psql_q "UPDATE pipedit_jobs SET status = 'queued', lease_holder = NULL, lease_expires = NULL, started_at = 0, progress = 0,
+            stage = -1, step = 0, total = 0 WHERE id = '$ID' AND status = 'in_progress'" >/dev/null
+    for i in $(seq 1 600); do
+        s=$(psql_q "SELECT status FROM pipedit_jobs WHERE id = '$ID'")
+        [ "$s" = completed ] || [ "$s" = failed ] && break
+        sleep 0.2
+    done
+    read -r s fence comp code <<<"$(psql_q "SELECT status || ' ' || fence || ' ' || completions || ' ' || error_code FROM pipedit_jobs WHERE id = '$ID'")"
+    [ "$s $comp" = "completed 1" ] && [ "$fence" -ge 2 ] || fail "round $round: $ID is $s (fence $fence, completions $comp, error '$code'): $(grep "$ID" "$LOG" | tail -n 5)"
+    http GET "/v1/videos/$ID/content"
+    [ "$STATUS" = 200 ] || fail "content of $ID: $STATUS"
+done
+grep -q "could not be started here" "$LOG" && echo "(the scheduler refused a retake while the first attempt was ending: handled)"
+pass "a job requeued while its replica decoded it completed once, on a later attempt, three times over"
+echo PASS
