@@ -14,6 +14,7 @@
 #define TICK_MAX_S 1.0       /* the taker's fallback period (and lease/3 when shorter) */
 #define LISTEN_WAIT_S 0.5
 #define BATCH 64             /* leases renewed, jobs expired per round trip */
+#define ORPHAN_AGE_S 120     /* files of no live attempt are removed once this old (a live attempt writes its file at its end) */
 
 /* A job this replica took and runs. */
 typedef struct run {
@@ -176,6 +177,7 @@ static void settle(pd_daemon *d, const char *id) {
         pthread_mutex_unlock(&r->mu);
         return;
     }
+    /* A publish that fails here is finished by the content route or the sweep of any replica. */
     if (st == PD_OK && u.final == PD_JOB_COMPLETED && pd_store_publish(&d->store, id, u.fence) != PD_OK)
         PD_ERROR("replica", "%s: %s", id, pd_error_msg());
     if (st || u.final != PD_JOB_COMPLETED) pd_store_remove_attempt(&d->store, id, u.fence);
@@ -603,11 +605,16 @@ static int r_content_path(pd_daemon *d, const char *id, pd_store_variant v, char
     if (st == PD_ERR_NOT_FOUND) return not_found(err, id);
     if (st) return store_error(err, "the job store cannot be read");
     pd_job_status s = pj.job.status;
+    int64_t fence = pj.fence;
     pd_pg_job_free(&pj);
     if (s != PD_JOB_COMPLETED)
         return pd_api_error_set(err, 404, "id", "video_not_ready", "video '%s' is %s; content exists once it has completed", id,
                                 pd_job_status_name(s));
     pd_store_path(&d->store, id, v, path);
+    /* The replica whose result the store accepted may have died before it renamed the attempt's
+     * files: the row names that attempt, so whoever serves it finishes the rename. */
+    if (access(path, F_OK) != 0 && pd_store_publish(&d->store, id, fence) == PD_OK && access(path, F_OK) == 0)
+        PD_INFO("replica", "%s: published attempt %lld", id, (long long)fence);
     return 200;
 }
 
@@ -630,6 +637,23 @@ static bool known_in_store(void *ud, const char *id) {
     return st != PD_ERR_NOT_FOUND; /* unreachable: keep the files */
 }
 
+/* What becomes of the files of attempt `attempt` of job id (pd_store_sweep_attempts): the accepted
+ * attempt of a completed job is published, the running attempt kept, any other (a stale holder's,
+ * one whose replica died, a deleted job's) removed. */
+static pd_store_attempt_fate attempt_fate(void *ud, const char *id, long long attempt) {
+    pd_daemon *d = ud;
+    pd_pg_job pj;
+    pd_status st = pd_pg_store_get(d->replica->store, id, &pj);
+    if (st == PD_ERR_NOT_FOUND) return PD_ATTEMPT_REMOVE;
+    if (st) return PD_ATTEMPT_KEEP; /* the store cannot say */
+    pd_store_attempt_fate f = pj.fence != attempt                  ? PD_ATTEMPT_REMOVE
+                              : pj.job.status == PD_JOB_COMPLETED   ? PD_ATTEMPT_PUBLISH
+                              : pj.job.status == PD_JOB_IN_PROGRESS ? PD_ATTEMPT_KEEP
+                                                                    : PD_ATTEMPT_REMOVE;
+    pd_pg_job_free(&pj);
+    return f;
+}
+
 static void r_housekeep(pd_daemon *d, bool sweep) {
     pd_replica *r = d->replica;
     char ids[BATCH][PD_JOB_ID_LEN + 1];
@@ -645,8 +669,10 @@ static void r_housekeep(pd_daemon *d, bool sweep) {
     pd_daemon_wake_streams_locked(d); /* keep-alives */
     pthread_mutex_unlock(&d->lock);
     if (sweep && pd_daemon_store_up(d)) {
-        int k = pd_store_sweep_orphans(&d->store, 120, known_in_store, d);
+        int k = pd_store_sweep_orphans(&d->store, ORPHAN_AGE_S, known_in_store, d), published = 0;
+        k += pd_store_sweep_attempts(&d->store, ORPHAN_AGE_S, attempt_fate, d, &published);
         if (k) PD_INFO("replica", "removed %d orphaned output files", k);
+        if (published) PD_INFO("replica", "published %d accepted attempt(s) whose replica did not", published);
     }
 }
 

@@ -18,13 +18,19 @@
  * - Scheduler events become fenced writes: stage changes at once, progress at most once a second per
  *   job, the result once. A refused write means the lease was lost: the run is cancelled and its
  *   output dropped (pipedit_store_stale_results_total). A completed attempt's files are renamed to
- *   <id>.mp4/.png in outputs_dir only after the store accepted the result.
+ *   <id>.mp4/.png in outputs_dir only after the store accepted the result; the row names the
+ *   accepted attempt (its fence), so when this replica dies between the two, the content route of
+ *   any replica (on the first request) and the sweep of any replica finish the rename.
  * - A listener thread holds the LISTEN connection: each notification may mark a local run lost
  *   (cancelled, deleted or requeued elsewhere: it stops within one DiT block), wakes the taker, and
  *   refreshes the job in d->jobs when this replica caches it, which bumps its version and wakes the
  *   event streams and gRPC watches here.
  * - Housekeeping expires finished jobs with one DELETE ... RETURNING: the replica whose DELETE
- *   removed a row removes its files. */
+ *   removed a row removes its files. Every housekeeping_interval_s it sweeps the shared outputs
+ *   folder: attempt files (".<id>.a<N>.*") of the accepted attempt of a completed job are published,
+ *   those of the running attempt kept, and those no attempt can claim any more (a stale holder's, one
+ *   whose replica died, a deleted or expired job's) removed once 120 s old. Any number of replicas may
+ *   sweep at once: renames and removals of a file already handled are skipped. */
 #ifndef PD_DAEMON_REPLICA_H
 #define PD_DAEMON_REPLICA_H
 

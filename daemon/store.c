@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -39,8 +40,10 @@ pd_status pd_store_publish(const pd_store *s, const char *id, long long attempt)
     for (int v = 0; v < 2; v++) {
         pd_store_attempt_path(s, id, attempt, (pd_store_variant)v, from);
         pd_store_path(s, id, (pd_store_variant)v, to);
-        if (rename(from, to) != 0 && !(v == PD_STORE_THUMBNAIL && errno == ENOENT))
-            return pd_error_set(PD_ERR_IO, "rename %s to %s: %s", from, to, strerror(errno));
+        if (rename(from, to) == 0) continue;
+        if (errno != ENOENT) return pd_error_set(PD_ERR_IO, "rename %s to %s: %s", from, to, strerror(errno));
+        /* Gone: published already (by whoever got there first), or never written. */
+        if (v == PD_STORE_VIDEO && !pd_store_has_video(s, id)) return pd_error_set(PD_ERR_NOT_FOUND, "%s: neither %s nor %s exists", id, from, to);
     }
     return PD_OK;
 }
@@ -88,6 +91,54 @@ int pd_store_sweep_orphans(const pd_store *s, double min_age_s, bool (*known)(vo
         struct stat st;
         if (stat(p, &st) != 0 || difftime(now, st.st_mtime) < min_age_s) continue;
         if (unlink(p) == 0) removed++;
+    }
+    closedir(d);
+    return removed;
+}
+
+/* Parses an attempt file's name: ".<id>.a<attempt>.mp4" or ".png", or the file sink's temporary
+ * "..<id>.a<attempt>.<ext>.tmp.XXXXXX" of one (*tmp). False for anything else. */
+static bool attempt_name(const char *name, char id[PD_JOB_ID_LEN + 1], long long *attempt, bool *tmp) {
+    *tmp = name[0] == '.' && name[1] == '.';
+    const char *p = name + 1 + *tmp;
+    if (name[0] != '.' || strlen(p) < PD_JOB_ID_LEN + 3 || p[PD_JOB_ID_LEN] != '.' || p[PD_JOB_ID_LEN + 1] != 'a') return false;
+    memcpy(id, p, PD_JOB_ID_LEN);
+    id[PD_JOB_ID_LEN] = 0;
+    if (!pd_job_id_valid(id)) return false;
+    p += PD_JOB_ID_LEN + 2;
+    if (*p < '0' || *p > '9') return false;
+    char *end;
+    errno = 0;
+    *attempt = strtoll(p, &end, 10);
+    if (errno || (strncmp(end, ".mp4", 4) && strncmp(end, ".png", 4))) return false;
+    end += 4;
+    return *tmp ? !strncmp(end, ".tmp.", 5) : *end == 0;
+}
+
+int pd_store_sweep_attempts(const pd_store *s, double min_age_s, pd_store_attempt_fate (*fate)(void *ud, const char *id, long long attempt),
+                            void *ud, int *published) {
+    *published = 0;
+    DIR *d = opendir(s->dir);
+    if (!d) return 0;
+    int removed = 0;
+    time_t now = time(NULL);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char id[PD_JOB_ID_LEN + 1], p[PATH_MAX];
+        long long attempt;
+        bool tmp;
+        if (!attempt_name(e->d_name, id, &attempt, &tmp)) continue;
+        if (snprintf(p, sizeof p, "%s/%s", s->dir, e->d_name) >= (int)sizeof p) continue;
+        struct stat st;
+        if (stat(p, &st) != 0) continue; /* another sweeper or the publisher got there first */
+        bool old = difftime(now, st.st_mtime) >= min_age_s;
+        pd_store_attempt_fate f = fate(ud, id, attempt);
+        if (f == PD_ATTEMPT_PUBLISH && !tmp) {
+            if (pd_store_publish(s, id, attempt) == PD_OK) (*published)++;
+            else PD_WARN("store", "%s", pd_error_msg());
+        } else if (f != PD_ATTEMPT_KEEP && old && unlink(p) == 0) {
+            removed++;
+        }
     }
     closedir(d);
     return removed;

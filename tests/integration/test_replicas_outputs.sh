@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Black-box: what the shared store's replicas do with the attempt files in their shared outputs folder
+# (".<id>.a<attempt>.mp4/.png": an attempt's output until the store accepted it).
+#  1. An accepted completion whose replica died before it renamed its attempt's files (the state
+#     reproduced: the job completed in the store, its files moved back to the accepted attempt's
+#     names): GET content on another replica serves the video and the thumbnail (the same bytes).
+#  2. Two more replicas sweep the folder every 0.3 s, both at once: the accepted attempt of a
+#     completed job is published without any request; old files of attempts that can never be
+#     accepted (a stale attempt of a completed job, a job no longer in the store, a temporary file)
+#     go; a fresh one stays; the running attempt stays while it runs and goes once it is cancelled;
+#     neither sweeper logs an error.
+TEST_NAME=replicas_outputs
+source "$(dirname "$0")/daemon_lib.sh"
+source "$(dirname "$0")/pg_lib.sh"
+
+why=$(pg_available)
+if [ -n "$why" ]; then
+    echo "SKIP: $why"
+    exit 77
+fi
+pg_start || fail "pg_start"
+
+OUT=$T/outputs
+mkdir -p "$OUT"
+URLS=()
+PIDS=()
+LOGS=()
+# replica I INTERVAL: starts replica rI sweeping every INTERVAL seconds.
+replica() {
+    start_daemon "$T/r$1.log" --data-dir "$T/d$1" --workers 1 --threads-per-worker 1 --store "$PG_URL" --replica-id "r$1" \
+        --store-lease-s 3 --outputs-dir "$OUT" --housekeeping-interval-s "$2"
+    URLS[$1]=$URL
+    PIDS[$1]=$DAEMON_PID
+    LOGS[$1]=$LOG
+}
+on() { URL=${URLS[$1]}; LOG=${LOGS[$1]}; }
+SMALL='"size":"64x48","num_frames":5,"num_inference_steps":2'
+LONG='"size":"128x96","num_frames":17,"num_inference_steps":100'
+
+create() { # create I BODY: sets ID
+    on "$1"
+    post_json /v1/videos "$2"
+    [ "$STATUS" = 200 ] || fail "create on r$1: $STATUS $(cat "$T/body")"
+    ID=$(jq_body 'b["id"]')
+}
+wait_status() { # wait_status I ID WANT SECONDS
+    local i s
+    for i in $(seq 1 $(($4 * 5))); do
+        on "$1"
+        http GET "/v1/videos/$2"
+        s=$(jq_body 'b.get("status")' 2>/dev/null)
+        [ "$s" = "$3" ] && return 0
+        if [ "$3" != failed ] && [ "$s" = failed ]; then fail "$2 failed: $(cat "$T/body")"; fi
+        sleep 0.2
+    done
+    fail "$2 is not $3 after $4 s: $(cat "$T/body")"
+}
+wait_running() { # wait_running ID: until it runs with some progress; prints the holder's index
+    local i h p
+    for i in $(seq 1 600); do
+        read -r h p <<<"$(psql_q "SELECT coalesce(lease_holder, '-') || ' ' || progress FROM pipedit_jobs WHERE id = '$1' AND status = 'in_progress'")"
+        if [ -n "$h" ] && [ "${p:-0}" -gt 0 ]; then echo "${h#r}"; return 0; fi
+        sleep 0.1
+    done
+    fail "$1 never ran"
+}
+fence_of() { psql_q "SELECT fence FROM pipedit_jobs WHERE id = '$1'"; }
+# unpublish ID: moves a job's files back to its accepted attempt's names (a replica that died between
+# the store's acceptance and the rename leaves exactly this).
+unpublish() {
+    local f
+    f=$(fence_of "$1")
+    mv "$OUT/$1.mp4" "$OUT/.$1.a$f.mp4" && mv "$OUT/$1.png" "$OUT/.$1.a$f.png" || fail "unpublish $1"
+}
+
+# Two replicas that do not sweep during the test (their first sweep is an hour away).
+replica 0 3600
+replica 1 3600
+for i in 0 1; do URL=${URLS[$i]} DAEMON_PID=${PIDS[$i]} wait_ready 180; done
+pass "two replicas ready on one store"
+
+# ---- 1. content on another replica finishes the accepted attempt's rename ----
+create 0 "{\"prompt\":\"accepted, then its replica died\",$SMALL,\"seed\":1}"
+J1=$ID
+create 1 "{\"prompt\":\"published by the sweep\",$SMALL,\"seed\":2}"
+J2=$ID
+wait_status 0 "$J1" completed 120
+wait_status 0 "$J2" completed 120
+cp "$OUT/$J1.mp4" "$T/j1.mp4" && cp "$OUT/$J1.png" "$T/j1.png" || fail "$J1 has no files"
+H1=$(psql_q "SELECT lease_holder FROM pipedit_jobs WHERE id = '$J1'")
+O1=$((1 - ${H1#r}))
+unpublish "$J1"
+on "$O1"
+http GET "/v1/videos/$J1/content"
+[ "$STATUS" = 200 ] || fail "content of $J1 on r$O1 after its holder $H1 left the attempt unpublished: $STATUS $(cat "$T/body")"
+cmp -s "$T/body" "$T/j1.mp4" || fail "r$O1 served other bytes for $J1"
+http GET "/v1/videos/$J1/content?variant=thumbnail"
+[ "$STATUS" = 200 ] && cmp -s "$T/body" "$T/j1.png" || fail "thumbnail of $J1 on r$O1: $STATUS"
+[ -e "$OUT/$J1.mp4" ] && [ ! -e "$OUT/.$J1.a$(fence_of "$J1").mp4" ] || fail "the attempt of $J1 was not published: $(ls -A "$OUT")"
+pass "an accepted attempt left unpublished by $H1 is served (and published) by r$O1"
+
+# ---- a job cancelled while it runs: its attempt's file goes once the sweep sees it ----
+create 0 "{\"prompt\":\"cancelled elsewhere\",$LONG,\"seed\":3}"
+C=$ID
+H=$(wait_running "$C")
+O=$((1 - H))
+# Its attempt's file (made old): the sweepers of part 2 remove it once the job is cancelled.
+CF=$(fence_of "$C")
+touch -d '10 minutes ago' "$OUT/.$C.a$CF.mp4"
+on "$O"
+http POST "/v1/videos/$C/cancel"
+[ "$STATUS" = 200 ] || fail "cancel on r$O: $STATUS $(cat "$T/body")"
+
+# A running attempt, whose (future) file, made old, the sweepers of part 2 must keep while it runs.
+create 1 "{\"prompt\":\"runs while they sweep\",$LONG,\"seed\":4}"
+L=$ID
+wait_running "$L" >/dev/null
+LF=$(fence_of "$L")
+touch -d '10 minutes ago' "$OUT/.$L.a$LF.mp4"
+
+# ---- 2. two replicas sweeping at once ----
+unpublish "$J2"
+GONE_ID=video_0123456789abcdef0123456789abcdef
+touch -d '10 minutes ago' "$OUT/.$J1.a7.mp4" "$OUT/.$J1.a7.png" "$OUT/.$GONE_ID.a1.mp4" "$OUT/..$J1.a7.mp4.tmp.Ab12Cd"
+touch "$OUT/.$GONE_ID.a2.mp4" # fresh: could still be written
+replica 2 0.3
+replica 3 0.3
+for i in 2 3; do URL=${URLS[$i]} DAEMON_PID=${PIDS[$i]} wait_ready 180; done
+for i in $(seq 1 50); do
+    [ -e "$OUT/$J2.mp4" ] && [ ! -e "$OUT/.$J1.a7.mp4" ] && [ ! -e "$OUT/.$GONE_ID.a1.mp4" ] && break
+    sleep 0.2
+done
+[ -e "$OUT/$J2.mp4" ] && [ -e "$OUT/$J2.png" ] || fail "the sweep did not publish $J2's accepted attempt: $(ls -A "$OUT")"
+for f in ".$J1.a7.mp4" ".$J1.a7.png" ".$GONE_ID.a1.mp4" "..$J1.a7.mp4.tmp.Ab12Cd" ".$C.a$CF.mp4"; do
+    [ ! -e "$OUT/$f" ] || fail "the sweep left $f"
+done
+[ -e "$OUT/.$GONE_ID.a2.mp4" ] || fail "the sweep removed a fresh attempt file"
+[ -e "$OUT/.$L.a$LF.mp4" ] || fail "the sweep removed the running attempt's file"
+on 2
+http GET "/v1/videos/$J2/content"
+[ "$STATUS" = 200 ] || fail "content of $J2 after the sweep: $STATUS"
+on 0
+http POST "/v1/videos/$L/cancel"
+[ "$STATUS" = 200 ] || fail "cancel $L: $STATUS"
+for i in $(seq 1 25); do
+    [ ! -e "$OUT/.$L.a$LF.mp4" ] && break
+    sleep 0.2
+done
+[ ! -e "$OUT/.$L.a$LF.mp4" ] || fail "the cancelled attempt's file stayed"
+grep -E "ERROR|WARN.*(unlink|rename)" "${LOGS[2]}" "${LOGS[3]}" && fail "a sweeper logged an error"
+grep -c "removed [0-9]* orphaned" "${LOGS[2]}" "${LOGS[3]}"
+pass "two replicas sweeping at once published $J2, removed what no attempt can claim, kept the fresh and the running"
+echo "PASS"
