@@ -249,13 +249,13 @@ void pd_daemon_apply_event(pd_daemon *d, pd_job *j, const pd_job_event *ev) {
     case PD_JOB_EVENT_COMPLETED:
         if (j->stage >= 0) pd_metrics_stage(&d->metrics, (pd_stage)j->stage, ev->t - j->stage_started_at);
         job_finish(j, PD_JOB_COMPLETED, ev->t, ttl);
-        pd_metrics_job_finished(&d->metrics, PD_JOB_COMPLETED, false);
+        if (!d->replica) pd_metrics_job_finished(&d->metrics, PD_JOB_COMPLETED, false); /* shared store: where the store accepts it */
         break;
     case PD_JOB_EVENT_FAILED:
         job_finish(j, PD_JOB_FAILED, ev->t, ttl);
         snprintf(j->error_code, sizeof j->error_code, "%s", ev->error_code ? ev->error_code : "failed");
         snprintf(j->error_message, sizeof j->error_message, "%s", ev->error_message ? ev->error_message : "generation failed");
-        pd_metrics_job_finished(&d->metrics, PD_JOB_FAILED, !strcmp(j->error_code, "cancelled"));
+        if (!d->replica) pd_metrics_job_finished(&d->metrics, PD_JOB_FAILED, !strcmp(j->error_code, "cancelled"));
         break;
     }
 }

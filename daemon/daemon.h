@@ -110,7 +110,8 @@ pd_status pd_daemon_start_scheduler(pd_daemon *d);
 void pd_daemon_housekeep(pd_daemon *d, bool sweep);
 
 /* Applies a scheduler event to j's status, stage, step and progress and to the metrics (both job
- * stores use it; the caller guards j). */
+ * stores use it; the caller guards j). With the shared store a final status is not counted here but
+ * by the replica whose result the store accepted (or that performed the cancel): daemon/replica.h. */
 void pd_daemon_apply_event(pd_daemon *d, pd_job *j, const pd_job_event *ev);
 /* The list object ({object:"list", data, first_id, last_id, has_more}) around data (consumed), with
  * queue positions already set; 200, or 503 out of memory. */

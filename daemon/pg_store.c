@@ -659,13 +659,14 @@ pd_status pd_pg_store_requeue_expired(pd_pg_store *s, int *n) {
     return PD_OK;
 }
 
-pd_status pd_pg_store_cancel(pd_pg_store *s, const char *id, double t, double expires_at, pd_pg_job *out) {
+pd_status pd_pg_store_cancel(pd_pg_store *s, const char *id, double t, double expires_at, pd_pg_job *out, bool *cancelled) {
     char a[32], b[32];
     snprintf(a, sizeof a, "%.6f", t);
     snprintf(b, sizeof b, "%.6f", expires_at);
     const char *p[] = {id, a, b};
     PGresult *r;
     PD_TRY(run(s, S_CANCEL, p, &r));
+    if (cancelled) *cancelled = atoi(PQcmdTuples(r)) == 1;
     PQclear(r);
     return pd_pg_store_get(s, id, out);
 }

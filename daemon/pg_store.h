@@ -118,8 +118,9 @@ pd_status pd_pg_store_requeue_expired(pd_pg_store *s, int *n);
 
 /* Cancels a queued or in-progress job: it fails at once with error code "cancelled" (its holder,
  * told by NOTIFY, stops the run; its fenced writes are refused from now on). *out receives the job
- * afterwards, whatever its state was (PD_ERR_NOT_FOUND when there is none). */
-pd_status pd_pg_store_cancel(pd_pg_store *s, const char *id, double t, double expires_at, pd_pg_job *out);
+ * afterwards, whatever its state was (PD_ERR_NOT_FOUND when there is none); *cancelled (may be NULL)
+ * whether this call cancelled it (false: it had finished already). */
+pd_status pd_pg_store_cancel(pd_pg_store *s, const char *id, double t, double expires_at, pd_pg_job *out, bool *cancelled);
 
 /* Deletes a job; *was_live says whether it was queued or in progress. PD_ERR_NOT_FOUND. */
 pd_status pd_pg_store_delete(pd_pg_store *s, const char *id, bool *was_live);

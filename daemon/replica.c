@@ -180,6 +180,7 @@ static void settle(pd_daemon *d, const char *id) {
     /* A publish that fails here is finished by the content route or the sweep of any replica. */
     if (st == PD_OK && u.final == PD_JOB_COMPLETED && pd_store_publish(&d->store, id, u.fence) != PD_OK)
         PD_ERROR("replica", "%s: %s", id, pd_error_msg());
+    if (st == PD_OK) pd_metrics_job_finished(&d->metrics, u.final, u.final == PD_JOB_FAILED && !strcmp(j->error_code, "cancelled"));
     if (st || u.final != PD_JOB_COMPLETED) pd_store_remove_attempt(&d->store, id, u.fence);
     if (st) {
         atomic_fetch_add(&r->stale, 1);
@@ -568,7 +569,8 @@ static int r_cancel(pd_daemon *d, const char *id, json_t **out, pd_api_error *er
     pd_replica *r = d->replica;
     double now = pd_daemon_now();
     pd_pg_job pj;
-    pd_status st = pd_pg_store_cancel(r->store, id, now, now + d->cfg.output_ttl_s, &pj);
+    bool cancelled = false;
+    pd_status st = pd_pg_store_cancel(r->store, id, now, now + d->cfg.output_ttl_s, &pj, &cancelled);
     if (st == PD_ERR_NOT_FOUND) return not_found(err, id);
     if (st) return store_error(err, "the cancel could not be recorded");
     int rc = 200;
@@ -580,6 +582,7 @@ static int r_cancel(pd_daemon *d, const char *id, json_t **out, pd_api_error *er
         cache_put(d, &pj);
         if (!*out) rc = pd_api_error_set(err, 503, NULL, "out_of_memory", "out of memory");
         else PD_INFO("replica", "%s cancelled", id);
+        if (cancelled) pd_metrics_job_finished(&d->metrics, PD_JOB_FAILED, true); /* counted here, where it was cancelled */
     }
     pd_pg_job_free(&pj);
     return rc;

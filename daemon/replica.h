@@ -25,6 +25,10 @@
  *   (cancelled, deleted or requeued elsewhere: it stops within one DiT block), wakes the taker, and
  *   refreshes the job in d->jobs when this replica caches it, which bumps its version and wakes the
  *   event streams and gRPC watches here.
+ * - Counters: each replica's pipedit_jobs_finished_total and pipedit_jobs_cancelled_total count
+ *   what it did to the store: a result the store accepted from it (a refused one counts nowhere), a
+ *   cancel it performed (whichever replica ran the job). A delete counts nowhere (as with the local
+ *   journal). Summed over the replicas, each finished job counts once.
  * - Housekeeping expires finished jobs with one DELETE ... RETURNING: the replica whose DELETE
  *   removed a row removes its files. Every housekeeping_interval_s it sweeps the shared outputs
  *   folder: attempt files (".<id>.a<N>.*") of the accepted attempt of a completed job are published,

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Black-box: what the shared store's replicas do with the attempt files in their shared outputs folder
-# (".<id>.a<attempt>.mp4/.png": an attempt's output until the store accepted it).
+# (".<id>.a<attempt>.mp4/.png": an attempt's output until the store accepted it), and what they count.
 #  1. An accepted completion whose replica died before it renamed its attempt's files (the state
 #     reproduced: the job completed in the store, its files moved back to the accepted attempt's
 #     names): GET content on another replica serves the video and the thumbnail (the same bytes).
-#  2. Two more replicas sweep the folder every 0.3 s, both at once: the accepted attempt of a
+#  2. A cancel performed by a replica that does not run the job counts there
+#     (pipedit_jobs_cancelled_total, pipedit_jobs_finished_total{status="failed"}), not on the
+#     holder; each completion counts once, on the replica whose result the store accepted.
+#  3. Two more replicas sweep the folder every 0.3 s, both at once: the accepted attempt of a
 #     completed job is published without any request; old files of attempts that can never be
 #     accepted (a stale attempt of a completed job, a job no longer in the store, a temporary file)
 #     go; a fresh one stays; the running attempt stays while it runs and goes once it is cancelled;
@@ -65,6 +68,9 @@ wait_running() { # wait_running ID: until it runs with some progress; prints the
     fail "$1 never ran"
 }
 fence_of() { psql_q "SELECT fence FROM pipedit_jobs WHERE id = '$1'"; }
+metric() { # metric I NAME: the value of one series on replica I's /metrics
+    curl -s "${URLS[$1]}/metrics" | awk -v n="$2" '$1 == n { print $2 }'
+}
 # unpublish ID: moves a job's files back to its accepted attempt's names (a replica that died between
 # the store's acceptance and the rename leaves exactly this).
 unpublish() {
@@ -99,26 +105,34 @@ http GET "/v1/videos/$J1/content?variant=thumbnail"
 [ -e "$OUT/$J1.mp4" ] && [ ! -e "$OUT/.$J1.a$(fence_of "$J1").mp4" ] || fail "the attempt of $J1 was not published: $(ls -A "$OUT")"
 pass "an accepted attempt left unpublished by $H1 is served (and published) by r$O1"
 
-# ---- a job cancelled while it runs: its attempt's file goes once the sweep sees it ----
+# ---- 2. cancels count where they are performed; completions once, where accepted ----
 create 0 "{\"prompt\":\"cancelled elsewhere\",$LONG,\"seed\":3}"
 C=$ID
 H=$(wait_running "$C")
 O=$((1 - H))
-# Its attempt's file (made old): the sweepers of part 2 remove it once the job is cancelled.
+# The running attempt's (future) file, made old: the sweepers of part 3 must keep it while it runs.
 CF=$(fence_of "$C")
 touch -d '10 minutes ago' "$OUT/.$C.a$CF.mp4"
 on "$O"
 http POST "/v1/videos/$C/cancel"
 [ "$STATUS" = 200 ] || fail "cancel on r$O: $STATUS $(cat "$T/body")"
+sleep 1 # the holder's worker stops and reports
+[ "$(metric "$O" pipedit_jobs_cancelled_total)" = 1 ] || fail "r$O performed the cancel but counts $(metric "$O" pipedit_jobs_cancelled_total)"
+[ "$(metric "$O" 'pipedit_jobs_finished_total{status="failed"}')" = 1 ] || fail "r$O: failed $(metric "$O" 'pipedit_jobs_finished_total{status="failed"}')"
+[ "$(metric "$H" pipedit_jobs_cancelled_total)" = 0 ] || fail "r$H (the holder) counts the cancel too"
+[ "$(metric "$H" 'pipedit_jobs_finished_total{status="failed"}')" = 0 ] || fail "r$H counts a failure"
+done_total=$(($(metric 0 'pipedit_jobs_finished_total{status="completed"}') + $(metric 1 'pipedit_jobs_finished_total{status="completed"}')))
+[ "$done_total" = 2 ] || fail "2 jobs completed, the replicas count $done_total"
+pass "the cancel counts on r$O (which performed it), not on r$H; 2 completions counted once"
 
-# A running attempt, whose (future) file, made old, the sweepers of part 2 must keep while it runs.
+# A running attempt, whose (future) file, made old, the sweepers of part 3 must keep while it runs.
 create 1 "{\"prompt\":\"runs while they sweep\",$LONG,\"seed\":4}"
 L=$ID
 wait_running "$L" >/dev/null
 LF=$(fence_of "$L")
 touch -d '10 minutes ago' "$OUT/.$L.a$LF.mp4"
 
-# ---- 2. two replicas sweeping at once ----
+# ---- 3. two replicas sweeping at once ----
 unpublish "$J2"
 GONE_ID=video_0123456789abcdef0123456789abcdef
 touch -d '10 minutes ago' "$OUT/.$J1.a7.mp4" "$OUT/.$J1.a7.png" "$OUT/.$GONE_ID.a1.mp4" "$OUT/..$J1.a7.mp4.tmp.Ab12Cd"

@@ -278,12 +278,16 @@ static void test_cancel_and_release(void) {
     int64_t f = t.fence;
     pd_pg_job_free(&t);
     double now = pd_daemon_now();
-    PD_CHECK_OK(pd_pg_store_cancel(b, r, now, now + 60, &t)); /* running elsewhere: failed at once, holder fenced off */
-    PD_CHECK(t.job.status == PD_JOB_FAILED && !strcmp(t.job.error_code, "cancelled"));
+    bool did = false;
+    PD_CHECK_OK(pd_pg_store_cancel(b, r, now, now + 60, &t, &did)); /* running elsewhere: failed at once, holder fenced off */
+    PD_CHECK(did && t.job.status == PD_JOB_FAILED && !strcmp(t.job.error_code, "cancelled"));
     pd_pg_job_free(&t);
     PD_CHECK_ERR(pd_pg_store_complete(a, r, f, now, now + 60), PD_ERR_CANCELLED);
-    PD_CHECK_OK(pd_pg_store_cancel(b, q, now, now + 60, &t)); /* queued: never taken */
+    PD_CHECK_OK(pd_pg_store_cancel(b, q, now, now + 60, &t, NULL)); /* queued: never taken */
     PD_CHECK(t.job.status == PD_JOB_FAILED);
+    pd_pg_job_free(&t);
+    PD_CHECK_OK(pd_pg_store_cancel(a, q, now, now + 60, &t, &did)); /* finished already: nothing changes */
+    PD_CHECK(!did && t.job.status == PD_JOB_FAILED);
     pd_pg_job_free(&t);
     PD_CHECK_OK(pd_pg_store_take(b, pd_daemon_now(), &t));
     PD_CHECK(!strcmp(t.job.id, x));
@@ -296,7 +300,7 @@ static void test_cancel_and_release(void) {
     PD_CHECK_OK(pd_pg_store_delete(a, x, &live));
     PD_CHECK(live);
     PD_CHECK_ERR(pd_pg_store_delete(b, x, &live), PD_ERR_NOT_FOUND);
-    PD_CHECK_ERR(pd_pg_store_cancel(b, x, now, now + 60, &t), PD_ERR_NOT_FOUND);
+    PD_CHECK_ERR(pd_pg_store_cancel(b, x, now, now + 60, &t, NULL), PD_ERR_NOT_FOUND);
     pd_pg_store_close(a);
     pd_pg_store_close(b);
 }
