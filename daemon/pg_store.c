@@ -338,8 +338,9 @@ static void put_conn(pd_pg_store *s, int k) {
 }
 
 /* Statements that may run again when the connection broke under them: reads, and creates (a create
- * that did commit is refused the second time by its primary key, never stored twice). Fenced writes
- * are not retried: their outcome would be misread. */
+ * that did commit is refused the second time by its primary key, never stored twice, and
+ * pd_pg_store_create then finds it stored). Fenced writes are not retried: their outcome would be
+ * misread (a result that is retried by its caller is recognised as its own: own_result). */
 static bool retry_safe(enum stmt which) {
     return which == S_GET || which == S_SEQ || which == S_LIST_ASC || which == S_LIST_DESC || which == S_QPOS || which == S_COUNTS ||
            which == S_CREATE;
@@ -469,6 +470,21 @@ void pd_pg_store_stats_get(pd_pg_store *s, pd_pg_store_stats *out) {
     out->up = atomic_load(&s->up);
 }
 
+/* Whether job id is stored, and its queue position: ids are random, so a row with this one is the
+ * caller's own create, committed before its reply was lost (the retry on a fresh connection then
+ * fails on the primary key, or on the queue bound the job itself fills). When not, the error (st and
+ * its message) stays as it was. */
+static bool created_already(pd_pg_store *s, const char *id, pd_status st, int *queue_position) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", pd_error_msg());
+    pd_pg_job own;
+    bool found = pd_pg_store_get(s, id, &own) == PD_OK;
+    if (found) *queue_position = own.queue_position > 0 ? own.queue_position : 0;
+    if (found) pd_pg_job_free(&own);
+    else pd_error_set(st, "%s", msg);
+    return found;
+}
+
 pd_status pd_pg_store_create(pd_pg_store *s, const pd_job *j, int capacity, int *queue_position) {
     json_t *rec = pd_journal_rec_job(j);
     char *req = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
@@ -481,10 +497,14 @@ pd_status pd_pg_store_create(pd_pg_store *s, const pd_job *j, int capacity, int 
     PGresult *r;
     pd_status st = run(s, S_CREATE, p, &r);
     free(req);
+    long long pos = -1;
+    if (st == PD_OK) {
+        pos = atoll(PQgetvalue(r, 0, 0));
+        PQclear(r);
+        if (pos < 0) st = pd_error_set(PD_ERR_BUSY, "the queue is full (%d jobs waiting)", capacity);
+    }
+    if ((st == PD_ERR_IO || st == PD_ERR_BUSY) && created_already(s, j->id, st, queue_position)) return PD_OK;
     if (st) return st;
-    long long pos = atoll(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    if (pos < 0) return pd_error_set(PD_ERR_BUSY, "the queue is full (%d jobs waiting)", capacity);
     *queue_position = (int)pos;
     return PD_OK;
 }

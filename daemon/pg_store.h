@@ -78,7 +78,8 @@ void pd_pg_store_stats_get(pd_pg_store *s, pd_pg_store_stats *out);
 
 /* Inserts a queued job (j: id, created_at, request) unless capacity jobs are queued already
  * (PD_ERR_BUSY); *queue_position receives the queued jobs ahead of it. Returns only after the insert
- * committed. */
+ * committed. A job whose id is stored already is taken for this create's own, committed before its
+ * reply was lost (ids are random): PD_OK, never an error for a job that was stored. */
 pd_status pd_pg_store_create(pd_pg_store *s, const pd_job *j, int capacity, int *queue_position);
 
 /* The job with this id (PD_ERR_NOT_FOUND). */

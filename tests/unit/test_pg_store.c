@@ -46,10 +46,10 @@ static pd_pg_store *open_as(const char *holder, double lease_s) {
 }
 
 /* A queued job with a fresh id and a small request; *id receives the id. */
-static pd_status create(pd_pg_store *s, int capacity, char *id, int *pos) {
+static void fill_job(pd_job *jp) {
     pd_job j;
     memset(&j, 0, sizeof j);
-    PD_TRY(pd_job_id_new(j.id));
+    PD_CHECK_OK(pd_job_id_new(j.id));
     j.req.prompt = "a red fox";
     j.req.p.width = 64;
     j.req.p.height = 48;
@@ -62,6 +62,12 @@ static pd_status create(pd_pg_store *s, int capacity, char *id, int *pos) {
     snprintf(j.req.model, sizeof j.req.model, "tiny");
     snprintf(j.req.seconds, sizeof j.req.seconds, "1");
     j.created_at = pd_daemon_now();
+    *jp = j;
+}
+
+static pd_status create(pd_pg_store *s, int capacity, char *id, int *pos) {
+    pd_job j;
+    fill_job(&j);
     strcpy(id, j.id);
     int p;
     pd_status st = pd_pg_store_create(s, &j, capacity, &p);
@@ -266,6 +272,30 @@ static void test_fenced_writes_and_lease_expiry(void) {
     pd_pg_store_close(b);
 }
 
+/* A create whose reply was lost after it committed is retried by run() on a fresh connection: the
+ * retry meets the stored row (primary key), or the queue bound the job itself fills. */
+static void test_create_retried_after_commit(void) {
+    wipe();
+    pd_pg_store *a = open_as("a", 5);
+    char first[PD_JOB_ID_LEN + 1];
+    PD_CHECK_OK(create(a, 2, first, NULL));
+    pd_job j;
+    fill_job(&j);
+    int pos = -1, again = -1;
+    PD_CHECK_OK(pd_pg_store_create(a, &j, 2, &pos));
+    PD_CHECK(pos == 1);
+    PD_CHECK_OK(pd_pg_store_create(a, &j, 2, &again)); /* the queue is full now: with this very job */
+    PD_CHECK_MSG(again == 1, "position %d", again);
+    PD_CHECK_OK(pd_pg_store_create(a, &j, 3, &again)); /* room left: the primary key refuses the insert */
+    PD_CHECK_MSG(again == 1, "position %d", again);
+    char other[PD_JOB_ID_LEN + 1];
+    PD_CHECK_ERR(create(a, 2, other, NULL), PD_ERR_BUSY); /* a new job still meets the bound */
+    PGconn *c = raw();
+    PD_CHECK(q1(c, "SELECT count(*) FROM pipedit_jobs") == 2);
+    PQfinish(c);
+    pd_pg_store_close(a);
+}
+
 static void test_cancel_and_release(void) {
     wipe();
     pd_pg_store *a = open_as("a", 5), *b = open_as("b", 5);
@@ -449,6 +479,7 @@ int main(void) {
     PD_RUN(test_skip_locked);
     PD_RUN(test_concurrent_takes_exclusive);
     PD_RUN(test_fenced_writes_and_lease_expiry);
+    PD_RUN(test_create_retried_after_commit);
     PD_RUN(test_cancel_and_release);
     PD_RUN(test_expiry_once);
     PD_RUN(test_notifications);
