@@ -171,8 +171,9 @@ typedef struct pd_watch_cursor {
 pd_watch_event pd_daemon_watch_next_locked(pd_daemon *d, const char *id, pd_watch_cursor *c, json_t **video);
 
 /* Sets "queue_position" on a Video object whose status is queued and "estimated_completed_at" (unix
- * seconds, from the scheduler's queue estimate) on one that is queued or in progress; call without
- * d->lock. */
+ * seconds, from the scheduler's queue estimate; with the shared store, for a job another replica runs
+ * or nobody runs yet, from the store's global queue: daemon/replica.h) on one that is queued or in
+ * progress; call without d->lock. */
 void pd_daemon_add_queue_position(pd_daemon *d, json_t *video);
 /* Samples the gauges for /metrics. */
 void pd_daemon_gauges(pd_daemon *d, pd_metrics_gauges *g);

@@ -70,9 +70,11 @@ static const char *const migrations[PD_PG_SCHEMA_VERSION] = {
 
 /* ---- statements ---- */
 
-#define COLS                                                                                                                       \
+#define COLS_BUT_POSITION                                                                                                          \
     "j.id, j.seq, j.status, j.progress, j.stage, j.step, j.total, j.created_at, j.started_at, j.completed_at, j.expires_at, "     \
-    "j.error_code, j.error_message, j.request, coalesce(j.lease_holder, ''), j.fence, j.completions, j.progress_writes, "         \
+    "j.error_code, j.error_message, j.request, coalesce(j.lease_holder, ''), j.fence, j.completions, j.progress_writes, "
+#define COLS                                                                                                                       \
+    COLS_BUT_POSITION                                                                                                              \
     "CASE WHEN j.status = 'queued' THEN (SELECT count(*) FROM pipedit_jobs q WHERE q.status = 'queued' AND q.seq < j.seq) "       \
     "ELSE -1 END"
 #define N_COLS 19
@@ -80,7 +82,7 @@ static const char *const migrations[PD_PG_SCHEMA_VERSION] = {
 
 enum stmt {
     S_CREATE, S_GET, S_SEQ, S_LIST_ASC, S_LIST_DESC, S_QPOS, S_TAKE, S_PROGRESS, S_COMPLETE, S_FAIL, S_RELEASE,
-    S_RENEW, S_REQUEUE, S_CANCEL, S_DELETE, S_EXPIRE, S_COUNTS, S_COUNT
+    S_RENEW, S_REQUEUE, S_CANCEL, S_DELETE, S_EXPIRE, S_COUNTS, S_LIVE, S_COUNT
 };
 
 static const struct {
@@ -135,6 +137,11 @@ static const struct {
                   "expires_at > 0 AND expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
                   2},
     [S_COUNTS] = {"pd_counts", "SELECT status, count(*) FROM pipedit_jobs GROUP BY status", 0},
+    /* Running jobs, then the queue in order; the queue position is the row's rank (no subquery per row). */
+    [S_LIVE] = {"pd_live",
+                "SELECT " COLS_BUT_POSITION "-1 FROM pipedit_jobs j WHERE j.status IN ('in_progress', 'queued') "
+                "ORDER BY j.status = 'queued', j.seq LIMIT $1",
+                1},
 };
 
 /* ---- connections ---- */
@@ -343,7 +350,7 @@ static void put_conn(pd_pg_store *s, int k) {
  * misread (a result that is retried by its caller is recognised as its own: own_result). */
 static bool retry_safe(enum stmt which) {
     return which == S_GET || which == S_SEQ || which == S_LIST_ASC || which == S_LIST_DESC || which == S_QPOS || which == S_COUNTS ||
-           which == S_CREATE;
+           which == S_LIVE || which == S_CREATE;
 }
 
 /* Runs prepared statement `which` with text params; *res receives the result (PQclear it) when the
@@ -566,6 +573,29 @@ pd_status pd_pg_store_count(pd_pg_store *s, int counts[PD_JOB_STATUS_COUNT]) {
     for (int i = 0; i < PQntuples(r); i++) counts[pd_journal_status_parse(PQgetvalue(r, i, 0))] += atoi(PQgetvalue(r, i, 1));
     PQclear(r);
     return PD_OK;
+}
+
+pd_status pd_pg_store_live(pd_pg_store *s, int cap, pd_pg_job *out, int *n) {
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", cap);
+    const char *p[] = {lim};
+    PGresult *r;
+    *n = 0;
+    PD_TRY(run(s, S_LIVE, p, &r));
+    pd_status st = PD_OK;
+    int queued = 0;
+    for (int i = 0; i < PQntuples(r) && i < cap && st == PD_OK; i++) {
+        st = parse_row(r, i, &out[i]);
+        if (st) break;
+        if (out[i].job.status == PD_JOB_QUEUED) out[i].queue_position = queued++;
+        (*n)++;
+    }
+    PQclear(r);
+    if (st) {
+        for (int i = 0; i < *n; i++) pd_pg_job_free(&out[i]);
+        *n = 0;
+    }
+    return st;
 }
 
 pd_status pd_pg_store_take(pd_pg_store *s, double now, pd_pg_job *out) {

@@ -96,6 +96,10 @@ pd_status pd_pg_store_queue_position(pd_pg_store *s, const char *id, int *pos);
 /* The number of jobs in each status (indexed by pd_job_status). */
 pd_status pd_pg_store_count(pd_pg_store *s, int counts[PD_JOB_STATUS_COUNT]);
 
+/* Up to cap live jobs: those in progress first (in creation order), then the queued ones in queue
+ * order with their queue positions; *n receives the count (out has room for cap). */
+pd_status pd_pg_store_live(pd_pg_store *s, int cap, pd_pg_job *out, int *n);
+
 /* Takes the oldest queued job (FOR UPDATE SKIP LOCKED: concurrent takers never get the same one):
  * it becomes in progress (started_at = now), held by this replica until now + lease_s, with a new
  * fence. PD_ERR_NOT_FOUND when none is queued. */

@@ -14,6 +14,9 @@
 #define TICK_MAX_S 1.0       /* the taker's fallback period (and lease/3 when shorter) */
 #define LISTEN_WAIT_S 0.5
 #define BATCH 64             /* leases renewed, jobs expired per round trip */
+#define ETA_REFRESH_S 1.0    /* the store's live jobs are read for estimates at most once a second */
+#define ETA_RUNNING_MAX 256  /* running jobs read for estimates, */
+#define ETA_QUEUED_MAX 1024  /* and queued ones (those further back get none) */
 #define ORPHAN_AGE_S 120     /* files of no live attempt are removed once this old (a live attempt writes its file at its end) */
 
 /* A job this replica took and runs. */
@@ -41,6 +44,11 @@ struct pd_replica {
     pthread_t taker, listener;
     bool threads;
     atomic_uint_fast64_t renewals, taken, stale, progress_writes;
+    /* Estimated completions of the store's live jobs (add_eta), recomputed at most every ETA_REFRESH_S. */
+    pthread_mutex_t eta_mu;
+    double eta_read;     /* monotonic time of the last read; 0 = never */
+    struct eta { char id[PD_JOB_ID_LEN + 1]; double at; } *etas;
+    int n_etas;
 };
 
 static double mono_now(void) {
@@ -518,10 +526,71 @@ static int r_create(pd_daemon *d, pd_job_request *req, json_t **out, pd_api_erro
     return *out ? 200 : pd_api_error_set(err, 503, NULL, "out_of_memory", "out of memory");
 }
 
-/* The estimated completion from this replica's scheduler, for a job it runs. */
+/* Recomputes the estimated completions of the store's live jobs (r->eta_mu held): the global queue
+ * played over the pipelines the running jobs hold (pd_estimate_queue, as one scheduler does with its
+ * own queue), every job costed by this replica's cost model (replicas of one deployment run one model
+ * on like hardware), running jobs with what remains after the time since their start. Nothing when
+ * the store cannot be read or no rates are measured yet. */
+static void eta_refresh_locked(pd_daemon *d) {
+    pd_replica *r = d->replica;
+    r->n_etas = 0;
+    int cap = (d->cfg.queue_capacity < ETA_QUEUED_MAX ? d->cfg.queue_capacity : ETA_QUEUED_MAX) + ETA_RUNNING_MAX, n = 0, running = 0;
+    pd_pg_job *rows = calloc((size_t)cap, sizeof *rows);
+    double *v = calloc(3 * (size_t)cap, sizeof *v);
+    struct eta *e = realloc(r->etas, (size_t)cap * sizeof *e);
+    if (e) r->etas = e;
+    if (!rows || !v || !e || pd_pg_store_live(r->store, cap, rows, &n)) n = 0;
+    const double now = pd_daemon_now();
+    bool known = n > 0;
+    for (int i = 0; i < n && known; i++) {
+        pd_estimate est;
+        pd_scheduler_admit(d->sched, &rows[i].job.req.p, &est); /* the estimate, whether or not it would be admitted here */
+        known = est.stage_seconds[PD_STAGE_DENOISE] > 0;
+        const double head = est.stage_seconds[PD_STAGE_TEXT] + est.stage_seconds[PD_STAGE_DENOISE];
+        const pd_job *j = &rows[i].job;
+        if (j->status == PD_JOB_IN_PROGRESS) {
+            running++;
+            const double ran = j->started_at > 0 ? fmax(now - j->started_at, 0) : 0;
+            const bool decoding = j->stage >= PD_STAGE_DECODE;
+            v[i] = decoding ? 0 : fmax(head - ran, 0);
+            v[cap + i] = decoding ? fmax(est.seconds - ran, 0) : est.stage_seconds[PD_STAGE_DECODE];
+        } else {
+            v[i] = head;
+            v[cap + i] = est.stage_seconds[PD_STAGE_DECODE];
+        }
+    }
+    /* Every running job holds a pipeline; a free one takes a queued job within a tick, so while jobs
+     * wait there are no more pipelines than running jobs. */
+    if (known) pd_estimate_queue(v, v + cap, n, running, v + 2 * cap);
+    for (int i = 0; known && i < n; i++) {
+        snprintf(r->etas[i].id, sizeof r->etas[i].id, "%s", rows[i].job.id);
+        r->etas[i].at = now + v[2 * cap + i];
+    }
+    if (known) r->n_etas = n;
+    for (int i = 0; i < n; i++) pd_pg_job_free(&rows[i]);
+    free(rows);
+    free(v);
+}
+
+/* Sets "estimated_completed_at" on a queued or running job: this replica's scheduler's estimate for a
+ * job it runs, otherwise the one from the store's live jobs (eta_refresh_locked). */
 static void add_eta(pd_daemon *d, json_t *v) {
+    pd_replica *r = d->replica;
     const char *id = json_string_value(json_object_get(v, "id"));
-    double eta = d->sched && id ? pd_scheduler_estimated_completion(d->sched, id) : 0;
+    const char *status = json_string_value(json_object_get(v, "status"));
+    if (!id || !status || !d->sched || (strcmp(status, "queued") && strcmp(status, "in_progress"))) return;
+    double eta = pd_scheduler_estimated_completion(d->sched, id);
+    if (eta <= 0) {
+        pthread_mutex_lock(&r->eta_mu);
+        double t = mono_now();
+        if (r->eta_read == 0 || t - r->eta_read >= ETA_REFRESH_S) {
+            r->eta_read = t;
+            eta_refresh_locked(d);
+        }
+        for (int i = 0; i < r->n_etas && eta <= 0; i++)
+            if (!strcmp(r->etas[i].id, id)) eta = r->etas[i].at;
+        pthread_mutex_unlock(&r->eta_mu);
+    }
     if (eta > 0) json_object_set_new(v, "estimated_completed_at", json_integer((json_int_t)ceil(eta)));
 }
 
@@ -723,6 +792,7 @@ pd_status pd_replica_open(pd_daemon *d) {
     pd_replica *r = calloc(1, sizeof *r);
     if (!r) return pd_error_set(PD_ERR_NOMEM, "out of memory opening the job store");
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->eta_mu, NULL);
     pthread_cond_init(&r->wake, NULL);
     d->replica = r;
     if (c->replica_id[0]) {
@@ -750,6 +820,8 @@ void pd_replica_close(pd_daemon *d) {
     if (!r) return;
     pd_pg_store_close(r->store);
     free(r->runs);
+    free(r->etas);
+    pthread_mutex_destroy(&r->eta_mu);
     pthread_cond_destroy(&r->wake);
     pthread_mutex_destroy(&r->mu);
     free(r);

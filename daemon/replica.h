@@ -25,6 +25,12 @@
  *   (cancelled, deleted or requeued elsewhere: it stops within one DiT block), wakes the taker, and
  *   refreshes the job in d->jobs when this replica caches it, which bumps its version and wakes the
  *   event streams and gRPC watches here.
+ * - estimated_completed_at on every replica: for a job this replica runs, its scheduler's estimate;
+ *   for any other queued or running job, the store's live jobs (at most one read a second) played as
+ *   one FIFO over as many pipelines as jobs are running (a free pipeline takes a queued job within a
+ *   tick), each job costed by this replica's cost model and measured rates (replicas of one
+ *   deployment run one model on like hardware), a running one with what remains after the time since
+ *   its start. None before rates are measured, nor for queued jobs past the first 1024.
  * - Counters: each replica's pipedit_jobs_finished_total and pipedit_jobs_cancelled_total count
  *   what it did to the store: a result the store accepted from it (a refused one counts nowhere), a
  *   cancel it performed (whichever replica ran the job). A delete counts nowhere (as with the local

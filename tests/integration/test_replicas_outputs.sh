@@ -7,6 +7,8 @@
 #  2. A cancel performed by a replica that does not run the job counts there
 #     (pipedit_jobs_cancelled_total, pipedit_jobs_finished_total{status="failed"}), not on the
 #     holder; each completion counts once, on the replica whose result the store accepted.
+#     Every replica estimates the completion of every queued or running job, not only of those it
+#     runs (estimated_completed_at, from the store's live jobs).
 #  3. Two more replicas sweep the folder every 0.3 s, both at once: the accepted attempt of a
 #     completed job is published without any request; old files of attempts that can never be
 #     accepted (a stale attempt of a completed job, a job no longer in the store, a temporary file)
@@ -105,11 +107,28 @@ http GET "/v1/videos/$J1/content?variant=thumbnail"
 [ -e "$OUT/$J1.mp4" ] && [ ! -e "$OUT/.$J1.a$(fence_of "$J1").mp4" ] || fail "the attempt of $J1 was not published: $(ls -A "$OUT")"
 pass "an accepted attempt left unpublished by $H1 is served (and published) by r$O1"
 
-# ---- 2. cancels count where they are performed; completions once, where accepted ----
+# ---- 2. cancels count where they are performed; completions once, where accepted; estimates ----
 create 0 "{\"prompt\":\"cancelled elsewhere\",$LONG,\"seed\":3}"
 C=$ID
 H=$(wait_running "$C")
 O=$((1 - H))
+create "$O" "{\"prompt\":\"keeps the other busy\",$LONG,\"seed\":5}"
+C2=$ID
+wait_running "$C2" >/dev/null
+create "$O" "{\"prompt\":\"waits for both\",$SMALL,\"seed\":6}"
+Q=$ID
+now=$(date +%s)
+for i in 0 1; do
+    for id in "$C" "$C2" "$Q"; do
+        on "$i"
+        http GET "/v1/videos/$id"
+        eta=$(jq_body 'b.get("estimated_completed_at", 0)')
+        [ "$eta" -ge "$now" ] || fail "r$i: no estimate for $id ($(jq_body 'b["status"]'), holder $(psql_q "SELECT lease_holder FROM pipedit_jobs WHERE id = '$id'")): $(cat "$T/body")"
+    done
+    http GET "/v1/videos/$Q"
+    echo "r$i: $Q queued, estimated to complete in $(($(jq_body 'b["estimated_completed_at"]') - now)) s"
+    [ "$(jq_body 'b["status"]')" = queued ] && [ "$(jq_body 'b["estimated_completed_at"]')" -ge "$now" ] || fail "r$i: $Q: $(cat "$T/body")"
+done
 # The running attempt's (future) file, made old: the sweepers of part 3 must keep it while it runs.
 CF=$(fence_of "$C")
 touch -d '10 minutes ago' "$OUT/.$C.a$CF.mp4"
@@ -123,7 +142,12 @@ sleep 1 # the holder's worker stops and reports
 [ "$(metric "$H" 'pipedit_jobs_finished_total{status="failed"}')" = 0 ] || fail "r$H counts a failure"
 done_total=$(($(metric 0 'pipedit_jobs_finished_total{status="completed"}') + $(metric 1 'pipedit_jobs_finished_total{status="completed"}')))
 [ "$done_total" = 2 ] || fail "2 jobs completed, the replicas count $done_total"
-pass "the cancel counts on r$O (which performed it), not on r$H; 2 completions counted once"
+pass "the cancel counts on r$O (which performed it), not on r$H; 2 completions counted once; both replicas estimate every live job"
+for id in "$C2" "$Q"; do
+    on 0
+    http POST "/v1/videos/$id/cancel"
+    [ "$STATUS" = 200 ] || fail "cancel $id: $STATUS"
+done
 
 # A running attempt, whose (future) file, made old, the sweepers of part 3 must keep while it runs.
 create 1 "{\"prompt\":\"runs while they sweep\",$LONG,\"seed\":4}"
