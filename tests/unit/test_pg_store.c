@@ -296,6 +296,30 @@ static void test_create_retried_after_commit(void) {
     pd_pg_store_close(a);
 }
 
+static void test_live(void) {
+    wipe();
+    pd_pg_store *a = open_as("a", 5);
+    char ids[4][PD_JOB_ID_LEN + 1];
+    for (int i = 0; i < 4; i++) PD_CHECK_OK(create(a, 10, ids[i], NULL));
+    pd_pg_job t, live[8];
+    PD_CHECK_OK(pd_pg_store_take(a, pd_daemon_now(), &t)); /* ids[0] runs */
+    pd_pg_job_free(&t);
+    double now = pd_daemon_now();
+    PD_CHECK_OK(pd_pg_store_cancel(a, ids[2], now, now + 60, &t, NULL)); /* finished: not live */
+    pd_pg_job_free(&t);
+    int n = 0;
+    PD_CHECK_OK(pd_pg_store_live(a, 8, live, &n));
+    PD_CHECK_MSG(n == 3, "%d live", n);
+    PD_CHECK(n == 3 && !strcmp(live[0].job.id, ids[0]) && live[0].job.status == PD_JOB_IN_PROGRESS && live[0].queue_position == -1);
+    PD_CHECK(n == 3 && !strcmp(live[1].job.id, ids[1]) && live[1].queue_position == 0 && !strcmp(live[1].job.req.prompt, "a red fox"));
+    PD_CHECK(n == 3 && !strcmp(live[2].job.id, ids[3]) && live[2].queue_position == 1);
+    for (int i = 0; i < n; i++) pd_pg_job_free(&live[i]);
+    PD_CHECK_OK(pd_pg_store_live(a, 2, live, &n)); /* capped */
+    PD_CHECK(n == 2 && !strcmp(live[1].job.id, ids[1]));
+    for (int i = 0; i < n; i++) pd_pg_job_free(&live[i]);
+    pd_pg_store_close(a);
+}
+
 static void test_cancel_and_release(void) {
     wipe();
     pd_pg_store *a = open_as("a", 5), *b = open_as("b", 5);
@@ -480,6 +504,7 @@ int main(void) {
     PD_RUN(test_concurrent_takes_exclusive);
     PD_RUN(test_fenced_writes_and_lease_expiry);
     PD_RUN(test_create_retried_after_commit);
+    PD_RUN(test_live);
     PD_RUN(test_cancel_and_release);
     PD_RUN(test_expiry_once);
     PD_RUN(test_notifications);
