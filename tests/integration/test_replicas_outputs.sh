@@ -166,13 +166,19 @@ touch "$OUT/.$GONE_ID.a2.mp4" # fresh: could still be written
 replica 2 0.3
 replica 3 0.3
 for i in 2 3; do URL=${URLS[$i]} DAEMON_PID=${PIDS[$i]} wait_ready 180; done
+GOES=(".$J1.a7.mp4" ".$J1.a7.png" ".$GONE_ID.a1.mp4" "..$J1.a7.mp4.tmp.Ab12Cd" ".$C.a$CF.mp4")
+swept() {
+    local f
+    [ -e "$OUT/$J2.mp4" ] && [ -e "$OUT/$J2.png" ] || return 1
+    for f in "${GOES[@]}"; do [ ! -e "$OUT/$f" ] || return 1; done
+}
 for i in $(seq 1 50); do
-    [ -e "$OUT/$J2.mp4" ] && [ ! -e "$OUT/.$J1.a7.mp4" ] && [ ! -e "$OUT/.$GONE_ID.a1.mp4" ] && break
+    swept && break
     sleep 0.2
 done
 [ -e "$OUT/$J2.mp4" ] && [ -e "$OUT/$J2.png" ] || fail "the sweep did not publish $J2's accepted attempt: $(ls -A "$OUT")"
-for f in ".$J1.a7.mp4" ".$J1.a7.png" ".$GONE_ID.a1.mp4" "..$J1.a7.mp4.tmp.Ab12Cd" ".$C.a$CF.mp4"; do
-    [ ! -e "$OUT/$f" ] || fail "the sweep left $f"
+for f in "${GOES[@]}"; do
+    [ ! -e "$OUT/$f" ] || fail "the sweep left $f (job $C: $(psql_q "SELECT status, fence FROM pipedit_jobs WHERE id = '$C'"))"
 done
 [ -e "$OUT/.$GONE_ID.a2.mp4" ] || fail "the sweep removed a fresh attempt file"
 [ -e "$OUT/.$L.a$LF.mp4" ] || fail "the sweep removed the running attempt's file"
