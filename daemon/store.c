@@ -43,7 +43,8 @@ pd_status pd_store_publish(const pd_store *s, const char *id, long long attempt)
         if (rename(from, to) == 0) continue;
         if (errno != ENOENT) return pd_error_set(PD_ERR_IO, "rename %s to %s: %s", from, to, strerror(errno));
         /* Gone: published already (by whoever got there first), or never written. */
-        if (v == PD_STORE_VIDEO && !pd_store_has_video(s, id)) return pd_error_set(PD_ERR_NOT_FOUND, "%s: neither %s nor %s exists", id, from, to);
+        if (v == PD_STORE_VIDEO && !pd_store_has_video(s, id))
+            return pd_error_set(PD_ERR_NOT_FOUND, "%s: neither %s nor %s exists", id, from, to);
     }
     return PD_OK;
 }
