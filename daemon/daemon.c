@@ -755,7 +755,9 @@ void pd_daemon_shutdown(pd_daemon *d) {
         pd_scheduler_stats_get(d->sched, &s);
         PD_INFO("daemon", "draining: %d queued, %d running, waiting up to %g s", s.queued, s.running, d->cfg.drain_timeout_s);
         pd_status st = pd_scheduler_drain(d->sched, d->cfg.drain_timeout_s);
-        if (st == PD_ERR_TIMEOUT) PD_WARN("daemon", "drain timed out; unfinished jobs stay journaled and run after the next start");
+        if (st == PD_ERR_TIMEOUT)
+            PD_WARN("daemon", "drain timed out; unfinished jobs %s", d->replica ? "go back to the shared queue for another replica"
+                                                                                : "stay journaled and run after the next start");
         else if (st) PD_WARN("daemon", "drain: %s", pd_error_msg());
     }
     pd_http_stop(d);
