@@ -5,6 +5,8 @@
 # takes the job again while its first attempt is still ending; its scheduler refuses the same id then,
 # and the replica gives the job back to the queue (it never fails it) and takes it once the first
 # attempt has ended. It completes exactly once, on a later attempt.
+# Then SIGTERM with a 1 s drain while a job runs: the replica gives the job back to the queue as it
+# stops (not a lease later), and a replica started after it completes the job once.
 TEST_NAME=replicas_retake
 source "$(dirname "$0")/daemon_lib.sh"
 source "$(dirname "$0")/pg_lib.sh"
@@ -17,7 +19,7 @@ fi
 pg_start || fail "pg_start"
 mkdir -p "$T/outputs"
 start_daemon "$T/r0.log" --data-dir "$T/d0" --workers 2 --decode-workers 1 --threads-per-worker 1 --store "$PG_URL" --replica-id r0 \
-    --store-lease-s 3 --outputs-dir "$T/outputs"
+    --store-lease-s 30 --outputs-dir "$T/outputs" --drain-timeout-s 1
 wait_ready 180
 
 for round in 1 2 3; do
@@ -43,4 +45,32 @@ for round in 1 2 3; do
 done
 grep -q "could not be started here" "$LOG" && echo "(the scheduler refused a retake while the first attempt was ending: handled)"
 pass "a job requeued while its replica decoded it completed once, on a later attempt, three times over"
+
+# ---- SIGTERM mid-job ----
+post_json /v1/videos '{"prompt":"outlives a drain","size":"128x96","num_frames":17,"num_inference_steps":100,"seed":9}'
+[ "$STATUS" = 200 ] || fail "create: $STATUS"
+ID=$(jq_body 'b["id"]')
+for i in $(seq 1 600); do
+    [ "$(psql_q "SELECT progress > 0 FROM pipedit_jobs WHERE id = '$ID' AND status = 'in_progress'")" = t ] && break
+    sleep 0.05
+done
+kill -TERM "$DAEMON_PID"
+for i in $(seq 1 100); do
+    kill -0 "$DAEMON_PID" 2>/dev/null || break
+    sleep 0.1
+done
+kill -0 "$DAEMON_PID" 2>/dev/null && fail "r0 did not stop within 10 s of SIGTERM"
+[ "$(psql_q "SELECT status || ' ' || fence || ' ' || coalesce(lease_holder, '-') FROM pipedit_jobs WHERE id = '$ID'")" = "queued 1 -" ] ||
+    fail "after r0 stopped, $ID is $(psql_q "SELECT status, fence, lease_holder FROM pipedit_jobs WHERE id = '$ID'") (want queued, not held)"
+start_daemon "$T/r1.log" --data-dir "$T/d1" --workers 1 --threads-per-worker 1 --store "$PG_URL" --replica-id r1 \
+    --store-lease-s 30 --outputs-dir "$T/outputs"
+wait_ready 180
+for i in $(seq 1 900); do
+    s=$(psql_q "SELECT status FROM pipedit_jobs WHERE id = '$ID'")
+    [ "$s" = completed ] || [ "$s" = failed ] && break
+    sleep 0.2
+done
+[ "$(psql_q "SELECT status || ' ' || fence || ' ' || lease_holder || ' ' || completions FROM pipedit_jobs WHERE id = '$ID'")" = "completed 2 r1 1" ] ||
+    fail "$ID after the drain: $(psql_q "SELECT status, fence, lease_holder, completions, error_code FROM pipedit_jobs WHERE id = '$ID'")"
+pass "SIGTERM mid-job: r0 returned $ID to the queue as it stopped; r1 completed it once"
 echo PASS
