@@ -7,6 +7,9 @@
 # attempt has ended. It completes exactly once, on a later attempt.
 # Then SIGTERM with a 1 s drain while a job runs: the replica gives the job back to the queue as it
 # stops (not a lease later), and a replica started after it completes the job once.
+# Last, the database away for longer than the lease (6 s) while a replica runs a job: when it is back,
+# the job is still that replica's (its renewal keeps a lease that expired while the store was away),
+# so it completes on attempt 1 and is not run over again.
 TEST_NAME=replicas_retake
 source "$(dirname "$0")/daemon_lib.sh"
 source "$(dirname "$0")/pg_lib.sh"
@@ -63,7 +66,7 @@ kill -0 "$DAEMON_PID" 2>/dev/null && fail "r0 did not stop within 10 s of SIGTER
 [ "$(psql_q "SELECT status || ' ' || fence || ' ' || coalesce(lease_holder, '-') FROM pipedit_jobs WHERE id = '$ID'")" = "queued 1 -" ] ||
     fail "after r0 stopped, $ID is $(psql_q "SELECT status, fence, lease_holder FROM pipedit_jobs WHERE id = '$ID'") (want queued, not held)"
 start_daemon "$T/r1.log" --data-dir "$T/d1" --workers 1 --threads-per-worker 1 --store "$PG_URL" --replica-id r1 \
-    --store-lease-s 30 --outputs-dir "$T/outputs"
+    --store-lease-s 6 --outputs-dir "$T/outputs"
 wait_ready 180
 for i in $(seq 1 900); do
     s=$(psql_q "SELECT status FROM pipedit_jobs WHERE id = '$ID'")
@@ -73,4 +76,23 @@ done
 [ "$(psql_q "SELECT status || ' ' || fence || ' ' || lease_holder || ' ' || completions FROM pipedit_jobs WHERE id = '$ID'")" = "completed 2 r1 1" ] ||
     fail "$ID after the drain: $(psql_q "SELECT status, fence, lease_holder, completions, error_code FROM pipedit_jobs WHERE id = '$ID'")"
 pass "SIGTERM mid-job: r0 returned $ID to the queue as it stopped; r1 completed it once"
+
+# ---- the database away for longer than the lease ----
+post_json /v1/videos '{"prompt":"outlives an outage","size":"128x96","num_frames":17,"num_inference_steps":100,"seed":10}'
+[ "$STATUS" = 200 ] || fail "create: $STATUS"
+ID=$(jq_body 'b["id"]')
+for i in $(seq 1 600); do
+    [ "$(psql_q "SELECT progress > 0 FROM pipedit_jobs WHERE id = '$ID' AND status = 'in_progress'")" = t ] && break
+    sleep 0.05
+done
+pg_restart 9
+for i in $(seq 1 1500); do
+    s=$(psql_q "SELECT status FROM pipedit_jobs WHERE id = '$ID'")
+    [ "$s" = completed ] || [ "$s" = failed ] && break
+    sleep 0.2
+done
+[ "$(psql_q "SELECT status || ' ' || fence || ' ' || completions FROM pipedit_jobs WHERE id = '$ID'")" = "completed 1 1" ] ||
+    fail "$ID after the outage: $(psql_q "SELECT status, fence, completions, error_code FROM pipedit_jobs WHERE id = '$ID'"): $(grep "$ID" "$LOG" | tail -n 4)"
+grep -q "$ID: its lease expired" "$LOG" && fail "r1 requeued $ID, which it was running"
+pass "the database away for 9 s (lease 6 s): r1 kept and completed $ID on attempt 1"
 echo PASS
