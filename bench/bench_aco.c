@@ -13,7 +13,10 @@
  *   <shape>_heads_lent                  heads lent per self-attention in the timed forwards
  *   <shape>_lend_wait                   ms per forward the lender waited for lent heads
  *
- *   bench_aco [--runs R] [--results DIR]
+ *   bench_aco [--runs R] [--results DIR] [--model DIR --latent T,H,W --name NAME]
+ *
+ * With --model (a model folder with transformer/, e.g. `pipedit mkmodel`'s) the bench runs that DiT
+ * at the one latent shape given instead, its figures named NAME_* (bench/bench_plan_validate.c).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -32,6 +35,7 @@ typedef struct shape {
     const char *name;
     int layers, ffn;
     int64_t T, H, W;
+    const char *model; /* an existing DiT folder (NULL: write a random one of the fields above) */
 } shape;
 
 typedef struct step_ctx {
@@ -64,10 +68,19 @@ static bool run_shape(const shape *sh, const char *dir, int runs, pd_bench_resul
     pd_wan_dit_config cfg = {.dim = 512, .heads = 8, .head_dim = 64, .layers = sh->layers, .ffn_dim = sh->ffn,
                              .freq_dim = 256, .text_dim = 64, .text_len = 512, .in_channels = 16,
                              .out_channels = 16, .patch = {1, 2, 2}, .eps = 1e-6f, .rope_theta = 10000.0};
-    char model[600], name[64];
+    char model[1100], name[64];
     snprintf(model, sizeof model, "%s/%s", dir, sh->name);
     snprintf(name, sizeof name, "pdaco-bench-%d-%s", (int)getpid(), sh->name);
-    if (pd_wan_dit_write_random(model, &cfg, 5, PD_WAN_LAYOUT_DIFFUSERS, PD_DTYPE_F32)) {
+    pd_status wst;
+    if (sh->model) {
+        char cfg_path[1200];
+        snprintf(model, sizeof model, "%s", sh->model);
+        snprintf(cfg_path, sizeof cfg_path, "%s/config.json", model);
+        wst = pd_wan_dit_config_load(cfg_path, &cfg);
+    } else {
+        wst = pd_wan_dit_write_random(model, &cfg, 5, PD_WAN_LAYOUT_DIFFUSERS, PD_DTYPE_F32);
+    }
+    if (wst) {
         fprintf(stderr, "bench_aco: %s\n", pd_error_msg());
         return false;
     }
@@ -80,7 +93,7 @@ static bool run_shape(const shape *sh, const char *dir, int runs, pd_bench_resul
     pd_comm *c = NULL;
     pd_aco_lender *l = NULL;
     step_ctx s = {0};
-    int64_t ls[5] = {1, 16, sh->T, sh->H, sh->W}, cs[3] = {1, 20, 64};
+    int64_t ls[5] = {1, cfg.in_channels, sh->T, sh->H, sh->W}, cs[3] = {1, 20, cfg.text_dim};
     pd_status st = pd_backend_cpu_create(1, &be);
     if (st == PD_OK) st = pd_comm_shm_create(name, 0, 2, 600.0, &c);
     if (st == PD_OK) st = pd_aco_lender_create(c, 1, be, -1, &l);
@@ -138,23 +151,46 @@ static bool run_shape(const shape *sh, const char *dir, int runs, pd_bench_resul
 int main(int argc, char **argv) {
     int runs = 3;
     const char *results = NULL;
+    const char *model_opt = pd_bench_take_opt(&argc, argv, "--model");
+    const char *latent_opt = pd_bench_take_opt(&argc, argv, "--latent");
+    const char *name_opt = pd_bench_take_opt(&argc, argv, "--name");
     if (!pd_bench_parse_args(argc, argv, "bench_aco", NULL, &runs, 1, 20, &results)) return 2;
+    int64_t lat[3] = {0};
+    char dit_dir[1100] = "";
+    if (model_opt || latent_opt || name_opt) {
+        if (!model_opt || !name_opt || !pd_bench_parse_latent(latent_opt, lat)) {
+            fprintf(stderr, "bench_aco: --model DIR, --latent T,H,W and --name NAME go together\n");
+            return 2;
+        }
+        snprintf(dit_dir, sizeof dit_dir, "%s/transformer", model_opt);
+    }
     pd_log_set_level(PD_LOG_WARN);
     char dir[] = "/tmp/bench_aco.XXXXXX";
     if (!mkdtemp(dir)) {
         perror("bench_aco: mkdtemp");
         return 1;
     }
-    const shape shapes[] = {{"attn", 2, 1024, 8, 64, 64}, {"linear", 2, 4096, 2, 32, 32}};
+    const shape builtin[] = {{"attn", 2, 1024, 8, 64, 64, NULL}, {"linear", 2, 4096, 2, 32, 32, NULL}};
+    const shape given[] = {{name_opt, 0, 0, lat[0], lat[1], lat[2], dit_dir}};
+    const shape *shapes = model_opt ? given : builtin;
+    const size_t n_shapes = model_opt ? 1 : 2;
     pd_bench_result *r = pd_bench_result_create("bench_aco");
-    pd_bench_result_config_str(r, "model", "dim 512, 8 heads x 64, 2 layers, text_dim 64, f32 random weights");
-    pd_bench_result_config_str(r, "attn", "ffn 1024, latent (16, 8, 64, 64) = 8192 tokens, batch 1");
-    pd_bench_result_config_str(r, "linear", "ffn 4096, latent (16, 2, 32, 32) = 512 tokens, batch 1");
+    if (model_opt) {
+        char desc[200];
+        snprintf(desc, sizeof desc, "latent (16, %lld, %lld, %lld), batch 1", (long long)lat[0], (long long)lat[1],
+                 (long long)lat[2]);
+        pd_bench_result_config_str(r, "model", model_opt);
+        pd_bench_result_config_str(r, name_opt, desc);
+    } else {
+        pd_bench_result_config_str(r, "model", "dim 512, 8 heads x 64, 2 layers, text_dim 64, f32 random weights");
+        pd_bench_result_config_str(r, "attn", "ffn 1024, latent (16, 8, 64, 64) = 8192 tokens, batch 1");
+        pd_bench_result_config_str(r, "linear", "ffn 4096, latent (16, 2, 32, 32) = 512 tokens, batch 1");
+    }
     pd_bench_result_config_str(r, "processes", "denoise (lender) and helper, 1 CPU thread each, shared-memory comm");
     pd_bench_result_config_str(r, "share", "measured (auto)");
     pd_bench_result_config_int(r, "runs", runs);
     bool ok = true;
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) ok = run_shape(&shapes[i], dir, runs, r) && ok;
+    for (size_t i = 0; i < n_shapes; i++) ok = run_shape(&shapes[i], dir, runs, r) && ok;
     pd_bench_rmtree(dir);
     if (ok) {
         const char *path = pd_bench_result_write(r, results);

@@ -10,6 +10,10 @@
  * tiny model its decode (VAE + MP4) takes about as long as its denoise on one thread.
  *
  *   bench_pipeline [--threads C] [--runs R] [--jobs J] [--results DIR]
+ *                  [--model DIR] [--size WxH] [--frames F] [--steps S] [--guidance G]
+ *
+ * The last five replace the tiny model and the request above (bench/bench_plan_validate.c runs an
+ * attention-heavy model so).
  */
 #include <libgen.h>
 #include <pthread.h>
@@ -109,22 +113,32 @@ static pd_status round_run(setup *su, int round, int jobs, const pd_gen_params *
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: bench_pipeline [--threads C (even, >= 2)] [--runs R] [--jobs J] [--results DIR]\n");
+    fprintf(stderr, "usage: bench_pipeline [--threads C (even, >= 2)] [--runs R] [--jobs J] [--results DIR]\n"
+                    "                      [--model DIR] [--size WxH] [--frames F] [--steps S] [--guidance G]\n");
     return 2;
 }
 
 int main(int argc, char **argv) {
-    int cores = 2, runs = 3, jobs = 4;
-    const char *results = NULL;
+    int cores = 2, runs = 3, jobs = 4, width = 128, height = 96, frames = 9, steps = 12;
+    double guidance = 5.0;
+    const char *results = NULL, *model_opt = NULL;
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc) return usage();
         if (!strcmp(argv[i], "--threads")) cores = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--runs")) runs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--jobs")) jobs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--results")) results = argv[++i];
+        else if (!strcmp(argv[i], "--model")) model_opt = argv[++i];
+        else if (!strcmp(argv[i], "--size")) {
+            if (sscanf(argv[++i], "%dx%d", &width, &height) != 2) return usage();
+        } else if (!strcmp(argv[i], "--frames")) frames = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--guidance")) guidance = atof(argv[++i]);
         else return usage();
     }
-    if (cores < 2 || cores % 2 || runs < 1 || runs > MAX_RUNS || jobs < 1 || jobs > MAX_JOBS) return usage();
+    if (cores < 2 || cores % 2 || runs < 1 || runs > MAX_RUNS || jobs < 1 || jobs > MAX_JOBS || width < 16 ||
+        height < 16 || frames < 1 || steps < 1 || steps > 1000 || !(guidance >= 1.0 && guidance <= 50.0))
+        return usage();
     setenv("PIPEDIT_LOG", "warn", 0);
     pd_log_set_level(PD_LOG_WARN);
 
@@ -137,12 +151,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_pipeline: %s is not built\n", exe);
         return 77;
     }
-    if (pd_model_dir_default(model, sizeof model) || !mkdtemp(dir)) {
+    if (model_opt) snprintf(model, sizeof model, "%s", model_opt);
+    if ((!model_opt && pd_model_dir_default(model, sizeof model)) || !mkdtemp(dir)) {
         fprintf(stderr, "bench_pipeline: %s\n", pd_error_msg());
         return 1;
     }
     pd_gen_params p = {.prompt = "a red fox running through fresh snow at dawn", .negative_prompt = "", .seed = 1234,
-                       .width = 128, .height = 96, .frames = 9, .steps = 12, .guidance = 5.0f, .shift = 5.0f,
+                       .width = width, .height = height, .frames = frames, .steps = steps,
+                       .guidance = (float)guidance, .shift = 5.0f,
                        .sampler = PD_SAMPLER_UNIPC, .fps = 16};
     double load0[1] = {0}, load1[1] = {0};
     getloadavg(load0, 1); /* a shared machine: record how busy it was */
@@ -183,9 +199,11 @@ int main(int argc, char **argv) {
 
     pd_bench_result *res = pd_bench_result_create("bench_pipeline");
     if (!res) return 1;
-    pd_bench_result_config_str(res, "model", "tiny");
+    char shape[64];
+    snprintf(shape, sizeof shape, "%dx%d, %d frames", width, height, frames);
+    pd_bench_result_config_str(res, "model", model_opt ? model_opt : "tiny");
     pd_bench_result_config_str(res, "backend", "cpu");
-    pd_bench_result_config_str(res, "shape", "128x96, 9 frames");
+    pd_bench_result_config_str(res, "shape", shape);
     pd_bench_result_config_int(res, "steps", p.steps);
     pd_bench_result_config_str(res, "sampler", "unipc");
     pd_bench_result_config_num(res, "guidance", p.guidance);

@@ -23,7 +23,11 @@
  * least 1): on a 2-core machine SP 4 runs 4 single-threaded ranks on 2 cores (oversubscribed), so
  * its times measure contention more than parallel speed.
  *
- *   bench_sp [--runs R] [--results DIR]
+ *   bench_sp [--runs R] [--results DIR] [--model DIR] [--latent T,H,W] [--variants LIST]
+ *
+ * --model takes a DiT folder (or a model folder with transformer/, e.g. `pipedit mkmodel`'s) instead of
+ * the random model above, --latent another latent shape, --variants a comma-separated subset of
+ * ulysses, pipesp_g1, pipesp_auto (bench/bench_plan_validate.c runs them so).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,9 +41,6 @@
 
 #define MAX_RANKS 8
 #define MAX_RUNS 32
-#define LT 8
-#define LH 32
-#define LW 32
 
 enum { F_FORWARD, F_ATTN, F_WAIT, F_SKEW, F_COMM_ONLY, F_BYTES, F_G, F_COUNT };
 
@@ -53,6 +54,7 @@ typedef struct bench_env {
     const char *model;
     pd_wan_dit_config cfg;
     int runs;
+    int64_t lat[3]; /* latent T, H, W */
 } bench_env;
 
 /* One process's model and inputs: a CPU backend, the model, a random latent and context, the velocity. */
@@ -65,7 +67,9 @@ typedef struct sp_setup {
 /* Fills su (which setup_close releases, also after a failure) for a backend of `threads` threads. */
 static pd_status setup_open(const bench_env *env, int threads, sp_setup *su) {
     const pd_wan_dit_config *c = &env->cfg;
-    int64_t ls[5] = {1, c->in_channels, LT, LH, LW}, vs[5] = {1, c->out_channels, LT, LH, LW}, cs[3] = {1, 20, c->text_dim};
+    const int64_t *l = env->lat;
+    int64_t ls[5] = {1, c->in_channels, l[0], l[1], l[2]}, vs[5] = {1, c->out_channels, l[0], l[1], l[2]};
+    int64_t cs[3] = {1, 20, c->text_dim};
     memset(su, 0, sizeof *su);
     PD_TRY(pd_backend_cpu_create(threads, &su->be));
     PD_TRY(pd_wan_dit_load(env->model, su->be, &su->m));
@@ -147,6 +151,14 @@ static double med_max(const shared_out *o, int n, int runs, int f) {
     return pd_bench_median(v, runs);
 }
 
+/* Whether the comma-separated list holds name. */
+static bool list_has(const char *list, const char *name) {
+    const size_t n = strlen(name);
+    for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (!strncmp(p, name, n) && (p[n] == ',' || p[n] == 0)) return true;
+    return false;
+}
+
 static pd_status single_once(void *ud) {
     sp_setup *su = ud;
     static const float t = 937.0f;
@@ -156,12 +168,19 @@ static pd_status single_once(void *ud) {
 int main(int argc, char **argv) {
     int runs = 3;
     const char *results = NULL;
+    const char *model_opt = pd_bench_take_opt(&argc, argv, "--model");
+    const char *latent_opt = pd_bench_take_opt(&argc, argv, "--latent");
+    const char *variants_opt = pd_bench_take_opt(&argc, argv, "--variants");
     if (!pd_bench_parse_args(argc, argv, "bench_sp", NULL, &runs, 1, MAX_RUNS, &results)) return 2;
     pd_log_set_level(PD_LOG_ERROR);
-    bench_env env = {.runs = runs, .cfg = pd_model_preset_default()->dit};
+    bench_env env = {.runs = runs, .cfg = pd_model_preset_default()->dit, .lat = {8, 32, 32}};
+    if (latent_opt && !pd_bench_parse_latent(latent_opt, env.lat)) {
+        fprintf(stderr, "bench_sp: --latent must be T,H,W, got \"%s\"\n", latent_opt);
+        return 2;
+    }
     env.cfg.dim = 512, env.cfg.heads = 8, env.cfg.head_dim = 64, env.cfg.layers = 2, env.cfg.ffn_dim = 1024;
     env.cfg.text_dim = 64;
-    char dir[] = "/tmp/bench_sp.XXXXXX", model[64];
+    char dir[] = "/tmp/bench_sp.XXXXXX", model[1100];
     if (!mkdtemp(dir)) {
         perror("bench_sp: mkdtemp");
         return 1;
@@ -171,15 +190,29 @@ int main(int argc, char **argv) {
     int rc = 1;
     pd_bench_result *res = pd_bench_result_create("bench_sp");
     shared_out *out = mmap(NULL, sizeof *out, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (!res || out == MAP_FAILED || pd_wan_dit_write_random(model, &env.cfg, 1, PD_WAN_LAYOUT_DIFFUSERS, PD_DTYPE_F32) != PD_OK) {
+    pd_status setup_st = !res || out == MAP_FAILED ? PD_ERR_NOMEM : PD_OK;
+    if (setup_st == PD_OK && model_opt) { /* a DiT folder, or a model folder holding transformer/ */
+        char cfg_path[1200];
+        snprintf(model, sizeof model, "%s/transformer", model_opt);
+        if (access(model, F_OK) != 0) snprintf(model, sizeof model, "%s", model_opt);
+        snprintf(cfg_path, sizeof cfg_path, "%s/config.json", model);
+        setup_st = pd_wan_dit_config_load(cfg_path, &env.cfg);
+    } else if (setup_st == PD_OK) {
+        setup_st = pd_wan_dit_write_random(model, &env.cfg, 1, PD_WAN_LAYOUT_DIFFUSERS, PD_DTYPE_F32);
+    }
+    if (setup_st != PD_OK) {
         fprintf(stderr, "bench_sp: setup: %s\n", pd_error_msg());
         goto done;
     }
     char cpu[256], shape[256];
     pd_wan_dit_grid g;
-    pd_wan_dit_grid_of(&env.cfg, LT, LH, LW, &g);
-    snprintf(shape, sizeof shape, "dim %d, %dx%d heads, %d layers, ffn %d, text_dim %d, f32; latent (16, %d, %d, %d), %lld tokens, batch 1",
-             env.cfg.dim, env.cfg.heads, env.cfg.head_dim, env.cfg.layers, env.cfg.ffn_dim, env.cfg.text_dim, LT, LH, LW,
+    if (pd_wan_dit_grid_of(&env.cfg, env.lat[0], env.lat[1], env.lat[2], &g) != PD_OK) {
+        fprintf(stderr, "bench_sp: %s\n", pd_error_msg());
+        goto done;
+    }
+    snprintf(shape, sizeof shape, "dim %d, %dx%d heads, %d layers, ffn %d, text_dim %d, %s; latent (16, %lld, %lld, %lld), %lld tokens, batch 1",
+             env.cfg.dim, env.cfg.heads, env.cfg.head_dim, env.cfg.layers, env.cfg.ffn_dim, env.cfg.text_dim,
+             model_opt ? model_opt : "f32", (long long)env.lat[0], (long long)env.lat[1], (long long)env.lat[2],
              (long long)g.tokens);
     printf("bench_sp on %s\n  %s\n", pd_bench_cpu_description(cpu, sizeof cpu), shape);
     pd_bench_result_config_str(res, "shape", shape);
@@ -207,6 +240,7 @@ int main(int argc, char **argv) {
         const int n = degrees[di], h = (env.cfg.heads + n - 1) / n;
         const struct { const char *name; int chunk; } variants[3] = {{"ulysses", h}, {"pipesp_g1", 1}, {"pipesp_auto", 0}};
         for (int vi = 0; vi < 3; vi++) {
+            if (variants_opt && !list_has(variants_opt, variants[vi].name)) continue;
             if (!run_variant(&env, n, variants[vi].chunk, out)) {
                 fprintf(stderr, "bench_sp: sp %d %s failed\n", n, variants[vi].name);
                 goto done;

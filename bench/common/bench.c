@@ -6,6 +6,7 @@
 #include <ftw.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -325,6 +326,29 @@ usage:
     fprintf(stderr, "usage: %s%s [--runs R (%d..%d)] [--results DIR]\n", prog, threads ? " [--threads N (0..1024)]" : "",
             min_runs, max_runs);
     return false;
+}
+
+const char *pd_bench_take_opt(int *argc, char **argv, const char *name) {
+    const char *v = NULL;
+    for (int i = 1; i + 1 < *argc;) {
+        if (strcmp(argv[i], name)) {
+            i++;
+            continue;
+        }
+        v = argv[i + 1];
+        for (int k = i; k + 2 <= *argc; k++) argv[k] = argv[k + 2];
+        *argc -= 2;
+    }
+    return v;
+}
+
+bool pd_bench_parse_latent(const char *v, int64_t out[3]) {
+    long long t, h, w;
+    int used = 0;
+    if (!v || sscanf(v, "%lld,%lld,%lld%n", &t, &h, &w, &used) != 3 || v[used]) return false;
+    if (t < 1 || t > 4096 || h < 1 || h > 4096 || w < 1 || w > 4096) return false;
+    out[0] = t, out[1] = h, out[2] = w;
+    return true;
 }
 
 /* ---- processes and files ---- */

@@ -34,6 +34,14 @@
 bool pd_bench_parse_args(int argc, char **argv, const char *prog, int *threads, int *runs, int min_runs,
                          int max_runs, const char **results);
 
+/* Takes `name VALUE` out of argv for a program's own flags before pd_bench_parse_args: returns VALUE
+ * and removes both (the rest shift down, *argc shrinks), or NULL when the flag is absent (or has no
+ * value, which is then left for pd_bench_parse_args to refuse). The last occurrence wins. */
+const char *pd_bench_take_opt(int *argc, char **argv, const char *name);
+
+/* Parses a latent shape "T,H,W" (each 1..4096) into out; false for anything else. */
+bool pd_bench_parse_latent(const char *v, int64_t out[3]);
+
 /* Seconds on the monotonic clock (an arbitrary origin; only differences mean anything): pd_now_s(). */
 double pd_bench_now(void);
 

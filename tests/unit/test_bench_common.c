@@ -34,6 +34,26 @@ static pd_status fail_third(void *ctx) {
     return ++calls == 3 ? pd_error_set(PD_ERR_DEVICE, "third call fails") : PD_OK;
 }
 
+/* A program's own flags come out of argv before pd_bench_parse_args sees the rest. */
+static void test_take_opt(void) {
+    char *argv[] = {"prog", "--runs", "2", "--model", "/m", "--latent", "4,32,32", "--model", "/n", NULL};
+    int argc = 9;
+    PD_CHECK(!strcmp(pd_bench_take_opt(&argc, argv, "--model"), "/n")); /* the last wins, both removed */
+    PD_CHECK(argc == 5 && !strcmp(argv[3], "--latent") && !strcmp(argv[4], "4,32,32"));
+    PD_CHECK(pd_bench_take_opt(&argc, argv, "--size") == NULL && argc == 5);
+    int64_t lat[3];
+    PD_CHECK(pd_bench_parse_latent(pd_bench_take_opt(&argc, argv, "--latent"), lat) && lat[0] == 4 && lat[2] == 32);
+    int runs = 0;
+    const char *res = NULL;
+    PD_CHECK(argc == 3 && pd_bench_parse_args(argc, argv, "prog", NULL, &runs, 1, 9, &res) && runs == 2);
+    char *dangling[] = {"prog", "--model", NULL};
+    argc = 2;
+    PD_CHECK(pd_bench_take_opt(&argc, dangling, "--model") == NULL && argc == 2); /* left to be refused */
+    const char *bad[] = {"4,32", "4,32,32,1", "0,32,32", "4,32,x", "4, 32,32x", "", NULL};
+    for (int i = 0; bad[i]; i++) PD_CHECK_MSG(!pd_bench_parse_latent(bad[i], lat), "accepted \"%s\"", bad[i]);
+    PD_CHECK(!pd_bench_parse_latent(NULL, lat));
+}
+
 static void test_time(void) {
     double t0 = pd_bench_now();
     pd_bench_stats s;
@@ -286,6 +306,7 @@ int main(void) {
     }
     if (!pd_test_scratch_dir(tmpdir, sizeof tmpdir, "test_bench_common")) return 1;
     PD_RUN(test_median);
+    PD_RUN(test_take_opt);
     PD_RUN(test_time);
     PD_RUN(test_peak_rss);
     PD_RUN(test_machine);
