@@ -92,6 +92,12 @@ pd_status pd_plan_profile_check(const pd_plan_profile *p) {
     if (!(isfinite(p->a2a.latency) && p->a2a.latency >= 0) || !(isfinite(p->p2p.latency) && p->p2p.latency >= 0))
         return pd_error_set(PD_ERR_INVALID, "profile %s: latency_s must be >= 0", p->name);
     if (p->act_bytes < 1 || p->act_bytes > 8) return pd_error_set(PD_ERR_INVALID, "profile %s: act_bytes must be 1..8", p->name);
+    if (p->conv_n < 0 || p->conv_n > PD_PLAN_CONV_POINTS)
+        return pd_error_set(PD_ERR_INVALID, "profile %s: conv_by_cout holds 0..%d points", p->name, PD_PLAN_CONV_POINTS);
+    for (int i = 0; i < p->conv_n; i++)
+        if (!pd_plan_pos(p->conv_cout[i]) || !pd_plan_pos(p->conv_rate[i]) || (i > 0 && p->conv_cout[i] <= p->conv_cout[i - 1]))
+            return pd_error_set(PD_ERR_INVALID, "profile %s: conv_by_cout needs positive rates at ascending widths", p->name);
+    if (p->cores < 0 || p->cores > 4096) return pd_error_set(PD_ERR_INVALID, "profile %s: cores must be 0..4096", p->name);
     if (p->topology < PD_PLAN_NVLINK || p->topology > PD_PLAN_SHM)
         return pd_error_set(PD_ERR_INVALID, "profile %s: bad topology", p->name);
     return PD_OK;
@@ -143,6 +149,34 @@ pd_status pd_plan_profile_load(const char *path, pd_plan_profile *out) {
         goto done;
     }
     p.act_bytes = (int)act;
+    json_t *fused = json_object_get(root, "gelu_fused"), *cores = json_object_get(root, "cores");
+    if (fused && !json_is_boolean(fused)) {
+        st = pd_error_set(PD_ERR_FORMAT, "%s: \"gelu_fused\" must be true or false", path);
+        goto done;
+    }
+    p.gelu_fused = json_is_true(fused);
+    if (cores && !(json_is_integer(cores) && json_integer_value(cores) >= 0 && json_integer_value(cores) <= 4096)) {
+        st = pd_error_set(PD_ERR_FORMAT, "%s: \"cores\" must be an integer in 0..4096", path);
+        goto done;
+    }
+    p.cores = cores ? (int)json_integer_value(cores) : 0;
+    json_t *convs = json_object_get(root, "conv_by_cout"), *pt;
+    if (convs && (!json_is_array(convs) || json_array_size(convs) > PD_PLAN_CONV_POINTS)) {
+        st = pd_error_set(PD_ERR_FORMAT, "%s: \"conv_by_cout\" must be an array of at most %d [cout, FLOP/s] pairs",
+                          path, PD_PLAN_CONV_POINTS);
+        goto done;
+    }
+    size_t ci;
+    json_array_foreach(convs, ci, pt) {
+        if (!json_is_array(pt) || json_array_size(pt) != 2 || !json_is_number(json_array_get(pt, 0)) ||
+            !json_is_number(json_array_get(pt, 1))) {
+            st = pd_error_set(PD_ERR_FORMAT, "%s: \"conv_by_cout\"[%zu] must be [cout, FLOP/s]", path, ci);
+            goto done;
+        }
+        p.conv_cout[ci] = json_number_value(json_array_get(pt, 0));
+        p.conv_rate[ci] = json_number_value(json_array_get(pt, 1));
+    }
+    p.conv_n = convs ? (int)json_array_size(convs) : 0;
     p.topology = (pd_plan_topology)-1;
     for (int i = 0; i < 3; i++)
         if (topo && !strcmp(topo, pd_plan_topo_names[i])) p.topology = (pd_plan_topology)i;
@@ -162,16 +196,51 @@ done:
 
 pd_status pd_plan_profile_save(const char *path, const pd_plan_profile *p) {
     PD_TRY(pd_plan_profile_check(p));
-    json_t *r = json_pack("{s:s, s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:s, s:{s:f, s:f}, s:{s:f, s:f}}",
+    json_t *r = json_pack("{s:s, s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:s, s:{s:f, s:f}, s:{s:f, s:f}, s:b, s:i}",
                           "name", p->name, "source", p->source, "gemm_bf16_flops", p->gemm_bf16, "gemm_f32_flops",
                           p->gemm_f32, "attn_flops", p->attn, "mem_bw_bytes", p->mem_bw, "conv_flops", p->conv,
                           "mem_bytes", p->mem_bytes, "eltwise_passes", p->eltwise_passes, "act_bytes", p->act_bytes,
                           "topology", pd_plan_topo_names[p->topology], "a2a", "bw_bytes", p->a2a.bw, "latency_s",
-                          p->a2a.latency, "p2p", "bw_bytes", p->p2p.bw, "latency_s", p->p2p.latency);
+                          p->a2a.latency, "p2p", "bw_bytes", p->p2p.bw, "latency_s", p->p2p.latency,
+                          "gelu_fused", (int)p->gelu_fused, "cores", p->cores);
     if (!r) return pd_error_set(PD_ERR_NOMEM, "profile JSON");
+    if (p->conv_n > 0) {
+        json_t *convs = json_array();
+        for (int i = 0; i < p->conv_n; i++) json_array_append_new(convs, json_pack("[f, f]", p->conv_cout[i], p->conv_rate[i]));
+        json_object_set_new(r, "conv_by_cout", convs);
+    }
     pd_status st = pd_model_dir_write_json(path, r);
     json_decref(r);
     return st;
+}
+
+double pd_plan_conv_rate(const pd_plan_profile *p, double cout) {
+    const int n = p->conv_n;
+    if (n <= 0) return p->conv;
+    if (cout <= p->conv_cout[0]) return p->conv_rate[0];
+    for (int i = 1; i < n; i++)
+        if (cout <= p->conv_cout[i]) {
+            const double f = (cout - p->conv_cout[i - 1]) / (p->conv_cout[i] - p->conv_cout[i - 1]);
+            return p->conv_rate[i - 1] + f * (p->conv_rate[i] - p->conv_rate[i - 1]);
+        }
+    return p->conv_rate[n - 1];
+}
+
+double pd_plan_cpu_share(int cores, int threads, int busy) {
+    if (cores < 1 || threads < 1) return 1.0;
+    const int all = busy > cores ? busy : cores;
+    return threads >= all ? 1.0 : (double)threads / all;
+}
+
+void pd_plan_profile_share(const pd_plan_profile *p, double share, pd_plan_profile *out) {
+    *out = *p;
+    if (!(share > 0 && share < 1)) return;
+    out->gemm_bf16 *= share, out->gemm_f32 *= share, out->attn *= share, out->conv *= share, out->mem_bw *= share;
+    for (int i = 0; i < out->conv_n; i++) out->conv_rate[i] *= share;
+    if (p->cores > 0) {
+        const double copy = share * p->cores < 1 ? share * p->cores : 1.0;
+        out->a2a.bw *= copy, out->p2p.bw *= copy;
+    }
 }
 
 /* ---- models and requests ---- */
@@ -181,7 +250,7 @@ pd_status pd_plan_model_get(const char *name_or_dir, pd_plan_model *out) {
     const pd_model_preset *pre = pd_model_preset_find(name_or_dir);
     if (pre) {
         snprintf(m.name, sizeof m.name, "%s", pre->name);
-        m.dit = pre->dit, m.vae = pre->vae, m.text = pre->text;
+        m.dit = pre->dit, m.vae = pre->vae, m.text = pre->text, m.weight_bytes = 2;
         *out = m;
         return PD_OK;
     }
@@ -195,7 +264,7 @@ pd_status pd_plan_model_get(const char *name_or_dir, pd_plan_model *out) {
     pre = pd_model_preset_match_dit(&m.dit);
     if (!pre) pre = pd_model_preset_find("wan2.1-t2v-1.3b");
     PD_ASSERT(pre);
-    m.vae = pre->vae, m.text = pre->text;
+    m.vae = pre->vae, m.text = pre->text, m.weight_bytes = 2;
     snprintf(path, sizeof path, "%s/vae/config.json", name_or_dir);
     if (stat(path, &sb) == 0) PD_TRY(pd_wan_vae_config_load(path, &m.vae));
     snprintf(path, sizeof path, "%s/text_encoder/config.json", name_or_dir);
@@ -226,19 +295,25 @@ static double pd_plan_a2a(const pd_plan_link *l, int n, double bytes) {
     return n <= 1 ? 0.0 : l->latency + bytes * (n - 1) / n / l->bw;
 }
 
+/* The GEMM rate of a model's linears: f32 weights run at the f32 rate, bf16 ones at the bf16 rate. */
+static double pd_plan_gemm(const pd_plan_profile *p, int weight_bytes) {
+    return weight_bytes == 4 ? p->gemm_f32 : p->gemm_bf16;
+}
+
 /* One block minus its self-attention, on one rank holding n_tok tokens, batch B. */
-static void pd_plan_block_rest(const pd_plan_profile *p, const pd_wan_dit_config *c, double n_tok, int B,
-                               pd_plan_step *o) {
+static void pd_plan_block_rest(const pd_plan_profile *p, const pd_wan_dit_config *c, int weight_bytes, double n_tok,
+                               int B, pd_plan_step *o) {
     pd_wan_dit_flop_parts f;
     pd_wan_dit_flops_split(c, n_tok, n_tok, &f);
-    o->linear_s = B * (f.block_linear + f.block_context) / p->gemm_bf16;
+    o->linear_s = B * (f.block_linear + f.block_context) / pd_plan_gemm(p, weight_bytes);
     o->cross_s = B * f.block_cross_attn / p->attn;
-    o->eltwise_s = B * n_tok * (p->eltwise_passes * c->dim + 2.0 * c->ffn_dim) * p->act_bytes / p->mem_bw;
+    const double ffn_passes = p->gelu_fused ? 0.0 : 2.0;
+    o->eltwise_s = B * n_tok * (p->eltwise_passes * c->dim + ffn_passes * c->ffn_dim) * p->act_bytes / p->mem_bw;
 }
 
 double pd_plan_block_seconds(const pd_plan_profile *p, const pd_wan_dit_config *c, double N, int B) {
     pd_plan_step o;
-    pd_plan_block_rest(p, c, N, B, &o);
+    pd_plan_block_rest(p, c, 2, N, B, &o);
     pd_wan_dit_flop_parts f;
     pd_wan_dit_flops_split(c, N, N, &f);
     return o.linear_s + o.cross_s + o.eltwise_s + B * f.block_self_attn / p->attn;
@@ -257,8 +332,22 @@ static pd_aco_share_in pd_plan_aco_in(const pd_plan_profile *p, const pd_plan_sp
                              .fixed_s = 2.0 * p->p2p.latency};
 }
 
-pd_status pd_plan_dit_step(const pd_plan_profile *p, const pd_plan_model *m, const pd_plan_request *r,
+/* The self-attention schedule of one layer on one rank (h slots, chunks of g, B elements, a chunk's
+ * attention a1 per slot, each transfer c0 + c1 per slot): PipeSP's, or with `serial` every transfer
+ * after the attention it would have overlapped (no core left to copy on). */
+static double pd_plan_self_schedule(int B, int h, int g, double a1, double c0, double c1, bool serial) {
+    if (!serial) return pd_pipesp_simulate(B, h, g, 0.0, a1, c0, c1);
+    const double chunks = ceil((double)h / g);
+    return B * (h * a1 + 4.0 * (chunks * c0 + h * c1));
+}
+
+pd_status pd_plan_dit_step(const pd_plan_profile *p_dev, const pd_plan_model *m, const pd_plan_request *r,
                            const pd_plan_sp *sp, pd_plan_step *out) {
+    pd_plan_profile ps;
+    pd_plan_profile_share(p_dev, sp->device_share, &ps);
+    const pd_plan_profile *p = &ps;
+    const double dev_share = sp->device_share > 0 && sp->device_share < 1 ? sp->device_share : 1.0;
+    const bool serial = p->cores > 0 && dev_share * p->cores <= 1.0;
     int64_t N = 0;
     PD_TRY(pd_plan_request_check(m, r, &N));
     const pd_wan_dit_config *c = &m->dit;
@@ -269,7 +358,7 @@ pd_status pd_plan_dit_step(const pd_plan_profile *p, const pd_plan_model *m, con
     const int B = r->cfg && !sp->cfg_parallel ? 2 : 1;
     const double n_tok = ceil((double)N / n), hd = c->head_dim;
     pd_plan_step o = {0};
-    pd_plan_block_rest(p, c, n_tok, B, &o);
+    pd_plan_block_rest(p, c, m->weight_bytes, n_tok, B, &o);
     o.heads_per_rank = h;
 
     /* Per head slot and batch element: attention over all N tokens, and one transfer of it. */
@@ -287,7 +376,7 @@ pd_status pd_plan_dit_step(const pd_plan_profile *p, const pd_plan_model *m, con
             share = sp->aco_share < 0 ? pd_aco_choose_share(&in) : (sp->aco_share < g ? sp->aco_share : g);
             a1g = pd_aco_predict(&in, share) / (B * (double)g);
         }
-        double t = pd_pipesp_simulate(B, h, g, 0.0, a1g, c0, c1);
+        double t = pd_plan_self_schedule(B, h, g, a1g, c0, c1, serial);
         if (t < best * (1.0 - 1e-12)) best = t, g_best = g, share_best = share;
     }
     o.self_s = best;
@@ -306,7 +395,7 @@ pd_status pd_plan_dit_step(const pd_plan_profile *p, const pd_plan_model *m, con
     o.block_s = o.linear_s + o.cross_s + o.eltwise_s + o.self_s;
     pd_wan_dit_flop_parts f;
     pd_wan_dit_flops_split(c, n_tok, n_tok, &f);
-    double step = c->layers * o.block_s + B * f.outside / p->gemm_bf16;
+    double step = c->layers * o.block_s + B * f.outside / pd_plan_gemm(p, m->weight_bytes);
     /* The ranks gather the velocity (f32) at the end; with CFG parallelism the two halves meet too. */
     step += pd_plan_a2a(&p->a2a, n, n_tok * n * c->out_channels * 4.0 * B);
     if (sp->cfg_parallel) step += p->p2p.latency + (double)N * c->out_channels * 4.0 / p->p2p.bw;
@@ -347,13 +436,16 @@ double pd_plan_dit_rank_bytes(const pd_plan_profile *p, const pd_plan_model *m, 
 /* ---- the VAE decoder ---- */
 
 typedef struct pd_plan_vae_acc {
-    double flops, bytes, params;
+    const pd_plan_profile *p;
+    double flops, conv_s, bytes, params;
     int act;
 } pd_plan_vae_acc;
 
-/* A conv of cin -> cout with `taps` taps over `vox` output voxels. */
+/* A conv of cin -> cout with `taps` taps over `vox` output voxels, at its width's rate. */
 static void pd_plan_conv(pd_plan_vae_acc *a, double cin, double cout, double taps, double vox) {
-    a->flops += 2.0 * cin * cout * taps * vox;
+    const double f = 2.0 * cin * cout * taps * vox;
+    a->flops += f;
+    a->conv_s += f / pd_plan_conv_rate(a->p, cout);
     a->params += cin * cout * taps + cout;
 }
 
@@ -369,7 +461,7 @@ static void pd_plan_resblock(pd_plan_vae_acc *a, double cin, double cout, double
 
 void pd_plan_vae_decode(const pd_plan_profile *p, const pd_plan_model *m, const pd_plan_request *r, pd_plan_vae *out) {
     const pd_wan_vae_config *v = &m->vae;
-    pd_plan_vae_acc a = {.act = p->act_bytes};
+    pd_plan_vae_acc a = {.p = p, .act = p->act_bytes};
     double T = (r->frames - 1) / 4 + 1, H = r->height / 8.0, W = r->width / 8.0;
     const double top = (double)v->base_dim * v->dim_mult[3];
     double dims[5] = {top, v->base_dim * (double)v->dim_mult[3], v->base_dim * (double)v->dim_mult[2],
@@ -379,7 +471,8 @@ void pd_plan_vae_decode(const pd_plan_profile *p, const pd_plan_model *m, const 
     pd_plan_resblock(&a, dims[0], dims[0], T * H * W);
     /* middle attention: per frame, one head over H*W positions, qkv and proj 1x1 */
     pd_plan_conv(&a, dims[0], 3 * dims[0], 1, T * H * W);
-    a.flops += T * 4.0 * (H * W) * (H * W) * dims[0];
+    const double attn_flops = T * 4.0 * (H * W) * (H * W) * dims[0];
+    a.flops += attn_flops;
     pd_plan_conv(&a, dims[0], dims[0], 1, T * H * W);
     pd_plan_resblock(&a, dims[0], dims[0], T * H * W);
     for (int i = 0; i < 4; i++) {
@@ -396,7 +489,7 @@ void pd_plan_vae_decode(const pd_plan_profile *p, const pd_plan_model *m, const 
     }
     pd_plan_conv(&a, dims[4], 3, 27, T * H * W); /* head */
     out->flops = a.flops;
-    out->seconds = a.flops / p->conv + a.bytes / p->mem_bw;
+    out->seconds = a.conv_s + attn_flops / p->attn + a.bytes / p->mem_bw;
     out->weight_bytes = 2.0 * a.params;
     /* Streaming holds one chunk of 4 frames at full resolution plus the causal caches: 12.6 tensors of
      * (2*base_dim, 4, height, width), the ratio of section 9's 832x480 bf16 peak (7.2 GiB) to that
@@ -409,5 +502,5 @@ double pd_plan_text_seconds(const pd_plan_profile *p, const pd_plan_model *m, co
     const double L = 512, d = c->d_model, inner = (double)c->num_heads * c->d_kv;
     const double per_layer = 2.0 * L * (4 * d * inner + 3 * d * c->d_ff) + 4.0 * L * L * inner;
     const double prompts = r->cfg ? 2 : 1;
-    return prompts * (c->num_layers * per_layer / p->gemm_bf16 + c->num_layers * L * d * 40.0 * p->act_bytes / p->mem_bw);
+    return prompts * (c->num_layers * per_layer / pd_plan_gemm(p, m->weight_bytes) + c->num_layers * L * d * 40.0 * p->act_bytes / p->mem_bw);
 }

@@ -24,6 +24,9 @@
 #include "base/status.h"
 #include "models/presets.h"
 
+/* The most conv rates by output width a profile holds (pd_plan_profile.conv_cout). */
+#define PD_PLAN_CONV_POINTS 8
+
 /* How the GPUs of a group talk. */
 typedef enum pd_plan_topology { PD_PLAN_NVLINK = 0, PD_PLAN_PCIE, PD_PLAN_SHM } pd_plan_topology;
 
@@ -51,6 +54,20 @@ typedef struct pd_plan_profile {
     pd_plan_topology topology;
     pd_plan_link a2a;       /* all-to-all inside an SP group */
     pd_plan_link p2p;       /* point to point (Aco's lends, latents to the decode group) */
+    /* The FFN's GELU runs inside its first linear, on the tile just computed (the CPU backend's
+     * LINEAR_GELU): no passes over (tokens, ffn_dim). false: two (an eager GELU reads and writes). */
+    bool gelu_fused;
+    /* A CPU profile: the cores its rates were measured on, every one busy (pipedit calibrate runs one
+     * thread per core). Processes on such a device share it (pd_plan_profile_share). 0: a GPU, whose
+     * rates are one rank's own. */
+    int cores;
+    /* Conv3d rates by output channels (conv_n points, conv_cout ascending, FLOP/s), for backends whose
+     * rate depends on the width: the CPU's conv is an im2col gather of cin * taps values per output
+     * voxel, then an sgemm of cout rows (so the gather costs more per FLOP the fewer outputs share
+     * it), and for cout <= 8 a direct loop without the gather. pd_plan_conv_rate interpolates.
+     * conv_n 0: every conv at `conv` (cuDNN's implicit GEMM). */
+    int conv_n;
+    double conv_cout[PD_PLAN_CONV_POINTS], conv_rate[PD_PLAN_CONV_POINTS];
 } pd_plan_profile;
 
 /* Passes of an eager (one kernel per op) bf16 block, counted op by op from the block of
@@ -60,6 +77,13 @@ typedef struct pd_plan_profile {
  * relayout and residual 20, FFN norm + modulate 6 and gated residual 5. The FFN's GELU adds 2 passes
  * over (tokens, ffn_dim) on top. */
 #define PD_PLAN_EAGER_PASSES 92.0
+
+/* The same count for our CPU backend (models/wan/dit.c on engine/cpu, f32 activations), whose fused
+ * ops read their inputs and write their output once: LayerNorm + modulate 2, q and k RMSNorm + RoPE
+ * 2 each, gated residual 3, cross-attention LayerNorm 2, its q RMSNorm 2, residual 3, FFN LayerNorm
+ * + modulate 2 and gated residual 3. Biases and the GELU are applied to each output tile of a linear
+ * while it is in cache, and attention writes its output in place: no passes (profile gelu_fused). */
+#define PD_PLAN_CPU_PASSES 21.0
 
 /* Memory held back on every device (runtime context, allocator slack, fragmentation). */
 #define PD_PLAN_MEM_RESERVE (3.0 * 1073741824.0)
@@ -72,13 +96,31 @@ const char *const *pd_plan_profile_names(void);
 
 /* Reads a profile from JSON: {"name", "source", "gemm_bf16_flops", "gemm_f32_flops", "attn_flops",
  * "mem_bw_bytes", "conv_flops", "mem_bytes", "eltwise_passes", "act_bytes", "topology":
- * "nvlink"|"pcie"|"shm", "a2a": {"bw_bytes", "latency_s"}, "p2p": {...}}. Every number is checked
- * (positive and finite; act_bytes 1..8). PD_ERR_IO, PD_ERR_FORMAT naming the key. */
+ * "nvlink"|"pcie"|"shm", "a2a": {"bw_bytes", "latency_s"}, "p2p": {...}} and optionally
+ * "gelu_fused" (a boolean, default false), "cores" (an integer 0..4096, default 0) and "conv_by_cout"
+ * ([[cout, FLOP/s], ...], at most PD_PLAN_CONV_POINTS, cout ascending; default none). Every number is
+ * checked (positive and finite; act_bytes 1..8). PD_ERR_IO, PD_ERR_FORMAT naming the key. */
 pd_status pd_plan_profile_load(const char *path, pd_plan_profile *out);
 /* Writes p as that JSON, atomically. PD_ERR_IO. */
 pd_status pd_plan_profile_save(const char *path, const pd_plan_profile *p);
 /* PD_ERR_INVALID naming the first field that is not positive and finite. */
 pd_status pd_plan_profile_check(const pd_plan_profile *p);
+
+/* The FLOP rate of a conv3d with cout output channels: with conv_n points, the nearest point's rate
+ * outside them and the linear interpolation in cout between two; else p->conv. */
+double pd_plan_conv_rate(const pd_plan_profile *p, double cout);
+
+/* The fraction of a CPU device one process gets: its `threads` among `busy` threads on `cores`
+ * cores, threads / max(busy, cores) (every thread busy; the kernel shares cores evenly). 1 for
+ * cores < 1 (a GPU: a device per process) or threads < 1. */
+double pd_plan_cpu_share(int cores, int threads, int busy);
+
+/* The profile as one process sees it when it gets `share` (0 < share <= 1; anything else: 1) of the
+ * device: every compute rate and the memory bandwidth times share. On a CPU profile (cores > 0) a
+ * process copies its own messages on one of its threads, which gets min(1, share * cores) of a
+ * core, and the link bandwidths (measured with a core per rank) scale by that. The conv rates by
+ * width scale like the others. */
+void pd_plan_profile_share(const pd_plan_profile *p, double share, pd_plan_profile *out);
 
 /* A model: the three configs of a Wan2.1 checkpoint. */
 typedef struct pd_plan_model {
@@ -86,6 +128,9 @@ typedef struct pd_plan_model {
     pd_wan_dit_config dit;
     pd_wan_vae_config vae;
     pd_umt5_config text;
+    /* Bytes per weight: 4 runs the linears at the profile's f32 GEMM rate; 2 (bf16, what the presets
+     * and pd_plan_model_get give) or 0 at its bf16 rate. */
+    int weight_bytes;
 } pd_plan_model;
 
 /* The model of a preset name, or of a model folder (its transformer/config.json, vae/config.json and
@@ -109,6 +154,11 @@ typedef struct pd_plan_sp {
     int g;             /* PipeSP chunk in head slots; 0: one chunk (Ulysses); -1: the fastest g */
     int aco_helpers;   /* decode workers lending their attention (0: no Aco) */
     int aco_share;     /* heads lent per attention call; -1: pd_aco_choose_share's pick */
+    /* The fraction of its device each rank (and each Aco helper) gets, pd_plan_cpu_share: SP ranks
+     * sharing one CPU. 0 or 1: a device per rank. A rank with at most one core of its own
+     * (share * cores <= 1 on a CPU profile) copies its messages on the core its attention needs, so
+     * nothing overlaps: the self-attention is its attention plus every transfer. */
+    double device_share;
 } pd_plan_sp;
 
 typedef struct pd_plan_step {

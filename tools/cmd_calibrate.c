@@ -34,19 +34,31 @@ static void pd_cal_usage(FILE *f) {
 
 typedef pd_status (*pd_cal_fn)(pd_backend *be, void *ctx);
 
-/* Median of 3 timed runs after one warm-up, synchronised. */
+static int pd_cal_cmpd(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Seconds per call: the median of PD_CAL_SAMPLES samples after one warm-up call, each sample
+ * enough calls back to back (synchronised) to last PD_CAL_SAMPLE_S, so a few milliseconds of
+ * another process's time on a shared machine move one sample by a few percent, not by half. */
+#define PD_CAL_SAMPLES 5
+#define PD_CAL_SAMPLE_S 0.1
 static pd_status pd_cal_time(pd_backend *be, pd_cal_fn fn, void *ctx, double *out) {
-    double t[3];
+    double t0 = pd_now_s();
     PD_TRY(fn(be, ctx));
     PD_TRY(pd_backend_synchronize(be));
-    for (int i = 0; i < 3; i++) {
-        double t0 = pd_now_s();
-        PD_TRY(fn(be, ctx));
+    const double once = pd_now_s() - t0;
+    const int calls = once >= PD_CAL_SAMPLE_S ? 1 : (int)(PD_CAL_SAMPLE_S / (once > 1e-6 ? once : 1e-6)) + 1;
+    double t[PD_CAL_SAMPLES];
+    for (int i = 0; i < PD_CAL_SAMPLES; i++) {
+        t0 = pd_now_s();
+        for (int k = 0; k < calls; k++) PD_TRY(fn(be, ctx));
         PD_TRY(pd_backend_synchronize(be));
-        t[i] = pd_now_s() - t0;
+        t[i] = (pd_now_s() - t0) / calls;
     }
-    double a = t[0] < t[1] ? t[0] : t[1], b = t[0] < t[1] ? t[1] : t[0];
-    *out = t[2] < a ? a : (t[2] > b ? b : t[2]);
+    qsort(t, PD_CAL_SAMPLES, sizeof t[0], pd_cal_cmpd);
+    *out = t[PD_CAL_SAMPLES / 2];
     return PD_OK;
 }
 
@@ -91,6 +103,22 @@ static pd_status pd_cal_conv(pd_backend *be, void *c) {
     return pd_op_conv3d(be, &o->cy, &o->cx, &o->cw, NULL, o->pad);
 }
 
+/* The FLOP rate of a k3 conv3d ch -> ch producing `frames` output frames of fh x fw (padded in
+ * height and width, frames + 2 input frames). */
+static pd_status pd_cal_conv_rate(pd_backend *be, int64_t ch, int64_t frames, int64_t fh, int64_t fw, double *rate) {
+    pd_cal_ops o = {.pad = {0, 0, 1, 1, 1, 1}};
+    int64_t xs[4] = {ch, frames + 2, fh, fw}, ws[5] = {ch, ch, 3, 3, 3}, ys[4] = {ch, frames, fh, fw};
+    double t = 0;
+    pd_status st = pd_cal_tensor(be, &o.cx, PD_DTYPE_F32, 4, xs, NULL);
+    if (st == PD_OK) st = pd_cal_tensor(be, &o.cw, PD_DTYPE_F32, 5, ws, &o.cwh);
+    if (st == PD_OK) st = pd_cal_tensor(be, &o.cy, PD_DTYPE_F32, 4, ys, NULL);
+    if (st == PD_OK) st = pd_cal_time(be, pd_cal_conv, &o, &t);
+    pd_backend_tensor_free(be, &o.cx), pd_backend_tensor_free(be, &o.cy), pd_backend_tensor_free(be, &o.cw);
+    pd_tensor_free(&o.cwh);
+    *rate = 2.0 * 27 * ch * ch * frames * fh * fw / t;
+    return st;
+}
+
 /* Compute figures. GPU shapes are section 9's (8192^3 GEMM, 32760 x 12 x 128 attention, conv3d
  * 96->96 over 4 frames of 480x832); CPU shapes are small enough for seconds on two cores. */
 static pd_status pd_cal_compute(pd_backend *be, bool gpu, pd_plan_profile *p) {
@@ -120,15 +148,18 @@ static pd_status pd_cal_compute(pd_backend *be, bool gpu, pd_plan_profile *p) {
     PD_TRY(pd_cal_tensor(be, &o.b, PD_DTYPE_F32, 1, n1, NULL));
     PD_TRY(pd_cal_time(be, pd_cal_copy, &o, &t));
     p->mem_bw = 2.0 * 4.0 * n1[0] / t;
-    int64_t xs5[4] = {ch, 6, fh, fw}, ws5[5] = {ch, ch, 3, 3, 3}, ys5[4] = {ch, 4, fh, fw};
-    PD_TRY(pd_cal_tensor(be, &o.cx, PD_DTYPE_F32, 4, xs5, NULL));
-    PD_TRY(pd_cal_tensor(be, &o.cw, PD_DTYPE_F32, 5, ws5, &o.cwh));
-    PD_TRY(pd_cal_tensor(be, &o.cy, PD_DTYPE_F32, 4, ys5, NULL));
-    PD_TRY(pd_cal_time(be, pd_cal_conv, &o, &t));
-    p->conv = 2.0 * 27 * ch * ch * 4 * fh * fw / t;
-    pd_tensor *all[] = {&o.q, &o.k, &o.v, &o.o, &o.a, &o.b, &o.cx, &o.cy, &o.cw};
+    pd_tensor *all[] = {&o.q, &o.k, &o.v, &o.o, &o.a, &o.b};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pd_backend_tensor_free(be, all[i]);
-    pd_tensor_free(&o.cwh);
+    if (gpu) return pd_cal_conv_rate(be, ch, 4, fh, fw, &p->conv);
+    /* The CPU's conv rate depends on the width (plan/cost.h, conv_by_cout): one output frame of a
+     * streaming chunk (3 input frames through the causal k3 kernel), 96 x 128, at the VAE's widths. */
+    static const int widths[] = {8, 16, 32, 64, 96};
+    p->conv_n = 0;
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++, p->conv_n++) {
+        p->conv_cout[i] = widths[i];
+        PD_TRY(pd_cal_conv_rate(be, widths[i], 1, 96, 128, &p->conv_rate[i]));
+    }
+    p->conv = p->conv_rate[p->conv_n - 1];
     return PD_OK;
 }
 
@@ -137,11 +168,6 @@ static pd_status pd_cal_compute(pd_backend *be, bool gpu, pd_plan_profile *p) {
 #define PD_CAL_REPS 9
 #define PD_CAL_NSIZES 3
 static const size_t pd_cal_sizes[PD_CAL_NSIZES] = {64, 1u << 20, 16u << 20};
-
-static int pd_cal_cmpd(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static pd_status pd_cal_comm_run(pd_comm *c, double a2a[PD_CAL_NSIZES], double rtt[PD_CAL_NSIZES]) {
     const int me = pd_comm_rank(c);
@@ -262,6 +288,8 @@ int pd_cmd_calibrate(int argc, char **argv) {
     pd_backend *be = NULL;
     if (pd_device_opt_create("pipedit calibrate", device, threads, &be) != PD_OK) return 1;
     pd_status st = pd_cal_compute(be, dev >= 0, &p);
+    /* On the CPU the rates above are of every thread busy, one per core: processes on it share them. */
+    p.cores = dev < 0 ? pd_backend_threads(be) : 0;
     pd_backend_free(be);
     if (st == PD_OK && dev < 0) {
         p.topology = PD_PLAN_SHM;
@@ -273,9 +301,13 @@ int pd_cmd_calibrate(int argc, char **argv) {
     }
     p.mem_bytes = mem_gib ? mem_gib * 1073741824.0 : (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
     p.act_bytes = 4; /* the engine's activations are f32 */
-    p.eltwise_passes = PD_PLAN_EAGER_PASSES;
-    snprintf(p.source, sizeof p.source, "pipedit calibrate --device %s (measured%s; eltwise_passes: the eager count)",
-             device, dev >= 0 ? "; links: NVLink's published figures, not measured" : "");
+    /* How many passes a block makes is a property of the backend's code, not a measurement: the CPU
+     * backend's fused ops (PD_PLAN_CPU_PASSES), or eager per-op kernels on CUDA. */
+    p.eltwise_passes = dev < 0 ? PD_PLAN_CPU_PASSES : PD_PLAN_EAGER_PASSES;
+    p.gelu_fused = dev < 0;
+    snprintf(p.source, sizeof p.source, "pipedit calibrate --device %s (measured%s; eltwise_passes: the %s count)",
+             device, dev >= 0 ? "; links: NVLink's published figures, not measured" : "",
+             dev >= 0 ? "eager" : "CPU backend's");
     if ((st = pd_plan_profile_save(out, &p)) != PD_OK) {
         fprintf(stderr, "pipedit calibrate: %s\n", pd_error_msg());
         return 1;

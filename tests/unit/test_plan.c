@@ -68,6 +68,9 @@ static pd_plan_profile round_profile(void) {
                              .p2p = {.bw = 2e9, .latency = 1e-5}};
 }
 
+/* PipeSP's overlapped schedule of the SP 2, g = 1 case of test_cpu_model (h = 2 slots, B = 1). */
+static double overlapped_sp2_g1(double a1, double c0, double c1) { return pd_pipesp_simulate(1, 2, 1, 0, a1, c0, c1); }
+
 static pd_plan_model small_model(void) {
     pd_plan_model m = model("wan2.1-t2v-1.3b");
     m.dit.dim = 64, m.dit.heads = 4, m.dit.head_dim = 16, m.dit.ffn_dim = 128, m.dit.text_len = 8, m.dit.layers = 2;
@@ -122,6 +125,80 @@ static void test_sp_step_by_hand(void) {
     PD_CHECK_ERR(pd_plan_dit_step(&p, &m, &r, &(pd_plan_sp){.degree = 2, .cfg_parallel = true}, &o2), PD_ERR_INVALID);
     r.width = 65;
     PD_CHECK_ERR(pd_plan_dit_step(&p, &m, &r, &(pd_plan_sp){.degree = 1}, &o2), PD_ERR_INVALID);
+}
+
+/* The parts of the model a CPU profile uses, by hand on the small model (N = 32 tokens): shares of
+ * a 2-core device, the f32 GEMM rate for f32 weights, the fused GELU, conv rates by width, and SP
+ * ranks with a core or less of their own, whose transfers overlap nothing. */
+static void test_cpu_model(void) {
+    PD_CHECK(pd_plan_cpu_share(2, 2, 2) == 1.0);  /* one worker, a thread per core */
+    PD_CHECK(pd_plan_cpu_share(2, 1, 1) == 0.5);  /* one thread alone: one core of two */
+    PD_CHECK(pd_plan_cpu_share(2, 1, 2) == 0.5);  /* SP 2 */
+    PD_CHECK(pd_plan_cpu_share(2, 1, 4) == 0.25); /* SP 4 on 2 cores */
+    PD_CHECK(pd_plan_cpu_share(8, 2, 4) == 0.25 && pd_plan_cpu_share(0, 1, 4) == 1.0 && pd_plan_cpu_share(2, 0, 2) == 1.0);
+
+    pd_plan_profile p = round_profile(), q;
+    p.cores = 2;
+    p.conv_n = 3;
+    const double couts[3] = {8, 16, 32}, rates[3] = {1e10, 3e10, 5e10};
+    for (int i = 0; i < 3; i++) p.conv_cout[i] = couts[i], p.conv_rate[i] = rates[i];
+    PD_CHECK_OK(pd_plan_profile_check(&p));
+    PD_CHECK(pd_plan_conv_rate(&p, 3) == 1e10 && pd_plan_conv_rate(&p, 12) == 2e10 && pd_plan_conv_rate(&p, 24) == 4e10 &&
+             pd_plan_conv_rate(&p, 96) == 5e10);
+    pd_plan_profile_share(&p, 0.25, &q);
+    PD_CHECK(q.gemm_bf16 == 0.25e12 && q.gemm_f32 == 0.25e11 && q.attn == 1.25e11 && q.mem_bw == 0.25e11 &&
+             q.conv == 0.25e11 && q.conv_rate[2] == 1.25e10);
+    PD_CHECK(q.a2a.bw == 0.5e9 && q.p2p.bw == 1e9 && q.a2a.latency == p.a2a.latency); /* copies: half a core */
+    pd_plan_profile_share(&p, 0.5, &q);
+    PD_CHECK(q.a2a.bw == 1e9 && q.p2p.bw == 2e9); /* a whole core */
+    pd_plan_profile_share(&p, 1.5, &q);
+    PD_CHECK(q.gemm_bf16 == p.gemm_bf16 && q.a2a.bw == p.a2a.bw); /* out of range: the whole device */
+
+    pd_plan_model m = small_model();
+    const pd_plan_request r = {.width = 64, .height = 64, .frames = 5, .steps = 1, .cfg = false};
+    pd_plan_step bf, f32, fused;
+    PD_CHECK_OK(pd_plan_dit_step(&p, &m, &r, &(pd_plan_sp){.degree = 1}, &bf));
+    m.weight_bytes = 4;
+    PD_CHECK_OK(pd_plan_dit_step(&p, &m, &r, &(pd_plan_sp){.degree = 1}, &f32));
+    /* linears 2*32*64*64*6 + 2*32*64*128*2 = 2,621,440 and context 131,072: at 1e12 (bf16), 1e11 (f32) */
+    PD_CHECK_MSG(near(bf.linear_s, 2752512 / 1e12, 1e-12) && near(f32.linear_s, 2752512 / 1e11, 1e-12), "%.9g %.9g",
+                 bf.linear_s, f32.linear_s);
+    /* elementwise 32 * (10*64 + 2*128) * 2 bytes at 1e11; the fused GELU drops the 2*128 */
+    PD_CHECK(near(f32.eltwise_s, 32.0 * 896 * 2 / 1e11, 1e-12));
+    p.gelu_fused = true;
+    PD_CHECK_OK(pd_plan_dit_step(&p, &m, &r, &(pd_plan_sp){.degree = 1}, &fused));
+    PD_CHECK(near(fused.eltwise_s, 32.0 * 640 * 2 / 1e11, 1e-12));
+
+    /* SP 2 on the 2 cores, PipeSP g = 1 (2 chunks of 1 slot): every rate halved, the link at a whole
+     * core; with a core each nothing overlaps: 2 a1 + 4 (2 c0 + 2 c1). */
+    const double a1 = 4.0 * 32 * 32 * 16 / 2.5e11, c1 = 32.0 * 16 * 2 * 0.5 / 1e9, c0 = 1e-4;
+    pd_plan_step sp2, sp4, own;
+    PD_CHECK_OK(pd_plan_dit_step(&p, &m, &r, &(pd_plan_sp){.degree = 2, .g = 1, .device_share = 0.5}, &sp2));
+    PD_CHECK_MSG(near(sp2.self_s, 2 * a1 + 4 * (2 * c0 + 2 * c1), 1e-9), "%.9g", sp2.self_s);
+    PD_CHECK(near(sp2.linear_s, 2 * (2.0 * 16 * 64 * 64 * 6 + 2.0 * 16 * 64 * 128 * 2 + 131072) / 1e11, 1e-12));
+    /* SP 4 on 2 cores: a quarter of the rates, the copies at half a core; h = 1: one chunk. Asking
+     * for g = 0 or 1 is the same schedule. */
+    const double c1_4 = 32.0 * 16 * 2 * 0.75 / 0.5e9;
+    PD_CHECK_OK(pd_plan_dit_step(&p, &m, &r, &(pd_plan_sp){.degree = 4, .device_share = 0.25}, &sp4));
+    PD_CHECK_MSG(near(sp4.self_s, 2 * a1 + 4 * (c0 + c1_4), 1e-9), "%.9g", sp4.self_s);
+    /* The same ranks with a GPU each (cores 0): PipeSP's overlap is back. */
+    p.cores = 0;
+    PD_CHECK_OK(pd_plan_dit_step(&p, &m, &r, &(pd_plan_sp){.degree = 2, .g = 1, .device_share = 0.5}, &own));
+    PD_CHECK(near(own.self_s, overlapped_sp2_g1(a1, c0, c1), 1e-9) && own.self_s < sp2.self_s);
+
+    /* The VAE prices each conv at its width's rate: one point at the `conv` rate is the old price,
+     * faster wide convs make it cheaper. */
+    pd_plan_model t = model("tiny");
+    pd_plan_profile one = round_profile(), two;
+    one.conv_n = 1, one.conv_cout[0] = 8, one.conv_rate[0] = one.conv;
+    two = one;
+    two.conv_n = 2, two.conv_cout[1] = 32, two.conv_rate[1] = 4 * one.conv;
+    const pd_plan_request vr = {.width = 128, .height = 96, .frames = 9, .steps = 1, .cfg = false};
+    pd_plan_vae v0, v1, v2;
+    pd_plan_vae_decode(&(pd_plan_profile){.conv = one.conv, .attn = one.attn, .mem_bw = one.mem_bw, .act_bytes = 2}, &t, &vr, &v0);
+    pd_plan_vae_decode(&one, &t, &vr, &v1);
+    pd_plan_vae_decode(&two, &t, &vr, &v2);
+    PD_CHECK(near(v1.seconds, v0.seconds, 1e-12) && v2.seconds < v1.seconds && v2.flops == v1.flops);
 }
 
 /* More SP ranks never predict a slower step at Wan shapes; a faster link never predicts a slower step
@@ -209,11 +286,32 @@ static void test_profile_files(void) {
     PD_CHECK_OK(pd_plan_profile_load(path, &back));
     PD_CHECK(back.gemm_bf16 == h->gemm_bf16 && back.a2a.latency == h->a2a.latency && back.topology == PD_PLAN_NVLINK &&
              back.act_bytes == 2 && !strcmp(back.name, "h200"));
+    PD_CHECK(back.cores == 0 && !back.gelu_fused && back.conv_n == 0); /* absent keys: a GPU's defaults */
+    pd_plan_profile cpu = *h;
+    cpu.cores = 2, cpu.gelu_fused = true, cpu.conv_n = 2;
+    cpu.conv_cout[0] = 8, cpu.conv_rate[0] = 1e10, cpu.conv_cout[1] = 96, cpu.conv_rate[1] = 9e10;
+    PD_CHECK_OK(pd_plan_profile_save(path, &cpu));
+    PD_CHECK_OK(pd_plan_profile_load(path, &back));
+    PD_CHECK(back.cores == 2 && back.gelu_fused && back.conv_n == 2 && back.conv_cout[1] == 96 && back.conv_rate[0] == 1e10);
+    cpu.conv_cout[1] = 4; /* not ascending */
+    PD_CHECK_ERR(pd_plan_profile_save(path, &cpu), PD_ERR_INVALID);
+    const char *bad_files[] = {"\"cores\": -1", "\"cores\": 2.5", "\"gelu_fused\": 1", "\"conv_by_cout\": [[8]]",
+                               "\"conv_by_cout\": [[16, 1e10], [8, 2e10]]", "\"conv_by_cout\": {}"};
+    for (size_t i = 0; i < sizeof bad_files / sizeof bad_files[0]; i++) {
+        FILE *bf = fopen(path, "w");
+        fprintf(bf, "{\"gemm_bf16_flops\": 1e12, \"gemm_f32_flops\": 1e11, \"attn_flops\": 1e12, \"mem_bw_bytes\": 1e12, "
+                    "\"conv_flops\": 1e12, \"mem_bytes\": 1e10, \"eltwise_passes\": 21, \"act_bytes\": 4, \"topology\": "
+                    "\"shm\", \"a2a\": {\"bw_bytes\": 1e9, \"latency_s\": 0}, \"p2p\": {\"bw_bytes\": 1e9, \"latency_s\": 0}, %s}",
+                bad_files[i]);
+        fclose(bf);
+        PD_CHECK_MSG(pd_plan_profile_load(path, &back) == PD_ERR_FORMAT, "accepted %s", bad_files[i]);
+        PD_CHECK(back.cores == 2); /* unchanged */
+    }
     FILE *f = fopen(path, "w");
     fputs("{\"name\": \"x\", \"gemm_bf16_flops\": -1}", f);
     fclose(f);
     PD_CHECK_ERR(pd_plan_profile_load(path, &back), PD_ERR_FORMAT);
-    PD_CHECK(back.gemm_bf16 == h->gemm_bf16); /* unchanged */
+    PD_CHECK(back.cores == 2); /* unchanged */
     pd_plan_profile bad = *h;
     bad.attn = NAN;
     PD_CHECK_ERR(pd_plan_profile_check(&bad), PD_ERR_INVALID);
@@ -336,6 +434,7 @@ int main(void) {
     PD_RUN(test_block_anchors);
     PD_RUN(test_block_by_hand);
     PD_RUN(test_sp_step_by_hand);
+    PD_RUN(test_cpu_model);
     PD_RUN(test_monotone);
     PD_RUN(test_aco_and_cfg);
     PD_RUN(test_vae_text_memory);
