@@ -22,7 +22,7 @@ static void pd_cal_usage(FILE *f) {
                "                         [--mem-gib G] [--name NAME]\n"
                "Measures a cost-model profile for `pipedit plan --device PROFILE.json` (a few seconds):\n"
                "GEMM (f32 and bf16 weights), attention, device copy and conv3d through the backend, and on\n"
-               "the CPU the shared-memory communicator between two processes. Medians of 3 runs.\n"
+               "the CPU the shared-memory communicator between two processes. Medians of 5 rounds.\n"
                "  --out FILE   where the profile goes (written atomically)\n"
                PD_DEVICE_OPT_USAGE
                "  --threads N  CPU threads (default: all cores)\n"
@@ -42,8 +42,11 @@ static int pd_cal_cmpd(const void *a, const void *b) {
 /* Seconds per call: the median of PD_CAL_SAMPLES samples after one warm-up call, each sample
  * enough calls back to back (synchronised) to last PD_CAL_SAMPLE_S, so a few milliseconds of
  * another process's time on a shared machine move one sample by a few percent, not by half. */
-#define PD_CAL_SAMPLES 5
+#define PD_CAL_SAMPLES 3
 #define PD_CAL_SAMPLE_S 0.1
+/* Every compute figure is the median over PD_CAL_ROUNDS rounds of all the microbenchmarks, so a
+ * burst of someone else's work on a shared machine (seconds long) slows one round, not one figure. */
+#define PD_CAL_ROUNDS 5
 static pd_status pd_cal_time(pd_backend *be, pd_cal_fn fn, void *ctx, double *out) {
     double t0 = pd_now_s();
     PD_TRY(fn(be, ctx));
@@ -242,6 +245,32 @@ static pd_status pd_cal_comm(pd_plan_profile *p) {
     return PD_OK;
 }
 
+static double pd_cal_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof v[0], pd_cal_cmpd);
+    return v[n / 2];
+}
+
+/* Each compute figure of *out (the rest kept) as the median of its n rounds' values. */
+static void pd_cal_median_profile(const pd_plan_profile *r, int n, pd_plan_profile *out) {
+    double v[PD_CAL_ROUNDS];
+#define PD_CAL_MED(field)                               \
+    do {                                                \
+        for (int i = 0; i < n; i++) v[i] = r[i].field;  \
+        out->field = pd_cal_median(v, n);               \
+    } while (0)
+    PD_CAL_MED(gemm_f32);
+    PD_CAL_MED(gemm_bf16);
+    PD_CAL_MED(attn);
+    PD_CAL_MED(mem_bw);
+    PD_CAL_MED(conv);
+    out->conv_n = r[0].conv_n;
+    for (int k = 0; k < out->conv_n; k++) {
+        out->conv_cout[k] = r[0].conv_cout[k];
+        PD_CAL_MED(conv_rate[k]);
+    }
+#undef PD_CAL_MED
+}
+
 int pd_cmd_calibrate(int argc, char **argv) {
     const char *out = NULL, *device = "cpu", *name = NULL;
     int threads = 0, mem_gib = 0;
@@ -287,7 +316,13 @@ int pd_cmd_calibrate(int argc, char **argv) {
     snprintf(p.name, sizeof p.name, "%s", name ? name : device);
     pd_backend *be = NULL;
     if (pd_device_opt_create("pipedit calibrate", device, threads, &be) != PD_OK) return 1;
-    pd_status st = pd_cal_compute(be, dev >= 0, &p);
+    pd_status st = PD_OK;
+    pd_plan_profile rounds[PD_CAL_ROUNDS];
+    for (int i = 0; i < PD_CAL_ROUNDS && st == PD_OK; i++) {
+        rounds[i] = p;
+        st = pd_cal_compute(be, dev >= 0, &rounds[i]);
+    }
+    if (st == PD_OK) pd_cal_median_profile(rounds, PD_CAL_ROUNDS, &p);
     /* On the CPU the rates above are of every thread busy, one per core: processes on it share them. */
     p.cores = dev < 0 ? pd_backend_threads(be) : 0;
     pd_backend_free(be);
