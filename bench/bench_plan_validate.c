@@ -24,7 +24,10 @@
  * <row>_predicted (ms) and <row>_error (percent, (predicted - measured) / measured), the load average
  * before and after, the profile; prints the table. Exits 1 when any |error| exceeds 25%.
  *
- *   bench_plan_validate [--runs R] [--results DIR]
+ * Runs: R timed forwards per configuration in bench_sp and bench_aco (median), 2 rounds of 3 jobs per
+ * mode in bench_pipeline (1 with R = 1); about 5 minutes on 2 cores.
+ *
+ *   bench_plan_validate [--runs R (default 5)] [--results DIR]
  */
 #include <glob.h>
 #include <jansson.h>
@@ -169,7 +172,7 @@ typedef struct req_shape {
 } req_shape;
 
 int main(int argc, char **argv) {
-    int runs = 3;
+    int runs = 5;
     const char *results = NULL;
     if (!pd_bench_parse_args(argc, argv, "bench_plan_validate", NULL, &runs, 1, 20, &results)) return 2;
     pd_log_set_level(PD_LOG_WARN);
@@ -202,8 +205,8 @@ int main(int argc, char **argv) {
     snprintf(model_dir, sizeof model_dir, "%s/model", g_tmp);
     snprintf(profile_path, sizeof profile_path, "%s/profile.json", g_tmp);
     snprintf(runs_s, sizeof runs_s, "%d", runs);
-    char pipe_runs[16]; /* whole requests take seconds: fewer rounds */
-    snprintf(pipe_runs, sizeof pipe_runs, "%d", 1 + runs / 2);
+    char pipe_runs[16]; /* whole requests take seconds: at most 2 rounds of 3 jobs */
+    snprintf(pipe_runs, sizeof pipe_runs, "%d", runs >= 2 ? 2 : 1);
     snprintf(jobs_s, sizeof jobs_s, "%d", jobs);
     int rc = 1;
     pd_bench_result *res = pd_bench_result_create("bench_plan_validate");
