@@ -22,7 +22,10 @@
  *    the stage times (text, steps, VAE decode) of a worker's share.
  * Writes bench/results/bench_plan_validate-<machine>-<date>.json: per row <row>_measured and
  * <row>_predicted (ms) and <row>_error (percent, (predicted - measured) / measured), the load average
- * before and after, the profile; prints the table. Exits 1 when any |error| exceeds 25%.
+ * before and after, the most cores other processes kept busy during one of the benchmarks (from
+ * /proc/stat less our own CPU time: the predictions assume a machine of our own, so a run with
+ * other work on it is not a validation), the profile; prints the table. Exits 1 when any |error|
+ * exceeds 25%.
  *
  * Runs: R timed forwards per configuration in bench_sp and bench_aco (median), 2 rounds of 3 jobs per
  * mode in bench_pipeline (1 with R = 1); about 5 minutes on 2 cores.
@@ -36,9 +39,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "base/process.h"
 #include "bench/common/bench.h"
 #include "plan/cost.h"
 #include "plan/sim.h"
@@ -46,8 +51,31 @@
 #define LIMIT 0.25 /* the largest |error| accepted */
 
 static char g_bin[1024], g_tmp[64];
+static double g_foreign_max; /* the most cores other processes kept busy during one of our runs */
 
-/* Runs bin/prog with args (NULL-terminated); true when it exits 0. */
+/* Seconds every core of the machine spent busy (user, nice, system, irq, softirq, steal), from
+ * /proc/stat; NAN where it is unreadable. */
+static double busy_seconds(void) {
+    FILE *f = fopen("/proc/stat", "r");
+    unsigned long long v[8] = {0};
+    int n = f ? fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
+                       &v[7])
+              : 0;
+    if (f) fclose(f);
+    const long hz = sysconf(_SC_CLK_TCK);
+    return n == 8 && hz > 0 ? (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / hz : NAN;
+}
+
+/* CPU seconds of our finished children. */
+static double children_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    return ru.ru_utime.tv_sec + 1e-6 * ru.ru_utime.tv_usec + ru.ru_stime.tv_sec + 1e-6 * ru.ru_stime.tv_usec;
+}
+
+/* Runs bin/prog with args (NULL-terminated); true when it exits 0. Prints how many cores other
+ * processes kept busy meanwhile (the machine's busy time minus our children's, per second): the
+ * measurements below assume none. */
 static bool run_prog(const char *prog, const char *const *args) {
     char path[1200];
     snprintf(path, sizeof path, "%s/%s", g_bin, prog);
@@ -59,8 +87,11 @@ static bool run_prog(const char *prog, const char *const *args) {
     for (int i = 0; i < n; i++) printf(" %s", argv[i]);
     printf("\n");
     fflush(NULL);
+    const double b0 = busy_seconds(), c0 = children_seconds(), t0 = pd_bench_now();
+    const pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
+        if (pd_process_die_with_parent(parent) < 0) _exit(127); /* an interrupted validation leaves no benchmark */
         execv(path, (char *const *)argv);
         _exit(127);
     }
@@ -68,6 +99,11 @@ static bool run_prog(const char *prog, const char *const *args) {
     if (pid < 0 || waitpid(pid, &ws, 0) != pid || !WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
         fprintf(stderr, "bench_plan_validate: %s failed (status %d)\n", prog, ws);
         return false;
+    }
+    const double wall = pd_bench_now() - t0, foreign = (busy_seconds() - b0 - (children_seconds() - c0)) / wall;
+    if (isfinite(foreign)) {
+        printf("  (other processes kept %.2f cores busy meanwhile)\n", foreign > 0 ? foreign : 0);
+        if (foreign > g_foreign_max) g_foreign_max = foreign;
     }
     return true;
 }
@@ -328,7 +364,8 @@ int main(int argc, char **argv) {
         snprintf(fig, sizeof fig, "%s_error", w->name);
         pd_bench_result_figure(res, fig, 100 * err, "%");
     }
-    printf("load average: %.2f before, %.2f after\n", load0[0], load1[0]);
+    printf("load average: %.2f before, %.2f after; other processes kept up to %.2f cores busy during one benchmark\n",
+           load0[0], load1[0], g_foreign_max);
     pd_bench_result_config_str(res, "model", "pipedit mkmodel --preset attn-bench --dtype f32 (dim 512, 8 heads x 64, "
                                              "2 layers, ffn 1024, text_dim 32; tiny VAE and text encoder)");
     pd_bench_result_config_str(res, "profile", "pipedit calibrate --device cpu, run at the start");
@@ -344,6 +381,7 @@ int main(int argc, char **argv) {
     pd_bench_result_config_int(res, "jobs_per_round", jobs);
     pd_bench_result_config_num(res, "load_average_at_start", load0[0]);
     pd_bench_result_config_num(res, "load_average_at_end", load1[0]);
+    pd_bench_result_config_num(res, "foreign_cores_busy_max", g_foreign_max);
     pd_bench_result_config_num(res, "error_limit_percent", 100 * LIMIT);
     const char *path = pd_bench_result_write(res, results);
     if (!path) {
