@@ -256,7 +256,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_plan_validate: %s\n", pd_error_msg());
         goto done;
     }
-    m.weight_bytes = 4; /* mkmodel --dtype f32 */
+    PD_ASSERT(m.weight_bytes == 4); /* mkmodel --dtype f32, read back from the checkpoint */
     const int cores = prof.cores > 0 ? prof.cores : 1;
 
     for (size_t s = 0; s < sizeof dits / sizeof dits[0]; s++) {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include "base/json_file.h"
+#include "engine/safetensors.h"
 #include "models/model_dir.h"
 #include "models/text/umt5.h"
 #include "models/wan/aco.h"
@@ -245,6 +246,24 @@ void pd_plan_profile_share(const pd_plan_profile *p, double share, pd_plan_profi
 
 /* ---- models and requests ---- */
 
+/* Bytes per element of a model folder's largest DiT weight (the linears' storage), 2 (bf16) when its
+ * transformer/ holds no readable checkpoint (a config-only folder). */
+static int pd_plan_weight_bytes(const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/transformer", dir);
+    pd_st *st = NULL;
+    if (pd_st_open(path, &st) != PD_OK) return 2;
+    int64_t most = 0;
+    int bytes = 2;
+    for (int i = 0; i < pd_st_count(st); i++) {
+        pd_tensor t;
+        if (pd_st_get(st, pd_st_name(st, i), &t) != PD_OK) continue;
+        if (pd_tensor_numel(&t) > most) most = pd_tensor_numel(&t), bytes = (int)pd_dtype_size(t.dtype);
+    }
+    pd_st_close(st);
+    return bytes;
+}
+
 pd_status pd_plan_model_get(const char *name_or_dir, pd_plan_model *out) {
     pd_plan_model m = {0};
     const pd_model_preset *pre = pd_model_preset_find(name_or_dir);
@@ -264,7 +283,8 @@ pd_status pd_plan_model_get(const char *name_or_dir, pd_plan_model *out) {
     pre = pd_model_preset_match_dit(&m.dit);
     if (!pre) pre = pd_model_preset_find("wan2.1-t2v-1.3b");
     PD_ASSERT(pre);
-    m.vae = pre->vae, m.text = pre->text, m.weight_bytes = 2;
+    m.vae = pre->vae, m.text = pre->text;
+    m.weight_bytes = pd_plan_weight_bytes(name_or_dir);
     snprintf(path, sizeof path, "%s/vae/config.json", name_or_dir);
     if (stat(path, &sb) == 0) PD_TRY(pd_wan_vae_config_load(path, &m.vae));
     snprintf(path, sizeof path, "%s/text_encoder/config.json", name_or_dir);

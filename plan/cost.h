@@ -128,8 +128,9 @@ typedef struct pd_plan_model {
     pd_wan_dit_config dit;
     pd_wan_vae_config vae;
     pd_umt5_config text;
-    /* Bytes per weight: 4 runs the linears at the profile's f32 GEMM rate; 2 (bf16, what the presets
-     * and pd_plan_model_get give) or 0 at its bf16 rate. */
+    /* Bytes per weight: 4 runs the linears at the profile's f32 GEMM rate; 2 (bf16) or 0 at its bf16
+     * rate. pd_plan_model_get gives presets 2 and a folder its checkpoint's (its largest DiT tensor's
+     * dtype; 2 without a readable checkpoint). */
     int weight_bytes;
 } pd_plan_model;
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "models/model_dir.h"
 #include "models/wan/dit.h"
 #include "models/wan/pipesp_plan.h"
 #include "plan/cost.h"
@@ -317,6 +318,18 @@ static void test_profile_files(void) {
     PD_CHECK_ERR(pd_plan_profile_check(&bad), PD_ERR_INVALID);
     PD_CHECK(pd_plan_profile_builtin("nope") == NULL);
     pd_plan_model m;
+    /* A model folder's weight dtype comes from its checkpoint. */
+    char mdir[300];
+    const pd_dtype dts[2] = {PD_DTYPE_F32, PD_DTYPE_BF16};
+    for (int i = 0; i < 2; i++) {
+        snprintf(mdir, sizeof mdir, "%s/m%d", dir, i);
+        PD_CHECK_OK(pd_model_dir_write(mdir, pd_model_preset_find("tiny"), 1, PD_WAN_LAYOUT_DIFFUSERS, dts[i]));
+        PD_CHECK_OK(pd_plan_model_get(mdir, &m));
+        PD_CHECK_MSG(m.weight_bytes == (i ? 2 : 4), "%s: %d", pd_dtype_name(dts[i]), m.weight_bytes);
+        pd_test_rmtree(mdir);
+    }
+    PD_CHECK_OK(pd_plan_model_get("tiny", &m));
+    PD_CHECK(m.weight_bytes == 2);
     PD_CHECK_ERR(pd_plan_model_get("/nonexistent/model", &m), PD_ERR_NOT_FOUND);
     remove(path);
     rmdir(dir);
