@@ -23,9 +23,9 @@
  * Writes bench/results/bench_plan_validate-<machine>-<date>.json: per row <row>_measured and
  * <row>_predicted (ms) and <row>_error (percent, (predicted - measured) / measured), the load average
  * before and after, the most cores other processes kept busy during one of the benchmarks (from
- * /proc/stat less our own CPU time: the predictions assume a machine of our own, so a run with
- * other work on it is not a validation), the profile; prints the table. Exits 1 when any |error|
- * exceeds 25%.
+ * /proc/stat less our own CPU time: the predictions assume a machine of our own, so a benchmark run
+ * while others kept more than 0.25 cores busy is run again, up to 3 times; the figure says how
+ * quiet the kept runs were), the profile; prints the table. Exits 1 when any |error| exceeds 25%.
  *
  * Runs: R timed forwards per configuration in bench_sp and bench_aco (median), 2 rounds of 3 jobs per
  * mode in bench_pipeline (1 with R = 1); about 5 minutes on 2 cores.
@@ -51,7 +51,12 @@
 #define LIMIT 0.25 /* the largest |error| accepted */
 
 static char g_bin[1024], g_tmp[64];
-static double g_foreign_max; /* the most cores other processes kept busy during one of our runs */
+static double g_foreign_max; /* the most cores other processes kept busy during a run we kept */
+
+/* A benchmark during which other processes kept more than QUIET cores busy is run again, at most
+ * ATTEMPTS times in all (the last attempt is kept whatever the load). */
+#define QUIET 0.25
+#define ATTEMPTS 3
 
 /* Seconds every core of the machine spent busy (user, nice, system, irq, softirq, steal), from
  * /proc/stat; NAN where it is unreadable. */
@@ -73,10 +78,10 @@ static double children_seconds(void) {
     return ru.ru_utime.tv_sec + 1e-6 * ru.ru_utime.tv_usec + ru.ru_stime.tv_sec + 1e-6 * ru.ru_stime.tv_usec;
 }
 
-/* Runs bin/prog with args (NULL-terminated); true when it exits 0. Prints how many cores other
- * processes kept busy meanwhile (the machine's busy time minus our children's, per second): the
- * measurements below assume none. */
-static bool run_prog(const char *prog, const char *const *args) {
+/* Runs bin/prog with args (NULL-terminated); true when it exits 0. *foreign: how many cores other
+ * processes kept busy meanwhile (the machine's busy time minus our children's, per second; 0 where
+ * /proc/stat is unreadable): the measurements assume none. */
+static bool run_prog(const char *prog, const char *const *args, double *foreign) {
     char path[1200];
     snprintf(path, sizeof path, "%s/%s", g_bin, prog);
     const char *argv[32] = {path};
@@ -100,11 +105,23 @@ static bool run_prog(const char *prog, const char *const *args) {
         fprintf(stderr, "bench_plan_validate: %s failed (status %d)\n", prog, ws);
         return false;
     }
-    const double wall = pd_bench_now() - t0, foreign = (busy_seconds() - b0 - (children_seconds() - c0)) / wall;
-    if (isfinite(foreign)) {
-        printf("  (other processes kept %.2f cores busy meanwhile)\n", foreign > 0 ? foreign : 0);
-        if (foreign > g_foreign_max) g_foreign_max = foreign;
+    const double wall = pd_bench_now() - t0, f = (busy_seconds() - b0 - (children_seconds() - c0)) / wall;
+    *foreign = isfinite(f) && f > 0 ? f : 0;
+    printf("  (other processes kept %.2f cores busy meanwhile)\n", *foreign);
+    return true;
+}
+
+/* run_prog, again while other processes kept more than QUIET cores busy (up to ATTEMPTS runs), with
+ * `dir` (when not NULL) emptied before each. */
+static bool run_quiet(const char *prog, const char *const *args, const char *dir) {
+    double foreign = 0;
+    for (int a = 1; a <= ATTEMPTS; a++) {
+        if (dir) pd_bench_rmtree(dir);
+        if (!run_prog(prog, args, &foreign)) return false;
+        if (foreign <= QUIET) break;
+        if (a < ATTEMPTS) printf("  more than %.2f: running it again\n", QUIET);
     }
+    if (foreign > g_foreign_max) g_foreign_max = foreign;
     return true;
 }
 
@@ -248,9 +265,10 @@ int main(int argc, char **argv) {
     pd_bench_result *res = pd_bench_result_create("bench_plan_validate");
     pd_plan_profile prof;
     pd_plan_model m;
+    double ignored;
     if (!res || !run_prog("pipedit", (const char *[]){"mkmodel", "--preset", "attn-bench", "--dtype", "f32", "--out",
-                                                       model_dir, NULL}) ||
-        !run_prog("pipedit", (const char *[]){"calibrate", "--device", "cpu", "--out", profile_path, NULL}))
+                                                       model_dir, NULL}, &ignored) ||
+        !run_quiet("pipedit", (const char *[]){"calibrate", "--device", "cpu", "--out", profile_path, NULL}, NULL))
         goto done;
     if (pd_plan_profile_load(profile_path, &prof) != PD_OK || pd_plan_model_get(model_dir, &m) != PD_OK) {
         fprintf(stderr, "bench_plan_validate: %s\n", pd_error_msg());
@@ -271,8 +289,8 @@ int main(int argc, char **argv) {
         /* SP: one process per rank, cores / n threads each (at least 1), as bench_sp runs them */
         snprintf(dir, sizeof dir, "%s/sp-%s", g_tmp, d->name);
         json_t *j = NULL;
-        if (!run_prog("bench_sp", (const char *[]){"--model", model_dir, "--latent", lat, "--variants", "ulysses,pipesp_g1",
-                                                   "--runs", runs_s, "--results", dir, NULL}) ||
+        if (!run_quiet("bench_sp", (const char *[]){"--model", model_dir, "--latent", lat, "--variants", "ulysses,pipesp_g1",
+                                                   "--runs", runs_s, "--results", dir, NULL}, dir) ||
             !(j = load_result(dir)))
             goto done;
         char name[64], fig[96];
@@ -297,8 +315,8 @@ int main(int argc, char **argv) {
         snprintf(dir, sizeof dir, "%s/aco-%s", g_tmp, d->name);
         char dit_dir[160];
         snprintf(dit_dir, sizeof dit_dir, "%s", model_dir);
-        if (!run_prog("bench_aco", (const char *[]){"--model", dit_dir, "--latent", lat, "--name", d->name, "--runs",
-                                                    runs_s, "--results", dir, NULL}) ||
+        if (!run_quiet("bench_aco", (const char *[]){"--model", dit_dir, "--latent", lat, "--name", d->name, "--runs",
+                                                    runs_s, "--results", dir, NULL}, dir) ||
             !(j = load_result(dir)))
             goto done;
         int share = 0;
@@ -331,9 +349,9 @@ int main(int argc, char **argv) {
         snprintf(steps, sizeof steps, "%d", q->steps);
         snprintf(guid, sizeof guid, "%g", q->guidance);
         json_t *j = NULL;
-        if (!run_prog("bench_pipeline", (const char *[]){"--model", model_dir, "--size", size, "--frames", frames,
+        if (!run_quiet("bench_pipeline", (const char *[]){"--model", model_dir, "--size", size, "--frames", frames,
                                                          "--steps", steps, "--guidance", guid, "--jobs", jobs_s,
-                                                         "--runs", pipe_runs, "--results", dir, NULL}) ||
+                                                         "--runs", pipe_runs, "--results", dir, NULL}, dir) ||
             !(j = load_result(dir)))
             goto done;
         char name[64];
