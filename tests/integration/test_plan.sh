@@ -116,6 +116,10 @@ for k in ("gemm_bf16_flops", "gemm_f32_flops", "attn_flops", "mem_bw_bytes", "co
 assert j["topology"] == "shm" and j["act_bytes"] == 4 and "measured" in j["source"]
 for l in ("a2a", "p2p"):
     assert 1e6 < j[l]["bw_bytes"] < 1e13 and 0 <= j[l]["latency_s"] < 0.1, j[l]
+# the CPU's own facts: one core measured (--threads 1), the CPU backend's pass count, conv rates by width
+assert j["cores"] == 1 and j["eltwise_passes"] == 21 and j["gelu_fused"] is True, j
+w = [c for c, _ in j["conv_by_cout"]]
+assert w == sorted(w) and w[0] == 8 and w[-1] == 96 and all(1e6 < r < 1e16 for _, r in j["conv_by_cout"]), j["conv_by_cout"]
 PY
     "$pd" plan --model wan2.1-t2v-1.3b --gpus 2 --device "$work/cpu.json" --size 832x480 --steps 2 --json >"$work/cpu_plan.json" &&
         ok "plan on the calibrated profile" || bad "plan on the calibrated profile"
