@@ -155,12 +155,15 @@ static pd_status pd_cal_compute(pd_backend *be, bool gpu, pd_plan_profile *p) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pd_backend_tensor_free(be, all[i]);
     if (gpu) return pd_cal_conv_rate(be, ch, 4, fh, fw, &p->conv);
     /* The CPU's conv rate depends on the width (plan/cost.h, conv_by_cout): one output frame of a
-     * streaming chunk (3 input frames through the causal k3 kernel), 96 x 128, at the VAE's widths. */
+     * streaming chunk (3 input frames through the causal k3 kernel) at the VAE's widths. The frame,
+     * 256 x 256, is as large as the VAE's (its inputs outgrow the L2 cache as the VAE's do) and splits
+     * into enough row tasks for the threads (at 96 x 128 the direct path, cout <= 8, made 3 tasks
+     * for 2 threads). */
     static const int widths[] = {8, 16, 32, 64, 96};
     p->conv_n = 0;
     for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++, p->conv_n++) {
         p->conv_cout[i] = widths[i];
-        PD_TRY(pd_cal_conv_rate(be, widths[i], 1, 96, 128, &p->conv_rate[i]));
+        PD_TRY(pd_cal_conv_rate(be, widths[i], 1, 256, 256, &p->conv_rate[i]));
     }
     p->conv = p->conv_rate[p->conv_n - 1];
     return PD_OK;
