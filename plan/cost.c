@@ -98,6 +98,7 @@ pd_status pd_plan_profile_check(const pd_plan_profile *p) {
     for (int i = 0; i < p->conv_n; i++)
         if (!pd_plan_pos(p->conv_cout[i]) || !pd_plan_pos(p->conv_rate[i]) || (i > 0 && p->conv_cout[i] <= p->conv_cout[i - 1]))
             return pd_error_set(PD_ERR_INVALID, "profile %s: conv_by_cout needs positive rates at ascending widths", p->name);
+    if (!(isfinite(p->silu) && p->silu >= 0)) return pd_error_set(PD_ERR_INVALID, "profile %s: silu_elems must be >= 0", p->name);
     if (p->cores < 0 || p->cores > 4096) return pd_error_set(PD_ERR_INVALID, "profile %s: cores must be 0..4096", p->name);
     if (p->topology < PD_PLAN_NVLINK || p->topology > PD_PLAN_SHM)
         return pd_error_set(PD_ERR_INVALID, "profile %s: bad topology", p->name);
@@ -178,6 +179,12 @@ pd_status pd_plan_profile_load(const char *path, pd_plan_profile *out) {
         p.conv_rate[ci] = json_number_value(json_array_get(pt, 1));
     }
     p.conv_n = convs ? (int)json_array_size(convs) : 0;
+    json_t *silu = json_object_get(root, "silu_elems");
+    if (silu && !json_is_number(silu)) {
+        st = pd_error_set(PD_ERR_FORMAT, "%s: \"silu_elems\" must be a number", path);
+        goto done;
+    }
+    p.silu = silu ? json_number_value(silu) : 0;
     p.topology = (pd_plan_topology)-1;
     for (int i = 0; i < 3; i++)
         if (topo && !strcmp(topo, pd_plan_topo_names[i])) p.topology = (pd_plan_topology)i;
@@ -210,6 +217,7 @@ pd_status pd_plan_profile_save(const char *path, const pd_plan_profile *p) {
         for (int i = 0; i < p->conv_n; i++) json_array_append_new(convs, json_pack("[f, f]", p->conv_cout[i], p->conv_rate[i]));
         json_object_set_new(r, "conv_by_cout", convs);
     }
+    if (p->silu > 0) json_object_set_new(r, "silu_elems", json_real(p->silu));
     pd_status st = pd_model_dir_write_json(path, r);
     json_decref(r);
     return st;
@@ -238,6 +246,7 @@ void pd_plan_profile_share(const pd_plan_profile *p, double share, pd_plan_profi
     if (!(share > 0 && share < 1)) return;
     out->gemm_bf16 *= share, out->gemm_f32 *= share, out->attn *= share, out->conv *= share, out->mem_bw *= share;
     for (int i = 0; i < out->conv_n; i++) out->conv_rate[i] *= share;
+    out->silu *= share;
     if (p->cores > 0) {
         const double copy = share * p->cores < 1 ? share * p->cores : 1.0;
         out->a2a.bw *= copy, out->p2p.bw *= copy;
@@ -457,9 +466,15 @@ double pd_plan_dit_rank_bytes(const pd_plan_profile *p, const pd_plan_model *m, 
 
 typedef struct pd_plan_vae_acc {
     const pd_plan_profile *p;
-    double flops, conv_s, bytes, params;
+    double flops, conv_s, bytes, params, silu_s;
     int act;
 } pd_plan_vae_acc;
+
+/* SiLU over n elements: at the profile's SiLU rate, or as two passes (read, write). */
+static void pd_plan_silu(pd_plan_vae_acc *a, double n) {
+    if (a->p->silu > 0) a->silu_s += n / a->p->silu;
+    else a->bytes += 2.0 * n * a->act;
+}
 
 /* A conv of cin -> cout with `taps` taps over `vox` output voxels, at its width's rate. */
 static void pd_plan_conv(pd_plan_vae_acc *a, double cin, double cout, double taps, double vox) {
@@ -470,13 +485,14 @@ static void pd_plan_conv(pd_plan_vae_acc *a, double cin, double cout, double tap
 }
 
 /* ResBlock cin -> cout over vox voxels: two (RMS_norm, SiLU, k3 conv), a 1x1x1 shortcut when the
- * widths differ. Elementwise passes over its tensors, counted as eager ops: RMS_norm 6, SiLU 2 each
- * time, the residual add 3. */
+ * widths differ. Elementwise passes over its tensors, counted as eager ops: RMS_norm 6 each time,
+ * the residual add 3; the SiLUs by pd_plan_silu. */
 static void pd_plan_resblock(pd_plan_vae_acc *a, double cin, double cout, double vox) {
     pd_plan_conv(a, cin, cout, 27, vox);
     pd_plan_conv(a, cout, cout, 27, vox);
     if (cin != cout) pd_plan_conv(a, cin, cout, 1, vox);
-    a->bytes += (8.0 * cin + 8.0 * cout + 3.0 * cout) * vox * a->act;
+    a->bytes += (6.0 * cin + 6.0 * cout + 3.0 * cout) * vox * a->act;
+    pd_plan_silu(a, (cin + cout) * vox);
 }
 
 void pd_plan_vae_decode(const pd_plan_profile *p, const pd_plan_model *m, const pd_plan_request *r, pd_plan_vae *out) {
@@ -507,9 +523,11 @@ void pd_plan_vae_decode(const pd_plan_profile *p, const pd_plan_model *m, const 
         pd_plan_conv(&a, cout, cout / 2, 9, T * H * W); /* nearest x2, then Conv2d(C, C/2, 3) */
         a.bytes += 1.25 * cout * T * H * W * a.act; /* the nearest upsample reads 1/4, writes all */
     }
-    pd_plan_conv(&a, dims[4], 3, 27, T * H * W); /* head */
+    a.bytes += 6.0 * dims[4] * T * H * W * a.act; /* head: RMS_norm, SiLU, conv to RGB */
+    pd_plan_silu(&a, dims[4] * T * H * W);
+    pd_plan_conv(&a, dims[4], 3, 27, T * H * W);
     out->flops = a.flops;
-    out->seconds = a.conv_s + attn_flops / p->attn + a.bytes / p->mem_bw;
+    out->seconds = a.conv_s + attn_flops / p->attn + a.bytes / p->mem_bw + a.silu_s;
     out->weight_bytes = 2.0 * a.params;
     /* Streaming holds one chunk of 4 frames at full resolution plus the causal caches: 12.6 tensors of
      * (2*base_dim, 4, height, width), the ratio of section 9's 832x480 bf16 peak (7.2 GiB) to that

@@ -68,6 +68,9 @@ typedef struct pd_plan_profile {
      * conv_n 0: every conv at `conv` (cuDNN's implicit GEMM). */
     int conv_n;
     double conv_cout[PD_PLAN_CONV_POINTS], conv_rate[PD_PLAN_CONV_POINTS];
+    /* Elements per second of SiLU (an exp per element: on the CPU bound by compute, not by memory).
+     * 0: priced as two passes at mem_bw, as an eager kernel streams it on a GPU. */
+    double silu;
 } pd_plan_profile;
 
 /* Passes of an eager (one kernel per op) bf16 block, counted op by op from the block of
@@ -98,7 +101,8 @@ const char *const *pd_plan_profile_names(void);
  * "mem_bw_bytes", "conv_flops", "mem_bytes", "eltwise_passes", "act_bytes", "topology":
  * "nvlink"|"pcie"|"shm", "a2a": {"bw_bytes", "latency_s"}, "p2p": {...}} and optionally
  * "gelu_fused" (a boolean, default false), "cores" (an integer 0..4096, default 0) and "conv_by_cout"
- * ([[cout, FLOP/s], ...], at most PD_PLAN_CONV_POINTS, cout ascending; default none). Every number is
+ * ([[cout, FLOP/s], ...], at most PD_PLAN_CONV_POINTS, cout ascending; default none) and "silu_elems"
+ * (default 0). Every number is
  * checked (positive and finite; act_bytes 1..8). PD_ERR_IO, PD_ERR_FORMAT naming the key. */
 pd_status pd_plan_profile_load(const char *path, pd_plan_profile *out);
 /* Writes p as that JSON, atomically. PD_ERR_IO. */

@@ -21,7 +21,7 @@ static void pd_cal_usage(FILE *f) {
     fprintf(f, "usage: pipedit calibrate --out PROFILE.json [--device cpu|cuda|cuda:N] [--threads N]\n"
                "                         [--mem-gib G] [--name NAME]\n"
                "Measures a cost-model profile for `pipedit plan --device PROFILE.json` (a few seconds):\n"
-               "GEMM (f32 and bf16 weights), attention, device copy and conv3d through the backend, and on\n"
+               "GEMM (f32 and bf16 weights), attention, device copy, SiLU and conv3d through the backend, and on\n"
                "the CPU the shared-memory communicator between two processes. Medians of 5 rounds.\n"
                "  --out FILE   where the profile goes (written atomically)\n"
                PD_DEVICE_OPT_USAGE
@@ -101,6 +101,10 @@ static pd_status pd_cal_copy(pd_backend *be, void *c) {
     pd_cal_ops *o = c;
     return pd_op_copy(be, &o->b, &o->a);
 }
+static pd_status pd_cal_silu(pd_backend *be, void *c) {
+    pd_cal_ops *o = c;
+    return pd_op_silu(be, &o->b, &o->a);
+}
 static pd_status pd_cal_conv(pd_backend *be, void *c) {
     pd_cal_ops *o = c;
     return pd_op_conv3d(be, &o->cy, &o->cx, &o->cw, NULL, o->pad);
@@ -151,6 +155,8 @@ static pd_status pd_cal_compute(pd_backend *be, bool gpu, pd_plan_profile *p) {
     PD_TRY(pd_cal_tensor(be, &o.b, PD_DTYPE_F32, 1, n1, NULL));
     PD_TRY(pd_cal_time(be, pd_cal_copy, &o, &t));
     p->mem_bw = 2.0 * 4.0 * n1[0] / t;
+    PD_TRY(pd_cal_time(be, pd_cal_silu, &o, &t));
+    p->silu = n1[0] / t;
     pd_tensor *all[] = {&o.q, &o.k, &o.v, &o.o, &o.a, &o.b};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pd_backend_tensor_free(be, all[i]);
     if (gpu) return pd_cal_conv_rate(be, ch, 4, fh, fw, &p->conv);
@@ -266,6 +272,7 @@ static void pd_cal_median_profile(const pd_plan_profile *r, int n, pd_plan_profi
     PD_CAL_MED(attn);
     PD_CAL_MED(mem_bw);
     PD_CAL_MED(conv);
+    PD_CAL_MED(silu);
     out->conv_n = r[0].conv_n;
     for (int k = 0; k < out->conv_n; k++) {
         out->conv_cout[k] = r[0].conv_cout[k];
@@ -350,8 +357,9 @@ int pd_cmd_calibrate(int argc, char **argv) {
         fprintf(stderr, "pipedit calibrate: %s\n", pd_error_msg());
         return 1;
     }
-    printf("pipedit calibrate: %s: GEMM f32 %.3g / bf16 %.3g FLOP/s, attention %.3g FLOP/s, copy %.3g B/s, conv %.3g "
-           "FLOP/s, all-to-all %.3g B/s + %.3g s, p2p %.3g B/s + %.3g s\n",
-           out, p.gemm_f32, p.gemm_bf16, p.attn, p.mem_bw, p.conv, p.a2a.bw, p.a2a.latency, p.p2p.bw, p.p2p.latency);
+    printf("pipedit calibrate: %s: GEMM f32 %.3g / bf16 %.3g FLOP/s, attention %.3g FLOP/s, copy %.3g B/s, SiLU %.3g "
+           "elements/s, conv %.3g FLOP/s, all-to-all %.3g B/s + %.3g s, p2p %.3g B/s + %.3g s\n",
+           out, p.gemm_f32, p.gemm_bf16, p.attn, p.mem_bw, p.silu, p.conv, p.a2a.bw, p.a2a.latency, p.p2p.bw,
+           p.p2p.latency);
     return 0;
 }

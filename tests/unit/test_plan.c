@@ -200,6 +200,16 @@ static void test_cpu_model(void) {
     pd_plan_vae_decode(&one, &t, &vr, &v1);
     pd_plan_vae_decode(&two, &t, &vr, &v2);
     PD_CHECK(near(v1.seconds, v0.seconds, 1e-12) && v2.seconds < v1.seconds && v2.flops == v1.flops);
+    /* SiLU at a measured rate: mem_bw / (2 passes x act_bytes) elements/s is the two-pass price,
+     * half that rate costs more. */
+    pd_plan_profile s2 = one;
+    s2.silu = one.mem_bw / (2.0 * one.act_bytes);
+    pd_plan_vae vs, vh;
+    pd_plan_vae_decode(&s2, &t, &vr, &vs);
+    s2.silu /= 2;
+    pd_plan_vae_decode(&s2, &t, &vr, &vh);
+    PD_CHECK_MSG(near(vs.seconds, v1.seconds, 1e-9) && vh.seconds > vs.seconds, "%.9g %.9g %.9g", vs.seconds, v1.seconds,
+                 vh.seconds);
 }
 
 /* More SP ranks never predict a slower step at Wan shapes; a faster link never predicts a slower step
@@ -289,15 +299,17 @@ static void test_profile_files(void) {
              back.act_bytes == 2 && !strcmp(back.name, "h200"));
     PD_CHECK(back.cores == 0 && !back.gelu_fused && back.conv_n == 0); /* absent keys: a GPU's defaults */
     pd_plan_profile cpu = *h;
-    cpu.cores = 2, cpu.gelu_fused = true, cpu.conv_n = 2;
+    cpu.cores = 2, cpu.gelu_fused = true, cpu.conv_n = 2, cpu.silu = 3e9;
     cpu.conv_cout[0] = 8, cpu.conv_rate[0] = 1e10, cpu.conv_cout[1] = 96, cpu.conv_rate[1] = 9e10;
     PD_CHECK_OK(pd_plan_profile_save(path, &cpu));
     PD_CHECK_OK(pd_plan_profile_load(path, &back));
-    PD_CHECK(back.cores == 2 && back.gelu_fused && back.conv_n == 2 && back.conv_cout[1] == 96 && back.conv_rate[0] == 1e10);
+    PD_CHECK(back.cores == 2 && back.gelu_fused && back.conv_n == 2 && back.conv_cout[1] == 96 && back.conv_rate[0] == 1e10 &&
+             back.silu == 3e9);
     cpu.conv_cout[1] = 4; /* not ascending */
     PD_CHECK_ERR(pd_plan_profile_save(path, &cpu), PD_ERR_INVALID);
     const char *bad_files[] = {"\"cores\": -1", "\"cores\": 2.5", "\"gelu_fused\": 1", "\"conv_by_cout\": [[8]]",
-                               "\"conv_by_cout\": [[16, 1e10], [8, 2e10]]", "\"conv_by_cout\": {}"};
+                               "\"conv_by_cout\": [[16, 1e10], [8, 2e10]]", "\"conv_by_cout\": {}",
+                               "\"silu_elems\": \"fast\"", "\"silu_elems\": -1"};
     for (size_t i = 0; i < sizeof bad_files / sizeof bad_files[0]; i++) {
         FILE *bf = fopen(path, "w");
         fprintf(bf, "{\"gemm_bf16_flops\": 1e12, \"gemm_f32_flops\": 1e11, \"attn_flops\": 1e12, \"mem_bw_bytes\": 1e12, "
