@@ -66,6 +66,18 @@ _pg_up() {
         start >/dev/null || { echo "pg_start: the server did not start:" >&2; tail -n 5 "$PG_DIR/server.log" >&2; return 1; }
 }
 
+# pg_start_or_skip: pg_start, or exit 77 (a skip) naming the reason when no server can run here; a
+# server that can run but does not start fails the test.
+pg_start_or_skip() {
+    local why
+    why=$(pg_available)
+    if [ -n "$why" ]; then
+        echo "SKIP: $why"
+        exit 77
+    fi
+    pg_start || fail "pg_start"
+}
+
 # pg_stop: fast shutdown (open connections are cut), data kept.
 pg_stop() {
     [ -n "$PG_DIR" ] || return 0

@@ -15,8 +15,9 @@ FLAGS=(--data-dir "$DATA" --queue-capacity 2 --drain-timeout-s 1 --poll-after-ms
 start_daemon "$T/a.log" "${FLAGS[@]}"
 wait_ready 120
 
-# ---- create: 1 s at 16 fps -> 17 frames ----
-post_json /v1/videos '{"prompt":"a red fox in the snow","seconds":"1","size":"64x48","num_inference_steps":10,"seed":7,"noise":"torch-cpu"}'
+# ---- create: 1 s at 16 fps -> 17 frames; 40 steps keep the denoise (about 1 s here) running while the event
+# stream below connects, so the stream sees it ----
+post_json /v1/videos '{"prompt":"a red fox in the snow","seconds":"1","size":"64x48","num_inference_steps":40,"seed":7,"noise":"torch-cpu"}'
 [ "$STATUS" = 200 ] || fail "create: $STATUS $(cat "$T/body")"
 read -r ID1 ST1 FR1 SEED1 OBJ1 NOISE1 <<<"$(jq_body '" ".join(map(str, [b["id"], b["status"], b["num_frames"], b["seed"], b["object"], b["noise"]]))')"
 [ "$ST1 $FR1 $SEED1 $OBJ1 $NOISE1" = "queued 17 7 video torch-cpu" ] || fail "create body: $(cat "$T/body")"

@@ -19,13 +19,9 @@
 TEST_NAME=replicas
 source "$(dirname "$0")/daemon_lib.sh"
 source "$(dirname "$0")/pg_lib.sh"
+source "$(dirname "$0")/replicas_lib.sh"
 
-why=$(pg_available)
-if [ -n "$why" ]; then
-    echo "SKIP: $why"
-    exit 77
-fi
-pg_start || fail "pg_start"
+pg_start_or_skip
 
 # A store that is not PostgreSQL is a configuration error (exit 2) that leaves nothing behind.
 "$PIPEDIT_BIN/pipeditd" --port 0 --data-dir "$T/bad" --store "mysql://x@127.0.0.1/db" >"$T/bad.log" 2>&1
@@ -35,9 +31,7 @@ grep -q "store" "$T/bad.log" && [ ! -e "$T/bad" ] || fail "a bad store setting: 
 
 OUT=$T/outputs
 mkdir -p "$OUT"
-URLS=()
 PIDS=()
-LOGS=()
 GPORTS=()
 HAVE_GRPC=0
 grep -qa "gRPC listening on" "$PIPEDIT_BIN/pipeditd" && HAVE_GRPC=1
@@ -58,41 +52,10 @@ for i in 0 1 2; do
 done
 pass "three replicas ready on one store"
 
-# on I: the next http call goes to replica I.
-on() { URL=${URLS[$1]}; LOG=${LOGS[$1]}; }
 SMALL='"size":"64x48","num_frames":5,"num_inference_steps":2'
 LONG='"size":"128x96","num_frames":17,"num_inference_steps":100' # outlasts the checks in a release build too
 
-create() { # create I BODY: sets ID
-    on "$1"
-    post_json /v1/videos "$2"
-    [ "$STATUS" = 200 ] || fail "create on r$1: $STATUS $(cat "$T/body")"
-    ID=$(jq_body 'b["id"]')
-}
-# wait_status I ID WANT SECONDS: polls replica I until the job has status WANT.
-wait_status() {
-    local i s
-    for i in $(seq 1 $(($4 * 5))); do
-        on "$1"
-        http GET "/v1/videos/$2"
-        s=$(jq_body 'b.get("status")' 2>/dev/null)
-        [ "$s" = "$3" ] && return 0
-        if [ "$3" != failed ] && [ "$s" = failed ]; then fail "$2 failed: $(cat "$T/body")"; fi
-        sleep 0.2
-    done
-    fail "$2 is not $3 after $4 s: $(cat "$T/body")"
-}
 holder_of() { psql_q "SELECT coalesce(lease_holder, '') FROM pipedit_jobs WHERE id = '$1'"; }
-# wait_running ID: until the job is in progress with some progress; prints the holder's index.
-wait_running() {
-    local i h p
-    for i in $(seq 1 600); do
-        read -r h p <<<"$(psql_q "SELECT coalesce(lease_holder, '-') || ' ' || progress FROM pipedit_jobs WHERE id = '$1' AND status = 'in_progress'")"
-        if [ -n "$h" ] && [ "${p:-0}" -gt 0 ]; then echo "${h#r}"; return 0; fi
-        sleep 0.1
-    done
-    fail "$1 never ran"
-}
 
 # ---- 1. round-robin creates complete once; every replica lists and serves every video ----
 JOBS=()

@@ -17,19 +17,13 @@
 TEST_NAME=replicas_outputs
 source "$(dirname "$0")/daemon_lib.sh"
 source "$(dirname "$0")/pg_lib.sh"
+source "$(dirname "$0")/replicas_lib.sh"
 
-why=$(pg_available)
-if [ -n "$why" ]; then
-    echo "SKIP: $why"
-    exit 77
-fi
-pg_start || fail "pg_start"
+pg_start_or_skip
 
 OUT=$T/outputs
 mkdir -p "$OUT"
-URLS=()
 PIDS=()
-LOGS=()
 # replica I INTERVAL: starts replica rI sweeping every INTERVAL seconds.
 replica() {
     start_daemon "$T/r$1.log" --data-dir "$T/d$1" --workers 1 --threads-per-worker 1 --store "$PG_URL" --replica-id "r$1" \
@@ -38,37 +32,9 @@ replica() {
     PIDS[$1]=$DAEMON_PID
     LOGS[$1]=$LOG
 }
-on() { URL=${URLS[$1]}; LOG=${LOGS[$1]}; }
 SMALL='"size":"64x48","num_frames":5,"num_inference_steps":2'
 LONG='"size":"128x96","num_frames":17,"num_inference_steps":400' # cancelled, never waited for: outlasts the checks in any build
 
-create() { # create I BODY: sets ID
-    on "$1"
-    post_json /v1/videos "$2"
-    [ "$STATUS" = 200 ] || fail "create on r$1: $STATUS $(cat "$T/body")"
-    ID=$(jq_body 'b["id"]')
-}
-wait_status() { # wait_status I ID WANT SECONDS
-    local i s
-    for i in $(seq 1 $(($4 * 5))); do
-        on "$1"
-        http GET "/v1/videos/$2"
-        s=$(jq_body 'b.get("status")' 2>/dev/null)
-        [ "$s" = "$3" ] && return 0
-        if [ "$3" != failed ] && [ "$s" = failed ]; then fail "$2 failed: $(cat "$T/body")"; fi
-        sleep 0.2
-    done
-    fail "$2 is not $3 after $4 s: $(cat "$T/body")"
-}
-wait_running() { # wait_running ID: until it runs with some progress; prints the holder's index
-    local i h p
-    for i in $(seq 1 600); do
-        read -r h p <<<"$(psql_q "SELECT coalesce(lease_holder, '-') || ' ' || progress FROM pipedit_jobs WHERE id = '$1' AND status = 'in_progress'")"
-        if [ -n "$h" ] && [ "${p:-0}" -gt 0 ]; then echo "${h#r}"; return 0; fi
-        sleep 0.1
-    done
-    fail "$1 never ran"
-}
 fence_of() { psql_q "SELECT fence FROM pipedit_jobs WHERE id = '$1'"; }
 metric() { # metric I NAME: the value of one series on replica I's /metrics
     curl -s "${URLS[$1]}/metrics" | awk -v n="$2" '$1 == n { print $2 }'

@@ -13,13 +13,9 @@
 TEST_NAME=replicas_retake
 source "$(dirname "$0")/daemon_lib.sh"
 source "$(dirname "$0")/pg_lib.sh"
+source "$(dirname "$0")/replicas_lib.sh"
 
-why=$(pg_available)
-if [ -n "$why" ]; then
-    echo "SKIP: $why"
-    exit 77
-fi
-pg_start || fail "pg_start"
+pg_start_or_skip
 mkdir -p "$T/outputs"
 start_daemon "$T/r0.log" --data-dir "$T/d0" --workers 2 --decode-workers 1 --threads-per-worker 1 --store "$PG_URL" --replica-id r0 \
     --store-lease-s 30 --outputs-dir "$T/outputs" --drain-timeout-s 1
@@ -36,11 +32,7 @@ for round in 1 2 3; do
     # What pd_pg_store_requeue_expired does to an expired lease.
     psql_q "UPDATE pipedit_jobs SET status = 'queued', lease_holder = NULL, lease_expires = NULL, started_at = 0, progress = 0,
             stage = -1, step = 0, total = 0 WHERE id = '$ID' AND status = 'in_progress'" >/dev/null
-    for i in $(seq 1 600); do
-        s=$(psql_q "SELECT status FROM pipedit_jobs WHERE id = '$ID'")
-        [ "$s" = completed ] || [ "$s" = failed ] && break
-        sleep 0.2
-    done
+    store_wait_finished "$ID" 600
     read -r s fence comp code <<<"$(psql_q "SELECT status || ' ' || fence || ' ' || completions || ' ' || error_code FROM pipedit_jobs WHERE id = '$ID'")"
     [ "$s $comp" = "completed 1" ] && [ "$fence" -ge 2 ] || fail "round $round: $ID is $s (fence $fence, completions $comp, error '$code'): $(grep "$ID" "$LOG" | tail -n 5)"
     http GET "/v1/videos/$ID/content"
@@ -53,10 +45,7 @@ pass "a job requeued while its replica decoded it completed once, on a later att
 post_json /v1/videos '{"prompt":"outlives a drain","size":"128x96","num_frames":17,"num_inference_steps":100,"seed":9}'
 [ "$STATUS" = 200 ] || fail "create: $STATUS"
 ID=$(jq_body 'b["id"]')
-for i in $(seq 1 600); do
-    [ "$(psql_q "SELECT progress > 0 FROM pipedit_jobs WHERE id = '$ID' AND status = 'in_progress'")" = t ] && break
-    sleep 0.05
-done
+store_wait_running "$ID"
 kill -TERM "$DAEMON_PID"
 for i in $(seq 1 100); do
     kill -0 "$DAEMON_PID" 2>/dev/null || break
@@ -68,11 +57,7 @@ kill -0 "$DAEMON_PID" 2>/dev/null && fail "r0 did not stop within 10 s of SIGTER
 start_daemon "$T/r1.log" --data-dir "$T/d1" --workers 1 --threads-per-worker 1 --store "$PG_URL" --replica-id r1 \
     --store-lease-s 6 --outputs-dir "$T/outputs"
 wait_ready 180
-for i in $(seq 1 900); do
-    s=$(psql_q "SELECT status FROM pipedit_jobs WHERE id = '$ID'")
-    [ "$s" = completed ] || [ "$s" = failed ] && break
-    sleep 0.2
-done
+store_wait_finished "$ID" 900
 [ "$(psql_q "SELECT status || ' ' || fence || ' ' || lease_holder || ' ' || completions FROM pipedit_jobs WHERE id = '$ID'")" = "completed 2 r1 1" ] ||
     fail "$ID after the drain: $(psql_q "SELECT status, fence, lease_holder, completions, error_code FROM pipedit_jobs WHERE id = '$ID'")"
 pass "SIGTERM mid-job: r0 returned $ID to the queue as it stopped; r1 completed it once"
@@ -81,16 +66,9 @@ pass "SIGTERM mid-job: r0 returned $ID to the queue as it stopped; r1 completed 
 post_json /v1/videos '{"prompt":"outlives an outage","size":"128x96","num_frames":17,"num_inference_steps":100,"seed":10}'
 [ "$STATUS" = 200 ] || fail "create: $STATUS"
 ID=$(jq_body 'b["id"]')
-for i in $(seq 1 600); do
-    [ "$(psql_q "SELECT progress > 0 FROM pipedit_jobs WHERE id = '$ID' AND status = 'in_progress'")" = t ] && break
-    sleep 0.05
-done
+store_wait_running "$ID"
 pg_restart 9
-for i in $(seq 1 1500); do
-    s=$(psql_q "SELECT status FROM pipedit_jobs WHERE id = '$ID'")
-    [ "$s" = completed ] || [ "$s" = failed ] && break
-    sleep 0.2
-done
+store_wait_finished "$ID" 1500
 [ "$(psql_q "SELECT status || ' ' || fence || ' ' || completions FROM pipedit_jobs WHERE id = '$ID'")" = "completed 1 1" ] ||
     fail "$ID after the outage: $(psql_q "SELECT status, fence, completions, error_code FROM pipedit_jobs WHERE id = '$ID'"): $(grep "$ID" "$LOG" | tail -n 4)"
 grep -q "$ID: its lease expired" "$LOG" && fail "r1 requeued $ID, which it was running"
