@@ -99,6 +99,10 @@ pd_status pd_plan_profile_check(const pd_plan_profile *p) {
         if (!pd_plan_pos(p->conv_cout[i]) || !pd_plan_pos(p->conv_rate[i]) || (i > 0 && p->conv_cout[i] <= p->conv_cout[i - 1]))
             return pd_error_set(PD_ERR_INVALID, "profile %s: conv_by_cout needs positive rates at ascending widths", p->name);
     if (!(isfinite(p->silu) && p->silu >= 0)) return pd_error_set(PD_ERR_INVALID, "profile %s: silu_elems must be >= 0", p->name);
+    const struct { const char *key; double v; } opt[] = {
+        {"encode_first_px", p->encode_first_px}, {"encode_px", p->encode_px}, {"fault_bytes", p->fault_bw}};
+    for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++)
+        if (!(isfinite(opt[i].v) && opt[i].v >= 0)) return pd_error_set(PD_ERR_INVALID, "profile %s: %s must be >= 0", p->name, opt[i].key);
     if (p->cores < 0 || p->cores > 4096) return pd_error_set(PD_ERR_INVALID, "profile %s: cores must be 0..4096", p->name);
     if (p->topology < PD_PLAN_NVLINK || p->topology > PD_PLAN_SHM)
         return pd_error_set(PD_ERR_INVALID, "profile %s: bad topology", p->name);
@@ -185,6 +189,16 @@ pd_status pd_plan_profile_load(const char *path, pd_plan_profile *out) {
         goto done;
     }
     p.silu = silu ? json_number_value(silu) : 0;
+    static const char *const opt_keys[] = {"encode_first_px", "encode_px", "fault_bytes"};
+    double *opt_vals[] = {&p.encode_first_px, &p.encode_px, &p.fault_bw};
+    for (int i = 0; i < 3; i++) {
+        json_t *v = json_object_get(root, opt_keys[i]);
+        if (v && !json_is_number(v)) {
+            st = pd_error_set(PD_ERR_FORMAT, "%s: \"%s\" must be a number", path, opt_keys[i]);
+            goto done;
+        }
+        *opt_vals[i] = v ? json_number_value(v) : 0;
+    }
     p.topology = (pd_plan_topology)-1;
     for (int i = 0; i < 3; i++)
         if (topo && !strcmp(topo, pd_plan_topo_names[i])) p.topology = (pd_plan_topology)i;
@@ -218,6 +232,9 @@ pd_status pd_plan_profile_save(const char *path, const pd_plan_profile *p) {
         json_object_set_new(r, "conv_by_cout", convs);
     }
     if (p->silu > 0) json_object_set_new(r, "silu_elems", json_real(p->silu));
+    if (p->encode_first_px > 0) json_object_set_new(r, "encode_first_px", json_real(p->encode_first_px));
+    if (p->encode_px > 0) json_object_set_new(r, "encode_px", json_real(p->encode_px));
+    if (p->fault_bw > 0) json_object_set_new(r, "fault_bytes", json_real(p->fault_bw));
     pd_status st = pd_model_dir_write_json(path, r);
     json_decref(r);
     return st;
@@ -250,6 +267,7 @@ void pd_plan_profile_share(const pd_plan_profile *p, double share, pd_plan_profi
     if (p->cores > 0) {
         const double copy = share * p->cores < 1 ? share * p->cores : 1.0;
         out->a2a.bw *= copy, out->p2p.bw *= copy;
+        out->encode_first_px *= copy, out->encode_px *= copy, out->fault_bw *= copy;
     }
 }
 
@@ -467,6 +485,7 @@ double pd_plan_dit_rank_bytes(const pd_plan_profile *p, const pd_plan_model *m, 
 typedef struct pd_plan_vae_acc {
     const pd_plan_profile *p;
     double flops, conv_s, bytes, params, silu_s;
+    double fresh; /* bytes of conv outputs, each a new allocation */
     int act;
 } pd_plan_vae_acc;
 
@@ -482,6 +501,7 @@ static void pd_plan_conv(pd_plan_vae_acc *a, double cin, double cout, double tap
     a->flops += f;
     a->conv_s += f / pd_plan_conv_rate(a->p, cout);
     a->params += cin * cout * taps + cout;
+    a->fresh += cout * vox * a->act;
 }
 
 /* ResBlock cin -> cout over vox voxels: two (RMS_norm, SiLU, k3 conv), a 1x1x1 shortcut when the
@@ -527,7 +547,11 @@ void pd_plan_vae_decode(const pd_plan_profile *p, const pd_plan_model *m, const 
     pd_plan_silu(&a, dims[4] * T * H * W);
     pd_plan_conv(&a, dims[4], 3, 27, T * H * W);
     out->flops = a.flops;
-    out->seconds = a.conv_s + attn_flops / p->attn + a.bytes / p->mem_bw + a.silu_s;
+    const double px = (double)r->width * r->height;
+    out->encode_s = (p->encode_first_px > 0 ? px / p->encode_first_px : 0) +
+                    (p->encode_px > 0 ? (r->frames - 1) * px / p->encode_px : 0);
+    out->fault_s = p->fault_bw > 0 ? a.fresh / p->fault_bw : 0;
+    out->seconds = a.conv_s + attn_flops / p->attn + a.bytes / p->mem_bw + a.silu_s + out->encode_s + out->fault_s;
     out->weight_bytes = 2.0 * a.params;
     /* Streaming holds one chunk of 4 frames at full resolution plus the causal caches: 12.6 tensors of
      * (2*base_dim, 4, height, width), the ratio of section 9's 832x480 bf16 peak (7.2 GiB) to that

@@ -71,6 +71,15 @@ typedef struct pd_plan_profile {
     /* Elements per second of SiLU (an exp per element: on the CPU bound by compute, not by memory).
      * 0: priced as two passes at mem_bw, as an eager kernel streams it on a GPU. */
     double silu;
+    /* What a worker's decode stage does besides the VAE walk, on the CPU (0: not priced; the
+     * built-in GPU profiles leave them 0, so their predictions are unchanged: encoding next to a GPU
+     * is a story of its own). The media writer (models/pipeline_media.c: MP4 through x264 on one
+     * thread, and the PNG thumbnail) in output pixels per second: encode_first_px for a one-frame
+     * clip (open, first frame, PNG, close), encode_px for each further frame. fault_bw: bytes per
+     * second of first-touch page faults on fresh allocations (the decoder allocates every conv's
+     * output anew, and glibc maps large blocks freshly from the kernel). One thread each: a process
+     * with a share of a CPU gets min(1, share * cores) of a core for them (pd_plan_profile_share). */
+    double encode_first_px, encode_px, fault_bw;
 } pd_plan_profile;
 
 /* Passes of an eager (one kernel per op) bf16 block, counted op by op from the block of
@@ -102,7 +111,7 @@ const char *const *pd_plan_profile_names(void);
  * "nvlink"|"pcie"|"shm", "a2a": {"bw_bytes", "latency_s"}, "p2p": {...}} and optionally
  * "gelu_fused" (a boolean, default false), "cores" (an integer 0..4096, default 0) and "conv_by_cout"
  * ([[cout, FLOP/s], ...], at most PD_PLAN_CONV_POINTS, cout ascending; default none) and "silu_elems"
- * (default 0). Every number is
+ * (default 0), "encode_first_px", "encode_px" and "fault_bytes" (each default 0). Every number is
  * checked (positive and finite; act_bytes 1..8). PD_ERR_IO, PD_ERR_FORMAT naming the key. */
 pd_status pd_plan_profile_load(const char *path, pd_plan_profile *out);
 /* Writes p as that JSON, atomically. PD_ERR_IO. */
@@ -190,8 +199,13 @@ typedef struct pd_plan_vae {
     double flops;        /* conv and attention FLOPs */
     double peak_bytes;   /* activations held at once (one chunk plus caches) */
     double weight_bytes;
+    double encode_s;     /* of seconds: the media writer (profile encode_first_px, encode_px) */
+    double fault_s;      /* of seconds: first touch of the conv outputs (profile fault_bw) */
 } pd_plan_vae;
-/* Streaming VAE decode of a request's latent on one device. */
+/* Streaming VAE decode of a request's latent on one device, with what the decode stage does around
+ * it: the MP4 and PNG (width * height / encode_first_px + (frames - 1) * width * height / encode_px)
+ * and the first touch of every conv output (its bytes / fault_bw); each 0 where the profile's rate
+ * is 0. */
 void pd_plan_vae_decode(const pd_plan_profile *p, const pd_plan_model *m, const pd_plan_request *r, pd_plan_vae *out);
 
 /* Text encoding of one prompt padded to 512 tokens (both prompts of the CFG pair when r->cfg). */

@@ -2,6 +2,7 @@
  * microbenchmarks through the real backend (GEMM, attention, copy, conv3d) and, on the CPU, the
  * shared-memory communicator between two processes (all-to-all and point to point). */
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,8 @@
 #include "base/process.h"
 #include "comm/comm.h"
 #include "engine/backend.h"
+#include "media/image_writer.h"
+#include "media/video_writer.h"
 #include "plan/cost.h"
 #include "tools/cli_opt.h"
 #include "tools/commands.h"
@@ -22,7 +25,8 @@ static void pd_cal_usage(FILE *f) {
                "                         [--mem-gib G] [--name NAME]\n"
                "Measures a cost-model profile for `pipedit plan --device PROFILE.json` (a few seconds):\n"
                "GEMM (f32 and bf16 weights), attention, device copy, SiLU and conv3d through the backend, and on\n"
-               "the CPU the shared-memory communicator between two processes. Medians of 5 rounds.\n"
+               "the CPU the shared-memory communicator between two processes, the MP4 and PNG writer and\n"
+               "first-touch page faults. Medians of 5 rounds.\n"
                "  --out FILE   where the profile goes (written atomically)\n"
                PD_DEVICE_OPT_USAGE
                "  --threads N  CPU threads (default: all cores)\n"
@@ -172,6 +176,98 @@ static pd_status pd_cal_compute(pd_backend *be, bool gpu, pd_plan_profile *p) {
         PD_TRY(pd_cal_conv_rate(be, widths[i], 1, 256, 256, &p->conv_rate[i]));
     }
     p->conv = p->conv_rate[p->conv_n - 1];
+    return PD_OK;
+}
+
+/* ---- the decode stage around the VAE (CPU) ---- */
+
+/* The media writer as a worker's decode stage runs it (models/pipeline_media.c): an MP4 of the first
+ * `frames` of frame[] (side x side) through x264 on one thread, and frame[0] as the PNG thumbnail, in
+ * a fresh folder under /tmp. Seconds from open to the closed files. */
+static pd_status pd_cal_clip(const char *dir, const pd_tensor *frame, int frames, double *out) {
+    char mp4[4096], png[4096];
+    snprintf(mp4, sizeof mp4, "%s/clip.mp4", dir);
+    snprintf(png, sizeof png, "%s/thumb.png", dir);
+    const int side = (int)frame[0].shape[1];
+    const double t0 = pd_now_s();
+    pd_video_writer *vw = NULL;
+    PD_TRY(pd_video_writer_open(mp4, side, side, 16, 1, &vw));
+    pd_status st = PD_OK;
+    for (int i = 0; i < frames && st == PD_OK; i++) st = pd_video_writer_add_frame(vw, &frame[i]);
+    if (st == PD_OK) st = pd_image_write_png(png, &frame[0]);
+    if (st != PD_OK) pd_video_writer_abort(vw);
+    else st = pd_video_writer_close(vw);
+    *out = pd_now_s() - t0;
+    unlink(mp4), unlink(png);
+    return st;
+}
+
+/* The profile's encode_first_px and encode_px (plan/cost.h): the medians of 3 clips of 1 and of 5
+ * frames at 512 x 512 (the CPU benchmarks' sizes). The frames are noise in [-1, 1], each its own
+ * (what a VAE with random weights emits; a real video's frames compress with less work, so this
+ * prices the worst case of x264's CRF mode). */
+static pd_status pd_cal_encode(pd_plan_profile *p) {
+    enum { SIDE = 512, MORE = 4, N = 3 };
+    char dir[] = "/tmp/pipedit-calibrate-XXXXXX";
+    if (!mkdtemp(dir)) return pd_error_set(PD_ERR_IO, "calibrate: cannot make a folder under /tmp");
+    pd_tensor frame[1 + MORE] = {{0}};
+    const int64_t shape[3] = {3, SIDE, SIDE};
+    pd_status st = PD_OK;
+    uint32_t x = 12345;
+    for (int k = 0; k <= MORE && st == PD_OK; k++) {
+        if ((st = pd_tensor_alloc(&frame[k], PD_DTYPE_F32, 3, shape)) != PD_OK) break;
+        float *f = frame[k].data;
+        for (int64_t i = 0; i < pd_tensor_numel(&frame[k]); i++) {
+            x = x * 1664525u + 1013904223u;
+            f[i] = (float)(x >> 8) / (float)(1u << 23) - 1.0f;
+        }
+    }
+    double one[N], five[N];
+    for (int i = 0; i < N && st == PD_OK; i++) {
+        st = pd_cal_clip(dir, frame, 1, &one[i]);
+        if (st == PD_OK) st = pd_cal_clip(dir, frame, 1 + MORE, &five[i]);
+    }
+    for (int k = 0; k <= MORE; k++) pd_tensor_free(&frame[k]);
+    rmdir(dir);
+    if (st != PD_OK) return st;
+    qsort(one, N, sizeof one[0], pd_cal_cmpd), qsort(five, N, sizeof five[0], pd_cal_cmpd);
+    const double px = (double)SIDE * SIDE, more_s = five[N / 2] - one[N / 2];
+    p->encode_first_px = px / one[N / 2];
+    p->encode_px = more_s > 0 ? MORE * px / more_s : p->encode_first_px;
+    return PD_OK;
+}
+
+/* The profile's fault_bw: bytes per second of first touch. 64 MiB blocks (above glibc's largest mmap
+ * threshold, so each comes freshly mapped from the kernel, as the decoder's large activations do)
+ * allocated, written and freed, less the time of writing the same bytes into a block already
+ * touched. Medians of 5. */
+static pd_status pd_cal_fault(pd_plan_profile *p) {
+    enum { N = 5 };
+    const size_t n = (size_t)64 << 20;
+    unsigned char *warm = aligned_alloc(64, n);
+    if (!warm) return pd_error_set(PD_ERR_NOMEM, "calibrate: %zu bytes", n);
+    memset(warm, 1, n);
+    double tw[N], tf[N];
+    for (int i = 0; i < N; i++) {
+        double t0 = pd_now_s();
+        memset(warm, 2 + i, n);
+        __asm__ volatile("" : : "r"(warm) : "memory"); /* the writes happen */
+        tw[i] = pd_now_s() - t0;
+        t0 = pd_now_s();
+        unsigned char *fresh = aligned_alloc(64, n);
+        if (!fresh) {
+            free(warm);
+            return pd_error_set(PD_ERR_NOMEM, "calibrate: %zu bytes", n);
+        }
+        memset(fresh, 2 + i, n);
+        __asm__ volatile("" : : "r"(fresh) : "memory");
+        free(fresh);
+        tf[i] = pd_now_s() - t0;
+    }
+    free(warm);
+    qsort(tw, N, sizeof tw[0], pd_cal_cmpd), qsort(tf, N, sizeof tf[0], pd_cal_cmpd);
+    const double extra = tf[N / 2] - tw[N / 2];
+    p->fault_bw = (double)n / (extra > 0 ? extra : tf[N / 2]);
     return PD_OK;
 }
 
@@ -339,6 +435,10 @@ int pd_cmd_calibrate(int argc, char **argv) {
     if (st == PD_OK && dev < 0) {
         p.topology = PD_PLAN_SHM;
         st = pd_cal_comm(&p);
+        /* The decode stage's media writer and first touches run on the host: CPU profiles only (a GPU
+         * profile leaves them 0, plan/cost.h). */
+        if (st == PD_OK) st = pd_cal_encode(&p);
+        if (st == PD_OK) st = pd_cal_fault(&p);
     }
     if (st != PD_OK) {
         fprintf(stderr, "pipedit calibrate: %s\n", pd_error_msg());
@@ -358,8 +458,9 @@ int pd_cmd_calibrate(int argc, char **argv) {
         return 1;
     }
     printf("pipedit calibrate: %s: GEMM f32 %.3g / bf16 %.3g FLOP/s, attention %.3g FLOP/s, copy %.3g B/s, SiLU %.3g "
-           "elements/s, conv %.3g FLOP/s, all-to-all %.3g B/s + %.3g s, p2p %.3g B/s + %.3g s\n",
+           "elements/s, conv %.3g FLOP/s, all-to-all %.3g B/s + %.3g s, p2p %.3g B/s + %.3g s, encode %.3g / %.3g px/s, "
+           "first touch %.3g B/s\n",
            out, p.gemm_f32, p.gemm_bf16, p.attn, p.mem_bw, p.silu, p.conv, p.a2a.bw, p.a2a.latency, p.p2p.bw,
-           p.p2p.latency);
+           p.p2p.latency, p.encode_first_px, p.encode_px, p.fault_bw);
     return 0;
 }

@@ -120,6 +120,10 @@ for l in ("a2a", "p2p"):
 assert j["cores"] == 1 and j["eltwise_passes"] == 21 and j["gelu_fused"] is True, j
 w = [c for c, _ in j["conv_by_cout"]]
 assert w == sorted(w) and w[0] == 8 and w[-1] == 96 and all(1e6 < r < 1e16 for _, r in j["conv_by_cout"]), j["conv_by_cout"]
+# the decode stage around the VAE: the media writer's pixel rates and first-touch page faults
+for k in ("encode_first_px", "encode_px"):
+    assert 1e3 < j[k] < 1e11, (k, j[k])
+assert 1e6 < j["fault_bytes"] < 1e13, j["fault_bytes"]
 PY
     "$pd" plan --model wan2.1-t2v-1.3b --gpus 2 --device "$work/cpu.json" --size 832x480 --steps 2 --json >"$work/cpu_plan.json" &&
         ok "plan on the calibrated profile" || bad "plan on the calibrated profile"

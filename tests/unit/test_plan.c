@@ -210,6 +210,38 @@ static void test_cpu_model(void) {
     pd_plan_vae_decode(&s2, &t, &vr, &vh);
     PD_CHECK_MSG(near(vs.seconds, v1.seconds, 1e-9) && vh.seconds > vs.seconds, "%.9g %.9g %.9g", vs.seconds, v1.seconds,
                  vh.seconds);
+
+    /* The decode stage around the walk. First touch: the tiny VAE's conv outputs at 128 x 128, one
+     * frame (latent 1 x 16 x 16, 256 voxels; widths base 8 x (1, 2, 4, 4)), counted by hand: at 16 x 16
+     * post-quant 16, conv_in 32, two resblocks of two 32-wide convs, the attention's qkv 96 and proj
+     * 32: 304 x 256; up 0: three resblocks 192 x 256, time conv 64 x 256, resample 16 x 1024; up 1:
+     * resblocks 96 (with the shortcut) + 64 + 64 at 1024, time conv 64 x 1024, resample 16 x 4096;
+     * up 2: three resblocks 96 x 4096, resample 8 x 16384; up 3: three resblocks 48 x 16384; head 3 x
+     * 16384. 1880064 elements of act_bytes each: at that many bytes per second, 1 s. */
+    const pd_plan_request f1 = {.width = 128, .height = 128, .frames = 1, .steps = 1, .cfg = false};
+    pd_plan_profile fe = one;
+    pd_plan_vae b1, b9, e1, e9;
+    pd_plan_vae_decode(&fe, &t, &f1, &b1);
+    PD_CHECK(b1.encode_s == 0 && b1.fault_s == 0); /* rates 0: not priced (the GPU profiles) */
+    fe.fault_bw = 1880064.0 * fe.act_bytes;
+    /* The media writer: 128 x 128 = 16384 pixels; the first frame at 16384 px/s (1 s), each further
+     * one at twice that (0.5 s). */
+    fe.encode_first_px = 16384, fe.encode_px = 32768;
+    pd_plan_vae_decode(&fe, &t, &f1, &e1);
+    PD_CHECK_MSG(near(e1.fault_s, 1.0, 1e-12) && near(e1.encode_s, 1.0, 1e-12) &&
+                 near(e1.seconds, b1.seconds + 2.0, 1e-9), "fault %.9g encode %.9g", e1.fault_s, e1.encode_s);
+    const pd_plan_request f9 = {.width = 128, .height = 128, .frames = 9, .steps = 1, .cfg = false};
+    pd_plan_vae_decode(&fe, &t, &f9, &e9);
+    fe.encode_first_px = fe.encode_px = fe.fault_bw = 0;
+    pd_plan_vae_decode(&fe, &t, &f9, &b9);
+    PD_CHECK(near(e9.encode_s, 1.0 + 8 * 0.5, 1e-12) && e9.fault_s > e1.fault_s &&
+             near(e9.seconds, b9.seconds + e9.encode_s + e9.fault_s, 1e-9));
+    /* One thread each: a quarter of a 2-core CPU is half a core, twice the time. */
+    fe.encode_first_px = 16384, fe.encode_px = 32768, fe.fault_bw = 1880064.0 * fe.act_bytes, fe.cores = 2;
+    pd_plan_profile quarter;
+    pd_plan_profile_share(&fe, 0.25, &quarter);
+    pd_plan_vae_decode(&quarter, &t, &f1, &e1);
+    PD_CHECK(near(e1.fault_s, 2.0, 1e-12) && near(e1.encode_s, 2.0, 1e-12));
 }
 
 /* More SP ranks never predict a slower step at Wan shapes; a faster link never predicts a slower step
@@ -299,17 +331,20 @@ static void test_profile_files(void) {
              back.act_bytes == 2 && !strcmp(back.name, "h200"));
     PD_CHECK(back.cores == 0 && !back.gelu_fused && back.conv_n == 0); /* absent keys: a GPU's defaults */
     pd_plan_profile cpu = *h;
+    PD_CHECK(back.encode_first_px == 0 && back.encode_px == 0 && back.fault_bw == 0);
     cpu.cores = 2, cpu.gelu_fused = true, cpu.conv_n = 2, cpu.silu = 3e9;
+    cpu.encode_first_px = 2.5e6, cpu.encode_px = 7e6, cpu.fault_bw = 3.5e9;
     cpu.conv_cout[0] = 8, cpu.conv_rate[0] = 1e10, cpu.conv_cout[1] = 96, cpu.conv_rate[1] = 9e10;
     PD_CHECK_OK(pd_plan_profile_save(path, &cpu));
     PD_CHECK_OK(pd_plan_profile_load(path, &back));
     PD_CHECK(back.cores == 2 && back.gelu_fused && back.conv_n == 2 && back.conv_cout[1] == 96 && back.conv_rate[0] == 1e10 &&
-             back.silu == 3e9);
+             back.silu == 3e9 && back.encode_first_px == 2.5e6 && back.encode_px == 7e6 && back.fault_bw == 3.5e9);
     cpu.conv_cout[1] = 4; /* not ascending */
     PD_CHECK_ERR(pd_plan_profile_save(path, &cpu), PD_ERR_INVALID);
     const char *bad_files[] = {"\"cores\": -1", "\"cores\": 2.5", "\"gelu_fused\": 1", "\"conv_by_cout\": [[8]]",
                                "\"conv_by_cout\": [[16, 1e10], [8, 2e10]]", "\"conv_by_cout\": {}",
-                               "\"silu_elems\": \"fast\"", "\"silu_elems\": -1"};
+                               "\"silu_elems\": \"fast\"", "\"silu_elems\": -1", "\"encode_px\": -1",
+                               "\"encode_first_px\": true", "\"fault_bytes\": \"x\"", "\"fault_bytes\": -2e9"};
     for (size_t i = 0; i < sizeof bad_files / sizeof bad_files[0]; i++) {
         FILE *bf = fopen(path, "w");
         fprintf(bf, "{\"gemm_bf16_flops\": 1e12, \"gemm_f32_flops\": 1e11, \"attn_flops\": 1e12, \"mem_bw_bytes\": 1e12, "
