@@ -207,9 +207,10 @@ static double predict_jobs(const pd_plan_profile *p, const pd_plan_model *m, con
     pd_sim_config cfg = {.replicas = 1, .decoders = decoders, .requests = jobs};
     pd_sim_result res;
     if (!isfinite(st.step_s) || pd_sim_run(&cfg, &st, &res) != PD_OK) return NAN;
-    printf("  predicted stages (%d worker%s, %d thread%s each): text %.1f ms, step %.1f ms x %d, decode %.1f ms\n",
+    printf("  predicted stages (%d worker%s, %d thread%s each): text %.1f ms, step %.1f ms x %d, decode %.1f ms "
+           "(of it MP4 + PNG %.1f ms, first touch %.1f ms)\n",
            workers, workers > 1 ? "s" : "", threads, threads > 1 ? "s" : "", st.text_s * 1e3, st.step_s * 1e3,
-           r->steps, st.decode_s * 1e3);
+           r->steps, st.decode_s * 1e3, vae.encode_s * 1e3, vae.fault_s * 1e3);
     return res.makespan_s / jobs;
 }
 
@@ -395,6 +396,9 @@ int main(int argc, char **argv) {
     pd_bench_result_config_num(res, "profile_a2a_latency_s", prof.a2a.latency);
     pd_bench_result_config_num(res, "profile_p2p_bw_bytes", prof.p2p.bw);
     pd_bench_result_config_int(res, "profile_cores", prof.cores);
+    pd_bench_result_config_num(res, "profile_encode_first_px", prof.encode_first_px);
+    pd_bench_result_config_num(res, "profile_encode_px", prof.encode_px);
+    pd_bench_result_config_num(res, "profile_fault_bytes", prof.fault_bw);
     pd_bench_result_config_int(res, "runs", runs);
     pd_bench_result_config_int(res, "jobs_per_round", jobs);
     pd_bench_result_config_num(res, "load_average_at_start", load0[0]);
