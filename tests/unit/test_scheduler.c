@@ -728,6 +728,18 @@ static void test_rejected_request_and_drain(void) {
     pd_scheduler_destroy(s);
 }
 
+/* The scheduler's stats once its 3 workers are up and ready with 2 of them decoding, or after 30 s. */
+static pd_scheduler_stats wait_for_two_decoders(pd_scheduler *s) {
+    pd_scheduler_stats st = {0};
+    double end = pd_now_s() + 30;
+    while (pd_now_s() < end) {
+        pd_scheduler_stats_get(s, &st);
+        if (st.n_decode == 2 && st.ready && st.workers_up == 3) break;
+        sleep_ms(20);
+    }
+    return st;
+}
+
 static void test_replan_from_timings(void) {
     /* Decode far slower than denoise: with 3 workers the rule wants 2 decoders (0.9 * 3 = 2.7 -> 2). */
     setenv("PD_FAKE_STEP_MS", "5", 1);
@@ -737,13 +749,7 @@ static void test_replan_from_timings(void) {
     pd_gen_params p = params("slow decode", 2, 5);
     PD_CHECK_OK(submit(s, "r-1", &p));
     PD_CHECK(wait_final("r-1", 30));
-    pd_scheduler_stats st = {0};
-    double end = pd_now_s() + 30;
-    while (pd_now_s() < end) {
-        pd_scheduler_stats_get(s, &st);
-        if (st.n_decode == 2 && st.ready && st.workers_up == 3) break;
-        sleep_ms(20);
-    }
+    pd_scheduler_stats st = wait_for_two_decoders(s);
     PD_CHECK_MSG(st.n_decode == 2 && st.n_denoise == 1, "split %d+%d", st.n_denoise, st.n_decode);
     PD_CHECK_OK(submit(s, "r-2", &p));
     PD_CHECK(wait_final("r-2", 30));
@@ -772,13 +778,7 @@ static void test_plan_from_model(void) {
     setenv("PD_FAKE_FRAME_MS", "150", 1);
     pd_scheduler *s = start_with(3, 0, 8, 10, &(pd_scheduler_config){.model_dir = model});
     if (!s) return;
-    pd_scheduler_stats st = {0};
-    double end = pd_now_s() + 30;
-    while (pd_now_s() < end) {
-        pd_scheduler_stats_get(s, &st);
-        if (st.n_decode == 2 && st.ready && st.workers_up == 3) break;
-        sleep_ms(20);
-    }
+    pd_scheduler_stats st = wait_for_two_decoders(s);
     const pd_scheduler_plan_stats *pl = &st.plan;
     PD_CHECK_MSG(st.n_decode == 2 && pl->plan.decode_workers == 2 && pl->plan.denoise_workers == 1,
                  "split %d+%d, plan %d+%d", st.n_denoise, st.n_decode, pl->plan.denoise_workers, pl->plan.decode_workers);
