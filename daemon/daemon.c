@@ -449,7 +449,7 @@ static pd_status local_start(pd_daemon *d) {
 
 /* ---- operations ---- */
 
-static int not_found(pd_api_error *err, const char *id) {
+int pd_daemon_not_found(pd_api_error *err, const char *id) {
     return pd_api_error_set(err, 404, "id", "video_not_found", "no video with id '%.60s'", id);
 }
 
@@ -552,7 +552,7 @@ static int local_create_video(pd_daemon *d, pd_job_request *req, json_t **out, p
     j = pd_jobs_find(&d->jobs, id);
     *out = j ? pd_api_video_json(j, -1) : NULL;
     pthread_mutex_unlock(&d->lock);
-    if (!*out) return not_found(err, id); /* deleted in the meantime */
+    if (!*out) return pd_daemon_not_found(err, id); /* deleted in the meantime */
     pd_daemon_add_queue_position(d, *out);
     PD_INFO("daemon", "%s queued", id);
     return 200;
@@ -563,7 +563,7 @@ static int local_get_video(pd_daemon *d, const char *id, json_t **out, pd_api_er
     pd_job *j = pd_jobs_find(&d->jobs, id);
     *out = j ? pd_api_video_json(j, -1) : NULL;
     pthread_mutex_unlock(&d->lock);
-    if (!j) return not_found(err, id);
+    if (!j) return pd_daemon_not_found(err, id);
     if (!*out) return pd_api_error_set(err, 503, NULL, "out_of_memory", "out of memory");
     pd_daemon_add_queue_position(d, *out);
     return 200;
@@ -612,7 +612,7 @@ static int local_cancel_video(pd_daemon *d, const char *id, json_t **out, pd_api
     pd_status st = live ? fail_job_locked(d, j, "cancelled", "cancelled by request") : PD_OK;
     if (live && st == PD_OK) backlog_remove_locked(d, id);
     pthread_mutex_unlock(&d->lock);
-    if (!j) return not_found(err, id);
+    if (!j) return pd_daemon_not_found(err, id);
     if (s == PD_JOB_COMPLETED) return pd_api_error_set(err, 400, "id", "invalid_state", "video '%s' has already completed", id);
     if (st) return pd_api_error_set(err, 503, NULL, "journal_error", "the cancel could not be recorded: %s", pd_error_msg());
     if (live && d->sched) {
@@ -636,7 +636,7 @@ static int local_delete_video(pd_daemon *d, const char *id, json_t **out, pd_api
         pd_daemon_wake_streams_locked(d);
     }
     pthread_mutex_unlock(&d->lock);
-    if (!j) return not_found(err, id);
+    if (!j) return pd_daemon_not_found(err, id);
     if (st) {
         PD_ERROR("daemon", "%s", pd_error_msg());
         return pd_api_error_set(err, 503, NULL, "journal_error", "the delete could not be recorded: %s", pd_error_msg());
@@ -656,7 +656,7 @@ static int local_content_path(pd_daemon *d, const char *id, pd_store_variant v, 
     pd_job *j = pd_jobs_find(&d->jobs, id);
     pd_job_status s = j ? j->status : PD_JOB_FAILED;
     pthread_mutex_unlock(&d->lock);
-    if (!j) return not_found(err, id);
+    if (!j) return pd_daemon_not_found(err, id);
     if (s != PD_JOB_COMPLETED)
         return pd_api_error_set(err, 404, "id", "video_not_ready", "video '%s' is %s; content exists once it has completed", id,
                                 pd_job_status_name(s));

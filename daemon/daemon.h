@@ -190,4 +190,8 @@ void pd_daemon_wake_streams_locked(pd_daemon *d);
 /* Current time, unix seconds. */
 double pd_daemon_now(void);
 
+/* Fills err with the API's 404 for an unknown video id (both job stores answer it the same way) and
+ * returns 404. */
+int pd_daemon_not_found(pd_api_error *err, const char *id);
+
 #endif

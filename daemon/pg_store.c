@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "base/clock.h"
 #include "daemon/journal.h"
 
 #define POOL_SIZE 4
@@ -166,12 +167,6 @@ struct pd_pg_store {
     atomic_bool up;
 };
 
-static double mono_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* The first line of libpq's message (they end with a newline and may run on). */
 static const char *short_msg(const char *m, char *buf, size_t cap) {
     snprintf(buf, cap, "%s", m && *m ? m : "no message");
@@ -265,7 +260,7 @@ static pd_status prepare_all(pd_pg_store *s, PGconn *c) {
 static void note_failure(pd_pg_store *s) {
     pthread_mutex_lock(&s->mu);
     s->backoff_s = s->backoff_s <= 0 ? BACKOFF_MIN_S : fmin(s->backoff_s * 2, BACKOFF_MAX_S);
-    s->next_try = mono_now() + s->backoff_s;
+    s->next_try = pd_now_s() + s->backoff_s;
     pthread_mutex_unlock(&s->mu);
     atomic_store(&s->up, false);
 }
@@ -290,7 +285,7 @@ static pd_status get_conn(pd_pg_store *s, bool force, int *slot_out) {
         *slot_out = k;
         return PD_OK;
     }
-    if (!force && mono_now() < s->next_try) {
+    if (!force && pd_now_s() < s->next_try) {
         pthread_mutex_unlock(&s->mu);
         return pd_error_set(PD_ERR_IO, "the job store is unreachable (retrying)");
     }
@@ -757,10 +752,10 @@ static void sleep_s(double s) {
 }
 
 static pd_status listen_connect(pd_pg_store *s, double timeout_s, pd_pg_notify_fn fn, void *ud) {
-    double now = mono_now();
+    double now = pd_now_s();
     if (now < s->listen_next_try) {
         sleep_s(fmin(timeout_s, s->listen_next_try - now));
-        if (mono_now() < s->listen_next_try) return pd_error_set(PD_ERR_IO, "the job store is unreachable (retrying)");
+        if (pd_now_s() < s->listen_next_try) return pd_error_set(PD_ERR_IO, "the job store is unreachable (retrying)");
     }
     s->listen = connect_url(s);
     atomic_fetch_add(&s->queries, 1);
@@ -775,7 +770,7 @@ static pd_status listen_connect(pd_pg_store *s, double timeout_s, pd_pg_notify_f
         if (s->listen) PQfinish(s->listen);
         s->listen = NULL;
         s->listen_backoff_s = s->listen_backoff_s <= 0 ? BACKOFF_MIN_S : fmin(s->listen_backoff_s * 2, BACKOFF_MAX_S);
-        s->listen_next_try = mono_now() + s->listen_backoff_s;
+        s->listen_next_try = pd_now_s() + s->listen_backoff_s;
         return PD_ERR_IO;
     }
     s->listen_backoff_s = 0;
@@ -807,7 +802,7 @@ pd_status pd_pg_store_listen(pd_pg_store *s, double timeout_s, pd_pg_notify_fn f
         PQfinish(s->listen);
         s->listen = NULL;
         s->listen_backoff_s = BACKOFF_MIN_S;
-        s->listen_next_try = mono_now() + s->listen_backoff_s;
+        s->listen_next_try = pd_now_s() + s->listen_backoff_s;
         return pd_error_set(PD_ERR_IO, "the job store's notification connection was lost");
     }
     return PD_OK;

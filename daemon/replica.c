@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "daemon/pg_store.h"
 
 #define PROGRESS_WRITE_S 1.0 /* one progress write per job per second at most */
@@ -51,12 +52,6 @@ struct pd_replica {
     int n_etas;
 };
 
-static double mono_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void kick(pd_replica *r) {
     pthread_mutex_lock(&r->mu);
     r->kick = true;
@@ -89,10 +84,6 @@ static void lose_run(pd_replica *r, const char *id, const char *why) {
 
 static int store_error(pd_api_error *err, const char *what) {
     return pd_api_error_set(err, 503, NULL, "store_unavailable", "%s: %s", what, pd_error_msg());
-}
-
-static int not_found(pd_api_error *err, const char *id) {
-    return pd_api_error_set(err, 404, "id", "video_not_found", "no video with id '%.60s'", id);
 }
 
 /* ---- the cache behind event streams and watches ---- */
@@ -232,7 +223,7 @@ static void on_event(void *ud, const pd_job_event *ev) {
         return;
     }
     pd_daemon_apply_event(d, &u->state, ev);
-    double now = mono_now();
+    double now = pd_now_s();
     bool write = false;
     if (ev->kind == PD_JOB_EVENT_STAGE || ev->kind == PD_JOB_EVENT_PROGRESS) {
         write = u->state.stage != u->stage_written || now - u->last_write >= PROGRESS_WRITE_S;
@@ -280,7 +271,7 @@ static bool pipeline_free(pd_daemon *d) {
 
 static void take_while_free(pd_daemon *d) {
     pd_replica *r = d->replica;
-    while (!atomic_load(&d->draining) && mono_now() >= r->hold_until && pipeline_free(d)) {
+    while (!atomic_load(&d->draining) && pd_now_s() >= r->hold_until && pipeline_free(d)) {
         pd_pg_job pj;
         if (pd_pg_store_take(r->store, pd_daemon_now(), &pj)) return; /* none queued, or no store */
         atomic_fetch_add(&r->taken, 1);
@@ -305,7 +296,7 @@ static void take_while_free(pd_daemon *d) {
             u->fence = pj.fence;
             u->state.status = PD_JOB_IN_PROGRESS;
             u->state.stage = u->stage_written = -1;
-            u->last_write = mono_now();
+            u->last_write = pd_now_s();
         }
         pthread_mutex_unlock(&r->mu);
         char mp4[PATH_MAX], png[PATH_MAX];
@@ -318,7 +309,7 @@ static void take_while_free(pd_daemon *d) {
             pthread_mutex_lock(&r->mu);
             if (room) remove_run_locked(r, find_run_locked(r, id));
             pthread_mutex_unlock(&r->mu);
-            r->hold_until = mono_now() + fmin(TICK_MAX_S, d->cfg.store_lease_s / 3);
+            r->hold_until = pd_now_s() + fmin(TICK_MAX_S, d->cfg.store_lease_s / 3);
             /* Create validated and admitted the request, so a refusal is this replica's state (full,
              * draining, the same id still live): the job goes back to the queue for any replica (a
              * release that fails leaves it to the lease). Never failed for it. */
@@ -383,7 +374,7 @@ static void *taker_main(void *arg) {
     const double tick = fmin(TICK_MAX_S, d->cfg.store_lease_s / 3), renew_every = d->cfg.store_lease_s / 3;
     double next = 0, next_renew = 0;
     for (;;) {
-        double now = mono_now();
+        double now = pd_now_s();
         bool tick_now = now >= next;
         if (tick_now) next = now + tick;
         if (now >= next_renew) {
@@ -402,7 +393,7 @@ static void *taker_main(void *arg) {
         take_while_free(d);
         pthread_mutex_lock(&r->mu);
         while (!r->kick && !r->stop) {
-            double left = next - mono_now();
+            double left = next - pd_now_s();
             if (left <= 0) break;
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -582,7 +573,7 @@ static void add_eta(pd_daemon *d, json_t *v) {
     double eta = pd_scheduler_estimated_completion(d->sched, id);
     if (eta <= 0) {
         pthread_mutex_lock(&r->eta_mu);
-        double t = mono_now();
+        double t = pd_now_s();
         if (r->eta_read == 0 || t - r->eta_read >= ETA_REFRESH_S) {
             r->eta_read = t;
             eta_refresh_locked(d);
@@ -597,7 +588,7 @@ static void add_eta(pd_daemon *d, json_t *v) {
 static int r_get(pd_daemon *d, const char *id, json_t **out, pd_api_error *err) {
     pd_pg_job pj;
     pd_status st = pd_pg_store_get(d->replica->store, id, &pj);
-    if (st == PD_ERR_NOT_FOUND) return not_found(err, id);
+    if (st == PD_ERR_NOT_FOUND) return pd_daemon_not_found(err, id);
     if (st) return store_error(err, "the job store cannot be read");
     *out = pd_api_video_json(&pj.job, pj.queue_position);
     cache_put(d, &pj);
@@ -640,7 +631,7 @@ static int r_cancel(pd_daemon *d, const char *id, json_t **out, pd_api_error *er
     pd_pg_job pj;
     bool cancelled = false;
     pd_status st = pd_pg_store_cancel(r->store, id, now, now + d->cfg.output_ttl_s, &pj, &cancelled);
-    if (st == PD_ERR_NOT_FOUND) return not_found(err, id);
+    if (st == PD_ERR_NOT_FOUND) return pd_daemon_not_found(err, id);
     if (st) return store_error(err, "the cancel could not be recorded");
     int rc = 200;
     if (pj.job.status == PD_JOB_COMPLETED) {
@@ -661,7 +652,7 @@ static int r_delete(pd_daemon *d, const char *id, json_t **out, pd_api_error *er
     pd_replica *r = d->replica;
     bool live = false;
     pd_status st = pd_pg_store_delete(r->store, id, &live);
-    if (st == PD_ERR_NOT_FOUND) return not_found(err, id);
+    if (st == PD_ERR_NOT_FOUND) return pd_daemon_not_found(err, id);
     if (st) return store_error(err, "the delete could not be recorded");
     if (live) lose_run(r, id, "deleted");
     pd_store_remove(&d->store, id);
@@ -674,7 +665,7 @@ static int r_delete(pd_daemon *d, const char *id, json_t **out, pd_api_error *er
 static int r_content_path(pd_daemon *d, const char *id, pd_store_variant v, char *path, pd_api_error *err) {
     pd_pg_job pj;
     pd_status st = pd_pg_store_get(d->replica->store, id, &pj);
-    if (st == PD_ERR_NOT_FOUND) return not_found(err, id);
+    if (st == PD_ERR_NOT_FOUND) return pd_daemon_not_found(err, id);
     if (st) return store_error(err, "the job store cannot be read");
     pd_job_status s = pj.job.status;
     int64_t fence = pj.fence;

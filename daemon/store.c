@@ -72,6 +72,15 @@ void pd_store_remove(const pd_store *s, const char *id) {
     }
 }
 
+/* Writes the path of file name in the store's folder into p (PATH_MAX bytes) and returns its age in
+ * seconds at now (by its modification time); -1 when the path is too long or the file is gone. */
+static double file_age_s(const pd_store *s, const char *name, time_t now, char *p) {
+    if (snprintf(p, PATH_MAX, "%s/%s", s->dir, name) >= PATH_MAX) return -1;
+    struct stat st;
+    if (stat(p, &st) != 0) return -1;
+    return difftime(now, st.st_mtime);
+}
+
 int pd_store_sweep_orphans(const pd_store *s, double min_age_s, bool (*known)(void *ud, const char *id), void *ud) {
     DIR *d = opendir(s->dir);
     if (!d) return 0;
@@ -88,10 +97,7 @@ int pd_store_sweep_orphans(const pd_store *s, double min_age_s, bool (*known)(vo
         id[PD_JOB_ID_LEN] = 0;
         if (!pd_job_id_valid(id) || known(ud, id)) continue;
         char p[PATH_MAX];
-        if (snprintf(p, sizeof p, "%s/%s", s->dir, e->d_name) >= (int)sizeof p) continue;
-        struct stat st;
-        if (stat(p, &st) != 0 || difftime(now, st.st_mtime) < min_age_s) continue;
-        if (unlink(p) == 0) removed++;
+        if (file_age_s(s, e->d_name, now, p) >= min_age_s && unlink(p) == 0) removed++;
     }
     closedir(d);
     return removed;
@@ -129,10 +135,9 @@ int pd_store_sweep_attempts(const pd_store *s, double min_age_s, pd_store_attemp
         long long attempt;
         bool tmp;
         if (!attempt_name(e->d_name, id, &attempt, &tmp)) continue;
-        if (snprintf(p, sizeof p, "%s/%s", s->dir, e->d_name) >= (int)sizeof p) continue;
-        struct stat st;
-        if (stat(p, &st) != 0) continue; /* another sweeper or the publisher got there first */
-        bool old = difftime(now, st.st_mtime) >= min_age_s;
+        double age = file_age_s(s, e->d_name, now, p);
+        if (age < 0) continue; /* another sweeper or the publisher got there first */
+        bool old = age >= min_age_s;
         pd_store_attempt_fate f = fate(ud, id, attempt);
         if (f == PD_ATTEMPT_PUBLISH && !tmp) {
             if (pd_store_publish(s, id, attempt) == PD_OK) (*published)++;
