@@ -323,8 +323,8 @@ static void take_while_free(pd_daemon *d) {
 }
 
 /* Renews the leases of this replica's runs (those whose result waits for the store too) and marks
- * runs whose lease is gone. */
-static void renew(pd_daemon *d) {
+ * runs whose lease is gone. False when the store did not answer. */
+static bool renew(pd_daemon *d) {
     pd_replica *r = d->replica;
     char ids[BATCH][PD_JOB_ID_LEN + 1], held[BATCH][PD_JOB_ID_LEN + 1];
     int n_ids = 0, n;
@@ -332,14 +332,15 @@ static void renew(pd_daemon *d) {
     for (size_t i = 0; i < r->n_runs && n_ids < BATCH; i++)
         if (!r->runs[i].lost) snprintf(ids[n_ids++], PD_JOB_ID_LEN + 1, "%s", r->runs[i].id);
     pthread_mutex_unlock(&r->mu);
-    if (n_ids && pd_pg_store_renew(r->store, (const char(*)[PD_JOB_ID_LEN + 1])ids, n_ids, held, &n) == PD_OK) {
-        atomic_fetch_add(&r->renewals, (uint64_t)n);
-        for (int i = 0; i < n_ids; i++) {
-            bool found = false;
-            for (int k = 0; k < n && !found; k++) found = !strcmp(held[k], ids[i]);
-            if (!found) lose_run(r, ids[i], "its lease is no longer this replica's");
-        }
+    if (!n_ids) return true;
+    if (pd_pg_store_renew(r->store, (const char(*)[PD_JOB_ID_LEN + 1])ids, n_ids, held, &n) != PD_OK) return false;
+    atomic_fetch_add(&r->renewals, (uint64_t)n);
+    for (int i = 0; i < n_ids; i++) {
+        bool found = false;
+        for (int k = 0; k < n && !found; k++) found = !strcmp(held[k], ids[i]);
+        if (!found) lose_run(r, ids[i], "its lease is no longer this replica's");
     }
+    return true;
 }
 
 /* Cancels lost runs in the scheduler and retries results the store could not take. */
@@ -373,19 +374,21 @@ static void *taker_main(void *arg) {
     pd_replica *r = d->replica;
     const double tick = fmin(TICK_MAX_S, d->cfg.store_lease_s / 3), renew_every = d->cfg.store_lease_s / 3;
     double next = 0, next_renew = 0;
+    bool renewed = true; /* the last renewal reached the store */
     for (;;) {
         double now = pd_now_s();
         bool tick_now = now >= next;
         if (tick_now) next = now + tick;
-        if (now >= next_renew) {
+        /* A renewal the store missed is retried on every pass until it lands. */
+        if (now >= next_renew || !renewed) {
             next_renew = now + renew_every;
-            renew(d);
+            renewed = renew(d);
         }
         chase_runs(d);
-        /* After this replica's own renewals and pending results: a store that was away longer than
-         * a lease does not take from a replica the jobs it is still running. */
+        /* Only after this replica's own renewals landed: a store that was away longer than a lease
+         * does not take from this replica the jobs it is still running. */
         int q;
-        if (tick_now && pd_pg_store_requeue_expired(r->store, &q) == PD_OK && q) {
+        if (tick_now && renewed && pd_pg_store_requeue_expired(r->store, &q) == PD_OK && q) {
             pthread_mutex_lock(&r->mu);
             r->kick = true;
             pthread_mutex_unlock(&r->mu);
