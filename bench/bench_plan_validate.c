@@ -188,7 +188,8 @@ static double predict_forward(const pd_plan_profile *p, const pd_plan_model *m, 
         return NAN;
     }
     if (aco_share) *aco_share = o.aco_share;
-    return o.step_s;
+    /* bench_sp's accounting (its wait split) all-gathers every rank's issue times once per forward. */
+    return o.step_s + pd_plan_sp_sync_s(p, &sp);
 }
 
 /* Seconds per job of `jobs` requests back to back through one worker (decoders 0, `threads` each) or

@@ -1,4 +1,5 @@
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -81,6 +82,20 @@ const char *const *pd_plan_profile_names(void) {
 
 static bool pd_plan_pos(double v) { return isfinite(v) && v > 0; }
 
+/* The profile's optional figures (>= 0; 0 or absent: not priced), by JSON key. */
+static const struct {
+    const char *key;
+    size_t off;
+} pd_plan_opt[] = {{"encode_first_px", offsetof(pd_plan_profile, encode_first_px)},
+                   {"encode_px", offsetof(pd_plan_profile, encode_px)},
+                   {"fault_bytes", offsetof(pd_plan_profile, fault_bw)},
+                   {"crowd_wait_s", offsetof(pd_plan_profile, crowd_wait)}};
+#define PD_PLAN_OPT_N (sizeof pd_plan_opt / sizeof pd_plan_opt[0])
+static double *pd_plan_opt_field(pd_plan_profile *p, size_t i) { return (double *)((char *)p + pd_plan_opt[i].off); }
+static const double *pd_plan_opt_cfield(const pd_plan_profile *p, size_t i) {
+    return (const double *)((const char *)p + pd_plan_opt[i].off);
+}
+
 pd_status pd_plan_profile_check(const pd_plan_profile *p) {
     const struct {
         const char *key;
@@ -99,10 +114,10 @@ pd_status pd_plan_profile_check(const pd_plan_profile *p) {
         if (!pd_plan_pos(p->conv_cout[i]) || !pd_plan_pos(p->conv_rate[i]) || (i > 0 && p->conv_cout[i] <= p->conv_cout[i - 1]))
             return pd_error_set(PD_ERR_INVALID, "profile %s: conv_by_cout needs positive rates at ascending widths", p->name);
     if (!(isfinite(p->silu) && p->silu >= 0)) return pd_error_set(PD_ERR_INVALID, "profile %s: silu_elems must be >= 0", p->name);
-    const struct { const char *key; double v; } opt[] = {
-        {"encode_first_px", p->encode_first_px}, {"encode_px", p->encode_px}, {"fault_bytes", p->fault_bw}};
-    for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++)
-        if (!(isfinite(opt[i].v) && opt[i].v >= 0)) return pd_error_set(PD_ERR_INVALID, "profile %s: %s must be >= 0", p->name, opt[i].key);
+    for (size_t i = 0; i < PD_PLAN_OPT_N; i++) {
+        const double v = *pd_plan_opt_cfield(p, i);
+        if (!(isfinite(v) && v >= 0)) return pd_error_set(PD_ERR_INVALID, "profile %s: %s must be >= 0", p->name, pd_plan_opt[i].key);
+    }
     if (p->cores < 0 || p->cores > 4096) return pd_error_set(PD_ERR_INVALID, "profile %s: cores must be 0..4096", p->name);
     if (p->topology < PD_PLAN_NVLINK || p->topology > PD_PLAN_SHM)
         return pd_error_set(PD_ERR_INVALID, "profile %s: bad topology", p->name);
@@ -189,15 +204,13 @@ pd_status pd_plan_profile_load(const char *path, pd_plan_profile *out) {
         goto done;
     }
     p.silu = silu ? json_number_value(silu) : 0;
-    static const char *const opt_keys[] = {"encode_first_px", "encode_px", "fault_bytes"};
-    double *opt_vals[] = {&p.encode_first_px, &p.encode_px, &p.fault_bw};
-    for (int i = 0; i < 3; i++) {
-        json_t *v = json_object_get(root, opt_keys[i]);
+    for (size_t i = 0; i < PD_PLAN_OPT_N; i++) {
+        json_t *v = json_object_get(root, pd_plan_opt[i].key);
         if (v && !json_is_number(v)) {
-            st = pd_error_set(PD_ERR_FORMAT, "%s: \"%s\" must be a number", path, opt_keys[i]);
+            st = pd_error_set(PD_ERR_FORMAT, "%s: \"%s\" must be a number", path, pd_plan_opt[i].key);
             goto done;
         }
-        *opt_vals[i] = v ? json_number_value(v) : 0;
+        *pd_plan_opt_field(&p, i) = v ? json_number_value(v) : 0;
     }
     p.topology = (pd_plan_topology)-1;
     for (int i = 0; i < 3; i++)
@@ -232,9 +245,10 @@ pd_status pd_plan_profile_save(const char *path, const pd_plan_profile *p) {
         json_object_set_new(r, "conv_by_cout", convs);
     }
     if (p->silu > 0) json_object_set_new(r, "silu_elems", json_real(p->silu));
-    if (p->encode_first_px > 0) json_object_set_new(r, "encode_first_px", json_real(p->encode_first_px));
-    if (p->encode_px > 0) json_object_set_new(r, "encode_px", json_real(p->encode_px));
-    if (p->fault_bw > 0) json_object_set_new(r, "fault_bytes", json_real(p->fault_bw));
+    for (size_t i = 0; i < PD_PLAN_OPT_N; i++) {
+        const double v = *pd_plan_opt_cfield(p, i);
+        if (v > 0) json_object_set_new(r, pd_plan_opt[i].key, json_real(v));
+    }
     pd_status st = pd_model_dir_write_json(path, r);
     json_decref(r);
     return st;
@@ -388,6 +402,13 @@ static double pd_plan_self_schedule(int B, int h, int g, double a1, double c0, d
     return B * (h * a1 + 4.0 * (chunks * c0 + h * c1));
 }
 
+double pd_plan_sp_sync_s(const pd_plan_profile *p, const pd_plan_sp *sp) {
+    if (sp->degree <= 1) return 0.0;
+    const double share = sp->device_share > 0 && sp->device_share < 1 ? sp->device_share : 1.0;
+    /* Less than a core per rank: a peer the collective waits for may be waiting for a core. */
+    return p->a2a.latency + (p->cores > 0 && share * p->cores < 1.0 ? p->crowd_wait : 0.0);
+}
+
 pd_status pd_plan_dit_step(const pd_plan_profile *p_dev, const pd_plan_model *m, const pd_plan_request *r,
                            const pd_plan_sp *sp, pd_plan_step *out) {
     pd_plan_profile ps;
@@ -395,6 +416,7 @@ pd_status pd_plan_dit_step(const pd_plan_profile *p_dev, const pd_plan_model *m,
     const pd_plan_profile *p = &ps;
     const double dev_share = sp->device_share > 0 && sp->device_share < 1 ? sp->device_share : 1.0;
     const bool serial = p->cores > 0 && dev_share * p->cores <= 1.0;
+    const double sync = pd_plan_sp_sync_s(p_dev, sp);
     int64_t N = 0;
     PD_TRY(pd_plan_request_check(m, r, &N));
     const pd_wan_dit_config *c = &m->dit;
@@ -411,7 +433,7 @@ pd_status pd_plan_dit_step(const pd_plan_profile *p_dev, const pd_plan_model *m,
     /* Per head slot and batch element: attention over all N tokens, and one transfer of it. */
     double a1 = 4.0 * (double)N * (double)N * hd / p->attn;
     const double c1 = n > 1 ? (double)N * hd * p->act_bytes * (n - 1) / n / p->a2a.bw : 0.0;
-    const double c0 = n > 1 ? p->a2a.latency : 0.0;
+    const double c0 = sync;
     double best = INFINITY;
     int g_best = h, share_best = 0;
     const int g_lo = sp->g < 0 ? 1 : (sp->g == 0 ? h : sp->g), g_hi = sp->g < 0 ? h : g_lo;
@@ -443,8 +465,10 @@ pd_status pd_plan_dit_step(const pd_plan_profile *p_dev, const pd_plan_model *m,
     pd_wan_dit_flop_parts f;
     pd_wan_dit_flops_split(c, n_tok, n_tok, &f);
     double step = c->layers * o.block_s + B * f.outside / pd_plan_gemm(p, m->weight_bytes);
+    /* Before each block the ranks agree whether to stop (a broadcast of one flag). */
+    step += c->layers * sync;
     /* The ranks gather the velocity (f32) at the end; with CFG parallelism the two halves meet too. */
-    step += pd_plan_a2a(&p->a2a, n, n_tok * n * c->out_channels * 4.0 * B);
+    step += pd_plan_a2a(&p->a2a, n, n_tok * n * c->out_channels * 4.0 * B) + (n > 1 ? sync - p->a2a.latency : 0.0);
     if (sp->cfg_parallel) step += p->p2p.latency + (double)N * c->out_channels * 4.0 / p->p2p.bw;
     o.step_s = step;
     *out = o;

@@ -80,6 +80,10 @@ typedef struct pd_plan_profile {
      * output anew, and glibc maps large blocks freshly from the kernel). One thread each: a process
      * with a share of a CPU gets min(1, share * cores) of a core for them (pd_plan_profile_share). */
     double encode_first_px, encode_px, fault_bw;
+    /* Seconds each collective of a CPU group costs beyond its transfer when the group's ranks
+     * outnumber the cores (a peer it waits for, woken, queues for a core behind ranks already
+     * computing). 0: not priced (GPU profiles: one rank per device). */
+    double crowd_wait;
 } pd_plan_profile;
 
 /* Passes of an eager (one kernel per op) bf16 block, counted op by op from the block of
@@ -187,6 +191,11 @@ typedef struct pd_plan_step {
 } pd_plan_step;
 
 /* One denoising step. PD_ERR_INVALID for a degree < 1, cfg_parallel without CFG, g > h. */
+/* One small collective of an SP group (a flag, a few timestamps): the all-to-all latency, and the
+ * profile's crowd_wait when the group's ranks outnumber a CPU's cores (device_share * cores < 1). 0
+ * for one rank. */
+double pd_plan_sp_sync_s(const pd_plan_profile *p, const pd_plan_sp *sp);
+
 pd_status pd_plan_dit_step(const pd_plan_profile *p, const pd_plan_model *m, const pd_plan_request *r,
                            const pd_plan_sp *sp, pd_plan_step *out);
 

@@ -350,6 +350,115 @@ static pd_status pd_cal_comm(pd_plan_profile *p) {
     return PD_OK;
 }
 
+/* The profile's crowd_wait: what a collective costs beyond its transfer when a group's ranks
+ * outnumber the cores (SP 4 on 2 cores). 2 x cores single-threaded ranks each compute a fixed piece
+ * (PD_CAL_CROWD_PIECE_S alone), then meet in an all-to-all of 64 bytes, PD_CAL_CROWD_ROUNDS times.
+ * A round's fair time is every rank's piece spread over the cores; what rank 0 measures beyond that
+ * and the all-to-all's own latency is the wait (the peers a collective waits for, woken, queue for a
+ * core behind ranks already computing their next piece). */
+#define PD_CAL_CROWD_PIECE_S 0.005
+#define PD_CAL_CROWD_ROUNDS 15
+#define PD_CAL_CROWD_MAX_RANKS 32
+
+static volatile uint64_t pd_cal_sink;
+
+/* iters rounds of a xorshift, each kept by the compiler (the barrier): pure core time. */
+static void pd_cal_spin(long iters) {
+    uint64_t x = 88172645463325252u;
+    for (long i = 0; i < iters; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        __asm__ volatile("" : "+r"(x));
+    }
+    pd_cal_sink = x;
+}
+
+/* One rank's rounds; rank 0 stores the median round time in *round_s. */
+static pd_status pd_cal_crowd_run(pd_comm *c, long iters, int ranks, double *round_s) {
+    char buf[2 * PD_CAL_CROWD_MAX_RANKS * 64] = {0};
+    size_t bytes[PD_CAL_CROWD_MAX_RANKS], off[PD_CAL_CROWD_MAX_RANKS], roff[PD_CAL_CROWD_MAX_RANKS];
+    for (int r = 0; r < ranks; r++) bytes[r] = 64, off[r] = (size_t)r * 64, roff[r] = (size_t)(ranks + r) * 64;
+    double t[PD_CAL_CROWD_ROUNDS + 1];
+    pd_status st = pd_comm_alltoallv(c, buf, bytes, off, buf, bytes, roff); /* everyone is up */
+    for (int i = 0; i <= PD_CAL_CROWD_ROUNDS && st == PD_OK; i++) {
+        const double t0 = pd_now_s();
+        pd_cal_spin(iters);
+        st = pd_comm_alltoallv(c, buf, bytes, off, buf, bytes, roff);
+        t[i] = pd_now_s() - t0;
+    }
+    if (st == PD_OK && round_s) {
+        qsort(t + 1, PD_CAL_CROWD_ROUNDS, sizeof t[0], pd_cal_cmpd);
+        *round_s = t[1 + PD_CAL_CROWD_ROUNDS / 2];
+    }
+    return st;
+}
+
+static pd_status pd_cal_crowd(pd_plan_profile *p) {
+    const int cores = p->cores > 0 ? p->cores : 1;
+    const int ranks = 2 * cores <= PD_CAL_CROWD_MAX_RANKS ? 2 * cores : PD_CAL_CROWD_MAX_RANKS;
+    /* The piece's length alone, on an idle core: iterations for PD_CAL_CROWD_PIECE_S, then its median. */
+    long iters = 1 << 16;
+    for (;;) {
+        const double t0 = pd_now_s();
+        pd_cal_spin(iters);
+        const double dt = pd_now_s() - t0;
+        if (dt >= PD_CAL_CROWD_PIECE_S / 4) {
+            iters = (long)((double)iters * PD_CAL_CROWD_PIECE_S / dt);
+            break;
+        }
+        if (iters > (1L << 40)) return pd_error_set(PD_ERR_DEVICE, "calibrate: the clock does not advance");
+        iters *= 2;
+    }
+    double alone[5];
+    for (int i = 0; i < 5; i++) {
+        const double t0 = pd_now_s();
+        pd_cal_spin(iters);
+        alone[i] = pd_now_s() - t0;
+    }
+    qsort(alone, 5, sizeof alone[0], pd_cal_cmpd);
+    const double piece = alone[2];
+
+    char name[64];
+    snprintf(name, sizeof name, "calib-crowd-%d", (int)getpid());
+    const pid_t parent = getpid();
+    pid_t pids[PD_CAL_CROWD_MAX_RANKS];
+    int started = 0;
+    pd_status st = PD_OK;
+    for (int r = 1; r < ranks && st == PD_OK; r++) {
+        pid_t pid = fork();
+        if (pid < 0) {
+            st = pd_error_set(PD_ERR_IO, "fork for the crowded group's rank %d failed", r);
+            break;
+        }
+        if (pid == 0) {
+            pd_process_die_with_parent(parent);
+            pd_comm *c = NULL;
+            int rc = pd_comm_shm_create(name, r, ranks, 30.0, &c) == PD_OK && pd_cal_crowd_run(c, iters, ranks, NULL) == PD_OK ? 0 : 1;
+            pd_comm_destroy(c);
+            _exit(rc);
+        }
+        pids[started++] = pid;
+    }
+    double round_s = 0;
+    if (st == PD_OK) {
+        pd_comm *c = NULL;
+        st = pd_comm_shm_create(name, 0, ranks, 30.0, &c);
+        if (st == PD_OK) st = pd_cal_crowd_run(c, iters, ranks, &round_s);
+        pd_comm_destroy(c);
+    }
+    bool children_ok = true;
+    for (int i = 0; i < started; i++) {
+        int ws = 0;
+        if (st != PD_OK) kill(pids[i], SIGKILL);
+        waitpid(pids[i], &ws, 0);
+        children_ok &= WIFEXITED(ws) && WEXITSTATUS(ws) == 0;
+    }
+    if (st == PD_OK && !children_ok) st = pd_error_set(PD_ERR_DEVICE, "a rank of the crowded group failed");
+    PD_TRY(st);
+    const double fair = piece * ranks / cores + p->a2a.latency, wait = round_s - fair;
+    p->crowd_wait = wait > 0 ? wait : 0;
+    return PD_OK;
+}
+
 static double pd_cal_median(double *v, int n) {
     qsort(v, (size_t)n, sizeof v[0], pd_cal_cmpd);
     return v[n / 2];
@@ -437,6 +546,7 @@ int pd_cmd_calibrate(int argc, char **argv) {
         st = pd_cal_comm(&p);
         /* The decode stage's media writer and first touches run on the host: CPU profiles only (a GPU
          * profile leaves them 0, plan/cost.h). */
+        if (st == PD_OK) st = pd_cal_crowd(&p);
         if (st == PD_OK) st = pd_cal_encode(&p);
         if (st == PD_OK) st = pd_cal_fault(&p);
     }
@@ -458,9 +568,9 @@ int pd_cmd_calibrate(int argc, char **argv) {
         return 1;
     }
     printf("pipedit calibrate: %s: GEMM f32 %.3g / bf16 %.3g FLOP/s, attention %.3g FLOP/s, copy %.3g B/s, SiLU %.3g "
-           "elements/s, conv %.3g FLOP/s, all-to-all %.3g B/s + %.3g s, p2p %.3g B/s + %.3g s, encode %.3g / %.3g px/s, "
-           "first touch %.3g B/s\n",
-           out, p.gemm_f32, p.gemm_bf16, p.attn, p.mem_bw, p.silu, p.conv, p.a2a.bw, p.a2a.latency, p.p2p.bw,
-           p.p2p.latency, p.encode_first_px, p.encode_px, p.fault_bw);
+           "elements/s, conv %.3g FLOP/s, all-to-all %.3g B/s + %.3g s (+ %.3g s crowded), p2p %.3g B/s + %.3g s, encode "
+           "%.3g / %.3g px/s, first touch %.3g B/s\n",
+           out, p.gemm_f32, p.gemm_bf16, p.attn, p.mem_bw, p.silu, p.conv, p.a2a.bw, p.a2a.latency, p.crowd_wait,
+           p.p2p.bw, p.p2p.latency, p.encode_first_px, p.encode_px, p.fault_bw);
     return 0;
 }

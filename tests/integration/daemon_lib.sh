@@ -26,7 +26,15 @@ trap cleanup EXIT
 
 fail() {
     echo "FAIL: $*" >&2
-    if [ -n "$LOG" ] && [ -f "$LOG" ]; then echo "--- last lines of $LOG" >&2; tail -n 25 "$LOG" >&2; fi
+    local f logs=("$LOG")
+    # Several daemons (the replica tests keep theirs in LOGS): the end of every one's log.
+    if declare -p LOGS >/dev/null 2>&1 && [ "${#LOGS[@]}" -gt 0 ]; then
+        logs=("${LOGS[@]}")
+        [[ " ${LOGS[*]} " == *" $LOG "* ]] || logs+=("$LOG") # one still starting is not in LOGS yet
+    fi
+    for f in "${logs[@]}"; do
+        if [ -n "$f" ] && [ -f "$f" ]; then echo "--- last lines of $f" >&2; tail -n 25 "$f" >&2; fi
+    done
     exit 1
 }
 pass() { echo "ok: $*"; }

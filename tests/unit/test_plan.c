@@ -182,6 +182,20 @@ static void test_cpu_model(void) {
     const double c1_4 = 32.0 * 16 * 2 * 0.75 / 0.5e9;
     PD_CHECK_OK(pd_plan_dit_step(&p, &m, &r, &(pd_plan_sp){.degree = 4, .device_share = 0.25}, &sp4));
     PD_CHECK_MSG(near(sp4.self_s, 2 * a1 + 4 * (c0 + c1_4), 1e-9), "%.9g", sp4.self_s);
+    /* Ranks outnumbering the cores: every collective waits crowd_wait more. SP 4 on 2 cores, one
+     * chunk: per block the stop flag and 4 transfers, then the final gather. SP 2 on 2 cores (a core
+     * each) and one rank pay nothing. */
+    pd_plan_step sp4c, sp2c;
+    p.crowd_wait = 1e-3;
+    PD_CHECK_OK(pd_plan_dit_step(&p, &m, &r, &(pd_plan_sp){.degree = 4, .device_share = 0.25}, &sp4c));
+    PD_CHECK_OK(pd_plan_dit_step(&p, &m, &r, &(pd_plan_sp){.degree = 2, .g = 1, .device_share = 0.5}, &sp2c));
+    PD_CHECK_MSG(near(sp4c.self_s, sp4.self_s + 4e-3, 1e-12) &&
+                 near(sp4c.step_s, sp4.step_s + (5.0 * m.dit.layers + 1) * 1e-3, 1e-12), "%.9g %.9g", sp4c.self_s, sp4c.step_s);
+    PD_CHECK(sp2c.step_s == sp2.step_s);
+    PD_CHECK(pd_plan_sp_sync_s(&p, &(pd_plan_sp){.degree = 4, .device_share = 0.25}) == c0 + 1e-3 &&
+             pd_plan_sp_sync_s(&p, &(pd_plan_sp){.degree = 2, .device_share = 0.5}) == c0 &&
+             pd_plan_sp_sync_s(&p, &(pd_plan_sp){.degree = 1, .device_share = 0.25}) == 0);
+    p.crowd_wait = 0;
     /* The same ranks with a GPU each (cores 0): PipeSP's overlap is back. */
     p.cores = 0;
     PD_CHECK_OK(pd_plan_dit_step(&p, &m, &r, &(pd_plan_sp){.degree = 2, .g = 1, .device_share = 0.5}, &own));
@@ -331,20 +345,22 @@ static void test_profile_files(void) {
              back.act_bytes == 2 && !strcmp(back.name, "h200"));
     PD_CHECK(back.cores == 0 && !back.gelu_fused && back.conv_n == 0); /* absent keys: a GPU's defaults */
     pd_plan_profile cpu = *h;
-    PD_CHECK(back.encode_first_px == 0 && back.encode_px == 0 && back.fault_bw == 0);
+    PD_CHECK(back.encode_first_px == 0 && back.encode_px == 0 && back.fault_bw == 0 && back.crowd_wait == 0);
     cpu.cores = 2, cpu.gelu_fused = true, cpu.conv_n = 2, cpu.silu = 3e9;
-    cpu.encode_first_px = 2.5e6, cpu.encode_px = 7e6, cpu.fault_bw = 3.5e9;
+    cpu.encode_first_px = 2.5e6, cpu.encode_px = 7e6, cpu.fault_bw = 3.5e9, cpu.crowd_wait = 4.5e-3;
     cpu.conv_cout[0] = 8, cpu.conv_rate[0] = 1e10, cpu.conv_cout[1] = 96, cpu.conv_rate[1] = 9e10;
     PD_CHECK_OK(pd_plan_profile_save(path, &cpu));
     PD_CHECK_OK(pd_plan_profile_load(path, &back));
     PD_CHECK(back.cores == 2 && back.gelu_fused && back.conv_n == 2 && back.conv_cout[1] == 96 && back.conv_rate[0] == 1e10 &&
-             back.silu == 3e9 && back.encode_first_px == 2.5e6 && back.encode_px == 7e6 && back.fault_bw == 3.5e9);
+             back.silu == 3e9 && back.encode_first_px == 2.5e6 && back.encode_px == 7e6 && back.fault_bw == 3.5e9 &&
+             back.crowd_wait == 4.5e-3);
     cpu.conv_cout[1] = 4; /* not ascending */
     PD_CHECK_ERR(pd_plan_profile_save(path, &cpu), PD_ERR_INVALID);
     const char *bad_files[] = {"\"cores\": -1", "\"cores\": 2.5", "\"gelu_fused\": 1", "\"conv_by_cout\": [[8]]",
                                "\"conv_by_cout\": [[16, 1e10], [8, 2e10]]", "\"conv_by_cout\": {}",
                                "\"silu_elems\": \"fast\"", "\"silu_elems\": -1", "\"encode_px\": -1",
-                               "\"encode_first_px\": true", "\"fault_bytes\": \"x\"", "\"fault_bytes\": -2e9"};
+                               "\"encode_first_px\": true", "\"fault_bytes\": \"x\"", "\"fault_bytes\": -2e9",
+                               "\"crowd_wait_s\": -1e-3", "\"crowd_wait_s\": []"};
     for (size_t i = 0; i < sizeof bad_files / sizeof bad_files[0]; i++) {
         FILE *bf = fopen(path, "w");
         fprintf(bf, "{\"gemm_bf16_flops\": 1e12, \"gemm_f32_flops\": 1e11, \"attn_flops\": 1e12, \"mem_bw_bytes\": 1e12, "
