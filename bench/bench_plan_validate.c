@@ -377,11 +377,11 @@ int main(int argc, char **argv) {
         printf("| %s | %s | %.0f ms | %.0f ms | %+.1f%%%s |\n", w->config, w->shape, w->measured * 1e3,
                w->predicted * 1e3, 100 * err, ok ? "" : " (over 25%)");
         char fig[96];
-        snprintf(fig, sizeof fig, "%s_measured", w->name);
+        snprintf(fig, sizeof fig, "%.63s_measured", w->name);
         pd_bench_result_figure(res, fig, w->measured * 1e3, "ms");
-        snprintf(fig, sizeof fig, "%s_predicted", w->name);
+        snprintf(fig, sizeof fig, "%.63s_predicted", w->name);
         pd_bench_result_figure(res, fig, w->predicted * 1e3, "ms");
-        snprintf(fig, sizeof fig, "%s_error", w->name);
+        snprintf(fig, sizeof fig, "%.63s_error", w->name);
         pd_bench_result_figure(res, fig, 100 * err, "%");
     }
     printf("load average: %.2f before, %.2f after; other processes kept up to %.2f cores busy during one benchmark\n",
