@@ -40,6 +40,7 @@ struct pd_replica {
     pthread_cond_t wake;
     bool kick, stop;
     double hold_until;   /* the taker's own: no take before it (monotonic; its scheduler just refused one) */
+    double take_warned;  /* the taker's own: when it last logged a take the store failed */
     run *runs;
     size_t n_runs, cap_runs;
     pthread_t taker, listener;
@@ -273,7 +274,16 @@ static void take_while_free(pd_daemon *d) {
     pd_replica *r = d->replica;
     while (!atomic_load(&d->draining) && pd_now_s() >= r->hold_until && pipeline_free(d)) {
         pd_pg_job pj;
-        if (pd_pg_store_take(r->store, pd_daemon_now(), &pj)) return; /* none queued, or no store */
+        pd_status took = pd_pg_store_take(r->store, pd_daemon_now(), &pj);
+        if (took) {
+            /* None queued is the usual answer, and a store away is said elsewhere; a store that is up but
+             * fails the take is said here, every 10 s at most. */
+            if (took != PD_ERR_NOT_FOUND && pd_daemon_store_up(d) && pd_now_s() - r->take_warned >= 10) {
+                r->take_warned = pd_now_s();
+                PD_WARN("replica", "could not take a job: %s", pd_error_msg());
+            }
+            return;
+        }
         atomic_fetch_add(&r->taken, 1);
         const char *id = pj.job.id;
         pthread_mutex_lock(&r->mu);
