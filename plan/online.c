@@ -294,23 +294,33 @@ void pd_plan_online_describe(const pd_plan_online *o, char *buf, size_t n) {
              p->decode_workers, sp, aco, pred, meas, prev);
 }
 
-/* The CPU reference: `pipedit calibrate --device cpu --threads 1` (one worker's share of the 2-core
- * AMD EPYC VM that runs the tests; Sanitize build, 2026-12-07). Only its ratios matter once a job has
- * run: the measured stage times replace its absolute figures. */
+/* The CPU reference: `pipedit calibrate --device cpu --threads 1` in a release build on the 2-core
+ * AMD EPYC VM that runs the tests (one single-threaded worker's view; each figure the median of three
+ * calibrations, 2026-12-07). Only its ratios matter once a job has run: the measured stage times
+ * replace its absolute figures. */
 static const pd_plan_profile pd_plan_cpu_reference = {
     .name = "cpu-reference",
-    .source = "pipedit calibrate --device cpu --threads 1 on a 2-core AMD EPYC VM (measured, 2026-12-07)",
-    .gemm_bf16 = 2.48e10,
-    .gemm_f32 = 4.23e10,
-    .attn = 1.69e10,
-    .mem_bw = 2.24e10,
-    .conv = 6.0e10,
+    .source = "pipedit calibrate --device cpu --threads 1 on a 2-core AMD EPYC VM (release build, median of 3, 2026-12-07)",
+    .gemm_bf16 = 9.34e10,
+    .gemm_f32 = 9.47e10,
+    .attn = 5.56e10,
+    .mem_bw = 2.02e10,
+    .conv = 8.82e10,
     .mem_bytes = 2.53e10,
-    .eltwise_passes = PD_PLAN_EAGER_PASSES,
+    .eltwise_passes = PD_PLAN_CPU_PASSES,
     .act_bytes = 4,
     .topology = PD_PLAN_SHM,
-    .a2a = {.bw = 1.58e9, .latency = 2.24e-5},
-    .p2p = {.bw = 5.53e9, .latency = 1.31e-5},
+    .a2a = {.bw = 2.87e9, .latency = 4.84e-6},
+    .p2p = {.bw = 9.93e9, .latency = 1.93e-5},
+    .gelu_fused = true,
+    .cores = 1,
+    .conv_n = 5,
+    .conv_cout = {8, 16, 32, 64, 96},
+    .conv_rate = {2.26e10, 5.69e10, 6.71e10, 8.16e10, 8.82e10},
+    .silu = 1.58e9,
+    .encode_first_px = 7.03e6,
+    .encode_px = 1.36e7,
+    .fault_bw = 1.87e9,
 };
 
 const pd_plan_profile *pd_plan_online_default_profile(const char *device) {
