@@ -402,11 +402,19 @@ static double pd_plan_self_schedule(int B, int h, int g, double a1, double c0, d
     return B * (h * a1 + 4.0 * (chunks * c0 + h * c1));
 }
 
+/* The fraction of its device a rank gets (device_share outside (0, 1): all of it). */
+static double pd_plan_rank_share(const pd_plan_sp *sp) {
+    return sp->device_share > 0 && sp->device_share < 1 ? sp->device_share : 1.0;
+}
+
+/* What a collective of the group waits beyond its transfer: crowd_wait with less than a core per rank
+ * (a peer the collective waits for may be waiting for a core), else nothing. */
+static double pd_plan_crowd_s(const pd_plan_profile *p, const pd_plan_sp *sp) {
+    return sp->degree > 1 && p->cores > 0 && pd_plan_rank_share(sp) * p->cores < 1.0 ? p->crowd_wait : 0.0;
+}
+
 double pd_plan_sp_sync_s(const pd_plan_profile *p, const pd_plan_sp *sp) {
-    if (sp->degree <= 1) return 0.0;
-    const double share = sp->device_share > 0 && sp->device_share < 1 ? sp->device_share : 1.0;
-    /* Less than a core per rank: a peer the collective waits for may be waiting for a core. */
-    return p->a2a.latency + (p->cores > 0 && share * p->cores < 1.0 ? p->crowd_wait : 0.0);
+    return sp->degree > 1 ? p->a2a.latency + pd_plan_crowd_s(p, sp) : 0.0;
 }
 
 pd_status pd_plan_dit_step(const pd_plan_profile *p_dev, const pd_plan_model *m, const pd_plan_request *r,
@@ -414,9 +422,7 @@ pd_status pd_plan_dit_step(const pd_plan_profile *p_dev, const pd_plan_model *m,
     pd_plan_profile ps;
     pd_plan_profile_share(p_dev, sp->device_share, &ps);
     const pd_plan_profile *p = &ps;
-    const double dev_share = sp->device_share > 0 && sp->device_share < 1 ? sp->device_share : 1.0;
-    const bool serial = p->cores > 0 && dev_share * p->cores <= 1.0;
-    const double sync = pd_plan_sp_sync_s(p_dev, sp);
+    const bool serial = p->cores > 0 && pd_plan_rank_share(sp) * p->cores <= 1.0;
     int64_t N = 0;
     PD_TRY(pd_plan_request_check(m, r, &N));
     const pd_wan_dit_config *c = &m->dit;
@@ -433,7 +439,7 @@ pd_status pd_plan_dit_step(const pd_plan_profile *p_dev, const pd_plan_model *m,
     /* Per head slot and batch element: attention over all N tokens, and one transfer of it. */
     double a1 = 4.0 * (double)N * (double)N * hd / p->attn;
     const double c1 = n > 1 ? (double)N * hd * p->act_bytes * (n - 1) / n / p->a2a.bw : 0.0;
-    const double c0 = sync;
+    const double c0 = pd_plan_sp_sync_s(p_dev, sp); /* a transfer's fixed cost: one small collective */
     double best = INFINITY;
     int g_best = h, share_best = 0;
     const int g_lo = sp->g < 0 ? 1 : (sp->g == 0 ? h : sp->g), g_hi = sp->g < 0 ? h : g_lo;
@@ -466,9 +472,9 @@ pd_status pd_plan_dit_step(const pd_plan_profile *p_dev, const pd_plan_model *m,
     pd_wan_dit_flops_split(c, n_tok, n_tok, &f);
     double step = c->layers * o.block_s + B * f.outside / pd_plan_gemm(p, m->weight_bytes);
     /* Before each block the ranks agree whether to stop (a broadcast of one flag). */
-    step += c->layers * sync;
+    step += c->layers * c0;
     /* The ranks gather the velocity (f32) at the end; with CFG parallelism the two halves meet too. */
-    step += pd_plan_a2a(&p->a2a, n, n_tok * n * c->out_channels * 4.0 * B) + (n > 1 ? sync - p->a2a.latency : 0.0);
+    step += pd_plan_a2a(&p->a2a, n, n_tok * n * c->out_channels * 4.0 * B) + pd_plan_crowd_s(p_dev, sp);
     if (sp->cfg_parallel) step += p->p2p.latency + (double)N * c->out_channels * 4.0 / p->p2p.bw;
     o.step_s = step;
     *out = o;

@@ -43,6 +43,11 @@ static int pd_cal_cmpd(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static double pd_cal_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof v[0], pd_cal_cmpd);
+    return v[n / 2];
+}
+
 /* Seconds per call: the median of PD_CAL_SAMPLES samples after one warm-up call, each sample
  * enough calls back to back (synchronised) to last PD_CAL_SAMPLE_S, so a few milliseconds of
  * another process's time on a shared machine move one sample by a few percent, not by half. */
@@ -64,8 +69,7 @@ static pd_status pd_cal_time(pd_backend *be, pd_cal_fn fn, void *ctx, double *ou
         PD_TRY(pd_backend_synchronize(be));
         t[i] = (pd_now_s() - t0) / calls;
     }
-    qsort(t, PD_CAL_SAMPLES, sizeof t[0], pd_cal_cmpd);
-    *out = t[PD_CAL_SAMPLES / 2];
+    *out = pd_cal_median(t, PD_CAL_SAMPLES);
     return PD_OK;
 }
 
@@ -272,12 +276,18 @@ static pd_status pd_cal_fault(pd_plan_profile *p) {
 }
 
 /* The communicator sequence both ranks run: for each size, 1 + 9 all-to-alls of `size` bytes to each
- * rank, then 1 + 9 round trips of `size` bytes (0 sends, 1 answers). Rank 0 records the medians. */
+ * rank, then 1 + 9 round trips of `size` bytes (0 sends, 1 answers); the medians go to the
+ * pd_cal_comm_times at ctx. */
 #define PD_CAL_REPS 9
 #define PD_CAL_NSIZES 3
 static const size_t pd_cal_sizes[PD_CAL_NSIZES] = {64, 1u << 20, 16u << 20};
 
-static pd_status pd_cal_comm_run(pd_comm *c, double a2a[PD_CAL_NSIZES], double rtt[PD_CAL_NSIZES]) {
+typedef struct pd_cal_comm_times {
+    double a2a[PD_CAL_NSIZES], rtt[PD_CAL_NSIZES];
+} pd_cal_comm_times;
+
+static pd_status pd_cal_comm_run(pd_comm *c, void *ctx) {
+    double *a2a = ((pd_cal_comm_times *)ctx)->a2a, *rtt = ((pd_cal_comm_times *)ctx)->rtt;
     const int me = pd_comm_rank(c);
     char *buf = malloc(4 * pd_cal_sizes[PD_CAL_NSIZES - 1]);
     if (!buf) return pd_error_set(PD_ERR_NOMEM, "calibration buffers");
@@ -292,8 +302,7 @@ static pd_status pd_cal_comm_run(pd_comm *c, double a2a[PD_CAL_NSIZES], double r
             st = pd_comm_alltoallv(c, buf, bytes, off, buf, bytes, roff);
             t[i] = pd_now_s() - t0;
         }
-        qsort(t + 1, PD_CAL_REPS, sizeof t[0], pd_cal_cmpd);
-        a2a[s] = t[1 + PD_CAL_REPS / 2];
+        a2a[s] = pd_cal_median(t + 1, PD_CAL_REPS);
         for (int i = 0; i <= PD_CAL_REPS && st == PD_OK; i++) {
             double t0 = pd_now_s();
             if (me == 0) {
@@ -303,38 +312,60 @@ static pd_status pd_cal_comm_run(pd_comm *c, double a2a[PD_CAL_NSIZES], double r
             }
             t[i] = pd_now_s() - t0;
         }
-        qsort(t + 1, PD_CAL_REPS, sizeof t[0], pd_cal_cmpd);
-        rtt[s] = t[1 + PD_CAL_REPS / 2];
+        rtt[s] = pd_cal_median(t + 1, PD_CAL_REPS);
     }
     free(buf);
     return st;
 }
 
-static pd_status pd_cal_comm(pd_plan_profile *p) {
+#define PD_CAL_MAX_RANKS 32 /* ranks of a calibration group */
+
+/* Runs run(c, ctx) on `ranks` ranks of a shared-memory communicator: rank 0 in this process, the
+ * others in forked children (each with its own copy of *ctx, so only rank 0's results stay here).
+ * Every child is waited for; a failure anywhere is an error naming `what`. */
+static pd_status pd_cal_group(const char *what, int ranks, pd_status (*run)(pd_comm *c, void *ctx), void *ctx) {
     char name[64];
     snprintf(name, sizeof name, "calib-%d", (int)getpid());
     const pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) return pd_error_set(PD_ERR_IO, "fork for the communicator's second rank failed");
-    if (pid == 0) {
-        pd_process_die_with_parent(parent);
-        pd_comm *c = NULL;
-        double a[PD_CAL_NSIZES], r[PD_CAL_NSIZES];
-        int rc = pd_comm_shm_create(name, 1, 2, 30.0, &c) == PD_OK && pd_cal_comm_run(c, a, r) == PD_OK ? 0 : 1;
-        pd_comm_destroy(c);
-        _exit(rc);
+    pid_t pids[PD_CAL_MAX_RANKS];
+    int started = 0;
+    pd_status st = ranks >= 2 && ranks <= PD_CAL_MAX_RANKS ? PD_OK : pd_error_set(PD_ERR_INVALID, "%s: %d ranks", what, ranks);
+    for (int r = 1; r < ranks && st == PD_OK; r++) {
+        pid_t pid = fork();
+        if (pid < 0) {
+            st = pd_error_set(PD_ERR_IO, "%s: fork for rank %d failed", what, r);
+            break;
+        }
+        if (pid == 0) {
+            pd_process_die_with_parent(parent);
+            pd_comm *c = NULL;
+            int rc = pd_comm_shm_create(name, r, ranks, 30.0, &c) == PD_OK && run(c, ctx) == PD_OK ? 0 : 1;
+            pd_comm_destroy(c);
+            _exit(rc);
+        }
+        pids[started++] = pid;
     }
-    pd_comm *c = NULL;
-    double a2a[PD_CAL_NSIZES] = {0}, rtt[PD_CAL_NSIZES] = {0};
-    pd_status st = pd_comm_shm_create(name, 0, 2, 30.0, &c);
-    if (st == PD_OK) st = pd_cal_comm_run(c, a2a, rtt);
-    pd_comm_destroy(c);
-    int ws = 0;
-    if (st != PD_OK) kill(pid, SIGKILL);
-    waitpid(pid, &ws, 0);
-    if (st == PD_OK && !(WIFEXITED(ws) && WEXITSTATUS(ws) == 0))
-        st = pd_error_set(PD_ERR_DEVICE, "the communicator's second rank failed");
-    PD_TRY(st);
+    if (st == PD_OK) {
+        pd_comm *c = NULL;
+        st = pd_comm_shm_create(name, 0, ranks, 30.0, &c);
+        if (st == PD_OK) st = run(c, ctx);
+        pd_comm_destroy(c);
+    }
+    bool children_ok = true;
+    for (int i = 0; i < started; i++) {
+        int ws = 0;
+        if (st != PD_OK) kill(pids[i], SIGKILL);
+        waitpid(pids[i], &ws, 0);
+        children_ok &= WIFEXITED(ws) && WEXITSTATUS(ws) == 0;
+    }
+    if (st == PD_OK && !children_ok) st = pd_error_set(PD_ERR_DEVICE, "%s: a rank in another process failed", what);
+    return st;
+}
+
+static pd_status pd_cal_comm(pd_plan_profile *p) {
+    pd_cal_comm_times t = {0};
+    PD_TRY(pd_cal_group("the communicator's calibration", 2, pd_cal_comm_run, &t));
+    const double *a2a = t.a2a, *rtt = t.rtt;
     /* All-to-all over 2 ranks: each sends 2n, of which n leaves: t = latency + n / bw; one way of a
      * round trip: t = latency + n / bw. The latency is the smallest size's time, the bandwidth the
      * slope between the two larger sizes (wake-up jitter on a busy machine cancels out of it). */
@@ -358,8 +389,6 @@ static pd_status pd_cal_comm(pd_plan_profile *p) {
  * core behind ranks already computing their next piece). */
 #define PD_CAL_CROWD_PIECE_S 0.005
 #define PD_CAL_CROWD_ROUNDS 15
-#define PD_CAL_CROWD_MAX_RANKS 32
-
 static volatile uint64_t pd_cal_sink;
 
 /* iters rounds of a xorshift, each kept by the compiler (the barrier): pure core time. */
@@ -372,96 +401,57 @@ static void pd_cal_spin(long iters) {
     pd_cal_sink = x;
 }
 
-/* One rank's rounds; rank 0 stores the median round time in *round_s. */
-static pd_status pd_cal_crowd_run(pd_comm *c, long iters, int ranks, double *round_s) {
-    char buf[2 * PD_CAL_CROWD_MAX_RANKS * 64] = {0};
-    size_t bytes[PD_CAL_CROWD_MAX_RANKS], off[PD_CAL_CROWD_MAX_RANKS], roff[PD_CAL_CROWD_MAX_RANKS];
+typedef struct pd_cal_crowd_ctx {
+    long iters;     /* the piece */
+    double round_s; /* out: the median round */
+} pd_cal_crowd_ctx;
+
+/* One rank's rounds: a piece, then an all-to-all of 64 bytes to every rank. */
+static pd_status pd_cal_crowd_run(pd_comm *c, void *ctx) {
+    pd_cal_crowd_ctx *x = ctx;
+    const int ranks = pd_comm_size(c);
+    char buf[2 * PD_CAL_MAX_RANKS * 64] = {0};
+    size_t bytes[PD_CAL_MAX_RANKS], off[PD_CAL_MAX_RANKS], roff[PD_CAL_MAX_RANKS];
     for (int r = 0; r < ranks; r++) bytes[r] = 64, off[r] = (size_t)r * 64, roff[r] = (size_t)(ranks + r) * 64;
     double t[PD_CAL_CROWD_ROUNDS + 1];
     pd_status st = pd_comm_alltoallv(c, buf, bytes, off, buf, bytes, roff); /* everyone is up */
     for (int i = 0; i <= PD_CAL_CROWD_ROUNDS && st == PD_OK; i++) {
         const double t0 = pd_now_s();
-        pd_cal_spin(iters);
+        pd_cal_spin(x->iters);
         st = pd_comm_alltoallv(c, buf, bytes, off, buf, bytes, roff);
         t[i] = pd_now_s() - t0;
     }
-    if (st == PD_OK && round_s) {
-        qsort(t + 1, PD_CAL_CROWD_ROUNDS, sizeof t[0], pd_cal_cmpd);
-        *round_s = t[1 + PD_CAL_CROWD_ROUNDS / 2];
-    }
+    if (st == PD_OK) x->round_s = pd_cal_median(t + 1, PD_CAL_CROWD_ROUNDS);
     return st;
 }
 
 static pd_status pd_cal_crowd(pd_plan_profile *p) {
     const int cores = p->cores > 0 ? p->cores : 1;
-    const int ranks = 2 * cores <= PD_CAL_CROWD_MAX_RANKS ? 2 * cores : PD_CAL_CROWD_MAX_RANKS;
+    const int ranks = 2 * cores <= PD_CAL_MAX_RANKS ? 2 * cores : PD_CAL_MAX_RANKS;
     /* The piece's length alone, on an idle core: iterations for PD_CAL_CROWD_PIECE_S, then its median. */
-    long iters = 1 << 16;
+    pd_cal_crowd_ctx x = {.iters = 1 << 16};
     for (;;) {
         const double t0 = pd_now_s();
-        pd_cal_spin(iters);
+        pd_cal_spin(x.iters);
         const double dt = pd_now_s() - t0;
         if (dt >= PD_CAL_CROWD_PIECE_S / 4) {
-            iters = (long)((double)iters * PD_CAL_CROWD_PIECE_S / dt);
+            x.iters = (long)((double)x.iters * PD_CAL_CROWD_PIECE_S / dt);
             break;
         }
-        if (iters > (1L << 40)) return pd_error_set(PD_ERR_DEVICE, "calibrate: the clock does not advance");
-        iters *= 2;
+        if (x.iters > (1L << 40)) return pd_error_set(PD_ERR_DEVICE, "calibrate: the clock does not advance");
+        x.iters *= 2;
     }
     double alone[5];
     for (int i = 0; i < 5; i++) {
         const double t0 = pd_now_s();
-        pd_cal_spin(iters);
+        pd_cal_spin(x.iters);
         alone[i] = pd_now_s() - t0;
     }
-    qsort(alone, 5, sizeof alone[0], pd_cal_cmpd);
-    const double piece = alone[2];
-
-    char name[64];
-    snprintf(name, sizeof name, "calib-crowd-%d", (int)getpid());
-    const pid_t parent = getpid();
-    pid_t pids[PD_CAL_CROWD_MAX_RANKS];
-    int started = 0;
-    pd_status st = PD_OK;
-    for (int r = 1; r < ranks && st == PD_OK; r++) {
-        pid_t pid = fork();
-        if (pid < 0) {
-            st = pd_error_set(PD_ERR_IO, "fork for the crowded group's rank %d failed", r);
-            break;
-        }
-        if (pid == 0) {
-            pd_process_die_with_parent(parent);
-            pd_comm *c = NULL;
-            int rc = pd_comm_shm_create(name, r, ranks, 30.0, &c) == PD_OK && pd_cal_crowd_run(c, iters, ranks, NULL) == PD_OK ? 0 : 1;
-            pd_comm_destroy(c);
-            _exit(rc);
-        }
-        pids[started++] = pid;
-    }
-    double round_s = 0;
-    if (st == PD_OK) {
-        pd_comm *c = NULL;
-        st = pd_comm_shm_create(name, 0, ranks, 30.0, &c);
-        if (st == PD_OK) st = pd_cal_crowd_run(c, iters, ranks, &round_s);
-        pd_comm_destroy(c);
-    }
-    bool children_ok = true;
-    for (int i = 0; i < started; i++) {
-        int ws = 0;
-        if (st != PD_OK) kill(pids[i], SIGKILL);
-        waitpid(pids[i], &ws, 0);
-        children_ok &= WIFEXITED(ws) && WEXITSTATUS(ws) == 0;
-    }
-    if (st == PD_OK && !children_ok) st = pd_error_set(PD_ERR_DEVICE, "a rank of the crowded group failed");
-    PD_TRY(st);
-    const double fair = piece * ranks / cores + p->a2a.latency, wait = round_s - fair;
+    const double piece = pd_cal_median(alone, 5);
+    PD_TRY(pd_cal_group("the crowded group", ranks, pd_cal_crowd_run, &x));
+    const double fair = piece * ranks / cores + p->a2a.latency, wait = x.round_s - fair;
     p->crowd_wait = wait > 0 ? wait : 0;
     return PD_OK;
-}
-
-static double pd_cal_median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof v[0], pd_cal_cmpd);
-    return v[n / 2];
 }
 
 /* Each compute figure of *out (the rest kept) as the median of its n rounds' values. */
