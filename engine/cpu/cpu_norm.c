@@ -19,28 +19,52 @@ typedef struct {
     int64_t H, D;
 } pd_norm_job;
 
+/* Row sums in double over PD_NORM_LANES interleaved partial sums (lane k takes the elements
+ * c = k mod PD_NORM_LANES), added in lane order at the end: a fixed order, so a row's result does not
+ * depend on the thread or the task that computes it, and independent lanes the compiler can keep in
+ * vector registers instead of one serial chain of double adds. */
+enum { PD_NORM_LANES = 8 };
+
+/* sum of x[c] */
+static double pd_norm_sum(const float *x, int64_t C) {
+    double acc[PD_NORM_LANES] = {0}, s = 0;
+    int64_t c = 0;
+    for (; c + PD_NORM_LANES <= C; c += PD_NORM_LANES)
+        for (int k = 0; k < PD_NORM_LANES; k++) acc[k] += (double)x[c + k];
+    for (; c < C; c++) s += (double)x[c];
+    for (int k = 0; k < PD_NORM_LANES; k++) s += acc[k];
+    return s;
+}
+
+/* sum of (x[c] - m)^2 */
+static double pd_norm_sum_sq(const float *x, int64_t C, double m) {
+    double acc[PD_NORM_LANES] = {0}, s = 0;
+    int64_t c = 0;
+    for (; c + PD_NORM_LANES <= C; c += PD_NORM_LANES)
+        for (int k = 0; k < PD_NORM_LANES; k++) {
+            const double d = (double)x[c + k] - m;
+            acc[k] += d * d;
+        }
+    for (; c < C; c++) s += ((double)x[c] - m) * ((double)x[c] - m);
+    for (int k = 0; k < PD_NORM_LANES; k++) s += acc[k];
+    return s;
+}
+
 /* One row: y (C) = (x - mean) * (1 / sqrt(var + eps)), mean taken as 0 when rms, sums in double; then
- * * w and + b where not NULL; then, where shift is not NULL, MODULATE: y * (1 + scale) + shift. y may be x. */
+ * * w and + b where not NULL; then, where shift is not NULL, MODULATE: y * (1 + scale) + shift. y may be x.
+ * Each step is its own loop over the row (in L1 by then), so every loop vectorises. */
 static void pd_norm_row(float *y, const float *x, int64_t C, float eps, bool rms, const float *w, const float *b,
                         const float *shift, const float *scale) {
-    double mean = 0, var = 0;
-    if (rms) {
-        for (int64_t c = 0; c < C; c++) var += (double)x[c] * x[c];
-        var /= (double)C;
-    } else {
-        for (int64_t c = 0; c < C; c++) mean += x[c];
-        mean /= (double)C;
-        for (int64_t c = 0; c < C; c++) var += ((double)x[c] - mean) * ((double)x[c] - mean);
-        var /= (double)C;
-    }
-    float inv = (float)(1.0 / sqrt(var + (double)eps)), m = (float)mean;
-    for (int64_t c = 0; c < C; c++) {
-        float v = (x[c] - m) * inv;
-        if (w) v *= w[c];
-        if (b) v += b[c];
-        if (shift) v = v * (1.0f + scale[c]) + shift[c];
-        y[c] = v;
-    }
+    const double mean = rms ? 0.0 : pd_norm_sum(x, C) / (double)C;
+    const double var = pd_norm_sum_sq(x, C, mean) / (double)C;
+    const float inv = (float)(1.0 / sqrt(var + (double)eps)), m = (float)mean;
+    for (int64_t c = 0; c < C; c++) y[c] = (x[c] - m) * inv;
+    if (w)
+        for (int64_t c = 0; c < C; c++) y[c] *= w[c];
+    if (b)
+        for (int64_t c = 0; c < C; c++) y[c] += b[c];
+    if (shift)
+        for (int64_t c = 0; c < C; c++) y[c] = y[c] * (1.0f + scale[c]) + shift[c];
 }
 
 /* A fixed block of rows; RMS_NORM_ROPE rotates each row's heads right after normalising it, while the
