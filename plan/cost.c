@@ -515,7 +515,8 @@ double pd_plan_dit_rank_bytes(const pd_plan_profile *p, const pd_plan_model *m, 
 typedef struct pd_plan_vae_acc {
     const pd_plan_profile *p;
     double flops, conv_s, bytes, params, silu_s;
-    double fresh; /* bytes of conv outputs, each a new allocation */
+    double fresh; /* bytes allocated anew by every decode: the causal convs' caches */
+    double later; /* latent frames after the first (the chunks that read caches) */
     int act;
 } pd_plan_vae_acc;
 
@@ -530,52 +531,76 @@ static void pd_plan_conv(pd_plan_vae_acc *a, double cin, double cout, double tap
     const double f = 2.0 * cin * cout * taps * vox;
     a->flops += f;
     a->conv_s += f / pd_plan_conv_rate(a->p, cout);
-    a->params += cin * cout * taps + cout;
-    a->fresh += cout * vox * a->act;
 }
 
-/* ResBlock cin -> cout over vox voxels: two (RMS_norm, SiLU, k3 conv), a 1x1x1 shortcut when the
- * widths differ. Elementwise passes over its tensors, counted as eager ops: RMS_norm 6 each time,
- * the residual add 3; the SiLUs by pd_plan_silu. */
-static void pd_plan_resblock(pd_plan_vae_acc *a, double cin, double cout, double vox) {
-    pd_plan_conv(a, cin, cout, 27, vox);
-    pd_plan_conv(a, cout, cout, 27, vox);
-    if (cin != cout) pd_plan_conv(a, cin, cout, 1, vox);
+/* A causal conv with a temporal kernel of 3 and `taps_hw` spatial taps over `vox` output voxels in
+ * frames of `hw` (models/wan/vae.c, vae_conv_apply). The first chunk (one frame, behind two zero
+ * frames) multiplies only the last temporal tap; every later chunk copies the two cached frames and
+ * its own into one buffer and, except on the last latent frame, saves its last two frames back:
+ * (2 + 2) cached frames read and written per later chunk and its own frames once more. The cache is a
+ * fresh allocation per decode that has later chunks. `first` false: the conv skips the first chunk
+ * (an upsample's time_conv). */
+static void pd_plan_causal_conv(pd_plan_vae_acc *a, double cin, double cout, double taps_hw, double vox, double hw,
+                                bool first) {
+    const double first_vox = first ? hw : 0.0;
+    pd_plan_conv(a, cin, cout, 3.0 * taps_hw, vox - first_vox);
+    pd_plan_conv(a, cin, cout, taps_hw, first_vox);
+    a->params += cin * cout * 3.0 * taps_hw + cout;
+    a->params += first ? cin * cout * taps_hw : 0.0; /* the last tap, kept apart for first chunks */
+    if (a->later > 0) {
+        a->bytes += 2.0 * cin * ((vox - first_vox) + 4.0 * hw * a->later) * a->act;
+        a->fresh += 2.0 * cin * hw * a->act;
+    }
+}
+
+/* A conv without a temporal kernel (1x1x1 and the upsamplers' 2D convs). */
+static void pd_plan_plain_conv(pd_plan_vae_acc *a, double cin, double cout, double taps, double vox) {
+    pd_plan_conv(a, cin, cout, taps, vox);
+    a->params += cin * cout * taps + cout;
+}
+
+/* ResBlock cin -> cout over vox voxels in frames of hw: two (RMS_norm, SiLU, causal 3x3x3 conv), a
+ * 1x1x1 shortcut when the widths differ. Elementwise passes over its tensors, counted as eager ops:
+ * RMS_norm 6 each time, the residual add 3; the SiLUs by pd_plan_silu. */
+static void pd_plan_resblock(pd_plan_vae_acc *a, double cin, double cout, double vox, double hw) {
+    pd_plan_causal_conv(a, cin, cout, 9, vox, hw, true);
+    pd_plan_causal_conv(a, cout, cout, 9, vox, hw, true);
+    if (cin != cout) pd_plan_plain_conv(a, cin, cout, 1, vox);
     a->bytes += (6.0 * cin + 6.0 * cout + 3.0 * cout) * vox * a->act;
     pd_plan_silu(a, (cin + cout) * vox);
 }
 
 void pd_plan_vae_decode(const pd_plan_profile *p, const pd_plan_model *m, const pd_plan_request *r, pd_plan_vae *out) {
     const pd_wan_vae_config *v = &m->vae;
-    pd_plan_vae_acc a = {.p = p, .act = p->act_bytes};
     double T = (r->frames - 1) / 4 + 1, H = r->height / 8.0, W = r->width / 8.0;
+    pd_plan_vae_acc a = {.p = p, .act = p->act_bytes, .later = T - 1};
     const double top = (double)v->base_dim * v->dim_mult[3];
     double dims[5] = {top, v->base_dim * (double)v->dim_mult[3], v->base_dim * (double)v->dim_mult[2],
                       v->base_dim * (double)v->dim_mult[1], v->base_dim * (double)v->dim_mult[0]};
-    pd_plan_conv(&a, v->z_dim, v->z_dim, 1, T * H * W); /* conv2 (post-quant) */
-    pd_plan_conv(&a, v->z_dim, dims[0], 27, T * H * W);
-    pd_plan_resblock(&a, dims[0], dims[0], T * H * W);
+    pd_plan_plain_conv(&a, v->z_dim, v->z_dim, 1, T * H * W); /* conv2 (post-quant) */
+    pd_plan_causal_conv(&a, v->z_dim, dims[0], 9, T * H * W, H * W, true);
+    pd_plan_resblock(&a, dims[0], dims[0], T * H * W, H * W);
     /* middle attention: per frame, one head over H*W positions, qkv and proj 1x1 */
-    pd_plan_conv(&a, dims[0], 3 * dims[0], 1, T * H * W);
+    pd_plan_plain_conv(&a, dims[0], 3 * dims[0], 1, T * H * W);
     const double attn_flops = T * 4.0 * (H * W) * (H * W) * dims[0];
     a.flops += attn_flops;
-    pd_plan_conv(&a, dims[0], dims[0], 1, T * H * W);
-    pd_plan_resblock(&a, dims[0], dims[0], T * H * W);
+    pd_plan_plain_conv(&a, dims[0], dims[0], 1, T * H * W);
+    pd_plan_resblock(&a, dims[0], dims[0], T * H * W, H * W);
     for (int i = 0; i < 4; i++) {
         double cin = i >= 1 ? dims[i] / 2 : dims[i], cout = dims[i + 1];
-        for (int j = 0; j <= v->num_res_blocks; j++, cin = cout) pd_plan_resblock(&a, cin, cout, T * H * W);
+        for (int j = 0; j <= v->num_res_blocks; j++, cin = cout) pd_plan_resblock(&a, cin, cout, T * H * W, H * W);
         if (i == 3) break;
         if (v->temporal_downsample[2 - i]) { /* upsample3d: time_conv doubles the frames after the first */
-            pd_plan_conv(&a, cout, 2 * cout, 3, T * H * W);
+            pd_plan_causal_conv(&a, cout, 2 * cout, 1, (T - 1) * H * W, H * W, false);
             T = 1 + 2 * (T - 1);
         }
         H *= 2, W *= 2;
-        pd_plan_conv(&a, cout, cout / 2, 9, T * H * W); /* nearest x2, then Conv2d(C, C/2, 3) */
+        pd_plan_plain_conv(&a, cout, cout / 2, 9, T * H * W); /* nearest x2, then Conv2d(C, C/2, 3) */
         a.bytes += 1.25 * cout * T * H * W * a.act; /* the nearest upsample reads 1/4, writes all */
     }
     a.bytes += 6.0 * dims[4] * T * H * W * a.act; /* head: RMS_norm, SiLU, conv to RGB */
     pd_plan_silu(&a, dims[4] * T * H * W);
-    pd_plan_conv(&a, dims[4], 3, 27, T * H * W);
+    pd_plan_causal_conv(&a, dims[4], 3, 9, T * H * W, H * W, true);
     out->flops = a.flops;
     const double px = (double)r->width * r->height;
     out->encode_s = (p->encode_first_px > 0 ? px / p->encode_first_px : 0) +

@@ -76,9 +76,11 @@ typedef struct pd_plan_profile {
      * is a story of its own). The media writer (models/pipeline_media.c: MP4 through x264 on one
      * thread, and the PNG thumbnail) in output pixels per second: encode_first_px for a one-frame
      * clip (open, first frame, PNG, close), encode_px for each further frame. fault_bw: bytes per
-     * second of first-touch page faults on fresh allocations (the decoder allocates every conv's
-     * output anew, and glibc maps large blocks freshly from the kernel). One thread each: a process
-     * with a share of a CPU gets min(1, share * cores) of a core for them (pd_plan_profile_share). */
+     * second of first-touch page faults on fresh allocations (each decode of more than one latent
+     * frame allocates its causal convs' caches anew; the decoder's working memory is kept between
+     * decodes, so only a worker's first decode at a size pays for it, which is not priced). One
+     * thread each: a process with a share of a CPU gets min(1, share * cores) of a core for them
+     * (pd_plan_profile_share). */
     double encode_first_px, encode_px, fault_bw;
     /* Seconds each collective of a CPU group costs beyond its transfer when the group's ranks
      * outnumber the cores (a peer it waits for, woken, queues for a core behind ranks already
@@ -209,12 +211,13 @@ typedef struct pd_plan_vae {
     double peak_bytes;   /* activations held at once (one chunk plus caches) */
     double weight_bytes;
     double encode_s;     /* of seconds: the media writer (profile encode_first_px, encode_px) */
-    double fault_s;      /* of seconds: first touch of the conv outputs (profile fault_bw) */
+    double fault_s;      /* of seconds: first touch of the causal convs' caches (profile fault_bw) */
 } pd_plan_vae;
-/* Streaming VAE decode of a request's latent on one device, with what the decode stage does around
- * it: the MP4 and PNG (width * height / encode_first_px + (frames - 1) * width * height / encode_px)
- * and the first touch of every conv output (its bytes / fault_bw); each 0 where the profile's rate
- * is 0. */
+/* Streaming VAE decode of a request's latent on one device, as models/wan/vae.c runs it (a causal
+ * conv's first chunk multiplies only its last temporal tap; later chunks copy the cached frames), with
+ * what the decode stage does around it: the MP4 and PNG (width * height / encode_first_px + (frames -
+ * 1) * width * height / encode_px) and the first touch of the caches a decode of several latent
+ * frames allocates (their bytes / fault_bw); each 0 where the profile's rate is 0. */
 void pd_plan_vae_decode(const pd_plan_profile *p, const pd_plan_model *m, const pd_plan_request *r, pd_plan_vae *out);
 
 /* Text encoding of one prompt padded to 512 tokens (both prompts of the CFG pair when r->cfg). */

@@ -21,6 +21,9 @@
 
 typedef struct vae_conv {
     pd_tensor w, b;              // w (Cout, Cin, kt, kh, kw); 2D convs are kt = 1
+    /* kt = 3: w's last temporal tap (Cout, Cin, 1, kh, kw), the whole conv for a one-frame chunk
+     * behind two zero frames (the first chunk a conv sees): a third of the multiplies. */
+    pd_tensor w_now;
     int cin, cout, kt, kh, kw;
     int cache;                   // cache slot of a kt = 3 causal conv, else -1
 } vae_conv;
@@ -60,8 +63,14 @@ struct pd_wan_vae {
     pd_tensor head_g;              // (C)
     vae_conv head;
     int n_cache, n_temporal;
+    /* The decode's working memory (two activation arenas and one for temporaries), kept from one
+     * decode to the next like the DiT's arena: the first decode at a size grows it, later ones at the
+     * same or a smaller size allocate nothing and touch no fresh pages. Created on first use. */
+    pd_arena *act[2], *tmp;
     pd_tensor *imported[VAE_MAX_WEIGHTS];
     int n_imported;
+    pd_tensor owned[VAE_MAX_WEIGHTS]; // host tensors made at load (the w_now slices), backing imports
+    int n_owned;
 };
 
 /* ---- tensor names of both layouts ---- */
@@ -141,7 +150,20 @@ static pd_status vae_conv_walk(vae_walk *w, vae_conv *cv, const char *prefix, in
     cv->cin = cin, cv->cout = cout, cv->kt = kt, cv->kh = kh, cv->kw = kw, cv->cache = -1;
     if (w->wr) return PD_OK;
     if (is2d) PD_TRY(pd_tensor_reshape(&cv->w, 5, shape5));
-    if (kt == 3) cv->cache = w->v->n_cache++;
+    if (kt != 3) return PD_OK;
+    pd_wan_vae *v = w->v;
+    cv->cache = v->n_cache++;
+    pd_tensor full, *now = &v->owned[v->n_owned];
+    int64_t now_shape[5] = {cout, cin, 1, kh, kw};
+    snprintf(name, sizeof name, "%.200s.weight", prefix);
+    PD_TRY(pd_st_get_shaped(v->st, name, 5, shape5, &full));
+    PD_ASSERT(v->n_owned < VAE_MAX_WEIGHTS && v->n_imported < VAE_MAX_WEIGHTS);
+    PD_TRY(pd_tensor_alloc(now, full.dtype, 5, now_shape));
+    v->n_owned++;
+    pd_tensor last = pd_tensor_slice(&full, 2, 2, 1);
+    PD_TRY(pd_tensor_copy(now, &last));
+    PD_TRY(pd_backend_import_weight(v->be, &cv->w_now, now));
+    v->imported[v->n_imported++] = &cv->w_now;
     return PD_OK;
 }
 
@@ -496,6 +518,10 @@ pd_status pd_wan_vae_load(const char *path, pd_backend *be, pd_wan_vae **out) {
 void pd_wan_vae_free(pd_wan_vae *v) {
     if (!v) return;
     for (int i = 0; i < v->n_imported; i++) pd_backend_tensor_free(v->be, v->imported[i]);
+    for (int i = 0; i < v->n_owned; i++) pd_tensor_free(&v->owned[i]);
+    pd_arena_free(v->act[0]);
+    pd_arena_free(v->act[1]);
+    pd_arena_free(v->tmp);
     pd_tensor_free(&v->mean_host);
     pd_tensor_free(&v->std_host);
     pd_st_close(v->st);
@@ -517,8 +543,8 @@ typedef struct vae_run {
     pd_backend *be;
     pd_arena *act[2], *tmp;
     int cur;                  // act[cur] holds the current activation
-    bool stream, first;       // streaming with caches; first latent frame
-    pd_tensor *cache;         // n_cache slots, (Cin, 2, H, W) each, allocated on first use
+    bool stream, first, last; // streaming with caches; first latent frame; last latent frame
+    pd_tensor *cache;         // n_cache slots, (Cin, 2, H, W) each, allocated when first saved
 } vae_run;
 
 static pd_status vae_t4(pd_arena *a, pd_tensor *t, int64_t c, int64_t f, int64_t h, int64_t w) {
@@ -534,7 +560,10 @@ static pd_status vae_out(vae_run *r, pd_tensor *t, int64_t c, int64_t f, int64_t
 }
 
 /* A causal conv. kt = 3 pads two frames in front: zeros for the whole clip, the cached last two
- * input frames when streaming (zeros before the first chunk). */
+ * input frames when streaming. A conv whose cache holds nothing yet (its first chunk) pads with zeros
+ * through the conv itself, with no cache to read, and a one-frame chunk there meets only the last
+ * tap (w_now); on the last latent frame no cache is saved (nothing reads it), so a one-frame decode
+ * moves no cache at all. */
 static pd_status vae_conv_apply(vae_run *r, const vae_conv *cv, pd_tensor *y, const pd_tensor *x) {
     int ph = cv->kh / 2, pw = cv->kw / 2;
     if (cv->kt == 1 || !r->stream) {
@@ -543,18 +572,27 @@ static pd_status vae_conv_apply(vae_run *r, const vae_conv *cv, pd_tensor *y, co
     }
     PD_ASSERT(cv->kt == 3 && cv->cache >= 0 && cv->cache < r->v->n_cache);
     int64_t c = x->shape[0], t = x->shape[1], h = x->shape[2], w = x->shape[3];
-    pd_tensor *cache = &r->cache[cv->cache], buf;
+    pd_tensor *cache = &r->cache[cv->cache];
     if (!cache->data) {
+        int pad[6] = {2, 0, ph, ph, pw, pw}, pad_now[6] = {0, 0, ph, ph, pw, pw};
+        PD_TRY(t == 1 ? pd_op_conv3d(r->be, y, x, &cv->w_now, &cv->b, pad_now)
+                      : pd_op_conv3d(r->be, y, x, &cv->w, &cv->b, pad));
+        if (r->last) return PD_OK;
         int64_t shape[4] = {c, 2, h, w};
-        PD_TRY(pd_backend_tensor_alloc(r->be, cache, PD_DTYPE_F32, 4, shape)); // zeroed
+        PD_TRY(pd_backend_tensor_alloc(r->be, cache, PD_DTYPE_F32, 4, shape)); // zeroed: the padding
+        int64_t keep = t < 2 ? t : 2;
+        pd_tensor dst = pd_tensor_slice(cache, 1, 2 - keep, keep), src = pd_tensor_slice(x, 1, t - keep, keep);
+        return pd_op_copy(r->be, &dst, &src);
     }
     PD_ASSERT(cache->shape[0] == c && cache->shape[2] == h && cache->shape[3] == w);
+    pd_tensor buf;
     PD_TRY(vae_t4(r->tmp, &buf, c, t + 2, h, w)); // (C, 2 + t, H, W) = cache | x
     pd_tensor head = pd_tensor_slice(&buf, 1, 0, 2), tail = pd_tensor_slice(&buf, 1, 2, t);
     PD_TRY(pd_op_copy(r->be, &head, cache));
     PD_TRY(pd_op_copy(r->be, &tail, x));
     int pad[6] = {0, 0, ph, ph, pw, pw};
     PD_TRY(pd_op_conv3d(r->be, y, &buf, &cv->w, &cv->b, pad));
+    if (r->last) return PD_OK;
     pd_tensor last = pd_tensor_slice(&buf, 1, t, 2);
     return pd_op_copy(r->be, cache, &last);
 }
@@ -764,8 +802,10 @@ static pd_status vae_check_latent(const pd_wan_vae *v, const pd_tensor *z) {
 static pd_status vae_run_init(vae_run *r, pd_wan_vae *v, bool stream) {
     memset(r, 0, sizeof *r);
     r->v = v, r->be = v->be, r->stream = stream;
-    for (int i = 0; i < 2; i++) PD_TRY(pd_arena_create(v->be, (size_t)16 << 20, &r->act[i]));
-    PD_TRY(pd_arena_create(v->be, (size_t)16 << 20, &r->tmp));
+    for (int i = 0; i < 2; i++)
+        if (!v->act[i]) PD_TRY(pd_arena_create(v->be, (size_t)16 << 20, &v->act[i]));
+    if (!v->tmp) PD_TRY(pd_arena_create(v->be, (size_t)16 << 20, &v->tmp));
+    r->act[0] = v->act[0], r->act[1] = v->act[1], r->tmp = v->tmp;
     if (stream) {
         r->cache = calloc((size_t)(v->n_cache ? v->n_cache : 1), sizeof *r->cache);
         if (!r->cache) return pd_error_set(PD_ERR_NOMEM, "out of memory for VAE caches");
@@ -776,9 +816,6 @@ static pd_status vae_run_init(vae_run *r, pd_wan_vae *v, bool stream) {
 static void vae_run_free(vae_run *r) {
     for (int i = 0; r->cache && i < r->v->n_cache; i++) pd_backend_tensor_free(r->be, &r->cache[i]);
     free(r->cache);
-    pd_arena_free(r->act[0]);
-    pd_arena_free(r->act[1]);
-    pd_arena_free(r->tmp);
 }
 
 pd_status pd_wan_vae_decode(pd_wan_vae *v, const pd_tensor *z, pd_wan_vae_frame_fn on_frame, pd_wan_vae_progress_fn progress,
@@ -791,7 +828,7 @@ pd_status pd_wan_vae_decode(pd_wan_vae *v, const pd_tensor *z, pd_wan_vae_frame_
         st = pd_stop_check(cancel, "in the VAE decode after %lld of %lld latent frames", (long long)i, (long long)t);
         if (st != PD_OK) break;
         pd_tensor zi = pd_tensor_slice(z, 1, i, 1), rgb;
-        r.first = i == 0;
+        r.first = i == 0, r.last = i == t - 1;
         st = vae_forward(&r, &zi, &rgb);
         if (st != PD_OK) break;
         PD_ASSERT(rgb.shape[1] == (i == 0 ? 1 : (int64_t)1 << v->n_temporal));

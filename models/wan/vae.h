@@ -11,7 +11,11 @@
  *    last two frames of its input as a cache; an upsample3d's time_conv is skipped on latent frame 0
  *    and its cache only ever holds frames from latent frame 1 on. Latent frame 0 yields 1 RGB frame,
  *    every later one 4, and each is handed to the callback as soon as it exists, so memory is one
- *    chunk's activations plus the caches, whatever T is.
+ *    chunk's activations plus the caches, whatever T is. A conv's first chunk (one frame behind two
+ *    zero frames) multiplies only its last temporal tap, and the last latent frame saves no cache, so
+ *    a one-frame decode is a third of the conv work and copies no cache. The activations' working
+ *    memory stays with the model between decodes (like the DiT's arena): later decodes at the same
+ *    or a smaller size allocate none of it; the caches are allocated per decode.
  *  - whole clip (pd_wan_vae_decode_whole): all T frames at once with zero front padding instead of
  *    caches (an upsample3d passes frame 0 through and runs time_conv over frames 1..). Its memory
  *    grows with T; it exists to test the streaming path and for short clips.

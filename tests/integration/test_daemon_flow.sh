@@ -15,9 +15,9 @@ FLAGS=(--data-dir "$DATA" --queue-capacity 2 --drain-timeout-s 1 --poll-after-ms
 start_daemon "$T/a.log" "${FLAGS[@]}"
 wait_ready 120
 
-# ---- create: 1 s at 16 fps -> 17 frames; 40 steps keep the denoise (about 1 s here) running while the event
+# ---- create: 1 s at 16 fps -> 17 frames; 100 steps keep the denoise (1-3 s here) running while the event
 # stream below connects, so the stream sees it ----
-post_json /v1/videos '{"prompt":"a red fox in the snow","seconds":"1","size":"64x48","num_inference_steps":40,"seed":7,"noise":"torch-cpu"}'
+post_json /v1/videos '{"prompt":"a red fox in the snow","seconds":"1","size":"64x48","num_inference_steps":100,"seed":7,"noise":"torch-cpu"}'
 [ "$STATUS" = 200 ] || fail "create: $STATUS $(cat "$T/body")"
 read -r ID1 ST1 FR1 SEED1 OBJ1 NOISE1 <<<"$(jq_body '" ".join(map(str, [b["id"], b["status"], b["num_frames"], b["seed"], b["object"], b["noise"]]))')"
 # The body shows the job as it is when the answer is written: a free pipeline may already have started it.
@@ -166,11 +166,12 @@ http DELETE "/v1/videos/$ID2"
 expect_error "second delete" 404
 pass "delete"
 
-# ---- a full queue, then SIGTERM with jobs queued ----
+# ---- a full queue, then SIGTERM with jobs queued (jobs of about a second each, so the queue outlasts
+# the 0.3 s before the readiness check and the 1 s drain) ----
 accepted=()
 saw429=0
 for i in $(seq 1 8); do
-    post_json /v1/videos "{\"prompt\":\"queued $i\",\"num_frames\":5,\"size\":\"32x32\",\"num_inference_steps\":30,\"seed\":$i}"
+    post_json /v1/videos "{\"prompt\":\"queued $i\",\"num_frames\":9,\"size\":\"64x64\",\"num_inference_steps\":100,\"seed\":$i}"
     if [ "$STATUS" = 200 ]; then
         accepted+=("$(jq_body 'b["id"]')")
     elif [ "$STATUS" = 429 ]; then
@@ -233,7 +234,7 @@ for id in "${accepted[@]}"; do
         sleep 0.1
     done
     [ "$st" = completed ] || fail "$id did not complete after the restart"
-    [ "$(ffprobe -v error -count_frames -show_entries stream=nb_read_frames -of csv=p=0 "$DATA/videos/$id.mp4")" = 5 ] || fail "$id: bad MP4"
+    [ "$(ffprobe -v error -count_frames -show_entries stream=nb_read_frames -of csv=p=0 "$DATA/videos/$id.mp4")" = 9 ] || fail "$id: bad MP4"
 done
 [ "$(grep -c "re-submitted after restart" "$T/b.log")" = "$left" ] || fail "want $left jobs re-submitted"
 pass "restart: finished video kept and served, ${#accepted[@]} queued jobs completed"
