@@ -382,74 +382,106 @@ static pd_status pd_cal_comm(pd_plan_profile *p) {
 }
 
 /* The profile's crowd_wait: what a collective costs beyond its transfer when a group's ranks
- * outnumber the cores (SP 4 on 2 cores). 2 x cores single-threaded ranks each compute a fixed piece
- * (PD_CAL_CROWD_PIECE_S alone), then meet in an all-to-all of 64 bytes, PD_CAL_CROWD_ROUNDS times.
- * A round's fair time is every rank's piece spread over the cores; what rank 0 measures beyond that
- * and the all-to-all's own latency is the wait (the peers a collective waits for, woken, queue for a
- * core behind ranks already computing their next piece). */
+ * outnumber the cores (SP 4 on 2 cores). 2 x cores single-threaded ranks each run a piece of a rank's
+ * work (linears of (256, 512) x (512, 512)^T through a one-thread CPU backend, about
+ * PD_CAL_CROWD_PIECE_S alone), then meet in an all-to-all of PD_CAL_CROWD_MSG bytes to every peer (a
+ * query chunk's size at a thousand tokens), PD_CAL_CROWD_ROUNDS times. A round's fair time is every
+ * rank's piece spread over the cores plus the all-to-all as the model prices it for a rank of that
+ * share; crowd_wait is the mean round beyond it (the peers a collective waits for, woken, queue for a
+ * core behind ranks already computing their next piece). The mean, not the median: a forward pays
+ * every round's wait, and they come in bursts. */
 #define PD_CAL_CROWD_PIECE_S 0.005
-#define PD_CAL_CROWD_ROUNDS 15
-static volatile uint64_t pd_cal_sink;
+#define PD_CAL_CROWD_ROUNDS 60
+#define PD_CAL_CROWD_MSG ((size_t)128 << 10)
 
-/* iters rounds of a xorshift, each kept by the compiler (the barrier): pure core time. */
-static void pd_cal_spin(long iters) {
-    uint64_t x = 88172645463325252u;
-    for (long i = 0; i < iters; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        __asm__ volatile("" : "+r"(x));
-    }
-    pd_cal_sink = x;
+/* A rank's piece of work: its own one-thread CPU backend and a linear's tensors. */
+typedef struct pd_cal_piece {
+    pd_backend *be;
+    pd_cal_ops o;
+} pd_cal_piece;
+
+static void pd_cal_piece_free(pd_cal_piece *pc) {
+    if (!pc->be) return;
+    pd_backend_tensor_free(pc->be, &pc->o.x), pd_backend_tensor_free(pc->be, &pc->o.y);
+    pd_backend_tensor_free(pc->be, &pc->o.w);
+    pd_tensor_free(&pc->o.wh);
+    pd_backend_free(pc->be);
+    pc->be = NULL;
+}
+
+static pd_status pd_cal_piece_init(pd_cal_piece *pc) {
+    memset(pc, 0, sizeof *pc);
+    const int64_t xs[2] = {256, 512}, ws[2] = {512, 512};
+    pd_status st = pd_backend_cpu_create(1, &pc->be);
+    if (st == PD_OK) st = pd_cal_tensor(pc->be, &pc->o.x, PD_DTYPE_F32, 2, xs, NULL);
+    if (st == PD_OK) st = pd_cal_tensor(pc->be, &pc->o.y, PD_DTYPE_F32, 2, xs, NULL);
+    if (st == PD_OK) st = pd_cal_tensor(pc->be, &pc->o.w, PD_DTYPE_F32, 2, ws, &pc->o.wh);
+    if (st != PD_OK) pd_cal_piece_free(pc);
+    return st;
+}
+
+static pd_status pd_cal_piece_run(pd_cal_piece *pc, int linears) {
+    for (int i = 0; i < linears; i++) PD_TRY(pd_cal_gemm(pc->be, &pc->o));
+    return PD_OK;
 }
 
 typedef struct pd_cal_crowd_ctx {
-    long iters;     /* the piece */
-    double round_s; /* out: the median round */
+    int linears;    /* the piece */
+    double round_s; /* out: the mean round */
 } pd_cal_crowd_ctx;
 
-/* One rank's rounds: a piece, then an all-to-all of 64 bytes to every rank. */
+/* One rank's rounds: a piece, then an all-to-all of PD_CAL_CROWD_MSG bytes to every rank. */
 static pd_status pd_cal_crowd_run(pd_comm *c, void *ctx) {
     pd_cal_crowd_ctx *x = ctx;
     const int ranks = pd_comm_size(c);
-    char buf[2 * PD_CAL_MAX_RANKS * 64] = {0};
+    const size_t m = PD_CAL_CROWD_MSG;
     size_t bytes[PD_CAL_MAX_RANKS], off[PD_CAL_MAX_RANKS], roff[PD_CAL_MAX_RANKS];
-    for (int r = 0; r < ranks; r++) bytes[r] = 64, off[r] = (size_t)r * 64, roff[r] = (size_t)(ranks + r) * 64;
-    double t[PD_CAL_CROWD_ROUNDS + 1];
-    pd_status st = pd_comm_alltoallv(c, buf, bytes, off, buf, bytes, roff); /* everyone is up */
-    for (int i = 0; i <= PD_CAL_CROWD_ROUNDS && st == PD_OK; i++) {
-        const double t0 = pd_now_s();
-        pd_cal_spin(x->iters);
-        st = pd_comm_alltoallv(c, buf, bytes, off, buf, bytes, roff);
-        t[i] = pd_now_s() - t0;
+    for (int r = 0; r < ranks; r++) bytes[r] = m, off[r] = (size_t)r * m, roff[r] = (size_t)(ranks + r) * m;
+    char *buf = calloc(2 * (size_t)ranks, m);
+    pd_cal_piece pc;
+    pd_status st = buf ? pd_cal_piece_init(&pc) : pd_error_set(PD_ERR_NOMEM, "calibrate: %zu bytes", 2 * ranks * m);
+    if (st != PD_OK) {
+        free(buf);
+        return st;
     }
-    if (st == PD_OK) x->round_s = pd_cal_median(t + 1, PD_CAL_CROWD_ROUNDS);
+    st = pd_comm_alltoallv(c, buf, bytes, off, buf, bytes, roff); /* everyone is up */
+    double t0 = 0;
+    for (int i = 0; i <= PD_CAL_CROWD_ROUNDS && st == PD_OK; i++) {
+        if (i == 1) t0 = pd_now_s(); /* round 0 warms up */
+        st = pd_cal_piece_run(&pc, x->linears);
+        if (st == PD_OK) st = pd_comm_alltoallv(c, buf, bytes, off, buf, bytes, roff);
+    }
+    if (st == PD_OK) x->round_s = (pd_now_s() - t0) / PD_CAL_CROWD_ROUNDS;
+    pd_cal_piece_free(&pc);
+    free(buf);
     return st;
 }
 
 static pd_status pd_cal_crowd(pd_plan_profile *p) {
     const int cores = p->cores > 0 ? p->cores : 1;
     const int ranks = 2 * cores <= PD_CAL_MAX_RANKS ? 2 * cores : PD_CAL_MAX_RANKS;
-    /* The piece's length alone, on an idle core: iterations for PD_CAL_CROWD_PIECE_S, then its median. */
-    pd_cal_crowd_ctx x = {.iters = 1 << 16};
-    for (;;) {
-        const double t0 = pd_now_s();
-        pd_cal_spin(x.iters);
-        const double dt = pd_now_s() - t0;
-        if (dt >= PD_CAL_CROWD_PIECE_S / 4) {
-            x.iters = (long)((double)x.iters * PD_CAL_CROWD_PIECE_S / dt);
-            break;
-        }
-        if (x.iters > (1L << 40)) return pd_error_set(PD_ERR_DEVICE, "calibrate: the clock does not advance");
-        x.iters *= 2;
-    }
-    double alone[5];
-    for (int i = 0; i < 5; i++) {
-        const double t0 = pd_now_s();
-        pd_cal_spin(x.iters);
+    /* The piece alone, on an idle core: linears for PD_CAL_CROWD_PIECE_S, then the median of 5. */
+    pd_cal_piece pc;
+    PD_TRY(pd_cal_piece_init(&pc));
+    pd_cal_crowd_ctx x = {.linears = 1};
+    double alone[5], t0 = pd_now_s();
+    pd_status st = pd_cal_piece_run(&pc, 4);
+    const double one = (pd_now_s() - t0) / 4;
+    x.linears = one > 0 ? (int)(PD_CAL_CROWD_PIECE_S / one + 0.5) : 1;
+    if (x.linears < 1) x.linears = 1;
+    for (int i = 0; i < 5 && st == PD_OK; i++) {
+        t0 = pd_now_s();
+        st = pd_cal_piece_run(&pc, x.linears);
         alone[i] = pd_now_s() - t0;
     }
+    pd_cal_piece_free(&pc);
+    PD_TRY(st);
     const double piece = pd_cal_median(alone, 5);
     PD_TRY(pd_cal_group("the crowded group", ranks, pd_cal_crowd_run, &x));
-    const double fair = piece * ranks / cores + p->a2a.latency, wait = x.round_s - fair;
+    /* the all-to-all as priced for a rank with 1 / ranks of the CPU (pd_plan_profile_share: the
+     * link at cores / ranks of its bandwidth) */
+    const double xfer = p->a2a.latency + (double)PD_CAL_CROWD_MSG * (ranks - 1) / (p->a2a.bw * cores / ranks);
+    const double fair = piece * ranks / cores + xfer, wait = x.round_s - fair;
     p->crowd_wait = wait > 0 ? wait : 0;
     return PD_OK;
 }
