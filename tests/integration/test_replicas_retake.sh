@@ -5,7 +5,7 @@
 # takes the job again while its first attempt is still ending; its scheduler refuses the same id then,
 # and the replica gives the job back to the queue (it never fails it) and takes it once the first
 # attempt has ended. It completes exactly once, on a later attempt.
-# Then SIGTERM with a 1 s drain while a job runs: the replica gives the job back to the queue as it
+# Then SIGTERM with a 0.5 s drain while a job runs: the replica gives the job back to the queue as it
 # stops (not a lease later), and a replica started after it completes the job once.
 # Last, the database away for longer than the lease (6 s) while a replica runs a job: when it is back,
 # the job is still that replica's (its renewal keeps a lease that expired while the store was away),
@@ -18,7 +18,7 @@ source "$(dirname "$0")/replicas_lib.sh"
 pg_start_or_skip
 mkdir -p "$T/outputs"
 start_daemon "$T/r0.log" --data-dir "$T/d0" --workers 2 --decode-workers 1 --threads-per-worker 1 --store "$PG_URL" --replica-id r0 \
-    --store-lease-s 30 --outputs-dir "$T/outputs" --drain-timeout-s 1
+    --store-lease-s 30 --outputs-dir "$T/outputs" --drain-timeout-s 0.5
 wait_ready 180
 
 for round in 1 2 3; do
@@ -42,7 +42,8 @@ grep -q "could not be started here" "$LOG" && echo "(the scheduler refused a ret
 pass "a job requeued while its replica decoded it completed once, on a later attempt, three times over"
 
 # ---- SIGTERM mid-job ----
-post_json /v1/videos '{"prompt":"outlives a drain","size":"128x96","num_frames":17,"num_inference_steps":100,"seed":9}'
+# (49 frames, 100 steps: several seconds even in a release build, far past the drain)
+post_json /v1/videos '{"prompt":"outlives a drain","size":"128x96","num_frames":49,"num_inference_steps":100,"seed":9}'
 [ "$STATUS" = 200 ] || fail "create: $STATUS"
 ID=$(jq_body 'b["id"]')
 store_wait_running "$ID"
