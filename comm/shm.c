@@ -1,7 +1,9 @@
 #include "comm/shm.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +23,29 @@ _Static_assert(sizeof(shm_header) == 64, "shm header must stay 64 bytes");
 
 void pd_shm_job_name(char *out, int pid, unsigned instance, uint64_t job_seq, const char *what) {
     snprintf(out, PD_SHM_NAME_MAX, "/pd-%d-%u-%" PRIu64 "-%s", pid, instance, job_seq, what);
+}
+
+int pd_shm_sweep_stale(int pid, unsigned instance) {
+    DIR *d = opendir("/dev/shm");
+    if (!d) return 0;
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int p = 0, end = 0;
+        unsigned inst = 0;
+        uint64_t seq = 0;
+        /* exactly "pd-<pid>-<instance>-<seq>-<what>" */
+        if (sscanf(e->d_name, "pd-%d-%u-%" SCNu64 "-%*[a-z_]%n", &p, &inst, &seq, &end) != 3 || end == 0 ||
+            e->d_name[end] != '\0' || p <= 0)
+            continue;
+        const bool ours = p == pid && inst == instance, dead = p != pid && kill(p, 0) != 0 && errno == ESRCH;
+        if (!ours && !dead) continue;
+        char name[PD_SHM_NAME_MAX + 1];
+        if ((size_t)snprintf(name, sizeof name, "/%s", e->d_name) >= sizeof name) continue;
+        if (shm_unlink(name) == 0) removed++;
+    }
+    closedir(d);
+    return removed;
 }
 
 /* A segment name: '/' followed by 1 to max - 2 bytes (under max with its NUL) with no other '/'. */

@@ -33,6 +33,12 @@ typedef struct pd_shm {
  * daemons on one host (or two schedulers in one program) never collide. */
 void pd_shm_job_name(char *out, int pid, unsigned instance, uint64_t job_seq, const char *what);
 
+/* Removes job segments (pd_shm_job_name's names) that nobody can be using: those of scheduler
+ * `instance` of process `pid` (the caller's own names, left by an earlier process that had the same
+ * pid and was killed before it removed them: a pid is reused, and the next job of that number would
+ * find its name taken) and those of processes that no longer exist. Returns how many it removed. */
+int pd_shm_sweep_stale(int pid, unsigned instance);
+
 /* Creates a new segment `name` (it must not exist) for a contiguous tensor of dtype dt and shape, maps
  * it read-write and returns it with a zeroed tensor view to fill. PD_ERR_INVALID for a bad name or
  * shape or a size over PD_SHM_MAX_BYTES, PD_ERR_IO when the segment cannot be made (exists, no space). */

@@ -247,6 +247,8 @@ pd_status pd_scheduler_create(const pd_scheduler_config *cfg, pd_job_event_fn fn
     pthread_cond_init(&s->idle_cv, NULL);
     static atomic_uint instances;
     s->instance = atomic_fetch_add(&instances, 1);
+    const int swept = pd_shm_sweep_stale((int)getpid(), s->instance);
+    if (swept > 0) PD_INFO("scheduler", "removed %d job segment(s) of killed processes from /dev/shm", swept);
     s->cfg = *cfg;
     s->cfg.cost_model = NULL; /* the copy below */
     if (cfg->cost_model) s->cost = *cfg->cost_model, s->have_cost = true;

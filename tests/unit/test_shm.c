@@ -1,5 +1,6 @@
 /* The shared-memory data plane: a tensor written by one process is read bit-exactly by another;
- * names are exclusive; forged or truncated headers are rejected; unlink removes the segment. */
+ * names are exclusive; forged or truncated headers are rejected; unlink removes the segment; the
+ * sweep removes the segments a killed process left and nothing a live one uses. */
 #include <fcntl.h>
 #include <stdint.h>
 #include <sys/mman.h>
@@ -138,9 +139,41 @@ static void test_bad_headers(void) {
     PD_CHECK_ERR(pd_shm_open(name, &r), PD_ERR_NOT_FOUND); /* failed creates leave nothing */
 }
 
+static bool exists(const char *n) {
+    int fd = shm_open(n, O_RDONLY, 0);
+    if (fd >= 0) close(fd);
+    return fd >= 0;
+}
+
+static void test_sweep_stale(void) {
+    const int64_t shape[1] = {4};
+    pd_shm s;
+    /* a pid that no longer exists: a child that has exited and been reaped */
+    pid_t gone = fork();
+    if (gone == 0) _exit(0);
+    waitpid(gone, NULL, 0);
+    char mine[PD_SHM_NAME_MAX], other[PD_SHM_NAME_MAX], dead[PD_SHM_NAME_MAX], parent[PD_SHM_NAME_MAX];
+    pd_shm_job_name(mine, (int)getpid(), 41, 1, "cond");   /* this pid, this instance: a predecessor's */
+    pd_shm_job_name(other, (int)getpid(), 42, 1, "cond");  /* this pid, another scheduler of it: live */
+    pd_shm_job_name(dead, (int)gone, 41, 2, "latent");     /* a process that is gone */
+    pd_shm_job_name(parent, (int)getppid(), 41, 3, "cond"); /* a live process */
+    const char *all[] = {mine, other, dead, parent};
+    for (size_t i = 0; i < 4; i++) {
+        pd_shm_unlink(all[i]);
+        PD_CHECK_OK(pd_shm_create(all[i], PD_DTYPE_F32, 1, shape, &s));
+        pd_shm_close(&s); /* left behind, as a killed process leaves it */
+    }
+    PD_CHECK(pd_shm_sweep_stale((int)getpid(), 41) >= 2);
+    PD_CHECK(!exists(mine) && !exists(dead) && exists(other) && exists(parent));
+    PD_CHECK_OK(pd_shm_create(mine, PD_DTYPE_F32, 1, shape, &s)); /* the name is free again */
+    pd_shm_close(&s);
+    for (size_t i = 0; i < 4; i++) pd_shm_unlink(all[i]);
+}
+
 int main(void) {
     PD_RUN(test_cross_process);
     PD_RUN(test_create_from_strided);
     PD_RUN(test_bad_headers);
+    PD_RUN(test_sweep_stale);
     return pd_test_summary();
 }
