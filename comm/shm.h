@@ -36,7 +36,9 @@ void pd_shm_job_name(char *out, int pid, unsigned instance, uint64_t job_seq, co
 /* Removes job segments (pd_shm_job_name's names) that nobody can be using: those of scheduler
  * `instance` of process `pid` (the caller's own names, left by an earlier process that had the same
  * pid and was killed before it removed them: a pid is reused, and the next job of that number would
- * find its name taken) and those of processes that no longer exist. Returns how many it removed. */
+ * find its name taken) and those of processes that no longer exist. "No longer exist" is judged in
+ * the caller's pid namespace: /dev/shm must not be shared with daemons of another one (containers
+ * get their own unless run with the host's IPC namespace). Returns how many it removed. */
 int pd_shm_sweep_stale(int pid, unsigned instance);
 
 /* Creates a new segment `name` (it must not exist) for a contiguous tensor of dtype dt and shape, maps
