@@ -352,7 +352,7 @@ pd_status pd_plan_request_check(const pd_plan_model *m, const pd_plan_request *r
 
 /* ---- the DiT ---- */
 
-static double pd_plan_a2a(const pd_plan_link *l, int n, double bytes) {
+double pd_plan_a2a_s(const pd_plan_link *l, int n, double bytes) {
     return n <= 1 ? 0.0 : l->latency + bytes * (n - 1) / n / l->bw;
 }
 
@@ -474,7 +474,7 @@ pd_status pd_plan_dit_step(const pd_plan_profile *p_dev, const pd_plan_model *m,
     /* Before each block the ranks agree whether to stop (a broadcast of one flag). */
     step += c->layers * c0;
     /* The ranks gather the velocity (f32) at the end; with CFG parallelism the two halves meet too. */
-    step += pd_plan_a2a(&p->a2a, n, n_tok * n * c->out_channels * 4.0 * B) + pd_plan_crowd_s(p_dev, sp);
+    step += pd_plan_a2a_s(&p->a2a, n, n_tok * n * c->out_channels * 4.0 * B) + pd_plan_crowd_s(p_dev, sp);
     if (sp->cfg_parallel) step += p->p2p.latency + (double)N * c->out_channels * 4.0 / p->p2p.bw;
     o.step_s = step;
     *out = o;

@@ -125,6 +125,10 @@ pd_status pd_plan_profile_save(const char *path, const pd_plan_profile *p);
 /* PD_ERR_INVALID naming the first field that is not positive and finite. */
 pd_status pd_plan_profile_check(const pd_plan_profile *p);
 
+/* An all-to-all of a group of n over link l, each rank holding `bytes` (of which (n - 1) / n leave):
+ * latency + bytes * (n - 1) / n / bw; 0 for one rank. */
+double pd_plan_a2a_s(const pd_plan_link *l, int n, double bytes);
+
 /* The FLOP rate of a conv3d with cout output channels: with conv_n points, the nearest point's rate
  * outside them and the linear interpolation in cout between two; else p->conv. */
 double pd_plan_conv_rate(const pd_plan_profile *p, double cout);

@@ -478,9 +478,10 @@ static pd_status pd_cal_crowd(pd_plan_profile *p) {
     PD_TRY(st);
     const double piece = pd_cal_median(alone, 5);
     PD_TRY(pd_cal_group("the crowded group", ranks, pd_cal_crowd_run, &x));
-    /* the all-to-all as priced for a rank with 1 / ranks of the CPU (pd_plan_profile_share: the
-     * link at cores / ranks of its bandwidth) */
-    const double xfer = p->a2a.latency + (double)PD_CAL_CROWD_MSG * (ranks - 1) / (p->a2a.bw * cores / ranks);
+    /* the all-to-all as the model prices it for a single-threaded rank among `ranks` */
+    pd_plan_profile rank;
+    pd_plan_profile_share(p, pd_plan_cpu_share(cores, 1, ranks), &rank);
+    const double xfer = pd_plan_a2a_s(&rank.a2a, ranks, (double)PD_CAL_CROWD_MSG * ranks);
     const double fair = piece * ranks / cores + xfer, wait = x.round_s - fair;
     p->crowd_wait = wait > 0 ? wait : 0;
     return PD_OK;
@@ -566,9 +567,9 @@ int pd_cmd_calibrate(int argc, char **argv) {
     if (st == PD_OK && dev < 0) {
         p.topology = PD_PLAN_SHM;
         st = pd_cal_comm(&p);
+        if (st == PD_OK) st = pd_cal_crowd(&p);
         /* The decode stage's media writer and first touches run on the host: CPU profiles only (a GPU
          * profile leaves them 0, plan/cost.h). */
-        if (st == PD_OK) st = pd_cal_crowd(&p);
         if (st == PD_OK) st = pd_cal_encode(&p);
         if (st == PD_OK) st = pd_cal_fault(&p);
     }
